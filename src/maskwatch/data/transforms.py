@@ -1,0 +1,119 @@
+"""Train and eval transform presets (PIL image in, normalised CHW tensor out).
+
+Train: random crop (framing varies between datasets), rotation +/-15 deg, horizontal flip, colour jitter,
+occasional blur, and a downscale-then-upscale view that imitates the small, far faces of real scenes.
+Eval: the deployment preprocessing of :mod:`maskwatch.preprocess`, so training measures what users get.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from maskwatch.preprocess import IMAGENET_MEAN, Preprocessing, to_batch
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+class RandomAreaCrop:
+    """Crop a random box covering at least ``min_area`` of the image, aspect within ``ratio``."""
+
+    def __init__(self, min_area: float, ratio: tuple[float, float] = (0.8, 1.25)):
+        self.min_area = min_area
+        self.ratio = ratio
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.min_area >= 1:
+            return image
+        width, height = image.size
+        for _ in range(10):
+            area = random.uniform(self.min_area, 1.0) * width * height
+            aspect = np.exp(random.uniform(np.log(self.ratio[0]), np.log(self.ratio[1])))
+            w, h = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
+            if 0 < w <= width and 0 < h <= height:
+                left, top = random.randint(0, width - w), random.randint(0, height - h)
+                return image.crop((left, top, left + w, top + h))
+        return image
+
+
+class RandomLowResolution:
+    """With probability ``p``, shrink so the longest side is ``lo..hi`` px (the later resize enlarges it)."""
+
+    def __init__(self, p: float, lo: int, hi: int):
+        self.p, self.lo, self.hi = p, lo, hi
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        side = random.randint(self.lo, self.hi)
+        width, height = image.size
+        scale = side / max(width, height)
+        if scale >= 1:
+            return image
+        small = (max(1, round(width * scale)), max(1, round(height * scale)))
+        array = cv2.resize(np.asarray(image), small, interpolation=cv2.INTER_AREA)
+        return Image.fromarray(array)
+
+
+class ToModelInput:
+    """PIL image -> normalised CHW float tensor, exactly as deployment preprocesses a face."""
+
+    def __init__(self, prep: Preprocessing):
+        self.prep = prep
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(to_batch([np.asarray(image.convert("RGB"))], self.prep)[0])
+
+
+def eval_transform(size: int = 224) -> Transform:
+    return ToModelInput(Preprocessing(size=size))
+
+
+def train_transform(
+    size: int = 224,
+    *,
+    rotation: float = 15.0,
+    hflip: float = 0.5,
+    jitter: float = 0.2,
+    crop_scale: float = 1.0,
+    lowres_prob: float = 0.0,
+    lowres_min: int = 14,
+    lowres_max: int = 56,
+    blur_prob: float = 0.0,
+) -> Transform:
+    fill = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)  # rotated-in corners normalise to ~0
+    steps: list[Callable] = [RandomAreaCrop(crop_scale)]
+    if rotation:
+        steps.append(T.RandomRotation(rotation, interpolation=T.InterpolationMode.BILINEAR, fill=fill))
+    if hflip:
+        steps.append(T.RandomHorizontalFlip(hflip))
+    if jitter:
+        steps.append(T.ColorJitter(brightness=jitter, contrast=jitter))
+    if blur_prob:
+        steps.append(T.RandomApply([T.GaussianBlur(5, sigma=(0.3, 1.5))], p=blur_prob))
+    if lowres_prob:
+        steps.append(RandomLowResolution(lowres_prob, lowres_min, lowres_max))
+    steps.append(ToModelInput(Preprocessing(size=size)))
+    return T.Compose(steps)
+
+
+def train_transform_from_config(cfg) -> Transform:  # noqa: ANN001 - TrainConfig, avoids a cycle
+    if not cfg.augment:
+        return eval_transform(cfg.image_size)
+    return train_transform(
+        cfg.image_size,
+        rotation=cfg.rotation,
+        hflip=cfg.hflip,
+        jitter=cfg.jitter,
+        crop_scale=cfg.crop_scale,
+        lowres_prob=cfg.lowres_prob,
+        lowres_min=cfg.lowres_min,
+        lowres_max=cfg.lowres_max,
+        blur_prob=cfg.blur_prob,
+    )

@@ -1,0 +1,282 @@
+"""Detection evaluation against PASCAL VOC boxes (torch-free).
+
+Two views of a detector's output on annotated scenes:
+
+* **face finding**, class-agnostic: greedy IoU matching per image, then recall by face size (longest side
+  of the ground-truth box) and precision, at IoU ≥ 0.5 and ≥ 0.3, plus the error of the per-image face count;
+* **per-class AP@0.5** (and their mean, mAP) over a given class list, computed with ``pycocotools``
+  (COCO-style: 101-point interpolated precision, at the single IoU threshold 0.5, one area range, no
+  per-image cap on detections). This is close to, but not the same as, VOC2010's all-point AP.
+
+Formats (the same as torchmetrics' ``MeanAveragePrecision``):
+
+* a prediction per image: ``{"boxes": (N, 4) x0 y0 x1 y1 pixels, "scores": (N,), "labels": (N,)}``;
+  ``labels`` may be class indices into ``classes`` or class names, and may be omitted for a face detector
+  without a classifier (then only the class-agnostic metrics are computed);
+* a ground truth per image: ``{"boxes": (M, 4), "labels": (M,)}``, or what :func:`read_voc` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SIZE_BUCKETS",
+    "average_precision",
+    "box_iou",
+    "evaluate_detection",
+    "face_metrics",
+    "match_greedy",
+    "read_voc",
+    "voc_target",
+]
+
+Box = tuple[float, float, float, float]
+
+# name → [low, high) on the longest side of the ground-truth box, in pixels
+SIZE_BUCKETS: dict[str, tuple[float, float]] = {
+    "<20": (0, 20),
+    "20-32": (20, 32),
+    "32-64": (32, 64),
+    ">=64": (64, math.inf),
+    ">=20": (20, math.inf),
+    "all": (0, math.inf),
+}
+
+
+def read_voc(annotation_path: str | PathLike[str]) -> list[tuple[str, Box]]:
+    """Objects of a PASCAL VOC annotation file as ``(class_name, (x0, y0, x1, y1))``, in file order.
+
+    Coordinates are taken as written (VOC's 1-based pixel indices are not shifted); boxes with swapped
+    corners are put right.
+    """
+    root = ET.parse(annotation_path).getroot()
+    objects: list[tuple[str, Box]] = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if bb is None or not name:
+            continue
+        x0, y0, x1, y1 = (float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
+        if any(math.isnan(v) for v in (x0, y0, x1, y1)):
+            raise ValueError(f"{annotation_path}: object {name!r} has an incomplete bndbox")
+        objects.append((name, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
+    return objects
+
+
+def voc_target(objects: Sequence[tuple[str, Box]]) -> dict[str, Any]:
+    """Turn :func:`read_voc` output into a ``{"boxes", "labels"}`` ground-truth dict (labels = names)."""
+    boxes = np.array([b for _, b in objects], dtype=np.float64).reshape(-1, 4)
+    return {"boxes": boxes, "labels": [name for name, _ in objects]}
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (N, M) of boxes ``a`` (N, 4) and ``b`` (M, 4), x0 y0 x1 y1 (continuous coordinates)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_greedy(
+    pred_boxes: np.ndarray, pred_scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy one-to-one matching: by falling score, each prediction takes the free ground truth it overlaps
+    most, if that IoU is ≥ ``iou_threshold``. Returns (gt_matched (M,), pred_matched (N,)) booleans."""
+    pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    gt_matched = np.zeros(len(gt_boxes), dtype=bool)
+    pred_matched = np.zeros(len(pred_boxes), dtype=bool)
+    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
+        return gt_matched, pred_matched
+    ious = box_iou(pred_boxes, gt_boxes)
+    for i in np.argsort(-np.asarray(pred_scores, dtype=np.float64), kind="stable"):
+        candidates = np.where(gt_matched, -1.0, ious[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou_threshold:
+            gt_matched[j] = pred_matched[i] = True
+    return gt_matched, pred_matched
+
+
+def _as_target(gt: Mapping[str, Any] | Sequence[tuple[str, Box]]) -> Mapping[str, Any]:
+    return gt if isinstance(gt, Mapping) else voc_target(gt)
+
+
+def _boxes(d: Mapping[str, Any]) -> np.ndarray:
+    return np.asarray(d.get("boxes", []), dtype=np.float64).reshape(-1, 4)
+
+
+def _scores(d: Mapping[str, Any], n: int) -> np.ndarray:
+    scores = d.get("scores")
+    return np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+
+
+def face_metrics(
+    predictions: Sequence[Mapping[str, Any]],
+    ground_truths: Sequence[Mapping[str, Any] | Sequence[tuple[str, Box]]],
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Class-agnostic recall per size bucket, precision and matched counts at one IoU threshold."""
+    hit = {name: 0 for name in SIZE_BUCKETS}
+    total = {name: 0 for name in SIZE_BUCKETS}
+    tp = n_pred = 0
+    for pred, gt in zip(predictions, ground_truths, strict=True):
+        gt_boxes, pred_boxes = _boxes(_as_target(gt)), _boxes(pred)
+        gt_matched, pred_matched = match_greedy(pred_boxes, _scores(pred, len(pred_boxes)), gt_boxes, iou_threshold)
+        sizes = np.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1])
+        for name, (lo, hi) in SIZE_BUCKETS.items():
+            in_bucket = (sizes >= lo) & (sizes < hi)
+            total[name] += int(in_bucket.sum())
+            hit[name] += int((in_bucket & gt_matched).sum())
+        tp += int(pred_matched.sum())
+        n_pred += len(pred_boxes)
+    recall = {name: (hit[name] / total[name] if total[name] else math.nan) for name in SIZE_BUCKETS}
+    return {
+        "recall": recall,
+        "precision": tp / n_pred if n_pred else math.nan,
+        "n_faces_by_bucket": total,
+        "true_positives": tp,
+        "n_predictions": n_pred,
+    }
+
+
+def _label_index(label: Any, classes: Sequence[str]) -> int:
+    if isinstance(label, str):
+        if label not in classes:
+            raise ValueError(f"label {label!r} is not one of the classes {list(classes)}")
+        return classes.index(label)
+    index = int(label)
+    if not 0 <= index < len(classes):
+        raise ValueError(f"label index {index} is outside the {len(classes)} classes")
+    return index
+
+
+def average_precision(
+    predictions: Sequence[Mapping[str, Any]],
+    ground_truths: Sequence[Mapping[str, Any] | Sequence[tuple[str, Box]]],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> dict[str, float]:
+    """Per-class AP at one IoU threshold with pycocotools (COCO 101-point interpolation).
+
+    A class without any ground-truth box gets NaN. Ground-truth labels not in ``classes`` are ignored (and
+    so are predictions with such labels). Pass ``classes=["face"]`` with all labels 0 for a face-only AP.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    classes = list(classes)
+    images, annotations, results = [], [], []
+    max_dets = 1
+    for image_id, (pred, gt) in enumerate(zip(predictions, ground_truths, strict=True), start=1):
+        images.append({"id": image_id})
+        target = _as_target(gt)
+        gt_boxes = _boxes(target)
+        for box, label in zip(gt_boxes, list(target.get("labels", [])), strict=True):
+            if isinstance(label, str) and label not in classes:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in box)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": _label_index(label, classes) + 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+            })  # fmt: skip
+        pred_boxes = _boxes(pred)
+        if "labels" not in pred:
+            raise ValueError("average_precision needs predicted 'labels'")
+        scores = _scores(pred, len(pred_boxes))
+        labels = list(pred["labels"])
+        max_dets = max(max_dets, len(pred_boxes))
+        for box, score, label in zip(pred_boxes, scores, labels, strict=True):
+            if isinstance(label, str) and label not in classes:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in box)
+            results.append({
+                "image_id": image_id, "category_id": _label_index(label, classes) + 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score),
+            })  # fmt: skip
+    has_gt = {c: False for c in range(1, len(classes) + 1)}
+    for ann in annotations:
+        has_gt[ann["category_id"]] = True
+    if not results:
+        return {name: (0.0 if has_gt[k + 1] else math.nan) for k, name in enumerate(classes)}
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(classes)],
+        }
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.iouThrs = np.array([iou_threshold])
+        ev.params.areaRng = [[0.0, 1e10]]
+        ev.params.areaRngLbl = ["all"]
+        ev.params.maxDets = [max_dets]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"]  # [iou, recall points, class, area, max dets]
+    ap: dict[str, float] = {}
+    for k, name in enumerate(classes):
+        p = precision[0, :, k, 0, 0]
+        ap[name] = float(p.mean()) if has_gt[k + 1] and (p > -1).all() else math.nan
+    return ap
+
+
+def evaluate_detection(
+    predictions: Sequence[Mapping[str, Any]],
+    ground_truths: Sequence[Mapping[str, Any] | Sequence[tuple[str, Box]]],
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """All detection metrics in one dict.
+
+    Keys: ``map50`` (mean of the defined per-class APs; None without predicted labels), ``ap50``
+    (class → AP@0.5), ``ap50_face`` (class-agnostic AP@0.5), ``recall`` / ``recall_iou30`` (size bucket →
+    recall at IoU 0.5 / 0.3), ``precision`` / ``precision_iou30``, ``n_faces_by_bucket``, ``n_images``,
+    ``n_faces``, ``n_predictions``, ``count_mae`` (mean absolute error of the per-image face count).
+    """
+    if len(predictions) != len(ground_truths):
+        raise ValueError(f"{len(predictions)} predictions for {len(ground_truths)} ground truths")
+    targets = [_as_target(gt) for gt in ground_truths]
+    at50 = face_metrics(predictions, targets, 0.5)
+    at30 = face_metrics(predictions, targets, 0.3)
+    counts_gt = np.array([len(_boxes(t)) for t in targets], dtype=np.float64)
+    counts_pred = np.array([len(_boxes(p)) for p in predictions], dtype=np.float64)
+
+    faces_pred = [{"boxes": _boxes(p), "scores": _scores(p, len(_boxes(p))), "labels": [0] * len(_boxes(p))}
+                  for p in predictions]  # fmt: skip
+    faces_gt = [{"boxes": _boxes(t), "labels": [0] * len(_boxes(t))} for t in targets]
+    ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
+
+    labelled = len(predictions) > 0 and all("labels" in p for p in predictions)
+    ap50 = average_precision(predictions, targets, classes) if labelled else {}
+    defined = [v for v in ap50.values() if not math.isnan(v)]
+    return {
+        "map50": float(np.mean(defined)) if defined else None,
+        "ap50": ap50,
+        "ap50_face": ap_face,
+        "recall": at50["recall"],
+        "recall_iou30": at30["recall"],
+        "precision": at50["precision"],
+        "precision_iou30": at30["precision"],
+        "n_faces_by_bucket": at50["n_faces_by_bucket"],
+        "n_images": len(targets),
+        "n_faces": int(counts_gt.sum()),
+        "n_predictions": int(counts_pred.sum()),
+        "count_mae": float(np.abs(counts_pred - counts_gt).mean()) if len(targets) else math.nan,
+        "ap_method": "pycocotools COCOeval, 101-point interpolated, IoU 0.5, no detection cap",
+    }
