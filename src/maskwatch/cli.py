@@ -37,7 +37,7 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    typer.echo(f"error: {message}", err=True)  # unwrapped, so scripts and logs can grep it
     raise typer.Exit(code)
 
 
@@ -125,6 +125,12 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics JSON here (plus .confusion.png "
                                             "and .predictions.csv beside it)."),
     backend: str = typer.Option("torch", help="Inference backend."),
+    report_out: Optional[Path] = typer.Option(None, "--report", help="Also write the self-contained HTML insight "
+                                              "report here (metrics, curves, Grad-CAM galleries, ...)."),
+    low_confidence: float = typer.Option(0.6, help="With --report: top-class probability below which an image "
+                                         "is 'low confidence'."),
+    model_card: Optional[Path] = typer.Option(None, help="With --report: model card (Markdown) to include; "
+                                              "default MODEL_CARD.md beside the model."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Measure a model on a dataset: accuracy, per-class scores, confusion matrix, ROC AUC, calibration."""
@@ -146,6 +152,18 @@ def evaluate(
     _print_metrics(report)
     if json_out:
         console.print(f"[green]wrote[/] {json_out}")
+    if report_out:
+        _insight.write_report(evaluation, report_out, model_path=Path(model_path), model_card=model_card,
+                              low_confidence=low_confidence)
+
+
+# Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
+# them all. Each module imports its heavy dependencies inside the command function.
+# --- registered commands (keep one line per command) ---
+from maskwatch.commands import insight as _insight  # noqa: E402
+app.command("explain")(_insight.explain)
+app.command("report")(_insight.report)
+# --- end of registered commands ---
 
 
 def main() -> None:

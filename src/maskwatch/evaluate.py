@@ -40,15 +40,30 @@ class Evaluation:
 
 
 def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[np.ndarray | None], list[Skipped]]:
-    def load(sample: Sample):
+    """Decode each distinct file once (scene crops share their image), then cut every sample."""
+    from maskwatch.data.images import load_rgb
+
+    def decode(path: str):
         try:
-            return np.asarray(sample.load()), None
+            return load_rgb(path), None
         except BadImageError as exc:
             return None, Skipped(exc.path, exc.reason)
 
+    paths = list(dict.fromkeys(s.path for s in samples))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(load, samples))
-    return [r[0] for r in results], [r[1] for r in results if r[1] is not None]
+        decoded = dict(zip(paths, pool.map(decode, paths)))
+    images: list[np.ndarray | None] = []
+    for sample in samples:
+        image, _ = decoded[sample.path]
+        if image is None:
+            images.append(None)
+            continue
+        try:
+            images.append(np.asarray(sample.crop(image)))
+        except BadImageError:
+            images.append(None)
+    skipped = [bad for _, bad in decoded.values() if bad is not None]
+    return images, skipped
 
 
 def evaluate_samples(

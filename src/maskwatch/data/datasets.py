@@ -44,7 +44,10 @@ class Sample:
 
     def load(self) -> Image.Image:
         """Decode the sample as RGB (raises BadImageError for unusable files)."""
-        image = load_rgb(self.path)
+        return self.crop(load_rgb(self.path))
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        """This sample's region of its already decoded image (the whole image when there is no box)."""
         if self.box is None:
             return image
         left, top, right, bottom = self.box
@@ -105,11 +108,10 @@ class LabeledSet:
             if not per_class or sum(per_class.values()) == 0:
                 raise DatasetError(f"{self.root}: split {split!r} has no usable images")
             present = [c for c, n in per_class.items() if n > 0]
-            if len(present) < 2:
-                raise DatasetError(f"{self.root}: split {split!r} holds only one class ({present[0]!r})")
             empty = [c for c, n in per_class.items() if n == 0]
             if empty:
-                raise DatasetError(f"{self.root}: class {empty[0]!r} has no usable images in split {split!r}")
+                only = f"split {split!r} holds only one class ({present[0]!r}): " if len(present) == 1 else ""
+                raise DatasetError(f"{self.root}: {only}class {empty[0]!r} has no usable images in split {split!r}")
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:

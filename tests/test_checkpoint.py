@@ -1,0 +1,86 @@
+"""Checkpoints are written atomically: a crash or a kill mid-write leaves the previous file intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from maskwatch.checkpoint import atomic_torch_save, atomic_write, build_model, load_checkpoint, make_checkpoint
+from maskwatch.models import create_model
+
+
+def test_exception_mid_write_keeps_old_file(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"good old model")
+
+    def half_write(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, half_write)
+    assert target.read_bytes() == b"good old model"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_killed_writer_leaves_old_file_intact(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"good old model")
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from maskwatch.checkpoint import atomic_write
+        def slow(tmp):
+            with open(tmp, "wb") as handle:
+                handle.write(b"partial bytes")
+                handle.flush()
+                time.sleep(60)
+        atomic_write(Path({str(target)!r}), slow)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 30
+        while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            assert time.time() < deadline, "writer never started"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    finally:
+        child.kill()
+    assert target.read_bytes() == b"good old model"
+
+
+def test_checkpoint_round_trip_and_half_precision(tmp_path):
+    model = create_model("mobilenet_v2", 2, weights="none").eval()
+    full = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=["a", "b"],
+                           preprocessing={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3})
+    half = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=["a", "b"],
+                           preprocessing={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3}, half=True)
+    atomic_torch_save(full, tmp_path / "full.pt")
+    atomic_torch_save(half, tmp_path / "half.pt")
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = build_model(load_checkpoint(tmp_path / "full.pt"))(x)
+        b = build_model(load_checkpoint(tmp_path / "half.pt"))(x)
+    assert torch.allclose(a, model(x), atol=1e-6)
+    assert torch.allclose(a, b, atol=5e-2)
+    checkpoint = load_checkpoint(tmp_path / "full.pt")
+    assert checkpoint["classes"] == ["a", "b"] and checkpoint["versions"]["torch"]
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable maskwatch checkpoint"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="missing"):
+        load_checkpoint(tmp_path / "other.pt")
