@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             preds.append({"boxes": np.array([f.box for f in kept]).reshape(-1, 4),
                           "scores": np.array([f.score for f in kept])})  # fmt: skip
         r = evaluate_detection(preds, targets, classes=[])
-        keys = ("recall", "recall_iou30", "precision", "precision_iou30", "ap50_face", "count_mae", "n_predictions",
-                "n_faces_by_bucket")  # fmt: skip
+        keys = (
+            "recall", "recall_iou30", "precision", "precision_iou30",
+            "ap50_face", "count_mae", "n_predictions", "n_faces_by_bucket",
+        )  # fmt: skip
         return {"score_threshold": threshold, **{k: r[k] for k in keys}}
 
     thresholds = [args.threshold] + sorted({float(t) for t in args.sweep.split(",") if t} - {args.threshold})
@@ -154,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             f" | count MAE {row['count_mae']:.2f}"
         )
     lat = result["latency_ms"]
-    print(f"latency ms/image: mean {lat['mean']:.1f}  p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  ({result['machine']['cpu']})")
+    print(
+        f"latency ms/image: mean {lat['mean']:.1f}  p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}"
+        f"  ({result['machine']['cpu']}, {args.threads} threads)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=float) + "\n")

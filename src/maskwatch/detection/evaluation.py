@@ -135,7 +135,8 @@ def face_metrics(
     tp = n_pred = 0
     for pred, gt in zip(predictions, ground_truths, strict=True):
         gt_boxes, pred_boxes = _boxes(_as_target(gt)), _boxes(pred)
-        gt_matched, pred_matched = match_greedy(pred_boxes, _scores(pred, len(pred_boxes)), gt_boxes, iou_threshold)
+        scores = _scores(pred, len(pred_boxes))
+        gt_matched, pred_matched = match_greedy(pred_boxes, scores, gt_boxes, iou_threshold)
         sizes = np.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1])
         for name, (lo, hi) in SIZE_BUCKETS.items():
             in_bucket = (sizes >= lo) & (sizes < hi)
