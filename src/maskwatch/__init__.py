@@ -6,3 +6,21 @@ The top-level import stays light (no torch): heavy modules load on first use.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maskwatch.runtime.base import Classifier
+
+
+def load(path: str | Path | None = None, backend: str = "auto", **options: Any) -> "Classifier":
+    """The mask classifier at ``path``; by default the bundled model (see ``models/MODEL_CARD.md``).
+
+    >>> import maskwatch
+    >>> maskwatch.load().predict([face_rgb])   # [("with_mask", 0.99)]
+    """
+    from maskwatch.bundled import default_model_path
+    from maskwatch.runtime.base import load_classifier
+
+    return load_classifier(path or default_model_path(), backend=backend, **options)
