@@ -62,6 +62,8 @@ class TrainConfig:
     hflip: float = 0.5  # probability
     jitter: float = 0.2  # brightness and contrast
     crop_scale: float = 0.8  # random crop keeps at least this fraction of the area (1 disables)
+    zoom_out_prob: float = 0.0  # probability of shrinking the face inside a replicated-border canvas
+    zoom_out_min: float = 0.7  # smallest scale of that zoom-out
     lowres_prob: float = 0.5  # probability of a downscale-then-upscale view (small, far faces)
     lowres_min: int = 14  # smallest side of that downscale (px)
     lowres_max: int = 56
@@ -94,6 +96,7 @@ class TrainConfig:
             (self.feature_backend in ("auto", "onnx", "torch"), "feature_backend must be auto|onnx|torch"),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto|cpu|cuda"),
             (0 < self.crop_scale <= 1, "crop_scale must be in (0, 1]"),
+            (0 < self.zoom_out_min <= 1, "zoom_out_min must be in (0, 1]"),
             (0 <= self.val_ratio < 1 and 0 <= self.test_ratio < 1, "split ratios must be in [0, 1)"),
             (self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1"),
             (self.views >= 1, "views must be >= 1"),

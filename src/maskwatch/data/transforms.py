@@ -42,6 +42,26 @@ class RandomAreaCrop:
         return image
 
 
+class RandomZoomOut:
+    """With probability ``p``, shrink the image to ``lo..1`` of its size inside a canvas of the original size,
+    borders replicated. Tight and loose framings then appear in every class, so a model cannot tell the
+    class from how closely a dataset happened to crop its faces."""
+
+    def __init__(self, p: float, lo: float):
+        self.p, self.lo = p, lo
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p or self.lo >= 1:
+            return image
+        scale = random.uniform(self.lo, 1.0)
+        width, height = image.size
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        small = cv2.resize(np.asarray(image), (w, h), interpolation=cv2.INTER_AREA)
+        left, top = random.randint(0, width - w), random.randint(0, height - h)
+        canvas = cv2.copyMakeBorder(small, top, height - h - top, left, width - w - left, cv2.BORDER_REPLICATE)
+        return Image.fromarray(canvas)
+
+
 class RandomLowResolution:
     """With probability ``p``, shrink so the longest side is ``lo..hi`` px (the later resize enlarges it)."""
 
@@ -82,6 +102,8 @@ def train_transform(
     hflip: float = 0.5,
     jitter: float = 0.2,
     crop_scale: float = 1.0,
+    zoom_out_prob: float = 0.0,
+    zoom_out_min: float = 0.7,
     lowres_prob: float = 0.0,
     lowres_min: int = 14,
     lowres_max: int = 56,
@@ -89,6 +111,8 @@ def train_transform(
 ) -> Transform:
     fill = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)  # rotated-in corners normalise to ~0
     steps: list[Callable] = [RandomAreaCrop(crop_scale)]
+    if zoom_out_prob:
+        steps.append(RandomZoomOut(zoom_out_prob, zoom_out_min))
     if rotation:
         steps.append(T.RandomRotation(rotation, interpolation=T.InterpolationMode.BILINEAR, fill=fill))
     if hflip:
@@ -112,6 +136,8 @@ def train_transform_from_config(cfg) -> Transform:  # noqa: ANN001 - TrainConfig
         hflip=cfg.hflip,
         jitter=cfg.jitter,
         crop_scale=cfg.crop_scale,
+        zoom_out_prob=cfg.zoom_out_prob,
+        zoom_out_min=cfg.zoom_out_min,
         lowres_prob=cfg.lowres_prob,
         lowres_min=cfg.lowres_min,
         lowres_max=cfg.lowres_max,
