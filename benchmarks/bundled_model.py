@@ -90,7 +90,67 @@ def main() -> None:
         "versions": checkpoint["versions"],
     }
     (ROOT / "benchmarks" / "results" / "bundled.json").write_text(json.dumps(summary, indent=2))
+    (ROOT / "models" / "MODEL_CARD.md").write_text(model_card(summary))
     print(json.dumps(summary, indent=2))
+
+
+def model_card(s: dict) -> str:
+    """The model card: what the bundled model is, how it was made, and how well it does where."""
+    chosen = s[s["bundled"]]
+    rows = "\n".join(
+        f"| {name} | {m['n_images']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['without_mask_recall']:.4f} "
+        f"| {m['roc_auc']:.4f} | {m['ece']:.4f} |" for name, m in chosen.items()
+    )
+    compare = "\n".join(
+        f"| {name} | {s['fp32'][name]['accuracy']:.4f} | {s['fp16'][name]['accuracy']:.4f} |" for name in s["fp32"]
+    )
+    cfg = s["config"]
+    return f"""# Model card: `{BUNDLED_NAME}`
+
+Face-mask classifier bundled with maskwatch: MobileNetV2 (ImageNet, torchvision `IMAGENET1K_V1` weights) with
+a new 2-class head (`with_mask`, `without_mask`), trained by maskwatch's own `train` command.
+
+- **File**: `models/{BUNDLED_NAME}`, {s['size_bytes'] / 1e6:.1f} MB ({s['bundled']} weights; the fp32 checkpoint
+  is {s['fp32_size_bytes'] / 1e6:.1f} MB), sha256 `{s['sha256']}`
+- **Input**: an RGB face crop, squashed to {cfg['image_size']}x{cfg['image_size']}, ImageNet mean/std
+  (stored in the checkpoint's `preprocessing`).
+- **Data**: `../shared/data/faces` train split (1432 with_mask, 1211 without_mask), validation on its
+  valid split; never trained on `pis/` or `scenes/`.
+- **Command** (from the repository root, after `make setup`):
+  `{s['command']}`
+  ([`{CONFIG}`]({'../' + CONFIG}): frozen backbone, head trained {cfg['epochs']} epochs on {cfg['views']} cached
+  augmented views, then the last {cfg['finetune']} blocks fine-tuned {cfg['finetune_epochs']} epochs at lr
+  {cfg['finetune_lr']}; Adam lr {cfg['lr']}, batch {cfg['batch_size']}; augmentation: rotation +/-{cfg['rotation']:.0f} deg,
+  flip, brightness/contrast {cfg['jitter']}, random crop >= {cfg['crop_scale']} of the area, blur
+  (p={cfg['blur_prob']}), downscale to {cfg['lowres_min']}-{cfg['lowres_max']} px then upscale (p={cfg['lowres_prob']}).)
+- **Best epoch** (validation loss): {s['validation']}
+- **Versions**: {s['versions']}
+
+## Metrics ({s['bundled']} file, `maskwatch evaluate`, backend torch)
+
+| test set | images | accuracy | macro F1 | without_mask recall | ROC AUC | ECE |
+|---|---|---|---|---|---|---|
+{rows}
+
+`faces_test`: `maskwatch evaluate --data ../shared/data/faces --split test`;
+`pis_test`: `maskwatch evaluate --data ../shared/data/pis --split test` (synthetic masks; its unmasked
+photos also occur in faces/);
+`scene_crops_32`: `maskwatch evaluate --data ../shared/data/scenes --crops --min-face 32` (crop margin 0.15;
+`mask_weared_incorrect` faces are left out: the model has two classes). Regenerate everything with
+`.venv/bin/python benchmarks/bundled_model.py`.
+
+## fp16 vs fp32 (accuracy)
+
+| test set | fp32 | fp16 |
+|---|---|---|
+{compare}
+
+## Limits
+- Trained on web photos of faces; `faces/` has a known source bias (many unmasked faces are East-Asian
+  celebrity crops). The cross-dataset scene figure is the one to trust for real cameras.
+- Small faces (< 32 px) are harder; see BENCHMARKS.md for the detection pipeline's figures by size.
+- Two classes only: a mask worn below the nose is not a class of this model.
+"""
 
 
 if __name__ == "__main__":
