@@ -24,3 +24,12 @@ def load(path: str | Path | None = None, backend: str = "auto", **options: Any) 
     from maskwatch.runtime.base import load_classifier
 
     return load_classifier(path or default_model_path(), backend=backend, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy exports, so ``import maskwatch`` stays light: ``from maskwatch import MaskDetector``."""
+    if name == "MaskDetector":
+        from maskwatch.detection.pipeline import MaskDetector
+
+        return MaskDetector
+    raise AttributeError(f"module 'maskwatch' has no attribute {name!r}")

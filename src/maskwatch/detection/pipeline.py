@@ -1,0 +1,736 @@
+"""The two-stage scene pipeline: find faces, then classify each face's mask (torch-free).
+
+    >>> from maskwatch import MaskDetector                                # doctest: +SKIP
+    >>> result = MaskDetector.load().detect("street.jpg")                 # doctest: +SKIP
+    >>> result.counts, result.compliance                                  # doctest: +SKIP
+    ({'with_mask': 7, 'without_mask': 2}, 0.777)
+    >>> result.faces[0].label, result.faces[0].probability, result.faces[0].box   # doctest: +SKIP
+    ('with_mask', 0.98, (120.3, 44.1, 151.0, 80.7))
+
+Stage 1 is CenterFace (:mod:`maskwatch.detection.centerface`), run on one or more *views* of the image
+(longest side scaled to each of ``scales``, optionally mirrored) whose detections are fused: boxes that
+overlap by more than ``fusion_iou`` are one face, its box the score-weighted mean of the views' boxes and
+its score the mean over the views (a view that missed it adds 0). Mirroring and a second, larger scale find
+more small faces and place boxes better; they cost one detector run each. Boxes are then mapped onto the
+PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
+
+Stage 2 crops every face kept (score ≥ ``score_threshold``) grown by ``crop_margin`` of its size on each
+side, exactly how :func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC
+boxes, and classifies all crops of an image (or of a batch of images) in batches.
+
+Each face carries the detector ``score``, the predicted ``label`` with its ``probability`` and all class
+probabilities, and ``confidence`` = score × probability, the ranking score used for AP.
+``compliance`` = faces labelled with a mask class / faces classified (None when no face was found).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face, nms
+from maskwatch.detection.evaluation import box_iou
+
+__all__ = [
+    "MASK_CLASSES",
+    "PRESETS",
+    "FaceResult",
+    "FrameResult",
+    "MaskDetector",
+    "compliance_rate",
+    "crop_box",
+    "fuse_views",
+]
+
+Box = tuple[float, float, float, float]
+
+# class names that mean "mask worn correctly" (compliant); any other class of the model is non-compliant
+MASK_CLASSES = ("with_mask", "mask")
+
+# detector views: (longest sides of the network input, also run mirrored)
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"scales": (640,), "flip": False},  # one detector run: video and streams
+    "balanced": {"scales": (640,), "flip": True},  # two runs
+    "accurate": {"scales": (640, 1024), "flip": True},  # four runs: still images, evaluation
+}
+
+
+class FaceFinder(Protocol):
+    def detect(self, image_rgb: np.ndarray) -> list[Face]: ...
+
+
+class ProbabilityModel(Protocol):
+    classes: list[str]
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+# --------------------------------------------------------------------------------------------------------
+# results
+
+
+def _mask_class(classes: Sequence[str]) -> str | None:
+    for name in MASK_CLASSES:
+        if name in classes:
+            return name
+    return None
+
+
+def compliance_rate(counts: Mapping[str, int], classes: Sequence[str]) -> float | None:
+    """Faces with a mask / faces classified; None when there are none or the model has no mask class."""
+    total = sum(counts.values())
+    mask = _mask_class(classes)
+    if total == 0 or mask is None:
+        return None
+    return counts.get(mask, 0) / total
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return float(round(float(value), digits))
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: where it is, how sure the detector is, and what the classifier says about its mask."""
+
+    box: Box  # x0, y0, x1, y1 in image pixels
+    score: float  # detector score (fused over views), 0..1
+    label: str  # most likely class
+    probability: float  # that class's probability
+    probabilities: dict[str, float]  # every class
+    landmarks: tuple[tuple[float, float], ...] = ()  # eyes (image left, right), nose, mouth (left, right)
+    track_id: int | None = None  # set by a tracker in videos
+    track_label: str | None = None  # the track's verdict so far (votes over its frames)
+    track_probability: float | None = None
+
+    @property
+    def confidence(self) -> float:
+        """Detector score × class probability: the score faces are ranked by (AP, filters)."""
+        return self.score * self.probability
+
+    @property
+    def size(self) -> float:
+        """Longest side of the box in pixels."""
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+    @property
+    def display_label(self) -> str:
+        """The track's verdict when tracked, else this frame's label."""
+        return self.track_label or self.label
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "box": [_r(v, 1) for v in self.box],
+            "score": _r(self.score),
+            "label": self.label,
+            "probability": _r(self.probability),
+            "probabilities": {k: _r(v) for k, v in self.probabilities.items()},
+            "confidence": _r(self.confidence),
+            "landmarks": [[_r(x, 1), _r(y, 1)] for x, y in self.landmarks],
+        }
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
+            out["track_label"] = self.track_label
+            out["track_probability"] = None if self.track_probability is None else _r(self.track_probability)
+        return out
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """All faces of one image or video frame, with counts per class and the compliance rate."""
+
+    faces: list[FaceResult]
+    classes: list[str]
+    width: int
+    height: int
+    source: str | None = None
+    frame: int = 0  # frame number in a video (0 for still images)
+    timestamp: float | None = None  # seconds into a video
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Faces per class (every class of the model, zeros included)."""
+        tally = {name: 0 for name in self.classes}
+        for face in self.faces:
+            tally[face.label] = tally.get(face.label, 0) + 1
+        return tally
+
+    @property
+    def compliance(self) -> float | None:
+        return compliance_rate(self.counts, self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        compliance = self.compliance
+        out: dict[str, Any] = {
+            "source": self.source,
+            "frame": self.frame,
+            "timestamp": None if self.timestamp is None else _r(self.timestamp, 3),
+            "width": self.width,
+            "height": self.height,
+            "n_faces": len(self.faces),
+            "counts": self.counts,
+            "compliance": None if compliance is None else _r(compliance),
+            "faces": [face.to_dict() for face in self.faces],
+        }
+        out.update(self.extra)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# geometry
+
+
+def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The crop of a face box grown by ``margin`` × its size on each side, rounded and clipped to the image
+    (the framing of :func:`maskwatch.data.datasets.open_dataset`'s VOC crops)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    left, top = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
+    right, bottom = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
+    return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def _adjust(boxes: np.ndarray, adjust: Sequence[float]) -> np.ndarray:
+    dx, dy, sw, sh = adjust
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * w, (boxes[:, 1] + boxes[:, 3]) / 2 + dy * h
+    return np.stack([cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2], axis=1)
+
+
+def fuse_views(
+    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], iou: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fuse the detections of several views of one image: ``(boxes (N,4), scores (N,), landmarks (N,5,2))``
+    per view, in the original image's pixels.
+
+    Greedy by score: the best remaining box and every remaining box overlapping it by more than ``iou``
+    form one face. From each view the face keeps its best box; the fused box and landmarks are the
+    score-weighted mean of those, the fused score the sum of their scores over the number of views (a view
+    that missed the face counts 0). With one view this is plain non-maximum suppression.
+    """
+    n_views = len(views)
+    if n_views == 0:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+    if n_views == 1:
+        boxes, scores, marks = views[0]
+        if len(scores) == 0:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        keep = nms(boxes, scores, iou)
+        return boxes[keep], scores[keep], marks[keep]
+    boxes = np.concatenate([v[0].reshape(-1, 4) for v in views]).astype(np.float64)
+    scores = np.concatenate([v[1].reshape(-1) for v in views]).astype(np.float64)
+    marks = np.concatenate([v[2].reshape(-1, 5, 2) for v in views]).astype(np.float64)
+    view_of = np.concatenate([np.full(len(v[1]), k) for k, v in enumerate(views)])
+    if len(scores) == 0:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+    overlap = box_iou(boxes, boxes)
+    used = np.zeros(len(scores), dtype=bool)
+    out_boxes, out_scores, out_marks = [], [], []
+    for leader in np.argsort(-scores, kind="stable"):
+        if used[leader]:
+            continue
+        members = ~used & (overlap[leader] > iou)
+        members[leader] = True
+        used |= members
+        best = [int(np.flatnonzero(members & (view_of == k))[np.argmax(scores[members & (view_of == k)])])
+                for k in np.unique(view_of[members])]  # fmt: skip
+        weights = scores[best]
+        total = float(weights.sum())
+        out_boxes.append((boxes[best] * weights[:, None]).sum(0) / total)
+        out_marks.append((marks[best] * weights[:, None, None]).sum(0) / total)
+        out_scores.append(total / n_views)
+    return np.array(out_boxes), np.array(out_scores), np.array(out_marks)
+
+
+def _resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    h, w = image.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) == (h, w):
+        return image, 1.0, 1.0
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=interp), nw / w, nh / h
+
+
+def _faces_to_arrays(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+    scores = np.array([f.score for f in faces], dtype=np.float64)
+    marks = np.array([f.landmarks for f in faces], dtype=np.float64).reshape(-1, 5, 2)
+    return boxes, scores, marks
+
+
+# --------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """An HxWx3 uint8 RGB array from an array, a PIL image or a path."""
+    if isinstance(image, (str, os.PathLike)):
+        from maskwatch.data.images import load_rgb
+
+        return np.asarray(load_rgb(image))
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {array.shape} dtype {array.dtype}")
+    return array
+
+
+class MaskDetector:
+    """Faces and their masks in whole images.
+
+    Build it with :meth:`load` (the bundled or a given classifier, CenterFace from its usual place), or
+    give it a ready classifier (anything with ``classes`` and ``predict_proba(list of RGB crops)``) and a
+    face finder (anything with ``detect(rgb) -> list[Face]`` that runs at the size it is given, e.g.
+    ``CenterFaceDetector(max_side=None, box_adjust=None, score_threshold=0.1)``).
+
+    Args:
+        classifier: the mask classifier.
+        face_finder: the face detector.
+        scales: longest side(s) the image is resized to for the detector (one run per scale); or a preset
+            name in :data:`PRESETS` (``fast``, ``balanced``, ``accurate``) which also sets ``flip``.
+        flip: also run the detector on the mirrored image and fuse (test-time augmentation).
+        score_threshold: classify faces whose fused detector score is at least this.
+        min_confidence: then keep those whose confidence (score × class probability) is at least this
+            (a classifier gate; 0 keeps every classified face).
+        crop_margin: margin added on each side of a face box before classifying, fraction of its size.
+        min_face: drop faces whose longest side is below this many pixels.
+        fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
+        box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).
+        upscale: scale images smaller than a scale up to it (small faces are found much better).
+    """
+
+    def __init__(
+        self,
+        classifier: ProbabilityModel,
+        face_finder: FaceFinder,
+        *,
+        scales: Sequence[int] | str = "accurate",
+        flip: bool | None = None,
+        score_threshold: float = 0.3,
+        min_confidence: float = 0.0,
+        crop_margin: float = 0.15,
+        min_face: float = 0.0,
+        fusion_iou: float = 0.3,
+        box_adjust: Sequence[float] | None = VOC_BOX_ADJUST,
+        upscale: bool = True,
+    ) -> None:
+        if isinstance(scales, str):
+            if scales not in PRESETS:
+                raise ValueError(f"unknown preset {scales!r}; choose one of {', '.join(PRESETS)}")
+            preset = PRESETS[scales]
+            scales, flip = preset["scales"], preset["flip"] if flip is None else flip
+        if not scales or any(int(s) < 32 for s in scales):
+            raise ValueError(f"scales must be one or more sizes >= 32 px, got {scales}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if crop_margin < 0:
+            raise ValueError(f"crop_margin must be >= 0, got {crop_margin}")
+        self.classifier = classifier
+        self.face_finder = face_finder
+        self.classes = list(classifier.classes)
+        self.scales = tuple(int(s) for s in scales)
+        self.flip = bool(flip)
+        self.score_threshold = float(score_threshold)
+        self.min_confidence = float(min_confidence)
+        self.crop_margin = float(crop_margin)
+        self.min_face = float(min_face)
+        self.fusion_iou = float(fusion_iou)
+        self.box_adjust = None if box_adjust is None else tuple(float(v) for v in box_adjust)
+        self.upscale = bool(upscale)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        backend: str | None = None,
+        preset: str = "accurate",
+        detector_model: str | os.PathLike[str] | None = None,
+        candidate_threshold: float = 0.1,
+        threads: int = 2,
+        batch_size: int = 32,
+        **options: Any,
+    ) -> MaskDetector:
+        """A ready pipeline: the classifier ``model`` (default: the bundled one, see
+        :func:`maskwatch.bundled.default_model_path`) opened with ``backend`` (default: the runtime's own
+        choice), and CenterFace (``detector_model`` or its usual place). Each detector view keeps faces
+        scoring at least ``candidate_threshold`` before fusion. ``options`` go to the constructor
+        (``score_threshold``, ``crop_margin``, ``min_face``, ``scales``, ``flip``, ...)."""
+        from maskwatch.bundled import default_model_path
+        from maskwatch.detection.centerface import CenterFaceDetector
+        from maskwatch.runtime.base import load_classifier
+
+        model_path = Path(model) if model is not None else default_model_path()
+        kwargs: dict[str, Any] = {"batch_size": batch_size}
+        classifier = (load_classifier(model_path, **kwargs) if backend is None
+                      else load_classifier(model_path, backend, **kwargs))  # fmt: skip
+        finder = CenterFaceDetector(
+            detector_model, score_threshold=candidate_threshold, max_side=None, box_adjust=None, threads=threads
+        )
+        options.setdefault("scales", preset)
+        return cls(classifier, finder, **options)
+
+    def configured(self, **changes: Any) -> MaskDetector:
+        """A pipeline sharing this one's models with some settings changed, e.g. ``configured(scales="fast")``."""
+        settings: dict[str, Any] = {
+            "scales": self.scales, "flip": self.flip, "score_threshold": self.score_threshold,
+            "min_confidence": self.min_confidence, "crop_margin": self.crop_margin, "min_face": self.min_face, "fusion_iou": self.fusion_iou,
+            "box_adjust": self.box_adjust, "upscale": self.upscale,
+        }  # fmt: skip
+        if isinstance(changes.get("scales"), str) and "flip" not in changes:
+            settings["flip"] = None  # the preset decides
+        settings.update(changes)
+        return MaskDetector(self.classifier, self.face_finder, **settings)
+
+    def settings(self) -> dict[str, Any]:
+        """The pipeline's settings, for reports and JSON."""
+        return {"classes": list(self.classes), "scales": list(self.scales), "flip": self.flip,
+                "score_threshold": self.score_threshold, "min_confidence": self.min_confidence,
+                "crop_margin": self.crop_margin, "min_face": self.min_face,
+                "fusion_iou": self.fusion_iou, "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
+                "upscale": self.upscale, "face_finder": repr(self.face_finder),
+                "classifier_backend": getattr(self.classifier, "backend", type(self.classifier).__name__)}  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (f"MaskDetector(classes={self.classes}, scales={self.scales}, flip={self.flip}, "
+                f"score_threshold={self.score_threshold}, min_confidence={self.min_confidence}, crop_margin={self.crop_margin}, min_face={self.min_face})")  # fmt: skip
+
+    # -- stage 1 -----------------------------------------------------------------------------------------
+
+    def find_faces(self, image: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fused faces of all views, every candidate the detector returned (no score threshold here):
+        ``(boxes (N,4) in VOC framing, scores (N,), landmarks (N,5,2))``, best score first."""
+        rgb = _as_rgb(image)
+        h, w = rgb.shape[:2]
+        views = []
+        for side in self.scales:
+            scale = side / max(h, w)
+            if scale > 1 and not self.upscale:
+                scale = 1.0
+            resized, sx, sy = _resize(rgb, scale)
+            variants = [False, True] if self.flip else [False]
+            for mirrored in variants:
+                src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
+                boxes, scores, marks = _faces_to_arrays(self.face_finder.detect(src))
+                if mirrored and len(scores):
+                    rw = resized.shape[1]
+                    boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
+                    marks = marks[:, [1, 0, 2, 4, 3]].copy()  # left/right swap places in a mirror
+                    marks[..., 0] = rw - marks[..., 0]
+                views.append((boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]))
+        boxes, scores, marks = fuse_views(views, self.fusion_iou)
+        if len(scores) == 0:
+            return boxes, scores, marks
+        if self.box_adjust is not None:
+            boxes = _adjust(boxes, self.box_adjust)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        ok = (sizes >= max(self.min_face, 1e-6)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        order = np.argsort(-scores[ok], kind="stable")
+        return boxes[ok][order], scores[ok][order], marks[ok][order]
+
+    # -- stage 2 -----------------------------------------------------------------------------------------
+
+    def crops(self, image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+        """The classifier's input for each box: the box grown by ``crop_margin``, clipped to the image."""
+        h, w = image.shape[:2]
+        out = []
+        for box in boxes:
+            left, top, right, bottom = crop_box(box, self.crop_margin, w, h)
+            out.append(image[top:bottom, left:right])
+        return out
+
+    def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, classes) of face crops, in the classifier's batches."""
+        if not crops:
+            return np.zeros((0, len(self.classes)))
+        return np.asarray(self.classifier.predict_proba(list(crops)), dtype=np.float64)
+
+    # -- both --------------------------------------------------------------------------------------------
+
+    def detect(
+        self,
+        image: Any,
+        *,
+        source: str | None = None,
+        frame: int = 0,
+        timestamp: float | None = None,
+        score_threshold: float | None = None,
+        min_confidence: float | None = None,
+    ) -> FrameResult:
+        """Faces and masks in one image (RGB array, PIL image or path)."""
+        return self.detect_batch([image], sources=[source], frames=[frame], timestamps=[timestamp],
+                                 score_threshold=score_threshold, min_confidence=min_confidence)[0]  # fmt: skip
+
+    def detect_batch(
+        self,
+        images: Sequence[Any],
+        *,
+        sources: Sequence[str | None] | None = None,
+        frames: Sequence[int] | None = None,
+        timestamps: Sequence[float | None] | None = None,
+        score_threshold: float | None = None,
+        min_confidence: float | None = None,
+    ) -> list[FrameResult]:
+        """Several images at once: the faces of all of them are classified together, in batches.
+        ``score_threshold`` / ``min_confidence`` override the pipeline's for this call."""
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        gate = self.min_confidence if min_confidence is None else float(min_confidence)
+        n = len(images)
+        sources = list(sources) if sources is not None else [None] * n
+        frames = list(frames) if frames is not None else [0] * n
+        timestamps = list(timestamps) if timestamps is not None else [None] * n
+        sources = [str(im) if s is None and isinstance(im, (str, os.PathLike)) else s
+                   for im, s in zip(images, sources, strict=True)]  # fmt: skip
+        arrays = [_as_rgb(im) for im in images]
+        found, all_crops, owner = [], [], []
+        for k, rgb in enumerate(arrays):
+            boxes, scores, marks = self.find_faces(rgb)
+            keep = scores >= threshold
+            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
+            found.append((boxes, scores, marks))
+            all_crops.extend(self.crops(rgb, boxes))
+            owner.extend([k] * len(scores))
+        probabilities = self.classify(all_crops)
+        results, cursor = [], 0
+        for k, (rgb, (boxes, scores, marks)) in enumerate(zip(arrays, found, strict=True)):
+            faces = []
+            for box, score, lm in zip(boxes, scores, marks, strict=True):
+                p = probabilities[cursor]
+                cursor += 1
+                best = int(np.argmax(p))
+                if score * p[best] < gate:
+                    continue
+                faces.append(FaceResult(
+                    box=tuple(float(v) for v in box), score=float(score), label=self.classes[best],
+                    probability=float(p[best]), probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                    landmarks=tuple((float(x), float(y)) for x, y in lm),
+                ))  # fmt: skip
+            results.append(FrameResult(faces=faces, classes=list(self.classes), width=int(rgb.shape[1]),
+                                       height=int(rgb.shape[0]), source=sources[k], frame=int(frames[k]),
+                                       timestamp=timestamps[k]))  # fmt: skip
+        return results
+
+    def detect_frames(self, frames: Iterable[Any], batch: int = 1) -> Iterable[FrameResult]:
+        """Results for :class:`~maskwatch.detection.sources.Frame` objects, ``batch`` images at a time."""
+        pending: list[Any] = []
+        for item in frames:
+            pending.append(item)
+            if len(pending) >= batch:
+                yield from self.detect_frame_batch(pending)
+                pending = []
+        if pending:
+            yield from self.detect_frame_batch(pending)
+
+    def detect_frame_batch(self, items: Sequence[Any]) -> list[FrameResult]:
+        """Results for a list of :class:`~maskwatch.detection.sources.Frame` objects (faces classified together)."""
+        return self.detect_batch([f.image for f in items], sources=[f.source for f in items],
+                                 frames=[f.index for f in items], timestamps=[f.timestamp for f in items])  # fmt: skip
+
+
+def summarize(results: Iterable[FrameResult], classes: Sequence[str]) -> dict[str, Any]:
+    """Totals over many images or frames: faces per class and the overall compliance rate."""
+    counts = {name: 0 for name in classes}
+    n_frames = n_faces = 0
+    for result in results:
+        n_frames += 1
+        for name, value in result.counts.items():
+            counts[name] = counts.get(name, 0) + value
+            n_faces += value
+    rate = compliance_rate(counts, classes)
+    return {"n_frames": n_frames, "n_faces": n_faces, "counts": counts,
+            "compliance": None if rate is None or math.isnan(rate) else _r(rate)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------
+# evaluation against VOC boxes
+
+AP_METHOD = (
+    "COCO-style: pycocotools COCOeval, 101-point interpolated precision, IoU 0.5, one area range, no cap on "
+    "detections per image"
+)
+RANKING = (
+    "every candidate face (fused detector score > 0, each view at the candidate threshold) is scored for each "
+    "class as detector score x class probability, as two-stage detectors report per-class scores; "
+    "ap50_argmax ranks only each face's predicted class by the same product"
+)
+
+
+def evaluate_voc(
+    detector: MaskDetector,
+    data: str | os.PathLike[str],
+    *,
+    classes: Sequence[str] = ("with_mask", "without_mask"),
+    limit: int | None = None,
+    on_progress: Any = None,
+) -> dict[str, Any]:
+    """Run the pipeline on a VOC folder (``images/`` + ``annotations/``) and score it.
+
+    Face finding (class-agnostic, every annotated box is a face): recall by face size and precision at
+    IoU ≥ 0.5 and ≥ 0.3, and the mean absolute error of the per-image face count, all at the operating point
+    (faces with detector score ≥ ``detector.score_threshold``). Per-class AP@0.5 and their mean over
+    ``classes`` (``map50``) rank every candidate face (see :data:`RANKING`, :data:`AP_METHOD`).
+    """
+    import time
+
+    from maskwatch.data.datasets import voc_image_for
+    from maskwatch.data.images import BadImageError, load_rgb
+    from maskwatch.detection.evaluation import average_precision, evaluate_detection, read_voc, voc_target
+
+    root = Path(data)
+    xmls = sorted((root / "annotations").glob("*.xml"))
+    if limit:
+        xmls = xmls[:limit]
+    if not xmls:
+        raise ValueError(f"{root}: no VOC annotations (annotations/*.xml)")
+    classes = list(classes)
+    targets: list[dict[str, Any]] = []
+    results: list[FrameResult] = []
+    skipped: list[dict[str, str]] = []
+    seconds = 0.0
+    for done, xml in enumerate(xmls, start=1):
+        try:
+            image_path = voc_image_for(xml, root / "images")
+            if image_path is None:
+                raise BadImageError(xml, "no image with this annotation's name")
+            target = voc_target(read_voc(xml))
+            rgb = np.asarray(load_rgb(image_path))
+        except (BadImageError, ValueError, OSError) as exc:
+            skipped.append({"path": str(xml), "reason": str(exc)})
+            continue
+        except SyntaxError as exc:  # xml.etree.ElementTree.ParseError
+            skipped.append({"path": str(xml), "reason": f"unreadable annotation ({exc})"})
+            continue
+        start = time.perf_counter()
+        results.append(detector.detect(rgb, source=str(image_path), score_threshold=0.0, min_confidence=0.0))
+        seconds += time.perf_counter() - start
+        targets.append(target)
+        if on_progress is not None:
+            on_progress(done, len(xmls))
+    if not results:
+        raise ValueError(f"{root}: none of the {len(xmls)} annotated images could be read")
+
+    gt_labels = {label for t in targets for label in t["labels"]}
+    ap_classes = classes + [c for c in detector.classes if c not in classes and c in gt_labels]
+
+    def boxes(faces: Sequence[FaceResult]) -> np.ndarray:
+        return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+
+    operating, per_class, argmax = [], [], []
+    for result in results:
+        kept = [f for f in result.faces
+                if f.score >= detector.score_threshold and f.confidence >= detector.min_confidence]  # fmt: skip
+        operating.append({"boxes": boxes(kept), "scores": np.array([f.score for f in kept]),
+                          "labels": [f.label for f in kept]})  # fmt: skip
+        faces = result.faces
+        hyp_boxes, hyp_scores, hyp_labels = [], [], []
+        for name in ap_classes:
+            hyp_boxes.append(boxes(faces))
+            hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
+            hyp_labels.extend([name] * len(faces))
+        per_class.append({"boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
+                          "scores": np.array(hyp_scores), "labels": hyp_labels})  # fmt: skip
+        argmax.append({"boxes": boxes(faces), "scores": np.array([f.confidence for f in faces]),
+                       "labels": [f.label for f in faces]})  # fmt: skip
+
+    face = evaluate_detection(operating, targets, classes=[])
+    ap50 = average_precision(per_class, targets, ap_classes)
+    ap50_argmax = average_precision(argmax, targets, ap_classes)
+    faces_pred = [{"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
+                  for r in results]  # fmt: skip
+    faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
+    ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
+
+    def mean_of(ap: Mapping[str, float]) -> float | None:
+        values = [ap[c] for c in classes if c in ap and not math.isnan(ap[c])]
+        return float(np.mean(values)) if values else None
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    n_frames = len(results)
+    return clean({
+        "data": str(root),
+        "n_images": n_frames,
+        "n_faces": face["n_faces"],
+        "n_faces_by_bucket": face["n_faces_by_bucket"],
+        "map50": mean_of(ap50),
+        "ap50": ap50,
+        "map50_argmax": mean_of(ap50_argmax),
+        "ap50_argmax": ap50_argmax,
+        "ap50_face": ap_face,
+        "map_classes": classes,
+        "recall": face["recall"],
+        "recall_iou30": face["recall_iou30"],
+        "precision": face["precision"],
+        "precision_iou30": face["precision_iou30"],
+        "count_mae": face["count_mae"],
+        "n_predictions": face["n_predictions"],
+        "operating_point": {"score_threshold": detector.score_threshold, "min_confidence": detector.min_confidence},
+        "ap_method": AP_METHOD,
+        "ranking": RANKING,
+        "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "
+                 "where scenes leave background faces unannotated",
+        "settings": detector.settings(),
+        "skipped": skipped,
+        "seconds": round(seconds, 3),
+        "images_per_second": n_frames / seconds if seconds > 0 else None,
+    })  # fmt: skip
+
+
+def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """A small self-contained HTML page with the numbers of :func:`evaluate_voc`."""
+    import html
+    import json
+
+    def f(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+    rows = "".join(
+        f"<tr><td>{html.escape(b)}</td><td>{metrics['n_faces_by_bucket'][b]}</td><td>{f(metrics['recall'][b])}</td>"
+        f"<td>{f(metrics['recall_iou30'][b])}</td></tr>"
+        for b in metrics["recall"]
+    )
+    ap_rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{f(v)}</td><td>{f(metrics['ap50_argmax'].get(c))}</td></tr>"
+        for c, v in metrics["ap50"].items()
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>maskwatch detection evaluation</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse;margin:1rem 0}}
+td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
+<h1>Detection evaluation</h1>
+<p>{html.escape(str(metrics['data']))}: {metrics['n_images']} images, {metrics['n_faces']} annotated faces.</p>
+<h2>Face finding (operating point: detector score ≥ {f(metrics['operating_point']['score_threshold'])})</h2>
+<table><tr><th>face size (longest side, px)</th><th>faces</th><th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
+<p>precision IoU≥0.5 {f(metrics['precision'])}, IoU≥0.3 {f(metrics['precision_iou30'])};
+per-image face count MAE {f(metrics['count_mae'])}.</p>
+<h2>Average precision at IoU 0.5</h2>
+<table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5 (argmax label only)</th></tr>{ap_rows}
+<tr><th>mAP ({html.escape(', '.join(metrics['map_classes']))})</th><th>{f(metrics['map50'])}</th><th>{f(metrics['map50_argmax'])}</th></tr></table>
+<p>Class-agnostic face AP@0.5: {f(metrics['ap50_face'])}.</p>
+<p><small>{html.escape(metrics['ap_method'])}. Ranking: {html.escape(metrics['ranking'])}.</small></p>
+<h2>Settings</h2><pre>{html.escape(json.dumps(metrics['settings'], indent=2))}</pre>
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,476 @@
+"""Where frames come from: images, folders, globs, video files, webcams and network streams (torch-free).
+
+Every source is turned into an iterator of :class:`Frame` (an RGB array plus where it came from), so the
+pipeline never cares what it is reading. OpenCV does the decoding (``cv2.imread`` and ``cv2.VideoCapture``,
+whose FFmpeg backend reads files, ``rtsp://`` and ``http(s)://`` streams such as MJPEG).
+
+* **Images** that cannot be decoded are skipped and counted (``SourceStats.skipped``), never a crash.
+* **Video files**: ``stride`` keeps every N-th frame (the others are grabbed, not decoded) or
+  ``target_fps`` derives the stride from the file's frame rate. A frame that fails to decode before the
+  file's end is skipped and counted; many failures in a row end the file.
+* **Live sources** (``webcam:N``, ``rtsp://``, ``http(s)://``): a dropped connection is reopened with
+  exponential backoff (``backoff``, doubling up to ``max_backoff`` seconds) until a frame arrives again;
+  when none has arrived for ``give_up_after`` seconds the source raises :class:`StreamLostError`, whose
+  message says what was tried. ``target_fps`` drops frames by their arrival time.
+
+    >>> for frame in open_sources(["photos/", "clip.mp4"], stride=2):      # doctest: +SKIP
+    ...     print(frame.source, frame.index, frame.image.shape)
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Frame",
+    "ImageSource",
+    "SourceError",
+    "SourceStats",
+    "StreamLostError",
+    "StreamSource",
+    "VideoSource",
+    "open_sources",
+    "parse_source",
+    "resolve_sources",
+]
+
+log = logging.getLogger("maskwatch")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+MAX_BAD_FRAMES_IN_A_ROW = 25  # a video file whose frames keep failing this often has ended (or is broken)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be read at all (missing file, unknown kind, camera that never opens)."""
+
+
+class StreamLostError(SourceError):
+    """A live source dropped and did not come back within its give-up time."""
+
+
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` the sources use (tests inject fakes with the same methods)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's names
+    def read(self) -> tuple[bool, Any]: ...
+    def grab(self) -> bool: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+CaptureFactory = Callable[[Any], Capture]
+
+
+def _default_capture(target: Any) -> Capture:
+    """``cv2.VideoCapture`` (looked up at call time, so tests can replace this function)."""
+    return cv2.VideoCapture(target)
+
+
+@dataclass
+class Frame:
+    """One RGB image to analyse and where it came from."""
+
+    image: np.ndarray  # HxWx3 uint8 RGB
+    source: str  # the path or URL (``webcam:N`` for cameras)
+    index: int  # frame number in its source (0 for a still image)
+    timestamp: float | None = None  # seconds from the start of a video (position or arrival time)
+    kind: str = "image"  # image | video | stream
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind != "image"
+
+
+@dataclass
+class SourceStats:
+    """What a source delivered and what it had to leave out."""
+
+    frames: int = 0  # frames (or images) delivered
+    skipped: int = 0  # unreadable images or frames, skipped
+    reconnects: int = 0  # successful reopenings of a live source
+    reasons: list[str] = field(default_factory=list)  # one line per skipped item (capped)
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        if len(self.reasons) < 100:
+            self.reasons.append(reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "skipped": self.skipped, "reconnects": self.reconnects,
+                "skipped_reasons": list(self.reasons)}  # fmt: skip
+
+
+def _bgr_to_rgb(frame: Any) -> np.ndarray | None:
+    """A decoded OpenCV frame as RGB uint8, or None when it is not a usable image."""
+    if not isinstance(frame, np.ndarray) or frame.size == 0 or frame.dtype != np.uint8:
+        return None
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        return None
+    code = cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(frame, code)
+
+
+# --------------------------------------------------------------------------------------------------------
+# still images
+
+
+class ImageSource:
+    """Still images from a list of paths, decoded with OpenCV (EXIF orientation applied)."""
+
+    kind = "image"
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]):
+        self.paths = [str(p) for p in paths]
+        self.stats = SourceStats()
+        self.name = self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} images"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for path in self.paths:
+            # imdecode from bytes: unlike imread it handles non-ASCII paths everywhere
+            try:
+                data = np.fromfile(path, dtype=np.uint8)
+                bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            except (OSError, cv2.error) as exc:
+                self.stats.skip(f"{path}: {exc}")
+                continue
+            rgb = _bgr_to_rgb(bgr)
+            if rgb is None:
+                self.stats.skip(f"{path}: not a decodable image")
+                continue
+            self.stats.frames += 1
+            yield Frame(rgb, path, 0, None, "image")
+
+
+# --------------------------------------------------------------------------------------------------------
+# video files
+
+
+class VideoSource:
+    """Frames of a video file; every ``stride``-th one, or about ``target_fps`` per second of video."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        stride: int = 1,
+        target_fps: float | None = None,
+        capture_factory: CaptureFactory | None = None,
+    ):
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if target_fps is not None and target_fps <= 0:
+            raise ValueError(f"target_fps must be > 0, got {target_fps}")
+        self.path = str(path)
+        self.name = self.path
+        self.stats = SourceStats()
+        self._factory = capture_factory or _default_capture
+        capture = self._factory(self.path)
+        try:
+            if not capture.isOpened():
+                raise SourceError(f"cannot open video {self.path} (missing, unsupported codec or not a video)")
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            self.fps = fps if 0 < fps < 1000 else 30.0
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.frame_count = count if count > 0 else None
+            self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+            self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        finally:
+            capture.release()
+        self.stride = max(1, round(self.fps / target_fps)) if target_fps else stride
+
+    @property
+    def output_fps(self) -> float:
+        """Frame rate of the kept frames (what an annotated output video should play at)."""
+        return self.fps / self.stride
+
+    def __len__(self) -> int:
+        """Frames that will be kept (an estimate when the container does not say its length)."""
+        return -(-self.frame_count // self.stride) if self.frame_count else 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        capture = self._factory(self.path)
+        if not capture.isOpened():
+            raise SourceError(f"cannot open video {self.path}")
+        index = 0
+        failed: list[int] = []  # kept frames that failed to decode: damage if a good frame follows, else the end
+        try:
+            while True:
+                keep = index % self.stride == 0
+                if keep:
+                    ok, raw = capture.read()
+                    rgb = _bgr_to_rgb(raw) if ok else None
+                else:
+                    ok, rgb = capture.grab(), None
+                if not ok or (keep and rgb is None):
+                    if self.frame_count is None or index >= self.frame_count:
+                        return  # the end (containers may overstate their length: trailing failures are not counted)
+                    failed.append(index)
+                    if len(failed) > MAX_BAD_FRAMES_IN_A_ROW:
+                        self.stats.skip(f"{self.path}: stopped after {len(failed)} unreadable frames in a row "
+                                        f"at frame {index} of {self.frame_count}")
+                        return
+                    index += 1
+                    continue
+                for bad in failed:
+                    if bad % self.stride == 0:
+                        self.stats.skip(f"{self.path}: frame {bad} unreadable")
+                failed.clear()
+                if keep:
+                    self.stats.frames += 1
+                    yield Frame(rgb, self.path, index, index / self.fps, "video")
+                index += 1
+        finally:
+            capture.release()
+
+
+# --------------------------------------------------------------------------------------------------------
+# live sources
+
+
+class StreamSource:
+    """A webcam or network stream that reconnects with exponential backoff when it drops.
+
+    Args:
+        target: a camera index (``0``) or a URL (``rtsp://...``, ``http://.../video.mjpg``).
+        target_fps: keep at most about this many frames per second of arrival time (``None``: all).
+        backoff: first wait before reopening a dropped source, in seconds; doubled after each failed try.
+        max_backoff: the longest wait between two tries.
+        give_up_after: raise :class:`StreamLostError` when no frame has arrived for this many seconds.
+        max_frames: stop after this many delivered frames (``None``: run until the stream ends or is lost).
+        capture_factory: opens the source (default ``cv2.VideoCapture``); tests pass a fake.
+        clock / sleep: time functions (tests pass fakes so no real time passes).
+    """
+
+    kind = "stream"
+
+    def __init__(
+        self,
+        target: int | str,
+        *,
+        target_fps: float | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        give_up_after: float = 30.0,
+        max_frames: int | None = None,
+        capture_factory: CaptureFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if backoff <= 0 or max_backoff < backoff:
+            raise ValueError(f"need 0 < backoff <= max_backoff, got {backoff}, {max_backoff}")
+        if give_up_after <= 0:
+            raise ValueError(f"give_up_after must be > 0, got {give_up_after}")
+        self.target = target
+        self.name = f"webcam:{target}" if isinstance(target, int) else str(target)
+        self.target_fps = target_fps
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.give_up_after = float(give_up_after)
+        self.max_frames = max_frames
+        self.stats = SourceStats()
+        self.fps: float | None = None
+        self.frame_count = None
+        self._factory = capture_factory or _default_capture
+        self._clock = clock
+        self._sleep = sleep
+
+    @property
+    def output_fps(self) -> float:
+        if self.target_fps:
+            return float(self.target_fps)
+        return self.fps or 25.0
+
+    def __len__(self) -> int:
+        return self.max_frames or 0
+
+    def _open(self) -> Capture | None:
+        try:
+            capture = self._factory(self.target)
+        except Exception as exc:  # noqa: BLE001 - any failure to open is "not open yet"
+            log.debug("opening %s failed: %s", self.name, exc)
+            return None
+        if capture.isOpened():
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            if 0 < fps < 1000:
+                self.fps = fps
+            return capture
+        capture.release()
+        return None
+
+    def _reconnect(self, since: float, reason: str) -> Capture:
+        """Reopen the source with exponential backoff; raise StreamLostError past ``give_up_after``."""
+        wait, attempts = self.backoff, 0
+        while True:
+            elapsed = self._clock() - since
+            if elapsed >= self.give_up_after:
+                raise StreamLostError(
+                    f"stream {self.name} lost ({reason}); no frame for {elapsed:.1f} s after {attempts} "
+                    f"reconnection attempt(s) with backoff {self.backoff:g}-{self.max_backoff:g} s; gave up "
+                    f"after {self.give_up_after:g} s (raise --reconnect-timeout to wait longer)"
+                )
+            self._sleep(min(wait, max(0.0, self.give_up_after - elapsed)))
+            attempts += 1
+            capture = self._open()
+            if capture is not None:
+                log.warning("%s: reconnected after %d attempt(s)", self.name, attempts)
+                return capture
+            log.info("%s: reconnection attempt %d failed; next in %.1f s", self.name, attempts, min(wait * 2, self.max_backoff))
+            wait = min(wait * 2, self.max_backoff)
+
+    def __iter__(self) -> Iterator[Frame]:
+        start = self._clock()
+        capture = self._open()
+        if capture is None:
+            capture = self._reconnect(start, "could not open it")
+        last_good = self._clock()
+        last_kept: float | None = None
+        index = 0
+        try:
+            while self.max_frames is None or self.stats.frames < self.max_frames:
+                ok, raw = capture.read()
+                if not ok:
+                    capture.release()
+                    capture = None
+                    log.warning("%s: no frame (connection dropped?); reconnecting", self.name)
+                    capture = self._reconnect(last_good, "read failed")
+                    self.stats.reconnects += 1
+                    continue
+                rgb = _bgr_to_rgb(raw)
+                now = self._clock()
+                if rgb is None:
+                    self.stats.skip(f"{self.name}: frame {index} unreadable")
+                    index += 1
+                    if now - last_good >= self.give_up_after:
+                        raise StreamLostError(f"stream {self.name}: only unreadable frames for "
+                                              f"{now - last_good:.1f} s; gave up")
+                    continue
+                last_good = now
+                if self.target_fps and last_kept is not None and now - last_kept < 1.0 / self.target_fps - 1e-6:
+                    index += 1
+                    continue
+                last_kept = now
+                self.stats.frames += 1
+                yield Frame(rgb, self.name, index, now - start, "stream")
+                index += 1
+        finally:
+            if capture is not None:
+                capture.release()
+
+
+# --------------------------------------------------------------------------------------------------------
+# parsing what the user typed
+
+
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _media_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def parse_source(spec: str) -> tuple[str, Any]:
+    """Classify one SOURCE argument: ``("webcam", 0)``, ``("stream", url)``, ``("video", path)``,
+    ``("image", path)``, or ``("files", [paths])`` for a folder (recursive) or a glob."""
+    text = spec.strip()
+    if text.lower().startswith("webcam:"):
+        number = text.split(":", 1)[1]
+        if not number.isdigit():
+            raise SourceError(f"{spec!r}: expected webcam:N with a camera number, e.g. webcam:0")
+        return "webcam", int(number)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return "stream", text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and _media_kind(p))
+        return "files", files
+    if path.is_file():
+        kind = _media_kind(path)
+        if kind is None:
+            raise SourceError(f"{spec}: unknown file type {path.suffix!r} (images: "
+                              f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        return kind, path
+    if _has_magic(text):
+        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+        return "files", [p for p in matches if p.is_file() and _media_kind(p)]
+    raise SourceError(f"{spec}: no such file or folder (and not webcam:N, rtsp:// or http(s)://)")
+
+
+SourceLike = ImageSource | VideoSource | StreamSource
+
+
+def resolve_sources(
+    specs: Iterable[str],
+    *,
+    stride: int = 1,
+    target_fps: float | None = None,
+    give_up_after: float = 30.0,
+    backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    capture_factory: CaptureFactory | None = None,
+) -> list[SourceLike]:
+    """Turn SOURCE arguments into sources, in order; consecutive still images are grouped into one.
+
+    Raises :class:`SourceError` for a source that does not exist or holds no image or video.
+    """
+    out: list[SourceLike] = []
+    pending_images: list[Path] = []
+
+    def flush() -> None:
+        if pending_images:
+            out.append(ImageSource(list(pending_images)))
+            pending_images.clear()
+
+    for spec in specs:
+        kind, value = parse_source(spec)
+        items: list[tuple[str, Any]]
+        if kind == "files":
+            if not value:
+                raise SourceError(f"{spec}: no images or videos found there")
+            items = [(_media_kind(p) or "image", p) for p in value]
+        else:
+            items = [(kind, value)]
+        for item_kind, item in items:
+            if item_kind == "image":
+                pending_images.append(item)
+                continue
+            flush()
+            if item_kind == "video":
+                out.append(VideoSource(item, stride=stride, target_fps=target_fps, capture_factory=capture_factory))
+            else:  # webcam or stream
+                out.append(StreamSource(item, target_fps=target_fps, give_up_after=give_up_after, backoff=backoff,
+                                        max_backoff=max_backoff, capture_factory=capture_factory))
+    flush()
+    return out
+
+
+def open_sources(specs: Iterable[str], **options: Any) -> Iterator[Frame]:
+    """All frames of all SOURCE arguments, one after the other (see :func:`resolve_sources`)."""
+    for source in resolve_sources(specs, **options):
+        yield from source

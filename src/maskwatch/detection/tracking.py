@@ -1,0 +1,236 @@
+"""Following faces across video frames, so each person is counted once (torch-free).
+
+Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the implementation of Roboflow's
+``trackers`` package (``trackers.ByteTrackTracker``, the maintained successor of ``supervision.ByteTrack``,
+which supervision ≥ 0.27 no longer ships), or ``supervision.ByteTrack`` on an older supervision.
+
+On top of the tracker, each track *votes*: the class probabilities of its faces are averaged over the
+frames it was seen in (soft voting), and the track's verdict is the class with the highest mean. One
+misread frame therefore cannot flip a verdict that many frames agree on. A person is counted once, when
+their track has been seen in at least ``min_frames`` frames (shorter tracks are usually false detections).
+
+    >>> tracker = FaceTracker(classes=["with_mask", "without_mask"], frame_rate=25)   # doctest: +SKIP
+    >>> for frame in frames:                                                          # doctest: +SKIP
+    ...     result = tracker.update(detector.detect(frame.image))   # faces get track_id / track_label
+    >>> tracker.summary()["counts"]                                                   # doctest: +SKIP
+    {'with_mask': 3, 'without_mask': 1}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from maskwatch.detection.pipeline import FaceResult, FrameResult, compliance_rate
+
+__all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "bytetrack_backend"]
+
+
+class TrackerUnavailableError(ImportError):
+    """Neither ``trackers`` nor an older ``supervision`` with ByteTrack is installed."""
+
+
+def bytetrack_backend() -> str:
+    """Which ByteTrack implementation is available: ``trackers`` or ``supervision``."""
+    try:
+        import trackers  # noqa: F401
+
+        return "trackers"
+    except ImportError:
+        pass
+    try:
+        import supervision
+
+        if hasattr(supervision, "ByteTrack"):
+            return "supervision"
+    except ImportError:
+        pass
+    raise TrackerUnavailableError(
+        "tracking needs ByteTrack: pip install supervision trackers (trackers with --no-deps when "
+        "opencv-python-headless is installed, as trackers asks for opencv-python), or pass --no-track"
+    )
+
+
+@dataclass
+class Track:
+    """One tracked face: its votes so far and where it was seen."""
+
+    track_id: int
+    classes: list[str]
+    first_frame: int
+    last_frame: int
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    n_frames: int = 0
+    probability_sum: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    frame_votes: dict[str, int] = field(default_factory=dict)  # per-frame argmax labels (for insight)
+    best_score: float = 0.0
+    best_box: tuple[float, float, float, float] | None = None
+
+    def add(self, face: FaceResult, frame: int, timestamp: float | None) -> None:
+        p = np.array([face.probabilities.get(c, 0.0) for c in self.classes], dtype=np.float64)
+        self.probability_sum = p if self.n_frames == 0 else self.probability_sum + p
+        self.n_frames += 1
+        self.last_frame = frame
+        self.last_timestamp = timestamp
+        self.frame_votes[face.label] = self.frame_votes.get(face.label, 0) + 1
+        if face.score >= self.best_score:
+            self.best_score, self.best_box = face.score, face.box
+
+    @property
+    def mean_probabilities(self) -> dict[str, float]:
+        if self.n_frames == 0:
+            return {c: 0.0 for c in self.classes}
+        mean = self.probability_sum / self.n_frames
+        return {c: float(v) for c, v in zip(self.classes, mean, strict=True)}
+
+    @property
+    def label(self) -> str:
+        mean = self.mean_probabilities
+        return max(mean, key=mean.__getitem__)
+
+    @property
+    def probability(self) -> float:
+        return self.mean_probabilities[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(float(v), 4)
+
+        return {
+            "track_id": self.track_id,
+            "label": self.label,
+            "probability": r(self.probability),
+            "probabilities": {k: r(v) for k, v in self.mean_probabilities.items()},
+            "frame_votes": dict(self.frame_votes),
+            "n_frames": self.n_frames,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_timestamp": r(self.first_timestamp),
+            "last_timestamp": r(self.last_timestamp),
+            "best_score": r(self.best_score),
+            "best_box": None if self.best_box is None else [round(v, 1) for v in self.best_box],
+        }
+
+
+class FaceTracker:
+    """ByteTrack over the faces of consecutive :class:`FrameResult` objects, with per-track voting.
+
+    Args:
+        classes: the classifier's classes (the order of the vote vectors).
+        frame_rate: frames per second *of the frames given* (after any stride).
+        lost_track_buffer: how long a lost track is kept for re-association, in frames at 30 FPS
+            (ByteTrack's convention; scaled by ``frame_rate``).
+        track_activation_threshold: detector score needed to start a track.
+        high_confidence_threshold: detections below this only extend existing tracks (ByteTrack's
+            second association stage).
+        minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
+        minimum_consecutive_frames: frames a new track needs before it gets an id.
+        min_frames: frames a track needs to be counted as a person in :meth:`summary`.
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        *,
+        frame_rate: float = 30.0,
+        lost_track_buffer: int = 30,
+        track_activation_threshold: float = 0.5,
+        high_confidence_threshold: float = 0.5,
+        minimum_matching_iou: float = 0.1,
+        minimum_consecutive_frames: int = 2,
+        min_frames: int = 3,
+    ) -> None:
+        self.classes = list(classes)
+        self.min_frames = int(min_frames)
+        self.backend = bytetrack_backend()
+        if self.backend == "trackers":
+            from trackers import ByteTrackTracker
+
+            self._tracker = ByteTrackTracker(
+                lost_track_buffer=lost_track_buffer,
+                frame_rate=float(frame_rate),
+                track_activation_threshold=track_activation_threshold,
+                minimum_consecutive_frames=minimum_consecutive_frames,
+                minimum_iou_threshold=minimum_matching_iou,
+                high_conf_det_threshold=high_confidence_threshold,
+            )
+        else:  # pragma: no cover - older supervision only
+            import supervision as sv
+
+            self._tracker = sv.ByteTrack(
+                track_activation_threshold=track_activation_threshold,
+                lost_track_buffer=lost_track_buffer,
+                minimum_matching_threshold=1.0 - minimum_matching_iou,
+                frame_rate=int(round(frame_rate)),
+                minimum_consecutive_frames=minimum_consecutive_frames,
+            )
+        self.tracks: dict[int, Track] = {}
+
+    def _track_ids(self, faces: Sequence[FaceResult]) -> list[int | None]:
+        """The tracker's id for each face (None: not part of a confirmed track)."""
+        import supervision as sv
+
+        n = len(faces)
+        if n:
+            detections = sv.Detections(
+                xyxy=np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
+                confidence=np.array([f.score for f in faces], dtype=np.float32),
+                class_id=np.zeros(n, dtype=int),
+                data={"face_index": np.arange(n)},
+            )
+        else:
+            detections = sv.Detections.empty()
+        if self.backend == "trackers":
+            tracked = self._tracker.update(detections)
+        else:  # pragma: no cover
+            tracked = self._tracker.update_with_detections(detections)
+        ids: list[int | None] = [None] * n
+        if len(tracked) and tracked.tracker_id is not None:
+            for index, track_id in zip(tracked.data["face_index"], tracked.tracker_id, strict=True):
+                if int(track_id) >= 0:
+                    ids[int(index)] = int(track_id)
+        return ids
+
+    def update(self, result: FrameResult) -> FrameResult:
+        """Assign track ids to this frame's faces, add their votes, and return the frame with each face's
+        ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep None)."""
+        ids = self._track_ids(result.faces)
+        faces = []
+        for face, track_id in zip(result.faces, ids, strict=True):
+            if track_id is None:
+                faces.append(face)
+                continue
+            track = self.tracks.get(track_id)
+            if track is None:
+                track = self.tracks[track_id] = Track(track_id, self.classes, result.frame, result.frame,
+                                                      result.timestamp, result.timestamp)  # fmt: skip
+            track.add(face, result.frame, result.timestamp)
+            faces.append(dataclasses.replace(face, track_id=track_id, track_label=track.label,
+                                             track_probability=track.probability))  # fmt: skip
+        return dataclasses.replace(result, faces=faces)
+
+    def counted_tracks(self) -> list[Track]:
+        """Tracks long enough to count as a person, by id."""
+        return [t for _, t in sorted(self.tracks.items()) if t.n_frames >= self.min_frames]
+
+    def summary(self) -> dict[str, Any]:
+        """People counted once each: verdict counts, compliance, and every counted track."""
+        counted = self.counted_tracks()
+        counts = {name: 0 for name in self.classes}
+        for track in counted:
+            counts[track.label] += 1
+        rate = compliance_rate(counts, self.classes)
+        return {
+            "n_tracks": len(counted),
+            "n_short_tracks_ignored": len(self.tracks) - len(counted),
+            "min_frames": self.min_frames,
+            "counts": counts,
+            "compliance": None if rate is None else round(rate, 4),
+            "tracks": [t.to_dict() for t in counted],
+            "tracker": f"ByteTrack ({self.backend})",
+        }

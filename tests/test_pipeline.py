@@ -1,0 +1,300 @@
+"""The scene pipeline: view fusion, crop framing, typed results and their JSON schema, batch classification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskwatch.detection.centerface import Face
+from maskwatch.detection.pipeline import (
+    PRESETS,
+    FaceResult,
+    FrameResult,
+    MaskDetector,
+    compliance_rate,
+    crop_box,
+    evaluate_voc,
+    fuse_views,
+    summarize,
+)
+from maskwatch.paths import shared_data_dir
+
+CLASSES = ["with_mask", "without_mask"]
+
+
+# -- fakes: "faces" are coloured squares on black; green means mask, red means no mask -----------------
+
+
+class BlobFinder:
+    """Finds non-black rectangles; score = brightest channel / 255; landmarks on a fixed face layout."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        self.calls += 1
+        mask = (image_rgb.max(axis=2) > 20).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+        faces = []
+        for x, y, w, h, _area in stats[1:n]:
+            score = float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0
+            lm = np.array([[x + 0.3 * w, y + 0.4 * h], [x + 0.7 * w, y + 0.4 * h], [x + 0.5 * w, y + 0.6 * h],
+                           [x + 0.35 * w, y + 0.8 * h], [x + 0.65 * w, y + 0.8 * h]], dtype=np.float32)  # fmt: skip
+            faces.append(Face((float(x), float(y), float(x + w), float(y + h)), score, lm))
+        return sorted(faces, key=lambda f: -f.score)
+
+
+class ColourClassifier:
+    """p(with_mask) from how green the crop is compared with red."""
+
+    classes = CLASSES
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def predict_proba(self, images):
+        self.batches.append(len(images))
+        out = []
+        for im in images:
+            r, g = float(im[..., 0].mean()), float(im[..., 1].mean())
+            p = 0.99 if g > r else 0.01
+            out.append([p, 1 - p])
+        return np.array(out).reshape(-1, 2)
+
+
+def fake_detector(**options) -> MaskDetector:
+    options.setdefault("scales", (256,))
+    options.setdefault("flip", False)
+    options.setdefault("box_adjust", None)
+    return MaskDetector(ColourClassifier(), BlobFinder(), **options)
+
+
+def scene(squares, size=(256, 256)) -> np.ndarray:
+    """A black image with coloured squares: (x, y, side, (r, g, b))."""
+    image = np.zeros((*size, 3), np.uint8)
+    for x, y, side, colour in squares:
+        image[y : y + side, x : x + side] = colour
+    return image
+
+
+GREEN, RED = (0, 230, 0), (220, 0, 0)
+
+
+# -- pieces ----------------------------------------------------------------------------------------------
+
+
+def test_fuse_single_view_is_nms():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    scores = np.array([0.9, 0.8, 0.7])
+    b, s, _ = fuse_views([(boxes, scores, np.zeros((3, 5, 2)))], iou=0.3)
+    assert s.tolist() == [0.9, 0.7] and b[0].tolist() == [0, 0, 10, 10]
+
+
+def test_fuse_two_views_averages_scores_and_boxes():
+    a = (np.array([[0, 0, 10, 10], [50, 50, 60, 60]], float), np.array([0.8, 0.6]), np.zeros((2, 5, 2)))
+    b = (np.array([[2, 0, 12, 10]], float), np.array([0.8]), np.ones((1, 5, 2)))
+    boxes, scores, marks = fuse_views([a, b], iou=0.3)
+    assert scores.tolist() == pytest.approx([0.8, 0.3])  # seen by both; seen by one view of two
+    assert boxes[0].tolist() == pytest.approx([1, 0, 11, 10])
+    assert marks[0, 0].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_fuse_empty_views():
+    empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+    boxes, scores, marks = fuse_views([empty, empty])
+    assert boxes.shape == (0, 4) and scores.shape == (0,) and marks.shape == (0, 5, 2)
+
+
+def test_crop_box_matches_the_dataset_crop_framing():
+    # open_dataset(crops=True) grows a VOC box by margin * size per side and rounds; we must do the same
+    x0, y0, x1, y1, margin = 100, 50, 140, 98, 0.15
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    expected = (round(x0 - mx), round(y0 - my), round(x1 + mx), round(y1 + my))
+    assert crop_box((x0, y0, x1, y1), margin, 1000, 1000) == expected
+    assert crop_box((0, 0, 10, 10), 0.5, 12, 12) == (0, 0, 12, 12)  # clipped to the image
+
+
+def test_compliance_rate():
+    assert compliance_rate({"with_mask": 3, "without_mask": 1}, CLASSES) == 0.75
+    assert compliance_rate({"with_mask": 0, "without_mask": 0}, CLASSES) is None
+    assert compliance_rate({"a": 1}, ["a", "b"]) is None  # no mask class known
+    three = ["mask_weared_incorrect", "with_mask", "without_mask"]
+    assert compliance_rate({"with_mask": 2, "without_mask": 1, "mask_weared_incorrect": 1}, three) == 0.5
+
+
+def test_presets_are_valid():
+    for name, preset in PRESETS.items():
+        detector = fake_detector(scales=name, flip=None)  # the preset decides
+        assert detector.scales == tuple(preset["scales"]) and detector.flip == preset["flip"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        fake_detector(scales="turbo")
+
+
+# -- the pipeline ----------------------------------------------------------------------------------------
+
+
+def test_detect_returns_typed_results_with_the_json_schema():
+    detector = fake_detector()
+    image = scene([(20, 30, 40, GREEN), (150, 40, 30, RED), (100, 150, 50, GREEN)])
+    result = detector.detect(image, source="x.jpg")
+    assert isinstance(result, FrameResult) and all(isinstance(f, FaceResult) for f in result.faces)
+    assert result.counts == {"with_mask": 2, "without_mask": 1}
+    assert result.compliance == pytest.approx(2 / 3)
+    d = json.loads(json.dumps(result.to_dict()))
+    assert set(d) >= {"source", "frame", "timestamp", "width", "height", "n_faces", "counts", "compliance", "faces"}
+    assert (d["source"], d["width"], d["height"], d["n_faces"]) == ("x.jpg", 256, 256, 3)
+    face = d["faces"][0]
+    assert set(face) == {"box", "score", "label", "probability", "probabilities", "confidence", "landmarks"}
+    assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
+    assert set(face["probabilities"]) == set(CLASSES)
+    assert face["confidence"] == pytest.approx(face["score"] * face["probability"], abs=1e-3)
+    red = next(f for f in result.faces if f.label == "without_mask")
+    assert red.box == pytest.approx((150, 40, 180, 70), abs=0.5)
+    assert red.score == pytest.approx(220 / 255, abs=1e-3)
+
+
+def test_no_faces():
+    result = fake_detector().detect(np.zeros((64, 80, 3), np.uint8))
+    assert result.faces == [] and result.counts == {"with_mask": 0, "without_mask": 0}
+    assert result.compliance is None and result.to_dict()["compliance"] is None
+
+
+def test_score_threshold_and_min_face():
+    image = scene([(20, 20, 40, (0, 250, 0)), (150, 150, 40, (0, 60, 0)), (100, 20, 8, (0, 250, 0))])
+    assert len(fake_detector(score_threshold=0.5).detect(image).faces) == 2
+    assert len(fake_detector(score_threshold=0.1, min_face=10).detect(image).faces) == 2
+    assert len(fake_detector(score_threshold=0.1).detect(image).faces) == 3
+
+
+def test_confidence_gate():
+    class Unsure(ColourClassifier):
+        def predict_proba(self, images):
+            return np.array([[0.55, 0.45] if im.shape[0] > 40 else [0.99, 0.01] for im in images]).reshape(-1, 2)
+
+    image = scene([(20, 20, 40, (0, 200, 0)), (150, 150, 30, (0, 200, 0))])  # score 0.78 each
+    detector = MaskDetector(Unsure(), BlobFinder(), scales=(256,), flip=False, box_adjust=None, min_confidence=0.6)
+    faces = detector.detect(image).faces
+    assert len(faces) == 1 and faces[0].probability == 0.99  # 0.78 x 0.55 < 0.6 is dropped
+    assert len(detector.detect(image, min_confidence=0.0).faces) == 2
+
+
+def test_faces_of_several_images_are_classified_together():
+    detector = fake_detector()
+    images = [scene([(10, 10, 30, GREEN)]), scene([(10, 10, 30, RED), (100, 100, 30, GREEN)]), scene([])]
+    results = detector.detect_batch(images)
+    assert [len(r.faces) for r in results] == [1, 2, 0]
+    assert detector.classifier.batches == [3]  # one call for all faces of the batch
+
+
+def test_flip_and_second_scale_map_boxes_back():
+    image = scene([(30, 40, 40, GREEN)], size=(200, 300))
+    detector = fake_detector(scales=(300, 600), flip=True)
+    result = detector.detect(image)
+    assert len(result.faces) == 1 and detector.face_finder.calls == 4
+    face = result.faces[0]
+    assert face.box == pytest.approx((30, 40, 70, 80), abs=1.0)
+    left_eye, right_eye = face.landmarks[0], face.landmarks[1]
+    assert left_eye[0] < right_eye[0]  # mirrored detections swap their left/right landmarks back
+
+
+def test_crop_margin_reaches_the_classifier():
+    seen = []
+
+    class Spy(ColourClassifier):
+        def predict_proba(self, images):
+            seen.extend(im.shape for im in images)
+            return super().predict_proba(images)
+
+    image = scene([(100, 100, 40, GREEN)])
+    MaskDetector(Spy(), BlobFinder(), scales=(256,), flip=False, box_adjust=None, crop_margin=0.25).detect(image)
+    assert seen == [(60, 60, 3)]
+
+
+def test_detect_accepts_paths_and_pil(tmp_path):
+    from PIL import Image
+
+    image = scene([(10, 10, 30, GREEN)])
+    path = tmp_path / "a.png"
+    Image.fromarray(image).save(path)
+    detector = fake_detector()
+    assert detector.detect(path).source == str(path)
+    assert detector.detect(Image.fromarray(image)).counts["with_mask"] == 1
+
+
+def test_summarize():
+    detector = fake_detector()
+    results = detector.detect_batch([scene([(10, 10, 30, GREEN)]), scene([(10, 10, 30, RED)])])
+    assert summarize(results, CLASSES) == {"n_frames": 2, "n_faces": 2, "counts": {"with_mask": 1, "without_mask": 1},
+                                           "compliance": 0.5}  # fmt: skip
+
+
+def write_voc(folder: Path, name: str, image: np.ndarray, objects) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "images" / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    body = "".join(
+        f"<object><name>{label}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for label, (x0, y0, x1, y1) in objects
+    )
+    (folder / "annotations" / f"{name}.xml").write_text(
+        f"<annotation><filename>{name}.png</filename>{body}</annotation>"
+    )
+
+
+def hand_made_voc(folder: Path) -> None:
+    """with_mask: a false positive (0.98) outranks two true faces (0.90, 0.78): AP = 2/3 (COCO 101-point);
+    without_mask: one face found first: AP = 1. Faces: 3 annotated, 4 found."""
+    write_voc(folder, "one", scene([(20, 20, 30, (0, 230, 0)), (150, 150, 40, (0, 250, 0))]),
+              [("with_mask", (20, 20, 50, 50))])  # fmt: skip
+    write_voc(folder, "two", scene([(30, 30, 70, (0, 200, 0)), (160, 40, 24, (220, 0, 0))]),
+              [("with_mask", (30, 30, 100, 100)), ("without_mask", (160, 40, 184, 64))])  # fmt: skip
+
+
+def test_evaluate_voc_known_ap(tmp_path):
+    hand_made_voc(tmp_path)
+    m = evaluate_voc(fake_detector(score_threshold=0.3), tmp_path)
+    assert m["ap50"]["with_mask"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["ap50"]["without_mask"] == pytest.approx(1.0)
+    assert m["map50"] == pytest.approx(5 / 6, abs=1e-3)
+    assert m["recall"]["all"] == 1.0 and m["precision"] == 0.75 and m["count_mae"] == 0.5
+    assert (m["n_images"], m["n_faces"]) == (2, 3)
+
+
+# -- lazy, torch-free import -----------------------------------------------------------------------------
+
+
+def test_top_level_export_is_lazy_and_torch_free():
+    code = ("import sys, maskwatch; assert 'maskwatch.detection.pipeline' not in sys.modules; "
+            "from maskwatch import MaskDetector; import maskwatch.detection.drawing, maskwatch.detection.sources; "
+            "assert MaskDetector.__name__ == 'MaskDetector'; assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- real detector on a real scene -----------------------------------------------------------------------
+
+
+def test_real_scene_with_centerface():
+    from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
+    from maskwatch.detection.evaluation import box_iou
+
+    path = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
+    if not path.is_file():
+        pytest.skip(f"shared scenes data not found at {path.parent} (set MASKWATCH_SHARED_DATA)")
+    try:
+        finder = CenterFaceDetector(score_threshold=0.1, max_side=None, box_adjust=None)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"CenterFace model not installed: {exc}")
+    detector = MaskDetector(ColourClassifier(), finder, scales="fast")
+    result = detector.detect(path)
+    boxes = np.array([f.box for f in result.faces])
+    for known in [(339.0, 59.0, 393.0, 111.0), (123.0, 148.0, 188.0, 217.0)]:  # from its VOC annotation
+        assert box_iou(boxes, np.array([known])).max() > 0.5
+    assert 8 <= len(result.faces) <= 20  # 12 annotated faces

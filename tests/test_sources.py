@@ -1,0 +1,275 @@
+"""Frame sources: parsing SOURCE arguments, images, video files (stride, damaged frames), live streams that
+drop (reconnect with exponential backoff, then a clear error), including a real local MJPEG server."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskwatch.detection.sources import (
+    ImageSource,
+    SourceError,
+    StreamLostError,
+    StreamSource,
+    VideoSource,
+    parse_source,
+    resolve_sources,
+)
+
+
+def write_video(path: Path, n: int, size=(64, 48), fps=10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        frame[:, : (i * 5) % size[0] + 1] = 200
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+class FakeCapture:
+    """A cv2.VideoCapture stand-in: plays a script of frames (None = a failed read) then ends."""
+
+    def __init__(self, frames, opened=True, fps=10.0, count=None):
+        self.frames = list(frames)
+        self.opened = opened
+        self.fps = fps
+        self.count = len(self.frames) if count is None else count
+        self.released = False
+
+    def isOpened(self):  # noqa: N802
+        return self.opened
+
+    def read(self):
+        if not self.frames:
+            return False, None
+        frame = self.frames.pop(0)
+        return (frame is not None), frame
+
+    def grab(self):
+        ok, _ = self.read()
+        return ok
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: self.count}.get(prop, 0.0)
+
+    def release(self):
+        self.released = True
+
+
+def frame(value=100):
+    return np.full((6, 8, 3), value, np.uint8)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+
+
+def test_parse_sources(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "sub" / "b.png"), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("x")
+    assert parse_source("webcam:1") == ("webcam", 1)
+    assert parse_source("rtsp://cam.local/stream") == ("stream", "rtsp://cam.local/stream")
+    assert parse_source("http://127.0.0.1:8080/video.mjpg")[0] == "stream"
+    assert parse_source(str(tmp_path / "a.jpg")) == ("image", tmp_path / "a.jpg")
+    kind, files = parse_source(str(tmp_path))
+    assert kind == "files" and [p.name for p in files] == ["a.jpg", "b.png"]  # recursive, media only
+    kind, files = parse_source(str(tmp_path / "**" / "*.png"))
+    assert kind == "files" and [p.name for p in files] == ["b.png"]
+    with pytest.raises(SourceError, match="no such file"):
+        parse_source(str(tmp_path / "missing.jpg"))
+    with pytest.raises(SourceError, match="unknown file type"):
+        parse_source(str(tmp_path / "notes.txt"))
+    with pytest.raises(SourceError, match="webcam:N"):
+        parse_source("webcam:front")
+    with pytest.raises(SourceError, match="no images or videos"):
+        resolve_sources([str(tmp_path / "*.gif")])
+
+
+def test_resolve_groups_images_and_keeps_order(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    video = write_video(tmp_path / "v.mp4", 3)
+    sources = resolve_sources([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), str(video), "webcam:0"])
+    assert [type(s).__name__ for s in sources] == ["ImageSource", "VideoSource", "StreamSource"]
+    assert len(sources[0]) == 2 and sources[2].name == "webcam:0"
+
+
+# -- images and video files ------------------------------------------------------------------------------
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((5, 7, 3), (10, 20, 30), np.uint8))  # BGR on disk
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "junk.jpg").write_bytes(b"not a jpeg at all")
+    source = ImageSource([tmp_path / "empty.jpg", good, tmp_path / "junk.jpg"])
+    frames = list(source)
+    assert len(frames) == 1 and frames[0].image[0, 0].tolist() == [30, 20, 10]  # RGB
+    assert source.stats.frames == 1 and source.stats.skipped == 2 and len(source.stats.reasons) == 2
+
+
+def test_video_file_frames_stride_and_fps(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", 10, fps=10.0)
+    source = VideoSource(path)
+    frames = list(source)
+    assert [f.index for f in frames] == list(range(10)) and frames[0].image.shape == (48, 64, 3)
+    assert frames[3].timestamp == pytest.approx(0.3) and frames[0].kind == "video"
+    assert len(source) == 10 and source.output_fps == pytest.approx(10.0)
+    strided = VideoSource(path, stride=3)
+    assert [f.index for f in strided] == [0, 3, 6, 9] and len(strided) == 4
+    by_fps = VideoSource(path, target_fps=5)
+    assert by_fps.stride == 2 and by_fps.output_fps == pytest.approx(5.0)
+    with pytest.raises(SourceError, match="cannot open video"):
+        VideoSource(tmp_path / "missing.mp4")
+
+
+def test_damaged_video_frames_are_skipped_and_counted():
+    script = [frame(), frame(), None, frame(), np.zeros((0, 0, 3), np.uint8), frame()]
+    source = VideoSource("fake.mp4", capture_factory=lambda _: FakeCapture(list(script)))
+    frames = list(source)
+    assert [f.index for f in frames] == [0, 1, 3, 5]
+    assert source.stats.skipped == 2 and source.stats.frames == 4
+
+
+def test_overstated_length_is_not_counted_as_damage():
+    source = VideoSource("fake.mp4", capture_factory=lambda _: FakeCapture([frame(), frame()], count=5))
+    assert len(list(source)) == 2 and source.stats.skipped == 0
+
+
+# -- live streams ----------------------------------------------------------------------------------------
+
+
+def test_stream_reconnects_with_exponential_backoff():
+    clock = FakeClock()
+    plan = [FakeCapture([frame(1), frame(2), frame(3)]), FakeCapture([], opened=False),
+            FakeCapture([], opened=False), FakeCapture([frame(4), frame(5)])]  # fmt: skip
+    opened = []
+
+    def factory(target):
+        opened.append(target)
+        return plan.pop(0)
+
+    source = StreamSource("rtsp://cam/1", backoff=0.5, max_backoff=8, give_up_after=30, max_frames=5,
+                          capture_factory=factory, clock=clock, sleep=clock.sleep)  # fmt: skip
+    values = [int(f.image[0, 0, 0]) for f in source]
+    assert values == [1, 2, 3, 4, 5]
+    assert clock.sleeps == [0.5, 1.0, 2.0]  # three tries after the drop, doubling
+    assert source.stats.reconnects == 1 and opened == ["rtsp://cam/1"] * 4
+
+
+def test_stream_that_stays_down_gives_up_with_a_clear_error():
+    clock = FakeClock()
+
+    def factory(target):
+        return FakeCapture([frame(), frame()]) if not clock.sleeps else FakeCapture([], opened=False)
+
+    source = StreamSource("rtsp://cam/2", backoff=0.5, max_backoff=4, give_up_after=20, capture_factory=factory,
+                          clock=clock, sleep=clock.sleep)  # fmt: skip
+    got = []
+    with pytest.raises(StreamLostError) as info:
+        for f in source:
+            got.append(f)
+    assert len(got) == 2
+    assert clock.sleeps[:5] == [0.5, 1.0, 2.0, 4.0, 4.0]  # capped at max_backoff
+    assert sum(clock.sleeps) == pytest.approx(20.0)  # the last wait is cut to the give-up time
+    message = str(info.value)
+    assert "rtsp://cam/2" in message and "gave up after 20 s" in message and "attempt" in message
+
+
+def test_unreadable_stream_frames_are_skipped():
+    clock = FakeClock()
+    capture = FakeCapture([frame(), "garbage", frame(), frame()])
+    source = StreamSource(0, max_frames=3, capture_factory=lambda _: capture, clock=clock, sleep=clock.sleep)
+    assert len(list(source)) == 3 and source.stats.skipped == 1 and source.name == "webcam:0"
+
+
+def test_stream_target_fps_drops_frames_by_arrival_time():
+    clock = FakeClock()
+
+    class Ticking(FakeCapture):
+        def read(self):
+            clock.now += 0.1  # frames arrive at 10 FPS
+            return super().read()
+
+    source = StreamSource("http://x/s.mjpg", target_fps=2.5, capture_factory=lambda _: Ticking([frame()] * 12),
+                          clock=clock, sleep=clock.sleep, give_up_after=0.05, max_frames=3)  # fmt: skip
+    frames = list(source)
+    assert [f.index for f in frames] == [0, 4, 8]
+
+
+# -- a real MJPEG-over-HTTP stream on 127.0.0.1 that drops ------------------------------------------------
+
+
+class _MJPEGHandler(http.server.BaseHTTPRequestHandler):
+    frames = 40
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        image = np.zeros((48, 64, 3), np.uint8)
+        try:
+            for i in range(self.frames):
+                image[:] = (i * 5) % 255
+                ok, jpeg = cv2.imencode(".jpg", image)
+                data = jpeg.tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")  # fmt: skip
+                time.sleep(0.005)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        # then the connection closes: the "camera" is gone
+
+    def log_message(self, *args):
+        pass
+
+
+def test_local_mjpeg_stream_drops_is_retried_then_reported():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MJPEGHandler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    attempts = []
+
+    def factory(target):
+        attempts.append(time.monotonic())
+        if len(attempts) == 2:  # the first reconnection finds the server gone
+            server.shutdown()
+            server.server_close()
+        return cv2.VideoCapture(target)
+
+    source = StreamSource(url, backoff=0.1, max_backoff=0.4, give_up_after=1.5, capture_factory=factory)
+    got = 0
+    try:
+        with pytest.raises(StreamLostError, match="gave up after 1.5 s"):
+            for _ in source:
+                got += 1
+    finally:
+        server.server_close()
+    if got == 0:
+        pytest.skip("this OpenCV build cannot read MJPEG over HTTP")
+    assert got >= 10  # frames arrived before the drop
+    assert len(attempts) >= 3  # opened, then retried more than once before giving up

@@ -1,0 +1,73 @@
+"""Tracking: one person is counted once across frames, and a flickering label does not flip the verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maskwatch.detection.pipeline import FaceResult, FrameResult
+
+pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
+from maskwatch.detection.tracking import FaceTracker, TrackerUnavailableError  # noqa: E402
+
+CLASSES = ["with_mask", "without_mask"]
+
+
+def face(x: float, y: float, p_mask: float, side: float = 40, score: float = 0.9) -> FaceResult:
+    label = "with_mask" if p_mask >= 0.5 else "without_mask"
+    return FaceResult(box=(x, y, x + side, y + side), score=score, label=label,
+                      probability=max(p_mask, 1 - p_mask),
+                      probabilities={"with_mask": p_mask, "without_mask": 1 - p_mask})  # fmt: skip
+
+
+def frame(i: int, faces: list[FaceResult]) -> FrameResult:
+    return FrameResult(faces=faces, classes=CLASSES, width=640, height=480, source="v.mp4", frame=i, timestamp=i / 10)
+
+
+@pytest.fixture
+def tracker() -> FaceTracker:
+    try:
+        return FaceTracker(CLASSES, frame_rate=10, min_frames=3)
+    except TrackerUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def test_one_person_is_counted_once_and_flicker_does_not_flip_the_verdict(tracker):
+    flicker = {3: 0.3, 7: 0.2}  # two frames misread as "no mask"
+    seen_ids = set()
+    for i in range(12):
+        result = tracker.update(frame(i, [face(100 + 4 * i, 80 + i, flicker.get(i, 0.9))]))
+        tracked = [f for f in result.faces if f.track_id is not None]
+        seen_ids.update(f.track_id for f in tracked)
+        if i >= 4:
+            assert tracked and tracked[0].track_label == "with_mask"  # verdict holds on the misread frame
+    summary = tracker.summary()
+    assert len(seen_ids) == 1 and summary["n_tracks"] == 1
+    assert summary["counts"] == {"with_mask": 1, "without_mask": 0} and summary["compliance"] == 1.0
+    track = summary["tracks"][0]
+    assert track["label"] == "with_mask" and track["frame_votes"]["without_mask"] == 2
+    assert track["n_frames"] >= 10 and track["first_frame"] <= 1 and track["last_frame"] == 11
+    json.dumps(summary)
+
+
+def test_two_people_and_a_one_frame_glitch(tracker):
+    for i in range(10):
+        faces = [face(50 + 3 * i, 100, 0.95), face(400 - 3 * i, 120, 0.1)]
+        if i == 5:
+            faces.append(face(300, 350, 0.9, score=0.95))  # a false detection in one frame only
+        tracker.update(frame(i, faces))
+    summary = tracker.summary()
+    assert summary["n_tracks"] == 2
+    assert summary["counts"] == {"with_mask": 1, "without_mask": 1} and summary["compliance"] == 0.5
+    assert len({t["track_id"] for t in summary["tracks"]}) == 2
+
+
+def test_person_leaving_and_empty_frames(tracker):
+    for i in range(5):
+        tracker.update(frame(i, [face(100, 100 + 2 * i, 0.1)]))
+    for i in range(5, 8):
+        result = tracker.update(frame(i, []))
+        assert result.faces == []
+    summary = tracker.summary()
+    assert summary["n_tracks"] == 1 and summary["counts"]["without_mask"] == 1
