@@ -43,8 +43,8 @@ def subset(root: Path, out: Path, per_class: int, seed: int = 0) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=shared_data_dir() / "faces")
-    parser.add_argument("--per-class", type=int, default=300, help="training images per class")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--per-class", type=int, default=150, help="training images per class")
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/training.json"))
     args = parser.parse_args()

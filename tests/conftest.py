@@ -27,6 +27,18 @@ def _offline(monkeypatch):
     monkeypatch.setenv("MASKWATCH_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _export_cache(tmp_path_factory):
+    """ONNX exports made on the fly go to a temporary cache, not the user's ~/.cache."""
+    previous = os.environ.get("MASKWATCH_CACHE_DIR")
+    os.environ["MASKWATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MASKWATCH_CACHE_DIR", None)
+    else:
+        os.environ["MASKWATCH_CACHE_DIR"] = previous
+
+
 def shared_or_skip(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

@@ -124,12 +124,14 @@ def evaluate(
     crop_margin: float = typer.Option(0.15, help="With --crops: margin around each box, fraction of its size."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics JSON here (plus .confusion.png "
                                             "and .predictions.csv beside it)."),
-    backend: str = typer.Option("torch", help="Inference backend."),
+    backend: str = typer.Option("auto", help="Inference backend: auto (ONNX Runtime when installed) | torch | "
+                                "onnx | onnx-int8."),
     report_out: Optional[Path] = typer.Option(None, "--report", help="Also write the self-contained HTML insight "
                                               "report here (metrics, curves, Grad-CAM galleries, ...)."),
     low_confidence: float = typer.Option(0.6, help="With --report: top-class probability below which an image "
                                          "is 'low confidence'."),
-    model_card: Optional[Path] = typer.Option(None, help="With --report: model card (Markdown) to include; "
+    model_card: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                              help="With --report: model card (Markdown) to include; "
                                               "default MODEL_CARD.md beside the model."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -160,9 +162,15 @@ def evaluate(
 # Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
 # them all. Each module imports its heavy dependencies inside the command function.
 # --- registered commands (keep one line per command) ---
+from maskwatch.commands import runtime as _runtime  # noqa: E402
+app.command("export")(_runtime.export)
+app.command("bench")(_runtime.bench)
 from maskwatch.commands import insight as _insight  # noqa: E402
 app.command("explain")(_insight.explain)
 app.command("report")(_insight.report)
+from maskwatch.commands import scenes as _scenes  # noqa: E402
+app.command("detect")(_scenes.detect)
+app.command("evaluate-detection")(_scenes.evaluate_detection)
 # --- end of registered commands ---
 
 

@@ -100,7 +100,7 @@ def evaluate_dataset(
     crop_margin: float = 0.15,
     seed: int = 0,
     workers: int = 2,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> Evaluation:
     """Evaluate a model on a dataset split; ``split=None`` means ``test``, or every image of a dataset
     that has no split folders (such as VOC scenes used as a cross-dataset test)."""

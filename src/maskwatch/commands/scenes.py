@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -64,7 +65,10 @@ class _Outputs:
         if save is not None:
             save.mkdir(parents=True, exist_ok=True)
         self.json_file = None
-        if json_out is not None:
+        self.owns_json = json_out is not None and str(json_out) != "-"
+        if json_out is not None and not self.owns_json:
+            self.json_file = sys.stdout  # `--json -`: JSON Lines on stdout, messages stay on stderr
+        elif json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             self.json_file = json_out.open("w", encoding="utf-8")
 
@@ -84,7 +88,7 @@ class _Outputs:
             self.json_file.flush()
 
     def close(self) -> None:
-        if self.json_file is not None:
+        if self.json_file is not None and self.owns_json:
             self.json_file.close()
 
 
@@ -123,7 +127,7 @@ def detect(
                                         "video out: <name>.mp4 with every analysed frame)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON Lines: one object per "
                                             "image/frame, one per finished source (with per-person tracks), "
-                                            "then a summary."),
+                                            "then a summary. '-' writes to stdout."),
     show: bool = typer.Option(False, "--show", help="Show annotated frames in a window (needs a GUI build of "
                               "OpenCV); q stops."),
     model: Optional[Path] = typer.Option(None, help="Classifier model file (default: the bundled model)."),
@@ -277,7 +281,7 @@ def detect(
         outputs.write(summary_record)
         outputs.close()
     _print_summary(summary_record)
-    if json_out:
+    if json_out and str(json_out) != "-":
         console.print(f"[green]wrote[/] {json_out}")
     if errors:
         raise typer.Exit(1)

@@ -443,7 +443,7 @@ def report_for_run(
     data: str | Path | None = None,
     split: str | None = None,
     crops: bool | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     **options: Any,
 ) -> ReportResult:
     """Report for a training run folder. Without ``data`` it reuses the run's test predictions

@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (torch now; ONNX Runtime and INT8 build on it)."""
+"""Inference backends behind one interface: torch, ONNX Runtime fp32 and INT8 (``load_classifier``)."""
 
 from maskwatch.runtime.base import Classifier, load_classifier
 
