@@ -1,4 +1,7 @@
-"""Grad-CAM lower-face share of the bundled model on all scene crops >= 32 px."""
+"""Grad-CAM lower-face share of the bundled model on all scene crops >= 32 px.
+
+    .venv/bin/python benchmarks/bench_cam_mass.py   # writes benchmarks/results/cam_mass_scenes.json
+"""
 import json, time
 from maskwatch.bundled import default_model_path
 from maskwatch.evaluate import evaluate_dataset
