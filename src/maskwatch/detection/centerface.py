@@ -274,6 +274,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+def finish_boxes(
+    boxes: np.ndarray, width: int, height: int, box_adjust: tuple[float, float, float, float] | None, min_face: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the framing adjustment, clip to the image, and mark the boxes worth keeping (non-empty and at
+    least ``min_face`` on their longest side). Shared by the detector and the multi-view pipeline."""
+    if box_adjust is not None:
+        boxes = _adjust(boxes, box_adjust)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ok = (sizes >= max(min_face, 1e-6)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes, ok
+
+
 def _adjust(boxes: np.ndarray, adjust: tuple[float, float, float, float]) -> np.ndarray:
     dx, dy, sw, sh = adjust
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -391,12 +405,7 @@ class CenterFaceDetector:
             return []
         keep = nms(boxes, scores, self.nms_iou)
         boxes, scores, landmarks = boxes[keep] / [sx, sy, sx, sy], scores[keep], landmarks[keep] / [sx, sy]
-        if self.box_adjust is not None:
-            boxes = _adjust(boxes, self.box_adjust)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        ok = (sizes >= max(self.min_face, 1e-6)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, ok = finish_boxes(boxes, w, h, self.box_adjust, self.min_face)
         return [
             Face(box=tuple(float(v) for v in b), score=float(s), landmarks=lm.astype(np.float32))
             for b, s, lm in zip(boxes[ok], scores[ok], landmarks[ok], strict=True)

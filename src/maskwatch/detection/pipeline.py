@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face, nms
+from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face, finish_boxes, nms
 from maskwatch.detection.evaluation import box_iou
 
 __all__ = [
@@ -196,13 +196,6 @@ def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tu
     left, top = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
     right, bottom = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
     return left, top, max(right, left + 1), max(bottom, top + 1)
-
-
-def _adjust(boxes: np.ndarray, adjust: Sequence[float]) -> np.ndarray:
-    dx, dy, sw, sh = adjust
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * w, (boxes[:, 1] + boxes[:, 3]) / 2 + dy * h
-    return np.stack([cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2], axis=1)
 
 
 def fuse_views(
@@ -432,12 +425,7 @@ class MaskDetector:
         boxes, scores, marks = fuse_views(views, self.fusion_iou)
         if len(scores) == 0:
             return boxes, scores, marks
-        if self.box_adjust is not None:
-            boxes = _adjust(boxes, self.box_adjust)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        ok = (sizes >= max(self.min_face, 1e-6)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, ok = finish_boxes(boxes, w, h, self.box_adjust, self.min_face)
         order = np.argsort(-scores[ok], kind="stable")
         return boxes[ok][order], scores[ok][order], marks[ok][order]
 
