@@ -141,8 +141,8 @@ def evaluate(
     from maskwatch.evaluate import evaluate_dataset, write_outputs
 
     _setup_logging(verbose)
-    model_path = model or default_model_path()
     try:
+        model_path = model or default_model_path()
         evaluation = evaluate_dataset(model_path, data, split=split, crops=crops, min_face=min_face,
                                       crop_margin=crop_margin, backend=backend)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
