@@ -32,13 +32,10 @@ DEFAULT_DATA = Path(
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model, as `maskwatch bench` reports it."""
+    from maskwatch.bench import machine_info
+
+    return str(machine_info()["cpu"])
 
 
 def machine_info(threads: int) -> dict[str, object]:

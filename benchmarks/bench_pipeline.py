@@ -38,13 +38,10 @@ DEFAULT_DATA = Path(os.environ.get("MASKWATCH_SHARED_DATA", ROOT.parent / "share
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model, as `maskwatch bench` reports it."""
+    from maskwatch.bench import machine_info
+
+    return str(machine_info()["cpu"])
 
 
 def maskwatch_cmd() -> list[str]:

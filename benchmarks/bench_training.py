@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskwatch.bench import machine_info
 from maskwatch.config import load_config
 from maskwatch.data.datasets import open_dataset
 from maskwatch.paths import shared_data_dir
@@ -77,7 +77,7 @@ def main() -> None:
             "speedup": results["plain"]["wall_s"] / results["fast"]["wall_s"],
             "finetune2_s_per_epoch_on_cache": float(np.mean(stage2)),
             "finetune2_cache_s": finetune.timings.get("feature_cache_s"),
-            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+            "machine": machine_info(),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

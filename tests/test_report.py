@@ -23,14 +23,6 @@ CLASSES = ["with_mask", "without_mask"]
 SECTION_IDS = ["summary", "training", "metrics", "galleries", "internals", "explanation-quality"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- helpers shared with test_report_browser ----------------------------------------------------------
 
 def make_tiny_run(root: Path, *, size: int = 64, per_class: int = 10, seed: int = 0) -> Path:
