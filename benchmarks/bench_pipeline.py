@@ -96,14 +96,15 @@ def make_video(images: list[Path], out: Path, hold: int, fps: float = 25.0, size
             "hold": hold}  # fmt: skip
 
 
-def breakdown(video: Path, model: Path | None, backend: str | None, frames: int = 40) -> dict:
+def breakdown(video: Path, model: Path | None, backend: str | None, frames: int = 40, spin: bool = False) -> dict:
     """Where a video frame's time goes (in-process, same machine state): face detection per frame,
-    classification per face (all of a frame's faces in one batch), tracking + drawing + JPEG encoding per frame."""
+    classification per face (all of a frame's faces in one batch), tracking + drawing + JPEG encoding per frame.
+    ``spin``: let the ONNX Runtime sessions' idle threads busy-wait (off in ``maskwatch detect``)."""
     from maskwatch.detection.drawing import draw_result
     from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.detection.tracking import FaceTracker
 
-    detector = MaskDetector.load(model, backend=backend or None, preset="fast")
+    detector = MaskDetector.load(model, backend=backend or None, preset="fast", spin=spin)
     tracker = FaceTracker(detector.classes, frame_rate=25)
     capture = cv2.VideoCapture(str(video))
     t_detect = t_classify = t_rest = 0.0
@@ -134,7 +135,7 @@ def breakdown(video: Path, model: Path | None, backend: str | None, frames: int 
             "classifier_ms_per_face": round(1000 * t_classify / max(n_faces, 1), 1),
             "classifier_ms_per_frame": round(1000 * t_classify / max(n, 1), 1),
             "track_draw_encode_ms_per_frame": round(1000 * t_rest / max(n, 1), 1),
-            "classifier_backend": getattr(detector.classifier, "backend", "?")}  # fmt: skip
+            "classifier_backend": getattr(detector.classifier, "backend", "?"), "spin": spin}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-hold", type=int, default=15, help="frames per image in the video")
     p.add_argument("--video-backends", default="default", help="classifier backends timed on the video, e.g. "
                    "default,onnx-int8 (default: --backend, or the runtime's choice)")
+    p.add_argument("--spin-ab", action="store_true", help="also break a video frame down with the ONNX Runtime "
+                   "sessions' threads spinning (ONNX Runtime's default) and not (maskwatch's), in turn")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-images", action="store_true")
     p.add_argument("--skip-video", action="store_true")
@@ -242,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": s["seconds"], "frames_per_second": s["frames_per_second"],
                         "wall_seconds": round(wall, 1), "people": s["people"],
                         "breakdown_ms": breakdown(video, args.model, args.backend if backend == "default" else backend)}  # fmt: skip
+            if args.spin_ab:  # same process, one after the other: spinning on, off, on, off
+                ab = [breakdown(video, args.model, args.backend if backend == "default" else backend, spin=spin)
+                      for spin in (True, False, True, False)]  # fmt: skip
+                run_info["spin_ab_ms"] = ab
+                print(f"[video {tag}] spin on/off/on/off, detector + classifier ms per frame: " + ", ".join(
+                    f"{b['detector_ms_per_frame'] + b['classifier_ms_per_frame']:.1f}" for b in ab), file=sys.stderr)
             result["video"]["runs"][tag] = run_info
             result["commands"].append(shlex.join(cmd))
             print(f"[video {tag}] {s['n_frames']} frames of 640x480 ({n_out} written), every frame processed, "

@@ -133,8 +133,15 @@ def test_presets_are_valid():
     for name, preset in PRESETS.items():
         detector = fake_detector(scales=name, flip=None)  # the preset decides
         assert detector.scales == tuple(preset["scales"]) and detector.flip == preset["flip"]
+        assert detector.classify_tta == preset["classify_tta"]
     with pytest.raises(ValueError, match="unknown preset"):
         fake_detector(scales="turbo")
+    accurate = fake_detector(scales="accurate", flip=None)
+    assert accurate.classify_tta and not accurate.configured(scales="fast").classify_tta
+    assert accurate.configured(scales="fast", classify_tta=True).classify_tta
+    assert not fake_detector(scales="accurate", flip=None, classify_tta=False).classify_tta
+    with pytest.raises(ValueError, match="classify_tta needs crop_margin"):
+        fake_detector(classify_tta=True, crop_margin=0.0)
 
 
 # -- the pipeline ----------------------------------------------------------------------------------------
@@ -215,6 +222,42 @@ def test_crop_margin_reaches_the_classifier():
     image = scene([(100, 100, 40, GREEN)])
     MaskDetector(Spy(), BlobFinder(), scales=(256,), flip=False, box_adjust=None, crop_margin=0.25).detect(image)
     assert seen == [(60, 60, 3)]
+
+
+def test_classify_tta_averages_six_crops_per_face():
+    """With classify_tta each face is seen at three margins, each as is and mirrored, and its probabilities
+    are the mean over those six crops; faces keep their own crops when several are classified together."""
+    seen = []
+
+    class LeftSided(ColourClassifier):
+        """p(with_mask) = share of green among the coloured pixels of the crop's left half."""
+
+        def predict_proba(self, images):
+            out = []
+            for im in images:
+                seen.append(im.shape[:2])
+                left = im[:, : im.shape[1] // 2].astype(float)
+                green, red = left[..., 1].sum() / 230, left[..., 0].sum() / 220
+                out.append([green / (green + red), red / (green + red)])
+            return np.array(out).reshape(-1, 2)
+
+    # two 40 px faces: one green on its left and red on its right, one red
+    image = scene([(60, 60, 20, GREEN), (80, 60, 20, RED), (80, 80, 20, RED), (60, 80, 20, GREEN),
+                   (170, 170, 40, RED)])  # fmt: skip
+    plain = MaskDetector(LeftSided(), BlobFinder(), scales=(256,), flip=False, box_adjust=None)
+    tta = MaskDetector(LeftSided(), BlobFinder(), scales=(256,), flip=False, box_adjust=None, classify_tta=True)
+    assert plain.views_per_face == 1 and tta.views_per_face == 6
+    faces = {f.box: f for f in plain.detect(image).faces}
+    assert seen == [(52, 52), (52, 52)]  # margin 0.15
+    seen.clear()
+    tta_faces = {f.box: f for f in tta.detect(image).faces}
+    assert sorted(set(seen)) == [(48, 48), (52, 52), (56, 56)]  # margins 0.10, 0.15, 0.20
+    assert len(seen) == 12  # one call, 6 crops per face
+    split, red = (60.0, 60.0, 100.0, 100.0), (170.0, 170.0, 210.0, 210.0)
+    assert faces[split].probabilities["with_mask"] == pytest.approx(1.0)  # the left half is all green
+    assert tta_faces[split].probabilities["with_mask"] == pytest.approx(0.5)  # mirrored crops see red there
+    assert faces[red].label == tta_faces[red].label == "without_mask"
+    assert tta_faces[red].probabilities["without_mask"] == pytest.approx(1.0)
 
 
 def test_detect_accepts_paths_and_pil(tmp_path):

@@ -261,6 +261,30 @@ def test_session_options():
         session_options(optimization="fast")
 
 
+SPIN = "session.intra_op.allow_spinning"
+
+
+def test_scene_pipeline_sessions_do_not_spin(tiny_onnx, tiny_pt):
+    """The detector and the classifier take turns on the same cores: neither session's idle threads may
+    busy-wait (that made both about 2x slower on 2 cores); a lone classifier keeps ONNX Runtime's default."""
+    from maskwatch.detection.centerface import ModelNotFoundError
+    from maskwatch.detection.pipeline import MaskDetector
+
+    try:
+        detector = MaskDetector.load(tiny_onnx, preset="fast")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"CenterFace model not installed: {exc}")
+    assert detector.classifier.session.get_session_options().get_session_config_entry(SPIN) == "0"
+    assert detector.face_finder._session.get_session_options().get_session_config_entry(SPIN) == "0"
+    spinning = MaskDetector.load(tiny_onnx, preset="fast", spin=True)
+    assert spinning.face_finder._session.get_session_options().get_session_config_entry(SPIN) == "1"
+    lone = load_classifier(tiny_onnx)
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ONNX Runtime's default
+        lone.session.get_session_options().get_session_config_entry(SPIN)
+    # a torch checkpoint has no thread pool to configure: the option is dropped, not an error
+    assert MaskDetector.load(tiny_pt, backend="torch", preset="fast").classifier.backend == "torch"
+
+
 # ------------------------------------------------------------------------------------------------------
 # backend dispatch and the export cache
 

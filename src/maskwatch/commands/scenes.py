@@ -133,8 +133,9 @@ def detect(
     model: Optional[Path] = typer.Option(None, help="Classifier model file (default: the bundled model)."),
     backend: Optional[str] = typer.Option(None, help="Classifier inference backend (default: the runtime's choice)."),
     preset: str = typer.Option("auto", help="Face detector views: fast (one run at 640 px), balanced (+ mirrored), "
-                               "accurate (640 and 1024 px, each mirrored: 4 runs); auto = accurate for still "
-                               "images, fast for videos and streams."),
+                               "accurate (640 and 1024 px, each mirrored: 4 runs; each face classified on 6 "
+                               "crops: 3 margins, each mirrored); auto = accurate for still images, fast for "
+                               "videos and streams."),
     score_threshold: float = typer.Option(0.3, help="Classify faces whose detector score is at least this."),
     min_confidence: float = typer.Option(0.0, help="Then keep faces whose detector score x class probability is "
                                          "at least this (a classifier gate; 0: off)."),
@@ -385,7 +386,7 @@ def evaluate_detection(
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
     model: Optional[Path] = typer.Option(None, help="Classifier model file (default: the bundled model)."),
     backend: Optional[str] = typer.Option(None, help="Classifier inference backend (default: the runtime's choice)."),
-    preset: str = typer.Option("accurate", help="Face detector views: fast, balanced or accurate."),
+    preset: str = typer.Option("accurate", help="fast, balanced or accurate (see `maskwatch detect --help`)."),
     score_threshold: float = typer.Option(0.3, help="Operating point for recall, precision and counts: faces "
                                           "with a detector score at least this."),
     min_confidence: float = typer.Option(0.0, help="Operating point: also require detector score x class "

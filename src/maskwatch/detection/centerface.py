@@ -311,6 +311,8 @@ class CenterFaceDetector:
             width by ``sw`` and height by ``sh``. The default maps CenterFace's framing onto the VOC
             annotation framing (see ``VOC_BOX_ADJUST``); ``None`` keeps CenterFace's own boxes.
         threads: ONNX Runtime intra-op threads.
+        spin: let idle ONNX Runtime threads busy-wait (None: its default, on); False when another session
+            shares the cores (see :meth:`maskwatch.detection.pipeline.MaskDetector.load`).
     """
 
     def __init__(
@@ -324,6 +326,7 @@ class CenterFaceDetector:
         upscale: bool = True,
         box_adjust: tuple[float, float, float, float] | None = VOC_BOX_ADJUST,
         threads: int = 2,
+        spin: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -344,6 +347,8 @@ class CenterFaceDetector:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if spin is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         model = _dynamic_model(str(self.model_path), self.model_path.stat().st_mtime_ns)
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name

@@ -74,7 +74,7 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
       cache (keyed by the checkpoint's sha256, see ``maskwatch.runtime.export``) and run that; ``auto`` is
       ``onnx`` when onnxruntime is importable and no CUDA device is asked for or present, else ``torch``.
 
-    ``options`` go to the backend (``batch_size``; ``threads`` for ONNX; ``device`` for torch).
+    ``options`` go to the backend (``batch_size``; ``threads`` and ``spin`` for ONNX; ``device`` for torch).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -94,6 +94,7 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
         from maskwatch.runtime.torch_backend import TorchClassifier
 
         module, classes, prep = load_torchscript(path)
+        options.pop("spin", None)
         return TorchClassifier(module, classes, prep, **options)
     chosen = backend
     if backend == "auto":
@@ -111,6 +112,7 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
             if backend != "auto":
                 raise
             logging.getLogger("maskwatch").warning("ONNX export unavailable (%s); running %s with torch", exc, path)
+    options.pop("spin", None)  # an ONNX Runtime thread-pool setting; torch has none
     try:
         from maskwatch.runtime.torch_backend import TorchClassifier
     except ImportError as exc:

@@ -27,7 +27,10 @@ throughput relative to these defaults, each variant interleaved with the default
   gave 0.62-0.67x at batch 32, the memory pattern off 0.91-0.94x.
 * ``session.intra_op.allow_spinning``: ONNX Runtime's default (on). On an idle machine spinning off cost
   about 7 %; on a machine shared with other CPU-heavy processes it *halved* batch-1 latency, and one
-  thread beat two by 1.3x: there, pass ``spin=False`` (and/or ``threads=1``).
+  thread beat two by 1.3x: there, pass ``spin=False`` (and/or ``threads=1``). Two sessions in one
+  process (the scene pipeline's face detector and classifier, called in turn) are such a case: each
+  session's idle threads spin while the other one works, which made both about 2x slower on 2 cores
+  (see :meth:`maskwatch.detection.pipeline.MaskDetector.load`).
 
 Every option can be overridden with keyword arguments of :func:`session_options` or a ready
 ``onnxruntime.SessionOptions`` passed as ``options=``.
@@ -211,6 +214,8 @@ class OnnxClassifier(Classifier):
     Args:
         model: path of an ``.onnx`` file exported by maskwatch (or its bytes).
         threads: intra-op threads (default: physical cores).
+        spin: let idle intra-op threads busy-wait (None: ONNX Runtime's default, on). Pass False when
+            other CPU-heavy work shares the cores, e.g. a second ONNX session in the same process.
         batch_size: faces per ``session.run`` in :meth:`predict_proba`.
         options: a ready ``onnxruntime.SessionOptions`` (overrides ``threads``).
         classes, preprocessing: only needed for ONNX files that lack maskwatch metadata.
@@ -224,6 +229,7 @@ class OnnxClassifier(Classifier):
         model: str | os.PathLike[str] | bytes,
         *,
         threads: int | None = None,
+        spin: bool | None = None,
         batch_size: int = 32,
         options: Any = None,
         classes: Sequence[str] | None = None,
@@ -239,7 +245,7 @@ class OnnxClassifier(Classifier):
             raise FileNotFoundError(f"model file {self.path} does not exist")
         source = model if isinstance(model, bytes) else str(self.path)
         try:
-            self.session = ort.InferenceSession(source, options or session_options(threads), providers=PROVIDERS)
+            self.session = ort.InferenceSession(source, options or session_options(threads, spin=spin), providers=PROVIDERS)
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable files
             raise ValueError(f"{self.path or 'model bytes'} is not a readable ONNX model ({exc})") from exc
         self.metadata = _decode_metadata(_metadata_of(self.session))
