@@ -25,12 +25,16 @@ def frame(i: int, faces: list[FaceResult]) -> FrameResult:
     return FrameResult(faces=faces, classes=CLASSES, width=640, height=480, source="v.mp4", frame=i, timestamp=i / 10)
 
 
-@pytest.fixture
-def tracker() -> FaceTracker:
+def make_tracker(**options) -> FaceTracker:
     try:
-        return FaceTracker(CLASSES, frame_rate=10, min_frames=3)
+        return FaceTracker(CLASSES, frame_rate=10, min_frames=3, **options)
     except TrackerUnavailableError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def tracker() -> FaceTracker:
+    return make_tracker()
 
 
 def test_one_person_is_counted_once_and_flicker_does_not_flip_the_verdict(tracker):
@@ -71,3 +75,26 @@ def test_person_leaving_and_empty_frames(tracker):
         assert result.faces == []
     summary = tracker.summary()
     assert summary["n_tracks"] == 1 and summary["counts"]["without_mask"] == 1
+
+
+def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
+    """People pass one after another: finished tracks leave memory (a short gap does not end a track),
+    the counts keep everyone, and the summary lists only the last ``keep_tracks`` finished tracks."""
+    tracker = make_tracker(keep_tracks=3)
+    assert tracker.retire_after == 20  # twice ByteTrack's 30-frames-at-30-FPS buffer, at 10 FPS
+    i = 0
+    for person in range(8):
+        p_mask = 0.9 if person % 2 == 0 else 0.1
+        for k in range(8):
+            hidden = person == 0 and k in (3, 4, 5)  # the first person is missed for 3 frames
+            tracker.update(frame(i, [] if hidden else [face(100 + 3 * k, 100, p_mask)]))
+            i += 1
+        for _ in range(25):  # nobody in view for 2.5 s
+            tracker.update(frame(i, []))
+            i += 1
+        assert len(tracker.tracks) == 0  # retired
+    summary = tracker.summary()
+    assert summary["n_tracks"] == 8 and summary["counts"] == {"with_mask": 4, "without_mask": 4}
+    assert [t["label"] for t in summary["tracks"]] == ["without_mask", "with_mask", "without_mask"]
+    assert summary["n_tracks_not_listed"] == 5 and summary["n_short_tracks_ignored"] == 0
+    json.dumps(summary)

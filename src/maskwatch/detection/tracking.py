@@ -9,6 +9,10 @@ frames it was seen in (soft voting), and the track's verdict is the class with t
 misread frame therefore cannot flip a verdict that many frames agree on. A person is counted once, when
 their track has been seen in at least ``min_frames`` frames (shorter tracks are usually false detections).
 
+Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer cannot be
+picked up again, so it is *retired*: its verdict is added to running counts and its summary kept in a
+list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts).
+
     >>> tracker = FaceTracker(classes=["with_mask", "without_mask"], frame_rate=25)   # doctest: +SKIP
     >>> for frame in frames:                                                          # doctest: +SKIP
     ...     result = tracker.update(detector.detect(frame.image))   # faces get track_id / track_label
@@ -19,6 +23,8 @@ their track has been seen in at least ``min_frames`` frames (shorter tracks are 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +72,7 @@ class Track:
     first_timestamp: float | None = None
     last_timestamp: float | None = None
     n_frames: int = 0
+    last_update: int = 0  # the tracker's update counter when last seen
     probability_sum: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     frame_votes: dict[str, int] = field(default_factory=dict)  # per-frame argmax labels (for insight)
     best_score: float = 0.0
@@ -131,6 +138,7 @@ class FaceTracker:
         minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
+        keep_tracks: finished tracks listed in :meth:`summary` (the most recent; counts include all).
     """
 
     def __init__(
@@ -144,9 +152,13 @@ class FaceTracker:
         minimum_matching_iou: float = 0.1,
         minimum_consecutive_frames: int = 2,
         min_frames: int = 3,
+        keep_tracks: int = 10_000,
     ) -> None:
         self.classes = list(classes)
         self.min_frames = int(min_frames)
+        self.keep_tracks = int(keep_tracks)
+        # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; twice that, in updates
+        self.retire_after = max(2, math.ceil(2 * lost_track_buffer / 30.0 * float(frame_rate)))
         self.backend = bytetrack_backend()
         if self.backend == "trackers":
             from trackers import ByteTrackTracker
@@ -169,7 +181,12 @@ class FaceTracker:
                 frame_rate=int(round(frame_rate)),
                 minimum_consecutive_frames=minimum_consecutive_frames,
             )
-        self.tracks: dict[int, Track] = {}
+        self.tracks: dict[int, Track] = {}  # open tracks, by id
+        self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
+        self.n_updates = 0
+        self._retired_counts = {name: 0 for name in self.classes}
+        self._retired_counted = 0
+        self._retired_short = 0
 
     def _track_ids(self, faces: Sequence[FaceResult]) -> list[int | None]:
         """The tracker's id for each face (None: not part of a confirmed track)."""
@@ -200,6 +217,7 @@ class FaceTracker:
         """Assign track ids to this frame's faces, add their votes, and return the frame with each face's
         ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep None)."""
         ids = self._track_ids(result.faces)
+        self.n_updates += 1
         faces = []
         for face, track_id in zip(result.faces, ids, strict=True):
             if track_id is None:
@@ -210,27 +228,44 @@ class FaceTracker:
                 track = self.tracks[track_id] = Track(track_id, self.classes, result.frame, result.frame,
                                                       result.timestamp, result.timestamp)  # fmt: skip
             track.add(face, result.frame, result.timestamp)
+            track.last_update = self.n_updates
             faces.append(dataclasses.replace(face, track_id=track_id, track_label=track.label,
                                              track_probability=track.probability))  # fmt: skip
+        self._retire(self.n_updates - self.retire_after)
         return dataclasses.replace(result, faces=faces)
 
+    def _retire(self, before: int) -> None:
+        """Fold tracks last seen at or before update ``before`` into the running counts."""
+        for track_id in [i for i, t in self.tracks.items() if t.last_update <= before]:
+            track = self.tracks.pop(track_id)
+            if track.n_frames >= self.min_frames:
+                self._retired_counts[track.label] += 1
+                self._retired_counted += 1
+                self.finished.append(track.to_dict())
+            else:
+                self._retired_short += 1
+
     def counted_tracks(self) -> list[Track]:
-        """Tracks long enough to count as a person, by id."""
+        """Open tracks long enough to count as a person, by id."""
         return [t for _, t in sorted(self.tracks.items()) if t.n_frames >= self.min_frames]
 
     def summary(self) -> dict[str, Any]:
-        """People counted once each: verdict counts, compliance, and every counted track."""
+        """People counted once each: verdict counts, compliance, and the counted tracks (the last
+        ``keep_tracks`` finished ones, then the open ones)."""
         counted = self.counted_tracks()
-        counts = {name: 0 for name in self.classes}
+        counts = dict(self._retired_counts)
         for track in counted:
             counts[track.label] += 1
         rate = compliance_rate(counts, self.classes)
+        n_counted = self._retired_counted + len(counted)
+        tracks = list(self.finished) + [t.to_dict() for t in counted]
         return {
-            "n_tracks": len(counted),
-            "n_short_tracks_ignored": len(self.tracks) - len(counted),
+            "n_tracks": n_counted,
+            "n_short_tracks_ignored": self._retired_short + len(self.tracks) - len(counted),
+            "n_tracks_not_listed": n_counted - len(tracks),
             "min_frames": self.min_frames,
             "counts": counts,
             "compliance": None if rate is None else round(rate, 4),
-            "tracks": [t.to_dict() for t in counted],
+            "tracks": tracks,
             "tracker": f"ByteTrack ({self.backend})",
         }
