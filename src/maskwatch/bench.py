@@ -357,8 +357,14 @@ def bench_pipelines(detector, classifiers: dict[str, Classifier], images: Sequen
         MaskDetector = None  # noqa: N806
     runners: dict[str, Callable[[np.ndarray], int]] = {}
     if MaskDetector is not None:
-        finder = CenterFaceDetector(score_threshold=0.1, max_side=None, box_adjust=None, threads=threads or 2)
+        from maskwatch.runtime.onnx_backend import OnnxClassifier
+
+        # as MaskDetector.load builds them: the two ONNX sessions take turns, so neither spins
+        finder = CenterFaceDetector(score_threshold=0.1, max_side=None, box_adjust=None, threads=threads or 2,
+                                    spin=False)  # fmt: skip
         for name, clf in classifiers.items():
+            if isinstance(clf, OnnxClassifier) and clf.path is not None:
+                clf = OnnxClassifier(clf.path, threads=clf.threads, spin=False, batch_size=clf.batch_size)
             pipeline = MaskDetector(clf, finder, scales=preset)
             runners[name] = lambda image, p=pipeline: len(p.detect(image).faces)
         how = f"maskwatch.detection.pipeline.MaskDetector, preset {preset}"
