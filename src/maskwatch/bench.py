@@ -330,13 +330,13 @@ def bench_detector(detector, images: Sequence[np.ndarray], *, warmup: int = 3) -
 
 
 def _face_crops(image: np.ndarray, faces: Sequence[Any], margin: float = 0.15) -> list[np.ndarray]:
+    from maskwatch.data.datasets import grow_box
+
     h, w = image.shape[:2]
     crops = []
     for face in faces:
-        x0, y0, x1, y1 = face.box
-        mx, my = margin * (x1 - x0), margin * (y1 - y0)
-        left, top = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
-        right, bottom = min(w, int(round(x1 + mx))), min(h, int(round(y1 + my)))
+        left, top, right, bottom = grow_box(face.box, margin)
+        left, top, right, bottom = max(0, left), max(0, top), min(w, right), min(h, bottom)
         if right - left >= 2 and bottom - top >= 2:
             crops.append(image[top:bottom, left:right])
     return crops

@@ -228,6 +228,15 @@ def _voc_classes(folder: Path) -> list[str]:
     return sorted(names)
 
 
+def grow_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
+    """A face box ``(x0, y0, x1, y1)`` grown by ``margin`` × its width / height on each side and rounded to
+    whole pixels, not clipped: the framing of every face crop, in training and evaluation (VOC crops) and
+    in the scene pipeline (:func:`maskwatch.detection.pipeline.crop_box`)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    return int(round(x0 - mx)), int(round(y0 - my)), int(round(x1 + mx)), int(round(y1 + my))
+
+
 def _read_voc_crops(
     folder: Path, class_index: dict[str, int], skipped: list[Skipped], min_face: int, margin: float
 ) -> list[Sample]:
@@ -248,9 +257,7 @@ def _read_voc_crops(
                 continue  # counted in open_dataset's summary, not a bad file
             if max(x1 - x0, y1 - y0) < min_face:
                 continue
-            mx, my = margin * (x1 - x0), margin * (y1 - y0)
-            box = (int(round(x0 - mx)), int(round(y0 - my)), int(round(x1 + mx)), int(round(y1 + my)))
-            samples.append(Sample(str(image_path), class_index[name], box))
+            samples.append(Sample(str(image_path), class_index[name], grow_box((x0, y0, x1, y1), margin)))
     return samples
 
 

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from maskwatch.data.datasets import grow_box
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face, finish_boxes, nms
 from maskwatch.detection.evaluation import box_iou
 
@@ -198,11 +199,9 @@ class FrameResult:
 
 def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The crop of a face box grown by ``margin`` × its size on each side, rounded and clipped to the image
-    (the framing of :func:`maskwatch.data.datasets.open_dataset`'s VOC crops)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    left, top = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
-    right, bottom = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
+    (the framing of :func:`maskwatch.data.datasets.open_dataset`'s VOC crops, :func:`grow_box`)."""
+    left, top, right, bottom = grow_box(box, margin)
+    left, top, right, bottom = max(0, left), max(0, top), min(width, right), min(height, bottom)
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
