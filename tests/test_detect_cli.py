@@ -131,6 +131,13 @@ def test_video_in_video_out_same_frame_count_and_people_counted_once(tmp_path):
     assert people["counts"] == {"with_mask": 1, "without_mask": 1}
     assert {t["label"] for t in people["tracks"]} == {"with_mask", "without_mask"}
     assert records[-1]["people"]["n_tracks"] == 2
+    # each person also gets one "track" line when their track closes, before the source's record
+    kinds = [r["type"] for r in records]
+    tracks = [r for r in records if r["type"] == "track"]
+    assert len(tracks) == 2 and max(i for i, k in enumerate(kinds) if k == "track") < kinds.index("source")
+    assert {t["label"] for t in tracks} == {"with_mask", "without_mask"}
+    assert {t["track_id"] for t in tracks} == {t["track_id"] for t in people["tracks"]}
+    assert all(t["source"].endswith("walk.mp4") for t in tracks)
 
 
 def test_video_stride(tmp_path):

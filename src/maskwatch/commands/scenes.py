@@ -126,7 +126,8 @@ def detect(
     save: Optional[Path] = typer.Option(None, "--save", help="Folder for annotated images and videos (video in, "
                                         "video out: <name>.mp4 with every analysed frame)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON Lines: one object per "
-                                            "image/frame, one per finished source (with per-person tracks), "
+                                            "image/frame, one per person when their track closes (videos and "
+                                            "streams), one per finished source (with per-person tracks), "
                                             "then a summary. '-' writes to stdout."),
     show: bool = typer.Option(False, "--show", help="Show annotated frames in a window (needs a GUI build of "
                               "OpenCV); q stops."),
@@ -227,6 +228,9 @@ def detect(
                         if tracker is not None:
                             result = tracker.update(result)
                         outputs.write({"type": "frame", **result.to_dict()})
+                        if tracker is not None:
+                            for closed in tracker.pop_closed():
+                                outputs.write({"type": "track", "source": source.name, **closed})
                         for name, count in result.counts.items():
                             source_counts[name] = source_counts.get(name, 0) + count
                         if save is not None or viewer is not None:
@@ -258,6 +262,9 @@ def detect(
                                       **stats.to_dict(), "counts": source_counts,
                                       "compliance": _round(compliance_rate(source_counts, classes)), "error": error}  # fmt: skip
             if tracker is not None:
+                tracker.finish()
+                for closed in tracker.pop_closed():
+                    outputs.write({"type": "track", "source": source.name, **closed})
                 summary = tracker.summary()
                 record["people"] = summary
                 n_tracked += summary["n_tracks"]

@@ -11,7 +11,9 @@ their track has been seen in at least ``min_frames`` frames (shorter tracks are 
 
 Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer cannot be
 picked up again, so it is *retired*: its verdict is added to running counts and its summary kept in a
-list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts).
+list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts). Each
+counted track is also handed out once, when it closes (:meth:`FaceTracker.pop_closed`), so that
+``maskwatch detect`` can write a person's verdict as they leave instead of only when the stream ends.
 
     >>> tracker = FaceTracker(classes=["with_mask", "without_mask"], frame_rate=25)   # doctest: +SKIP
     >>> for frame in frames:                                                          # doctest: +SKIP
@@ -183,6 +185,7 @@ class FaceTracker:
             )
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
+        self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
         self.n_updates = 0
         self._retired_counts = {name: 0 for name in self.classes}
         self._retired_counted = 0
@@ -242,8 +245,18 @@ class FaceTracker:
                 self._retired_counts[track.label] += 1
                 self._retired_counted += 1
                 self.finished.append(track.to_dict())
+                self._closed.append(self.finished[-1])
             else:
                 self._retired_short += 1
+
+    def pop_closed(self) -> list[dict[str, Any]]:
+        """Counted tracks that closed since the last call (each handed out once), oldest first."""
+        closed, self._closed = self._closed, []
+        return closed
+
+    def finish(self) -> None:
+        """The video or stream has ended: close every open track (the counts do not change)."""
+        self._retire(self.n_updates)
 
     def counted_tracks(self) -> list[Track]:
         """Open tracks long enough to count as a person, by id."""
