@@ -20,7 +20,7 @@ boxes, and classifies all crops of an image (or of a batch of images) in batches
 (the ``accurate`` preset) each face is classified on six crops, the margins ``crop_margin`` − 0.05, + 0 and
 + 0.05 each as is and mirrored, and the probabilities are averaged: most scene faces are 20-60 px, where
 the single crop's framing and pixel grid sway the classifier; averaging lifted mAP@0.5 on the shared
-scenes from 0.845 to 0.852 (mirroring alone: 0.848).
+scenes from 0.845 to 0.853 (mirroring alone: 0.848).
 
 Each face carries the detector ``score``, the predicted ``label`` with its ``probability`` and all class
 probabilities, and ``confidence`` = score × probability, the ranking score used for AP.
