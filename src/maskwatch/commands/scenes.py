@@ -229,8 +229,7 @@ def detect(
                             result = tracker.update(result)
                         outputs.write({"type": "frame", **result.to_dict()})
                         if tracker is not None:
-                            for closed in tracker.pop_closed():
-                                outputs.write({"type": "track", "source": source.name, **closed})
+                            _write_closed_tracks(outputs, tracker, source.name)
                         for name, count in result.counts.items():
                             source_counts[name] = source_counts.get(name, 0) + count
                         if save is not None or viewer is not None:
@@ -263,8 +262,7 @@ def detect(
                                       "compliance": _round(compliance_rate(source_counts, classes)), "error": error}  # fmt: skip
             if tracker is not None:
                 tracker.finish()
-                for closed in tracker.pop_closed():
-                    outputs.write({"type": "track", "source": source.name, **closed})
+                _write_closed_tracks(outputs, tracker, source.name)
                 summary = tracker.summary()
                 record["people"] = summary
                 n_tracked += summary["n_tracks"]
@@ -293,6 +291,12 @@ def detect(
         console.print(f"[green]wrote[/] {json_out}")
     if errors:
         raise typer.Exit(1)
+
+
+def _write_closed_tracks(outputs: _Outputs, tracker, source: str) -> None:
+    """One JSON line per person whose track closed since the last call."""
+    for closed in tracker.pop_closed():
+        outputs.write({"type": "track", "source": source, **closed})
 
 
 def _round(value: float | None) -> float | None:

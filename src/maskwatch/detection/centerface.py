@@ -330,6 +330,8 @@ class CenterFaceDetector:
     ) -> None:
         import onnxruntime as ort
 
+        from maskwatch.runtime.onnx_backend import session_options
+
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if max_side is not None and max_side < ALIGN:
@@ -343,14 +345,9 @@ class CenterFaceDetector:
         self.box_adjust = None if box_adjust is None else tuple(float(v) for v in box_adjust)
         if self.box_adjust is not None and len(self.box_adjust) != 4:
             raise ValueError(f"box_adjust must be (dx, dy, sw, sh), got {box_adjust}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        if spin is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         model = _dynamic_model(str(self.model_path), self.model_path.stat().st_mtime_ns)
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(model, session_options(int(threads), spin=spin),
+                                             providers=["CPUExecutionProvider"])  # fmt: skip
         self._input = self._session.get_inputs()[0].name
 
     def __repr__(self) -> str:

@@ -108,17 +108,22 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> F
     return fig
 
 
+def _one_vs_rest(labels: np.ndarray, classes: Sequence[str]):
+    """(class index, name, colour, positives mask) for each class with both positives and negatives."""
+    labels = np.asarray(labels)
+    for index, (name, color) in enumerate(zip(classes, PALETTE * 4)):
+        positives = labels == index
+        if positives.any() and not positives.all():
+            yield index, name, color, positives
+
+
 def plot_roc(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> Figure:
     """One-vs-rest ROC curve per class, with its AUC."""
     from sklearn.metrics import auc, roc_curve
 
     fig = new_figure(4.4, 4)
     ax = fig.subplots()
-    labels = np.asarray(labels)
-    for index, (name, color) in enumerate(zip(classes, PALETTE * 4)):
-        positives = labels == index
-        if positives.all() or not positives.any():
-            continue
+    for index, name, color, positives in _one_vs_rest(labels, classes):
         fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
         ax.plot(fpr, tpr, color=color, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
@@ -138,11 +143,7 @@ def plot_precision_recall(labels: np.ndarray, probabilities: np.ndarray, classes
 
     fig = new_figure(4.4, 4)
     ax = fig.subplots()
-    labels = np.asarray(labels)
-    for index, (name, color) in enumerate(zip(classes, PALETTE * 4)):
-        positives = labels == index
-        if positives.all() or not positives.any():
-            continue
+    for index, name, color, positives in _one_vs_rest(labels, classes):
         precision, recall, _ = precision_recall_curve(positives, probabilities[:, index])
         ap = average_precision_score(positives, probabilities[:, index])
         ax.plot(recall, precision, color=color, label=f"{name} (AP {ap:.3f})")

@@ -80,12 +80,13 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     path = Path(path)
     suffix = path.suffix.lower()
+    spin = options.pop("spin", None)  # an ONNX Runtime thread-pool setting; torch has none
     if suffix == ".onnx":
         if backend == "torch":
             raise ValueError(f"{path} is an ONNX file; use backend onnx (or auto), or give the .pt checkpoint")
         from maskwatch.runtime.onnx_backend import OnnxClassifier
 
-        classifier = OnnxClassifier(path, **options)
+        classifier = OnnxClassifier(path, spin=spin, **options)
         if backend == "onnx-int8" and classifier.backend != "onnx-int8":
             raise ValueError(f"{path} is not an INT8 export; export one with `maskwatch export --format onnx-int8`")
         return classifier
@@ -94,7 +95,6 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
         from maskwatch.runtime.torch_backend import TorchClassifier
 
         module, classes, prep = load_torchscript(path)
-        options.pop("spin", None)
         return TorchClassifier(module, classes, prep, **options)
     chosen = backend
     if backend == "auto":
@@ -107,12 +107,11 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
         try:
             from maskwatch.runtime.export import cached_export
 
-            return OnnxClassifier(cached_export(path, int8=chosen == "onnx-int8"), **options)
+            return OnnxClassifier(cached_export(path, int8=chosen == "onnx-int8"), spin=spin, **options)
         except ImportError as exc:  # the exporter needs torch + onnx
             if backend != "auto":
                 raise
             logging.getLogger("maskwatch").warning("ONNX export unavailable (%s); running %s with torch", exc, path)
-    options.pop("spin", None)  # an ONNX Runtime thread-pool setting; torch has none
     try:
         from maskwatch.runtime.torch_backend import TorchClassifier
     except ImportError as exc:
