@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import struct
+import threading
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from maskwatch.data.images import BadImageError, check_images, load_rgb
+from maskwatch.data.images import BadImageError, check_images, decode_rgb, load_rgb, max_pixels_limit
 
 
 def _jpeg_bytes(size=(40, 30), color=(200, 10, 10)) -> bytes:
@@ -98,3 +101,138 @@ def test_check_images_reports_only_bad_files(tmp_path):
     skipped = check_images([good, bad], workers=2)
     assert [s.path for s in skipped] == [str(bad)]
     assert "empty" in skipped[0].reason
+
+
+# -- one decoder for paths, bytes and files ------------------------------------------------------------
+
+
+def _exif_rotated_jpeg() -> Image.Image:
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 20))
+    return image
+
+
+def _palette_with_transparency() -> Image.Image:
+    image = Image.new("P", (20, 10), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.paste(1, (0, 0, 10, 10))  # left half colour 1 (blue), right half colour 0 (red, transparent)
+    image.info["transparency"] = 0
+    return image
+
+
+CASES = {
+    "rgba.png": (lambda: Image.new("RGBA", (20, 10), (255, 0, 0, 0)), {}),
+    "gray.png": (lambda: Image.new("L", (20, 10), 77), {}),
+    "palette.png": (_palette_with_transparency, {"transparency": 0}),
+    "rotated.jpg": (_exif_rotated_jpeg, {"exif": (lambda e: (e.__setitem__(0x0112, 6), e)[1])(Image.Exif()),
+                                          "quality": 95}),
+    "deep.png": (lambda: Image.fromarray(np.full((10, 20), 30000, dtype=np.uint16)), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_paths_bytes_and_files_decode_to_identical_pixels(tmp_path, name):
+    make, save_options = CASES[name]
+    path = tmp_path / name
+    make().save(path, **save_options)
+    data = path.read_bytes()
+    from_path = decode_rgb(path)
+    assert from_path.dtype == np.uint8 and from_path.ndim == 3 and from_path.shape[2] == 3
+    assert from_path.flags.writeable
+    for other in (data, bytearray(data), memoryview(data), io.BytesIO(data), str(path)):
+        np.testing.assert_array_equal(decode_rgb(other), from_path)
+    np.testing.assert_array_equal(np.asarray(load_rgb(path)), from_path)
+    if name == "rgba.png":  # fully transparent pixels are flattened on white
+        assert (from_path == 255).all()
+    if name == "palette.png":
+        assert from_path[0, 0].tolist() == [0, 0, 255] and from_path[0, -1].tolist() == [255, 255, 255]
+    if name == "rotated.jpg":
+        assert from_path.shape == (40, 20, 3) and from_path[:20].mean() > 200 and from_path[20:].mean() < 50
+    if name == "deep.png":  # 16 bit scaled to 8 bit, not clipped
+        assert abs(int(from_path[0, 0, 0]) - round(30000 / 65535 * 255)) <= 1
+
+
+def test_a_pil_image_is_flattened_on_white_too():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert (decode_rgb(rgba) == 255).all()
+
+
+def test_empty_bytes_and_non_images_are_refused():
+    with pytest.raises(BadImageError, match="empty"):
+        decode_rgb(b"")
+    with pytest.raises(BadImageError, match="not an image") as info:
+        decode_rgb(b"hello, not a picture" * 4)
+    assert info.value.path == "<bytes>"
+    with pytest.raises(TypeError):
+        decode_rgb(42)  # type: ignore[arg-type]
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    """A PNG that declares a huge size and holds no pixels: only a pixel check on the header can refuse it
+    without allocating width x height."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_refuses_a_huge_header_via_path_and_bytes(tmp_path):
+    data = _header_only_png(100_000, 100_000)  # 10 G pixels declared in 57 bytes
+    path = tmp_path / "huge.png"
+    path.write_bytes(data)
+    before = Image.MAX_IMAGE_PIXELS
+    for source in (path, data, io.BytesIO(data)):
+        with pytest.raises(BadImageError, match="limit 64000000"):
+            decode_rgb(source)
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        load_rgb(path)
+    assert Image.MAX_IMAGE_PIXELS is before
+
+
+def test_pixel_limit_from_argument_environment_and_default(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert max_pixels_limit() == 64_000_000
+    assert decode_rgb(data).shape == (100, 100, 3)
+    with pytest.raises(BadImageError, match="limit 9999"):
+        decode_rgb(data, max_pixels=9_999)
+    monkeypatch.setenv("MASKWATCH_MAX_PIXELS", "5000")
+    assert max_pixels_limit() == 5000
+    with pytest.raises(BadImageError, match="limit 5000"):
+        decode_rgb(data)
+    assert decode_rgb(data, max_pixels=10_000).shape == (100, 100, 3)  # the argument wins
+    monkeypatch.setenv("MASKWATCH_MAX_PIXELS", "0")
+    assert max_pixels_limit() is None
+    monkeypatch.setenv("MASKWATCH_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="MASKWATCH_MAX_PIXELS"):
+        max_pixels_limit()
+
+
+def test_pixel_limits_hold_per_call_across_threads():
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    before = Image.MAX_IMAGE_PIXELS
+    limits = [5_000, 20_000, 9_999, 10_000]  # two refuse 100 x 100, two accept it
+    outcomes: dict[int, set[str]] = {limit: set() for limit in limits}
+    start = threading.Barrier(len(limits))
+
+    def work(limit: int) -> None:
+        start.wait()
+        for _ in range(100):
+            try:
+                decode_rgb(data, max_pixels=limit)
+                outcomes[limit].add("ok")
+            except BadImageError:
+                outcomes[limit].add("refused")
+
+    threads = [threading.Thread(target=work, args=(limit,)) for limit in limits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {5_000: {"refused"}, 20_000: {"ok"}, 9_999: {"refused"}, 10_000: {"ok"}}
+    assert Image.MAX_IMAGE_PIXELS is before

@@ -1,28 +1,44 @@
-"""Safe image decoding: one place that turns any file into an RGB image or a clear reason why not.
+"""Safe image decoding: one place that turns any file or byte string into an RGB image, or a clear reason why not.
 
-Every loader in maskwatch goes through :func:`load_rgb`, so a zero-byte, truncated, corrupt or
-non-image file, a decompression bomb or an exotic pixel mode is handled the same way everywhere:
-the file is reported and skipped, never a crash in the middle of an epoch.
+Every loader in maskwatch goes through :func:`decode_rgb` (numpy) or :func:`load_rgb` (PIL), so a zero-byte,
+truncated, corrupt or non-image file, a decompression bomb or an exotic pixel mode is handled the same way
+everywhere, whether it comes from a path, from bytes (an upload, a camera snapshot) or from an open file:
+the input is reported and skipped, never a crash in the middle of an epoch. Transparency is flattened on
+white and the EXIF orientation is applied, so the same picture gives the same pixels on every path.
+
+Pixel limit (decompression bombs): :func:`max_pixels_limit` is the one configurable value (default
+:data:`MAX_PIXELS`, environment variable ``MASKWATCH_MAX_PIXELS``, or the ``max_pixels`` argument of each
+call). It is checked per call on the header, before any pixel is decoded, without touching process-global
+state: PIL's own global check (``Image.MAX_IMAGE_PIXELS``) would have to be swapped around each call,
+which is not thread-safe, so it is switched off once, here at import, and our per-call check replaces it.
 """
 
 from __future__ import annotations
 
-import warnings
+import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Iterable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
-# Images above this many pixels are refused as possible decompression bombs (about 8k x 8k).
+# Images above this many pixels are refused as possible decompression bombs (about 8k x 8k); see
+# max_pixels_limit() for how to change it.
 MAX_PIXELS = 64_000_000
+MAX_PIXELS_ENV = "MASKWATCH_MAX_PIXELS"
 
 # Truncated files must fail loudly, never be silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# We check the pixel count ourselves, per call and thread-safely (see the module doc); PIL's global check
+# would otherwise refuse or warn with a limit we cannot set per call.
+Image.MAX_IMAGE_PIXELS = None
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image]
 
 
 class BadImageError(ValueError):
@@ -44,6 +60,23 @@ class Skipped:
 
 def has_image_extension(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int | None:
+    """The pixel limit in force: ``max_pixels`` if given, else ``$MASKWATCH_MAX_PIXELS``, else :data:`MAX_PIXELS`.
+
+    Read at call time, so tests and services can change it without reloading anything. A value ``<= 0``
+    means no limit (None)."""
+    if max_pixels is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if env:
+            try:
+                max_pixels = int(float(env))
+            except ValueError as exc:
+                raise ValueError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, got {env!r}") from exc
+        else:
+            max_pixels = MAX_PIXELS
+    return int(max_pixels) if int(max_pixels) > 0 else None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -70,12 +103,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully into an upright RGB image, or raise :class:`BadImageError`.
+def _name_of(source: ImageInput) -> str:
+    """How an input is named in error messages: its path, or what kind of input it was."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    name = getattr(source, "filename", None) or getattr(source, "name", None)
+    return str(name) if isinstance(name, (str, os.PathLike)) and str(name) else f"<{type(source).__name__}>"
 
-    Applies the EXIF orientation, so a phone photo taken sideways arrives upright.
-    """
-    path = Path(path)
+
+def _check_path(path: Path) -> None:
     if not has_image_extension(path):
         raise BadImageError(path, f"unknown image extension {path.suffix!r}")
     try:
@@ -84,26 +122,69 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
     if size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
-    previous_limit = Image.MAX_IMAGE_PIXELS
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return "truncated image" if "truncated" in text.lower() else f"corrupt image ({text or type(exc).__name__})"
+
+
+def _decode(source: ImageInput, max_pixels: int | None) -> Image.Image:
+    """The one decoding path behind :func:`decode_rgb` and :func:`load_rgb`: open lazily (header only), check
+    the pixel count against the limit, then decode, orient and convert to RGB."""
+    name = _name_of(source)
+    limit = max_pixels_limit(max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        _check_path(Path(source))
+        opener: object = Path(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source) if isinstance(source, memoryview) else source
+        if len(data) == 0:
+            raise BadImageError(name, "empty file (0 bytes)")
+        opener = io.BytesIO(data)
+    elif isinstance(source, Image.Image) or hasattr(source, "read"):
+        opener = source
+    else:
+        raise TypeError(f"expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
+    owned = not isinstance(opener, Image.Image)
     try:
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-        with warnings.catch_warnings():
-            # PIL only warns between MAX_PIXELS and 2x; treat the warning as the error it is.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"too many pixels, possible decompression bomb (limit {MAX_PIXELS})") from exc
+        image = Image.open(opener) if owned else opener  # type: ignore[arg-type]
     except UnidentifiedImageError as exc:
-        raise BadImageError(path, "not an image or an unsupported format") from exc
+        raise BadImageError(name, "not an image or an unsupported format") from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise BadImageError(name, f"cannot read file ({exc.strerror or exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        reason = "truncated image" if "truncated" in text.lower() else f"corrupt image ({text or type(exc).__name__})"
-        raise BadImageError(path, reason) from exc
+        raise BadImageError(name, _reason(exc)) from exc
+    try:
+        width, height = image.size
+        if limit is not None and width * height > limit:
+            raise BadImageError(name, f"too many pixels ({width}x{height}), possible decompression bomb "
+                                      f"(limit {limit}; ${MAX_PIXELS_ENV} or max_pixels= changes it)")  # fmt: skip
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except BadImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImageError(name, _reason(exc)) from exc
     finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit
+        if owned:  # close the file we opened, keep the decoded pixels (unlike Image.close)
+            image.__exit__(None, None, None)
+
+
+def decode_rgb(source: ImageInput, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a path, bytes (``bytes``, ``bytearray``, ``memoryview``), a binary file object or a PIL image
+    into an upright HxWx3 uint8 RGB array, or raise :class:`BadImageError`.
+
+    Alpha is flattened on white, the EXIF orientation applied; images over the pixel limit
+    (:func:`max_pixels_limit`, or ``max_pixels`` for this call) are refused before decoding. The array is
+    the caller's own (writable)."""
+    return np.array(_decode(source, max_pixels), dtype=np.uint8)
+
+
+def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode ``path`` fully into an upright RGB PIL image, or raise :class:`BadImageError` (the same decoding
+    as :func:`decode_rgb`; it also accepts its other inputs)."""
+    return _decode(path, max_pixels)
 
 
 def try_load_rgb(path: str | Path) -> tuple[Image.Image | None, Skipped | None]:
