@@ -102,7 +102,7 @@ def breakdown(video: Path, model: Path | None, backend: str | None, frames: int 
     ``spin``: let the ONNX Runtime sessions' idle threads busy-wait (off in ``maskwatch detect``)."""
     from maskwatch.detection.drawing import draw_result
     from maskwatch.detection.pipeline import MaskDetector
-    from maskwatch.detection.tracking import FaceTracker
+    from maskwatch.stream.tracking import FaceTracker
 
     detector = MaskDetector.load(model, backend=backend or None, preset="fast", spin=spin)
     tracker = FaceTracker(detector.classes, frame_rate=25)

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from maskwatch.cli import app
-from maskwatch.detection import sources as sources_module
+from maskwatch.stream import sources as sources_module
 from maskwatch.detection.centerface import Face
 from maskwatch.detection.pipeline import MaskDetector
 

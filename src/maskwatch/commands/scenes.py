@@ -165,7 +165,7 @@ def detect(
     from maskwatch.detection.centerface import ModelNotFoundError
     from maskwatch.detection.drawing import draw_result
     from maskwatch.detection.pipeline import PRESETS, MaskDetector, compliance_rate
-    from maskwatch.detection.sources import ImageSource, SourceError, StreamSource, VideoSource
+    from maskwatch.stream.sources import ImageSource, SourceError, StreamSource, VideoSource
 
     _setup_logging(verbose)
     if preset != "auto" and preset not in PRESETS:
@@ -210,7 +210,7 @@ def detect(
             detector = base if is_still else video_detector
             tracker = None
             if track and not is_still:
-                from maskwatch.detection.tracking import FaceTracker, TrackerUnavailableError
+                from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError
 
                 try:
                     tracker = FaceTracker(classes, frame_rate=source.output_fps if isinstance(source, VideoSource)
@@ -304,7 +304,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _resolve(sources: list[str], stride: int, fps: float | None, timeout: float, max_frames: int | None) -> list:
-    from maskwatch.detection.sources import StreamSource, resolve_sources
+    from maskwatch.stream.sources import StreamSource, resolve_sources
 
     resolved = resolve_sources(sources, stride=stride, target_fps=fps, give_up_after=timeout)
     for source in resolved:
@@ -315,7 +315,7 @@ def _resolve(sources: list[str], stride: int, fps: float | None, timeout: float,
 
 def _run(detector, source):
     """(result, frame) for each frame of a source; still images four at a time so their faces share batches."""
-    from maskwatch.detection.sources import ImageSource
+    from maskwatch.stream.sources import ImageSource
 
     batch = 4 if isinstance(source, ImageSource) else 1
     pending = []
@@ -338,7 +338,7 @@ def _progress(source, enabled: bool):
 def _video_writer(outputs: _Outputs, source, shape):
     import cv2
 
-    from maskwatch.detection.sources import VideoSource
+    from maskwatch.stream.sources import VideoSource
 
     name = Path(source.name).stem if isinstance(source, VideoSource) else _safe_name(source.name)
     path = outputs.unique(name + ".mp4")

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskwatch.detection.sources import (
+from maskwatch.stream.sources import (
     ImageSource,
     SourceError,
     StreamLostError,
@@ -141,8 +141,10 @@ def test_video_file_frames_stride_and_fps(tmp_path):
     assert [f.index for f in strided] == [0, 3, 6, 9] and len(strided) == 4
     by_fps = VideoSource(path, target_fps=5)
     assert by_fps.stride == 2 and by_fps.output_fps == pytest.approx(5.0)
+    missing = VideoSource(tmp_path / "missing.mp4")  # nothing is opened until the source is read
+    assert len(missing) == 0
     with pytest.raises(SourceError, match="cannot open video"):
-        VideoSource(tmp_path / "missing.mp4")
+        list(missing)
 
 
 def test_damaged_video_frames_are_skipped_and_counted():

@@ -9,7 +9,7 @@ import pytest
 from maskwatch.detection.pipeline import FaceResult, FrameResult
 
 pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
-from maskwatch.detection.tracking import FaceTracker, TrackerUnavailableError  # noqa: E402
+from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError  # noqa: E402
 
 CLASSES = ["with_mask", "without_mask"]
 

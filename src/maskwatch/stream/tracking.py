@@ -15,6 +15,13 @@ list of the last ``keep_tracks`` finished tracks (older ones leave the list, not
 counted track is also handed out once, when it closes (:meth:`FaceTracker.pop_closed`), so that
 ``maskwatch detect`` can write a person's verdict as they leave instead of only when the stream ends.
 
+The stream engine drives the tracker in two steps, so that it can skip classifying faces whose verdict is
+settled (the *classification budget*): :meth:`FaceTracker.assign` gives each detected box its track id,
+:meth:`FaceTracker.wants_classification` says whether a track's face needs the classifier on this frame,
+and :meth:`FaceTracker.observe` records the face (a vote only when it was classified). The tracker keeps a
+list of transitions (a track becoming a person, its verdict changing, its end) that the engine turns into
+events (:meth:`FaceTracker.pop_transitions`).
+
     >>> tracker = FaceTracker(classes=["with_mask", "without_mask"], frame_rate=25)   # doctest: +SKIP
     >>> for frame in frames:                                                          # doctest: +SKIP
     ...     result = tracker.update(detector.detect(frame.image))   # faces get track_id / track_label
@@ -35,7 +42,7 @@ import numpy as np
 
 from maskwatch.detection.pipeline import FaceResult, FrameResult, compliance_rate
 
-__all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "bytetrack_backend"]
+__all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "Transition", "bytetrack_backend"]
 
 
 class TrackerUnavailableError(ImportError):
@@ -73,28 +80,40 @@ class Track:
     last_frame: int
     first_timestamp: float | None = None
     last_timestamp: float | None = None
-    n_frames: int = 0
+    n_frames: int = 0  # frames the face was seen in
+    n_classified: int = 0  # frames in which it was classified (its votes)
     last_update: int = 0  # the tracker's update counter when last seen
+    last_classified: int = -(10**9)  # the update counter when last classified
+    first_seen: float | None = None  # wall clock (time.time()) when first / last seen
+    last_seen: float | None = None
     probability_sum: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     frame_votes: dict[str, int] = field(default_factory=dict)  # per-frame argmax labels (for insight)
     best_score: float = 0.0
     best_box: tuple[float, float, float, float] | None = None
+    announced: str | None = None  # the verdict last reported in a transition (None: not a person yet)
 
-    def add(self, face: FaceResult, frame: int, timestamp: float | None) -> None:
-        p = np.array([face.probabilities.get(c, 0.0) for c in self.classes], dtype=np.float64)
-        self.probability_sum = p if self.n_frames == 0 else self.probability_sum + p
+    def add(self, face: FaceResult, frame: int, timestamp: float | None, *, classified: bool = True,
+            wall: float | None = None) -> None:  # fmt: skip
+        """Record this frame's face; its probabilities are a vote only when it was ``classified``."""
+        if classified:
+            p = np.array([face.probabilities.get(c, 0.0) for c in self.classes], dtype=np.float64)
+            self.probability_sum = p if self.n_classified == 0 else self.probability_sum + p
+            self.n_classified += 1
+            self.frame_votes[face.label] = self.frame_votes.get(face.label, 0) + 1
         self.n_frames += 1
         self.last_frame = frame
         self.last_timestamp = timestamp
-        self.frame_votes[face.label] = self.frame_votes.get(face.label, 0) + 1
+        if wall is not None:
+            self.first_seen = wall if self.first_seen is None else self.first_seen
+            self.last_seen = wall
         if face.score >= self.best_score:
             self.best_score, self.best_box = face.score, face.box
 
     @property
     def mean_probabilities(self) -> dict[str, float]:
-        if self.n_frames == 0:
+        if self.n_classified == 0:
             return {c: 0.0 for c in self.classes}
-        mean = self.probability_sum / self.n_frames
+        mean = self.probability_sum / self.n_classified
         return {c: float(v) for c, v in zip(self.classes, mean, strict=True)}
 
     @property
@@ -117,6 +136,7 @@ class Track:
             "probabilities": {k: r(v) for k, v in self.mean_probabilities.items()},
             "frame_votes": dict(self.frame_votes),
             "n_frames": self.n_frames,
+            "n_classified": self.n_classified,
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
             "first_timestamp": r(self.first_timestamp),
@@ -124,6 +144,16 @@ class Track:
             "best_score": r(self.best_score),
             "best_box": None if self.best_box is None else [round(v, 1) for v in self.best_box],
         }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Something the engine reports about a person: ``started`` (the track reached ``min_frames``),
+    ``changed`` (its verdict changed; ``previous`` holds the old one) or ``ended`` (retired or finished)."""
+
+    kind: str
+    track: Track
+    previous: str | None = None
 
 
 class FaceTracker:
@@ -141,6 +171,9 @@ class FaceTracker:
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
         keep_tracks: finished tracks listed in :meth:`summary` (the most recent; counts include all).
+        classify_every: the classification budget: a track whose verdict is *decided* (at least
+            ``decided_votes`` classified frames and a mean probability of at least ``decided_probability``)
+            is classified again only every this many frames; None or 1 classifies every face every frame.
     """
 
     def __init__(
@@ -155,8 +188,16 @@ class FaceTracker:
         minimum_consecutive_frames: int = 2,
         min_frames: int = 3,
         keep_tracks: int = 10_000,
+        classify_every: int | None = None,
+        decided_votes: int = 3,
+        decided_probability: float = 0.8,
     ) -> None:
+        if classify_every is not None and classify_every < 1:
+            raise ValueError(f"classify_every must be >= 1 or None, got {classify_every}")
         self.classes = list(classes)
+        self.classify_every = classify_every
+        self.decided_votes = int(decided_votes)
+        self.decided_probability = float(decided_probability)
         self.min_frames = int(min_frames)
         self.keep_tracks = int(keep_tracks)
         # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; twice that, in updates
@@ -186,6 +227,7 @@ class FaceTracker:
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
+        self._transitions: list[Transition] = []
         self.n_updates = 0
         self._retired_counts = {name: 0 for name in self.classes}
         self._retired_counted = 0
@@ -193,13 +235,17 @@ class FaceTracker:
 
     def _track_ids(self, faces: Sequence[FaceResult]) -> list[int | None]:
         """The tracker's id for each face (None: not part of a confirmed track)."""
+        return self._assign_ids(np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
+                                np.array([f.score for f in faces], dtype=np.float32))  # fmt: skip
+
+    def _assign_ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
         import supervision as sv
 
-        n = len(faces)
+        n = len(scores)
         if n:
             detections = sv.Detections(
-                xyxy=np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
-                confidence=np.array([f.score for f in faces], dtype=np.float32),
+                xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                confidence=np.asarray(scores, dtype=np.float32).reshape(-1),
                 class_id=np.zeros(n, dtype=int),
                 data={"face_index": np.arange(n)},
             )
@@ -217,37 +263,88 @@ class FaceTracker:
         return ids
 
     def update(self, result: FrameResult) -> FrameResult:
-        """Assign track ids to this frame's faces, add their votes, and return the frame with each face's
-        ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep None)."""
-        ids = self._track_ids(result.faces)
-        self.n_updates += 1
-        faces = []
-        for face, track_id in zip(result.faces, ids, strict=True):
-            if track_id is None:
-                faces.append(face)
-                continue
-            track = self.tracks.get(track_id)
-            if track is None:
-                track = self.tracks[track_id] = Track(track_id, self.classes, result.frame, result.frame,
-                                                      result.timestamp, result.timestamp)  # fmt: skip
-            track.add(face, result.frame, result.timestamp)
-            track.last_update = self.n_updates
-            faces.append(dataclasses.replace(face, track_id=track_id, track_label=track.label,
-                                             track_probability=track.probability))  # fmt: skip
-        self._retire(self.n_updates - self.retire_after)
+        """Assign track ids to this frame's (classified) faces, add their votes, and return the frame with
+        each face's ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep
+        None). The one-call form of :meth:`assign` + :meth:`observe` + :meth:`end_frame`."""
+        ids = self.assign(np.array([f.box for f in result.faces], dtype=np.float32).reshape(-1, 4),
+                          np.array([f.score for f in result.faces], dtype=np.float32))  # fmt: skip
+        faces = [face if track_id is None else self.observe(track_id, face, result.frame, result.timestamp)
+                 for face, track_id in zip(result.faces, ids, strict=True)]  # fmt: skip
+        self.end_frame()
         return dataclasses.replace(result, faces=faces)
+
+    def assign(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
+        """Start a frame: ByteTrack's id for each detected box (None: not part of a confirmed track)."""
+        ids = self._assign_ids(boxes, scores)
+        self.n_updates += 1
+        return ids
+
+    def wants_classification(self, track_id: int | None) -> bool:
+        """Whether this frame's face of ``track_id`` should be classified (the classification budget)."""
+        if track_id is None or not self.classify_every or self.classify_every <= 1:
+            return True
+        track = self.tracks.get(track_id)
+        if track is None or track.n_classified < self.decided_votes or track.probability < self.decided_probability:
+            return True
+        return self.n_updates - track.last_classified >= self.classify_every
+
+    def verdict(self, track_id: int) -> tuple[str, dict[str, float]] | None:
+        """A track's current verdict and mean probabilities (None: unknown track or no vote yet)."""
+        track = self.tracks.get(track_id)
+        if track is None or track.n_classified == 0:
+            return None
+        return track.label, track.mean_probabilities
+
+    def observe(self, track_id: int, face: FaceResult, frame: int, timestamp: float | None, *,
+                classified: bool = True, wall: float | None = None) -> FaceResult:  # fmt: skip
+        """Record ``face`` as this frame's view of ``track_id`` (a vote when ``classified``) and return it
+        with the track's id and verdict filled in."""
+        track = self.tracks.get(track_id)
+        if track is None:
+            track = self.tracks[track_id] = Track(track_id, self.classes, frame, frame, timestamp, timestamp)
+        track.add(face, frame, timestamp, classified=classified, wall=wall)
+        track.last_update = self.n_updates
+        if classified:
+            track.last_classified = self.n_updates
+        if track.n_classified:
+            if track.announced is None and track.n_frames >= self.min_frames:
+                self._transitions.append(Transition("started", track))
+                track.announced = track.label
+            elif track.announced is not None and track.label != track.announced:
+                self._transitions.append(Transition("changed", track, track.announced))
+                track.announced = track.label
+        if track.n_classified == 0:
+            return dataclasses.replace(face, track_id=track_id)
+        return dataclasses.replace(face, track_id=track_id, track_label=track.label,
+                                   track_probability=track.probability)  # fmt: skip
+
+    def end_frame(self) -> None:
+        """Finish a frame: retire the tracks that can no longer come back."""
+        self._retire(self.n_updates - self.retire_after)
+
+    def pop_transitions(self) -> list[Transition]:
+        """Persons started, verdicts changed and persons ended since the last call, in order."""
+        out, self._transitions = self._transitions, []
+        return out
 
     def _retire(self, before: int) -> None:
         """Fold tracks last seen at or before update ``before`` into the running counts."""
         for track_id in [i for i, t in self.tracks.items() if t.last_update <= before]:
             track = self.tracks.pop(track_id)
-            if track.n_frames >= self.min_frames:
+            if self._counts(track):
+                if track.announced is None:  # reached min_frames without a vote until the end
+                    self._transitions.append(Transition("started", track))
                 self._retired_counts[track.label] += 1
                 self._retired_counted += 1
                 self.finished.append(track.to_dict())
                 self._closed.append(self.finished[-1])
+                self._transitions.append(Transition("ended", track))
             else:
                 self._retired_short += 1
+
+    def _counts(self, track: Track) -> bool:
+        """A track is a person when seen in ``min_frames`` frames and classified at least once."""
+        return track.n_frames >= self.min_frames and track.n_classified > 0
 
     def pop_closed(self) -> list[dict[str, Any]]:
         """Counted tracks that closed since the last call (each handed out once), oldest first."""
@@ -260,7 +357,7 @@ class FaceTracker:
 
     def counted_tracks(self) -> list[Track]:
         """Open tracks long enough to count as a person, by id."""
-        return [t for _, t in sorted(self.tracks.items()) if t.n_frames >= self.min_frames]
+        return [t for _, t in sorted(self.tracks.items()) if self._counts(t)]
 
     def summary(self) -> dict[str, Any]:
         """People counted once each: verdict counts, compliance, and the counted tracks (the last

@@ -1,17 +1,24 @@
 """Where frames come from: images, folders, globs, video files, webcams and network streams (torch-free).
 
 Every source is turned into an iterator of :class:`Frame` (an RGB array plus where it came from), so the
-pipeline never cares what it is reading. OpenCV does the decoding (``cv2.imread`` and ``cv2.VideoCapture``,
-whose FFmpeg backend reads files, ``rtsp://`` and ``http(s)://`` streams such as MJPEG).
+engine (:mod:`maskwatch.stream.engine`, which runs each source's iterator in its own capture thread) never
+cares what it is reading. Still images go through maskwatch's one image decoder
+(:func:`maskwatch.data.images.decode_rgb`: EXIF orientation, alpha on white, the pixel limit); OpenCV's
+``cv2.VideoCapture`` (FFmpeg) reads video files, ``rtsp://`` and ``http(s)://`` streams such as MJPEG.
 
 * **Images** that cannot be decoded are skipped and counted (``SourceStats.skipped``), never a crash.
+* Nothing is opened when a source is made: a missing or broken video fails when it is read (in its
+  capture thread), so one bad file is reported as that source's failure and the others go on.
 * **Video files**: ``stride`` keeps every N-th frame (the others are grabbed, not decoded) or
   ``target_fps`` derives the stride from the file's frame rate. A frame that fails to decode before the
   file's end is skipped and counted; many failures in a row end the file.
 * **Live sources** (``webcam:N``, ``rtsp://``, ``http(s)://``): a dropped connection is reopened with
   exponential backoff (``backoff``, doubling up to ``max_backoff`` seconds) until a frame arrives again;
   when none has arrived for ``give_up_after`` seconds the source raises :class:`StreamLostError`, whose
-  message says what was tried. ``target_fps`` drops frames by their arrival time.
+  message says what was tried. ``target_fps`` drops frames by their arrival time. Network streams are
+  opened with FFmpeg open/read timeouts (the give-up time), so a server that accepts the connection and
+  then sends nothing cannot hang a reader past it; ``webcam:N`` without ``/dev/videoN`` fails at once.
+  ``on_status`` hears every state change (``live``, ``lost``, ``reconnecting``) for the engine's events.
 
     >>> for frame in open_sources(["photos/", "clip.mp4"], stride=2):      # doctest: +SKIP
     ...     print(frame.source, frame.index, frame.image.shape)
@@ -22,6 +29,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +97,7 @@ class Frame:
     index: int  # frame number in its source (0 for a still image)
     timestamp: float | None = None  # seconds from the start of a video (position or arrival time)
     kind: str = "image"  # image | video | stream
+    captured: float | None = None  # time.monotonic() when it was read (capture-to-result lag)
 
     @property
     def is_video(self) -> bool:
@@ -102,6 +111,7 @@ class SourceStats:
     frames: int = 0  # frames (or images) delivered
     skipped: int = 0  # unreadable images or frames, skipped
     reconnects: int = 0  # successful reopenings of a live source
+    attempts: int = 0  # reopening attempts of a live source (successful or not)
     reasons: list[str] = field(default_factory=list)  # one line per skipped item (capped)
 
     def skip(self, reason: str) -> None:
@@ -111,7 +121,7 @@ class SourceStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "skipped": self.skipped, "reconnects": self.reconnects,
-                "skipped_reasons": list(self.reasons)}  # fmt: skip
+                "attempts": self.attempts, "skipped_reasons": list(self.reasons)}  # fmt: skip
 
 
 def _bgr_to_rgb(frame: Any) -> np.ndarray | None:
@@ -131,7 +141,9 @@ def _bgr_to_rgb(frame: Any) -> np.ndarray | None:
 
 
 class ImageSource:
-    """Still images from a list of paths, decoded with OpenCV (EXIF orientation applied)."""
+    """Still images from a list of paths, decoded by :func:`maskwatch.data.images.decode_rgb` (EXIF
+    orientation applied, transparency on white, the configured pixel limit), the decoder of the training
+    loaders and the Python API, so an image gives the same pixels everywhere."""
 
     kind = "image"
 
@@ -144,20 +156,16 @@ class ImageSource:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[Frame]:
+        from maskwatch.data.images import BadImageError, decode_rgb
+
         for path in self.paths:
-            # imdecode from bytes: unlike imread it handles non-ASCII paths everywhere
             try:
-                data = np.fromfile(path, dtype=np.uint8)
-                bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            except (OSError, cv2.error) as exc:
-                self.stats.skip(f"{path}: {exc}")
-                continue
-            rgb = _bgr_to_rgb(bgr)
-            if rgb is None:
-                self.stats.skip(f"{path}: not a decodable image")
+                rgb = decode_rgb(path)
+            except BadImageError as exc:
+                self.stats.skip(f"{path}: {exc.reason}")
                 continue
             self.stats.frames += 1
-            yield Frame(rgb, path, 0, None, "image")
+            yield Frame(rgb, path, 0, None, "image", time.monotonic())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -165,7 +173,11 @@ class ImageSource:
 
 
 class VideoSource:
-    """Frames of a video file; every ``stride``-th one, or about ``target_fps`` per second of video."""
+    """Frames of a video file; every ``stride``-th one, or about ``target_fps`` per second of video.
+
+    The file is opened (and its frame rate, length and size read) on first use, not when the source is
+    made: :meth:`probe` raises :class:`SourceError` for a file that is missing or not a readable video.
+    """
 
     kind = "video"
 
@@ -185,6 +197,17 @@ class VideoSource:
         self.name = self.path
         self.stats = SourceStats()
         self._factory = capture_factory or _default_capture
+        self._stride = stride
+        self._target_fps = target_fps
+        self._probed = False
+        self.fps = 30.0
+        self.frame_count: int | None = None
+        self.width = self.height = 0
+
+    def probe(self) -> None:
+        """Open the file once and read its frame rate, length and size (:class:`SourceError` if unusable)."""
+        if self._probed:
+            return
         capture = self._factory(self.path)
         try:
             if not capture.isOpened():
@@ -197,18 +220,33 @@ class VideoSource:
             self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         finally:
             capture.release()
-        self.stride = max(1, round(self.fps / target_fps)) if target_fps else stride
+        self._probed = True
+
+    @property
+    def stride(self) -> int:
+        """Keep every N-th frame (derived from ``target_fps`` and the file's frame rate when given)."""
+        if self._target_fps:
+            self.probe()
+            return max(1, round(self.fps / self._target_fps))
+        return self._stride
 
     @property
     def output_fps(self) -> float:
         """Frame rate of the kept frames (what an annotated output video should play at)."""
+        self.probe()
         return self.fps / self.stride
 
     def __len__(self) -> int:
-        """Frames that will be kept (an estimate when the container does not say its length)."""
+        """Frames that will be kept (an estimate when the container does not say its length; 0 unknown)."""
+        try:
+            self.probe()
+        except SourceError:
+            return 0
         return -(-self.frame_count // self.stride) if self.frame_count else 0
 
     def __iter__(self) -> Iterator[Frame]:
+        self.probe()
+        stride = self.stride
         capture = self._factory(self.path)
         if not capture.isOpened():
             raise SourceError(f"cannot open video {self.path}")
@@ -216,7 +254,7 @@ class VideoSource:
         failed: list[int] = []  # kept frames that failed to decode: damage if a good frame follows, else the end
         try:
             while True:
-                keep = index % self.stride == 0
+                keep = index % stride == 0
                 if keep:
                     ok, raw = capture.read()
                     rgb = _bgr_to_rgb(raw) if ok else None
@@ -233,12 +271,12 @@ class VideoSource:
                     index += 1
                     continue
                 for bad in failed:
-                    if bad % self.stride == 0:
+                    if bad % stride == 0:
                         self.stats.skip(f"{self.path}: frame {bad} unreadable")
                 failed.clear()
                 if keep:
                     self.stats.frames += 1
-                    yield Frame(rgb, self.path, index, index / self.fps, "video")
+                    yield Frame(rgb, self.path, index, index / self.fps, "video", time.monotonic())
                 index += 1
         finally:
             capture.release()
@@ -246,6 +284,15 @@ class VideoSource:
 
 # --------------------------------------------------------------------------------------------------------
 # live sources
+
+
+StatusCallback = Callable[[str, "str | None", int], None]  # (state, reason, attempts)
+
+
+def _network_capture(target: Any, timeout: float) -> Capture:
+    """``cv2.VideoCapture`` through FFmpeg with open and read timeouts (a silent server cannot hang a read)."""
+    ms = int(max(1.0, timeout) * 1000)
+    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
 
 class StreamSource:
@@ -256,10 +303,14 @@ class StreamSource:
         target_fps: keep at most about this many frames per second of arrival time (``None``: all).
         backoff: first wait before reopening a dropped source, in seconds; doubled after each failed try.
         max_backoff: the longest wait between two tries.
-        give_up_after: raise :class:`StreamLostError` when no frame has arrived for this many seconds.
+        give_up_after: raise :class:`StreamLostError` when no frame has arrived for this many seconds; also
+            the FFmpeg open/read timeout of network streams.
         max_frames: stop after this many delivered frames (``None``: run until the stream ends or is lost).
-        capture_factory: opens the source (default ``cv2.VideoCapture``); tests pass a fake.
+        capture_factory: opens the source (default: ``cv2.VideoCapture``, with FFmpeg timeouts for URLs);
+            tests pass a fake.
         clock / sleep: time functions (tests pass fakes so no real time passes).
+        stop: an event that ends the iteration (and any backoff wait) as soon as it is set.
+        on_status: called with ``(state, reason, attempts)`` on ``live``, ``lost`` and ``reconnecting``.
     """
 
     kind = "stream"
@@ -276,6 +327,8 @@ class StreamSource:
         capture_factory: CaptureFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+        on_status: StatusCallback | None = None,
     ):
         if backoff <= 0 or max_backoff < backoff:
             raise ValueError(f"need 0 < backoff <= max_backoff, got {backoff}, {max_backoff}")
@@ -291,9 +344,14 @@ class StreamSource:
         self.stats = SourceStats()
         self.fps: float | None = None
         self.frame_count = None
-        self._factory = capture_factory or _default_capture
+        if capture_factory is None:
+            capture_factory = _default_capture if isinstance(target, int) else (
+                lambda url: _network_capture(url, self.give_up_after))  # fmt: skip
+        self._factory = capture_factory
         self._clock = clock
         self._sleep = sleep
+        self.stop = stop
+        self.on_status = on_status
 
     @property
     def output_fps(self) -> float:
@@ -304,7 +362,24 @@ class StreamSource:
     def __len__(self) -> int:
         return self.max_frames or 0
 
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _wait(self, seconds: float) -> None:
+        if self.stop is not None and self._sleep is time.sleep:
+            self.stop.wait(seconds)
+        else:
+            self._sleep(seconds)
+
+    def _status(self, state: str, reason: str | None = None) -> None:
+        if self.on_status is not None:
+            self.on_status(state, reason, self.stats.attempts)
+
     def _open(self) -> Capture | None:
+        if isinstance(self.target, int) and os.name == "posix" and self._factory is _default_capture:
+            device = Path(f"/dev/video{self.target}")
+            if not device.exists():
+                raise StreamLostError(f"{self.name}: no camera {device} on this machine")
         try:
             capture = self._factory(self.target)
         except Exception as exc:  # noqa: BLE001 - any failure to open is "not open yet"
@@ -318,10 +393,11 @@ class StreamSource:
         capture.release()
         return None
 
-    def _reconnect(self, since: float, reason: str) -> Capture:
-        """Reopen the source with exponential backoff; raise StreamLostError past ``give_up_after``."""
+    def _reconnect(self, since: float, reason: str) -> Capture | None:
+        """Reopen the source with exponential backoff; raise StreamLostError past ``give_up_after``
+        (None when ``stop`` is set meanwhile)."""
         wait, attempts = self.backoff, 0
-        while True:
+        while not self._stopped():
             elapsed = self._clock() - since
             if elapsed >= self.give_up_after:
                 raise StreamLostError(
@@ -329,32 +405,45 @@ class StreamSource:
                     f"reconnection attempt(s) with backoff {self.backoff:g}-{self.max_backoff:g} s; gave up "
                     f"after {self.give_up_after:g} s (raise --reconnect-timeout to wait longer)"
                 )
-            self._sleep(min(wait, max(0.0, self.give_up_after - elapsed)))
+            self._wait(min(wait, max(0.0, self.give_up_after - elapsed)))
+            if self._stopped():
+                return None
             attempts += 1
+            self.stats.attempts += 1
+            self._status("reconnecting", reason)
             capture = self._open()
             if capture is not None:
                 log.warning("%s: reconnected after %d attempt(s)", self.name, attempts)
                 return capture
             log.info("%s: reconnection attempt %d failed; next in %.1f s", self.name, attempts, min(wait * 2, self.max_backoff))
             wait = min(wait * 2, self.max_backoff)
+        return None
 
     def __iter__(self) -> Iterator[Frame]:
         start = self._clock()
         capture = self._open()
         if capture is None:
+            self._status("reconnecting", "could not open it")
             capture = self._reconnect(start, "could not open it")
+            if capture is None:
+                return
+        self._status("live")
         last_good = self._clock()
         last_kept: float | None = None
         index = 0
         try:
-            while self.max_frames is None or self.stats.frames < self.max_frames:
+            while (self.max_frames is None or self.stats.frames < self.max_frames) and not self._stopped():
                 ok, raw = capture.read()
                 if not ok:
                     capture.release()
                     capture = None
                     log.warning("%s: no frame (connection dropped?); reconnecting", self.name)
+                    self._status("lost", "read failed")
                     capture = self._reconnect(last_good, "read failed")
+                    if capture is None:
+                        return
                     self.stats.reconnects += 1
+                    self._status("live")
                     continue
                 rgb = _bgr_to_rgb(raw)
                 now = self._clock()
@@ -363,7 +452,7 @@ class StreamSource:
                     index += 1
                     if now - last_good >= self.give_up_after:
                         raise StreamLostError(f"stream {self.name}: only unreadable frames for "
-                                              f"{now - last_good:.1f} s; gave up")
+                                              f"{now - last_good:.1f} s; gave up")  # fmt: skip
                     continue
                 last_good = now
                 if self.target_fps and last_kept is not None and now - last_kept < 1.0 / self.target_fps - 1e-6:
@@ -371,7 +460,7 @@ class StreamSource:
                     continue
                 last_kept = now
                 self.stats.frames += 1
-                yield Frame(rgb, self.name, index, now - start, "stream")
+                yield Frame(rgb, self.name, index, now - start, "stream", time.monotonic())
                 index += 1
         finally:
             if capture is not None:
