@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from maskwatch.data.datasets import LabeledSet, Sample, open_dataset
+from maskwatch.data.datasets import DatasetError, LabeledSet, Sample, open_dataset
 from maskwatch.data.images import BadImageError, Skipped
 from maskwatch.metrics import classification_report, plot_confusion_matrix
 from maskwatch.runtime.base import Classifier, load_classifier
+
+log = logging.getLogger("maskwatch")
 
 
 @dataclass
@@ -43,7 +47,7 @@ def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[np.ndarray 
     """Decode each distinct file once (scene crops share their image), then cut every sample."""
     from maskwatch.data.images import load_rgb
 
-    def decode(path: str):
+    def decode(path: str) -> tuple[np.ndarray | None, Skipped | None]:
         try:
             return load_rgb(path), None
         except BadImageError as exc:
@@ -109,7 +113,14 @@ def evaluate_dataset(
                                        crop_margin=crop_margin, seed=seed)
     if split is None:
         split = "test" if "test" in dataset.predefined_splits else "all"
-    evaluation = evaluate_samples(classifier, dataset.split(split), classifier.classes, workers=workers)
+    samples = dataset.split(split)
+    present = sorted({s.label for s in samples})
+    if len(present) < 2:
+        # per-class scores and macro F1 mean little with one class: refuse before any work (exit code 2)
+        found = ", ".join(classifier.classes[i] for i in present) or "none"
+        raise DatasetError(f"{data} [{split}] holds images of one class only ({found}; the model knows "
+                           f"{', '.join(classifier.classes)}): evaluation needs at least two classes")
+    evaluation = evaluate_samples(classifier, samples, classifier.classes, workers=workers)
     evaluation.skipped = dataset.skipped + evaluation.skipped
     evaluation.info = {
         "model": str(model_path), "data": str(data), "split": split, "crops": crops,
@@ -120,13 +131,26 @@ def evaluate_dataset(
 
 
 def write_outputs(evaluation: Evaluation, json_path: str | Path) -> dict[str, Any]:
-    """Write the JSON metrics, the confusion-matrix PNG and the per-image predictions CSV."""
+    """Write the JSON metrics, the confusion-matrix PNG and the per-image predictions CSV.
+
+    ``json_path`` ``"-"`` writes the JSON to stdout and nothing else. The PNG needs matplotlib (the
+    ``train`` extra); without it ``confusion_png`` is null and a warning says what to install.
+    """
+    report = evaluation.report
+    if str(json_path) == "-":
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.flush()
+        return report
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    report = evaluation.report
     stem = json_path.with_suffix("")
-    report["confusion_png"] = str(plot_confusion_matrix(report["confusion_matrix"], evaluation.classes,
-                                                        stem.with_suffix(".confusion.png")))
+    try:
+        png: str | None = str(plot_confusion_matrix(report["confusion_matrix"], evaluation.classes,
+                                                    stem.with_suffix(".confusion.png")))
+    except ImportError:
+        png = None
+        log.warning("no confusion-matrix figure: it needs matplotlib (pip install 'maskwatch[train]')")
+    report["confusion_png"] = png
     predictions = stem.with_suffix(".predictions.csv")
     with predictions.open("w", newline="") as handle:
         writer = csv.writer(handle)

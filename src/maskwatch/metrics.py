@@ -1,7 +1,17 @@
 """Classification metrics, calibration and the confusion-matrix figure.
 
-The per-epoch numbers (accuracy, macro F1) are plain numpy so the training loop stays light; the full
-evaluation uses scikit-learn for the rest (ROC AUC, precision/recall per class).
+Every score follows scikit-learn's definitions exactly (``tests/test_metrics.py`` compares them with
+scikit-learn on the edge cases), written in numpy so the lean, torch-free install needs neither
+scikit-learn nor scipy to run ``maskwatch evaluate``:
+
+* the confusion matrix is ``sklearn.metrics.confusion_matrix(y, p, labels=range(n))`` (rows true class,
+  columns predicted class);
+* precision, recall, F1 and support per class are ``precision_recall_fscore_support(y, p,
+  labels=range(n), average=None, zero_division=0)``;
+* macro F1 is their unweighted mean over **all** the model's classes (``average="macro"`` with the same
+  ``labels``): a class that is predicted but absent from the labels counts with F1 0, it is not dropped;
+* ROC AUC (two classes) is ``roc_auc_score``: the probability that a random positive outranks a random
+  negative, ties counting one half; ``None`` when the labels hold one class only.
 """
 
 from __future__ import annotations
@@ -13,30 +23,62 @@ import numpy as np
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts with rows = true class, columns = predicted class."""
+    """Counts with rows = true class, columns = predicted class (``confusion_matrix`` with ``labels``)."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    for name, values in (("label", labels), ("prediction", predictions)):
+        if values.size and (values.min() < 0 or values.max() >= n_classes):
+            raise ValueError(f"{name} outside 0..{n_classes - 1}")
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    np.add.at(matrix, (labels, predictions), 1)
     return matrix
 
 
 def per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    """Precision, recall, F1 and support per class from a confusion matrix; 0 where undefined
+    (``zero_division=0``)."""
+    matrix = np.asarray(matrix)
     tp = np.diag(matrix).astype(np.float64)
     predicted = matrix.sum(axis=0).astype(np.float64)
     support = matrix.sum(axis=1).astype(np.float64)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    # scikit-learn's F1 is 2 tp / (2 tp + fp + fn), which equals the harmonic mean where both are defined
+    denom = predicted + support
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     return precision, recall, f1, support.astype(np.int64)
 
 
 def accuracy_and_macro_f1(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """Accuracy and macro F1 over all ``n_classes`` (0.0 and 0.0 for no samples)."""
     matrix = confusion(labels, predictions, n_classes)
-    _, _, f1, support = per_class_scores(matrix)
-    present = support > 0
-    accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
-    return accuracy, float(f1[present].mean()) if present.any() else 0.0
+    _, _, f1, _ = per_class_scores(matrix)
+    total = int(matrix.sum())
+    if total == 0:
+        return 0.0, 0.0
+    return float(np.trace(matrix) / total), float(f1.mean())
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Binary ROC AUC of ``scores`` for class 1 (``roc_auc_score``); ``None`` unless both classes occur."""
+    labels = np.asarray(labels).reshape(-1) == 1
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_pos = int(labels.sum())
+    n_neg = int(labels.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    # Mann-Whitney U with average ranks for ties: the area under the step ROC curve, ties counted 1/2
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, dtype=np.float64)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], scores.size]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0  # 1-based average rank of the tie group
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -79,10 +121,7 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, classes
         "ece": expected_calibration_error(probabilities, labels) if len(labels) else 0.0,
     }
     if n == 2:
-        from sklearn.metrics import roc_auc_score
-
-        both = len(set(labels.tolist())) == 2
-        report["roc_auc"] = float(roc_auc_score(labels, probabilities[:, 1])) if both else None
+        report["roc_auc"] = roc_auc(labels, probabilities[:, 1])
     return report
 
 
