@@ -53,3 +53,20 @@ def test_non_mapping_yaml_is_refused(tmp_path):
 
 def test_every_field_has_a_default():
     TrainConfig()  # constructing with no arguments is what makes "every default in one place" true
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("learning_rate", "lr"), ("num_epochs", "epochs"), ("batchsize", "batch_size"), ("img_size", "image_size"),
+    ("backbone", "arch"), ("output_dir", "out"), ("Learning-Rate", "lr"),
+])
+def test_common_aliases_get_a_suggestion(tmp_path, key, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{key}: 3\n")
+    with pytest.raises(ConfigError, match=f"unknown config key .*Did you mean '{expected}'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key, value", [("epochs", 0), ("finetune_epochs", 0), ("patience", 0), ("dropout", 1.0)])
+def test_out_of_range_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_config(**{key: value})

@@ -14,9 +14,21 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
+
+
+# -- what travels with a model (checkpoint dict and ONNX metadata); these are the values for files that predate
+# the fields. A model is trained on one face framing, so deployment must crop the same way.
+DEFAULT_CROP_MARGIN = 0.15  # face crop = box grown by this fraction of its width / height on each side
+MASK_CLASSES = ("with_mask", "mask")  # class names meaning "mask worn correctly", when a model names none
+
+
+def default_compliant_classes(classes: Sequence[str]) -> list[str]:
+    """The classes of a model that count as compliant when the model does not say: those of
+    :data:`MASK_CLASSES` it has, in the model's order."""
+    return [name for name in classes if name in MASK_CLASSES]
 
 
 class ConfigError(ValueError):
@@ -31,7 +43,7 @@ class TrainConfig:
     data: str | None = None  # dataset root: class folders, Roboflow CSV splits, or VOC scenes
     crops: bool = False  # cut face crops from PASCAL VOC scenes instead of using whole images
     min_face: int = 32  # VOC crops: keep faces whose longest box side is at least this (px)
-    crop_margin: float = 0.15  # VOC crops: margin around the box, as a fraction of its size
+    crop_margin: float = DEFAULT_CROP_MARGIN  # VOC crops: margin around the box, as a fraction of its size
     val_ratio: float = 0.15  # used only when the dataset has no validation split
     test_ratio: float = 0.15  # used only when the dataset has no splits at all
 
@@ -87,7 +99,12 @@ class TrainConfig:
         checks: list[tuple[bool, str]] = [
             (self.arch in available_archs(), f"arch must be one of {available_archs()}, got {self.arch!r}"),
             (self.image_size >= 32, "image_size must be at least 32"),
-            (self.epochs >= 0, "epochs must be >= 0"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.finetune_epochs >= 1, "finetune_epochs must be >= 1"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (self.workers >= 0, "workers must be >= 0"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.finetune >= 0, "finetune must be >= 0"),
@@ -144,15 +161,72 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     raise ConfigError(f"{name}: cannot use {value!r} as {hint}")
 
 
+#: Names other tools use for a setting (Keras, PyTorch Lightning, timm, notebooks), for "did you mean".
+ALIASES: dict[str, str] = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "lr_head": "lr",
+    "base_lr": "lr",
+    "finetune_learning_rate": "finetune_lr",
+    "fine_tune_lr": "finetune_lr",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "max_epochs": "epochs",
+    "epoch": "epochs",
+    "fine_tune_epochs": "finetune_epochs",
+    "batchsize": "batch_size",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "input_size": "image_size",
+    "img_size": "image_size",
+    "imgsz": "image_size",
+    "size": "image_size",
+    "resolution": "image_size",
+    "model": "arch",
+    "architecture": "arch",
+    "backbone": "arch",
+    "pretrained": "weights",
+    "dataset": "data",
+    "data_dir": "data",
+    "data_root": "data",
+    "output": "out",
+    "output_dir": "out",
+    "out_dir": "out",
+    "run_dir": "out",
+    "early_stopping_patience": "patience",
+    "random_seed": "seed",
+    "wd": "weight_decay",
+    "num_workers": "workers",
+    "fp16": "half",
+    "unfreeze": "finetune",
+    "fine_tune": "finetune",
+    "augmentation": "augment",
+    "dropout_rate": "dropout",
+}
+
+
+def suggest_key(key: str) -> str | None:
+    """The TrainConfig field an unknown key most likely means: a known alias, else the closest name."""
+    names = [f.name for f in fields(TrainConfig)]
+    normalized = key.lower().replace("-", "_")
+    if normalized in ALIASES:
+        return ALIASES[normalized]
+    hint = difflib.get_close_matches(normalized, names, n=1)
+    if not hint:
+        close_alias = difflib.get_close_matches(normalized, ALIASES, n=1, cutoff=0.85)
+        return ALIASES[close_alias[0]] if close_alias else None
+    return hint[0]
+
+
 def merge(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """Return a copy of ``config`` with ``overrides`` applied; unknown keys get a suggestion."""
     names = {f.name: f for f in fields(TrainConfig)}
     updates: dict[str, Any] = {}
     for key, value in overrides.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+            hint = suggest_key(key)
+            suggestion = f" Did you mean {hint!r}?" if hint else ""
             raise ConfigError(f"unknown config key {key!r}.{suggestion}")
         updates[key] = _coerce(key, names[key].type, value)
     return dataclasses.replace(config, **updates)
