@@ -17,9 +17,9 @@ from maskwatch.detection.centerface import (
     ModelNotFoundError,
     find_centerface_model,
     make_dynamic,
-    nms,
 )
-from maskwatch.detection.evaluation import box_iou, read_voc
+from maskwatch.detection.evaluation import read_voc
+from maskwatch.detection.geometry import box_iou, nms
 
 SHARED = Path(
     os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")

@@ -9,12 +9,12 @@ import pytest
 
 from maskwatch.detection.evaluation import (
     average_precision,
-    box_iou,
     evaluate_detection,
     match_greedy,
     read_voc,
     voc_target,
 )
+from maskwatch.detection.geometry import box_iou
 
 CLASSES = ["with_mask", "without_mask"]
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from maskwatch.data.images import BadImageError, Skipped, check_images, has_image_extension, load_rgb
+from maskwatch.detection.geometry import grow_box
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 ROBOFLOW_CSV = "_classes.csv"
@@ -226,15 +227,6 @@ def _voc_classes(folder: Path) -> list[str]:
         except ET.ParseError:
             continue
     return sorted(names)
-
-
-def grow_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
-    """A face box ``(x0, y0, x1, y1)`` grown by ``margin`` × its width / height on each side and rounded to
-    whole pixels, not clipped: the framing of every face crop, in training and evaluation (VOC crops) and
-    in the scene pipeline (:func:`maskwatch.detection.pipeline.crop_box`)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    return int(round(x0 - mx)), int(round(y0 - my)), int(round(x1 + mx)), int(round(y1 + my))
 
 
 def _read_voc_crops(

@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from maskwatch.detection.geometry import finish_boxes, nms
+
 __all__ = [
     "ENV_VAR",
     "VOC_BOX_ADJUST",
@@ -35,7 +37,6 @@ __all__ = [
     "ModelNotFoundError",
     "find_centerface_model",
     "make_dynamic",
-    "nms",
 ]
 
 ENV_VAR = "MASKWATCH_CENTERFACE"
@@ -250,49 +251,6 @@ def make_dynamic(model_bytes: bytes) -> bytes:
 @lru_cache(maxsize=4)
 def _dynamic_model(path: str, mtime_ns: int) -> bytes:
     return make_dynamic(Path(path).read_bytes())
-
-
-# --------------------------------------------------------------------------------------------------------
-# post-processing helpers
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression; returns kept indices, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    x0, y0, x1, y1 = boxes.T
-    areas = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
-        h = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
-        inter = w * h
-        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def finish_boxes(
-    boxes: np.ndarray, width: int, height: int, box_adjust: tuple[float, float, float, float] | None, min_face: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the framing adjustment, clip to the image, and mark the boxes worth keeping (non-empty and at
-    least ``min_face`` on their longest side). Shared by the detector and the multi-view pipeline."""
-    if box_adjust is not None:
-        boxes = _adjust(boxes, box_adjust)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    ok = (sizes >= max(min_face, 1e-6)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes, ok
-
-
-def _adjust(boxes: np.ndarray, adjust: tuple[float, float, float, float]) -> np.ndarray:
-    dx, dy, sw, sh = adjust
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * w, (boxes[:, 1] + boxes[:, 3]) / 2 + dy * h
-    return np.stack([cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2], axis=1)
 
 
 class CenterFaceDetector:
