@@ -18,11 +18,11 @@ from maskwatch.detection.pipeline import (
     FrameResult,
     MaskDetector,
     compliance_rate,
-    crop_box,
     evaluate_voc,
     fuse_views,
     summarize,
 )
+from maskwatch.detection.geometry import crop_box
 from maskwatch.paths import shared_data_dir
 
 CLASSES = ["with_mask", "without_mask"]
@@ -316,7 +316,7 @@ def test_evaluate_voc_known_ap(tmp_path):
 
 def test_top_level_export_is_lazy_and_torch_free():
     code = ("import sys, maskwatch; assert 'maskwatch.detection.pipeline' not in sys.modules; "
-            "from maskwatch import MaskDetector; import maskwatch.detection.drawing, maskwatch.detection.sources; "
+            "from maskwatch import MaskDetector; import maskwatch.detection.drawing, maskwatch.detection.results; "
             "assert MaskDetector.__name__ == 'MaskDetector'; assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -326,7 +326,7 @@ def test_top_level_export_is_lazy_and_torch_free():
 
 def test_real_scene_with_centerface():
     from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
-    from maskwatch.detection.evaluation import box_iou
+    from maskwatch.detection.geometry import box_iou
 
     path = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
     if not path.is_file():
@@ -341,3 +341,75 @@ def test_real_scene_with_centerface():
     for known in [(339.0, 59.0, 393.0, 111.0), (123.0, 148.0, 188.0, 217.0)]:  # from its VOC annotation
         assert box_iou(boxes, np.array([known])).max() > 0.5
     assert 8 <= len(result.faces) <= 20  # 12 annotated faces
+
+
+# -- one home per concern, both import paths -------------------------------------------------------------
+
+
+def test_results_types_have_one_home_and_two_import_paths():
+    from maskwatch.detection import pipeline, results
+
+    for name in ("FaceResult", "FrameResult", "compliance_rate", "summarize", "MASK_CLASSES"):
+        assert getattr(pipeline, name) is getattr(results, name)
+    from maskwatch.detection.evaluation import evaluate_voc as home
+    from maskwatch.detection.pipeline import evaluate_voc as old, write_html_report  # noqa: F401  (CLI's path)
+
+    assert home is old
+
+
+def test_detect_accepts_encoded_bytes_and_files(tmp_path):
+    import io
+
+    from PIL import Image
+
+    image = scene([(10, 10, 30, GREEN), (100, 100, 30, RED)])
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    detector = fake_detector()
+    expected = detector.detect(image).to_dict()
+    for source in (data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        assert detector.detect(source).to_dict() == expected
+    rgba = Image.fromarray(image).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(image.max(axis=2) > 0, 255, 0).astype(np.uint8)))
+    # transparent background flattened on white by the one decoder, whether given as PIL or as bytes
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    assert detector.detect(rgba).to_dict() == detector.detect(buffer.getvalue()).to_dict()
+
+
+def test_compliance_follows_the_models_compliant_classes():
+    three = ["mask_weared_incorrect", "with_mask", "without_mask"]
+    counts = {"with_mask": 2, "without_mask": 1, "mask_weared_incorrect": 1}
+    assert compliance_rate(counts, three, ["with_mask", "mask_weared_incorrect"]) == 0.75
+    assert compliance_rate(counts, three, []) is None
+
+    class Lenient(ColourClassifier):
+        compliant_classes = ["with_mask", "without_mask"]  # a model that counts every face as compliant
+
+    detector = MaskDetector(Lenient(), BlobFinder(), scales=(256,), flip=False, box_adjust=None)
+    result = detector.detect(scene([(10, 10, 30, GREEN), (100, 100, 30, RED)]))
+    assert result.compliant_classes == ("with_mask", "without_mask") and result.compliance == 1.0
+    assert summarize([result], CLASSES)["compliance"] == 1.0
+    assert fake_detector().detect(scene([(10, 10, 30, GREEN), (100, 100, 30, RED)])).compliance == 0.5  # default
+
+
+def test_crop_margin_defaults_to_the_models():
+    from maskwatch.config import DEFAULT_CROP_MARGIN
+
+    seen = []
+
+    class WideFramed(ColourClassifier):
+        crop_margin = 0.25
+
+        def predict_proba(self, images):
+            seen.extend(im.shape for im in images)
+            return super().predict_proba(images)
+
+    image = scene([(100, 100, 40, GREEN)])
+    detector = MaskDetector(WideFramed(), BlobFinder(), scales=(256,), flip=False, box_adjust=None)
+    assert detector.crop_margin == 0.25
+    detector.detect(image)
+    assert seen == [(60, 60, 3)]
+    assert MaskDetector(WideFramed(), BlobFinder(), crop_margin=0.1).crop_margin == 0.1  # an explicit one wins
+    assert fake_detector().crop_margin == DEFAULT_CROP_MARGIN  # a classifier that says nothing

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from maskwatch.detection.pipeline import FaceResult, FrameResult
+from maskwatch.detection.results import FaceResult, FrameResult
 
 __all__ = ["CLASS_COLORS", "class_color", "draw_result", "short_label"]
 

@@ -15,7 +15,7 @@ more small faces and place boxes better; they cost one detector run each. Boxes 
 PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
 
 Stage 2 crops every face kept (score ≥ ``score_threshold``) grown by ``crop_margin`` of its size on each
-side, exactly how :func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC
+side (by default the classifier's own margin, stored with the model), exactly how :func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC
 boxes, and classifies all crops of an image (or of a batch of images) in batches. With ``classify_tta``
 (the ``accurate`` preset) each face is classified on six crops, the margins ``crop_margin`` − 0.05, + 0 and
 + 0.05 each as is and mirrored, and the probabilities are averaged: most scene faces are 20-60 px, where
@@ -24,24 +24,33 @@ scenes from 0.845 to 0.853 (mirroring alone: 0.848).
 
 Each face carries the detector ``score``, the predicted ``label`` with its ``probability`` and all class
 probabilities, and ``confidence`` = score × probability, the ranking score used for AP.
-``compliance`` = faces labelled with a mask class / faces classified (None when no face was found).
+``compliance`` = faces labelled with one of the model's ``compliant_classes`` / faces classified (None when
+no face was found).
+
+This module holds the detector only; its results are :mod:`maskwatch.detection.results`, the box arithmetic
+:mod:`maskwatch.detection.geometry`, the evaluation on VOC scenes :mod:`maskwatch.detection.evaluation`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from maskwatch.data.datasets import grow_box
-from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face, finish_boxes, nms
-from maskwatch.detection.evaluation import box_iou
+from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
+from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
+from maskwatch.detection.geometry import box_iou, crop_box, finish_boxes, nms
+from maskwatch.detection.results import MASK_CLASSES, FaceResult, FrameResult, compliance_rate, summarize
+
+# evaluate_voc and write_html_report live in detection.evaluation / detection.report_page; imported here
+# only so that ``from maskwatch.detection.pipeline import evaluate_voc, write_html_report`` keeps working
+# until the CLI imports them from their homes.
+from maskwatch.detection.evaluation import evaluate_voc  # noqa: E402,F401  (re-export)
+from maskwatch.detection.report_page import write_html_report  # noqa: E402,F401  (re-export)
 
 __all__ = [
     "MASK_CLASSES",
@@ -50,14 +59,9 @@ __all__ = [
     "FrameResult",
     "MaskDetector",
     "compliance_rate",
-    "crop_box",
     "fuse_views",
+    "summarize",
 ]
-
-Box = tuple[float, float, float, float]
-
-# class names that mean "mask worn correctly" (compliant); any other class of the model is non-compliant
-MASK_CLASSES = ("with_mask", "mask")
 
 # detector views (longest sides of the network input, also run mirrored) and classifier views (see
 # ``classify_tta``: each face classified on 6 crops instead of 1)
@@ -82,127 +86,7 @@ class ProbabilityModel(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------------
-# results
-
-
-def _mask_class(classes: Sequence[str]) -> str | None:
-    for name in MASK_CLASSES:
-        if name in classes:
-            return name
-    return None
-
-
-def compliance_rate(counts: Mapping[str, int], classes: Sequence[str]) -> float | None:
-    """Faces with a mask / faces classified; None when there are none or the model has no mask class."""
-    total = sum(counts.values())
-    mask = _mask_class(classes)
-    if total == 0 or mask is None:
-        return None
-    return counts.get(mask, 0) / total
-
-
-def _r(value: float, digits: int = 4) -> float:
-    return float(round(float(value), digits))
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face: where it is, how sure the detector is, and what the classifier says about its mask."""
-
-    box: Box  # x0, y0, x1, y1 in image pixels
-    score: float  # detector score (fused over views), 0..1
-    label: str  # most likely class
-    probability: float  # that class's probability
-    probabilities: dict[str, float]  # every class
-    landmarks: tuple[tuple[float, float], ...] = ()  # eyes (image left, right), nose, mouth (left, right)
-    track_id: int | None = None  # set by a tracker in videos
-    track_label: str | None = None  # the track's verdict so far (votes over its frames)
-    track_probability: float | None = None
-
-    @property
-    def confidence(self) -> float:
-        """Detector score × class probability: the score faces are ranked by (AP, filters)."""
-        return self.score * self.probability
-
-    @property
-    def size(self) -> float:
-        """Longest side of the box in pixels."""
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
-    @property
-    def display_label(self) -> str:
-        """The track's verdict when tracked, else this frame's label."""
-        return self.track_label or self.label
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "box": [_r(v, 1) for v in self.box],
-            "score": _r(self.score),
-            "label": self.label,
-            "probability": _r(self.probability),
-            "probabilities": {k: _r(v) for k, v in self.probabilities.items()},
-            "confidence": _r(self.confidence),
-            "landmarks": [[_r(x, 1), _r(y, 1)] for x, y in self.landmarks],
-        }
-        if self.track_id is not None:
-            out["track_id"] = self.track_id
-            out["track_label"] = self.track_label
-            out["track_probability"] = None if self.track_probability is None else _r(self.track_probability)
-        return out
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """All faces of one image or video frame, with counts per class and the compliance rate."""
-
-    faces: list[FaceResult]
-    classes: list[str]
-    width: int
-    height: int
-    source: str | None = None
-    frame: int = 0  # frame number in a video (0 for still images)
-    timestamp: float | None = None  # seconds into a video
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Faces per class (every class of the model, zeros included)."""
-        tally = {name: 0 for name in self.classes}
-        for face in self.faces:
-            tally[face.label] = tally.get(face.label, 0) + 1
-        return tally
-
-    @property
-    def compliance(self) -> float | None:
-        return compliance_rate(self.counts, self.classes)
-
-    def to_dict(self) -> dict[str, Any]:
-        compliance = self.compliance
-        out: dict[str, Any] = {
-            "source": self.source,
-            "frame": self.frame,
-            "timestamp": None if self.timestamp is None else _r(self.timestamp, 3),
-            "width": self.width,
-            "height": self.height,
-            "n_faces": len(self.faces),
-            "counts": self.counts,
-            "compliance": None if compliance is None else _r(compliance),
-            "faces": [face.to_dict() for face in self.faces],
-        }
-        out.update(self.extra)
-        return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# geometry
-
-
-def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """The crop of a face box grown by ``margin`` × its size on each side, rounded and clipped to the image
-    (the framing of :func:`maskwatch.data.datasets.open_dataset`'s VOC crops, :func:`grow_box`)."""
-    left, top, right, bottom = grow_box(box, margin)
-    left, top, right, bottom = max(0, left), max(0, top), min(width, right), min(height, bottom)
-    return left, top, max(right, left + 1), max(bottom, top + 1)
+# fusing the detector's views
 
 
 def fuse_views(
@@ -271,13 +155,17 @@ def _faces_to_arrays(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from an array, a PIL image or a path."""
-    if isinstance(image, (str, os.PathLike)):
-        from maskwatch.data.images import load_rgb
+    """An HxWx3 uint8 RGB array from an array, or through the one image decoder
+    (:func:`maskwatch.data.images.decode_rgb`: alpha on white, EXIF orientation, pixel limit) from a path,
+    encoded bytes, a binary file or a PIL image."""
+    if not isinstance(image, np.ndarray) and (
+        isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview))
+        or hasattr(image, "read")
+        or (hasattr(image, "convert") and hasattr(image, "mode"))  # PIL
+    ):
+        from maskwatch.data.images import decode_rgb
 
-        return np.asarray(load_rgb(image))
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL
-        return np.asarray(image.convert("RGB"))
+        return decode_rgb(image)
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
@@ -303,7 +191,9 @@ class MaskDetector:
         score_threshold: classify faces whose fused detector score is at least this.
         min_confidence: then keep those whose confidence (score × class probability) is at least this
             (a classifier gate; 0 keeps every classified face).
-        crop_margin: margin added on each side of a face box before classifying, fraction of its size.
+        crop_margin: margin added on each side of a face box before classifying, fraction of its size;
+            None: the classifier's own (``classifier.crop_margin``, the framing it was trained on), else
+            :data:`~maskwatch.config.DEFAULT_CROP_MARGIN`.
         min_face: drop faces whose longest side is below this many pixels.
         fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
         box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).
@@ -322,7 +212,7 @@ class MaskDetector:
         flip: bool | None = None,
         score_threshold: float = 0.3,
         min_confidence: float = 0.0,
-        crop_margin: float = 0.15,
+        crop_margin: float | None = None,
         min_face: float = 0.0,
         fusion_iou: float = 0.3,
         box_adjust: Sequence[float] | None = VOC_BOX_ADJUST,
@@ -339,6 +229,9 @@ class MaskDetector:
             raise ValueError(f"scales must be one or more sizes >= 32 px, got {scales}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if crop_margin is None:
+            crop_margin = getattr(classifier, "crop_margin", None)
+            crop_margin = DEFAULT_CROP_MARGIN if crop_margin is None else float(crop_margin)
         if crop_margin < 0:
             raise ValueError(f"crop_margin must be >= 0, got {crop_margin}")
         if classify_tta and crop_margin + min(TTA_MARGIN_OFFSETS) < 0:
@@ -346,6 +239,9 @@ class MaskDetector:
         self.classifier = classifier
         self.face_finder = face_finder
         self.classes = list(classifier.classes)
+        compliant = getattr(classifier, "compliant_classes", None)
+        # the classes that count as a mask worn correctly: the model's, else the default for its classes
+        self.compliant_classes = tuple(default_compliant_classes(self.classes) if compliant is None else compliant)
         self.scales = tuple(int(s) for s in scales)
         self.flip = bool(flip)
         self.score_threshold = float(score_threshold)
@@ -409,7 +305,7 @@ class MaskDetector:
 
     def settings(self) -> dict[str, Any]:
         """The pipeline's settings, for reports and JSON."""
-        return {"classes": list(self.classes), "scales": list(self.scales), "flip": self.flip,
+        return {"classes": list(self.classes), "compliant_classes": list(self.compliant_classes), "scales": list(self.scales), "flip": self.flip,
                 "score_threshold": self.score_threshold, "min_confidence": self.min_confidence,
                 "crop_margin": self.crop_margin, "min_face": self.min_face,
                 "fusion_iou": self.fusion_iou, "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
@@ -498,7 +394,8 @@ class MaskDetector:
         score_threshold: float | None = None,
         min_confidence: float | None = None,
     ) -> FrameResult:
-        """Faces and masks in one image (RGB array, PIL image or path)."""
+        """Faces and masks in one image: an HxWx3 uint8 RGB array, a PIL image, a path, encoded image bytes
+        or a binary file (anything but an array is decoded by :func:`maskwatch.data.images.decode_rgb`)."""
         return self.detect_batch([image], sources=[source], frames=[frame], timestamps=[timestamp],
                                  score_threshold=score_threshold, min_confidence=min_confidence)[0]  # fmt: skip
 
@@ -547,7 +444,7 @@ class MaskDetector:
                 ))  # fmt: skip
             results.append(FrameResult(faces=faces, classes=list(self.classes), width=int(rgb.shape[1]),
                                        height=int(rgb.shape[0]), source=sources[k], frame=int(frames[k]),
-                                       timestamp=timestamps[k]))  # fmt: skip
+                                       timestamp=timestamps[k], compliant_classes=self.compliant_classes))  # fmt: skip
         return results
 
     def detect_frames(self, frames: Iterable[Any], batch: int = 1) -> Iterable[FrameResult]:
@@ -565,199 +462,3 @@ class MaskDetector:
         """Results for a list of :class:`~maskwatch.detection.sources.Frame` objects (faces classified together)."""
         return self.detect_batch([f.image for f in items], sources=[f.source for f in items],
                                  frames=[f.index for f in items], timestamps=[f.timestamp for f in items])  # fmt: skip
-
-
-def summarize(results: Iterable[FrameResult], classes: Sequence[str]) -> dict[str, Any]:
-    """Totals over many images or frames: faces per class and the overall compliance rate."""
-    counts = {name: 0 for name in classes}
-    n_frames = n_faces = 0
-    for result in results:
-        n_frames += 1
-        for name, value in result.counts.items():
-            counts[name] = counts.get(name, 0) + value
-            n_faces += value
-    rate = compliance_rate(counts, classes)
-    return {"n_frames": n_frames, "n_faces": n_faces, "counts": counts,
-            "compliance": None if rate is None or math.isnan(rate) else _r(rate)}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------------
-# evaluation against VOC boxes
-
-AP_METHOD = (
-    "COCO-style: pycocotools COCOeval, 101-point interpolated precision, IoU 0.5, one area range, no cap on "
-    "detections per image"
-)
-RANKING = (
-    "every candidate face (fused detector score > 0, each view at the candidate threshold) is scored for each "
-    "class as detector score x class probability, as two-stage detectors report per-class scores; "
-    "ap50_argmax ranks only each face's predicted class by the same product"
-)
-
-
-def evaluate_voc(
-    detector: MaskDetector,
-    data: str | os.PathLike[str],
-    *,
-    classes: Sequence[str] = ("with_mask", "without_mask"),
-    limit: int | None = None,
-    on_progress: Any = None,
-) -> dict[str, Any]:
-    """Run the pipeline on a VOC folder (``images/`` + ``annotations/``) and score it.
-
-    Face finding (class-agnostic, every annotated box is a face): recall by face size and precision at
-    IoU ≥ 0.5 and ≥ 0.3, and the mean absolute error of the per-image face count, all at the operating point
-    (faces with detector score ≥ ``detector.score_threshold``). Per-class AP@0.5 and their mean over
-    ``classes`` (``map50``) rank every candidate face (see :data:`RANKING`, :data:`AP_METHOD`).
-    """
-    import time
-
-    from maskwatch.data.datasets import voc_image_for
-    from maskwatch.data.images import BadImageError, load_rgb
-    from maskwatch.detection.evaluation import average_precision, evaluate_detection, read_voc, voc_target
-
-    root = Path(data)
-    xmls = sorted((root / "annotations").glob("*.xml"))
-    if limit:
-        xmls = xmls[:limit]
-    if not xmls:
-        raise ValueError(f"{root}: no VOC annotations (annotations/*.xml)")
-    classes = list(classes)
-    targets: list[dict[str, Any]] = []
-    results: list[FrameResult] = []
-    skipped: list[dict[str, str]] = []
-    seconds = 0.0
-    for done, xml in enumerate(xmls, start=1):
-        try:
-            image_path = voc_image_for(xml, root / "images")
-            if image_path is None:
-                raise BadImageError(xml, "no image with this annotation's name")
-            target = voc_target(read_voc(xml))
-            rgb = np.asarray(load_rgb(image_path))
-        except (BadImageError, ValueError, OSError) as exc:
-            skipped.append({"path": str(xml), "reason": str(exc)})
-            continue
-        except SyntaxError as exc:  # xml.etree.ElementTree.ParseError
-            skipped.append({"path": str(xml), "reason": f"unreadable annotation ({exc})"})
-            continue
-        start = time.perf_counter()
-        results.append(detector.detect(rgb, source=str(image_path), score_threshold=0.0, min_confidence=0.0))
-        seconds += time.perf_counter() - start
-        targets.append(target)
-        if on_progress is not None:
-            on_progress(done, len(xmls))
-    if not results:
-        raise ValueError(f"{root}: none of the {len(xmls)} annotated images could be read")
-
-    gt_labels = {label for t in targets for label in t["labels"]}
-    ap_classes = classes + [c for c in detector.classes if c not in classes and c in gt_labels]
-
-    def boxes(faces: Sequence[FaceResult]) -> np.ndarray:
-        return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-
-    operating, per_class, argmax = [], [], []
-    for result in results:
-        kept = [f for f in result.faces
-                if f.score >= detector.score_threshold and f.confidence >= detector.min_confidence]  # fmt: skip
-        operating.append({"boxes": boxes(kept), "scores": np.array([f.score for f in kept]),
-                          "labels": [f.label for f in kept]})  # fmt: skip
-        faces = result.faces
-        hyp_boxes, hyp_scores, hyp_labels = [], [], []
-        for name in ap_classes:
-            hyp_boxes.append(boxes(faces))
-            hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
-            hyp_labels.extend([name] * len(faces))
-        per_class.append({"boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
-                          "scores": np.array(hyp_scores), "labels": hyp_labels})  # fmt: skip
-        argmax.append({"boxes": boxes(faces), "scores": np.array([f.confidence for f in faces]),
-                       "labels": [f.label for f in faces]})  # fmt: skip
-
-    face = evaluate_detection(operating, targets, classes=[])
-    ap50 = average_precision(per_class, targets, ap_classes)
-    ap50_argmax = average_precision(argmax, targets, ap_classes)
-    faces_pred = [{"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
-                  for r in results]  # fmt: skip
-    faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
-    ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
-
-    def mean_of(ap: Mapping[str, float]) -> float | None:
-        values = [ap[c] for c in classes if c in ap and not math.isnan(ap[c])]
-        return float(np.mean(values)) if values else None
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    n_frames = len(results)
-    return clean({
-        "data": str(root),
-        "n_images": n_frames,
-        "n_faces": face["n_faces"],
-        "n_faces_by_bucket": face["n_faces_by_bucket"],
-        "map50": mean_of(ap50),
-        "ap50": ap50,
-        "map50_argmax": mean_of(ap50_argmax),
-        "ap50_argmax": ap50_argmax,
-        "ap50_face": ap_face,
-        "map_classes": classes,
-        "recall": face["recall"],
-        "recall_iou30": face["recall_iou30"],
-        "precision": face["precision"],
-        "precision_iou30": face["precision_iou30"],
-        "count_mae": face["count_mae"],
-        "n_predictions": face["n_predictions"],
-        "operating_point": {"score_threshold": detector.score_threshold, "min_confidence": detector.min_confidence},
-        "ap_method": AP_METHOD,
-        "ranking": RANKING,
-        "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "
-                 "where scenes leave background faces unannotated",
-        "settings": detector.settings(),
-        "skipped": skipped,
-        "seconds": round(seconds, 3),
-        "images_per_second": n_frames / seconds if seconds > 0 else None,
-    })  # fmt: skip
-
-
-def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """A small self-contained HTML page with the numbers of :func:`evaluate_voc`."""
-    import html
-    import json
-
-    def f(value: Any) -> str:
-        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
-
-    rows = "".join(
-        f"<tr><td>{html.escape(b)}</td><td>{metrics['n_faces_by_bucket'][b]}</td><td>{f(metrics['recall'][b])}</td>"
-        f"<td>{f(metrics['recall_iou30'][b])}</td></tr>"
-        for b in metrics["recall"]
-    )
-    ap_rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{f(v)}</td><td>{f(metrics['ap50_argmax'].get(c))}</td></tr>"
-        for c, v in metrics["ap50"].items()
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>maskwatch detection evaluation</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse;margin:1rem 0}}
-td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
-<h1>Detection evaluation</h1>
-<p>{html.escape(str(metrics['data']))}: {metrics['n_images']} images, {metrics['n_faces']} annotated faces.</p>
-<h2>Face finding (operating point: detector score ≥ {f(metrics['operating_point']['score_threshold'])})</h2>
-<table><tr><th>face size (longest side, px)</th><th>faces</th><th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
-<p>precision IoU≥0.5 {f(metrics['precision'])}, IoU≥0.3 {f(metrics['precision_iou30'])};
-per-image face count MAE {f(metrics['count_mae'])}.</p>
-<h2>Average precision at IoU 0.5</h2>
-<table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5 (argmax label only)</th></tr>{ap_rows}
-<tr><th>mAP ({html.escape(', '.join(metrics['map_classes']))})</th><th>{f(metrics['map50'])}</th><th>{f(metrics['map50_argmax'])}</th></tr></table>
-<p>Class-agnostic face AP@0.5: {f(metrics['ap50_face'])}.</p>
-<p><small>{html.escape(metrics['ap_method'])}. Ranking: {html.escape(metrics['ranking'])}.</small></p>
-<h2>Settings</h2><pre>{html.escape(json.dumps(metrics['settings'], indent=2))}</pre>
-</body></html>
-"""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out

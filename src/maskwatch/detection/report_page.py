@@ -1,0 +1,55 @@
+"""The small self-contained HTML page of a scene-detection evaluation (:func:`maskwatch.detection.evaluation.evaluate_voc`).
+
+Standard library only: the numbers are already computed, this only lays them out.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_html_report"]
+
+
+def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """A small self-contained HTML page with the numbers of :func:`evaluate_voc`."""
+
+    def f(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+    rows = "".join(
+        f"<tr><td>{html.escape(b)}</td><td>{metrics['n_faces_by_bucket'][b]}</td><td>{f(metrics['recall'][b])}</td>"
+        f"<td>{f(metrics['recall_iou30'][b])}</td></tr>"
+        for b in metrics["recall"]
+    )
+    ap_rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{f(v)}</td><td>{f(metrics['ap50_argmax'].get(c))}</td></tr>"
+        for c, v in metrics["ap50"].items()
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>maskwatch detection evaluation</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse;margin:1rem 0}}
+td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
+<h1>Detection evaluation</h1>
+<p>{html.escape(str(metrics['data']))}: {metrics['n_images']} images, {metrics['n_faces']} annotated faces.</p>
+<h2>Face finding (operating point: detector score ≥ {f(metrics['operating_point']['score_threshold'])})</h2>
+<table><tr><th>face size (longest side, px)</th><th>faces</th><th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
+<p>precision IoU≥0.5 {f(metrics['precision'])}, IoU≥0.3 {f(metrics['precision_iou30'])};
+per-image face count MAE {f(metrics['count_mae'])}.</p>
+<h2>Average precision at IoU 0.5</h2>
+<table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5 (argmax label only)</th></tr>{ap_rows}
+<tr><th>mAP ({html.escape(', '.join(metrics['map_classes']))})</th><th>{f(metrics['map50'])}</th><th>{f(metrics['map50_argmax'])}</th></tr></table>
+<p>Class-agnostic face AP@0.5: {f(metrics['ap50_face'])}.</p>
+<p><small>{html.escape(metrics['ap_method'])}. Ranking: {html.escape(metrics['ranking'])}.</small></p>
+<h2>Settings</h2><pre>{html.escape(json.dumps(metrics['settings'], indent=2))}</pre>
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
