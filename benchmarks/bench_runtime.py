@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in [int(s) for s in args.sizes.split(",") if s] or [None]:
             r = run_bench(args.model, progress=lambda m: print(m, file=sys.stderr, flush=True), backends=backends,
                           size=size, rounds=args.rounds, threads=args.threads, scenes=args.scenes,
-                          detector=args.scenes > 0, pipeline_preset=args.pipeline_preset)
+                          faces_dir=shared_data_dir() / "faces" / "test",
+                          scenes_dir=shared_data_dir() / "scenes" / "images", pipeline_preset=args.pipeline_preset)
             print(format_table(r), flush=True)
             runs.append(r)
         result = runs[0] if len(runs) == 1 else {"runs": runs}

@@ -405,8 +405,11 @@ def test_torchscript_export_loads_and_matches(tiny_pt, tmp_path):
 
 def test_bench_result_keys(tiny_pt, cache):
     from maskwatch.bench import format_table, load_backends, run_bench
+    from maskwatch.paths import shared_data_dir
 
-    result = run_bench(tiny_pt, backends=["onnx", "onnx-int8"], rounds=2, latency_iters=3, scenes=2)
+    result = run_bench(tiny_pt, backends=["onnx", "onnx-int8"], rounds=2, latency_iters=3, scenes=2,
+                       faces_dir=shared_data_dir() / "faces" / "test",
+                       scenes_dir=shared_data_dir() / "scenes" / "images")
     for backend in ("onnx", "onnx-int8"):
         row = result["classifier"][backend]
         assert row["throughput_ips"] > 0 and 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]

@@ -14,10 +14,10 @@ backends alike and the ratios stay meaningful):
   ``predict_proba`` (``latency_p50_ms``/``latency_p95_ms``: what one face costs a caller);
 * ``ratios`` are medians of the per-round ratios (e.g. ``onnx/torch``), robust to load that changes
   between rounds;
-* the detector (CenterFace, ONNX Runtime, one run at 640 px) is timed per image on shared scene images
+* the detector (CenterFace, ONNX Runtime, one run at 640 px) is timed per image on the given scene images
   (``detector_ms``: mean; decoding excluded), and the scene pipeline (``maskwatch.detection.pipeline``
-  with the ``fast`` preset: detect, crop each face with a 15 % margin, classify all crops of an image in
-  one batch) in images per second per backend, interleaved image by image (``pipeline_ips``: the default
+  with the ``fast`` preset: detect, crop each face, classify all crops of an image in one batch) in
+  images per second per backend, interleaved image by image (``pipeline_ips``: the default
   backend's, ``onnx``);
 * ``machine`` records CPU model and flags, cores, threads, library versions, the load average before and
   after, and ``cpu_share``: process CPU time / (wall time x threads) during the classifier rounds; well
@@ -30,7 +30,6 @@ backends alike and the ratios stay meaningful):
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import resource
@@ -129,16 +128,15 @@ def peak_rss_mb() -> float:
 # inputs
 
 
-def face_images(n: int = 64, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """Real face crops (faces/test of the shared data, both classes) or, without it, random images of
-    assorted sizes; plus where they came from."""
-    from maskwatch.paths import shared_data_dir
-
-    root = shared_data_dir() / "faces" / "test"
+def face_images(n: int = 64, seed: int = 0, folder: str | os.PathLike[str] | None = None) -> tuple[list[np.ndarray], str]:
+    """``n`` face crops from ``folder`` (searched recursively, a random sample; unreadable files are passed
+    over) or, without a folder or when it holds no readable image, random images of assorted sizes; plus
+    where they came from."""
     rng = np.random.default_rng(seed)
-    if root.is_dir():
+    if folder is not None and Path(folder).is_dir():
         from maskwatch.data.images import BadImageError, has_image_extension, load_rgb
 
+        root = Path(folder)
         paths = sorted(p for p in root.rglob("*") if p.is_file() and has_image_extension(p))
         images = []
         for i in rng.permutation(len(paths))[: n * 2]:
@@ -154,14 +152,13 @@ def face_images(n: int = 64, seed: int = 0) -> tuple[list[np.ndarray], str]:
     return [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in sizes], f"{n} random images"
 
 
-def scene_images(n: int = 40) -> tuple[list[np.ndarray], str]:
-    """The first ``n`` shared scene images (RGB), or an empty list when the data is absent."""
+def scene_images(folder: str | os.PathLike[str] | None, n: int = 40) -> tuple[list[np.ndarray], str]:
+    """The first ``n`` ``*.jpg`` scene images of ``folder`` (RGB), or an empty list without a folder."""
     import cv2
 
-    from maskwatch.paths import shared_data_dir
-
-    folder = shared_data_dir() / "scenes" / "images"
-    paths = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+    if folder is None or not Path(folder).is_dir():
+        return [], "no scene folder"
+    paths = sorted(Path(folder).glob("*.jpg"))[:n]
     images = []
     for path in paths:
         bgr = cv2.imread(str(path))
@@ -317,7 +314,7 @@ def _threads_of(classifier: Classifier) -> int:
     return 1
 
 
-def bench_detector(detector, images: Sequence[np.ndarray], *, warmup: int = 3) -> tuple[dict[str, float], list]:
+def bench_detector(detector: Any, images: Sequence[np.ndarray], *, warmup: int = 3) -> tuple[dict[str, float], list[Any]]:
     """Per-image detection latency (ms) and the detections, for the pipeline."""
     for image in images[:warmup]:
         detector.detect(image)
@@ -329,55 +326,28 @@ def bench_detector(detector, images: Sequence[np.ndarray], *, warmup: int = 3) -
     return _percentiles(times), detections
 
 
-def _face_crops(image: np.ndarray, faces: Sequence[Any], margin: float = 0.15) -> list[np.ndarray]:
-    from maskwatch.data.datasets import grow_box
-
-    h, w = image.shape[:2]
-    crops = []
-    for face in faces:
-        left, top, right, bottom = grow_box(face.box, margin)
-        left, top, right, bottom = max(0, left), max(0, top), min(w, right), min(h, bottom)
-        if right - left >= 2 and bottom - top >= 2:
-            crops.append(image[top:bottom, left:right])
-    return crops
-
-
-def bench_pipelines(detector, classifiers: dict[str, Classifier], images: Sequence[np.ndarray],
-                    preset: str = "fast", threads: int | None = None) -> dict[str, dict[str, Any]]:
+def bench_pipelines(classifiers: dict[str, Classifier], images: Sequence[np.ndarray], preset: str = "fast",
+                    threads: int | None = None) -> dict[str, dict[str, Any]]:
     """Images per second through the scene pipeline, per classifier backend, interleaved image by image
     (every backend processes image 1, then image 2, ...; so load changes hit all alike).
 
     The pipeline is ``maskwatch.detection.pipeline.MaskDetector`` with the detector views of ``preset``
-    (``fast``: one CenterFace run at 640 px) when that module exists, else a plain loop (``detector``, crop
-    with a 15 % margin, classify all faces of an image in one batch)."""
-    try:
-        from maskwatch.detection.centerface import CenterFaceDetector
-        from maskwatch.detection.pipeline import MaskDetector
-    except ImportError:
-        MaskDetector = None  # noqa: N806
+    (``fast``: one CenterFace run at 640 px), with non-spinning ONNX sessions as ``MaskDetector.load``
+    builds them."""
+    from maskwatch.detection.centerface import CenterFaceDetector
+    from maskwatch.detection.pipeline import MaskDetector
+    from maskwatch.runtime.onnx_backend import OnnxClassifier
+
     runners: dict[str, Callable[[np.ndarray], int]] = {}
-    if MaskDetector is not None:
-        from maskwatch.runtime.onnx_backend import OnnxClassifier
-
-        # as MaskDetector.load builds them: the two ONNX sessions take turns, so neither spins
-        finder = CenterFaceDetector(score_threshold=0.1, max_side=None, box_adjust=None, threads=threads or 2,
-                                    spin=False)  # fmt: skip
-        for name, clf in classifiers.items():
-            if isinstance(clf, OnnxClassifier) and clf.path is not None:
-                clf = OnnxClassifier(clf.path, threads=clf.threads, spin=False, batch_size=clf.batch_size)
-            pipeline = MaskDetector(clf, finder, scales=preset)
-            runners[name] = lambda image, p=pipeline: len(p.detect(image).faces)
-        how = f"maskwatch.detection.pipeline.MaskDetector, preset {preset}"
-    else:
-        def plain(image: np.ndarray, clf: Classifier) -> int:
-            crops = _face_crops(image, detector.detect(image))
-            if crops:
-                clf.predict_proba(crops)
-            return len(crops)
-
-        for name, clf in classifiers.items():
-            runners[name] = lambda image, c=clf: plain(image, c)
-        how = "detect at 640 px, crop +15 %, classify per image"
+    # as MaskDetector.load builds them: the two ONNX sessions take turns, so neither spins
+    finder = CenterFaceDetector(score_threshold=0.1, max_side=None, box_adjust=None, threads=threads or 2,
+                                spin=False)  # fmt: skip
+    for name, clf in classifiers.items():
+        if isinstance(clf, OnnxClassifier) and clf.path is not None:
+            clf = OnnxClassifier(clf.path, threads=clf.threads, spin=False, batch_size=clf.batch_size)
+        pipeline = MaskDetector(clf, finder, scales=preset)
+        runners[name] = lambda image, p=pipeline: len(p.detect(image).faces)
+    how = f"maskwatch.detection.pipeline.MaskDetector, preset {preset}"
     for run in runners.values():
         run(images[0])  # warm-up
     seconds = {name: 0.0 for name in runners}
@@ -446,15 +416,17 @@ class BenchSettings:
     rounds: int = 7
     latency_iters: int = 20
     threads: int | None = None
-    scenes: int = 40
-    detector: bool = True
+    faces_dir: str | os.PathLike[str] | None = None  # face crops for the classifier; None: random images
+    scenes_dir: str | os.PathLike[str] | None = None  # scene images for detector and pipeline; None: skipped
+    scenes: int = 40  # how many of them (0: skip the detector and pipeline timings)
     memory: bool = True
     pipeline_preset: str = "fast"
 
 
 def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | None = None,
               **settings: Any) -> dict[str, Any]:
-    """Run the whole benchmark (see the module doc) and return the JSON-ready result."""
+    """Run the whole benchmark (see the module doc) and return the JSON-ready result. Inputs come from
+    the caller (``faces_dir``, ``scenes_dir``): nothing is read from a fixed data folder."""
     from maskwatch.runtime.onnx_backend import physical_cores
 
     cfg = BenchSettings(**settings)
@@ -468,7 +440,7 @@ def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | 
     with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as workdir:
         classifiers, load_memory = load_backends(model, cfg.backends, size=cfg.size, threads=threads, workdir=workdir,
                                                  progress=say)
-        faces, faces_source = face_images()
+        faces, faces_source = face_images(folder=cfg.faces_dir)
         size = next(iter(classifiers.values())).preprocessing.size
         results, ratios, cpu_share = bench_classifiers(classifiers, faces, batch=cfg.batch, rounds=cfg.rounds,
                                                        latency_iters=cfg.latency_iters, progress=say)
@@ -483,21 +455,22 @@ def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | 
             "detector_ms": None,
             "pipeline_ips": None,
         }
-        detector = _detector(threads) if cfg.detector else None
-        scenes, scenes_source = scene_images(cfg.scenes) if detector is not None else ([], "")
-        if detector is not None and scenes:
+        scenes, scenes_source = scene_images(cfg.scenes_dir, cfg.scenes) if cfg.scenes > 0 else ([], "")
+        detector = _detector(threads) if scenes else None
+        if detector is not None:
             say("detector")
             latency, _ = bench_detector(detector, scenes)
             result["detector_ms"] = latency["mean"]
             result["detector"] = {"latency_ms": latency, "images": scenes_source, "model": repr(detector)}
             say("pipeline")
-            pipeline = bench_pipelines(detector, classifiers, scenes, preset=cfg.pipeline_preset, threads=threads)
+            pipeline = bench_pipelines(classifiers, scenes, preset=cfg.pipeline_preset, threads=threads)
             main = "onnx" if "onnx" in pipeline else next(iter(pipeline))
             result["pipeline"] = pipeline
             result["pipeline_backend"] = main
             result["pipeline_ips"] = pipeline[main]["images_per_s"]
-        elif cfg.detector:
-            result["detector"] = {"skipped": "CenterFace model or shared scenes not available"}
+        elif cfg.scenes > 0:
+            why = "CenterFace model not available" if scenes else f"no scene images ({scenes_source})"
+            result["detector"] = {"skipped": why}
         say("memory")
         isolated = {name: memory_probe(clf, model, cfg.batch) for name, clf in classifiers.items()} \
             if cfg.memory else {}
@@ -510,9 +483,7 @@ def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | 
     return result
 
 
-def _detector(threads: int):
-    if importlib.util.find_spec("maskwatch.detection.centerface") is None:
-        return None
+def _detector(threads: int) -> Any:
     from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
 
     try:

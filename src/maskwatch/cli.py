@@ -1,22 +1,29 @@
 """The ``maskwatch`` command: a thin shell that parses options and calls the library.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input (unknown option, unusable dataset,
-unreadable model), so scripts can tell "you asked wrongly" from "it broke".
+Exit codes (the contract, implemented once in :mod:`maskwatch.commands.common`): 0 success; 1 the work ran
+but some inputs failed (the message says how many); 2 usage or input error, found before any work (unknown
+option, out-of-range number, unusable dataset or output path, unreadable model); 130 interrupted. User
+errors are one line on stderr without a traceback; ``maskwatch --debug ...`` shows it.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from maskwatch import __version__
+from maskwatch.commands import insight as _insight
+from maskwatch.commands import runtime as _runtime
+from maskwatch.commands import scenes as _scenes
+from maskwatch.commands.common import (check_output_path, console, fail, is_stdout, require_extra, run_app,
+                                       set_debug, setup_logging)
+from maskwatch.config import TrainConfig
 from maskwatch.paths import shared_data_dir
 
 app = typer.Typer(
@@ -24,72 +31,108 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Train, evaluate, explain and deploy a face-mask classifier.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: wraps at any width, never truncates a name or a path
 )
-console = Console(stderr=True)
+log = logging.getLogger("maskwatch")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-
-def _setup_logging(verbose: bool = False) -> None:
-    logger = logging.getLogger("maskwatch")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)  # unwrapped, so scripts and logs can grep it
-    raise typer.Exit(code)
+def _default(name: str) -> str:
+    """TrainConfig's default of ``name`` for ``--help`` (the options default to None, meaning "not given",
+    so a config file can set them)."""
+    value = _DEFAULTS[name]
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "none" if value is None else str(value)
 
 
-def _print_metrics(report: dict) -> None:
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"maskwatch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks with errors (also MASKWATCH_DEBUG=1)."),
+) -> None:
+    """Train, evaluate, explain and deploy a face-mask classifier.
+
+    Exit codes: 0 success; 1 the work ran but some inputs failed; 2 usage or input error, before any work;
+    130 interrupted.
+    """
+    set_debug(debug)
+
+
+def _print_metrics(report: dict, to_stderr: bool = False) -> None:
+    out = console if to_stderr else Console()
     table = Table(title=f"{report.get('data', '')} [{report.get('split', '')}] — {report['n_images']} images")
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="right" if column != "class" else "left")
     for name, row in report["per_class"].items():
         table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
-    Console().print(table)
+    out.print(table)
     extra = f"  roc_auc {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""
-    Console().print(f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}  "
-                    f"ece {report['ece']:.4f}{extra}  skipped {len(report['skipped'])}")
+    out.print(f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}  "
+              f"ece {report['ece']:.4f}{extra}  skipped {len(report['skipped'])}")
 
 
 @app.command()
 def train(
     data: Optional[Path] = typer.Option(None, help="Dataset root: class folders, Roboflow CSV splits, or VOC "
-                                        "scenes with --crops. Default: ../shared/data/faces when it exists."),
-    arch: Optional[str] = typer.Option(None, help="Backbone: mobilenet_v2 (default) or resnet18."),
-    config: Optional[Path] = typer.Option(None, help="YAML file with any training settings (see docs/config.md)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<arch>-<time>)."),
-    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to an ImageNet state dict."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs of the frozen-backbone stage."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate of the head stage (default 1e-3)."),
-    image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 224)."),
-    finetune: Optional[int] = typer.Option(None, help="Unfreeze the last K backbone blocks for a second stage."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the fine-tuning stage."),
-    finetune_lr: Optional[float] = typer.Option(None, help="Learning rate of the fine-tuning stage (default 1e-4)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without validation-loss gain."),
-    class_weights: Optional[str] = typer.Option(None, help="none | balanced (for imbalanced data)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (splits, augmentation, init)."),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation."),
-    views: Optional[int] = typer.Option(None, help="Augmented views per training image in the feature cache."),
+                                        "scenes with --crops.", show_default="../shared/data/faces when it exists"),
+    arch: Optional[str] = typer.Option(None, help="Backbone: mobilenet_v2 or resnet18.", show_default=_default("arch")),
+    config: Optional[Path] = typer.Option(None, help="YAML file with any TrainConfig setting (names as in "
+                                          "src/maskwatch/config.py; CLI flags win).", show_default="none"),
+    out: Optional[Path] = typer.Option(None, help="Run folder.", show_default="runs/<arch>-<time>"),
+    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to an ImageNet state dict.",
+                                          show_default=_default("weights")),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the frozen-backbone stage.",
+                                         show_default=_default("epochs")),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size.", show_default=_default("batch_size")),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate of the head stage.", show_default=_default("lr")),
+    image_size: Optional[int] = typer.Option(None, min=32, help="Input side in pixels.",
+                                             show_default=_default("image_size")),
+    finetune: Optional[int] = typer.Option(None, min=0, help="Unfreeze the last K backbone blocks for a second "
+                                           "stage (0: head only).", show_default=_default("finetune")),
+    finetune_epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the fine-tuning stage.",
+                                                  show_default=_default("finetune_epochs")),
+    finetune_lr: Optional[float] = typer.Option(None, help="Learning rate of the fine-tuning stage.",
+                                                show_default=_default("finetune_lr")),
+    patience: Optional[int] = typer.Option(None, min=1, help="Early stopping: epochs without validation-loss gain.",
+                                           show_default=_default("patience")),
+    class_weights: Optional[str] = typer.Option(None, help="none | balanced (for imbalanced data).",
+                                                show_default=_default("class_weights")),
+    seed: Optional[int] = typer.Option(None, help="Random seed (splits, augmentation, init).",
+                                       show_default=_default("seed")),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation.",
+                                           show_default=_default("augment")),
+    views: Optional[int] = typer.Option(None, min=1, help="Augmented views per training image in the feature cache.",
+                                        show_default=_default("views")),
     fast_path: Optional[bool] = typer.Option(None, "--fast-path/--no-fast-path",
-                                             help="Cache frozen-backbone features (default) or run the "
-                                                  "backbone every epoch, notebook-style."),
-    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="Train on face crops of VOC scenes."),
-    min_face: Optional[int] = typer.Option(None, help="With --crops: smallest longest box side (px)."),
-    half: Optional[bool] = typer.Option(None, "--half/--no-half", help="Store the model's weights as fp16."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
+                                             help="Cache frozen-backbone features, or run the backbone every "
+                                                  "epoch, notebook-style.", show_default=_default("fast_path")),
+    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="Train on face crops of VOC scenes.",
+                                         show_default=_default("crops")),
+    min_face: Optional[int] = typer.Option(None, min=1, help="With --crops: smallest longest box side (px).",
+                                           show_default=_default("min_face")),
+    half: Optional[bool] = typer.Option(None, "--half/--no-half", help="Store the model's weights as fp16.",
+                                        show_default=_default("half")),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda.", show_default=_default("device")),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Train a mask classifier by transfer learning; evaluates on the test split when there is one."""
+    require_extra(["torch", "torchvision"], "train")
     from maskwatch.config import ConfigError, load_config
     from maskwatch.data.datasets import DatasetError
     from maskwatch.models import WeightsNotFoundError
     from maskwatch.training import fit
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
+    check_output_path(out, "dir", option="--out")
     if resume and out is not None and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
     if data is None and config is None and (shared_data_dir() / "faces").is_dir():
@@ -102,10 +145,18 @@ def train(
             class_weights=class_weights, seed=seed, augment=augment, views=views, fast_path=fast_path,
             crops=crops, min_face=min_face, half=half, device=device,
         )
+    except ConfigError as exc:
+        fail(str(exc))
+    if cfg.out is not None and out is None:
+        check_output_path(cfg.out, "dir", option="out (config)")
+    if cfg.weights == "none" and cfg.finetune == 0:
+        log.warning("--weights none with a frozen backbone trains only the head, on features of a randomly "
+                    "initialised backbone: expect a weak model. Use ImageNet weights, or unfreeze the backbone "
+                    "with --finetune K (K blocks; a large K trains it all).")
+    try:
         result = fit(cfg, resume=resume)
     except (ConfigError, DatasetError, WeightsNotFoundError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     console.print(f"[green]best model:[/] {result.model_path}  (run folder {result.run_dir})")
     if result.test_metrics:
         result.test_metrics.setdefault("data", str(cfg.data))
@@ -115,44 +166,55 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Optional[Path] = typer.Option(None, help="Model file (default: the bundled model)."),
+    model: Optional[Path] = typer.Option(None, help="Model file: .pt checkpoint or exported .onnx.",
+                                         show_default="the bundled model ($MASKWATCH_MODEL)"),
     data: Path = typer.Option(..., help="Dataset root (class folders, Roboflow CSV, or VOC with --crops)."),
-    split: Optional[str] = typer.Option(None, help="train | valid | test | all. Default: test, or all for a "
-                                        "dataset without split folders."),
+    split: Optional[str] = typer.Option(None, help="train | valid | test | all.",
+                                        show_default="test, or all for a dataset without split folders"),
     crops: bool = typer.Option(False, "--crops", help="Classify face crops cut from VOC scene annotations."),
-    min_face: int = typer.Option(32, help="With --crops: keep faces whose longest box side is >= N px."),
-    crop_margin: float = typer.Option(0.15, help="With --crops: margin around each box, fraction of its size."),
+    min_face: int = typer.Option(32, min=1, help="With --crops: keep faces whose longest box side is >= N px."),
+    crop_margin: float = typer.Option(0.15, min=0.0, help="With --crops: margin around each box, fraction of "
+                                      "its size."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics JSON here (plus .confusion.png "
-                                            "and .predictions.csv beside it)."),
+                                            "and .predictions.csv beside it); '-': JSON on stdout only.",
+                                            show_default="none"),
     backend: str = typer.Option("auto", help="Inference backend: auto (ONNX Runtime when installed) | torch | "
                                 "onnx | onnx-int8."),
     report_out: Optional[Path] = typer.Option(None, "--report", help="Also write the self-contained HTML insight "
-                                              "report here (metrics, curves, Grad-CAM galleries, ...)."),
+                                              "report here (metrics, curves, Grad-CAM galleries, ...).",
+                                              show_default="none"),
     low_confidence: float = typer.Option(0.6, help="With --report: top-class probability below which an image "
                                          "is 'low confidence'."),
     model_card: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
-                                              help="With --report: model card (Markdown) to include; "
-                                              "default MODEL_CARD.md beside the model."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+                                              help="With --report: model card (Markdown) to include.",
+                                              show_default="MODEL_CARD.md beside the model"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Measure a model on a dataset: accuracy, per-class scores, confusion matrix, ROC AUC, calibration."""
     from maskwatch.bundled import default_model_path
     from maskwatch.data.datasets import DatasetError
     from maskwatch.evaluate import evaluate_dataset, write_outputs
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
+    check_output_path(json_out, "file", option="--json", stdout_ok=True)
+    check_output_path(report_out, "file", option="--report")
+    if report_out is not None:
+        require_extra(["torch", "matplotlib", "jinja2"], "--report")
+        if not 0.0 < low_confidence <= 1.0:
+            fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
         model_path = model or default_model_path()
         evaluation = evaluate_dataset(model_path, data, split=split, crops=crops, min_face=min_face,
                                       crop_margin=crop_margin, backend=backend)
+    except ImportError as exc:
+        fail(f"{exc}; the torch backend and .pt models need: pip install 'maskwatch[train]'")
     except (DatasetError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     report = write_outputs(evaluation, json_out) if json_out else evaluation.report
     for item in evaluation.skipped:
-        logging.getLogger("maskwatch").warning("skipped %s: %s", item.path, item.reason)
-    _print_metrics(report)
-    if json_out:
+        log.warning("skipped %s: %s", item.path, item.reason)
+    _print_metrics(report, to_stderr=is_stdout(json_out))
+    if json_out and not is_stdout(json_out):
         console.print(f"[green]wrote[/] {json_out}")
     if report_out:
         _insight.write_report(evaluation, report_out, model_path=Path(model_path), model_card=model_card,
@@ -161,25 +223,16 @@ def evaluate(
 
 # Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
 # them all. Each module imports its heavy dependencies inside the command function.
-# --- registered commands (keep one line per command) ---
-from maskwatch.commands import runtime as _runtime  # noqa: E402
 app.command("export")(_runtime.export)
 app.command("bench")(_runtime.bench)
-from maskwatch.commands import insight as _insight  # noqa: E402
 app.command("explain")(_insight.explain)
 app.command("report")(_insight.report)
-from maskwatch.commands import scenes as _scenes  # noqa: E402
 app.command("detect")(_scenes.detect)
 app.command("evaluate-detection")(_scenes.evaluate_detection)
-# --- end of registered commands ---
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+    raise SystemExit(run_app(app))
 
 
 if __name__ == "__main__":

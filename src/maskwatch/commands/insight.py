@@ -6,39 +6,28 @@ imports (torch, grad-cam, matplotlib) happen inside the functions so ``maskwatch
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
-log = logging.getLogger("maskwatch")
+from maskwatch.commands.common import check_output_path, console, fail, finish, log, require_extra, setup_logging
 
 METHOD_HELP = "CAM method: gradcam | gradcam++ | eigencam | scorecam (also xgradcam, layercam, hirescam)."
-
-
-def _setup_logging(verbose: bool) -> None:
-    from maskwatch.cli import _setup_logging as setup
-
-    setup(verbose)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+INSIGHT_MODULES = ["torch", "matplotlib", "pytorch_grad_cam"]
 
 
 def _check_method(method: str) -> None:
+    require_extra(INSIGHT_MODULES, "explanations")
     from maskwatch.explain.cam import available_methods
 
     if method not in available_methods():
-        _fail(f"unknown --method {method!r}; choose from {', '.join(available_methods())}")
+        fail(f"unknown --method {method!r}; choose from {', '.join(available_methods())}")
 
 
-def print_mass_summary(summary: dict) -> None:
+def print_mass_summary(summary: dict[str, Any]) -> None:
     """The explanation-quality numbers, one row per true class."""
     table = Table(title="Grad-CAM mass on the face (predicted class), per true class")
     for column in ("class", "images", "lower face", "upper face", "outside", ">50% lower", "uniform map"):
@@ -49,45 +38,45 @@ def print_mass_summary(summary: dict) -> None:
     Console().print(table)
 
 
-def write_report(evaluation, out: Path, *, model_path: Path, model_card: Optional[Path] = None,
-                 low_confidence: float = 0.6, **options) -> None:
+def write_report(evaluation: Any, out: Path, *, model_path: Path, model_card: Optional[Path] = None,
+                 low_confidence: float = 0.6, **options: Any) -> None:
     """Used by ``maskwatch evaluate --report``: build the report and print where it went."""
     from maskwatch.report.build import build_report
 
     if not 0.0 < low_confidence <= 1.0:
-        _fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
+        fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
         result = build_report(evaluation, out, model_path=model_path, model_card=model_card,
                               low_confidence=low_confidence, **options)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     print_mass_summary(result.mass_summary)
     console.print(f"[green]wrote[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f}s)")
 
 
 def explain(
     images: List[Path] = typer.Argument(..., help="Face images (whole image = one face), or folders of them."),
-    model: Optional[Path] = typer.Option(None, help="Model file (default: the bundled model)."),
+    model: Optional[Path] = typer.Option(None, help="Model file (.pt).", show_default="the bundled model"),
     method: str = typer.Option("gradcam", help=METHOD_HELP),
     out: Path = typer.Option(Path("explanations"), help="Folder for one PNG per image: <stem>.<method>.png."),
     all_classes: bool = typer.Option(False, "--all-classes", help="Also show the map of every other class."),
-    layer: Optional[str] = typer.Option(None, help="Target layer by dotted name (default: the architecture's "
-                                        "registered CAM layer, e.g. features.18 or layer4)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    layer: Optional[str] = typer.Option(None, help="Target layer by dotted name.",
+                                        show_default="the architecture's CAM layer: features.18, layer4"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Explain single images: input, CAM overlay of the predicted class (or of every class), probabilities."""
     from maskwatch.bundled import default_model_path
     from maskwatch.explain.images import expand_inputs, explain_files
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     _check_method(method)
+    check_output_path(out, "dir", option="--out")
     files = expand_inputs(images)
     missing = [p for p in files if not p.exists()]
     if missing:
-        _fail(f"no such file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        fail(f"no such file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if not files:
-        _fail("no images given (folders held no image files)")
+        fail("no images given (folders held no image files)")
     try:
         model_path = model or default_model_path()
         results = explain_files(model_path, files, out, method=method, all_classes=all_classes, layer=layer)
@@ -102,43 +91,43 @@ def explain(
                 continue
             table.add_row(Path(item.path).name, item.predicted, f"{item.probability:.3f}", str(item.png))
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     Console().print(table)
-    if bad == len(files):
-        _fail("none of the images could be read")
+    finish(bad, len(files), "images")  # exit code 1 naming how many could not be explained
 
 
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of `maskwatch train` (holds model.pt, history.csv, ...)."),
-    out: Optional[Path] = typer.Option(None, help="HTML file to write (default RUN_DIR/report.html)."),
+    out: Optional[Path] = typer.Option(None, help="HTML file to write.", show_default="RUN_DIR/report.html"),
     data: Optional[Path] = typer.Option(None, help="Evaluate on this dataset instead of reusing the run's test "
-                                        "predictions (metrics.predictions.csv)."),
-    split: Optional[str] = typer.Option(None, help="With --data: train | valid | test | all (default test, or "
-                                        "all for a dataset without splits)."),
+                                        "predictions.", show_default="the run's metrics.predictions.csv"),
+    split: Optional[str] = typer.Option(None, help="With --data: train | valid | test | all.",
+                                        show_default="test, or all for a dataset without splits"),
     crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="With --data: classify face crops "
-                                         "of VOC scenes (default: as the run was trained)."),
+                                         "of VOC scenes.", show_default="as the run was trained"),
     model_card: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="Model card (Markdown) "
-                                              "to include; default MODEL_CARD.md beside the model."),
+                                              "to include.", show_default="MODEL_CARD.md beside the model"),
     low_confidence: float = typer.Option(0.6, help="Top-class probability below which an image is 'low "
                                          "confidence' in the galleries."),
     method: str = typer.Option("gradcam", help=METHOD_HELP),
-    cam_samples: int = typer.Option(96, help="Images per class for the explanation-quality figure."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cam_samples: int = typer.Option(96, min=1, help="Images per class for the explanation-quality figure."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Write the self-contained HTML insight report of a training run."""
     from maskwatch.data.datasets import DatasetError
     from maskwatch.report.build import report_for_run
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     _check_method(method)
+    if not run_dir.is_dir():
+        fail(f"run folder {run_dir} does not exist")
+    check_output_path(out if out is not None else run_dir / "report.html", "file", option="--out")
     if not 0.0 < low_confidence <= 1.0:
-        _fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
+        fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
         result = report_for_run(run_dir, out=out, data=data, split=split, crops=crops, model_card=model_card,
                                 low_confidence=low_confidence, method=method, cam_samples=cam_samples)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     print_mass_summary(result.mass_summary)
     console.print(f"[green]wrote[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f}s)")

@@ -6,41 +6,45 @@ Exit codes follow the CLI's convention: 0 success, 1 runtime failure, 2 bad usag
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+from maskwatch.commands.common import check_output_path, console, fail, is_stdout, require_extra, write_json
+from maskwatch.paths import shared_data_dir
 
 FORMATS = {"onnx": ".onnx", "onnx-int8": "-int8.onnx", "torchscript": ".ts"}
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _model_or_bundled(model: Optional[Path]) -> Path:
     from maskwatch.bundled import default_model_path
 
-    return model if model is not None else default_model_path()
+    try:
+        return model if model is not None else default_model_path()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
+def _shared(*parts: str) -> Optional[Path]:
+    """A folder of the development data (``../shared/data`` or ``$MASKWATCH_SHARED_DATA``) when it exists:
+    the CLI's default inputs for measurements; the library takes its inputs explicitly."""
+    folder = shared_data_dir().joinpath(*parts)
+    return folder if folder.is_dir() else None
 
 
 def export(
-    model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) to export (default: the bundled model)."),
+    model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) to export.", show_default="the bundled model"),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (fp32) | onnx-int8 (static INT8, needs "
                                "calibration images) | torchscript."),
-    out: Optional[Path] = typer.Option(None, help="Output file (default: beside the model: NAME.onnx, "
-                                       "NAME-int8.onnx or NAME.ts)."),
+    out: Optional[Path] = typer.Option(None, help="Output file.",
+                                       show_default="beside the model: NAME.onnx, NAME-int8.onnx or NAME.ts"),
     calibration: Optional[Path] = typer.Option(None, help="onnx-int8: folder of face images to calibrate on "
-                                               "(class folders or a dataset root; its train/ split is used). "
-                                               "Default: a stratified sample of the model's training data."),
-    calibration_size: int = typer.Option(200, help="onnx-int8: images sampled for calibration."),
-    opset: int = typer.Option(17, help="ONNX opset."),
+                                               "(class folders or a dataset root; its train/ split is used).",
+                                               show_default="a stratified sample of the model's training data"),
+    calibration_size: int = typer.Option(200, min=1, help="onnx-int8: images sampled for calibration."),
+    opset: int = typer.Option(17, min=7, help="ONNX opset."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare the export with the checkpoint on a few "
                                "images and print the largest probability difference."),
 ) -> None:
@@ -48,21 +52,16 @@ def export(
 
     The ONNX file holds the class names and preprocessing in its metadata: the file alone runs anywhere.
     """
-    import importlib.util
-
     if format not in FORMATS:
-        _fail(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    try:
-        model_path = _model_or_bundled(model)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-        return
+        fail(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    model_path = _model_or_bundled(model)
     if model_path.suffix.lower() == ".onnx":
-        _fail(f"{model_path} is already an ONNX file; export starts from a .pt checkpoint")
-    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
-    if missing:
-        _fail(f"export needs {' and '.join(missing)}: pip install 'maskwatch[train]'")
+        fail(f"{model_path} is already an ONNX file; export starts from a .pt checkpoint")
+    require_extra(["torch", "onnx"], "export")
+    if calibration is not None and not calibration.is_dir():
+        fail(f"--calibration {calibration}: no such folder")
     target = out or model_path.with_name(model_path.stem + FORMATS[format])
+    check_output_path(target, "file", option="--out")
     from maskwatch.runtime.export import export_onnx, export_torchscript
 
     try:
@@ -74,22 +73,22 @@ def export(
                 path = export_onnx(model_path, target, int8=format == "onnx-int8", calibration=calibration,
                                    calibration_size=calibration_size, opset=opset)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     size_mb = path.stat().st_size / 1e6
     console.print(f"[green]wrote[/] {path} ({size_mb:.1f} MB)")
     if check:
-        _check_export(model_path, path)
+        _check_export(model_path, path, calibration or _shared("faces", "test"))
 
 
-def _check_export(checkpoint: Path, exported: Path) -> None:
-    """Largest probability difference and agreement between the checkpoint and its export."""
+def _check_export(checkpoint: Path, exported: Path, faces: Optional[Path]) -> None:
+    """Largest probability difference and agreement between the checkpoint and its export, on face images
+    of ``faces`` (random images without it)."""
     import numpy as np
 
     from maskwatch.bench import face_images
     from maskwatch.runtime.base import load_classifier
 
-    images, source = face_images(32)
+    images, source = face_images(32, folder=faces)
     reference = load_classifier(checkpoint, backend="torch").predict_proba(images)
     candidate = load_classifier(exported).predict_proba(images)
     diff = float(np.abs(reference - candidate).max())
@@ -98,18 +97,26 @@ def _check_export(checkpoint: Path, exported: Path) -> None:
 
 
 def bench(
-    model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) or exported .onnx (default: bundled)."),
+    model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) or exported .onnx.",
+                                         show_default="the bundled model"),
     backend: str = typer.Option("torch,onnx,onnx-int8", "--backend", "-b",
                                 help="Comma-separated backends to compare: torch, onnx, onnx-int8."),
-    size: Optional[int] = typer.Option(None, help="Classifier input side in px (224 or 128; default: the "
-                                       "model's own). Another size than the model's is for speed only."),
-    batch: int = typer.Option(32, help="Batch size of the throughput measurement."),
-    rounds: int = typer.Option(7, help="Interleaved measurement rounds (all backends in each round)."),
-    threads: Optional[int] = typer.Option(None, help="Threads per backend (default: physical cores)."),
-    scenes: int = typer.Option(40, help="Shared scene images for the detector and pipeline timings (0: skip)."),
+    size: Optional[int] = typer.Option(None, min=32, help="Classifier input side in px (224 or 128). Another "
+                                       "size than the model's is for speed only.", show_default="the model's own"),
+    batch: int = typer.Option(32, min=1, help="Batch size of the throughput measurement."),
+    rounds: int = typer.Option(7, min=1, help="Interleaved measurement rounds (all backends in each round)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Threads per backend.", show_default="physical cores"),
+    faces: Optional[Path] = typer.Option(None, "--faces", file_okay=False, help="Folder of face images for the "
+                                         "classifier timings (searched recursively).",
+                                         show_default="../shared/data/faces/test when it exists, else random images"),
+    scene_dir: Optional[Path] = typer.Option(None, "--scene-dir", file_okay=False, help="Folder of scene *.jpg "
+                                             "images for the detector and pipeline timings.",
+                                             show_default="../shared/data/scenes/images when it exists"),
+    scenes: int = typer.Option(40, min=0, help="Scene images for the detector and pipeline timings (0: skip)."),
     preset: str = typer.Option("fast", help="Detector views of the pipeline timing: fast | balanced | accurate "
                                "(as `detect --preset`)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON ('-': stdout)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON ('-': stdout).",
+                                            show_default="none"),
 ) -> None:
     """Measure classifier throughput and latency per backend side by side, the face detector, the pipeline and memory.
 
@@ -120,28 +127,27 @@ def bench(
     backends = [b.strip() for b in backend.split(",") if b.strip()]
     unknown = [b for b in backends if b not in CLASSIFIER_BACKENDS]
     if not backends or unknown:
-        _fail(f"unknown backend(s) {unknown}; choose from {', '.join(CLASSIFIER_BACKENDS)}")
-    if size is not None and size < 32:
-        _fail("--size must be at least 32")
+        fail(f"unknown backend(s) {unknown}; choose from {', '.join(CLASSIFIER_BACKENDS)}")
+    if preset not in ("fast", "balanced", "accurate"):
+        fail(f"unknown --preset {preset!r}; choose fast, balanced or accurate")
+    check_output_path(json_out, "file", option="--json", stdout_ok=True)
+    for folder, option in ((faces, "--faces"), (scene_dir, "--scene-dir")):
+        if folder is not None and not folder.is_dir():
+            fail(f"{option} {folder}: no such folder")
+    model_path = _model_or_bundled(model)
     try:
-        model_path = _model_or_bundled(model)
         with console.status("benchmarking") as status:
             result = run_bench(model_path, progress=lambda m: status.update(f"benchmarking: {m}"), backends=backends,
-                               size=size, batch=batch, rounds=rounds, threads=threads, scenes=scenes,
-                               detector=scenes > 0, pipeline_preset=preset)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+                               size=size, batch=batch, rounds=rounds, threads=threads,
+                               faces_dir=faces or _shared("faces", "test"),
+                               scenes_dir=scene_dir or _shared("scenes", "images"), scenes=scenes,
+                               pipeline_preset=preset)
     except ImportError as exc:
-        _fail(f"{exc}; the torch backend and exports need `pip install maskwatch[train]`")
-        return
-    if json_out is None or str(json_out) != "-":
-        Console().print(format_table(result))
+        fail(f"{exc}; the torch backend and exports need: pip install 'maskwatch[train]'")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    (console if is_stdout(json_out) else Console()).print(format_table(result))
     if json_out is not None:
-        text = json.dumps(result, indent=2)
-        if str(json_out) == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(text + "\n")
+        write_json(json_out, result)
+        if not is_stdout(json_out):
             console.print(f"[green]wrote[/] {json_out}")

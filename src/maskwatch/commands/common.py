@@ -1,0 +1,199 @@
+"""What every ``maskwatch`` command shares: the console, logging, the exit-code contract, output checks.
+
+The exit-code contract (README, "Exit codes"; pinned by ``tests/test_cli_contract.py``):
+
+* ``0`` success;
+* ``1`` the work ran but some inputs failed (:func:`finish` says how many), or an unexpected error;
+* ``2`` usage or input error, found before any work (:func:`fail`, :func:`check_output_path`, option
+  validation);
+* ``130`` interrupted (Ctrl-C), after writing what was done.
+
+A user error prints one line, ``error: ...``, on stderr and no traceback; ``maskwatch --debug ...`` (or
+``MASKWATCH_DEBUG=1``) adds the traceback. Commands raise through :func:`fail`; :func:`run_app` turns
+whatever else escapes into the same one-line form.
+
+This module must not import :mod:`maskwatch.cli` (the CLI imports the commands, not the reverse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Iterator, Literal, NoReturn, Sequence, TextIO
+
+import typer
+from rich.console import Console
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "console", "log", "setup_logging",
+           "set_debug", "debug_enabled", "fail", "finish", "require_extra", "check_output_path", "is_stdout",
+           "json_target", "write_json", "run_app"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Progress, tables and messages go to stderr, so stdout stays clean for ``--json -``.
+console = Console(stderr=True)
+log = logging.getLogger("maskwatch")
+
+_debug = False
+
+
+def set_debug(enabled: bool) -> None:
+    """Show tracebacks with errors (``maskwatch --debug``)."""
+    global _debug
+    _debug = enabled
+
+
+def debug_enabled() -> bool:
+    return _debug or os.environ.get("MASKWATCH_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log ``maskwatch`` messages through rich on stderr (once), at DEBUG with ``verbose``."""
+    from rich.logging import RichHandler
+
+    if not any(isinstance(h, RichHandler) for h in log.handlers):
+        log.addHandler(RichHandler(console=console, show_path=False, show_time=False))
+    log.setLevel(logging.DEBUG if verbose or debug_enabled() else logging.INFO)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` as one plain line on stderr (no markup, no wrapping: scripts can grep it)
+    and exit with ``code`` (default 2, a usage or input error). With ``--debug``, inside an ``except``
+    block, the traceback comes first."""
+    if debug_enabled() and sys.exc_info()[0] is not None:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def finish(failed: int, total: int, what: str = "inputs") -> None:
+    """End a command that ran over ``total`` inputs: exit code 1 naming how many failed, if any did."""
+    if failed:
+        fail(f"{failed} of {total} {what} failed", code=EXIT_FAILED)
+
+
+def require_extra(modules: Sequence[str], feature: str, extra: str = "train") -> None:
+    """Exit 2 with the pip command to run when a module of an optional extra is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"{feature} needs {' and '.join(missing)}, which this install lacks: pip install 'maskwatch[{extra}]'")
+
+
+def is_stdout(path: str | os.PathLike[str] | None) -> bool:
+    """``-`` means stdout wherever a command writes JSON."""
+    return path is not None and str(path) == "-"
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried for real: ``os.access`` says yes to root even on
+    a read-only mount)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".maskwatch-write-test-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
+def check_output_path(
+    path: str | os.PathLike[str] | None, kind: Literal["file", "dir"] = "file", *, option: str = "--out",
+    stdout_ok: bool = False,
+) -> Path | None:
+    """Check an output path before any work starts; exit 2 with one line naming ``option`` if it is unusable.
+
+    ``kind="file"``: not an existing folder (nor written as one, with a trailing slash), an existing file must
+    be writable, and its folder must exist or be creatable. ``kind="dir"``: not an existing file; the folder
+    must be writable or creatable. Nothing is created. ``None`` passes through; with ``stdout_ok``, so does
+    ``-`` (stdout, returned as ``Path("-")``).
+    """
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if stdout_ok and text == "-":
+        return Path("-")
+    if not text.strip():
+        fail(f"{option}: empty path")
+    target = Path(text).expanduser()
+    if kind == "file":
+        if target.is_dir() or text.endswith(("/", os.sep)):
+            fail(f"{option} {text}: is a folder; expected a file name")
+        if target.exists() and not os.access(target, os.W_OK):
+            fail(f"{option} {text}: file is not writable")
+        folder = target.parent
+    elif kind == "dir":
+        if target.exists() and not target.is_dir():
+            fail(f"{option} {text}: is a file; expected a folder")
+        folder = target
+    else:  # pragma: no cover - programming error
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    existing = _nearest_existing(folder.resolve() if folder.is_absolute() else (Path.cwd() / folder))
+    if not existing.is_dir():
+        fail(f"{option} {text}: cannot create it, {existing} is a file, not a folder")
+    if not _writable_folder(existing):
+        fail(f"{option} {text}: cannot write in {existing} (permission denied or read-only)")
+    return target
+
+
+@contextlib.contextmanager
+def json_target(path: str | os.PathLike[str]) -> Iterator[TextIO]:
+    """A text handle for JSON output: stdout for ``-`` (left open), else the file (its folder created)."""
+    if is_stdout(path):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w") as handle:
+        yield handle
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` (``-``: stdout)."""
+    with json_target(path) as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+
+
+def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code under the contract above: an error that escapes a command is
+    one line (``--debug`` for the traceback), code 1; Ctrl-C is 130."""
+    try:
+        app(args=list(args) if args is not None else None, prog_name="maskwatch")
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return EXIT_OK
+        if isinstance(code, int):
+            return code
+        typer.echo(str(code), err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the contract: no traceback unless asked for
+        if debug_enabled():
+            traceback.print_exc(file=sys.stderr)
+        hint = "" if debug_enabled() else " (run with --debug for the traceback)"
+        typer.echo(f"error: {type(exc).__name__}: {exc}{hint}", err=True)
+        return EXIT_FAILED
+    return EXIT_OK
