@@ -84,7 +84,7 @@ class FaceRecord(BaseModel):
 
     box: Box = Field(description="x0, y0, x1, y1 in image pixels")
     score: float = Field(description="face detector score, 0..1")
-    label: str = Field(description="class shown for this face: its track's verdict when tracked")
+    label: str = Field(description="this frame's class (the track's verdict when not classified this frame)")
     probability: float
     probabilities: dict[str, float]
     confidence: float = Field(description="detector score x probability")
@@ -265,3 +265,11 @@ def json_schema() -> dict[str, Any]:
     schema["$id"] = "https://maskwatch.invalid/schema/maskwatch.event-1.json"
     schema["title"] = SCHEMA
     return schema
+
+
+if __name__ == "__main__":  # python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json
+    import json
+    import sys
+
+    json.dump(json_schema(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,947 @@
+"""The stream engine: many sources at once, one face detector and one classifier, typed events out.
+
+    >>> from maskwatch.stream import StreamEngine                               # doctest: +SKIP
+    >>> engine = StreamEngine.load(stop_when_done=True)                          # doctest: +SKIP
+    >>> engine.add_source("rtsp://door/stream", name="door")                     # doctest: +SKIP
+    >>> engine.add_source("hall.mp4", name="hall")                               # doctest: +SKIP
+    >>> events = engine.events()        # subscribe before start: nothing is missed  # doctest: +SKIP
+    >>> engine.start()                                                           # doctest: +SKIP
+    >>> for event in events:            # TrackStarted, TrackEnded, StatsBucket, ... until the engine ends
+    ...     print(event.to_json())                                               # doctest: +SKIP
+
+How it runs (one process, any number of sources):
+
+* **A capture thread per source** reads frames into that source's buffer. A live source (webcam, RTSP,
+  HTTP, or a file played ``realtime``) keeps only the **latest frame**: a newer frame replaces one not yet
+  analysed (counted as dropped), so the analysed frame is never more than one frame old and the lag cannot
+  grow when analysis is slower than the camera. A file keeps a small queue and its capture thread waits
+  when the queue is full (back-pressure): every frame (or every ``stride``-th) is analysed.
+* **One analysis thread** owns the models. Each round it takes at most one frame from every source that has
+  one, round-robin (fair: a busy source cannot starve the others), finds the faces in each, assigns
+  ByteTrack ids per source, and classifies the faces of *all* these frames in one classifier batch.
+* **Classification budget**: a track whose verdict is decided is re-classified only every
+  ``classify_every`` frames (its other frames reuse the verdict); off when the preset classifies with
+  test-time augmentation (``accurate``), where accuracy is the point.
+* **Events** (:mod:`maskwatch.stream.events`) go to every subscriber's bounded queue; a full queue makes the
+  analysis wait (back-pressure; a live source then drops frames instead of lagging). Consumers iterate
+  (:meth:`StreamEngine.events`) or register callbacks (:meth:`StreamEngine.subscribe`).
+* **Control from any thread**: :meth:`~StreamEngine.start`, :meth:`~StreamEngine.stop` (graceful: open
+  tracks end, the last stats buckets are flushed; returns within about a second),
+  :meth:`~StreamEngine.add_source` / :meth:`~StreamEngine.remove_source` while running. A source that fails
+  or hangs never stops the others: its failure is a ``source_status`` event, its hang a ``lost`` one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskwatch.detection.pipeline import PRESETS, FaceResult, FrameResult, MaskDetector
+from maskwatch.stream.events import (
+    FaceRecord,
+    FrameAnalysed,
+    LagStats,
+    PeopleSummary,
+    SourceStatus,
+    SourceSummary,
+    StatsBucket,
+    TrackChanged,
+    TrackEnded,
+    TrackStarted,
+)
+from maskwatch.stream.sources import (
+    CaptureFactory,
+    Frame,
+    ImageSource,
+    SourceError,
+    StreamSource,
+    VideoSource,
+    parse_source,
+)
+from maskwatch.stream.tracking import FaceTracker, Transition
+
+__all__ = ["AnalysedFrame", "EngineConfig", "SourceSpec", "StreamEngine", "Subscription"]
+
+log = logging.getLogger("maskwatch")
+
+_END = object()  # closes a subscription
+
+
+@dataclass
+class SourceSpec:
+    """One source for the engine.
+
+    Args:
+        uri: what ``maskwatch detect`` takes: an image, a folder or glob of images, a video file,
+            ``webcam:N``, ``rtsp://...`` or ``http(s)://...``.
+        name: the camera name in events (default: the uri).
+        preset: detector preset (``fast``, ``balanced``, ``accurate``); default: the engine's
+            ``image_preset`` for still images, ``video_preset`` for videos and streams.
+        stride / target_fps: analyse every N-th frame of a file, or about this many frames per second.
+        realtime: play a file at its own frame rate as if it were a camera (latest frame wins).
+        loop: start a file again when it ends (demo cameras); implies nothing else.
+        max_frames: stop after this many frames (live sources: a bounded test run).
+        track: follow faces across frames and count people (videos and streams).
+    """
+
+    uri: str
+    name: str | None = None
+    preset: str | None = None
+    stride: int = 1
+    target_fps: float | None = None
+    realtime: bool = False
+    loop: bool = False
+    max_frames: int | None = None
+    track: bool = True
+
+
+@dataclass
+class EngineConfig:
+    """Every engine setting in one place (the service and the agent keep it in their YAML)."""
+
+    stats_interval: float = 60.0  # seconds per stats bucket (aligned to the wall clock)
+    classify_every: int | None = 5  # classification budget: decided tracks every N frames (None: every frame)
+    decided_votes: int = 3  # a verdict is decided after this many classified frames ...
+    decided_probability: float = 0.8  # ... with a mean probability at least this
+    min_track_frames: int = 3  # frames a track needs to count as a person
+    image_preset: str = "accurate"  # default preset of still images
+    video_preset: str = "fast"  # default preset of videos and streams
+    file_queue: int = 4  # frames a file's capture thread reads ahead
+    subscriber_queue: int = 10_000  # events a subscriber may lag behind before the engine waits
+    frame_queue: int = 4  # analysed frames (with images) a frame subscriber may lag behind
+    stall_timeout: float = 10.0  # a live source with no frame for this long is reported lost
+    give_up_after: float = 30.0  # a live source that stays down this long has failed
+    backoff: float = 0.5  # first wait before reopening a live source (doubles up to max_backoff)
+    max_backoff: float = 8.0
+    stop_when_done: bool = False  # end the engine when every source has ended (files); else wait for more
+    emit_frames: bool = False  # also send a ``frame`` event per analysed frame to event subscribers
+    lag_window: int = 2048  # recent lag samples kept per source for percentiles
+
+    def __post_init__(self) -> None:
+        if self.stats_interval <= 0:
+            raise ValueError(f"stats_interval must be > 0, got {self.stats_interval}")
+        if self.classify_every is not None and self.classify_every < 1:
+            raise ValueError(f"classify_every must be >= 1 or None, got {self.classify_every}")
+        for name in ("image_preset", "video_preset"):
+            if getattr(self, name) not in PRESETS:
+                raise ValueError(f"{name} must be one of {', '.join(PRESETS)}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class AnalysedFrame:
+    """An analysed frame with its pixels, for consumers that draw or save (frame subscriptions and
+    :meth:`StreamEngine.latest`); ``event`` is the frame's JSON-ready record."""
+
+    source: str
+    frame: Frame
+    result: FrameResult
+    event: FrameAnalysed
+
+
+# --------------------------------------------------------------------------------------------------------
+# buffers between a capture thread and the analysis thread
+
+
+class FrameBuffer:
+    """A small buffer of frames. ``latest_wins``: a new frame replaces the oldest waiting one (live
+    sources; counted in ``dropped``); otherwise ``put`` waits for room (files: back-pressure)."""
+
+    def __init__(self, capacity: int, *, latest_wins: bool, wake: threading.Event):
+        self.capacity = max(1, int(capacity))
+        self.latest_wins = latest_wins
+        self.dropped = 0
+        self._items: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._wake = wake
+        self.closed = False
+        self.error: str | None = None
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Add a frame; False when ``stop`` was set while waiting for room, or the buffer is closed."""
+        with self._cond:
+            if self.closed:
+                return False
+            while len(self._items) >= self.capacity:
+                if self.latest_wins:
+                    self._items.popleft()
+                    self.dropped += 1
+                    break
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.05)
+            self._items.append(frame)
+        self._wake.set()
+        return True
+
+    def take(self) -> Frame | None:
+        with self._cond:
+            if not self._items:
+                return None
+            frame = self._items.popleft()
+            self._cond.notify()
+        return frame
+
+    def close(self, error: str | None = None) -> None:
+        """No more frames (the reader ended; ``error``: why it failed)."""
+        with self._cond:
+            self.closed, self.error = True, error
+        self._wake.set()
+
+    def seal(self) -> None:
+        """Refuse further frames and forget waiting ones (the source is being finished: its counts are final)."""
+        with self._cond:
+            self.closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        """Closed and drained."""
+        with self._cond:
+            return self.closed and not self._items
+
+
+# --------------------------------------------------------------------------------------------------------
+# subscriptions
+
+
+class Subscription:
+    """A consumer's bounded queue of events (and, with ``frames``, :class:`AnalysedFrame` objects).
+
+    Iterate it (ends when the engine ends or :meth:`close` is called), or :meth:`get` with a timeout."""
+
+    def __init__(self, engine: StreamEngine, maxsize: int, frames: bool):
+        self.engine = engine
+        self.frames = frames
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self.closed = False
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next item; raises ``queue.Empty`` after ``timeout``, StopIteration at the end."""
+        item = self.queue.get(timeout=timeout)
+        if item is _END:
+            self.closed = True
+            raise StopIteration
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.get()
+            except StopIteration:
+                return
+
+    def close(self) -> None:
+        """Stop receiving (the engine drops this subscription)."""
+        self.engine._unsubscribe(self)
+        self.closed = True
+
+
+# --------------------------------------------------------------------------------------------------------
+# per-source state (owned by the analysis thread, except the buffer and the status queue)
+
+
+@dataclass
+class _Bucket:
+    start: float
+    end: float
+    people: dict[str, int]
+    compliant: int = 0
+    present_max: int = 0
+    frames: int = 0
+    faces_classified: int = 0
+    dropped_at_start: int = 0
+    lags: list[float] = field(default_factory=list)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return None if not values else round(float(np.percentile(np.asarray(values), q)), 4)
+
+
+def _lag_stats(values: Sequence[float]) -> LagStats:
+    return LagStats(p50=_percentile(values, 50), p95=_percentile(values, 95),
+                    max=None if not values else round(float(max(values)), 4))  # fmt: skip
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class _Runner:
+    """One source inside the engine: its reader, buffer, detector settings, tracker and counters."""
+
+    def __init__(self, engine: StreamEngine, spec: SourceSpec, name: str, source: Any, kind: str,
+                 detector: MaskDetector):  # fmt: skip
+        self.engine, self.spec, self.name, self.source, self.kind = engine, spec, name, source, kind
+        self.detector = detector
+        self.live = kind == "stream" or spec.realtime
+        config = engine.config
+        self.buffer = FrameBuffer(1 if self.live else config.file_queue, latest_wins=self.live, wake=engine._wake)
+        self.stop = threading.Event()
+        self.statuses: queue.SimpleQueue[tuple[str, str | None, int]] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.tracker: FaceTracker | None = None
+        self.frames = 0
+        self.counts = {c: 0 for c in engine.classes}
+        self.lags: deque[float] = deque(maxlen=config.lag_window)
+        self.started = time.monotonic()
+        self.last_frame_at = time.monotonic()
+        self.state = "new"
+        self.stalled = False
+        self.wants_tracker = spec.track and kind != "image"
+        self.removed = threading.Event()
+        now = engine._clock()
+        self.bucket = self._new_bucket(now)
+
+    # -- capture thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._capture, name=f"maskwatch-capture-{self.name}", daemon=True)
+        self.thread.start()
+
+    def _frames(self) -> Iterator[Frame]:
+        delivered, limit = 0, self.spec.max_frames
+        while True:
+            begin = time.monotonic()
+            frames_before = self.source.stats.frames
+            for frame in self.source:
+                if self.spec.realtime and frame.timestamp is not None:  # play as a camera would deliver it
+                    delay = begin + frame.timestamp - time.monotonic()
+                    if delay > 0 and self.stop.wait(delay):
+                        return
+                    frame = dataclasses.replace(frame, captured=time.monotonic())
+                yield frame
+                delivered += 1
+                if self.stop.is_set() or (limit is not None and delivered >= limit):
+                    return
+            if not self.spec.loop or self.stop.is_set() or self.source.stats.frames == frames_before:
+                return
+
+    def _capture(self) -> None:
+        try:
+            if isinstance(self.source, VideoSource):
+                self.source.probe()
+            if self.kind != "stream":
+                self.statuses.put(("live", None, 0))
+            for frame in self._frames():
+                if not self.buffer.put(frame, self.stop):
+                    break
+            self.buffer.close()
+        except SourceError as exc:
+            self.buffer.close(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a reader bug must become this source's failure, not a dead thread
+            log.exception("%s: capture failed", self.name)
+            self.buffer.close(f"{type(exc).__name__}: {exc}")
+
+    def on_status(self, state: str, reason: str | None, attempts: int) -> None:
+        self.statuses.put((state, reason, attempts))
+
+    # -- buckets -----------------------------------------------------------------------------------------
+
+    def _new_bucket(self, now: float) -> _Bucket:
+        interval = self.engine.config.stats_interval
+        start = math.floor(now / interval) * interval
+        return _Bucket(start, start + interval, {c: 0 for c in self.engine.classes},
+                       dropped_at_start=self.buffer.dropped)  # fmt: skip
+
+    def flush_bucket(self, now: float, *, final: bool = False) -> StatsBucket:
+        b = self.bucket
+        end = min(now, b.end) if final else b.end
+        span = max(1e-6, end - max(b.start, self.started_wall))
+        n_people = sum(b.people.values())
+        event = StatsBucket(
+            source=self.name, start=_utc(b.start), end=_utc(end), interval=self.engine.config.stats_interval,
+            people=dict(b.people), n_people=n_people, compliant_people=b.compliant,
+            compliance=None if n_people == 0 else round(b.compliant / n_people, 4), present_max=b.present_max,
+            frames_analysed=b.frames, frames_dropped=self.buffer.dropped - b.dropped_at_start,
+            faces_classified=b.faces_classified, analysed_fps=round(b.frames / span, 3), lag=_lag_stats(b.lags),
+            final=final,
+        )  # fmt: skip
+        self.bucket = self._new_bucket(max(now, b.end))
+        return event
+
+    @property
+    def started_wall(self) -> float:
+        return self.engine._clock() - (time.monotonic() - self.started)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the engine
+
+
+class StreamEngine:
+    """Runs sources concurrently on one shared :class:`~maskwatch.detection.pipeline.MaskDetector`.
+
+    Args:
+        detector: the face detector + classifier (its settings are the engine's defaults; presets per
+            source share its models).
+        config: :class:`EngineConfig`.
+        capture_factory: opens videos and streams (default OpenCV); tests pass fakes.
+        clock: wall clock for event times and stats buckets (``time.time``).
+    """
+
+    def __init__(
+        self,
+        detector: MaskDetector,
+        config: EngineConfig | None = None,
+        *,
+        capture_factory: CaptureFactory | None = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        self.config = config or EngineConfig(**options)
+        if config is not None and options:
+            self.config = dataclasses.replace(config, **options)
+        self.detector = detector
+        self.classes = list(detector.classes)
+        from maskwatch.config import default_compliant_classes
+
+        compliant = getattr(detector, "compliant_classes", None)
+        self.compliant_classes = list(compliant) if compliant else list(default_compliant_classes(self.classes))
+        self._capture_factory = capture_factory
+        self._clock = clock
+        self._detectors: dict[str, MaskDetector] = {}
+        self._runners: list[_Runner] = []
+        self._pending: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._subscribers: list[Subscription] = []
+        self._callbacks: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._latest: dict[str, AnalysedFrame] = {}
+        self._by_name: dict[str, _Runner] = {}  # every source added and not yet finished
+        self._stop_deadline = math.inf
+        self._rotation = 0
+        self.summaries: dict[str, SourceSummary] = {}  # finished sources, by name
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | None = None,
+        *,
+        backend: str | None = None,
+        detector_model: str | Path | None = None,
+        threads: int = 2,
+        detector_options: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> StreamEngine:
+        """An engine on :meth:`MaskDetector.load` (the bundled classifier and CenterFace by default)."""
+        detector = MaskDetector.load(model, backend=backend, detector_model=detector_model, threads=threads,
+                                     **(detector_options or {}))  # fmt: skip
+        return cls(detector, EngineConfig(**config))
+
+    # -- consumers -----------------------------------------------------------------------------------
+
+    def events(self, *, frames: bool = False, maxsize: int | None = None) -> Subscription:
+        """Subscribe now (call before :meth:`start` to miss nothing) and iterate the result. With
+        ``frames`` the subscription also gets an :class:`AnalysedFrame` per analysed frame, in order."""
+        size = maxsize or (self.config.frame_queue if frames else self.config.subscriber_queue)
+        subscription = Subscription(self, size, frames)
+        with self._lock:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def subscribe(self, callback: Callable[[Any], None], *, frames: bool = False) -> Subscription:
+        """Call ``callback(event)`` for every event, in order, from a thread of its own (a slow or failing
+        callback cannot stall the analysis beyond its queue; its exceptions are logged)."""
+        subscription = self.events(frames=frames)
+
+        def pump() -> None:
+            for item in subscription:
+                try:
+                    callback(item)
+                except Exception:  # noqa: BLE001 - a consumer's bug must not kill delivery
+                    log.exception("event callback %r failed", callback)
+
+        thread = threading.Thread(target=pump, name="maskwatch-callback", daemon=True)
+        thread.start()
+        self._callbacks.append(thread)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def latest(self, name: str) -> AnalysedFrame | None:
+        """The most recent analysed frame of a source (for live views)."""
+        return self._latest.get(name)
+
+    @property
+    def sources(self) -> list[str]:
+        """Names of the sources running now."""
+        return [r.name for r in self._runners]
+
+    def source_states(self) -> dict[str, str]:
+        return {r.name: r.state for r in self._runners}
+
+    # -- control -------------------------------------------------------------------------------------
+
+    def add_source(self, source: str | SourceSpec, *, name: str | None = None, **options: Any) -> str:
+        """Add a source (before or while running) and return its name. Raises :class:`SourceError` at
+        once for a source that cannot exist (no such file, unknown kind) or a name already in use."""
+        spec = source if isinstance(source, SourceSpec) else SourceSpec(uri=source, name=name, **options)
+        runner = self._make_runner(spec)
+        with self._lock:
+            if runner.name in self._by_name:
+                raise SourceError(f"a source named {runner.name!r} is already running")
+            self._by_name[runner.name] = runner
+        self._pending.put(("add", runner))
+        self._wake.set()
+        return runner.name
+
+    def remove_source(self, name: str, *, wait: float = 2.0) -> bool:
+        """Stop a source gracefully (its tracks end, its bucket is flushed); True when that was done
+        within ``wait`` seconds. Raises KeyError for an unknown name."""
+        with self._lock:
+            runner = self._by_name.get(name)
+        if runner is None:
+            raise KeyError(f"no source named {name!r}")
+        runner.stop.set()
+        self._pending.put(("remove", name))
+        self._wake.set()
+        if not self.running:
+            return False
+        return runner.removed.wait(wait)
+
+    def start(self) -> None:
+        """Start capturing and analysing (in background threads); returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("the engine is already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="maskwatch-analysis", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Graceful stop: open tracks end, last buckets are flushed, subscriptions end. True when the
+        analysis thread finished within ``timeout`` seconds."""
+        self._stop_deadline = time.monotonic() + 0.8 * timeout
+        self._stop.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the engine has ended (all sources done with ``stop_when_done``, or :meth:`stop`)."""
+        return self._done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """Start and wait until done (``stop_when_done``) or stopped; Ctrl-C stops gracefully."""
+        self.start()
+        try:
+            while not self.join(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+
+    # -- building runners ----------------------------------------------------------------------------
+
+    def detector_for(self, preset: str) -> MaskDetector:
+        """The shared detector configured with a preset's views (models shared, settings per preset)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if preset not in self._detectors:
+            self._detectors[preset] = self.detector.configured(scales=preset)
+        return self._detectors[preset]
+
+    def _make_runner(self, spec: SourceSpec) -> _Runner:
+        config = self.config
+        kind_name, value = parse_source(spec.uri)
+        if kind_name in ("image", "files"):
+            paths = [value] if kind_name == "image" else list(value)
+            videos = [p for p in paths if Path(p).suffix.lower() in _video_suffixes()]
+            if kind_name == "files" and not paths:
+                raise SourceError(f"{spec.uri}: no images or videos found there")
+            if videos and len(videos) == len(paths) and len(paths) == 1:
+                kind_name, value = "video", paths[0]
+            elif videos:
+                raise SourceError(f"{spec.uri}: mixes videos and images; give each video as its own source")
+        kind = "image" if kind_name in ("image", "files") else "video" if kind_name == "video" else "stream"
+        name = spec.name or (str(value) if kind == "video" else spec.uri)
+        preset = spec.preset or (config.image_preset if kind == "image" else config.video_preset)
+        detector = self.detector_for(preset)
+        source: Any
+        runner_holder: list[_Runner] = []
+        if kind == "image":
+            source = ImageSource(paths)
+        elif kind == "video":
+            source = VideoSource(value, stride=spec.stride, target_fps=spec.target_fps,
+                                 capture_factory=self._capture_factory)  # fmt: skip
+        else:
+            source = StreamSource(value, target_fps=spec.target_fps, backoff=config.backoff,
+                                  max_backoff=config.max_backoff, give_up_after=config.give_up_after,
+                                  max_frames=spec.max_frames, capture_factory=self._capture_factory,
+                                  on_status=lambda *a: runner_holder[0].on_status(*a))  # fmt: skip
+        source.name = name
+        runner = _Runner(self, spec, name, source, kind, detector)
+        runner_holder.append(runner)
+        if isinstance(source, StreamSource):
+            source.stop = runner.stop
+        return runner
+
+    def _tracker_for(self, runner: _Runner) -> FaceTracker:
+        """A source's tracker, made at its first frame (a video's frame rate is known once it is open)."""
+        source, config = runner.source, self.config
+        if isinstance(source, VideoSource):
+            rate = source.output_fps
+        else:
+            rate = runner.spec.target_fps or getattr(source, "fps", None) or 25.0
+        return FaceTracker(
+            self.classes, frame_rate=rate, min_frames=config.min_track_frames,
+            classify_every=None if runner.detector.classify_tta else config.classify_every,
+            decided_votes=config.decided_votes, decided_probability=config.decided_probability,
+        )  # fmt: skip
+
+    # -- the analysis thread ---------------------------------------------------------------------------
+
+    def _publish(self, item: Any, *, frame: bool = False) -> None:
+        """Hand an event to every subscriber (``frame``: an AnalysedFrame to the frame subscribers only),
+        waiting while a queue is full (back-pressure), for a bounded time once stopping."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            if frame != subscription.frames:
+                continue
+            while True:
+                try:
+                    subscription.queue.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    if subscription.closed:
+                        break
+                    if self._stop.is_set() and time.monotonic() > self._stop_deadline:
+                        log.warning("a subscriber is not reading; an event was not delivered to it")
+                        break
+
+    def _emit_status(self, runner: _Runner, state: str, reason: str | None = None, attempts: int = 0) -> None:
+        if state == runner.state and state not in ("reconnecting",) and reason is None:
+            return
+        runner.state = state
+        self._publish(SourceStatus(source=runner.name, state=state, kind=runner.kind, reason=reason,  # type: ignore[arg-type]
+                                   attempts=attempts))  # fmt: skip
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._apply_control()
+                self._wake.clear()
+                batch: list[tuple[_Runner, Frame]] = []
+                runners = self._runners
+                if runners:
+                    offset = self._rotation % len(runners)
+                    self._rotation += 1
+                    for runner in itertools.chain(runners[offset:], runners[:offset]):
+                        self._drain_statuses(runner)
+                        frame = runner.buffer.take()
+                        if frame is not None:
+                            batch.append((runner, frame))
+                if batch:
+                    try:
+                        self._analyse(batch)
+                    except Exception as exc:  # noqa: BLE001 - a model failure skips this round, the engine goes on
+                        log.exception("analysis of a round of %d frame(s) failed", len(batch))
+                        for runner, frame in batch:
+                            runner.source.stats.skip(f"{runner.name}: frame {frame.index}: {type(exc).__name__}: {exc}")
+                now = self._clock()
+                for runner in list(self._runners):
+                    if runner.buffer.finished:
+                        self._finish(runner, error=runner.buffer.error)
+                    else:
+                        self._tick(runner, now)
+                if not batch:
+                    if self.config.stop_when_done and not self._runners and self._pending.empty():
+                        break
+                    self._wake.wait(0.05)
+        except Exception:  # noqa: BLE001 - report, then shut down cleanly
+            log.exception("the stream engine's analysis failed")
+        finally:
+            self._shutdown()
+
+    def _apply_control(self) -> None:
+        while True:
+            try:
+                action, value = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            if action == "add":
+                runner: _Runner = value
+                if runner.stop.is_set():  # removed before it started
+                    self._forget(runner)
+                    continue
+                self._runners.append(runner)
+                self._emit_status(runner, "connecting")
+                runner.start()
+            elif action == "remove":
+                for runner in [r for r in self._runners if r.name == value]:
+                    self._finish(runner, reason="removed")
+
+    def _drain_statuses(self, runner: _Runner) -> None:
+        while True:
+            try:
+                state, reason, attempts = runner.statuses.get_nowait()
+            except queue.Empty:
+                return
+            if state == "live":
+                runner.last_frame_at = time.monotonic()
+                runner.stalled = False
+            self._emit_status(runner, state, reason, attempts)
+
+    def _tick(self, runner: _Runner, now: float) -> None:
+        """Flush a due stats bucket; report a live source that has stopped delivering."""
+        while now >= runner.bucket.end:
+            self._publish(runner.flush_bucket(now))
+        if (runner.live and runner.state == "live" and not runner.stalled
+                and time.monotonic() - runner.last_frame_at > self.config.stall_timeout):  # fmt: skip
+            runner.stalled = True
+            self._emit_status(runner, "lost", f"no frame for {self.config.stall_timeout:g} s")
+
+    def _finish(self, runner: _Runner, *, error: str | None = None, reason: str | None = None) -> None:
+        """A source is done (ended, failed, removed or the engine stops): end its tracks, flush its
+        bucket, report its summary and status."""
+        if runner not in self._runners:
+            return
+        self._runners.remove(runner)
+        runner.stop.set()
+        runner.buffer.seal()
+        self._drain_statuses(runner)
+        now = self._clock()
+        if runner.tracker is not None:
+            runner.tracker.finish()
+            self._publish_transitions(runner, runner.tracker.pop_transitions(), now)
+        self._publish(runner.flush_bucket(now, final=True))
+        summary = self._summary(runner, error)
+        self.summaries[runner.name] = summary
+        self._publish(summary)
+        self._emit_status(runner, "failed" if error else "ended", error or reason or "done")
+        self._forget(runner)
+
+    def _forget(self, runner: _Runner) -> None:
+        with self._lock:
+            if self._by_name.get(runner.name) is runner:
+                del self._by_name[runner.name]
+        self._latest.pop(runner.name, None)
+        runner.removed.set()
+
+    def _summary(self, runner: _Runner, error: str | None) -> SourceSummary:
+        from maskwatch.detection.results import compliance_rate
+
+        stats = runner.source.stats
+        people = None
+        if runner.tracker is not None:
+            s = runner.tracker.summary()
+            people = PeopleSummary(n_people=s["n_tracks"], counts=s["counts"],
+                                   compliance=_round(compliance_rate(s["counts"], self.classes, self.compliant_classes)),
+                                   n_short_tracks_ignored=s["n_short_tracks_ignored"])  # fmt: skip
+        seconds = time.monotonic() - runner.started
+        return SourceSummary(
+            source=runner.name, kind=runner.kind, frames=runner.frames, skipped=stats.skipped,
+            skipped_reasons=list(stats.reasons), dropped=runner.buffer.dropped, reconnects=stats.reconnects,
+            counts=dict(runner.counts), compliance=_round(compliance_rate(runner.counts, self.classes, self.compliant_classes)),
+            people=people, seconds=round(seconds, 3),
+            analysed_fps=round(runner.frames / seconds, 3) if seconds > 0 else None,
+            lag=_lag_stats(list(runner.lags)), error=error,
+        )  # fmt: skip
+
+    def _shutdown(self) -> None:
+        for runner in list(self._runners):
+            self._finish(runner, reason="engine stopped")
+        while True:  # sources added but never picked up
+            try:
+                action, value = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if action == "add":
+                value.stop.set()
+                self._forget(value)
+        with self._lock:
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+        for subscription in subscribers:
+            with contextlib.suppress(queue.Full):
+                subscription.queue.put(_END, timeout=0.5)
+        self._done.set()
+
+    # -- analysing a round of frames ----------------------------------------------------------------------
+
+    def _analyse(self, batch: list[tuple[_Runner, Frame]]) -> None:
+        classifier = self.detector.classifier
+        work = []
+        crops: list[np.ndarray] = []
+        for runner, frame in batch:
+            detector = runner.detector
+            try:
+                boxes, scores, marks = detector.find_faces(frame.image)
+            except Exception as exc:  # noqa: BLE001 - one bad frame is skipped and counted, not fatal
+                runner.source.stats.skip(f"{runner.name}: frame {frame.index}: {type(exc).__name__}: {exc}")
+                continue
+            keep = scores >= detector.score_threshold
+            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
+            if runner.wants_tracker and runner.tracker is None:
+                runner.tracker = self._tracker_for(runner)
+            tracker = runner.tracker
+            ids: list[int | None] = tracker.assign(boxes, scores) if tracker is not None else [None] * len(scores)
+            need = [k for k, i in enumerate(ids) if tracker is None or tracker.wants_classification(i)]
+            first = len(crops)
+            if need:
+                crops.extend(detector.face_views(frame.image, boxes[need]))
+            work.append((runner, frame, boxes, scores, marks, ids, need, first))
+        probabilities = (np.asarray(classifier.predict_proba(crops), dtype=np.float64) if crops
+                         else np.zeros((0, len(self.classes))))  # fmt: skip
+        now = self._clock()
+        done = time.monotonic()
+        for runner, frame, boxes, scores, marks, ids, need, first in work:
+            views = runner.detector.views_per_face
+            p = probabilities[first : first + len(need) * views].reshape(len(need), views, len(self.classes)).mean(axis=1)
+            self._finish_frame(runner, frame, boxes, scores, marks, ids, dict(zip(need, p, strict=True)), now, done)
+
+    def _finish_frame(self, runner: _Runner, frame: Frame, boxes: np.ndarray, scores: np.ndarray,
+                      marks: np.ndarray, ids: list[int | None], classified: dict[int, np.ndarray], now: float,
+                      done: float) -> None:  # fmt: skip
+        tracker, classes, gate = runner.tracker, self.classes, runner.detector.min_confidence
+        faces: list[FaceResult] = []
+        was_classified: list[bool] = []
+        for k, (box, score, lm) in enumerate(zip(boxes, scores, marks, strict=True)):
+            track_id = ids[k]
+            if k in classified:
+                p = classified[k]
+            else:
+                verdict = tracker.verdict(track_id) if tracker is not None and track_id is not None else None
+                if verdict is None:
+                    continue
+                p = np.array([verdict[1][c] for c in classes])
+            best = int(np.argmax(p))
+            face = FaceResult(box=tuple(float(v) for v in box), score=float(score), label=classes[best],  # type: ignore[arg-type]
+                              probability=float(p[best]), probabilities={c: float(v) for c, v in zip(classes, p, strict=True)},
+                              landmarks=tuple((float(x), float(y)) for x, y in lm))  # fmt: skip
+            if tracker is not None and track_id is not None:
+                face = tracker.observe(track_id, face, frame.index, frame.timestamp, classified=k in classified,
+                                       wall=now)  # fmt: skip
+            if k in classified and face.confidence < gate:
+                continue
+            faces.append(face)
+            was_classified.append(k in classified)
+        if tracker is not None:
+            tracker.end_frame()
+            self._publish_transitions(runner, tracker.pop_transitions(), now)
+        result = FrameResult(faces=faces, classes=list(classes), width=int(frame.image.shape[1]),
+                             height=int(frame.image.shape[0]), source=runner.name, frame=frame.index,
+                             timestamp=frame.timestamp, compliant_classes=tuple(self.compliant_classes))  # fmt: skip
+        runner.frames += 1
+        for name, count in result.counts.items():
+            runner.counts[name] = runner.counts.get(name, 0) + count
+        lag = None
+        if runner.live and frame.captured is not None:
+            lag = max(0.0, done - frame.captured)
+            runner.lags.append(lag)
+        runner.last_frame_at = time.monotonic()
+        if runner.stalled:
+            runner.stalled = False
+            self._emit_status(runner, "live", "frames again")
+        elif runner.state != "live":
+            self._emit_status(runner, "live")
+        while now >= runner.bucket.end:
+            self._publish(runner.flush_bucket(now))
+        bucket = runner.bucket
+        bucket.frames += 1
+        bucket.faces_classified += len(classified)
+        bucket.present_max = max(bucket.present_max, len(faces))
+        if lag is not None:
+            bucket.lags.append(lag)
+        with self._lock:
+            want_frames = any(s.frames for s in self._subscribers)
+        if want_frames or runner.live or self.config.emit_frames:
+            event = _frame_event(runner, frame, result, was_classified, lag)
+            analysed = AnalysedFrame(runner.name, frame, result, event)
+            self._latest[runner.name] = analysed
+            if want_frames:
+                self._publish(analysed, frame=True)
+            if self.config.emit_frames:
+                self._publish(event)
+
+    def _publish_transitions(self, runner: _Runner, transitions: list[Transition], now: float) -> None:
+        for t in transitions:
+            track = t.track
+            if t.kind == "started":
+                self._publish(TrackStarted(source=runner.name, track_id=track.track_id, label=track.label,
+                                           probability=round(track.probability, 4), frame=track.last_frame,
+                                           timestamp=_round(track.last_timestamp),
+                                           box=_box(track.best_box) or (0.0, 0.0, 0.0, 0.0)))  # fmt: skip
+            elif t.kind == "changed":
+                self._publish(TrackChanged(source=runner.name, track_id=track.track_id, previous_label=t.previous or "",
+                                           label=track.label, probability=round(track.probability, 4),
+                                           frame=track.last_frame, timestamp=_round(track.last_timestamp)))  # fmt: skip
+            else:
+                compliant = track.label in self.compliant_classes
+                while now >= runner.bucket.end:
+                    self._publish(runner.flush_bucket(now))
+                runner.bucket.people[track.label] = runner.bucket.people.get(track.label, 0) + 1
+                runner.bucket.compliant += int(compliant)
+                first = track.first_seen if track.first_seen is not None else now
+                last = track.last_seen if track.last_seen is not None else now
+                self._publish(TrackEnded(
+                    source=runner.name, track_id=track.track_id, label=track.label,
+                    probability=round(track.probability, 4),
+                    probabilities={k: round(v, 4) for k, v in track.mean_probabilities.items()},
+                    compliant=compliant, votes=dict(track.frame_votes), n_frames=track.n_frames,
+                    n_classified=track.n_classified, first_frame=track.first_frame, last_frame=track.last_frame,
+                    first_timestamp=_round(track.first_timestamp), last_timestamp=_round(track.last_timestamp),
+                    first_seen=_utc(first), last_seen=_utc(last), best_score=round(track.best_score, 4),
+                    best_box=_box(track.best_box),
+                ))  # fmt: skip
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _box(box: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    return None if box is None else tuple(round(float(v), 1) for v in box)  # type: ignore[return-value]
+
+
+def _video_suffixes() -> frozenset[str]:
+    from maskwatch.stream.sources import VIDEO_EXTENSIONS
+
+    return VIDEO_EXTENSIONS
+
+
+def _frame_event(runner: _Runner, frame: Frame, result: FrameResult, classified: list[bool],
+                 lag: float | None) -> FrameAnalysed:  # fmt: skip
+    faces = [
+        FaceRecord(
+            box=_box(f.box) or (0.0, 0.0, 0.0, 0.0), score=round(f.score, 4), label=f.label,
+            probability=round(f.probability, 4),
+            probabilities={k: round(v, 4) for k, v in f.probabilities.items()}, confidence=round(f.confidence, 4),
+            landmarks=[(round(x, 1), round(y, 1)) for x, y in f.landmarks], classified=c, track_id=f.track_id,
+            track_label=f.track_label, track_probability=_round(f.track_probability),
+        )
+        for f, c in zip(result.faces, classified, strict=True)
+    ]  # fmt: skip
+    return FrameAnalysed(
+        source=runner.name, frame=frame.index, timestamp=_round(frame.timestamp, 3),
+        path=frame.source if runner.kind == "image" else None, width=result.width, height=result.height,
+        n_faces=len(result.faces), counts=result.counts, compliance=_round(result.compliance), faces=faces,
+        lag=_round(lag),
+    )  # fmt: skip

@@ -1,0 +1,259 @@
+"""The stream engine with fake models: many sources at once, control from other threads, bounded lag,
+people counted once across stats buckets, and every event valid against the published JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
+from maskwatch.stream.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
+from maskwatch.stream.sources import SourceError
+from fakes import FakeCamera, fake_detector, make_video
+
+pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
+
+VALIDATOR = jsonschema.Draft202012Validator(json_schema())
+
+
+def cameras(**kinds):
+    """A capture factory: ``rtsp://fake/NAME`` opens ``kinds[NAME]()``; anything else is a file for OpenCV."""
+    import cv2
+
+    def factory(target):
+        if isinstance(target, str) and target.startswith("rtsp://fake/"):
+            return kinds[target.rsplit("/", 1)[1]]()
+        return cv2.VideoCapture(target)
+
+    return factory
+
+
+def collect(subscription, into: list) -> threading.Thread:
+    thread = threading.Thread(target=lambda: into.extend(subscription), daemon=True)
+    thread.start()
+    return thread
+
+
+def by_type(events, cls, source=None):
+    return [e for e in events if isinstance(e, cls) and (source is None or e.source == source)]
+
+
+def check_valid(events) -> None:
+    for event in events:
+        data = json.loads(event.to_json())
+        VALIDATOR.validate(data)  # the published schema accepts it ...
+        assert parse_event(data) == event  # ... and it reads back as the same typed event
+
+
+def test_two_files_at_once_people_counted_once_and_every_event_valid(tmp_path):
+    a = make_video(tmp_path / "a.mp4", 30, people=2)
+    b = make_video(tmp_path / "b.mp4", 24, people=3)
+    engine = StreamEngine(fake_detector(), stop_when_done=True, stats_interval=0.05)
+    events = engine.events()
+    engine.add_source(str(a), name="cam-a")
+    engine.add_source(SourceSpec(uri=str(b), name="cam-b"))
+    engine.start()
+    got = list(events)  # ends when both files are done
+    assert engine.join(5)
+    check_valid(got)
+    for name, people in (("cam-a", 2), ("cam-b", 3)):
+        ended = by_type(got, TrackEnded, name)
+        assert len(ended) == people and len(by_type(got, TrackStarted, name)) == people
+        masked = sum(e.label == "with_mask" for e in ended)
+        assert masked == (people + 1) // 2  # even squares are green
+        buckets = by_type(got, StatsBucket, name)
+        assert len(buckets) >= 2 and buckets[-1].final
+        assert sum(b.n_people for b in buckets) == people  # each person once, over all buckets
+        assert sum(b.people["with_mask"] for b in buckets) == masked
+        summary = by_type(got, SourceSummary, name)[0]
+        assert summary.frames == (30 if name == "cam-a" else 24) and summary.people.n_people == people
+        assert sum(b.frames_analysed for b in buckets) == summary.frames
+        states = [e.state for e in by_type(got, SourceStatus, name)]
+        assert states[0] == "connecting" and states[-1] == "ended"
+    # the two sources ran concurrently: their frames interleave rather than one after the other
+    order = [e.source for e in got if isinstance(e, TrackStarted)]
+    assert {"cam-a", "cam-b"} <= set(order)
+
+
+def test_stop_from_another_thread_returns_within_a_second_and_flushes_open_tracks():
+    engine = StreamEngine(fake_detector(), capture_factory=cameras(live=lambda: FakeCamera(fps=30)),
+                          stats_interval=60)  # fmt: skip
+    events = engine.events()
+    got: list = []
+    reader = collect(events, got)
+    engine.add_source("rtsp://fake/live", name="door")
+    engine.start()
+    deadline = time.monotonic() + 10
+    while not any(isinstance(e, TrackStarted) for e in list(got)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(isinstance(e, TrackStarted) for e in got), "no person started"
+    result = {}
+    stopper = threading.Thread(target=lambda: result.update(t0=time.monotonic(), ok=engine.stop(1.0),
+                                                             t1=time.monotonic()))  # fmt: skip
+    stopper.start()
+    stopper.join(5)
+    assert result["ok"] and result["t1"] - result["t0"] < 1.0
+    reader.join(2)
+    assert not reader.is_alive()  # the subscription ended
+    started = {e.track_id for e in by_type(got, TrackStarted)}
+    ended = {e.track_id for e in by_type(got, TrackEnded)}
+    assert started and started == ended  # the open track was ended, not lost
+    last = by_type(got, StatsBucket)[-1]
+    assert last.final and last.n_people == len(ended)
+    assert by_type(got, SourceStatus)[-1].state == "ended"
+    check_valid(got)
+
+
+def test_add_and_remove_sources_while_running(tmp_path):
+    engine = StreamEngine(fake_detector(), capture_factory=cameras(one=lambda: FakeCamera(fps=25),
+                                                                   two=lambda: FakeCamera(fps=25)))  # fmt: skip
+    got: list = []
+    reader = collect(engine.events(), got)
+    engine.start()
+    engine.add_source("rtsp://fake/one", name="one")
+    time.sleep(0.6)
+    engine.add_source("rtsp://fake/two", name="two")
+    with pytest.raises(SourceError, match="already running"):
+        engine.add_source("rtsp://fake/two", name="two")
+    time.sleep(0.6)
+    assert sorted(engine.sources) == ["one", "two"]
+    assert engine.remove_source("one", wait=2.0)
+    assert engine.sources == ["two"]
+    time.sleep(0.4)
+    assert engine.stop(1.0)
+    reader.join(2)
+    one = by_type(got, SourceSummary, "one")[0]
+    two = by_type(got, SourceSummary, "two")[0]
+    assert one.frames > 5 and two.frames > 5
+    assert [e.reason for e in by_type(got, SourceStatus, "one")][-1] == "removed"
+    frames_after_removal = [e for e in got if getattr(e, "source", None) == "one"][-1]
+    assert isinstance(frames_after_removal, SourceStatus)  # nothing from "one" after its end
+    with pytest.raises(KeyError):
+        engine.remove_source("one")
+    check_valid(got)
+
+
+def test_a_failing_and_a_hanging_source_do_not_stop_the_others(tmp_path):
+    video = make_video(tmp_path / "ok.mp4", 20)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    engine = StreamEngine(fake_detector(), stop_when_done=False, stall_timeout=0.3, give_up_after=60,
+                          capture_factory=cameras(hung=lambda: FakeCamera(hang=True)))  # fmt: skip
+    got: list = []
+    reader = collect(engine.events(), got)
+    engine.add_source(str(broken), name="broken")
+    engine.add_source(str(video), name="ok")
+    engine.add_source("rtsp://fake/hung", name="hung")
+    engine.start()
+    deadline = time.monotonic() + 10
+    while not by_type(list(got), SourceSummary, "ok") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert engine.stop(1.0)
+    reader.join(2)
+    failed = by_type(got, SourceStatus, "broken")[-1]
+    assert failed.state == "failed" and "cannot open video" in failed.reason
+    assert by_type(got, SourceSummary, "broken")[0].error
+    assert by_type(got, SourceSummary, "ok")[0].frames == 20  # the good file was read to the end
+    hung = [e.state for e in by_type(got, SourceStatus, "hung")]
+    assert hung[0] == "connecting" and "ended" in hung  # it never delivered, and stop() still ended it
+    check_valid(got)
+
+
+def test_live_source_faster_than_analysis_keeps_lag_bounded():
+    """A 100 FPS camera and ~40 ms of analysis per frame: the latest frame wins, so the lag stays about
+    one analysis time instead of growing, and the frames left out are counted as dropped."""
+    detector = fake_detector(finder_delay=0.04)
+    engine = StreamEngine(detector, capture_factory=cameras(fast=lambda: FakeCamera(fps=100)), stats_interval=0.5)
+    got: list = []
+    reader = collect(engine.events(), got)
+    engine.add_source("rtsp://fake/fast", name="fast")
+    engine.start()
+    time.sleep(2.5)
+    assert engine.stop(1.0)
+    reader.join(2)
+    summary = by_type(got, SourceSummary, "fast")[0]
+    assert summary.dropped > summary.frames  # most frames were replaced by newer ones
+    assert summary.lag.p95 is not None and summary.lag.p95 < 0.25
+    buckets = [b for b in by_type(got, StatsBucket, "fast") if b.frames_analysed]
+    assert max(b.lag.max for b in buckets) < 0.3  # no growth from bucket to bucket
+    assert sum(b.frames_dropped for b in by_type(got, StatsBucket, "fast")) == summary.dropped
+
+
+def test_fair_scheduling_across_sources(tmp_path):
+    videos = [make_video(tmp_path / f"v{k}.mp4", 40, people=1 + k) for k in range(3)]
+    engine = StreamEngine(fake_detector(finder_delay=0.005), stop_when_done=True)
+    got: list = []
+    subscription = engine.events()
+    for k, path in enumerate(videos):
+        engine.add_source(str(path), name=f"v{k}")
+    engine.start()
+    got = list(subscription)
+    rates = [by_type(got, SourceSummary, f"v{k}")[0].analysed_fps for k in range(3)]
+    assert min(rates) / max(rates) > 0.8
+
+
+def test_classification_budget_skips_decided_tracks_and_keeps_verdicts(tmp_path):
+    video = make_video(tmp_path / "walk.mp4", 40, people=3)
+
+    def run(every):
+        detector = fake_detector()
+        engine = StreamEngine(detector, stop_when_done=True, classify_every=every)
+        events = engine.events()
+        engine.add_source(str(video), name="v")
+        engine.start()
+        got = list(events)
+        return detector.classifier.crops, sorted((e.track_id, e.label) for e in by_type(got, TrackEnded))
+
+    all_crops, all_verdicts = run(None)
+    budget_crops, budget_verdicts = run(5)
+    assert budget_verdicts == all_verdicts and len(all_verdicts) == 3
+    assert budget_crops < 0.5 * all_crops
+
+
+def test_budget_is_off_for_the_accurate_preset(tmp_path):
+    engine = StreamEngine(fake_detector(), classify_every=5, video_preset="accurate")
+    engine.add_source(str(make_video(tmp_path / "v.mp4", 3)), name="v")
+    runner = engine._pending.get_nowait()[1]
+    assert runner.detector.classify_tta
+    assert engine._tracker_for(runner).classify_every is None
+
+
+def test_frame_subscribers_get_pixels_and_bad_specs_fail_at_once(tmp_path):
+    video = make_video(tmp_path / "v.mp4", 6)
+    engine = StreamEngine(fake_detector(), stop_when_done=True, emit_frames=True)
+    frames = engine.events(frames=True)
+    events = engine.events()
+    engine.add_source(str(video), name="v")
+    with pytest.raises(SourceError, match="no such file"):
+        engine.add_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(ValueError, match="unknown preset"):
+        engine.add_source(str(video), name="w", preset="turbo")
+    engine.start()
+    analysed = list(frames)
+    assert len(analysed) == 6 and analysed[0].frame.image.shape == (240, 320, 3)
+    assert [a.event.frame for a in analysed] == list(range(6))
+    plain = list(events)
+    assert sum(e.type == "frame" for e in plain) == 6  # emit_frames: frame events for event subscribers too
+    check_valid(plain)
+
+
+def test_engine_config_is_validated():
+    with pytest.raises(ValueError, match="stats_interval"):
+        EngineConfig(stats_interval=0)
+    with pytest.raises(ValueError, match="classify_every"):
+        EngineConfig(classify_every=0)
+    with pytest.raises(ValueError, match="video_preset"):
+        EngineConfig(video_preset="turbo")
+
+
+def test_published_schema_file_is_current():
+    """docs/schema/maskwatch.event-1.json is what json_schema() produces (regenerate it when events change:
+    python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "schema" / "maskwatch.event-1.json"
+    assert json.loads(path.read_text()) == json_schema()
