@@ -84,3 +84,16 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="missing"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_checkpoint_carries_crop_margin_and_compliant_classes(tmp_path):
+    model = create_model("mobilenet_v2", 3, weights="none").eval()
+    classes = ["mask", "no_mask", "with_mask"]
+    prep = {"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3}
+    default = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep)
+    assert default["crop_margin"] == 0.15 and default["compliant_classes"] == ["mask", "with_mask"]
+    custom = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep,
+                             crop_margin=0.3, compliant_classes=["with_mask"])
+    atomic_torch_save(custom, tmp_path / "custom.pt")
+    loaded = load_checkpoint(tmp_path / "custom.pt")
+    assert (loaded["crop_margin"], loaded["compliant_classes"]) == (0.3, ["with_mask"])

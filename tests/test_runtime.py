@@ -447,3 +447,82 @@ def test_cli_export_evaluate_and_bench(tiny_pt, data_root, cache, tmp_path):
     assert list(payload["classifier"]) == ["onnx"]
     result = runner.invoke(app, ["bench", "--model", str(tiny_pt), "--backend", "onnx,cuda"])
     assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------------------
+# what travels with a model: face crop margin and compliant classes
+
+
+def test_crop_margin_and_compliant_classes_travel_through_checkpoint_onnx_and_torchscript(tiny_pt, tmp_path):
+    from maskwatch.checkpoint import load_checkpoint
+    from maskwatch.runtime.export import export_onnx, export_torchscript
+    from maskwatch.runtime.onnx_backend import read_metadata
+
+    checkpoint = torch.load(tiny_pt, map_location="cpu", weights_only=True)
+    checkpoint.update({"crop_margin": 0.25, "compliant_classes": ["with_mask", "without_mask"]})
+    custom = tmp_path / "custom.pt"
+    atomic_torch_save(checkpoint, custom)
+    assert load_checkpoint(custom)["crop_margin"] == 0.25
+    onnx_path = export_onnx(custom, tmp_path / "custom.onnx")
+    meta = read_metadata(onnx_path)
+    assert meta["crop_margin"] == 0.25 and meta["compliant_classes"] == ["with_mask", "without_mask"]
+    ts_path = export_torchscript(custom, tmp_path / "custom.ts")
+    for path, backend in ((custom, "torch"), (onnx_path, "onnx"), (ts_path, "auto")):
+        classifier = load_classifier(path, backend)
+        assert classifier.crop_margin == 0.25, path
+        assert classifier.compliant_classes == ["with_mask", "without_mask"], path
+
+
+def test_old_model_files_get_the_default_margin_and_compliant_classes(tiny_pt, tmp_path):
+    from maskwatch.checkpoint import load_checkpoint
+    from maskwatch.config import DEFAULT_CROP_MARGIN
+
+    checkpoint = torch.load(tiny_pt, map_location="cpu", weights_only=True)
+    assert checkpoint["crop_margin"] == DEFAULT_CROP_MARGIN and checkpoint["compliant_classes"] == ["with_mask"]
+    for key in ("crop_margin", "compliant_classes"):
+        del checkpoint[key]
+    old = tmp_path / "old.pt"
+    atomic_torch_save(checkpoint, old)
+    loaded = load_checkpoint(old)
+    assert (loaded["crop_margin"], loaded["compliant_classes"]) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    classifier = load_classifier(old, "torch")
+    assert (classifier.crop_margin, classifier.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    bare = _onnx_without_fields(tiny_pt, tmp_path)
+    assert (bare.crop_margin, bare.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    with pytest.raises(ValueError, match="not classes of the model"):
+        make_checkpoint({}, arch="mobilenet_v2", classes=CLASSES, preprocessing={}, compliant_classes=["mask"])
+
+
+def _onnx_without_fields(tiny_pt, tmp_path):
+    """An ONNX export as older maskwatch wrote it: without the two metadata entries."""
+    import onnx
+
+    from maskwatch.runtime.export import export_onnx
+    from maskwatch.runtime.onnx_backend import OnnxClassifier
+
+    model = onnx.load(str(export_onnx(tiny_pt, tmp_path / "new.onnx")))
+    keep = [p for p in model.metadata_props if p.key not in ("crop_margin", "compliant_classes")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    return OnnxClassifier(model.SerializeToString())
+
+
+def test_the_bundled_model_loads_with_the_defaults():
+    from maskwatch.bundled import default_model_path
+    from maskwatch.config import DEFAULT_CROP_MARGIN
+
+    classifier = load_classifier(default_model_path(), "torch")
+    assert (classifier.crop_margin, classifier.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+
+
+def test_backends_do_not_import_the_factory():
+    """runtime.types is the backends' interface; runtime.base (the factory) imports them, never the reverse."""
+    import ast
+
+    import maskwatch.runtime
+
+    folder = Path(maskwatch.runtime.__file__).parent
+    for name in ("types", "onnx_backend", "torch_backend", "export"):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "maskwatch.runtime.base" not in imported, name

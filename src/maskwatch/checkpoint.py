@@ -1,7 +1,7 @@
 """Model files: what a checkpoint holds, and writing it so that a crash never leaves a broken one.
 
 A checkpoint is a plain dict saved with ``torch.save``: weights, architecture, class names,
-preprocessing, the run's config, its metrics and the library versions that made it. It is written to a
+preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the run's config, its metrics and the library versions that made it. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the target (atomic on POSIX), so a
 reader sees either the old file or the new one, never half of one.
 """
@@ -70,8 +70,15 @@ def make_checkpoint(
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     half: bool = False,
+    crop_margin: float | None = None,
+    compliant_classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the checkpoint dict; ``half`` stores floating weights as fp16 (loaded back as fp32)."""
+    """Assemble the checkpoint dict; ``half`` stores floating weights as fp16 (loaded back as fp32).
+    ``crop_margin`` (the face framing trained on) and ``compliant_classes`` travel with the model; None
+    stores the defaults."""
+    from maskwatch.runtime.types import model_fields
+
+    fields = model_fields({"crop_margin": crop_margin, "compliant_classes": compliant_classes}, classes)
     weights = {
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu().clone())
         for k, v in state_dict.items()
@@ -81,6 +88,7 @@ def make_checkpoint(
         "arch": arch,
         "classes": list(classes),
         "preprocessing": dict(preprocessing),
+        **fields,
         "state_dict": weights,
         "config": dict(config or {}),
         "metrics": dict(metrics or {}),
@@ -90,8 +98,11 @@ def make_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`make_checkpoint` (tensors only, no pickled code)."""
+    """Read a checkpoint written by :func:`make_checkpoint` (tensors only, no pickled code). Files written
+    before ``crop_margin`` / ``compliant_classes`` existed get the defaults, so every reader sees both."""
     import torch
+
+    from maskwatch.runtime.types import model_fields
 
     path = Path(path)
     if not path.is_file():
@@ -103,6 +114,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = {"arch", "classes", "preprocessing", "state_dict"} - set(checkpoint)
     if missing:
         raise ValueError(f"{path} is not a maskwatch checkpoint (missing {sorted(missing)})")
+    checkpoint.update(model_fields(checkpoint, checkpoint["classes"]))
     return checkpoint
 
 

@@ -96,7 +96,7 @@ class PrefixRunner:
 
     @staticmethod
     def _onnx_session(prefix: nn.Module, image_size: int):
-        import onnxruntime as ort
+        from maskwatch.runtime.onnx_backend import create_session
 
         example = torch.zeros(1, 3, image_size, image_size)
         with tempfile.TemporaryDirectory() as tmp:
@@ -107,10 +107,7 @@ class PrefixRunner:
                     prefix, (example,), str(path), input_names=["input"], output_names=["features"],
                     dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
                 )
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = max(1, torch.get_num_threads())
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return create_session(path, threads=max(1, torch.get_num_threads()))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -314,6 +311,7 @@ class _Run:
         checkpoint = make_checkpoint(
             self.model.state_dict(), arch=self.cfg.arch, classes=self.classes, preprocessing=self.prep.to_dict(),
             config=self.cfg.to_dict(), metrics={"validation": metrics}, half=self.cfg.half,
+            crop_margin=self.cfg.crop_margin,
         )
         atomic_torch_save(checkpoint, self.model_path)
 

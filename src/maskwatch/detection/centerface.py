@@ -286,9 +286,7 @@ class CenterFaceDetector:
         threads: int = 2,
         spin: bool | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        from maskwatch.runtime.onnx_backend import session_options
+        from maskwatch.runtime.onnx_backend import create_session
 
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -304,8 +302,7 @@ class CenterFaceDetector:
         if self.box_adjust is not None and len(self.box_adjust) != 4:
             raise ValueError(f"box_adjust must be (dx, dy, sw, sh), got {box_adjust}")
         model = _dynamic_model(str(self.model_path), self.model_path.stat().st_mtime_ns)
-        self._session = ort.InferenceSession(model, session_options(int(threads), spin=spin),
-                                             providers=["CPUExecutionProvider"])  # fmt: skip
+        self._session = create_session(model, threads=int(threads), spin=spin)
         self._input = self._session.get_inputs()[0].name
 
     def __repr__(self) -> str:

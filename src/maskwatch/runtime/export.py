@@ -8,7 +8,8 @@
 ONNX: the legacy TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``: under a second for
 MobileNetV2, numerically equal to torch within 1e-5), opset 17, one input ``input`` (N x 3 x S x S float32,
 normalised as the file's preprocessing says) with a dynamic batch axis, one output ``logits``. The file's
-``metadata_props`` hold ``classes`` and ``preprocessing`` (JSON), ``arch``, ``precision`` (fp32|int8),
+``metadata_props`` hold ``classes`` and ``preprocessing`` (JSON), ``crop_margin`` and ``compliant_classes``
+(JSON; see :mod:`maskwatch.runtime.types`), ``arch``, ``precision`` (fp32|int8),
 ``maskwatch_version``, ``source_sha256`` (of the checkpoint file) and, for INT8, how it was calibrated, so
 the file alone is enough to run it (:class:`maskwatch.runtime.onnx_backend.OnnxClassifier`).
 
@@ -48,11 +49,14 @@ from maskwatch.preprocess import Preprocessing, to_batch
 from maskwatch.runtime.onnx_backend import (
     META_ARCH,
     META_CLASSES,
+    META_COMPLIANT_CLASSES,
+    META_CROP_MARGIN,
     META_PRECISION,
     META_PREPROCESSING,
     META_SOURCE_SHA256,
     META_VERSION,
 )
+from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, model_fields
 
 log = logging.getLogger("maskwatch")
 
@@ -69,7 +73,7 @@ __all__ = [
 ]
 
 DEFAULT_OPSET = 17
-EXPORT_REVISION = 2  # part of the cache key: bump when the export recipe changes
+EXPORT_REVISION = 3  # part of the cache key: bump when the export recipe changes (3: crop margin, compliant classes)
 CACHE_KEEP = 16  # exports kept in the cache (least recently used go first)
 # INT8: the stem (first convolution and first inverted-residual block of MobileNetV2, the first convolution
 # of ResNet18) stays fp32. Measured on the shared data: the stem works at 112 px with a few channels whose
@@ -308,9 +312,12 @@ def export_onnx(
     if image_size is not None and image_size != prep.size:
         prep = Preprocessing(size=int(image_size), mean=prep.mean, std=prep.std, resize=prep.resize)
     data = _torch_to_onnx_bytes(build_model(checkpoint), prep.size, opset)
+    fields = model_fields(checkpoint, checkpoint["classes"])
     metadata = {
         META_CLASSES: json.dumps(list(checkpoint["classes"])),
         META_PREPROCESSING: json.dumps(prep.to_dict()),
+        META_CROP_MARGIN: json.dumps(fields[CROP_MARGIN]),
+        META_COMPLIANT_CLASSES: json.dumps(fields[COMPLIANT_CLASSES]),
         META_ARCH: str(checkpoint["arch"]),
         META_PRECISION: "int8" if int8 else "fp32",
         META_VERSION: maskwatch.__version__,
@@ -405,6 +412,7 @@ def export_torchscript(checkpoint_path: str | os.PathLike[str], out: str | os.Pa
     meta = {
         "classes": list(checkpoint["classes"]), "preprocessing": prep.to_dict(), "arch": checkpoint["arch"],
         "maskwatch_version": maskwatch.__version__, "source_sha256": file_sha256(checkpoint_path),
+        **model_fields(checkpoint, checkpoint["classes"]),
     }
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -419,8 +427,9 @@ def export_torchscript(checkpoint_path: str | os.PathLike[str], out: str | os.Pa
         return atomic_write(out, write)
 
 
-def load_torchscript(path: str | os.PathLike[str]):
-    """(module, classes, Preprocessing) of a file written by :func:`export_torchscript`."""
+def load_torchscript(path: str | os.PathLike[str], *, with_fields: bool = False):
+    """(module, classes, Preprocessing) of a file written by :func:`export_torchscript`; with ``with_fields``
+    also the model's ``{"crop_margin", "compliant_classes"}`` (defaults for older files)."""
     import torch
 
     extra = {TORCHSCRIPT_META: ""}
@@ -430,4 +439,7 @@ def load_torchscript(path: str | os.PathLike[str]):
     if not extra[TORCHSCRIPT_META]:
         raise ValueError(f"{path} is a TorchScript file without maskwatch metadata ({TORCHSCRIPT_META})")
     meta = json.loads(extra[TORCHSCRIPT_META])
-    return module.eval(), list(meta["classes"]), Preprocessing.from_dict(meta["preprocessing"])
+    classes, prep = list(meta["classes"]), Preprocessing.from_dict(meta["preprocessing"])
+    if with_fields:
+        return module.eval(), classes, prep, model_fields(meta, classes)
+    return module.eval(), classes, prep

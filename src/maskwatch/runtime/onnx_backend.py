@@ -1,7 +1,7 @@
 """ONNX Runtime inference backend (fp32 and INT8), torch-free: onnxruntime + numpy only.
 
 An exported file is self-contained: :func:`maskwatch.runtime.export.export_onnx` writes the class names,
-the preprocessing, the architecture, the maskwatch version, the precision and the sha256 of the source
+the preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the architecture, the maskwatch version, the precision and the sha256 of the source
 checkpoint into the ONNX ``metadata_props``, and this module reads them back through ONNX Runtime, so the
 ``.onnx`` file alone is enough to classify faces:
 
@@ -33,7 +33,9 @@ throughput relative to these defaults, each variant interleaved with the default
   (see :meth:`maskwatch.detection.pipeline.MaskDetector.load`).
 
 Every option can be overridden with keyword arguments of :func:`session_options` or a ready
-``onnxruntime.SessionOptions`` passed as ``options=``.
+``onnxruntime.SessionOptions`` passed as ``options=``. Every ONNX Runtime session of maskwatch (this
+classifier, the CenterFace detector, training's frozen-feature extractor, Grad-CAM's) is made by
+:func:`create_session`, so these choices hold everywhere.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from maskwatch.preprocess import Preprocessing
-from maskwatch.runtime.base import Classifier
+from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, Classifier, model_fields
 
 __all__ = [
     "META_ARCH",
     "META_CLASSES",
+    "META_COMPLIANT_CLASSES",
+    "META_CROP_MARGIN",
     "META_PRECISION",
     "META_PREPROCESSING",
     "OnnxClassifier",
+    "create_session",
     "onnxruntime_available",
     "physical_cores",
     "prefer_onnx",
@@ -69,6 +74,8 @@ META_ARCH = "arch"
 META_PRECISION = "precision"  # fp32 | int8
 META_VERSION = "maskwatch_version"
 META_SOURCE_SHA256 = "source_sha256"
+META_CROP_MARGIN = CROP_MARGIN  # a number, as text
+META_COMPLIANT_CLASSES = COMPLIANT_CLASSES  # JSON list of class names
 
 PROVIDERS = ["CPUExecutionProvider"]
 
@@ -182,24 +189,38 @@ def session_options(
     return options
 
 
+def create_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    threads: int | None = None,
+    spin: bool | None = None,
+    options: Any = None,
+    **tuning: Any,
+):
+    """An ``onnxruntime.InferenceSession`` of a model file or its bytes on the CPU provider, named explicitly:
+    the one place maskwatch makes sessions. ``threads``, ``spin`` and ``tuning`` (``optimization``, ...) go
+    to :func:`session_options`; a ready ``options`` replaces them."""
+    import onnxruntime as ort
+
+    source = bytes(model) if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
+    if options is None:
+        options = session_options(threads, spin=spin, **tuning)
+    return ort.InferenceSession(source, options, providers=PROVIDERS)
+
+
 def _metadata_of(session) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The maskwatch metadata of an exported ONNX file, JSON values decoded (classes, preprocessing)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=PROVIDERS)
+    session = create_session(path, threads=1, optimization="disable")
     return _decode_metadata(_metadata_of(session))
 
 
 def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(raw)
-    for key in (META_CLASSES, META_PREPROCESSING):
+    for key in (META_CLASSES, META_PREPROCESSING, META_COMPLIANT_CLASSES, META_CROP_MARGIN):
         if key in raw:
             try:
                 out[key] = json.loads(raw[key])
@@ -236,8 +257,6 @@ class OnnxClassifier(Classifier):
         preprocessing: Preprocessing | None = None,
         device: str | None = None,
     ):
-        import onnxruntime as ort
-
         if device is not None and not str(device).startswith("cpu"):
             raise ValueError(f"the ONNX backends run on the CPU; use backend torch for device {device!r}")
         self.path = None if isinstance(model, bytes) else Path(model)
@@ -245,7 +264,7 @@ class OnnxClassifier(Classifier):
             raise FileNotFoundError(f"model file {self.path} does not exist")
         source = model if isinstance(model, bytes) else str(self.path)
         try:
-            self.session = ort.InferenceSession(source, options or session_options(threads, spin=spin), providers=PROVIDERS)
+            self.session = create_session(source, threads=threads, spin=spin, options=options)
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable files
             raise ValueError(f"{self.path or 'model bytes'} is not a readable ONNX model ({exc})") from exc
         self.metadata = _decode_metadata(_metadata_of(self.session))
@@ -258,7 +277,7 @@ class OnnxClassifier(Classifier):
                 f"{self.path or 'the ONNX model'} has no maskwatch metadata (classes, preprocessing); export it with "
                 "`maskwatch export` or pass classes= and preprocessing="
             )
-        super().__init__(classes, preprocessing, batch_size)
+        super().__init__(classes, preprocessing, batch_size, **model_fields(self.metadata, classes))
         self.backend = "onnx-int8" if self.metadata.get(META_PRECISION) == "int8" else "onnx"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:

@@ -1,0 +1,102 @@
+"""The classifier interface every inference backend implements, and what travels with a model.
+
+A classifier takes RGB uint8 face images of any size and returns class probabilities. Preprocessing is
+shared (``maskwatch.preprocess``) and vectorised over the batch; backends only differ in ``_logits``.
+
+This module is the backends' only dependency inside ``maskwatch.runtime``: the factory
+(:func:`maskwatch.runtime.base.load_classifier`) imports the backends, never the other way round.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
+from maskwatch.preprocess import Preprocessing, to_batch
+
+__all__ = ["Classifier", "ImageLike", "as_rgb_array", "model_fields", "softmax"]
+
+ImageLike = np.ndarray | Image.Image
+
+# keys of the checkpoint dict, the ONNX metadata and the TorchScript metadata (one name everywhere)
+CROP_MARGIN = "crop_margin"  # float: face crop = box grown by this fraction per side (the training framing)
+COMPLIANT_CLASSES = "compliant_classes"  # list of class names that count as a mask worn correctly
+
+
+def model_fields(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """``crop_margin`` and ``compliant_classes`` of a model's metadata (a checkpoint dict, decoded ONNX or
+    TorchScript metadata), with the defaults for files written before they existed; checked against
+    ``classes``."""
+    margin = meta.get(CROP_MARGIN)
+    compliant = meta.get(COMPLIANT_CLASSES)
+    margin = DEFAULT_CROP_MARGIN if margin is None else float(margin)
+    if not margin >= 0:
+        raise ValueError(f"crop_margin must be >= 0, got {margin}")
+    compliant = default_compliant_classes(classes) if compliant is None else [str(c) for c in compliant]
+    unknown = [c for c in compliant if c not in classes]
+    if unknown:
+        raise ValueError(f"compliant classes {unknown} are not classes of the model {list(classes)}")
+    return {CROP_MARGIN: margin, COMPLIANT_CLASSES: compliant}
+
+
+def as_rgb_array(image: ImageLike) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {array.shape} dtype {array.dtype}")
+    return array
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class Classifier(ABC):
+    """Face crop(s) in, class probabilities out.
+
+    ``crop_margin`` (the face framing the model was trained on) and ``compliant_classes`` (which of its
+    classes mean a mask worn correctly) come from the model file; None takes the defaults of files that
+    predate them (:func:`model_fields`)."""
+
+    backend: str = "?"
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        preprocessing: Preprocessing,
+        batch_size: int = 32,
+        *,
+        crop_margin: float | None = None,
+        compliant_classes: Sequence[str] | None = None,
+    ):
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        fields = model_fields({CROP_MARGIN: crop_margin, COMPLIANT_CLASSES: compliant_classes}, self.classes)
+        self.crop_margin: float = fields[CROP_MARGIN]
+        self.compliant_classes: list[str] = fields[COMPLIANT_CLASSES]
+
+    @abstractmethod
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """NCHW float32 normalised batch -> N x classes logits."""
+
+    def predict_proba(self, images: Sequence[ImageLike]) -> np.ndarray:
+        arrays = [as_rgb_array(im) for im in images]
+        out = [
+            softmax(self._logits(to_batch(arrays[i : i + self.batch_size], self.preprocessing)).astype(np.float64))
+            for i in range(0, len(arrays), self.batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict(self, images: Sequence[ImageLike]) -> list[tuple[str, float]]:
+        """(class name, probability) of the most likely class for each image."""
+        probabilities = self.predict_proba(images)
+        return [(self.classes[int(p.argmax())], float(p.max())) for p in probabilities]
