@@ -18,7 +18,7 @@ from maskwatch.detection.centerface import (
     find_centerface_model,
     make_dynamic,
 )
-from maskwatch.detection.evaluation import read_voc
+from maskwatch.data.voc import read_voc
 from maskwatch.detection.geometry import box_iou, nms
 
 SHARED = Path(

@@ -11,9 +11,9 @@ from maskwatch.detection.evaluation import (
     average_precision,
     evaluate_detection,
     match_greedy,
-    read_voc,
     voc_target,
 )
+from maskwatch.data.voc import read_voc
 from maskwatch.detection.geometry import box_iou
 
 CLASSES = ["with_mask", "without_mask"]

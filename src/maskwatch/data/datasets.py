@@ -4,8 +4,9 @@ Layouts understood (detected automatically):
 
 * class folders: ``ROOT/<class>/*.jpg``, optionally under ``train/ valid/ test/``;
 * Roboflow multiclass CSV: ``ROOT/<split>/_classes.csv`` (``filename, with_mask, without_mask``, one-hot);
-* PASCAL VOC scenes with ``--crops``: ``ROOT/images/*.jpg`` + ``ROOT/annotations/*.xml``; each box whose
-  longest side is at least ``min_face`` px becomes one face crop (with a margin).
+* PASCAL VOC scenes with ``--crops``: ``ROOT/images/*.jpg`` + ``ROOT/annotations/*.xml`` (read by
+  :mod:`maskwatch.data.voc`, the same reader as the detection evaluation); each box whose longest side is at
+  least ``min_face`` px becomes one face crop (grown by the margin, :func:`~maskwatch.detection.geometry.grow_box`).
 
 A dataset without a validation split gets one carved from ``train``; a dataset without any split is split
 stratified with a seed. Nothing here decodes pixels except :func:`verify`, which drops unusable files and
@@ -24,7 +25,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from maskwatch.config import DEFAULT_CROP_MARGIN
 from maskwatch.data.images import BadImageError, Skipped, check_images, has_image_extension, load_rgb
+from maskwatch.data.voc import parse_voc, voc_image_for
 from maskwatch.detection.geometry import grow_box
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
@@ -194,37 +197,12 @@ def _read_roboflow(
     return samples
 
 
-def _voc_objects(xml_path: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
-    root = ET.parse(xml_path).getroot()
-    objects = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        box = obj.find("bndbox")
-        if not name or box is None:
-            continue
-        coords = tuple(int(round(float(box.findtext(k) or "nan"))) for k in ("xmin", "ymin", "xmax", "ymax"))
-        objects.append((name, coords))  # type: ignore[arg-type]
-    return objects
-
-
-def voc_image_for(xml_path: Path, images_dir: Path) -> Path | None:
-    """The image that a VOC annotation describes: same stem, any image extension."""
-    root = ET.parse(xml_path).getroot()
-    named = images_dir / (root.findtext("filename") or "")
-    if named.is_file():
-        return named
-    for candidate in sorted(images_dir.glob(xml_path.stem + ".*")):
-        if has_image_extension(candidate):
-            return candidate
-    return None
-
-
 def _voc_classes(folder: Path) -> list[str]:
     names = set()
     for xml_path in sorted((folder / "annotations").glob("*.xml")):
         try:
-            names.update(name for name, _ in _voc_objects(xml_path))
-        except ET.ParseError:
+            names.update(o.label for o in parse_voc(xml_path).objects)
+        except (ET.ParseError, ValueError):
             continue
     return sorted(names)
 
@@ -236,20 +214,23 @@ def _read_voc_crops(
     samples = []
     for xml_path in sorted(annotations_dir.glob("*.xml")):
         try:
-            objects = _voc_objects(xml_path)
-            image_path = voc_image_for(xml_path, images_dir)
+            annotation = parse_voc(xml_path)
+            image_path = voc_image_for(annotation, images_dir)
         except (ET.ParseError, ValueError) as exc:
             skipped.append(Skipped(str(xml_path), f"unreadable annotation ({exc})"))
             continue
         if image_path is None:
             skipped.append(Skipped(str(xml_path), "no image with this annotation's name"))
             continue
-        for name, (x0, y0, x1, y1) in objects:
-            if name not in class_index:
+        for obj in annotation.degenerate:
+            skipped.append(Skipped(str(xml_path), f"degenerate box {obj.box} of {obj.label!r} (no width or height)"))
+        for obj in annotation.objects:
+            if obj.label not in class_index:
                 continue  # counted in open_dataset's summary, not a bad file
+            x0, y0, x1, y1 = obj.box
             if max(x1 - x0, y1 - y0) < min_face:
                 continue
-            samples.append(Sample(str(image_path), class_index[name], grow_box((x0, y0, x1, y1), margin)))
+            samples.append(Sample(str(image_path), class_index[obj.label], grow_box(obj.box, margin)))
     return samples
 
 
@@ -281,7 +262,7 @@ def open_dataset(
     classes: Sequence[str] | None = None,
     crops: bool = False,
     min_face: int = 32,
-    crop_margin: float = 0.15,
+    crop_margin: float = DEFAULT_CROP_MARGIN,
     val_ratio: float = 0.15,
     test_ratio: float = 0.15,
     seed: int = 0,

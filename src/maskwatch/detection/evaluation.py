@@ -16,7 +16,8 @@ Formats (the same as torchmetrics' ``MeanAveragePrecision``):
 * a prediction per image: ``{"boxes": (N, 4) x0 y0 x1 y1 pixels, "scores": (N,), "labels": (N,)}``;
   ``labels`` may be class indices into ``classes`` or class names, and may be omitted for a face detector
   without a classifier (then only the class-agnostic metrics are computed);
-* a ground truth per image: ``{"boxes": (M, 4), "labels": (M,)}``, or what :func:`read_voc` returns.
+* a ground truth per image: ``{"boxes": (M, 4), "labels": (M,)}``, or what
+  :func:`maskwatch.data.voc.read_voc` returns (the one VOC reader, shared with the face-crop datasets).
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import io
 import math
 import os
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maskwatch.data.voc import parse_voc, read_voc
 from maskwatch.detection.geometry import Box, box_iou
 
 if TYPE_CHECKING:
@@ -64,28 +64,9 @@ SIZE_BUCKETS: dict[str, tuple[float, float]] = {
 }
 
 
-def read_voc(annotation_path: str | PathLike[str]) -> list[tuple[str, Box]]:
-    """Objects of a PASCAL VOC annotation file as ``(class_name, (x0, y0, x1, y1))``, in file order.
-
-    Coordinates are taken as written (VOC's 1-based pixel indices are not shifted); boxes with swapped
-    corners are put right.
-    """
-    root = ET.parse(annotation_path).getroot()
-    objects: list[tuple[str, Box]] = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        bb = obj.find("bndbox")
-        if bb is None or not name:
-            continue
-        x0, y0, x1, y1 = (float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
-        if any(math.isnan(v) for v in (x0, y0, x1, y1)):
-            raise ValueError(f"{annotation_path}: object {name!r} has an incomplete bndbox")
-        objects.append((name, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
-    return objects
-
-
 def voc_target(objects: Sequence[tuple[str, Box]]) -> dict[str, Any]:
-    """Turn :func:`read_voc` output into a ``{"boxes", "labels"}`` ground-truth dict (labels = names)."""
+    """Turn :func:`~maskwatch.data.voc.read_voc` output into a ``{"boxes", "labels"}`` ground-truth dict
+    (labels = names)."""
     boxes = np.array([b for _, b in objects], dtype=np.float64).reshape(-1, 4)
     return {"boxes": boxes, "labels": [name for name, _ in objects]}
 
@@ -311,8 +292,8 @@ def evaluate_voc(
     (faces with detector score ≥ ``detector.score_threshold``). Per-class AP@0.5 and their mean over
     ``classes`` (``map50``) rank every candidate face (see :data:`RANKING`, :data:`AP_METHOD`).
     """
-    from maskwatch.data.datasets import voc_image_for
     from maskwatch.data.images import BadImageError, decode_rgb
+    from maskwatch.data.voc import voc_image_for
 
     root = Path(data)
     xmls = sorted((root / "annotations").glob("*.xml"))
@@ -324,13 +305,15 @@ def evaluate_voc(
     targets: list[dict[str, Any]] = []
     results: list[FrameResult] = []
     skipped: list[dict[str, str]] = []
+    degenerate: list[dict[str, Any]] = []
     seconds = 0.0
     for done, xml in enumerate(xmls, start=1):
         try:
-            image_path = voc_image_for(xml, root / "images")
+            annotation = parse_voc(xml)
+            image_path = voc_image_for(annotation, root / "images")
             if image_path is None:
                 raise BadImageError(xml, "no image with this annotation's name")
-            target = voc_target(read_voc(xml))
+            target = voc_target([(o.label, o.box) for o in annotation.objects])
             rgb = decode_rgb(image_path)
         except (BadImageError, ValueError, OSError) as exc:
             skipped.append({"path": str(xml), "reason": str(exc)})
@@ -342,6 +325,7 @@ def evaluate_voc(
         results.append(detector.detect(rgb, source=str(image_path), score_threshold=0.0, min_confidence=0.0))
         seconds += time.perf_counter() - start
         targets.append(target)
+        degenerate.extend({"path": str(xml), "label": o.label, "box": list(o.box)} for o in annotation.degenerate)
         if on_progress is not None:
             on_progress(done, len(xmls))
     if not results:
@@ -414,6 +398,7 @@ def evaluate_voc(
                  "where scenes leave background faces unannotated",
         "settings": detector.settings(),
         "skipped": skipped,
+        "degenerate_boxes": degenerate,  # annotated boxes without width or height, left out (data.voc)
         "seconds": round(seconds, 3),
         "images_per_second": n_frames / seconds if seconds > 0 else None,
     })  # fmt: skip
