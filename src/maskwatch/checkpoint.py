@@ -1,7 +1,8 @@
 """Model files: what a checkpoint holds, and writing it so that a crash never leaves a broken one.
 
 A checkpoint is a plain dict saved with ``torch.save``: weights, architecture, class names,
-preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the run's config, its metrics and the library versions that made it. It is written to a
+preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the
+run's config, its metrics and the library versions that made it. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the target (atomic on POSIX), so a
 reader sees either the old file or the new one, never half of one.
 """

@@ -15,8 +15,8 @@ more small faces and place boxes better; they cost one detector run each. Boxes 
 PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
 
 Stage 2 crops every face kept (score ≥ ``score_threshold``) grown by ``crop_margin`` of its size on each
-side (by default the classifier's own margin, stored with the model), exactly how :func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC
-boxes, and classifies all crops of an image (or of a batch of images) in batches. With ``classify_tta``
+side (by default the classifier's own margin, stored with the model), exactly how
+:func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC boxes, and classifies all crops of an image (or of a batch of images) in batches. With ``classify_tta``
 (the ``accurate`` preset) each face is classified on six crops, the margins ``crop_margin`` − 0.05, + 0 and
 + 0.05 each as is and mirrored, and the probabilities are averaged: most scene faces are 20-60 px, where
 the single crop's framing and pixel grid sway the classifier; averaging lifted mAP@0.5 on the shared
@@ -305,7 +305,8 @@ class MaskDetector:
 
     def settings(self) -> dict[str, Any]:
         """The pipeline's settings, for reports and JSON."""
-        return {"classes": list(self.classes), "compliant_classes": list(self.compliant_classes), "scales": list(self.scales), "flip": self.flip,
+        return {"classes": list(self.classes), "compliant_classes": list(self.compliant_classes),
+                "scales": list(self.scales), "flip": self.flip,
                 "score_threshold": self.score_threshold, "min_confidence": self.min_confidence,
                 "crop_margin": self.crop_margin, "min_face": self.min_face,
                 "fusion_iou": self.fusion_iou, "box_adjust": None if self.box_adjust is None else list(self.box_adjust),

@@ -1,4 +1,6 @@
-"""The small self-contained HTML page of a scene-detection evaluation (:func:`maskwatch.detection.evaluation.evaluate_voc`).
+"""The small self-contained HTML page of a scene-detection evaluation.
+
+The numbers come from :func:`maskwatch.detection.evaluation.evaluate_voc`.
 
 Standard library only: the numbers are already computed, this only lays them out.
 """
@@ -16,7 +18,8 @@ __all__ = ["write_html_report"]
 
 
 def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """A small self-contained HTML page with the numbers of :func:`evaluate_voc`."""
+    """A small self-contained HTML page with the numbers of
+    :func:`~maskwatch.detection.evaluation.evaluate_voc`."""
 
     def f(value: Any) -> str:
         return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))

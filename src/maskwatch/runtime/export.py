@@ -140,7 +140,8 @@ def _checkpoint_train_samples(checkpoint: dict[str, Any]) -> dict[int, list[Any]
         )
     dataset = open_dataset(
         data, classes=checkpoint["classes"], crops=bool(config.get("crops", False)),
-        min_face=int(config.get("min_face", 32)), crop_margin=float(config.get("crop_margin", 0.15)),
+        min_face=int(config.get("min_face", 32)),
+        crop_margin=model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
         val_ratio=float(config.get("val_ratio", 0.15)), test_ratio=float(config.get("test_ratio", 0.15)),
         seed=int(config.get("seed", 0)),
     )

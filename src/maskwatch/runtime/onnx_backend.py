@@ -1,7 +1,8 @@
 """ONNX Runtime inference backend (fp32 and INT8), torch-free: onnxruntime + numpy only.
 
 An exported file is self-contained: :func:`maskwatch.runtime.export.export_onnx` writes the class names,
-the preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the architecture, the maskwatch version, the precision and the sha256 of the source
+the preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the
+architecture, the maskwatch version, the precision and the sha256 of the source
 checkpoint into the ONNX ``metadata_props``, and this module reads them back through ONNX Runtime, so the
 ``.onnx`` file alone is enough to classify faces:
 
