@@ -100,7 +100,7 @@ class FakeCamera:
         self.start = time.monotonic()
         self.index = 0
 
-    def isOpened(self):  # noqa: N802 - OpenCV's name
+    def isOpened(self):
         return self.opened
 
     def read(self):

@@ -1,48 +1,30 @@
 """``maskwatch detect`` and ``maskwatch evaluate-detection`` end to end, on tiny generated images and videos.
 
-The models are replaced by fakes (faces are coloured squares: green = mask, red = no mask) so these tests
-check the command's plumbing (sources, JSON Lines schema, annotated outputs, tracking, stream errors, exit
-codes), not the networks, and run in seconds.
+The models are replaced by fakes (:mod:`fakes`: faces are coloured squares, green = mask, red = no mask) so
+these tests check the command's plumbing (sources run at once by the engine, the JSON Lines events and their
+schema, annotated outputs, tracking, stream errors, exit codes), not the networks, and run in seconds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
+from fakes import GREEN, RED, BlobFinder, ColourClassifier, make_video, save_rgb, scene
 from typer.testing import CliRunner
 
 from maskwatch.cli import app
-from maskwatch.stream import sources as sources_module
-from maskwatch.detection.centerface import Face
 from maskwatch.detection.pipeline import MaskDetector
+from maskwatch.stream import json_schema
+from maskwatch.stream import sources as sources_module
 
-CLASSES = ["with_mask", "without_mask"]
-GREEN, RED = (0, 230, 0), (220, 0, 0)
 runner = CliRunner()
-
-
-class BlobFinder:
-    def detect(self, image_rgb):
-        mask = (image_rgb.max(axis=2) > 20).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-        out = []
-        for x, y, w, h, _ in stats[1:n]:
-            score = float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0
-            out.append(Face((float(x), float(y), float(x + w), float(y + h)), score, np.zeros((5, 2), np.float32)))
-        return out
-
-
-class ColourClassifier:
-    classes = CLASSES
-    backend = "fake"
-
-    def predict_proba(self, images):
-        p = [0.97 if im[..., 1].mean() > im[..., 0].mean() else 0.04 for im in images]
-        return np.array([[v, 1 - v] for v in p]).reshape(-1, 2)
+VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 
 
 @pytest.fixture(autouse=True)
@@ -55,35 +37,16 @@ def fake_models(monkeypatch):
     monkeypatch.setattr(MaskDetector, "load", classmethod(load))
 
 
-def scene(squares, size=(240, 320)) -> np.ndarray:
-    image = np.zeros((*size, 3), np.uint8)
-    for x, y, side, colour in squares:
-        image[y : y + side, x : x + side] = colour
-    return image
-
-
-def save_rgb(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
-
-
 def text(result) -> str:
     """The command's output with Rich's line wrapping undone."""
     return " ".join(result.output.split())
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def make_video(path: Path, n: int, fps: float = 10.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
-    for i in range(n):  # one masked person walking right, one unmasked person standing still
-        rgb = scene([(20 + 8 * i, 60, 48, GREEN), (230, 120, 44, RED)])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        VALIDATOR.validate(record)  # every line is one of the engine's published events
+    return records
 
 
 def test_detect_images_writes_json_lines_and_annotated_images(tmp_path):
@@ -93,15 +56,20 @@ def test_detect_images_writes_json_lines_and_annotated_images(tmp_path):
     (folder / "broken.jpg").write_bytes(b"nope")
     out, jsonl = tmp_path / "out", tmp_path / "r.jsonl"
     res = runner.invoke(app, ["detect", str(folder), "--save", str(out), "--json", str(jsonl), "--no-progress"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the work ran, one input failed: said, with how many
+    assert "1 unreadable image" in text(res)
     records = read_jsonl(jsonl)
-    assert [r["type"] for r in records] == ["frame", "frame", "source", "summary"]
-    first = records[0]
-    assert first["source"].endswith("a.png") and first["counts"] == {"with_mask": 1, "without_mask": 1}
+    kinds = [r["type"] for r in records]
+    assert kinds.count("frame") == 2 and kinds[-2:] == ["source_status", "summary"] and "source" in kinds
+    first = next(r for r in records if r["type"] == "frame")
+    assert first["path"].endswith("a.png") and first["counts"] == {"with_mask": 1, "without_mask": 1}
+    assert first["source"] == str(folder)  # a folder source is recorded by its path
     assert first["compliance"] == 0.5 and first["n_faces"] == 2 and (first["width"], first["height"]) == (320, 240)
+    assert first["saved"] == str(out / "a.jpg")  # each frame record names the annotated file it saved
     face = first["faces"][0]
     assert set(face) >= {"box", "score", "label", "probability", "probabilities", "confidence", "landmarks"}
-    assert records[2]["skipped"] == 1 and records[2]["frames"] == 2
+    source = next(r for r in records if r["type"] == "source")
+    assert source["skipped"] == 1 and source["frames"] == 2 and "broken.jpg" in source["skipped_reasons"][0]
     summary = records[-1]
     assert summary["n_frames"] == 2 and summary["n_faces"] == 3 and summary["skipped"] == 1
     assert summary["counts"] == {"with_mask": 2, "without_mask": 1} and summary["compliance"] == pytest.approx(0.6667)
@@ -125,19 +93,38 @@ def test_video_in_video_out_same_frame_count_and_people_counted_once(tmp_path):
     frames = [r for r in records if r["type"] == "frame"]
     assert [r["frame"] for r in frames] == list(range(12))
     assert all(r["n_faces"] == 2 for r in frames)
-    assert any("track_id" in f for r in frames for f in r["faces"])
+    assert any(f["track_id"] is not None for r in frames for f in r["faces"])
     people = next(r for r in records if r["type"] == "source")["people"]
-    assert people["n_tracks"] == 2  # two people over 12 frames: counted once each
+    assert people["n_people"] == 2  # two people over 12 frames: counted once each
     assert people["counts"] == {"with_mask": 1, "without_mask": 1}
-    assert {t["label"] for t in people["tracks"]} == {"with_mask", "without_mask"}
-    assert records[-1]["people"]["n_tracks"] == 2
-    # each person also gets one "track" line when their track closes, before the source's record
+    assert records[-1]["people"]["n_people"] == 2
+    # each person gets one track_started and one track_ended line, before the source's record
     kinds = [r["type"] for r in records]
-    tracks = [r for r in records if r["type"] == "track"]
-    assert len(tracks) == 2 and max(i for i, k in enumerate(kinds) if k == "track") < kinds.index("source")
-    assert {t["label"] for t in tracks} == {"with_mask", "without_mask"}
-    assert {t["track_id"] for t in tracks} == {t["track_id"] for t in people["tracks"]}
-    assert all(t["source"].endswith("walk.mp4") for t in tracks)
+    ended = [r for r in records if r["type"] == "track_ended"]
+    assert len(ended) == 2 and kinds.count("track_started") == 2
+    assert max(i for i, k in enumerate(kinds) if k == "track_ended") < kinds.index("source")
+    assert {t["label"] for t in ended} == {"with_mask", "without_mask"}
+    assert all(t["source"].endswith("walk.mp4") for t in ended)
+    buckets = [r for r in records if r["type"] == "stats"]
+    assert sum(b["n_people"] for b in buckets) == 2
+
+
+def test_two_videos_run_concurrently_with_per_source_speed(tmp_path):
+    a = make_video(tmp_path / "a.mp4", 30, people=2)
+    b = make_video(tmp_path / "b.mp4", 30, people=3)
+    jsonl = tmp_path / "two.jsonl"
+    res = runner.invoke(app, ["detect", str(a), str(b), "--json", str(jsonl), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    records = read_jsonl(jsonl)
+    frames = [r["source"] for r in records if r["type"] == "frame"]
+    assert frames.count(str(a)) == 30 and frames.count(str(b)) == 30
+    first_b = frames.index(str(b))
+    assert first_b < frames.index(str(a)) + 5 and frames[first_b:].count(str(a)) > 10  # interleaved, not in turn
+    sources = {r["source"]: r for r in records if r["type"] == "source"}
+    assert sources[str(a)]["people"]["n_people"] == 2 and sources[str(b)]["people"]["n_people"] == 3
+    assert all(s["analysed_fps"] > 0 and s["dropped"] == 0 for s in sources.values())
+    assert records[-1]["n_sources"] == 2 and records[-1]["people"]["n_people"] == 5
+    assert "frames/s" in text(res)
 
 
 def test_video_stride(tmp_path):
@@ -153,7 +140,7 @@ class DroppingCapture:
 
     opens = 0
 
-    def __init__(self, target):
+    def __init__(self, target, *args):
         DroppingCapture.opens += 1
         self.frames = 3 if DroppingCapture.opens == 1 else 0
 
@@ -173,28 +160,86 @@ class DroppingCapture:
         pass
 
 
-def test_dropped_stream_is_retried_then_reported(tmp_path, monkeypatch):
+def test_dropped_stream_is_retried_then_reported_and_a_bad_video_does_not_stop_the_others(tmp_path, monkeypatch):
     DroppingCapture.opens = 0
-    monkeypatch.setattr(sources_module, "_default_capture", DroppingCapture)
+    monkeypatch.setattr(sources_module, "_network_capture", DroppingCapture)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    good = make_video(tmp_path / "good.mp4", 5)
     jsonl = tmp_path / "s.jsonl"
-    res = runner.invoke(app, ["detect", "rtsp://127.0.0.1:1/cam", "--reconnect-timeout", "1.2", "--json", str(jsonl)])
+    res = runner.invoke(app, ["detect", "rtsp://127.0.0.1:1/cam", str(broken), str(good), "--reconnect-timeout", "1.2",
+                              "--json", str(jsonl), "--no-progress"])  # fmt: skip
     assert res.exit_code == 1, res.output
-    assert "rtsp://127.0.0.1:1/cam lost" in text(res) and "gave up" in text(res)
+    assert "2 failed source(s)" in text(res) and "gave up" in text(res)
     assert DroppingCapture.opens >= 2  # opened, then retried (how often depends on the clock)
     records = read_jsonl(jsonl)
-    assert sum(r["type"] == "frame" for r in records) == 3
-    source = next(r for r in records if r["type"] == "source")
-    assert "gave up" in source["error"] and records[-1]["errors"] == [source["error"]]
+    sources = {r["source"]: r for r in records if r["type"] == "source"}
+    stream = sources["rtsp://127.0.0.1:1/cam"]
+    # the 3 frames arrived at once: a live source keeps only the latest, the others count as dropped
+    assert stream["frames"] + stream["dropped"] == 3 and stream["frames"] >= 1
+    assert "gave up" in stream["error"] and "attempt" in stream["error"]
+    assert "cannot open video" in sources[str(broken)]["error"]
+    assert sources[str(good)]["frames"] == 5 and sources[str(good)]["error"] is None
+    states = [r["state"] for r in records if r["type"] == "source_status" and r["source"] == "rtsp://127.0.0.1:1/cam"]
+    assert states[:2] == ["connecting", "live"] and "lost" in states and states[-1] == "failed"
+    assert sorted(records[-1]["errors"]) == sorted([stream["error"], sources[str(broken)]["error"]])
 
 
-def test_bad_sources_and_show_without_gui(tmp_path):
+def test_bad_sources_output_paths_and_show_without_gui(tmp_path):
     res = runner.invoke(app, ["detect", str(tmp_path / "nothing.jpg")])
     assert res.exit_code == 2 and "no such file" in text(res)
     image = save_rgb(tmp_path / "a.png", scene([]))
+    res = runner.invoke(app, ["detect", str(image), "--json", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in text(res)
+    res = runner.invoke(app, ["detect", str(image), "--save", str(image)])
+    assert res.exit_code == 2 and "is a file" in text(res)
+    res = runner.invoke(app, ["detect", str(image), "--batch-size", "0"])
+    assert res.exit_code == 2 and "--batch-size must be >= 1" in text(res)
     res = runner.invoke(app, ["detect", str(image), "--show"])
     if res.exit_code == 0:
         pytest.skip("this OpenCV build has a GUI")
     assert res.exit_code == 2 and "--show needs an OpenCV build with a GUI" in text(res)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; covered by the output-path check above")
+def test_unwritable_save_folder_is_refused_before_work(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    image = save_rgb(tmp_path / "a.png", scene([]))
+    res = runner.invoke(app, ["detect", str(image), "--save", str(locked / "out")])
+    assert res.exit_code == 2
+
+
+def test_failed_annotated_writes_are_counted_and_fail_the_run(tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    for k in range(4):
+        save_rgb(folder / f"{k}.png", scene([(20, 20, 40, GREEN)]))
+    real = cv2.imwrite
+    calls = []
+
+    def full_disk(path, image, *args):
+        calls.append(path)
+        return False if len(calls) % 2 == 0 else real(path, image, *args)  # every second write fails
+
+    monkeypatch.setattr(cv2, "imwrite", full_disk)
+    out, jsonl = tmp_path / "out", tmp_path / "r.jsonl"
+    res = runner.invoke(app, ["detect", str(folder), "--save", str(out), "--json", str(jsonl), "--no-progress"])
+    assert res.exit_code == 1 and "2 file(s) not written" in text(res)
+    records = read_jsonl(jsonl)
+    assert records[-1]["write_errors"] == 2
+    assert sum(r["saved"] is not None for r in records if r["type"] == "frame") == 2
+    assert len(list(out.iterdir())) == 2
+
+
+def test_json_to_stdout_keeps_messages_on_stderr(tmp_path):
+    image = save_rgb(tmp_path / "a.png", scene([(20, 20, 40, GREEN)]))
+    res = CliRunner(mix_stderr=False).invoke(app, ["detect", str(image), "--json", "-", "--no-progress"]) \
+        if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else runner.invoke(
+            app, ["detect", str(image), "--json", "-", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0
+    lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    assert json.loads(lines[-1])["type"] == "summary" and json.loads(lines[0])["type"] == "source_status"
 
 
 def write_voc(folder: Path, name: str, image: np.ndarray, objects) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from fakes import FakeCamera, fake_detector, make_video
 
-from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
+from maskwatch.stream import AnalysedFrame, EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
 from maskwatch.stream.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream.sources import SourceError
-from fakes import FakeCamera, fake_detector, make_video
 
 pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
 
@@ -235,7 +235,9 @@ def test_frame_subscribers_get_pixels_and_bad_specs_fail_at_once(tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         engine.add_source(str(video), name="w", preset="turbo")
     engine.start()
-    analysed = list(frames)
+    everything = list(frames)
+    analysed = [a for a in everything if isinstance(a, AnalysedFrame)]
+    assert any(isinstance(e, SourceSummary) for e in everything)  # events come in the same stream, in order
     assert len(analysed) == 6 and analysed[0].frame.image.shape == (240, 320, 3)
     assert [a.event.frame for a in analysed] == list(range(6))
     plain = list(events)

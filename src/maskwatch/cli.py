@@ -20,9 +20,18 @@ from rich.table import Table
 from maskwatch import __version__
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
+from maskwatch.commands import detect as _detect
 from maskwatch.commands import scenes as _scenes
-from maskwatch.commands.common import (check_output_path, console, fail, is_stdout, require_extra, run_app,
-                                       set_debug, setup_logging)
+from maskwatch.commands.common import (
+    check_output_path,
+    console,
+    fail,
+    is_stdout,
+    require_extra,
+    run_app,
+    set_debug,
+    setup_logging,
+)
 from maskwatch.config import TrainConfig
 from maskwatch.paths import shared_data_dir
 
@@ -54,8 +63,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks with errors (also MASKWATCH_DEBUG=1)."),
 ) -> None:
     """Train, evaluate, explain and deploy a face-mask classifier.
@@ -75,51 +85,79 @@ def _print_metrics(report: dict, to_stderr: bool = False) -> None:
         table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
     out.print(table)
     extra = f"  roc_auc {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""
-    out.print(f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}  "
-              f"ece {report['ece']:.4f}{extra}  skipped {len(report['skipped'])}")
+    out.print(
+        f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}  "
+        f"ece {report['ece']:.4f}{extra}  skipped {len(report['skipped'])}"
+    )
 
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, help="Dataset root: class folders, Roboflow CSV splits, or VOC "
-                                        "scenes with --crops.", show_default="../shared/data/faces when it exists"),
+    data: Optional[Path] = typer.Option(
+        None,
+        help="Dataset root: class folders, Roboflow CSV splits, or VOC scenes with --crops.",
+        show_default="../shared/data/faces when it exists",
+    ),
     arch: Optional[str] = typer.Option(None, help="Backbone: mobilenet_v2 or resnet18.", show_default=_default("arch")),
-    config: Optional[Path] = typer.Option(None, help="YAML file with any TrainConfig setting (names as in "
-                                          "src/maskwatch/config.py; CLI flags win).", show_default="none"),
+    config: Optional[Path] = typer.Option(
+        None,
+        help="YAML file with any TrainConfig setting (names as in src/maskwatch/config.py; CLI flags win).",
+        show_default="none",
+    ),
     out: Optional[Path] = typer.Option(None, help="Run folder.", show_default="runs/<arch>-<time>"),
-    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to an ImageNet state dict.",
-                                          show_default=_default("weights")),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the frozen-backbone stage.",
-                                         show_default=_default("epochs")),
+    weights: Optional[str] = typer.Option(
+        None, help="imagenet | none | PATH to an ImageNet state dict.", show_default=_default("weights")
+    ),
+    epochs: Optional[int] = typer.Option(
+        None, min=1, help="Epochs of the frozen-backbone stage.", show_default=_default("epochs")
+    ),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size.", show_default=_default("batch_size")),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate of the head stage.", show_default=_default("lr")),
-    image_size: Optional[int] = typer.Option(None, min=32, help="Input side in pixels.",
-                                             show_default=_default("image_size")),
-    finetune: Optional[int] = typer.Option(None, min=0, help="Unfreeze the last K backbone blocks for a second "
-                                           "stage (0: head only).", show_default=_default("finetune")),
-    finetune_epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the fine-tuning stage.",
-                                                  show_default=_default("finetune_epochs")),
-    finetune_lr: Optional[float] = typer.Option(None, help="Learning rate of the fine-tuning stage.",
-                                                show_default=_default("finetune_lr")),
-    patience: Optional[int] = typer.Option(None, min=1, help="Early stopping: epochs without validation-loss gain.",
-                                           show_default=_default("patience")),
-    class_weights: Optional[str] = typer.Option(None, help="none | balanced (for imbalanced data).",
-                                                show_default=_default("class_weights")),
-    seed: Optional[int] = typer.Option(None, help="Random seed (splits, augmentation, init).",
-                                       show_default=_default("seed")),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation.",
-                                           show_default=_default("augment")),
-    views: Optional[int] = typer.Option(None, min=1, help="Augmented views per training image in the feature cache.",
-                                        show_default=_default("views")),
-    fast_path: Optional[bool] = typer.Option(None, "--fast-path/--no-fast-path",
-                                             help="Cache frozen-backbone features, or run the backbone every "
-                                                  "epoch, notebook-style.", show_default=_default("fast_path")),
-    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="Train on face crops of VOC scenes.",
-                                         show_default=_default("crops")),
-    min_face: Optional[int] = typer.Option(None, min=1, help="With --crops: smallest longest box side (px).",
-                                           show_default=_default("min_face")),
-    half: Optional[bool] = typer.Option(None, "--half/--no-half", help="Store the model's weights as fp16.",
-                                        show_default=_default("half")),
+    image_size: Optional[int] = typer.Option(
+        None, min=32, help="Input side in pixels.", show_default=_default("image_size")
+    ),
+    finetune: Optional[int] = typer.Option(
+        None,
+        min=0,
+        help="Unfreeze the last K backbone blocks for a second stage (0: head only).",
+        show_default=_default("finetune"),
+    ),
+    finetune_epochs: Optional[int] = typer.Option(
+        None, min=1, help="Epochs of the fine-tuning stage.", show_default=_default("finetune_epochs")
+    ),
+    finetune_lr: Optional[float] = typer.Option(
+        None, help="Learning rate of the fine-tuning stage.", show_default=_default("finetune_lr")
+    ),
+    patience: Optional[int] = typer.Option(
+        None, min=1, help="Early stopping: epochs without validation-loss gain.", show_default=_default("patience")
+    ),
+    class_weights: Optional[str] = typer.Option(
+        None, help="none | balanced (for imbalanced data).", show_default=_default("class_weights")
+    ),
+    seed: Optional[int] = typer.Option(
+        None, help="Random seed (splits, augmentation, init).", show_default=_default("seed")
+    ),
+    augment: Optional[bool] = typer.Option(
+        None, "--augment/--no-augment", help="Training augmentation.", show_default=_default("augment")
+    ),
+    views: Optional[int] = typer.Option(
+        None, min=1, help="Augmented views per training image in the feature cache.", show_default=_default("views")
+    ),
+    fast_path: Optional[bool] = typer.Option(
+        None,
+        "--fast-path/--no-fast-path",
+        help="Cache frozen-backbone features, or run the backbone every epoch, notebook-style.",
+        show_default=_default("fast_path"),
+    ),
+    crops: Optional[bool] = typer.Option(
+        None, "--crops/--no-crops", help="Train on face crops of VOC scenes.", show_default=_default("crops")
+    ),
+    min_face: Optional[int] = typer.Option(
+        None, min=1, help="With --crops: smallest longest box side (px).", show_default=_default("min_face")
+    ),
+    half: Optional[bool] = typer.Option(
+        None, "--half/--no-half", help="Store the model's weights as fp16.", show_default=_default("half")
+    ),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda.", show_default=_default("device")),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
@@ -139,20 +177,39 @@ def train(
         data = shared_data_dir() / "faces"
     try:
         cfg = load_config(
-            config, data=str(data) if data else None, arch=arch, out=str(out) if out else None, weights=weights,
-            epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, finetune=finetune,
-            finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, patience=patience,
-            class_weights=class_weights, seed=seed, augment=augment, views=views, fast_path=fast_path,
-            crops=crops, min_face=min_face, half=half, device=device,
+            config,
+            data=str(data) if data else None,
+            arch=arch,
+            out=str(out) if out else None,
+            weights=weights,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            image_size=image_size,
+            finetune=finetune,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            patience=patience,
+            class_weights=class_weights,
+            seed=seed,
+            augment=augment,
+            views=views,
+            fast_path=fast_path,
+            crops=crops,
+            min_face=min_face,
+            half=half,
+            device=device,
         )
     except ConfigError as exc:
         fail(str(exc))
     if cfg.out is not None and out is None:
         check_output_path(cfg.out, "dir", option="out (config)")
     if cfg.weights == "none" and cfg.finetune == 0:
-        log.warning("--weights none with a frozen backbone trains only the head, on features of a randomly "
-                    "initialised backbone: expect a weak model. Use ImageNet weights, or unfreeze the backbone "
-                    "with --finetune K (K blocks; a large K trains it all).")
+        log.warning(
+            "--weights none with a frozen backbone trains only the head, on features of a randomly "
+            "initialised backbone: expect a weak model. Use ImageNet weights, or unfreeze the backbone "
+            "with --finetune K (K blocks; a large K trains it all)."
+        )
     try:
         result = fit(cfg, resume=resume)
     except (ConfigError, DatasetError, WeightsNotFoundError, FileExistsError, FileNotFoundError, ValueError) as exc:
@@ -166,28 +223,43 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Optional[Path] = typer.Option(None, help="Model file: .pt checkpoint or exported .onnx.",
-                                         show_default="the bundled model ($MASKWATCH_MODEL)"),
+    model: Optional[Path] = typer.Option(
+        None, help="Model file: .pt checkpoint or exported .onnx.", show_default="the bundled model ($MASKWATCH_MODEL)"
+    ),
     data: Path = typer.Option(..., help="Dataset root (class folders, Roboflow CSV, or VOC with --crops)."),
-    split: Optional[str] = typer.Option(None, help="train | valid | test | all.",
-                                        show_default="test, or all for a dataset without split folders"),
+    split: Optional[str] = typer.Option(
+        None, help="train | valid | test | all.", show_default="test, or all for a dataset without split folders"
+    ),
     crops: bool = typer.Option(False, "--crops", help="Classify face crops cut from VOC scene annotations."),
     min_face: int = typer.Option(32, min=1, help="With --crops: keep faces whose longest box side is >= N px."),
-    crop_margin: float = typer.Option(0.15, min=0.0, help="With --crops: margin around each box, fraction of "
-                                      "its size."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics JSON here (plus .confusion.png "
-                                            "and .predictions.csv beside it); '-': JSON on stdout only.",
-                                            show_default="none"),
-    backend: str = typer.Option("auto", help="Inference backend: auto (ONNX Runtime when installed) | torch | "
-                                "onnx | onnx-int8."),
-    report_out: Optional[Path] = typer.Option(None, "--report", help="Also write the self-contained HTML insight "
-                                              "report here (metrics, curves, Grad-CAM galleries, ...).",
-                                              show_default="none"),
-    low_confidence: float = typer.Option(0.6, help="With --report: top-class probability below which an image "
-                                         "is 'low confidence'."),
-    model_card: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
-                                              help="With --report: model card (Markdown) to include.",
-                                              show_default="MODEL_CARD.md beside the model"),
+    crop_margin: float = typer.Option(
+        0.15, min=0.0, help="With --crops: margin around each box, fraction of its size."
+    ),
+    json_out: Optional[Path] = typer.Option(
+        None,
+        "--json",
+        help="Write metrics JSON here (plus .confusion.png and .predictions.csv beside it); '-': JSON on stdout only.",
+        show_default="none",
+    ),
+    backend: str = typer.Option(
+        "auto", help="Inference backend: auto (ONNX Runtime when installed) | torch | onnx | onnx-int8."
+    ),
+    report_out: Optional[Path] = typer.Option(
+        None,
+        "--report",
+        help="Also write the self-contained HTML insight report here (metrics, curves, Grad-CAM galleries, ...).",
+        show_default="none",
+    ),
+    low_confidence: float = typer.Option(
+        0.6, help="With --report: top-class probability below which an image is 'low confidence'."
+    ),
+    model_card: Optional[Path] = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="With --report: model card (Markdown) to include.",
+        show_default="MODEL_CARD.md beside the model",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Measure a model on a dataset: accuracy, per-class scores, confusion matrix, ROC AUC, calibration."""
@@ -204,8 +276,9 @@ def evaluate(
             fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
         model_path = model or default_model_path()
-        evaluation = evaluate_dataset(model_path, data, split=split, crops=crops, min_face=min_face,
-                                      crop_margin=crop_margin, backend=backend)
+        evaluation = evaluate_dataset(
+            model_path, data, split=split, crops=crops, min_face=min_face, crop_margin=crop_margin, backend=backend
+        )
     except ImportError as exc:
         fail(f"{exc}; the torch backend and .pt models need: pip install 'maskwatch[train]'")
     except (DatasetError, FileNotFoundError, ValueError) as exc:
@@ -217,8 +290,9 @@ def evaluate(
     if json_out and not is_stdout(json_out):
         console.print(f"[green]wrote[/] {json_out}")
     if report_out:
-        _insight.write_report(evaluation, report_out, model_path=Path(model_path), model_card=model_card,
-                              low_confidence=low_confidence)
+        _insight.write_report(
+            evaluation, report_out, model_path=Path(model_path), model_card=model_card, low_confidence=low_confidence
+        )
 
 
 # Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
@@ -227,7 +301,7 @@ app.command("export")(_runtime.export)
 app.command("bench")(_runtime.bench)
 app.command("explain")(_insight.explain)
 app.command("report")(_insight.report)
-app.command("detect")(_scenes.detect)
+app.command("detect")(_detect.detect)
 app.command("evaluate-detection")(_scenes.evaluate_detection)
 
 

@@ -7,5 +7,13 @@ See :mod:`maskwatch.stream.engine` (how it runs), :mod:`maskwatch.stream.events`
 from maskwatch.stream.engine import AnalysedFrame, EngineConfig, SourceSpec, StreamEngine, Subscription
 from maskwatch.stream.events import SCHEMA, json_schema, parse_event
 
-__all__ = ["SCHEMA", "AnalysedFrame", "EngineConfig", "SourceSpec", "StreamEngine", "Subscription", "json_schema",
-           "parse_event"]
+__all__ = [
+    "SCHEMA",
+    "AnalysedFrame",
+    "EngineConfig",
+    "SourceSpec",
+    "StreamEngine",
+    "Subscription",
+    "json_schema",
+    "parse_event",
+]

@@ -100,6 +100,7 @@ class SourceSpec:
 
     uri: str
     name: str | None = None
+    paths: Sequence[str | Path] | None = None  # still images given one by one (``uri`` then only names them)
     preset: str | None = None
     stride: int = 1
     target_fps: float | None = None
@@ -150,6 +151,8 @@ class AnalysedFrame:
     frame: Frame
     result: FrameResult
     event: FrameAnalysed
+    fps: float | None = None  # the source's analysed frame rate (an annotated video plays at this rate)
+    expected: int | None = None  # frames the source will deliver, when known (progress bars)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ class _Runner:
         self.thread: threading.Thread | None = None
         self.tracker: FaceTracker | None = None
         self.frames = 0
-        self.counts = {c: 0 for c in engine.classes}
+        self.counts = dict.fromkeys(engine.classes, 0)
         self.lags: deque[float] = deque(maxlen=config.lag_window)
         self.started = time.monotonic()
         self.last_frame_at = time.monotonic()
@@ -343,7 +346,7 @@ class _Runner:
             self.buffer.close()
         except SourceError as exc:
             self.buffer.close(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a reader bug must become this source's failure, not a dead thread
+        except Exception as exc:
             log.exception("%s: capture failed", self.name)
             self.buffer.close(f"{type(exc).__name__}: {exc}")
 
@@ -355,7 +358,7 @@ class _Runner:
     def _new_bucket(self, now: float) -> _Bucket:
         interval = self.engine.config.stats_interval
         start = math.floor(now / interval) * interval
-        return _Bucket(start, start + interval, {c: 0 for c in self.engine.classes},
+        return _Bucket(start, start + interval, dict.fromkeys(self.engine.classes, 0),
                        dropped_at_start=self.buffer.dropped)  # fmt: skip
 
     def flush_bucket(self, now: float, *, final: bool = False) -> StatsBucket:
@@ -373,6 +376,11 @@ class _Runner:
         )  # fmt: skip
         self.bucket = self._new_bucket(max(now, b.end))
         return event
+
+    @property
+    def output_fps(self) -> float:
+        """Frames per second this source delivers (after stride / target FPS)."""
+        return float(getattr(self.source, "output_fps", None) or self.spec.target_fps or 25.0)
 
     @property
     def started_wall(self) -> float:
@@ -450,7 +458,8 @@ class StreamEngine:
 
     def events(self, *, frames: bool = False, maxsize: int | None = None) -> Subscription:
         """Subscribe now (call before :meth:`start` to miss nothing) and iterate the result. With
-        ``frames`` the subscription also gets an :class:`AnalysedFrame` per analysed frame, in order."""
+        ``frames`` the subscription also gets an :class:`AnalysedFrame` per analysed frame, in order with
+        the events (its ``event`` is the frame's record)."""
         size = maxsize or (self.config.frame_queue if frames else self.config.subscriber_queue)
         subscription = Subscription(self, size, frames)
         with self._lock:
@@ -466,7 +475,7 @@ class StreamEngine:
             for item in subscription:
                 try:
                     callback(item)
-                except Exception:  # noqa: BLE001 - a consumer's bug must not kill delivery
+                except Exception:
                     log.exception("event callback %r failed", callback)
 
         thread = threading.Thread(target=pump, name="maskwatch-callback", daemon=True)
@@ -569,7 +578,7 @@ class StreamEngine:
 
     def _make_runner(self, spec: SourceSpec) -> _Runner:
         config = self.config
-        kind_name, value = parse_source(spec.uri)
+        kind_name, value = ("files", list(spec.paths)) if spec.paths is not None else parse_source(spec.uri)
         if kind_name in ("image", "files"):
             paths = [value] if kind_name == "image" else list(value)
             videos = [p for p in paths if Path(p).suffix.lower() in _video_suffixes()]
@@ -617,13 +626,14 @@ class StreamEngine:
 
     # -- the analysis thread ---------------------------------------------------------------------------
 
-    def _publish(self, item: Any, *, frame: bool = False) -> None:
-        """Hand an event to every subscriber (``frame``: an AnalysedFrame to the frame subscribers only),
-        waiting while a queue is full (back-pressure), for a bounded time once stopping."""
+    def _publish(self, item: Any, *, audience: str = "all") -> None:
+        """Hand an item to the subscribers (``audience``: ``all``, ``frames`` — those that asked for
+        AnalysedFrame objects — or ``plain``, the others), waiting while a queue is full (back-pressure),
+        for a bounded time once stopping."""
         with self._lock:
             subscribers = list(self._subscribers)
         for subscription in subscribers:
-            if frame != subscription.frames:
+            if (audience == "frames" and not subscription.frames) or (audience == "plain" and subscription.frames):
                 continue
             while True:
                 try:
@@ -661,7 +671,7 @@ class StreamEngine:
                 if batch:
                     try:
                         self._analyse(batch)
-                    except Exception as exc:  # noqa: BLE001 - a model failure skips this round, the engine goes on
+                    except Exception as exc:
                         log.exception("analysis of a round of %d frame(s) failed", len(batch))
                         for runner, frame in batch:
                             runner.source.stats.skip(f"{runner.name}: frame {frame.index}: {type(exc).__name__}: {exc}")
@@ -675,7 +685,7 @@ class StreamEngine:
                     if self.config.stop_when_done and not self._runners and self._pending.empty():
                         break
                     self._wake.wait(0.05)
-        except Exception:  # noqa: BLE001 - report, then shut down cleanly
+        except Exception:
             log.exception("the stream engine's analysis failed")
         finally:
             self._shutdown()
@@ -794,7 +804,7 @@ class StreamEngine:
             detector = runner.detector
             try:
                 boxes, scores, marks = detector.find_faces(frame.image)
-            except Exception as exc:  # noqa: BLE001 - one bad frame is skipped and counted, not fatal
+            except Exception as exc:
                 runner.source.stats.skip(f"{runner.name}: frame {frame.index}: {type(exc).__name__}: {exc}")
                 continue
             keep = scores >= detector.score_threshold
@@ -814,7 +824,11 @@ class StreamEngine:
         done = time.monotonic()
         for runner, frame, boxes, scores, marks, ids, need, first in work:
             views = runner.detector.views_per_face
-            p = probabilities[first : first + len(need) * views].reshape(len(need), views, len(self.classes)).mean(axis=1)
+            p = (
+                probabilities[first : first + len(need) * views]
+                .reshape(len(need), views, len(self.classes))
+                .mean(axis=1)
+            )
             self._finish_frame(runner, frame, boxes, scores, marks, ids, dict(zip(need, p, strict=True)), now, done)
 
     def _finish_frame(self, runner: _Runner, frame: Frame, boxes: np.ndarray, scores: np.ndarray,
@@ -874,12 +888,12 @@ class StreamEngine:
             want_frames = any(s.frames for s in self._subscribers)
         if want_frames or runner.live or self.config.emit_frames:
             event = _frame_event(runner, frame, result, was_classified, lag)
-            analysed = AnalysedFrame(runner.name, frame, result, event)
+            analysed = AnalysedFrame(runner.name, frame, result, event, runner.output_fps, len(runner.source) or None)
             self._latest[runner.name] = analysed
             if want_frames:
-                self._publish(analysed, frame=True)
+                self._publish(analysed, audience="frames")
             if self.config.emit_frames:
-                self._publish(event)
+                self._publish(event, audience="plain")
 
     def _publish_transitions(self, runner: _Runner, transitions: list[Transition], now: float) -> None:
         for t in transitions:

@@ -265,8 +265,10 @@ class VideoSource:
                         return  # the end (containers may overstate their length: trailing failures are not counted)
                     failed.append(index)
                     if len(failed) > MAX_BAD_FRAMES_IN_A_ROW:
-                        self.stats.skip(f"{self.path}: stopped after {len(failed)} unreadable frames in a row "
-                                        f"at frame {index} of {self.frame_count}")
+                        self.stats.skip(
+                            f"{self.path}: stopped after {len(failed)} unreadable frames in a row "
+                            f"at frame {index} of {self.frame_count}"
+                        )
                         return
                     index += 1
                     continue
@@ -292,7 +294,9 @@ StatusCallback = Callable[[str, "str | None", int], None]  # (state, reason, att
 def _network_capture(target: Any, timeout: float) -> Capture:
     """``cv2.VideoCapture`` through FFmpeg with open and read timeouts (a silent server cannot hang a read)."""
     ms = int(max(1.0, timeout) * 1000)
-    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    return cv2.VideoCapture(
+        target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+    )
 
 
 class StreamSource:
@@ -382,7 +386,7 @@ class StreamSource:
                 raise StreamLostError(f"{self.name}: no camera {device} on this machine")
         try:
             capture = self._factory(self.target)
-        except Exception as exc:  # noqa: BLE001 - any failure to open is "not open yet"
+        except Exception as exc:
             log.debug("opening %s failed: %s", self.name, exc)
             return None
         if capture.isOpened():
@@ -415,7 +419,12 @@ class StreamSource:
             if capture is not None:
                 log.warning("%s: reconnected after %d attempt(s)", self.name, attempts)
                 return capture
-            log.info("%s: reconnection attempt %d failed; next in %.1f s", self.name, attempts, min(wait * 2, self.max_backoff))
+            log.info(
+                "%s: reconnection attempt %d failed; next in %.1f s",
+                self.name,
+                attempts,
+                min(wait * 2, self.max_backoff),
+            )
             wait = min(wait * 2, self.max_backoff)
         return None
 
@@ -502,8 +511,10 @@ def parse_source(spec: str) -> tuple[str, Any]:
     if path.is_file():
         kind = _media_kind(path)
         if kind is None:
-            raise SourceError(f"{spec}: unknown file type {path.suffix!r} (images: "
-                              f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+            raise SourceError(
+                f"{spec}: unknown file type {path.suffix!r} (images: "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})"
+            )
         return kind, path
     if _has_magic(text):
         matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
@@ -553,8 +564,16 @@ def resolve_sources(
             if item_kind == "video":
                 out.append(VideoSource(item, stride=stride, target_fps=target_fps, capture_factory=capture_factory))
             else:  # webcam or stream
-                out.append(StreamSource(item, target_fps=target_fps, give_up_after=give_up_after, backoff=backoff,
-                                        max_backoff=max_backoff, capture_factory=capture_factory))
+                out.append(
+                    StreamSource(
+                        item,
+                        target_fps=target_fps,
+                        give_up_after=give_up_after,
+                        backoff=backoff,
+                        max_backoff=max_backoff,
+                        capture_factory=capture_factory,
+                    )
+                )
     flush()
     return out
 

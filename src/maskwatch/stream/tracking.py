@@ -112,7 +112,7 @@ class Track:
     @property
     def mean_probabilities(self) -> dict[str, float]:
         if self.n_classified == 0:
-            return {c: 0.0 for c in self.classes}
+            return dict.fromkeys(self.classes, 0.0)
         mean = self.probability_sum / self.n_classified
         return {c: float(v) for c, v in zip(self.classes, mean, strict=True)}
 
@@ -229,7 +229,7 @@ class FaceTracker:
         self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
         self._transitions: list[Transition] = []
         self.n_updates = 0
-        self._retired_counts = {name: 0 for name in self.classes}
+        self._retired_counts = dict.fromkeys(self.classes, 0)
         self._retired_counted = 0
         self._retired_short = 0
 
