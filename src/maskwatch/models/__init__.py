@@ -1,9 +1,17 @@
 """Architectures, head replacement, freezing and offline weight resolution."""
 
-from maskwatch.models.weights import WeightsNotFoundError, resolve_pretrained
+from maskwatch.models.weights import WeightsChecksumError, WeightsNotFoundError, resolve_pretrained
 
-__all__ = ["WeightsNotFoundError", "resolve_pretrained", "available_archs", "create_model", "split_model",
-           "set_trainable", "get_arch"]
+__all__ = [
+    "WeightsChecksumError",
+    "WeightsNotFoundError",
+    "available_archs",
+    "create_model",
+    "get_arch",
+    "resolve_pretrained",
+    "set_trainable",
+    "split_model",
+]
 
 
 def __getattr__(name: str):

