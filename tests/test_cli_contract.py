@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,8 @@ def test_unusable_output_path_exits_2_before_any_work(command, problem, bad_path
     args, option, kind = COMMANDS[command]
     image = next(tiny_dataset.rglob("*.png"), None) or next(tiny_dataset.rglob("*.jpg"))
     fill = {"data": str(tiny_dataset), "image": str(image), "model": str(BUNDLED), "run": str(tmp_path)}
-    target = bad_paths["under-a-file"] if problem == "under-a-file" else bad_paths["folder" if kind == "file" else "file"]
+    wrong_kind = bad_paths["folder" if kind == "file" else "file"]
+    target = bad_paths["under-a-file"] if problem == "under-a-file" else wrong_kind
     before = set(tmp_path.rglob("*"))
     code, _, err = _run(capsys, [a.format(**fill) for a in args] + [option, str(target)])
     assert code == EXIT_USAGE, err
@@ -121,16 +121,19 @@ def test_evaluate_refuses_a_one_class_split(tiny_dataset, capsys):
     _assert_one_line_error(err, "one class")
 
 
-@pytest.mark.parametrize("args, option", [
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--batch-size", "0"], "--batch-size"),
-    (["train", "--image-size", "8"], "--image-size"),
-    (["bench", "--batch", "0"], "--batch"),
-    (["bench", "--rounds", "0"], "--rounds"),
-    (["report", ".", "--cam-samples", "0"], "--cam-samples"),
-    (["export", "--calibration-size", "0"], "--calibration-size"),
-    (["evaluate", "--data", ".", "--min-face", "0"], "--min-face"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--image-size", "8"], "--image-size"),
+        (["bench", "--batch", "0"], "--batch"),
+        (["bench", "--rounds", "0"], "--rounds"),
+        (["report", ".", "--cam-samples", "0"], "--cam-samples"),
+        (["export", "--calibration-size", "0"], "--calibration-size"),
+        (["evaluate", "--data", ".", "--min-face", "0"], "--min-face"),
+    ],
+)
 def test_numeric_options_are_validated_up_front(args, option, capsys):
     code, _, err = _run(capsys, args)
     assert code == EXIT_USAGE

@@ -26,13 +26,16 @@ def test_typo_gets_a_suggestion(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("epochs", "many", "cannot use"),
-    ("arch", "vgg99", "arch must be one of"),
-    ("class_weights", "sometimes", "class_weights"),
-    ("lr", -1, "lr must be > 0"),
-    ("batch_size", 2.5, "cannot use"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "many", "cannot use"),
+        ("arch", "vgg99", "arch must be one of"),
+        ("class_weights", "sometimes", "class_weights"),
+        ("lr", -1, "lr must be > 0"),
+        ("batch_size", 2.5, "cannot use"),
+    ],
+)
 def test_bad_values_are_refused(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(**{key: value})
@@ -55,10 +58,18 @@ def test_every_field_has_a_default():
     TrainConfig()  # constructing with no arguments is what makes "every default in one place" true
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("learning_rate", "lr"), ("num_epochs", "epochs"), ("batchsize", "batch_size"), ("img_size", "image_size"),
-    ("backbone", "arch"), ("output_dir", "out"), ("Learning-Rate", "lr"),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("learning_rate", "lr"),
+        ("num_epochs", "epochs"),
+        ("batchsize", "batch_size"),
+        ("img_size", "image_size"),
+        ("backbone", "arch"),
+        ("output_dir", "out"),
+        ("Learning-Rate", "lr"),
+    ],
+)
 def test_common_aliases_get_a_suggestion(tmp_path, key, expected):
     path = tmp_path / "run.yaml"
     path.write_text(f"{key}: 3\n")

@@ -25,10 +25,12 @@ CASES = {
 def _sklearn(labels, predictions, n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p, r, f, s = precision_recall_fscore_support(labels, predictions, labels=list(range(n)), average=None,
-                                                     zero_division=0)
-        _, _, macro, _ = precision_recall_fscore_support(labels, predictions, labels=list(range(n)),
-                                                         average="macro", zero_division=0)
+        p, r, f, s = precision_recall_fscore_support(
+            labels, predictions, labels=list(range(n)), average=None, zero_division=0
+        )
+        _, _, macro, _ = precision_recall_fscore_support(
+            labels, predictions, labels=list(range(n)), average="macro", zero_division=0
+        )
     return p, r, f, s, macro
 
 
@@ -87,7 +89,7 @@ def test_report_figures_match_scikit_learn():
     probabilities = rng.dirichlet(np.ones(3), size=40)
     labels = rng.integers(0, 3, 40)
     report = classification_report(probabilities, labels, ["a", "b", "c"])
-    p, r, f, s, macro = _sklearn(labels, probabilities.argmax(1), 3)
+    _, _, f, _, macro = _sklearn(labels, probabilities.argmax(1), 3)
     assert report["macro_f1"] == pytest.approx(macro)
     assert [report["per_class"][c]["f1"] for c in "abc"] == pytest.approx(list(f))
     assert "roc_auc" not in report

@@ -36,9 +36,11 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +49,15 @@ from maskwatch.runtime.base import BACKENDS, Classifier
 
 Progress = Callable[[str], None]
 
-__all__ = ["CLASSIFIER_BACKENDS", "bench_classifiers", "bench_detector", "bench_pipelines", "machine_info",
-           "memory_probe", "run_bench"]
+__all__ = [
+    "CLASSIFIER_BACKENDS",
+    "bench_classifiers",
+    "bench_detector",
+    "bench_pipelines",
+    "machine_info",
+    "memory_probe",
+    "run_bench",
+]
 
 CLASSIFIER_BACKENDS = tuple(b for b in BACKENDS if b != "auto")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -59,7 +68,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
+    model, flags = platform.processor() or platform.machine(), list[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -84,8 +93,9 @@ def machine_info() -> dict[str, Any]:
     from maskwatch.runtime.onnx_backend import physical_cores
 
     model, flags = _cpuinfo()
-    versions = {p: _version(p) for p in ("maskwatch", "onnxruntime", "numpy", "opencv-python-headless", "torch",
-                                         "torchvision")}
+    versions = {
+        p: _version(p) for p in ("maskwatch", "onnxruntime", "numpy", "opencv-python-headless", "torch", "torchvision")
+    }
     return {
         "cpu": model,
         "cpu_flags": flags,
@@ -128,7 +138,9 @@ def peak_rss_mb() -> float:
 # inputs
 
 
-def face_images(n: int = 64, seed: int = 0, folder: str | os.PathLike[str] | None = None) -> tuple[list[np.ndarray], str]:
+def face_images(
+    n: int = 64, seed: int = 0, folder: str | os.PathLike[str] | None = None
+) -> tuple[list[np.ndarray], str]:
     """``n`` face crops from ``folder`` (searched recursively, a random sample; unreadable files are passed
     over) or, without a folder or when it holds no readable image, random images of assorted sizes; plus
     where they came from."""
@@ -172,8 +184,13 @@ def scene_images(folder: str | os.PathLike[str] | None, n: int = 40) -> tuple[li
 
 
 def load_backends(
-    model: str | os.PathLike[str], backends: Sequence[str], *, size: int | None = None, threads: int | None = None,
-    workdir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
+    model: str | os.PathLike[str],
+    backends: Sequence[str],
+    *,
+    size: int | None = None,
+    threads: int | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Classifier], dict[str, float]]:
     """Open ``model`` with each backend; ``size`` other than the model's own runs the network at that
     input size (exported into ``workdir``). Returns the classifiers and the RSS growth of each load."""
@@ -183,7 +200,7 @@ def load_backends(
     say = progress or (lambda _m: None)
     classifiers: dict[str, Classifier] = {}
     memory: dict[str, float] = {}
-    onnx_options = {"threads": threads} if threads else {}
+    onnx_options: dict[str, Any] = {"threads": threads} if threads else {}
     unknown = [b for b in backends if b not in CLASSIFIER_BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(CLASSIFIER_BACKENDS)}")
@@ -191,8 +208,10 @@ def load_backends(
         before = rss_mb()
         classifier = load_classifier(model, **onnx_options)
         if size and size != classifier.preprocessing.size:
-            raise ValueError(f"{model} is an ONNX file made for {classifier.preprocessing.size} px; "
-                             "give the .pt checkpoint to benchmark another size")
+            raise ValueError(
+                f"{model} is an ONNX file made for {classifier.preprocessing.size} px; "
+                "give the .pt checkpoint to benchmark another size"
+            )
         say(f"{model} is an exported file: benchmarking its own backend ({classifier.backend}) only")
         return {classifier.backend: classifier}, {classifier.backend: round(rss_mb() - before, 1)}
     for backend in backends:
@@ -208,8 +227,9 @@ def load_backends(
     return classifiers, memory
 
 
-def _load_checkpoint_backend(model: Path, backend: str, size: int | None, onnx_options: dict[str, Any],
-                             workdir: str | os.PathLike[str] | None) -> Classifier:
+def _load_checkpoint_backend(
+    model: Path, backend: str, size: int | None, onnx_options: dict[str, Any], workdir: str | os.PathLike[str] | None
+) -> Classifier:
     from maskwatch.runtime.base import load_classifier
 
     if backend == "torch":
@@ -238,8 +258,11 @@ def _load_checkpoint_backend(model: Path, backend: str, size: int | None, onnx_o
 
 def _percentiles(values_ms: Sequence[float]) -> dict[str, float]:
     array = np.asarray(values_ms, dtype=np.float64)
-    return {"mean": round(float(array.mean()), 3), "p50": round(float(np.percentile(array, 50)), 3),
-            "p95": round(float(np.percentile(array, 95)), 3)}
+    return {
+        "mean": round(float(array.mean()), 3),
+        "p50": round(float(np.percentile(array, 50)), 3),
+        "p95": round(float(np.percentile(array, 95)), 3),
+    }
 
 
 def _time(fn: Callable[[], Any]) -> float:
@@ -249,8 +272,15 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def bench_classifiers(
-    classifiers: dict[str, Classifier], images: Sequence[np.ndarray], *, batch: int = 32, rounds: int = 7,
-    latency_iters: int = 20, latency_budget_s: float = 2.0, warmup: int = 2, progress: Progress | None = None,
+    classifiers: dict[str, Classifier],
+    images: Sequence[np.ndarray],
+    *,
+    batch: int = 32,
+    rounds: int = 7,
+    latency_iters: int = 20,
+    latency_budget_s: float = 2.0,
+    warmup: int = 2,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
     """Interleaved rounds over all backends (see the module doc). Returns per-backend results, the median
     per-round throughput ratios between backends, and the process CPU share during the rounds."""
@@ -269,15 +299,15 @@ def bench_classifiers(
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}")
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             clf = classifiers[name]
-            engine[name].append(_time(lambda: clf._logits(batches[name])))
-            e2e[name].append(_time(lambda: clf.predict_proba(crops)))
+            engine[name].append(_time(partial(clf._logits, batches[name])))
+            e2e[name].append(_time(partial(clf.predict_proba, crops)))
             started = time.perf_counter()
             for i in range(latency_iters):
                 face = images[(r * latency_iters + i) % len(images)]
-                single[name].append(1000 * _time(lambda: clf.predict_proba([face])))
+                single[name].append(1000 * _time(partial(clf.predict_proba, [face])))
                 if i >= 2 and time.perf_counter() - started > latency_budget_s:
                     break  # a slow backend on a busy machine: enough samples for this round
     wall = time.perf_counter() - wall0
@@ -314,7 +344,9 @@ def _threads_of(classifier: Classifier) -> int:
     return 1
 
 
-def bench_detector(detector: Any, images: Sequence[np.ndarray], *, warmup: int = 3) -> tuple[dict[str, float], list[Any]]:
+def bench_detector(
+    detector: Any, images: Sequence[np.ndarray], *, warmup: int = 3
+) -> tuple[dict[str, float], list[Any]]:
     """Per-image detection latency (ms) and the detections, for the pipeline."""
     for image in images[:warmup]:
         detector.detect(image)
@@ -326,8 +358,9 @@ def bench_detector(detector: Any, images: Sequence[np.ndarray], *, warmup: int =
     return _percentiles(times), detections
 
 
-def bench_pipelines(classifiers: dict[str, Classifier], images: Sequence[np.ndarray], preset: str = "fast",
-                    threads: int | None = None) -> dict[str, dict[str, Any]]:
+def bench_pipelines(
+    classifiers: dict[str, Classifier], images: Sequence[np.ndarray], preset: str = "fast", threads: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Images per second through the scene pipeline, per classifier backend, interleaved image by image
     (every backend processes image 1, then image 2, ...; so load changes hit all alike).
 
@@ -346,24 +379,36 @@ def bench_pipelines(classifiers: dict[str, Classifier], images: Sequence[np.ndar
         if isinstance(clf, OnnxClassifier) and clf.path is not None:
             clf = OnnxClassifier(clf.path, threads=clf.threads, spin=False, batch_size=clf.batch_size)
         pipeline = MaskDetector(clf, finder, scales=preset)
-        runners[name] = lambda image, p=pipeline: len(p.detect(image).faces)
+        runners[name] = partial(_count_faces, pipeline)
     how = f"maskwatch.detection.pipeline.MaskDetector, preset {preset}"
     for run in runners.values():
         run(images[0])  # warm-up
-    seconds = {name: 0.0 for name in runners}
-    faces = {name: 0 for name in runners}
+    seconds = dict.fromkeys(runners, 0.0)
+    faces = dict.fromkeys(runners, 0)
     for image in images:
         for name, run in runners.items():
             start = time.perf_counter()
             faces[name] += run(image)
             seconds[name] += time.perf_counter() - start
-    return {name: {"images_per_s": round(len(images) / seconds[name], 2),
-                   "faces_per_s": round(faces[name] / seconds[name], 1), "faces": faces[name],
-                   "images": len(images), "pipeline": how} for name in runners}
+    return {
+        name: {
+            "images_per_s": round(len(images) / seconds[name], 2),
+            "faces_per_s": round(faces[name] / seconds[name], 1),
+            "faces": faces[name],
+            "images": len(images),
+            "pipeline": how,
+        }
+        for name in runners
+    }
 
 
-def memory_probe(classifier: Classifier, model: str | os.PathLike[str], batch: int = 32,
-                 timeout: float = 300) -> float | None:
+def _count_faces(pipeline: Any, image: np.ndarray) -> int:
+    return len(pipeline.detect(image).faces)
+
+
+def memory_probe(
+    classifier: Classifier, model: str | os.PathLike[str], batch: int = 32, timeout: float = 300
+) -> float | None:
     """Peak RSS (MB) of a fresh Python process that loads this backend alone and classifies one batch: the
     memory a deployment of it needs (libraries included). None if the probe fails."""
     import json
@@ -374,7 +419,12 @@ def memory_probe(classifier: Classifier, model: str | os.PathLike[str], batch: i
     if classifier.backend == "torch":
         spec = {"kind": "torch", "model": str(model), "size": size}
     else:
-        spec = {"kind": "onnx", "model": str(classifier.path), "size": size, "threads": classifier.threads}
+        spec = {
+            "kind": "onnx",
+            "model": str(getattr(classifier, "path", "")),
+            "size": size,
+            "threads": getattr(classifier, "threads", None),
+        }
     code = f"from maskwatch.bench import _probe; _probe({json.dumps(spec)!r}, {batch})"
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
@@ -423,8 +473,9 @@ class BenchSettings:
     pipeline_preset: str = "fast"
 
 
-def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | None = None,
-              **settings: Any) -> dict[str, Any]:
+def run_bench(
+    model: str | os.PathLike[str] | None = None, progress: Progress | None = None, **settings: Any
+) -> dict[str, Any]:
     """Run the whole benchmark (see the module doc) and return the JSON-ready result. Inputs come from
     the caller (``faces_dir``, ``scenes_dir``): nothing is read from a fixed data folder."""
     from maskwatch.runtime.onnx_backend import physical_cores
@@ -438,12 +489,14 @@ def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | 
     machine = machine_info()
     threads = cfg.threads or physical_cores()
     with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as workdir:
-        classifiers, load_memory = load_backends(model, cfg.backends, size=cfg.size, threads=threads, workdir=workdir,
-                                                 progress=say)
+        classifiers, load_memory = load_backends(
+            model, cfg.backends, size=cfg.size, threads=threads, workdir=workdir, progress=say
+        )
         faces, faces_source = face_images(folder=cfg.faces_dir)
         size = next(iter(classifiers.values())).preprocessing.size
-        results, ratios, cpu_share = bench_classifiers(classifiers, faces, batch=cfg.batch, rounds=cfg.rounds,
-                                                       latency_iters=cfg.latency_iters, progress=say)
+        results, ratios, cpu_share = bench_classifiers(
+            classifiers, faces, batch=cfg.batch, rounds=cfg.rounds, latency_iters=cfg.latency_iters, progress=say
+        )
         result: dict[str, Any] = {
             "model": str(model),
             "size": size,
@@ -472,13 +525,17 @@ def run_bench(model: str | os.PathLike[str] | None = None, progress: Progress | 
             why = "CenterFace model not available" if scenes else f"no scene images ({scenes_source})"
             result["detector"] = {"skipped": why}
         say("memory")
-        isolated = {name: memory_probe(clf, model, cfg.batch) for name, clf in classifiers.items()} \
-            if cfg.memory else {}
+        isolated = (
+            {name: memory_probe(clf, model, cfg.batch) for name, clf in classifiers.items()} if cfg.memory else {}
+        )
     machine["threads"] = threads
     machine["cpu_share"] = cpu_share
     machine["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    result["memory"] = {"peak_rss_mb": round(peak_rss_mb(), 1), "load_rss_growth_mb": load_memory,
-                        "isolated_peak_rss_mb": isolated}
+    result["memory"] = {
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_rss_growth_mb": load_memory,
+        "isolated_peak_rss_mb": isolated,
+    }
     result["machine"] = machine
     return result
 
@@ -494,23 +551,31 @@ def _detector(threads: int) -> Any:
 
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text summary of :func:`run_bench`'s result."""
-    lines = [f"classifier at {result['size']} px, batch {result['batch']}, {result['machine']['threads']} threads "
-             f"({result['machine']['cpu']}; cpu_share {result['machine']['cpu_share']})",
-             f"{'backend':<10} {'engine img/s':>12} {'e2e img/s':>10} {'b1 p50 ms':>10} {'b1 p95 ms':>10} "
-             f"{'alone MB':>9}"]
+    lines = [
+        f"classifier at {result['size']} px, batch {result['batch']}, {result['machine']['threads']} threads "
+        f"({result['machine']['cpu']}; cpu_share {result['machine']['cpu_share']})",
+        f"{'backend':<10} {'engine img/s':>12} {'e2e img/s':>10} {'b1 p50 ms':>10} {'b1 p95 ms':>10} {'alone MB':>9}",
+    ]
     for name, row in result["classifier"].items():
         alone = result["memory"]["isolated_peak_rss_mb"].get(name)
-        lines.append(f"{name:<10} {row['throughput_ips']:>12.1f} {row['throughput_e2e_ips']:>10.1f} "
-                     f"{row['latency_p50_ms']:>10.2f} {row['latency_p95_ms']:>10.2f} "
-                     f"{alone if alone is not None else float('nan'):>9.0f}")
+        lines.append(
+            f"{name:<10} {row['throughput_ips']:>12.1f} {row['throughput_e2e_ips']:>10.1f} "
+            f"{row['latency_p50_ms']:>10.2f} {row['latency_p95_ms']:>10.2f} "
+            f"{alone if alone is not None else float('nan'):>9.0f}"
+        )
     if result["ratios"]:
-        lines.append("ratios (median per round, engine throughput): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if k.split("/")[0] != "torch"))
+        lines.append(
+            "ratios (median per round, engine throughput): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if k.split("/")[0] != "torch")
+        )
     if result.get("detector_ms") is not None:
         det = result["detector"]["latency_ms"]
-        lines.append(f"detector: mean {det['mean']:.1f} ms, p50 {det['p50']:.1f}, p95 {det['p95']:.1f} "
-                     f"({result['detector']['images']})")
-        lines.append("pipeline images/s: " + ", ".join(f"{k} {v['images_per_s']:.1f}"
-                                                        for k, v in result["pipeline"].items()))
+        lines.append(
+            f"detector: mean {det['mean']:.1f} ms, p50 {det['p50']:.1f}, p95 {det['p95']:.1f} "
+            f"({result['detector']['images']})"
+        )
+        lines.append(
+            "pipeline images/s: " + ", ".join(f"{k} {v['images_per_s']:.1f}" for k, v in result["pipeline"].items())
+        )
     lines.append(f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)

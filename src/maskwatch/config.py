@@ -12,12 +12,12 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
-
 
 # -- what travels with a model (checkpoint dict and ONNX metadata); these are the values for files that predate
 # the fields. A model is trained on one face framing, so deployment must crop the same way.
@@ -92,7 +92,7 @@ class TrainConfig:
     out: str | None = None  # run folder; default runs/<arch>-<timestamp>
     half: bool = False  # store the best model's weights as fp16 (half the size)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check ranges and choices; raise ConfigError naming the bad field."""
         from maskwatch.models import available_archs
 

@@ -11,10 +11,11 @@ import csv
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,11 @@ class Evaluation:
         return report
 
 
-def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[np.ndarray | None], list[Skipped]]:
+def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[Any], list[Skipped]]:
     """Decode each distinct file once (scene crops share their image), then cut every sample."""
     from maskwatch.data.images import load_rgb
 
-    def decode(path: str) -> tuple[np.ndarray | None, Skipped | None]:
+    def decode(path: str) -> tuple[Any, Skipped | None]:
         try:
             return load_rgb(path), None
         except BadImageError as exc:
@@ -56,7 +57,7 @@ def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[np.ndarray 
     paths = list(dict.fromkeys(s.path for s in samples))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         decoded = dict(zip(paths, pool.map(decode, paths)))
-    images: list[np.ndarray | None] = []
+    images: list[Any] = []
     for sample in samples:
         image, _ = decoded[sample.path]
         if image is None:
@@ -71,7 +72,11 @@ def _load_all(samples: Sequence[Sample], workers: int) -> tuple[list[np.ndarray 
 
 
 def evaluate_samples(
-    model: str | Path | Classifier, samples: Sequence[Sample], classes: Sequence[str], *, workers: int = 2,
+    model: str | Path | Classifier,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    *,
+    workers: int = 2,
     chunk: int = 256,
 ) -> Evaluation:
     """Predict every sample (bad files are skipped and listed) and keep what the metrics need."""
@@ -109,8 +114,9 @@ def evaluate_dataset(
     """Evaluate a model on a dataset split; ``split=None`` means ``test``, or every image of a dataset
     that has no split folders (such as VOC scenes used as a cross-dataset test)."""
     classifier = load_classifier(model_path, backend=backend)
-    dataset: LabeledSet = open_dataset(data, classes=classifier.classes, crops=crops, min_face=min_face,
-                                       crop_margin=crop_margin, seed=seed)
+    dataset: LabeledSet = open_dataset(
+        data, classes=classifier.classes, crops=crops, min_face=min_face, crop_margin=crop_margin, seed=seed
+    )
     if split is None:
         split = "test" if "test" in dataset.predefined_splits else "all"
     samples = dataset.split(split)
@@ -118,13 +124,19 @@ def evaluate_dataset(
     if len(present) < 2:
         # per-class scores and macro F1 mean little with one class: refuse before any work (exit code 2)
         found = ", ".join(classifier.classes[i] for i in present) or "none"
-        raise DatasetError(f"{data} [{split}] holds images of one class only ({found}; the model knows "
-                           f"{', '.join(classifier.classes)}): evaluation needs at least two classes")
+        raise DatasetError(
+            f"{data} [{split}] holds images of one class only ({found}; the model knows "
+            f"{', '.join(classifier.classes)}): evaluation needs at least two classes"
+        )
     evaluation = evaluate_samples(classifier, samples, classifier.classes, workers=workers)
     evaluation.skipped = dataset.skipped + evaluation.skipped
     evaluation.info = {
-        "model": str(model_path), "data": str(data), "split": split, "crops": crops,
-        "min_face": min_face if crops else None, "crop_margin": crop_margin if crops else None,
+        "model": str(model_path),
+        "data": str(data),
+        "split": split,
+        "crops": crops,
+        "min_face": min_face if crops else None,
+        "crop_margin": crop_margin if crops else None,
         "backend": classifier.backend,
     }
     return evaluation
@@ -145,8 +157,9 @@ def write_outputs(evaluation: Evaluation, json_path: str | Path) -> dict[str, An
     json_path.parent.mkdir(parents=True, exist_ok=True)
     stem = json_path.with_suffix("")
     try:
-        png: str | None = str(plot_confusion_matrix(report["confusion_matrix"], evaluation.classes,
-                                                    stem.with_suffix(".confusion.png")))
+        png: str | None = str(
+            plot_confusion_matrix(report["confusion_matrix"], evaluation.classes, stem.with_suffix(".confusion.png"))
+        )
     except ImportError:
         png = None
         log.warning("no confusion-matrix figure: it needs matplotlib (pip install 'maskwatch[train]')")
@@ -157,8 +170,15 @@ def write_outputs(evaluation: Evaluation, json_path: str | Path) -> dict[str, An
         writer.writerow(["path", "box", "true", "predicted", *[f"p_{c}" for c in evaluation.classes]])
         for sample, label, p in zip(evaluation.samples, evaluation.labels, evaluation.probabilities):
             box = "" if sample.box is None else " ".join(map(str, sample.box))
-            writer.writerow([sample.path, box, evaluation.classes[label], evaluation.classes[int(p.argmax())],
-                             *[f"{v:.6f}" for v in p]])
+            writer.writerow(
+                [
+                    sample.path,
+                    box,
+                    evaluation.classes[label],
+                    evaluation.classes[int(p.argmax())],
+                    *[f"{v:.6f}" for v in p],
+                ]
+            )
     report["predictions_csv"] = str(predictions)
     json_path.write_text(json.dumps(report, indent=2))
     return report

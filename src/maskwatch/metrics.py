@@ -16,8 +16,10 @@ scikit-learn nor scipy to run ``maskwatch evaluate``:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +89,7 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
             ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
@@ -105,7 +107,7 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, classes
     accuracy, macro_f1 = accuracy_and_macro_f1(labels, predictions, n)
     report: dict[str, Any] = {
         "classes": list(classes),
-        "n_images": int(len(labels)),
+        "n_images": len(labels),
         "accuracy": accuracy,
         "macro_f1": macro_f1,
         "per_class": {
@@ -144,8 +146,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         for (i, j), value in np.ndenumerate(data):
-            ax.text(j, i, fmt.format(value), ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(j, i, fmt.format(value), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,15 +25,32 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Literal, NoReturn, Sequence, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import typer
 from rich.console import Console
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "console", "log", "setup_logging",
-           "set_debug", "debug_enabled", "fail", "finish", "require_extra", "check_output_path", "is_stdout",
-           "json_target", "write_json", "run_app"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "check_output_path",
+    "console",
+    "debug_enabled",
+    "fail",
+    "finish",
+    "is_stdout",
+    "json_target",
+    "log",
+    "require_extra",
+    "run_app",
+    "set_debug",
+    "setup_logging",
+    "write_json",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,7 +134,10 @@ def _writable_folder(folder: Path) -> bool:
 
 
 def check_output_path(
-    path: str | os.PathLike[str] | None, kind: Literal["file", "dir"] = "file", *, option: str = "--out",
+    path: str | os.PathLike[str] | None,
+    kind: Literal["file", "dir"] = "file",
+    *,
+    option: str = "--out",
     stdout_ok: bool = False,
 ) -> Path | None:
     """Check an output path before any work starts; exit 2 with one line naming ``option`` if it is unusable.
@@ -190,7 +210,7 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the contract: no traceback unless asked for
+    except Exception as exc:
         if debug_enabled():
             traceback.print_exc(file=sys.stderr)
         hint = "" if debug_enabled() else " (run with --debug for the traceback)"

@@ -7,7 +7,7 @@ imports (torch, grad-cam, matplotlib) happen inside the functions so ``maskwatch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -33,21 +33,36 @@ def print_mass_summary(summary: dict[str, Any]) -> None:
     for column in ("class", "images", "lower face", "upper face", "outside", ">50% lower", "uniform map"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, s in summary.items():
-        table.add_row(name, str(s["n"]), f"{s['lower_face_mean']:.3f}", f"{s['upper_face_mean']:.3f}",
-                      f"{s['outside_mean']:.3f}", f"{s['lower_majority']:.3f}", f"{s['uniform_lower_face']:.3f}")
+        table.add_row(
+            name,
+            str(s["n"]),
+            f"{s['lower_face_mean']:.3f}",
+            f"{s['upper_face_mean']:.3f}",
+            f"{s['outside_mean']:.3f}",
+            f"{s['lower_majority']:.3f}",
+            f"{s['uniform_lower_face']:.3f}",
+        )
     Console().print(table)
 
 
-def write_report(evaluation: Any, out: Path, *, model_path: Path, model_card: Optional[Path] = None,
-                 low_confidence: float = 0.6, **options: Any) -> None:
+def write_report(
+    evaluation: Any,
+    out: Path,
+    *,
+    model_path: Path,
+    model_card: Optional[Path] = None,
+    low_confidence: float = 0.6,
+    **options: Any,
+) -> None:
     """Used by ``maskwatch evaluate --report``: build the report and print where it went."""
     from maskwatch.report.build import build_report
 
     if not 0.0 < low_confidence <= 1.0:
         fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
-        result = build_report(evaluation, out, model_path=model_path, model_card=model_card,
-                              low_confidence=low_confidence, **options)
+        result = build_report(
+            evaluation, out, model_path=model_path, model_card=model_card, low_confidence=low_confidence, **options
+        )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     print_mass_summary(result.mass_summary)
@@ -55,13 +70,14 @@ def write_report(evaluation: Any, out: Path, *, model_path: Path, model_card: Op
 
 
 def explain(
-    images: List[Path] = typer.Argument(..., help="Face images (whole image = one face), or folders of them."),
+    images: list[Path] = typer.Argument(..., help="Face images (whole image = one face), or folders of them."),
     model: Optional[Path] = typer.Option(None, help="Model file (.pt).", show_default="the bundled model"),
     method: str = typer.Option("gradcam", help=METHOD_HELP),
     out: Path = typer.Option(Path("explanations"), help="Folder for one PNG per image: <stem>.<method>.png."),
     all_classes: bool = typer.Option(False, "--all-classes", help="Also show the map of every other class."),
-    layer: Optional[str] = typer.Option(None, help="Target layer by dotted name.",
-                                        show_default="the architecture's CAM layer: features.18, layer4"),
+    layer: Optional[str] = typer.Option(
+        None, help="Target layer by dotted name.", show_default="the architecture's CAM layer: features.18, layer4"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Explain single images: input, CAM overlay of the predicted class (or of every class), probabilities."""
@@ -99,16 +115,30 @@ def explain(
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of `maskwatch train` (holds model.pt, history.csv, ...)."),
     out: Optional[Path] = typer.Option(None, help="HTML file to write.", show_default="RUN_DIR/report.html"),
-    data: Optional[Path] = typer.Option(None, help="Evaluate on this dataset instead of reusing the run's test "
-                                        "predictions.", show_default="the run's metrics.predictions.csv"),
-    split: Optional[str] = typer.Option(None, help="With --data: train | valid | test | all.",
-                                        show_default="test, or all for a dataset without splits"),
-    crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="With --data: classify face crops "
-                                         "of VOC scenes.", show_default="as the run was trained"),
-    model_card: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="Model card (Markdown) "
-                                              "to include.", show_default="MODEL_CARD.md beside the model"),
-    low_confidence: float = typer.Option(0.6, help="Top-class probability below which an image is 'low "
-                                         "confidence' in the galleries."),
+    data: Optional[Path] = typer.Option(
+        None,
+        help="Evaluate on this dataset instead of reusing the run's test predictions.",
+        show_default="the run's metrics.predictions.csv",
+    ),
+    split: Optional[str] = typer.Option(
+        None, help="With --data: train | valid | test | all.", show_default="test, or all for a dataset without splits"
+    ),
+    crops: Optional[bool] = typer.Option(
+        None,
+        "--crops/--no-crops",
+        help="With --data: classify face crops of VOC scenes.",
+        show_default="as the run was trained",
+    ),
+    model_card: Optional[Path] = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Model card (Markdown) to include.",
+        show_default="MODEL_CARD.md beside the model",
+    ),
+    low_confidence: float = typer.Option(
+        0.6, help="Top-class probability below which an image is 'low confidence' in the galleries."
+    ),
     method: str = typer.Option("gradcam", help=METHOD_HELP),
     cam_samples: int = typer.Option(96, min=1, help="Images per class for the explanation-quality figure."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
@@ -125,8 +155,17 @@ def report(
     if not 0.0 < low_confidence <= 1.0:
         fail(f"--low-confidence must be in (0, 1], got {low_confidence}")
     try:
-        result = report_for_run(run_dir, out=out, data=data, split=split, crops=crops, model_card=model_card,
-                                low_confidence=low_confidence, method=method, cam_samples=cam_samples)
+        result = report_for_run(
+            run_dir,
+            out=out,
+            data=data,
+            split=split,
+            crops=crops,
+            model_card=model_card,
+            low_confidence=low_confidence,
+            method=method,
+            cam_samples=cam_samples,
+        )
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     print_mass_summary(result.mass_summary)

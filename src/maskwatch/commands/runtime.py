@@ -36,17 +36,25 @@ def _shared(*parts: str) -> Optional[Path]:
 
 def export(
     model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) to export.", show_default="the bundled model"),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx (fp32) | onnx-int8 (static INT8, needs "
-                               "calibration images) | torchscript."),
-    out: Optional[Path] = typer.Option(None, help="Output file.",
-                                       show_default="beside the model: NAME.onnx, NAME-int8.onnx or NAME.ts"),
-    calibration: Optional[Path] = typer.Option(None, help="onnx-int8: folder of face images to calibrate on "
-                                               "(class folders or a dataset root; its train/ split is used).",
-                                               show_default="a stratified sample of the model's training data"),
+    format: str = typer.Option(
+        "onnx", "--format", "-f", help="onnx (fp32) | onnx-int8 (static INT8, needs calibration images) | torchscript."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, help="Output file.", show_default="beside the model: NAME.onnx, NAME-int8.onnx or NAME.ts"
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None,
+        help="onnx-int8: folder of face images to calibrate on "
+        "(class folders or a dataset root; its train/ split is used).",
+        show_default="a stratified sample of the model's training data",
+    ),
     calibration_size: int = typer.Option(200, min=1, help="onnx-int8: images sampled for calibration."),
     opset: int = typer.Option(17, min=7, help="ONNX opset."),
-    check: bool = typer.Option(True, "--check/--no-check", help="Compare the export with the checkpoint on a few "
-                               "images and print the largest probability difference."),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="Compare the export with the checkpoint on a few images and print the largest probability difference.",
+    ),
 ) -> None:
     """Export a model for deployment: ONNX (fp32 or INT8, runs with onnxruntime alone) or TorchScript.
 
@@ -65,13 +73,20 @@ def export(
     from maskwatch.runtime.export import export_onnx, export_torchscript
 
     try:
-        with console.status(f"exporting {model_path} to {format}"
-                            + (" (calibrating: about a minute)" if format == "onnx-int8" else "")):
+        with console.status(
+            f"exporting {model_path} to {format}" + (" (calibrating: about a minute)" if format == "onnx-int8" else "")
+        ):
             if format == "torchscript":
                 path = export_torchscript(model_path, target)
             else:
-                path = export_onnx(model_path, target, int8=format == "onnx-int8", calibration=calibration,
-                                   calibration_size=calibration_size, opset=opset)
+                path = export_onnx(
+                    model_path,
+                    target,
+                    int8=format == "onnx-int8",
+                    calibration=calibration,
+                    calibration_size=calibration_size,
+                    opset=opset,
+                )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     size_mb = path.stat().st_size / 1e6
@@ -97,26 +112,42 @@ def _check_export(checkpoint: Path, exported: Path, faces: Optional[Path]) -> No
 
 
 def bench(
-    model: Optional[Path] = typer.Option(None, help="Checkpoint (.pt) or exported .onnx.",
-                                         show_default="the bundled model"),
-    backend: str = typer.Option("torch,onnx,onnx-int8", "--backend", "-b",
-                                help="Comma-separated backends to compare: torch, onnx, onnx-int8."),
-    size: Optional[int] = typer.Option(None, min=32, help="Classifier input side in px (224 or 128). Another "
-                                       "size than the model's is for speed only.", show_default="the model's own"),
+    model: Optional[Path] = typer.Option(
+        None, help="Checkpoint (.pt) or exported .onnx.", show_default="the bundled model"
+    ),
+    backend: str = typer.Option(
+        "torch,onnx,onnx-int8", "--backend", "-b", help="Comma-separated backends to compare: torch, onnx, onnx-int8."
+    ),
+    size: Optional[int] = typer.Option(
+        None,
+        min=32,
+        help="Classifier input side in px (224 or 128). Another size than the model's is for speed only.",
+        show_default="the model's own",
+    ),
     batch: int = typer.Option(32, min=1, help="Batch size of the throughput measurement."),
     rounds: int = typer.Option(7, min=1, help="Interleaved measurement rounds (all backends in each round)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Threads per backend.", show_default="physical cores"),
-    faces: Optional[Path] = typer.Option(None, "--faces", file_okay=False, help="Folder of face images for the "
-                                         "classifier timings (searched recursively).",
-                                         show_default="../shared/data/faces/test when it exists, else random images"),
-    scene_dir: Optional[Path] = typer.Option(None, "--scene-dir", file_okay=False, help="Folder of scene *.jpg "
-                                             "images for the detector and pipeline timings.",
-                                             show_default="../shared/data/scenes/images when it exists"),
+    faces: Optional[Path] = typer.Option(
+        None,
+        "--faces",
+        file_okay=False,
+        help="Folder of face images for the classifier timings (searched recursively).",
+        show_default="../shared/data/faces/test when it exists, else random images",
+    ),
+    scene_dir: Optional[Path] = typer.Option(
+        None,
+        "--scene-dir",
+        file_okay=False,
+        help="Folder of scene *.jpg images for the detector and pipeline timings.",
+        show_default="../shared/data/scenes/images when it exists",
+    ),
     scenes: int = typer.Option(40, min=0, help="Scene images for the detector and pipeline timings (0: skip)."),
-    preset: str = typer.Option("fast", help="Detector views of the pipeline timing: fast | balanced | accurate "
-                               "(as `detect --preset`)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON ('-': stdout).",
-                                            show_default="none"),
+    preset: str = typer.Option(
+        "fast", help="Detector views of the pipeline timing: fast | balanced | accurate (as `detect --preset`)."
+    ),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json", help="Write the full result as JSON ('-': stdout).", show_default="none"
+    ),
 ) -> None:
     """Measure classifier throughput and latency per backend side by side, the face detector, the pipeline and memory.
 
@@ -137,11 +168,19 @@ def bench(
     model_path = _model_or_bundled(model)
     try:
         with console.status("benchmarking") as status:
-            result = run_bench(model_path, progress=lambda m: status.update(f"benchmarking: {m}"), backends=backends,
-                               size=size, batch=batch, rounds=rounds, threads=threads,
-                               faces_dir=faces or _shared("faces", "test"),
-                               scenes_dir=scene_dir or _shared("scenes", "images"), scenes=scenes,
-                               pipeline_preset=preset)
+            result = run_bench(
+                model_path,
+                progress=lambda m: status.update(f"benchmarking: {m}"),
+                backends=backends,
+                size=size,
+                batch=batch,
+                rounds=rounds,
+                threads=threads,
+                faces_dir=faces or _shared("faces", "test"),
+                scenes_dir=scene_dir or _shared("scenes", "images"),
+                scenes=scenes,
+                pipeline_preset=preset,
+            )
     except ImportError as exc:
         fail(f"{exc}; the torch backend and exports need: pip install 'maskwatch[train]'")
     except (FileNotFoundError, ValueError) as exc:

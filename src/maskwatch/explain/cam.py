@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -120,9 +120,16 @@ class _OnnxPrefix:
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(self.prefix, (torch.zeros(1, 3, height, width),), buffer, input_names=["input"],
-                              output_names=["features"], dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(
+                self.prefix,
+                (torch.zeros(1, 3, height, width),),
+                buffer,
+                input_names=["input"],
+                output_names=["features"],
+                dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -201,7 +208,7 @@ class CamExplainer:
         return None
 
     # -- lifetime -------------------------------------------------------------------------------------
-    def __enter__(self) -> "CamExplainer":
+    def __enter__(self) -> CamExplainer:
         self.open()
         return self
 
@@ -258,8 +265,11 @@ class CamExplainer:
         device = next(self.model.parameters()).device
         for start in range(0, n, self.batch_size):
             part = tensor[start : start + self.batch_size].to(device)
-            wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in
-                                                   targets[start : start + self.batch_size]]
+            wanted = (
+                None
+                if targets is None
+                else [ClassifierOutputTarget(int(t)) for t in targets[start : start + self.batch_size]]
+            )
             if self.method == "scorecam":  # the library draws a progress bar per image; keep stderr clean
                 with contextlib.redirect_stderr(io.StringIO()):
                     cam = self._cam(input_tensor=part, targets=wanted)
@@ -284,9 +294,16 @@ class CamExplainer:
         return CamResult(np.concatenate(cams), np.concatenate(probs), np.concatenate(explained).astype(np.int64))
 
 
-def explain_batch(model: nn.Module, batch: np.ndarray, *, arch: str | None = None, layer: str | None = None,
-                  method: str = "gradcam", targets: Sequence[int] | int | None = None,
-                  engine: str = "torch") -> CamResult:
+def explain_batch(
+    model: nn.Module,
+    batch: np.ndarray,
+    *,
+    arch: str | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    targets: Sequence[int] | int | None = None,
+    engine: str = "torch",
+) -> CamResult:
     """One-shot helper: open an explainer, explain ``batch``, release the hooks."""
     with CamExplainer(model, arch=arch, layer=layer, method=method, engine=engine) as explainer:
         return explainer(batch, targets)

@@ -8,9 +8,9 @@ saving, so explaining hundreds of images in a row keeps memory flat.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -77,8 +77,9 @@ def explain_files(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    with CamExplainer(model, arch=checkpoint["arch"], layer=layer, method=method, batch_size=batch_size,
-                      engine="auto") as explainer:
+    with CamExplainer(
+        model, arch=checkpoint["arch"], layer=layer, method=method, batch_size=batch_size, engine="auto"
+    ) as explainer:
         for start in range(0, len(paths), batch_size):
             chunk = [Path(p) for p in paths[start : start + batch_size]]
             images, ok = [], []
@@ -99,12 +100,17 @@ def explain_files(
                 top = int(first.targets[i])
                 overlays = [(f"{method}: {classes[top]} (predicted)", overlay(shown[i], first.cams[i]))]
                 if all_classes:
-                    overlays += [(f"{method}: {classes[c]}", overlay(shown[i], maps[c][i]))
-                                 for c in range(len(classes)) if c != top]
-                fig = plot_explanation(shown[i], overlays, probs, classes,
-                                       title=f"{path.name}: {classes[top]} ({probs[top]:.3f})")
+                    overlays += [
+                        (f"{method}: {classes[c]}", overlay(shown[i], maps[c][i]))
+                        for c in range(len(classes))
+                        if c != top
+                    ]
+                fig = plot_explanation(
+                    shown[i], overlays, probs, classes, title=f"{path.name}: {classes[top]} ({probs[top]:.3f})"
+                )
                 png = out_dir / _unique_name(path.stem, method, used)
                 fig.savefig(png, dpi=dpi)
                 del fig
-                yield Explanation(str(path), classes[top], float(probs[top]),
-                                  {c: float(p) for c, p in zip(classes, probs)}, png)
+                yield Explanation(
+                    str(path), classes[top], float(probs[top]), {c: float(p) for c, p in zip(classes, probs)}, png
+                )

@@ -12,7 +12,7 @@ all has undefined shares (NaN) and is left out of the summaries.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,8 +58,11 @@ def cam_mass_shares(cam: np.ndarray, face: Sequence[float] = FULL_FRAME) -> dict
     cols = _span(x0, x1, width)
     upper = cam[_span(y0, mid, height), cols].sum()
     lower = cam[_span(mid, y1, height), cols].sum()
-    return {"lower_face": float(lower / total), "upper_face": float(upper / total),
-            "outside": float(max(0.0, total - lower - upper) / total)}
+    return {
+        "lower_face": float(lower / total),
+        "upper_face": float(upper / total),
+        "outside": float(max(0.0, total - lower - upper) / total),
+    }
 
 
 def mass_table(cams: np.ndarray, faces: Sequence[Sequence[float]] | None = None) -> dict[str, np.ndarray]:

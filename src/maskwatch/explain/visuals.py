@@ -6,7 +6,7 @@ Every hook is removed before a function returns, whatever happens.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,15 @@ def default_feature_layers(model: nn.Module, arch: str | None = None) -> list[tu
 
 
 @torch.no_grad()
-def capture_feature_maps(model: nn.Module, batch: np.ndarray | torch.Tensor,
-                         layers: Sequence[str]) -> dict[str, np.ndarray]:
+def capture_feature_maps(
+    model: nn.Module, batch: np.ndarray | torch.Tensor, layers: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Run ``batch`` through ``model`` and return each named layer's output (N x C x h x w, float32)."""
     captured: dict[str, torch.Tensor] = {}
     handles = []
     try:
         for name in layers:
+
             def hook(module, inputs, output, name=name):
                 captured[name] = output.detach().float().cpu()
 

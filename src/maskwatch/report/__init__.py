@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["build_report", "report_for_run", "ReportResult"]
+__all__ = ["ReportResult", "build_report", "report_for_run"]
 
 
 def __getattr__(name: str):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,7 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -
     correct = (probabilities.argmax(axis=1) == labels) if len(labels) else np.zeros(0, bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     conf, acc, counts = np.full(bins, np.nan), np.full(bins, np.nan), np.zeros(bins, dtype=np.int64)
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
         inside = (confidence > lo) & (confidence <= hi)
         counts[i] = int(inside.sum())
         if counts[i]:
@@ -49,8 +51,12 @@ def best_f1_threshold(scores: np.ndarray, positives: np.ndarray) -> dict[str, fl
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     best = int(np.argmax(f1))
-    return {"threshold": float(thresholds[best]), "f1": float(f1[best]), "precision": float(precision[best]),
-            "recall": float(recall[best])}
+    return {
+        "threshold": float(thresholds[best]),
+        "f1": float(f1[best]),
+        "precision": float(precision[best]),
+        "recall": float(recall[best]),
+    }
 
 
 def threshold_table(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> list[dict]:
@@ -66,7 +72,9 @@ def threshold_table(probabilities: np.ndarray, labels: np.ndarray, classes: Sequ
         tp = float(np.sum(positives & (predicted == index)))
         fp, fn = float(np.sum(~positives & (predicted == index))), float(np.sum(positives & (predicted != index)))
         default_f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-        rows.append({"class": name, "default_f1": default_f1, **(best or {"threshold": None})})
+        row: dict[str, Any] = {"class": name, "default_f1": default_f1}
+        row.update(best if best else {"threshold": None})
+        rows.append(row)
     return rows
 
 
@@ -85,8 +93,9 @@ GALLERIES = {
 }
 
 
-def pick_galleries(probabilities: np.ndarray, labels: np.ndarray, n_classes: int, *, per_gallery: int = 8,
-                   low_confidence: float = 0.6) -> dict[str, dict[int, list[Pick]]]:
+def pick_galleries(
+    probabilities: np.ndarray, labels: np.ndarray, n_classes: int, *, per_gallery: int = 8, low_confidence: float = 0.6
+) -> dict[str, dict[int, list[Pick]]]:
     """For each gallery and each true class, up to ``per_gallery`` rows, in a deterministic order."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels)

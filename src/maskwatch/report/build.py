@@ -21,9 +21,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class ReportResult:
 
 
 # -- inputs found beside a model ----------------------------------------------------------------------
+
 
 def find_model_card(model_path: Path, explicit: str | Path | None = None) -> Path | None:
     """``explicit`` if given (must exist), else ``MODEL_CARD.md`` beside the model or in its run folder."""
@@ -119,8 +121,13 @@ def _dataset_counts(info: dict[str, Any], classes: Sequence[str]) -> dict[str, d
     if not info.get("data"):
         return None
     try:
-        dataset = open_dataset(info["data"], classes=classes, crops=bool(info.get("crops")),
-                               min_face=info.get("min_face") or 32, crop_margin=info.get("crop_margin") or 0.15)
+        dataset = open_dataset(
+            info["data"],
+            classes=classes,
+            crops=bool(info.get("crops")),
+            min_face=info.get("min_face") or 32,
+            crop_margin=info.get("crop_margin") or 0.15,
+        )
     except (DatasetError, OSError, ValueError) as exc:
         log.warning("cannot list %s for the report: %s", info["data"], exc)
         return None
@@ -128,6 +135,7 @@ def _dataset_counts(info: dict[str, Any], classes: Sequence[str]) -> dict[str, d
 
 
 # -- images -------------------------------------------------------------------------------------------
+
 
 class _ImageCache:
     """Decode each file once; hand out the sample's crop (uint8 RGB) and the full image's size."""
@@ -159,11 +167,14 @@ def _tile(image01: np.ndarray, cam: np.ndarray) -> tuple[str, str]:
 
     small = cv2.resize(image01, (TILE_SIZE, TILE_SIZE), interpolation=cv2.INTER_AREA)
     small_cam = cv2.resize(cam, (TILE_SIZE, TILE_SIZE), interpolation=cv2.INTER_AREA)
-    return (plots.image_to_data_uri((small * 255).round().astype(np.uint8)),
-            plots.image_to_data_uri(overlay(small, small_cam)))
+    return (
+        plots.image_to_data_uri((small * 255).round().astype(np.uint8)),
+        plots.image_to_data_uri(overlay(small, small_cam)),
+    )
 
 
 # -- the report ---------------------------------------------------------------------------------------
+
 
 def build_report(
     evaluation,
@@ -191,8 +202,12 @@ def build_report(
     from maskwatch.checkpoint import build_model, load_checkpoint
     from maskwatch.explain.cam import CamExplainer
     from maskwatch.explain.mass import PARTS, cam_mass_shares, face_region_in_crop, summarize_by_class
-    from maskwatch.explain.visuals import (capture_feature_maps, default_feature_layers, first_conv_weights,
-                                           trainable_weights)
+    from maskwatch.explain.visuals import (
+        capture_feature_maps,
+        default_feature_layers,
+        first_conv_weights,
+        trainable_weights,
+    )
     from maskwatch.preprocess import Preprocessing, denormalize, to_batch
 
     if not 0.0 < low_confidence <= 1.0:
@@ -223,13 +238,24 @@ def build_report(
     evaluated_counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
     summary = {
         "model": {
-            "path": str(model_path), "arch": arch, "classes": classes, "input": f"{prep.size}x{prep.size}",
-            "created": checkpoint.get("created", "?"), "size_mb": model_path.stat().st_size / 1e6,
+            "path": str(model_path),
+            "arch": arch,
+            "classes": classes,
+            "input": f"{prep.size}x{prep.size}",
+            "created": checkpoint.get("created", "?"),
+            "size_mb": model_path.stat().st_size / 1e6,
             "sha256": _sha256(model_path),
         },
-        "evaluated": {"data": info.get("data"), "split": info.get("split"), "crops": info.get("crops"),
-                      "min_face": info.get("min_face"), "crop_margin": info.get("crop_margin"),
-                      "backend": info.get("backend"), "counts": evaluated_counts, "n": int(len(labels))},
+        "evaluated": {
+            "data": info.get("data"),
+            "split": info.get("split"),
+            "crops": info.get("crops"),
+            "min_face": info.get("min_face"),
+            "crop_margin": info.get("crop_margin"),
+            "backend": info.get("backend"),
+            "counts": evaluated_counts,
+            "n": len(labels),
+        },
         "dataset_counts": _dataset_counts(info, classes),
         "skipped": [{"path": s.path, "reason": s.reason} for s in evaluation.skipped],
         "training_data": training_data,
@@ -242,8 +268,11 @@ def build_report(
         "versions_env": _environment_versions(),
     }
     history, history_source = read_history(run_dir, checkpoint)
-    training = {"rows": len(history), "source": history_source,
-                "figure": plots.figure_to_data_uri(plots.plot_training_curves(history)) if history else None}
+    training = {
+        "rows": len(history),
+        "source": history_source,
+        "figure": plots.figure_to_data_uri(plots.plot_training_curves(history)) if history else None,
+    }
     timings["summary_s"] = time.perf_counter() - t0
 
     # ---- metrics
@@ -257,15 +286,17 @@ def build_report(
         "confusion": plots.figure_to_data_uri(plots.plot_confusion(report["confusion_matrix"], classes)),
         "roc": plots.figure_to_data_uri(plots.plot_roc(labels, probabilities, classes)) if both else None,
         "pr": plots.figure_to_data_uri(plots.plot_precision_recall(labels, probabilities, classes, thresholds))
-        if both else None,
+        if both
+        else None,
         "reliability": plots.figure_to_data_uri(plots.plot_reliability(rel)),
         "ece": rel.ece,
     }
     timings["metrics_s"] = time.perf_counter() - t0
 
     # ---- pick what needs a CAM: gallery tiles, and a seeded per-class sample for the mass figure
-    picks = analysis.pick_galleries(probabilities, labels, len(classes), per_gallery=per_gallery,
-                                    low_confidence=low_confidence)
+    picks = analysis.pick_galleries(
+        probabilities, labels, len(classes), per_gallery=per_gallery, low_confidence=low_confidence
+    )
     rng = np.random.default_rng(seed)
     mass_rows: list[int] = []
     for c in range(len(classes)):
@@ -320,12 +351,18 @@ def build_report(
                     continue
                 source, over = _tile(shown[pick.index], cams[pick.index])
                 sample = evaluation.samples[pick.index]
-                tiles.append({
-                    "input": source, "overlay": over, "true": classes[pick.label],
-                    "pred": classes[pick.predicted], "prob": pick.probability,
-                    "p_true": float(probabilities[pick.index, pick.label]), "correct": pick.label == pick.predicted,
-                    "name": Path(sample.path).name + (f" {list(sample.box)}" if sample.box else ""),
-                })
+                tiles.append(
+                    {
+                        "input": source,
+                        "overlay": over,
+                        "true": classes[pick.label],
+                        "pred": classes[pick.predicted],
+                        "prob": pick.probability,
+                        "p_true": float(probabilities[pick.index, pick.label]),
+                        "correct": pick.label == pick.predicted,
+                        "name": Path(sample.path).name + (f" {list(sample.box)}" if sample.box else ""),
+                    }
+                )
             per_class.append({"name": name, "tiles": tiles})
         galleries.append({"key": key, "title": title, "classes": per_class})
     timings["galleries_s"] = time.perf_counter() - t0
@@ -346,11 +383,13 @@ def build_report(
         for i, r in enumerate(feature_rows):
             rows_maps = [(label, name, maps[name][i]) for label, name in layers if name in maps]
             fig = plots.plot_feature_maps(images01[i], rows_maps)
-            feature_figures.append({
-                "uri": plots.figure_to_data_uri(fig, dpi=80),
-                "caption": f"{Path(evaluation.samples[r].path).name}: true {classes[labels[r]]}, "
-                           f"predicted {classes[predicted[r]]} ({probabilities[r].max():.3f})",
-            })
+            feature_figures.append(
+                {
+                    "uri": plots.figure_to_data_uri(fig, dpi=80),
+                    "caption": f"{Path(evaluation.samples[r].path).name}: true {classes[labels[r]]}, "
+                    f"predicted {classes[predicted[r]]} ({probabilities[r].max():.3f})",
+                }
+            )
     filter_name, filter_weights = first_conv_weights(model)
     finetune = int((checkpoint.get("config") or {}).get("finetune") or 0)
     weights = trainable_weights(model, arch, finetune)
@@ -373,8 +412,7 @@ def build_report(
     mass_summary = summarize_by_class(table, used_labels, classes)
     baseline = {}
     for c, name in enumerate(classes):
-        areas = [(f[2] - f[0]) * (f[3] - (f[1] + f[3]) / 2) for r, f in ((r, faces[r]) for r in used)
-                 if labels[r] == c]
+        areas = [(f[2] - f[0]) * (f[3] - (f[1] + f[3]) / 2) for r, f in ((r, faces[r]) for r in used) if labels[r] == c]
         baseline[name] = float(np.mean(areas)) if areas else float("nan")
         mass_summary[name]["uniform_lower_face"] = baseline[name]
     quality = {
@@ -390,28 +428,51 @@ def build_report(
     timings["quality_s"] = time.perf_counter() - t0
 
     # ---- render
-    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
-                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     html = env.get_template(TEMPLATE).render(
         title=f"maskwatch report — {model_path.name} on {info.get('data', '?')} [{info.get('split', '?')}]",
-        sections=SECTIONS, summary=summary, training=training, metrics=metrics, galleries=galleries,
-        per_gallery=per_gallery, low_confidence=low_confidence, internals=internals, quality=quality,
-        classes=classes, generated=time.strftime("%Y-%m-%d %H:%M:%S"), timings=timings,
+        sections=SECTIONS,
+        summary=summary,
+        training=training,
+        metrics=metrics,
+        galleries=galleries,
+        per_gallery=per_gallery,
+        low_confidence=low_confidence,
+        internals=internals,
+        quality=quality,
+        classes=classes,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+        timings=timings,
         torch_threads=torch.get_num_threads(),
     )
     from maskwatch.checkpoint import atomic_write
 
-    atomic_write(out, lambda p: p.write_text(html, encoding="utf-8"))
+    def write(path: Path) -> None:
+        path.write_text(html, encoding="utf-8")
+
+    atomic_write(out, write)
     seconds = time.perf_counter() - started
-    log.info("report %s: %.1f MB in %.1fs (%s)", out, out.stat().st_size / 1e6, seconds,
-             ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    log.info(
+        "report %s: %.1f MB in %.1fs (%s)",
+        out,
+        out.stat().st_size / 1e6,
+        seconds,
+        ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+    )
     return ReportResult(out, out.stat().st_size, seconds, mass_summary, timings)
 
 
 # -- a run folder -------------------------------------------------------------------------------------
 
-def evaluation_from_predictions(csv_path: str | Path, classes: Sequence[str], info: dict[str, Any] | None = None,
-                                skipped: Sequence[dict] = ()):
+
+def evaluation_from_predictions(
+    csv_path: str | Path, classes: Sequence[str], info: dict[str, Any] | None = None, skipped: Sequence[dict] = ()
+):
     """Rebuild an :class:`~maskwatch.evaluate.Evaluation` from a ``*.predictions.csv`` written by
     ``evaluate.write_outputs`` (no inference needed)."""
     from maskwatch.data.datasets import Sample
@@ -431,9 +492,14 @@ def evaluation_from_predictions(csv_path: str | Path, classes: Sequence[str], in
             samples.append(Sample(row["path"], index[row["true"]], box))  # type: ignore[arg-type]
             labels.append(index[row["true"]])
             probs.append([float(row[c]) for c in columns])
-    return Evaluation(list(classes), samples, np.array(labels, dtype=np.int64),
-                      np.array(probs, dtype=np.float64).reshape(-1, len(classes)),
-                      [Skipped(s["path"], s["reason"]) for s in skipped], dict(info or {}))
+    return Evaluation(
+        list(classes),
+        samples,
+        np.array(labels, dtype=np.int64),
+        np.array(probs, dtype=np.float64).reshape(-1, len(classes)),
+        [Skipped(s["path"], s["reason"]) for s in skipped],
+        dict(info or {}),
+    )
 
 
 def report_for_run(
@@ -462,9 +528,15 @@ def report_for_run(
     if data is None and split is None and crops is None and predictions.is_file():
         metrics_json = run_dir / "metrics.json"
         stored = json.loads(metrics_json.read_text()) if metrics_json.is_file() else {}
-        info = {"model": str(model_path), "data": config.get("data"), "split": "test",
-                "crops": bool(config.get("crops")), "min_face": config.get("min_face"),
-                "crop_margin": config.get("crop_margin"), "backend": "torch (from metrics.predictions.csv)"}
+        info = {
+            "model": str(model_path),
+            "data": config.get("data"),
+            "split": "test",
+            "crops": bool(config.get("crops")),
+            "min_face": config.get("min_face"),
+            "crop_margin": config.get("crop_margin"),
+            "backend": "torch (from metrics.predictions.csv)",
+        }
         evaluation = evaluation_from_predictions(predictions, checkpoint["classes"], info, stored.get("skipped", []))
     else:
         if data is None:
@@ -473,7 +545,13 @@ def report_for_run(
                 crops = bool(config.get("crops"))
         if data is None:
             raise ValueError(f"{run_dir}: no --data given and the run's config names none")
-        evaluation = evaluate_dataset(model_path, data, split=split, crops=bool(crops),
-                                      min_face=int(config.get("min_face") or 32),
-                                      crop_margin=float(config.get("crop_margin") or 0.15), backend=backend)
+        evaluation = evaluate_dataset(
+            model_path,
+            data,
+            split=split,
+            crops=bool(crops),
+            min_face=int(config.get("min_face") or 32),
+            crop_margin=float(config.get("crop_margin") or 0.15),
+            backend=backend,
+        )
     return build_report(evaluation, out, model_path=model_path, run_dir=run_dir, **options)

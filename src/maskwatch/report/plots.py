@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -49,6 +49,7 @@ def image_to_data_uri(image: np.ndarray, fmt: str = "JPEG", quality: int = 85) -
 
 # -- training -----------------------------------------------------------------------------------------
 
+
 def _num(row: dict, key: str) -> float:
     try:
         return float(row.get(key, "nan"))
@@ -63,8 +64,15 @@ def plot_training_curves(history: Sequence[dict]) -> Figure:
     x = np.arange(1, len(history) + 1)
     for ax, keys, title in (
         (ax_loss, (("train_loss", "train"), ("val_loss", "validation")), "loss"),
-        (ax_acc, (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
-                  ("val_macro_f1", "validation macro F1")), "accuracy / F1"),
+        (
+            ax_acc,
+            (
+                ("train_acc", "train accuracy"),
+                ("val_acc", "validation accuracy"),
+                ("val_macro_f1", "validation macro F1"),
+            ),
+            "accuracy / F1",
+        ),
     ):
         for (key, label), color in zip(keys, PALETTE):
             y = np.array([_num(r, key) for r in history])
@@ -74,8 +82,15 @@ def plot_training_curves(history: Sequence[dict]) -> Figure:
         for i in range(1, len(stages)):
             if stages[i] != stages[i - 1]:
                 ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
-                ax.text(i + 0.6, 0.98, f"stage {stages[i]}", transform=ax.get_xaxis_transform(), va="top",
-                        fontsize=8, color="grey")
+                ax.text(
+                    i + 0.6,
+                    0.98,
+                    f"stage {stages[i]}",
+                    transform=ax.get_xaxis_transform(),
+                    va="top",
+                    fontsize=8,
+                    color="grey",
+                )
         ax.set_title(title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (all stages)")
@@ -87,6 +102,7 @@ def plot_training_curves(history: Sequence[dict]) -> Figure:
 
 # -- metrics ------------------------------------------------------------------------------------------
 
+
 def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure:
     """Counts and row-normalised rates (rows true, columns predicted)."""
     counts = np.asarray(matrix, dtype=np.float64)
@@ -94,8 +110,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> F
     rates = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(classes)
     fig = new_figure(4 + 2.2 * n, 2 + 1.1 * n)
-    for ax, data, title, fmt in zip(fig.subplots(1, 2), (counts, rates), ("counts", "row-normalised"),
-                                    ("{:.0f}", "{:.2f}")):
+    for ax, data, title, fmt in zip(
+        fig.subplots(1, 2), (counts, rates), ("counts", "row-normalised"), ("{:.0f}", "{:.2f}")
+    ):
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(title)
         ax.set_xticks(range(n), classes, rotation=30, ha="right")
@@ -127,16 +144,22 @@ def plot_roc(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[st
         fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
         ax.plot(fpr, tpr, color=color, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (one class vs rest)",
-           xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC (one class vs rest)",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def plot_precision_recall(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
-                          thresholds: Sequence[dict] | None = None) -> Figure:
+def plot_precision_recall(
+    labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], thresholds: Sequence[dict] | None = None
+) -> Figure:
     """One-vs-rest precision-recall curve per class with average precision; the F1-maximising threshold
     (from ``analysis.threshold_table``) is marked."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -149,10 +172,21 @@ def plot_precision_recall(labels: np.ndarray, probabilities: np.ndarray, classes
         ax.plot(recall, precision, color=color, label=f"{name} (AP {ap:.3f})")
         best = (thresholds or [{}] * len(classes))[index]
         if best.get("threshold") is not None:
-            ax.plot(best["recall"], best["precision"], "o", color=color, mec="black",
-                    label=f"max F1 {best['f1']:.3f} at p≥{best['threshold']:.2f}")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (one class vs rest)",
-           xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+            ax.plot(
+                best["recall"],
+                best["precision"],
+                "o",
+                color=color,
+                mec="black",
+                label=f"max F1 {best['f1']:.3f} at p≥{best['threshold']:.2f}",
+            )
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Precision-recall (one class vs rest)",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -166,10 +200,25 @@ def plot_reliability(rel: Reliability) -> Figure:
     centres = (rel.edges[:-1] + rel.edges[1:]) / 2
     width = rel.edges[1] - rel.edges[0]
     filled = rel.counts > 0
-    ax.bar(centres[filled], rel.accuracy[filled], width=width, edgecolor="black", color="#1f77b4", alpha=0.8,
-           label="accuracy")
-    ax.bar(centres[filled], (rel.confidence - rel.accuracy)[filled], bottom=rel.accuracy[filled], width=width,
-           color="#d62728", alpha=0.3, hatch="//", label="gap to confidence")
+    ax.bar(
+        centres[filled],
+        rel.accuracy[filled],
+        width=width,
+        edgecolor="black",
+        color="#1f77b4",
+        alpha=0.8,
+        label="accuracy",
+    )
+    ax.bar(
+        centres[filled],
+        (rel.confidence - rel.accuracy)[filled],
+        bottom=rel.accuracy[filled],
+        width=width,
+        color="#d62728",
+        alpha=0.3,
+        hatch="//",
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
     ax.set(ylabel="accuracy", title=f"Reliability (ECE {rel.ece:.4f})", ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="upper left")
@@ -183,8 +232,10 @@ def plot_reliability(rel: Reliability) -> Figure:
 
 # -- explanations -------------------------------------------------------------------------------------
 
-def plot_cam_mass(table: dict[str, np.ndarray], labels: np.ndarray, classes: Sequence[str],
-                  baseline: dict[str, float] | None = None) -> Figure:
+
+def plot_cam_mass(
+    table: dict[str, np.ndarray], labels: np.ndarray, classes: Sequence[str], baseline: dict[str, float] | None = None
+) -> Figure:
     """Left: each image's share of CAM mass on the lower face, per true class (box plot and points; the
     dashed mark is what a uniform map would give). Right: mean share on lower face / upper face / outside."""
     labels = np.asarray(labels)
@@ -201,20 +252,33 @@ def plot_cam_mass(table: dict[str, np.ndarray], labels: np.ndarray, classes: Seq
     if non_empty:
         left.boxplot([data[i] for i in non_empty], positions=positions[non_empty], widths=0.5, showfliers=False)
     for i, values in enumerate(data):
-        left.scatter(positions[i] + rng.uniform(-0.18, 0.18, values.size), values, s=6, alpha=0.4,
-                     color=PALETTE[i % len(PALETTE)])
+        left.scatter(
+            positions[i] + rng.uniform(-0.18, 0.18, values.size),
+            values,
+            s=6,
+            alpha=0.4,
+            color=PALETTE[i % len(PALETTE)],
+        )
         if baseline and classes[i] in baseline and np.isfinite(baseline[classes[i]]):
-            left.hlines(baseline[classes[i]], positions[i] - 0.3, positions[i] + 0.3, colors="black",
-                        linestyles="--", lw=1)
+            left.hlines(
+                baseline[classes[i]], positions[i] - 0.3, positions[i] + 0.3, colors="black", linestyles="--", lw=1
+            )
     left.set_xticks(positions, names)
     left.set(ylim=(0, 1), ylabel="share of CAM mass on lower face", title="Lower-face share per true class")
     left.grid(alpha=0.3, axis="y")
-    parts = (("lower_face", "lower face", "#2ca02c"), ("upper_face", "upper face", "#1f77b4"),
-             ("outside", "outside the face", "#7f7f7f"))
+    parts = (
+        ("lower_face", "lower face", "#2ca02c"),
+        ("upper_face", "upper face", "#1f77b4"),
+        ("outside", "outside the face", "#7f7f7f"),
+    )
     bottom = np.zeros(len(classes))
     for key, label, color in parts:
-        means = np.array([np.nanmean(table[key][labels == i]) if np.isfinite(table[key][labels == i]).any()
-                          else 0.0 for i in range(len(classes))])
+        means = np.array(
+            [
+                np.nanmean(table[key][labels == i]) if np.isfinite(table[key][labels == i]).any() else 0.0
+                for i in range(len(classes))
+            ]
+        )
         right.bar(positions, means, bottom=bottom, color=color, label=label, width=0.6)
         for x, b, m in zip(positions, bottom, means):
             if m > 0.06:
@@ -252,8 +316,9 @@ def _resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
     return array[rows][:, cols]
 
 
-def plot_feature_maps(image: np.ndarray, maps: Sequence[tuple[str, str, np.ndarray]], k: int = 8,
-                      tile: int = 64) -> Figure:
+def plot_feature_maps(
+    image: np.ndarray, maps: Sequence[tuple[str, str, np.ndarray]], k: int = 8, tile: int = 64
+) -> Figure:
     """One row per layer: the input, then the ``k`` most active channels of that layer's output (C x h x w),
     each scaled to its own range (viridis). Drawn as one mosaic image, which keeps it fast."""
     from matplotlib import colormaps
@@ -311,17 +376,28 @@ def plot_weight_histograms(weights: Sequence[tuple[str, np.ndarray]]) -> Figure:
         values = np.asarray(w, dtype=np.float64).ravel()
         ax.hist(values, bins=60, color="#1f77b4")
         ax.set_title(f"{name} {tuple(w.shape)}", fontsize=8)
-        ax.text(0.02, 0.95, f"mean {values.mean():+.3g}\nstd {values.std():.3g}", transform=ax.transAxes,
-                va="top", fontsize=7)
+        ax.text(
+            0.02,
+            0.95,
+            f"mean {values.mean():+.3g}\nstd {values.std():.3g}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+        )
         ax.tick_params(labelsize=7)
-    for ax in axes[len(weights):]:
+    for ax in axes[len(weights) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def plot_explanation(image: np.ndarray, overlays: Sequence[tuple[str, np.ndarray]], probabilities: np.ndarray,
-                     classes: Sequence[str], title: str = "") -> Figure:
+def plot_explanation(
+    image: np.ndarray,
+    overlays: Sequence[tuple[str, np.ndarray]],
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    title: str = "",
+) -> Figure:
     """The input, one CAM overlay per explained class, and the class probabilities (``explain``'s PNG)."""
     n = 2 + len(overlays)
     fig = new_figure(2.8 * n, 3.2)
