@@ -61,7 +61,7 @@ class FixedFinder:
 
 
 class Labeller:
-    classes = ["with_mask", "without_mask"]
+    classes = ("with_mask", "without_mask")
 
     def predict_proba(self, images):
         return np.tile([0.5, 0.5], (len(images), 1))

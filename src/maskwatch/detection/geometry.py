@@ -22,7 +22,7 @@ def grow_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
     pipeline (:func:`crop_box`)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    return int(round(x0 - mx)), int(round(y0 - my)), int(round(x1 + mx)), int(round(y1 + my))
+    return round(x0 - mx), round(y0 - my), round(x1 + mx), round(y1 + my)
 
 
 def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:

@@ -102,7 +102,7 @@ class FrameResult:
     @property
     def counts(self) -> dict[str, int]:
         """Faces per class (every class of the model, zeros included)."""
-        tally = {name: 0 for name in self.classes}
+        tally = dict.fromkeys(self.classes, 0)
         for face in self.faces:
             tally[face.label] = tally.get(face.label, 0) + 1
         return tally
@@ -133,7 +133,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Totals over many images or frames: faces per class and the overall compliance rate
     (``compliant_classes``: the model's; None: taken from the results, else the default)."""
-    counts = {name: 0 for name in classes}
+    counts = dict.fromkeys(classes, 0)
     n_frames = n_faces = 0
     for result in results:
         n_frames += 1
