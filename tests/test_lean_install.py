@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_face
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +43,7 @@ def _lean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def lean_venv(tmp_path_factory) -> Path:
-    deps = _base_dependencies() + ["setuptools>=68", "wheel"]  # build tools: the project installs without isolation
+    deps = [*_base_dependencies(), "setuptools>=68", "wheel"]  # build tools: the project installs without isolation
     key = hashlib.sha256(json.dumps([deps, sys.version]).encode()).hexdigest()[:12]
     venv = Path(tempfile.gettempdir()) / f"maskwatch-lean-venv-{key}"
     python = venv / "bin" / "python"

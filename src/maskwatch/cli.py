@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from maskwatch import __version__
+from maskwatch.commands import detect as _detect
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
-from maskwatch.commands import detect as _detect
 from maskwatch.commands import scenes as _scenes
 from maskwatch.commands.common import (
     check_output_path,
