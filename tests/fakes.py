@@ -43,7 +43,7 @@ class ColourClassifier:
     classes = CLASSES
     backend = "fake"
     crop_margin = 0.15
-    compliant_classes = ["with_mask"]
+    compliant_classes = ("with_mask",)
 
     def __init__(self, delay_per_crop: float = 0.0):
         self.delay_per_crop = delay_per_crop
@@ -79,8 +79,9 @@ def save_rgb(path: Path, rgb: np.ndarray) -> Path:
 
 def walking_frames(n: int, people: int = 2) -> list[np.ndarray]:
     """``n`` frames of ``people`` squares moving right (even ones masked, odd ones not)."""
-    return [scene([(10 + 6 * i, 20 + 70 * k, 40, GREEN if k % 2 == 0 else RED) for k in range(people)])
-            for i in range(n)]  # fmt: skip
+    return [
+        scene([(10 + 6 * i, 20 + 70 * k, 40, GREEN if k % 2 == 0 else RED) for k in range(people)]) for i in range(n)
+    ]
 
 
 def make_video(path: Path, n: int, fps: float = 10.0, people: int = 2) -> Path:

@@ -29,8 +29,18 @@ VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 
 @pytest.fixture(autouse=True)
 def fake_models(monkeypatch):
-    def load(cls, model=None, *, backend=None, preset="accurate", detector_model=None, candidate_threshold=0.1,
-             threads=2, batch_size=32, **options):  # fmt: skip
+    def load(
+        cls,
+        model=None,
+        *,
+        backend=None,
+        preset="accurate",
+        detector_model=None,
+        candidate_threshold=0.1,
+        threads=2,
+        batch_size=32,
+        **options,
+    ):
         options.setdefault("scales", preset)
         return MaskDetector(ColourClassifier(), BlobFinder(), box_adjust=None, **options)
 
@@ -130,7 +140,9 @@ def test_two_videos_run_concurrently_with_per_source_speed(tmp_path):
 def test_video_stride(tmp_path):
     video = make_video(tmp_path / "walk.mp4", 9)
     jsonl = tmp_path / "v.jsonl"
-    res = runner.invoke(app, ["detect", str(video), "--stride", "4", "--json", str(jsonl), "--no-progress", "--no-track"])
+    res = runner.invoke(
+        app, ["detect", str(video), "--stride", "4", "--json", str(jsonl), "--no-progress", "--no-track"]
+    )
     assert res.exit_code == 0, res.output
     assert [r["frame"] for r in read_jsonl(jsonl) if r["type"] == "frame"] == [0, 4, 8]
 
@@ -144,7 +156,7 @@ class DroppingCapture:
         DroppingCapture.opens += 1
         self.frames = 3 if DroppingCapture.opens == 1 else 0
 
-    def isOpened(self):  # noqa: N802
+    def isOpened(self):
         return self.frames > 0
 
     def read(self):
@@ -167,8 +179,20 @@ def test_dropped_stream_is_retried_then_reported_and_a_bad_video_does_not_stop_t
     broken.write_bytes(b"not a video")
     good = make_video(tmp_path / "good.mp4", 5)
     jsonl = tmp_path / "s.jsonl"
-    res = runner.invoke(app, ["detect", "rtsp://127.0.0.1:1/cam", str(broken), str(good), "--reconnect-timeout", "1.2",
-                              "--json", str(jsonl), "--no-progress"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "detect",
+            "rtsp://127.0.0.1:1/cam",
+            str(broken),
+            str(good),
+            "--reconnect-timeout",
+            "1.2",
+            "--json",
+            str(jsonl),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 1, res.output
     assert "2 failed source(s)" in text(res) and "gave up" in text(res)
     assert DroppingCapture.opens >= 2  # opened, then retried (how often depends on the clock)
@@ -234,9 +258,11 @@ def test_failed_annotated_writes_are_counted_and_fail_the_run(tmp_path, monkeypa
 
 def test_json_to_stdout_keeps_messages_on_stderr(tmp_path):
     image = save_rgb(tmp_path / "a.png", scene([(20, 20, 40, GREEN)]))
-    res = CliRunner(mix_stderr=False).invoke(app, ["detect", str(image), "--json", "-", "--no-progress"]) \
-        if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else runner.invoke(
-            app, ["detect", str(image), "--json", "-", "--no-progress"])  # fmt: skip
+    res = (
+        CliRunner(mix_stderr=False).invoke(app, ["detect", str(image), "--json", "-", "--no-progress"])
+        if "mix_stderr" in CliRunner.__init__.__code__.co_varnames
+        else runner.invoke(app, ["detect", str(image), "--json", "-", "--no-progress"])
+    )
     assert res.exit_code == 0
     lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
     assert json.loads(lines[-1])["type"] == "summary" and json.loads(lines[0])["type"] == "source_status"
@@ -244,30 +270,74 @@ def test_json_to_stdout_keeps_messages_on_stderr(tmp_path):
 
 def write_voc(folder: Path, name: str, image: np.ndarray, objects) -> None:
     save_rgb(folder / "images" / f"{name}.png", image)
-    body = "".join(f"<object><name>{label}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
-                   f"<ymax>{y1}</ymax></bndbox></object>" for label, (x0, y0, x1, y1) in objects)  # fmt: skip
+    body = "".join(
+        f"<object><name>{label}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for label, (x0, y0, x1, y1) in objects
+    )
     (folder / "annotations").mkdir(parents=True, exist_ok=True)
-    (folder / "annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename>{body}</annotation>")
+    (folder / "annotations" / f"{name}.xml").write_text(
+        f"<annotation><filename>{name}.png</filename>{body}</annotation>"
+    )
 
 
 def test_evaluate_detection_on_a_hand_made_voc_set(tmp_path):
     # with_mask: an unannotated face (score 0.98) outranks the two annotated ones (0.90, 0.78):
     # precision 1/2 at recall 1/2, 2/3 at recall 1 → COCO 101-point AP = 2/3. without_mask: AP 1.
     data = tmp_path / "voc"
-    write_voc(data, "one", scene([(20, 20, 30, (0, 230, 0)), (150, 150, 40, (0, 250, 0))]), [("with_mask", (20, 20, 50, 50))])
-    write_voc(data, "two", scene([(30, 30, 70, (0, 200, 0)), (160, 40, 24, (220, 0, 0))]),
-              [("with_mask", (30, 30, 100, 100)), ("without_mask", (160, 40, 184, 64)), ("mask_weared_incorrect", (2, 2, 12, 12))])  # fmt: skip
+    write_voc(
+        data, "one", scene([(20, 20, 30, (0, 230, 0)), (150, 150, 40, (0, 250, 0))]), [("with_mask", (20, 20, 50, 50))]
+    )
+    write_voc(
+        data,
+        "two",
+        scene([(30, 30, 70, (0, 200, 0)), (160, 40, 24, (220, 0, 0))]),
+        [
+            ("with_mask", (30, 30, 100, 100)),
+            ("without_mask", (160, 40, 184, 64)),
+            ("mask_weared_incorrect", (2, 2, 12, 12)),
+        ],
+    )
     out, report = tmp_path / "m.json", tmp_path / "m.html"
-    res = runner.invoke(app, ["evaluate-detection", "--data", str(data), "--json", str(out), "--report", str(report),
-                              "--preset", "fast", "--no-progress"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "evaluate-detection",
+            "--data",
+            str(data),
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+            "--preset",
+            "fast",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(out.read_text())
-    assert {"map50", "ap50", "recall", "precision", "n_images", "n_faces", "recall_iou30", "precision_iou30",
-            "count_mae", "n_faces_by_bucket", "ap_method"} <= set(m)  # fmt: skip
+    assert {
+        "map50",
+        "ap50",
+        "recall",
+        "precision",
+        "n_images",
+        "n_faces",
+        "recall_iou30",
+        "precision_iou30",
+        "count_mae",
+        "n_faces_by_bucket",
+        "ap_method",
+    } <= set(m)
     assert m["ap50"]["with_mask"] == pytest.approx(2 / 3, abs=1e-3) and m["ap50"]["without_mask"] == pytest.approx(1.0)
     assert m["map50"] == pytest.approx(5 / 6, abs=1e-3)
     assert (m["n_images"], m["n_faces"]) == (2, 4)
-    assert m["recall"]["all"] == 0.75 and m["recall"]["<20"] == 0.0 and m["recall"][">=64"] == 1.0 and m["recall"]["32-64"] is None
+    assert (
+        m["recall"]["all"] == 0.75
+        and m["recall"]["<20"] == 0.0
+        and m["recall"][">=64"] == 1.0
+        and m["recall"]["32-64"] is None
+    )
     assert m["precision"] == 0.75 and m["count_mae"] == 1.0  # |2 - 1| and |2 - 3|
     assert set(m["recall"]) == {"<20", "20-32", "32-64", ">=64", ">=20", "all"}
     assert "COCO" in m["ap_method"]

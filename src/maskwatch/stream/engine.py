@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -64,6 +64,7 @@ from maskwatch.stream.events import (
     TrackStarted,
 )
 from maskwatch.stream.sources import (
+    VIDEO_EXTENSIONS,
     CaptureFactory,
     Frame,
     ImageSource,
@@ -276,8 +277,11 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _lag_stats(values: Sequence[float]) -> LagStats:
-    return LagStats(p50=_percentile(values, 50), p95=_percentile(values, 95),
-                    max=None if not values else round(float(max(values)), 4))  # fmt: skip
+    return LagStats(
+        p50=_percentile(values, 50),
+        p95=_percentile(values, 95),
+        max=None if not values else round(float(max(values)), 4),
+    )
 
 
 def _utc(seconds: float) -> datetime:
@@ -287,8 +291,9 @@ def _utc(seconds: float) -> datetime:
 class _Runner:
     """One source inside the engine: its reader, buffer, detector settings, tracker and counters."""
 
-    def __init__(self, engine: StreamEngine, spec: SourceSpec, name: str, source: Any, kind: str,
-                 detector: MaskDetector):  # fmt: skip
+    def __init__(
+        self, engine: StreamEngine, spec: SourceSpec, name: str, source: Any, kind: str, detector: MaskDetector
+    ):
         self.engine, self.spec, self.name, self.source, self.kind = engine, spec, name, source, kind
         self.detector = detector
         self.live = kind == "stream" or spec.realtime
@@ -358,8 +363,9 @@ class _Runner:
     def _new_bucket(self, now: float) -> _Bucket:
         interval = self.engine.config.stats_interval
         start = math.floor(now / interval) * interval
-        return _Bucket(start, start + interval, dict.fromkeys(self.engine.classes, 0),
-                       dropped_at_start=self.buffer.dropped)  # fmt: skip
+        return _Bucket(
+            start, start + interval, dict.fromkeys(self.engine.classes, 0), dropped_at_start=self.buffer.dropped
+        )
 
     def flush_bucket(self, now: float, *, final: bool = False) -> StatsBucket:
         b = self.bucket
@@ -367,13 +373,22 @@ class _Runner:
         span = max(1e-6, end - max(b.start, self.started_wall))
         n_people = sum(b.people.values())
         event = StatsBucket(
-            source=self.name, start=_utc(b.start), end=_utc(end), interval=self.engine.config.stats_interval,
-            people=dict(b.people), n_people=n_people, compliant_people=b.compliant,
-            compliance=None if n_people == 0 else round(b.compliant / n_people, 4), present_max=b.present_max,
-            frames_analysed=b.frames, frames_dropped=self.buffer.dropped - b.dropped_at_start,
-            faces_classified=b.faces_classified, analysed_fps=round(b.frames / span, 3), lag=_lag_stats(b.lags),
+            source=self.name,
+            start=_utc(b.start),
+            end=_utc(end),
+            interval=self.engine.config.stats_interval,
+            people=dict(b.people),
+            n_people=n_people,
+            compliant_people=b.compliant,
+            compliance=None if n_people == 0 else round(b.compliant / n_people, 4),
+            present_max=b.present_max,
+            frames_analysed=b.frames,
+            frames_dropped=self.buffer.dropped - b.dropped_at_start,
+            faces_classified=b.faces_classified,
+            analysed_fps=round(b.frames / span, 3),
+            lag=_lag_stats(b.lags),
             final=final,
-        )  # fmt: skip
+        )
         self.bucket = self._new_bucket(max(now, b.end))
         return event
 
@@ -450,8 +465,9 @@ class StreamEngine:
         **config: Any,
     ) -> StreamEngine:
         """An engine on :meth:`MaskDetector.load` (the bundled classifier and CenterFace by default)."""
-        detector = MaskDetector.load(model, backend=backend, detector_model=detector_model, threads=threads,
-                                     **(detector_options or {}))  # fmt: skip
+        detector = MaskDetector.load(
+            model, backend=backend, detector_model=detector_model, threads=threads, **(detector_options or {})
+        )
         return cls(detector, EngineConfig(**config))
 
     # -- consumers -----------------------------------------------------------------------------------
@@ -579,9 +595,11 @@ class StreamEngine:
     def _make_runner(self, spec: SourceSpec) -> _Runner:
         config = self.config
         kind_name, value = ("files", list(spec.paths)) if spec.paths is not None else parse_source(spec.uri)
+        value = cast(Any, value)
+        paths: list[Path] = []
         if kind_name in ("image", "files"):
-            paths = [value] if kind_name == "image" else list(value)
-            videos = [p for p in paths if Path(p).suffix.lower() in _video_suffixes()]
+            paths = [Path(value)] if kind_name == "image" else [Path(p) for p in value]
+            videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
             if kind_name == "files" and not paths:
                 raise SourceError(f"{spec.uri}: no images or videos found there")
             if videos and len(videos) == len(paths) and len(paths) == 1:
@@ -592,18 +610,25 @@ class StreamEngine:
         name = spec.name or (str(value) if kind == "video" else spec.uri)
         preset = spec.preset or (config.image_preset if kind == "image" else config.video_preset)
         detector = self.detector_for(preset)
-        source: Any
+        source: ImageSource | VideoSource | StreamSource
         runner_holder: list[_Runner] = []
         if kind == "image":
             source = ImageSource(paths)
         elif kind == "video":
-            source = VideoSource(value, stride=spec.stride, target_fps=spec.target_fps,
-                                 capture_factory=self._capture_factory)  # fmt: skip
+            source = VideoSource(
+                str(value), stride=spec.stride, target_fps=spec.target_fps, capture_factory=self._capture_factory
+            )
         else:
-            source = StreamSource(value, target_fps=spec.target_fps, backoff=config.backoff,
-                                  max_backoff=config.max_backoff, give_up_after=config.give_up_after,
-                                  max_frames=spec.max_frames, capture_factory=self._capture_factory,
-                                  on_status=lambda *a: runner_holder[0].on_status(*a))  # fmt: skip
+            source = StreamSource(
+                value if isinstance(value, int) else str(value),
+                target_fps=spec.target_fps,
+                backoff=config.backoff,
+                max_backoff=config.max_backoff,
+                give_up_after=config.give_up_after,
+                max_frames=spec.max_frames,
+                capture_factory=self._capture_factory,
+                on_status=lambda *a: runner_holder[0].on_status(*a),
+            )
         source.name = name
         runner = _Runner(self, spec, name, source, kind, detector)
         runner_holder.append(runner)
@@ -619,10 +644,14 @@ class StreamEngine:
         else:
             rate = runner.spec.target_fps or getattr(source, "fps", None) or 25.0
         return FaceTracker(
-            self.classes, frame_rate=rate, min_frames=config.min_track_frames,
+            self.classes,
+            frame_rate=rate,
+            min_frames=config.min_track_frames,
             classify_every=None if runner.detector.classify_tta else config.classify_every,
-            decided_votes=config.decided_votes, decided_probability=config.decided_probability,
-        )  # fmt: skip
+            decided_votes=config.decided_votes,
+            decided_probability=config.decided_probability,
+            compliant_classes=self.compliant_classes,
+        )
 
     # -- the analysis thread ---------------------------------------------------------------------------
 
@@ -650,8 +679,7 @@ class StreamEngine:
         if state == runner.state and state not in ("reconnecting",) and reason is None:
             return
         runner.state = state
-        self._publish(SourceStatus(source=runner.name, state=state, kind=runner.kind, reason=reason,  # type: ignore[arg-type]
-                                   attempts=attempts))  # fmt: skip
+        self._publish(SourceStatus(source=runner.name, state=state, kind=runner.kind, reason=reason, attempts=attempts))
 
     def _run(self) -> None:
         try:
@@ -723,8 +751,12 @@ class StreamEngine:
         """Flush a due stats bucket; report a live source that has stopped delivering."""
         while now >= runner.bucket.end:
             self._publish(runner.flush_bucket(now))
-        if (runner.live and runner.state == "live" and not runner.stalled
-                and time.monotonic() - runner.last_frame_at > self.config.stall_timeout):  # fmt: skip
+        if (
+            runner.live
+            and runner.state == "live"
+            and not runner.stalled
+            and time.monotonic() - runner.last_frame_at > self.config.stall_timeout
+        ):
             runner.stalled = True
             self._emit_status(runner, "lost", f"no frame for {self.config.stall_timeout:g} s")
 
@@ -762,18 +794,29 @@ class StreamEngine:
         people = None
         if runner.tracker is not None:
             s = runner.tracker.summary()
-            people = PeopleSummary(n_people=s["n_tracks"], counts=s["counts"],
-                                   compliance=_round(compliance_rate(s["counts"], self.classes, self.compliant_classes)),
-                                   n_short_tracks_ignored=s["n_short_tracks_ignored"])  # fmt: skip
+            people = PeopleSummary(
+                n_people=s["n_tracks"],
+                counts=s["counts"],
+                compliance=_round(compliance_rate(s["counts"], self.classes, self.compliant_classes)),
+                n_short_tracks_ignored=s["n_short_tracks_ignored"],
+            )
         seconds = time.monotonic() - runner.started
         return SourceSummary(
-            source=runner.name, kind=runner.kind, frames=runner.frames, skipped=stats.skipped,
-            skipped_reasons=list(stats.reasons), dropped=runner.buffer.dropped, reconnects=stats.reconnects,
-            counts=dict(runner.counts), compliance=_round(compliance_rate(runner.counts, self.classes, self.compliant_classes)),
-            people=people, seconds=round(seconds, 3),
+            source=runner.name,
+            kind=runner.kind,
+            frames=runner.frames,
+            skipped=stats.skipped,
+            skipped_reasons=list(stats.reasons),
+            dropped=runner.buffer.dropped,
+            reconnects=stats.reconnects,
+            counts=dict(runner.counts),
+            compliance=_round(compliance_rate(runner.counts, self.classes, self.compliant_classes)),
+            people=people,
+            seconds=round(seconds, 3),
             analysed_fps=round(runner.frames / seconds, 3) if seconds > 0 else None,
-            lag=_lag_stats(list(runner.lags)), error=error,
-        )  # fmt: skip
+            lag=_lag_stats(list(runner.lags)),
+            error=error,
+        )
 
     def _shutdown(self) -> None:
         for runner in list(self._runners):
@@ -818,8 +861,9 @@ class StreamEngine:
             if need:
                 crops.extend(detector.face_views(frame.image, boxes[need]))
             work.append((runner, frame, boxes, scores, marks, ids, need, first))
-        probabilities = (np.asarray(classifier.predict_proba(crops), dtype=np.float64) if crops
-                         else np.zeros((0, len(self.classes))))  # fmt: skip
+        probabilities = (
+            np.asarray(classifier.predict_proba(crops), dtype=np.float64) if crops else np.zeros((0, len(self.classes)))
+        )
         now = self._clock()
         done = time.monotonic()
         for runner, frame, boxes, scores, marks, ids, need, first in work:
@@ -831,9 +875,18 @@ class StreamEngine:
             )
             self._finish_frame(runner, frame, boxes, scores, marks, ids, dict(zip(need, p, strict=True)), now, done)
 
-    def _finish_frame(self, runner: _Runner, frame: Frame, boxes: np.ndarray, scores: np.ndarray,
-                      marks: np.ndarray, ids: list[int | None], classified: dict[int, np.ndarray], now: float,
-                      done: float) -> None:  # fmt: skip
+    def _finish_frame(
+        self,
+        runner: _Runner,
+        frame: Frame,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        marks: np.ndarray,
+        ids: list[int | None],
+        classified: dict[int, np.ndarray],
+        now: float,
+        done: float,
+    ) -> None:
         tracker, classes, gate = runner.tracker, self.classes, runner.detector.min_confidence
         faces: list[FaceResult] = []
         was_classified: list[bool] = []
@@ -847,12 +900,18 @@ class StreamEngine:
                     continue
                 p = np.array([verdict[1][c] for c in classes])
             best = int(np.argmax(p))
-            face = FaceResult(box=tuple(float(v) for v in box), score=float(score), label=classes[best],  # type: ignore[arg-type]
-                              probability=float(p[best]), probabilities={c: float(v) for c, v in zip(classes, p, strict=True)},
-                              landmarks=tuple((float(x), float(y)) for x, y in lm))  # fmt: skip
+            face = FaceResult(
+                box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                score=float(score),
+                label=classes[best],
+                probability=float(p[best]),
+                probabilities={c: float(v) for c, v in zip(classes, p, strict=True)},
+                landmarks=tuple((float(x), float(y)) for x, y in lm),
+            )
             if tracker is not None and track_id is not None:
-                face = tracker.observe(track_id, face, frame.index, frame.timestamp, classified=k in classified,
-                                       wall=now)  # fmt: skip
+                face = tracker.observe(
+                    track_id, face, frame.index, frame.timestamp, classified=k in classified, wall=now
+                )
             if k in classified and face.confidence < gate:
                 continue
             faces.append(face)
@@ -860,9 +919,16 @@ class StreamEngine:
         if tracker is not None:
             tracker.end_frame()
             self._publish_transitions(runner, tracker.pop_transitions(), now)
-        result = FrameResult(faces=faces, classes=list(classes), width=int(frame.image.shape[1]),
-                             height=int(frame.image.shape[0]), source=runner.name, frame=frame.index,
-                             timestamp=frame.timestamp, compliant_classes=tuple(self.compliant_classes))  # fmt: skip
+        result = FrameResult(
+            faces=faces,
+            classes=list(classes),
+            width=int(frame.image.shape[1]),
+            height=int(frame.image.shape[0]),
+            source=runner.name,
+            frame=frame.index,
+            timestamp=frame.timestamp,
+            compliant_classes=tuple(self.compliant_classes),
+        )
         runner.frames += 1
         for name, count in result.counts.items():
             runner.counts[name] = runner.counts.get(name, 0) + count
@@ -899,14 +965,29 @@ class StreamEngine:
         for t in transitions:
             track = t.track
             if t.kind == "started":
-                self._publish(TrackStarted(source=runner.name, track_id=track.track_id, label=track.label,
-                                           probability=round(track.probability, 4), frame=track.last_frame,
-                                           timestamp=_round(track.last_timestamp),
-                                           box=_box(track.best_box) or (0.0, 0.0, 0.0, 0.0)))  # fmt: skip
+                self._publish(
+                    TrackStarted(
+                        source=runner.name,
+                        track_id=track.track_id,
+                        label=track.label,
+                        probability=round(track.probability, 4),
+                        frame=track.last_frame,
+                        timestamp=_round(track.last_timestamp),
+                        box=_box(track.best_box) or (0.0, 0.0, 0.0, 0.0),
+                    )
+                )
             elif t.kind == "changed":
-                self._publish(TrackChanged(source=runner.name, track_id=track.track_id, previous_label=t.previous or "",
-                                           label=track.label, probability=round(track.probability, 4),
-                                           frame=track.last_frame, timestamp=_round(track.last_timestamp)))  # fmt: skip
+                self._publish(
+                    TrackChanged(
+                        source=runner.name,
+                        track_id=track.track_id,
+                        previous_label=t.previous or "",
+                        label=track.label,
+                        probability=round(track.probability, 4),
+                        frame=track.last_frame,
+                        timestamp=_round(track.last_timestamp),
+                    )
+                )
             else:
                 compliant = track.label in self.compliant_classes
                 while now >= runner.bucket.end:
@@ -915,16 +996,27 @@ class StreamEngine:
                 runner.bucket.compliant += int(compliant)
                 first = track.first_seen if track.first_seen is not None else now
                 last = track.last_seen if track.last_seen is not None else now
-                self._publish(TrackEnded(
-                    source=runner.name, track_id=track.track_id, label=track.label,
-                    probability=round(track.probability, 4),
-                    probabilities={k: round(v, 4) for k, v in track.mean_probabilities.items()},
-                    compliant=compliant, votes=dict(track.frame_votes), n_frames=track.n_frames,
-                    n_classified=track.n_classified, first_frame=track.first_frame, last_frame=track.last_frame,
-                    first_timestamp=_round(track.first_timestamp), last_timestamp=_round(track.last_timestamp),
-                    first_seen=_utc(first), last_seen=_utc(last), best_score=round(track.best_score, 4),
-                    best_box=_box(track.best_box),
-                ))  # fmt: skip
+                self._publish(
+                    TrackEnded(
+                        source=runner.name,
+                        track_id=track.track_id,
+                        label=track.label,
+                        probability=round(track.probability, 4),
+                        probabilities={k: round(v, 4) for k, v in track.mean_probabilities.items()},
+                        compliant=compliant,
+                        votes=dict(track.frame_votes),
+                        n_frames=track.n_frames,
+                        n_classified=track.n_classified,
+                        first_frame=track.first_frame,
+                        last_frame=track.last_frame,
+                        first_timestamp=_round(track.first_timestamp),
+                        last_timestamp=_round(track.last_timestamp),
+                        first_seen=_utc(first),
+                        last_seen=_utc(last),
+                        best_score=round(track.best_score, 4),
+                        best_box=_box(track.best_box),
+                    )
+                )
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -935,27 +1027,35 @@ def _box(box: Sequence[float] | None) -> tuple[float, float, float, float] | Non
     return None if box is None else tuple(round(float(v), 1) for v in box)  # type: ignore[return-value]
 
 
-def _video_suffixes() -> frozenset[str]:
-    from maskwatch.stream.sources import VIDEO_EXTENSIONS
-
-    return VIDEO_EXTENSIONS
-
-
-def _frame_event(runner: _Runner, frame: Frame, result: FrameResult, classified: list[bool],
-                 lag: float | None) -> FrameAnalysed:  # fmt: skip
+def _frame_event(
+    runner: _Runner, frame: Frame, result: FrameResult, classified: list[bool], lag: float | None
+) -> FrameAnalysed:
     faces = [
         FaceRecord(
-            box=_box(f.box) or (0.0, 0.0, 0.0, 0.0), score=round(f.score, 4), label=f.label,
+            box=_box(f.box) or (0.0, 0.0, 0.0, 0.0),
+            score=round(f.score, 4),
+            label=f.label,
             probability=round(f.probability, 4),
-            probabilities={k: round(v, 4) for k, v in f.probabilities.items()}, confidence=round(f.confidence, 4),
-            landmarks=[(round(x, 1), round(y, 1)) for x, y in f.landmarks], classified=c, track_id=f.track_id,
-            track_label=f.track_label, track_probability=_round(f.track_probability),
+            probabilities={k: round(v, 4) for k, v in f.probabilities.items()},
+            confidence=round(f.confidence, 4),
+            landmarks=[(round(x, 1), round(y, 1)) for x, y in f.landmarks],
+            classified=c,
+            track_id=f.track_id,
+            track_label=f.track_label,
+            track_probability=_round(f.track_probability),
         )
         for f, c in zip(result.faces, classified, strict=True)
-    ]  # fmt: skip
+    ]
     return FrameAnalysed(
-        source=runner.name, frame=frame.index, timestamp=_round(frame.timestamp, 3),
-        path=frame.source if runner.kind == "image" else None, width=result.width, height=result.height,
-        n_faces=len(result.faces), counts=result.counts, compliance=_round(result.compliance), faces=faces,
+        source=runner.name,
+        frame=frame.index,
+        timestamp=_round(frame.timestamp, 3),
+        path=frame.source if runner.kind == "image" else None,
+        width=result.width,
+        height=result.height,
+        n_faces=len(result.faces),
+        counts=result.counts,
+        compliance=_round(result.compliance),
+        faces=faces,
         lag=_round(lag),
-    )  # fmt: skip
+    )

@@ -65,7 +65,7 @@ def utc_now() -> datetime:
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_: Literal["maskwatch.event/1"] = Field(SCHEMA, alias="schema")
+    schema_: Literal["maskwatch.event/1"] = Field("maskwatch.event/1", alias="schema")
     id: str = Field(default_factory=new_event_id, description="unique event id (idempotent storage key)")
     source: str = Field(description="the source (camera) name")
     time: datetime = Field(default_factory=utc_now, description="UTC wall clock when the event was emitted")

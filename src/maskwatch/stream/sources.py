@@ -120,8 +120,13 @@ class SourceStats:
             self.reasons.append(reason)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "skipped": self.skipped, "reconnects": self.reconnects,
-                "attempts": self.attempts, "skipped_reasons": list(self.reasons)}  # fmt: skip
+        return {
+            "frames": self.frames,
+            "skipped": self.skipped,
+            "reconnects": self.reconnects,
+            "attempts": self.attempts,
+            "skipped_reasons": list(self.reasons),
+        }
 
 
 def _bgr_to_rgb(frame: Any) -> np.ndarray | None:
@@ -276,7 +281,7 @@ class VideoSource:
                     if bad % stride == 0:
                         self.stats.skip(f"{self.path}: frame {bad} unreadable")
                 failed.clear()
-                if keep:
+                if keep and rgb is not None:
                     self.stats.frames += 1
                     yield Frame(rgb, self.path, index, index / self.fps, "video", time.monotonic())
                 index += 1
@@ -349,8 +354,9 @@ class StreamSource:
         self.fps: float | None = None
         self.frame_count = None
         if capture_factory is None:
-            capture_factory = _default_capture if isinstance(target, int) else (
-                lambda url: _network_capture(url, self.give_up_after))  # fmt: skip
+            capture_factory = (
+                _default_capture if isinstance(target, int) else (lambda url: _network_capture(url, self.give_up_after))
+            )
         self._factory = capture_factory
         self._clock = clock
         self._sleep = sleep
@@ -460,8 +466,9 @@ class StreamSource:
                     self.stats.skip(f"{self.name}: frame {index} unreadable")
                     index += 1
                     if now - last_good >= self.give_up_after:
-                        raise StreamLostError(f"stream {self.name}: only unreadable frames for "
-                                              f"{now - last_good:.1f} s; gave up")  # fmt: skip
+                        raise StreamLostError(
+                            f"stream {self.name}: only unreadable frames for {now - last_good:.1f} s; gave up"
+                        )
                     continue
                 last_good = now
                 if self.target_fps and last_kept is not None and now - last_kept < 1.0 / self.target_fps - 1e-6:

@@ -2,7 +2,7 @@
 
 Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the implementation of Roboflow's
 ``trackers`` package (``trackers.ByteTrackTracker``, the maintained successor of ``supervision.ByteTrack``,
-which supervision ≥ 0.27 no longer ships), or ``supervision.ByteTrack`` on an older supervision.
+which supervision ≥ 0.27 no longer ships), with supervision's ``Detections`` as its input.
 
 On top of the tracker, each track *votes*: the class probabilities of its faces are averaged over the
 frames it was seen in (soft voting), and the track's verdict is the class with the highest mean. One
@@ -40,34 +40,25 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.detection.pipeline import FaceResult, FrameResult, compliance_rate
+from maskwatch.detection.results import FaceResult, FrameResult, compliance_rate
 
 __all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "Transition", "bytetrack_backend"]
 
 
 class TrackerUnavailableError(ImportError):
-    """Neither ``trackers`` nor an older ``supervision`` with ByteTrack is installed."""
+    """Roboflow's ``trackers`` package (ByteTrack) is not installed."""
 
 
 def bytetrack_backend() -> str:
-    """Which ByteTrack implementation is available: ``trackers`` or ``supervision``."""
+    """The ByteTrack implementation in use (``trackers``), or :class:`TrackerUnavailableError`."""
     try:
         import trackers  # noqa: F401
-
-        return "trackers"
-    except ImportError:
-        pass
-    try:
-        import supervision
-
-        if hasattr(supervision, "ByteTrack"):
-            return "supervision"
-    except ImportError:
-        pass
-    raise TrackerUnavailableError(
-        "tracking needs ByteTrack: pip install supervision trackers (trackers with --no-deps when "
-        "opencv-python-headless is installed, as trackers asks for opencv-python), or pass --no-track"
-    )
+    except ImportError as exc:
+        raise TrackerUnavailableError(
+            "tracking needs ByteTrack: pip install 'maskwatch[video]' (Roboflow's trackers and supervision), "
+            "or pass --no-track"
+        ) from exc
+    return "trackers"
 
 
 @dataclass
@@ -92,8 +83,15 @@ class Track:
     best_box: tuple[float, float, float, float] | None = None
     announced: str | None = None  # the verdict last reported in a transition (None: not a person yet)
 
-    def add(self, face: FaceResult, frame: int, timestamp: float | None, *, classified: bool = True,
-            wall: float | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        face: FaceResult,
+        frame: int,
+        timestamp: float | None,
+        *,
+        classified: bool = True,
+        wall: float | None = None,
+    ) -> None:
         """Record this frame's face; its probabilities are a vote only when it was ``classified``."""
         if classified:
             p = np.array([face.probabilities.get(c, 0.0) for c in self.classes], dtype=np.float64)
@@ -174,6 +172,7 @@ class FaceTracker:
         classify_every: the classification budget: a track whose verdict is *decided* (at least
             ``decided_votes`` classified frames and a mean probability of at least ``decided_probability``)
             is classified again only every this many frames; None or 1 classifies every face every frame.
+        compliant_classes: the model's classes that count as compliant (None: the default for ``classes``).
     """
 
     def __init__(
@@ -191,11 +190,13 @@ class FaceTracker:
         classify_every: int | None = None,
         decided_votes: int = 3,
         decided_probability: float = 0.8,
+        compliant_classes: Sequence[str] | None = None,
     ) -> None:
         if classify_every is not None and classify_every < 1:
             raise ValueError(f"classify_every must be >= 1 or None, got {classify_every}")
         self.classes = list(classes)
         self.classify_every = classify_every
+        self.compliant_classes = None if compliant_classes is None else list(compliant_classes)
         self.decided_votes = int(decided_votes)
         self.decided_probability = float(decided_probability)
         self.min_frames = int(min_frames)
@@ -203,27 +204,16 @@ class FaceTracker:
         # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; twice that, in updates
         self.retire_after = max(2, math.ceil(2 * lost_track_buffer / 30.0 * float(frame_rate)))
         self.backend = bytetrack_backend()
-        if self.backend == "trackers":
-            from trackers import ByteTrackTracker
+        from trackers import ByteTrackTracker
 
-            self._tracker = ByteTrackTracker(
-                lost_track_buffer=lost_track_buffer,
-                frame_rate=float(frame_rate),
-                track_activation_threshold=track_activation_threshold,
-                minimum_consecutive_frames=minimum_consecutive_frames,
-                minimum_iou_threshold=minimum_matching_iou,
-                high_conf_det_threshold=high_confidence_threshold,
-            )
-        else:  # pragma: no cover - older supervision only
-            import supervision as sv
-
-            self._tracker = sv.ByteTrack(
-                track_activation_threshold=track_activation_threshold,
-                lost_track_buffer=lost_track_buffer,
-                minimum_matching_threshold=1.0 - minimum_matching_iou,
-                frame_rate=int(round(frame_rate)),
-                minimum_consecutive_frames=minimum_consecutive_frames,
-            )
+        self._tracker = ByteTrackTracker(
+            lost_track_buffer=lost_track_buffer,
+            frame_rate=float(frame_rate),
+            track_activation_threshold=track_activation_threshold,
+            minimum_consecutive_frames=minimum_consecutive_frames,
+            minimum_iou_threshold=minimum_matching_iou,
+            high_conf_det_threshold=high_confidence_threshold,
+        )
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
@@ -235,8 +225,10 @@ class FaceTracker:
 
     def _track_ids(self, faces: Sequence[FaceResult]) -> list[int | None]:
         """The tracker's id for each face (None: not part of a confirmed track)."""
-        return self._assign_ids(np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
-                                np.array([f.score for f in faces], dtype=np.float32))  # fmt: skip
+        return self._assign_ids(
+            np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
+            np.array([f.score for f in faces], dtype=np.float32),
+        )
 
     def _assign_ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
         import supervision as sv
@@ -251,10 +243,7 @@ class FaceTracker:
             )
         else:
             detections = sv.Detections.empty()
-        if self.backend == "trackers":
-            tracked = self._tracker.update(detections)
-        else:  # pragma: no cover
-            tracked = self._tracker.update_with_detections(detections)
+        tracked = self._tracker.update(detections)
         ids: list[int | None] = [None] * n
         if len(tracked) and tracked.tracker_id is not None:
             for index, track_id in zip(tracked.data["face_index"], tracked.tracker_id, strict=True):
@@ -266,10 +255,14 @@ class FaceTracker:
         """Assign track ids to this frame's (classified) faces, add their votes, and return the frame with
         each face's ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep
         None). The one-call form of :meth:`assign` + :meth:`observe` + :meth:`end_frame`."""
-        ids = self.assign(np.array([f.box for f in result.faces], dtype=np.float32).reshape(-1, 4),
-                          np.array([f.score for f in result.faces], dtype=np.float32))  # fmt: skip
-        faces = [face if track_id is None else self.observe(track_id, face, result.frame, result.timestamp)
-                 for face, track_id in zip(result.faces, ids, strict=True)]  # fmt: skip
+        ids = self.assign(
+            np.array([f.box for f in result.faces], dtype=np.float32).reshape(-1, 4),
+            np.array([f.score for f in result.faces], dtype=np.float32),
+        )
+        faces = [
+            face if track_id is None else self.observe(track_id, face, result.frame, result.timestamp)
+            for face, track_id in zip(result.faces, ids, strict=True)
+        ]
         self.end_frame()
         return dataclasses.replace(result, faces=faces)
 
@@ -295,8 +288,16 @@ class FaceTracker:
             return None
         return track.label, track.mean_probabilities
 
-    def observe(self, track_id: int, face: FaceResult, frame: int, timestamp: float | None, *,
-                classified: bool = True, wall: float | None = None) -> FaceResult:  # fmt: skip
+    def observe(
+        self,
+        track_id: int,
+        face: FaceResult,
+        frame: int,
+        timestamp: float | None,
+        *,
+        classified: bool = True,
+        wall: float | None = None,
+    ) -> FaceResult:
         """Record ``face`` as this frame's view of ``track_id`` (a vote when ``classified``) and return it
         with the track's id and verdict filled in."""
         track = self.tracks.get(track_id)
@@ -315,8 +316,9 @@ class FaceTracker:
                 track.announced = track.label
         if track.n_classified == 0:
             return dataclasses.replace(face, track_id=track_id)
-        return dataclasses.replace(face, track_id=track_id, track_label=track.label,
-                                   track_probability=track.probability)  # fmt: skip
+        return dataclasses.replace(
+            face, track_id=track_id, track_label=track.label, track_probability=track.probability
+        )
 
     def end_frame(self) -> None:
         """Finish a frame: retire the tracks that can no longer come back."""
@@ -366,7 +368,7 @@ class FaceTracker:
         counts = dict(self._retired_counts)
         for track in counted:
             counts[track.label] += 1
-        rate = compliance_rate(counts, self.classes)
+        rate = compliance_rate(counts, self.classes, self.compliant_classes)
         n_counted = self._retired_counted + len(counted)
         tracks = list(self.finished) + [t.to_dict() for t in counted]
         return {
