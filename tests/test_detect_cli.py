@@ -344,3 +344,29 @@ def test_evaluate_detection_on_a_hand_made_voc_set(tmp_path):
     assert "<table>" in report.read_text()
     res = runner.invoke(app, ["evaluate-detection", "--data", str(tmp_path), "--json", str(out)])
     assert res.exit_code == 2
+
+
+def test_ctrl_c_writes_the_summary_and_every_person_then_exits_130(tmp_path, monkeypatch):
+    import _thread
+    import threading
+
+    from fakes import fake_detector
+
+    monkeypatch.setattr(MaskDetector, "load", classmethod(lambda cls, *a, **k: fake_detector(finder_delay=0.03)))
+    video = make_video(tmp_path / "long.mp4", 200)
+    jsonl = tmp_path / "c.jsonl"
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        res = runner.invoke(app, ["detect", str(video), "--json", str(jsonl), "--no-progress"])
+    finally:
+        timer.cancel()
+    assert res.exit_code == 130, res.output
+    records = read_jsonl(jsonl)
+    summary = records[-1]
+    frames = [r for r in records if r["type"] == "frame"]
+    assert summary["type"] == "summary" and summary["interrupted"] is True
+    assert 0 < summary["n_frames"] == len(frames) < 200  # what was done, counted right (not 0)
+    started = {r["track_id"] for r in records if r["type"] == "track_started"}
+    ended = {r["track_id"] for r in records if r["type"] == "track_ended"}
+    assert started and started == ended  # open tracks were closed and written

@@ -491,7 +491,7 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
                                         item.source, item.frame.kind, item.fps or 25.0, annotated
                                     )
                             if viewer is not None and not viewer.show(annotated):
-                                engine.stop()
+                                engine.stop(0)
                         outputs.line(event.model_copy(update={"saved": saved}).to_json() if saved else event.to_json())
                         task = tasks.get(item.source)
                         if task is None and item.frame.kind != "stream":
@@ -511,7 +511,7 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
                 break
             except KeyboardInterrupt:
                 interrupted = True
-                engine.stop(1.0)  # the flushed events still arrive in this subscription
+                engine.stop(0)  # ask only: the final events (tracks ended, buckets) arrive in this subscription
     return _run_summary(
         engine.summaries, time.perf_counter() - started, interrupted, engine.classes, engine.compliant_classes
     )

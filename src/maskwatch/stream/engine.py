@@ -554,9 +554,13 @@ class StreamEngine:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
-        """Graceful stop: open tracks end, last buckets are flushed, subscriptions end. True when the
-        analysis thread finished within ``timeout`` seconds."""
-        self._stop_deadline = time.monotonic() + 0.8 * timeout
+        """Graceful stop: open tracks end, last buckets are flushed, then subscriptions end. Waits up to
+        ``timeout`` seconds (0: only asks, e.g. from the thread that reads the events, which must keep
+        reading to receive the final events); True when the analysis thread has finished.
+
+        A subscriber that stops reading gets the final events for at most ``max(timeout, 5)`` seconds;
+        after that, events it has no room for are dropped (with a warning) so shutdown cannot hang."""
+        self._stop_deadline = time.monotonic() + max(timeout, 5.0)
         self._stop.set()
         self._wake.set()
         if self._thread is None:
