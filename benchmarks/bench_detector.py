@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         return {"score_threshold": threshold, **{k: r[k] for k in keys}}
 
-    thresholds = [args.threshold] + sorted({float(t) for t in args.sweep.split(",") if t} - {args.threshold})
+    thresholds = [args.threshold, *sorted({float(t) for t in args.sweep.split(",") if t} - {args.threshold})]
     if any(t < args.threshold for t in thresholds):
         p.error("--sweep thresholds must be >= --threshold (they filter one run's detections)")
     sizes = [im.shape[:2] for im in images]

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "model": str(args.model) if args.model else "bundled",
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "opencv": cv2.__version__, "load_average_at_start": os.getloadavg()},  # fmt: skip
+                    "opencv": cv2.__version__, "load_average_at_start": os.getloadavg()},
         "commands": [],
     }
 
@@ -185,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         result["evaluate"] = {}
         for preset in [s for s in args.eval_presets.split(",") if s]:
             out = work / f"eval-{preset}.json"
-            cmd = maskwatch_cmd() + ["evaluate-detection", "--data", str(args.data), "--json", str(out),
-                                     "--preset", preset, "--no-progress"] + common  # fmt: skip
+            cmd = [
+                *maskwatch_cmd(),
+                *("evaluate-detection", "--data", str(args.data), "--json", str(out)),
+                *("--preset", preset, "--no-progress"),
+                *common,
+            ]
             if args.limit:
                 cmd += ["--limit", str(args.limit)]
             wall, _ = run(cmd)
@@ -196,10 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             result["evaluate"][preset] = metrics
             result["commands"].append(shlex.join(cmd))
             r = metrics["recall"]
-            print(f"[eval {preset}] recall@0.5 " + " ".join(f"{b} {r[b]:.3f}" for b in ("<20", "20-32", "32-64", ">=64", ">=20"))
-                  + f" | recall@0.3 >=20 {metrics['recall_iou30']['>=20']:.3f} | precision {metrics['precision']:.3f}"
-                  f" | AP {json.dumps({k: round(v, 3) for k, v in metrics['ap50'].items()})} mAP {metrics['map50']:.3f}"
-                  f" (argmax {metrics['map50_argmax']:.3f}) | count MAE {metrics['count_mae']:.2f}", file=sys.stderr)  # fmt: skip
+            recall = " ".join(f"{b} {r[b]:.3f}" for b in ("<20", "20-32", "32-64", ">=64", ">=20"))
+            ap = json.dumps({k: round(v, 3) for k, v in metrics["ap50"].items()})
+            print(
+                f"[eval {preset}] recall@0.5 {recall}"
+                f" | recall@0.3 >=20 {metrics['recall_iou30']['>=20']:.3f} | precision {metrics['precision']:.3f}"
+                f" | AP {ap} mAP {metrics['map50']:.3f}"
+                f" (argmax {metrics['map50_argmax']:.3f}) | count MAE {metrics['count_mae']:.2f}",
+                file=sys.stderr,
+            )
 
     if not args.skip_images:
         listing = work / "images.txt"
@@ -213,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         result["images"] = {}
         for preset in [s for s in args.presets.split(",") if s]:
             jsonl = work / f"detect-images-{preset}.jsonl"
-            cmd = maskwatch_cmd() + ["detect", str(folder), "--preset", preset, "--json", str(jsonl),
-                                     "--no-progress"] + common  # fmt: skip
+            cmd = [
+                *maskwatch_cmd(),
+                *("detect", str(folder), "--preset", preset, "--json", str(jsonl), "--no-progress"),
+                *common,
+            ]
             wall, _ = run(cmd)
             s = last_summary(jsonl)["summary"]
             result["images"][preset] = {"images": s["n_frames"], "faces": s["n_faces"], "seconds": s["seconds"],
@@ -232,19 +244,24 @@ def main(argv: list[str] | None = None) -> int:
             tag = backend if backend != "default" else (args.backend or "default")
             extra = common if backend == "default" else [a for a in common if a not in ("--backend", args.backend)]
             if backend != "default":
-                extra = extra + ["--backend", backend]
+                extra = [*extra, "--backend", backend]
             jsonl, out = work / f"detect-video-{tag}.jsonl", work / f"video-out-{tag}"
-            cmd = maskwatch_cmd() + ["detect", str(video), "--preset", "fast", "--save", str(out), "--json", str(jsonl),
-                                     "--no-progress"] + extra  # fmt: skip
+            cmd = [
+                *maskwatch_cmd(),
+                *("detect", str(video), "--preset", "fast", "--save", str(out), "--json", str(jsonl)),
+                "--no-progress",
+                *extra,
+            ]
             wall, _ = run(cmd)
             s = last_summary(jsonl)["summary"]
+            run_backend = args.backend if backend == "default" else backend
             written = cv2.VideoCapture(str(out / video.name))
             n_out = int(written.get(cv2.CAP_PROP_FRAME_COUNT))
             written.release()
             run_info = {"frames_processed": s["n_frames"], "frames_written": n_out, "faces": s["n_faces"],
                         "seconds": s["seconds"], "frames_per_second": s["frames_per_second"],
                         "wall_seconds": round(wall, 1), "people": s["people"],
-                        "breakdown_ms": breakdown(video, args.model, args.backend if backend == "default" else backend)}  # fmt: skip
+                        "breakdown_ms": breakdown(video, args.model, run_backend)}  # fmt: skip
             if args.spin_ab:  # same process, one after the other: spinning on, off, on, off
                 ab = [breakdown(video, args.model, args.backend if backend == "default" else backend, spin=spin)
                       for spin in (True, False, True, False)]  # fmt: skip

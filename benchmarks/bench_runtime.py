@@ -97,8 +97,8 @@ def accuracy(model: Path, backends: list[str]) -> dict[str, object]:
     from maskwatch.evaluate import evaluate_dataset
 
     data = shared_data_dir()
-    sets = {"faces_test": dict(data=data / "faces", split="test"),
-            "scene_crops_32": dict(data=data / "scenes", crops=True, min_face=32)}
+    sets = {"faces_test": {"data": data / "faces", "split": "test"},
+            "scene_crops_32": {"data": data / "scenes", "crops": True, "min_face": 32}}
     out: dict[str, dict[str, object]] = {}
     for set_name, kwargs in sets.items():
         reference = None

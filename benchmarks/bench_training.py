@@ -52,9 +52,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mw-bench-train-"))
     try:
         data = subset(args.data, work / "data", args.per_class)
-        common = dict(data=str(data), epochs=args.epochs, views=args.views, patience=args.epochs, workers=2)
+        common = {"data": str(data), "epochs": args.epochs, "views": args.views, "patience": args.epochs, "workers": 2}
         results = {}
-        for name, extra in (("fast", dict(fast_path=True)), ("plain", dict(fast_path=False))):
+        for name, extra in (("fast", {"fast_path": True}), ("plain", {"fast_path": False})):
             started = time.perf_counter()
             run = fit(load_config(out=str(work / name), **common, **extra))
             results[name] = {

@@ -32,9 +32,9 @@ CONFIG = "configs/bundled.yaml"
 def measure(model: Path, out: Path) -> dict:
     data = shared_data_dir()
     sets = {
-        "faces_test": dict(data=data / "faces", split="test"),
-        "pis_test": dict(data=data / "pis", split="test"),
-        "scene_crops_32": dict(data=data / "scenes", crops=True, min_face=32),
+        "faces_test": {"data": data / "faces", "split": "test"},
+        "pis_test": {"data": data / "pis", "split": "test"},
+        "scene_crops_32": {"data": data / "scenes", "crops": True, "min_face": 32},
     }
     results = {}
     for name, kwargs in sets.items():
@@ -120,9 +120,10 @@ a new 2-class head (`with_mask`, `without_mask`), trained by maskwatch's own `tr
   `{s['command']}`
   ([`{CONFIG}`]({'../' + CONFIG}): frozen backbone, head trained {cfg['epochs']} epochs on {cfg['views']} cached
   augmented views, then the last {cfg['finetune']} blocks fine-tuned {cfg['finetune_epochs']} epochs at lr
-  {cfg['finetune_lr']}; Adam lr {cfg['lr']}, batch {cfg['batch_size']}; augmentation: rotation +/-{cfg['rotation']:.0f} deg,
-  flip, brightness/contrast {cfg['jitter']}, random crop >= {cfg['crop_scale']} of the area, blur
-  (p={cfg['blur_prob']}), downscale to {cfg['lowres_min']}-{cfg['lowres_max']} px then upscale (p={cfg['lowres_prob']}).)
+  {cfg['finetune_lr']}; Adam lr {cfg['lr']}, batch {cfg['batch_size']}; augmentation: rotation
+  +/-{cfg['rotation']:.0f} deg, flip, brightness/contrast {cfg['jitter']}, random crop >= {cfg['crop_scale']}
+  of the area, blur (p={cfg['blur_prob']}), downscale to {cfg['lowres_min']}-{cfg['lowres_max']} px then upscale
+  (p={cfg['lowres_prob']}).)
 - **Best epoch** (validation loss): {s['validation']}
 - **Versions**: {s['versions']}
 

@@ -6,8 +6,8 @@ import hashlib
 import re
 
 import pytest
-
 from conftest import shared_or_skip
+
 from maskwatch.bundled import default_model_path
 from maskwatch.checkpoint import load_checkpoint
 

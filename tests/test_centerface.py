@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from maskwatch.data.voc import read_voc
 from maskwatch.detection.centerface import (
     ENV_VAR,
     CenterFaceDetector,
@@ -18,7 +19,6 @@ from maskwatch.detection.centerface import (
     find_centerface_model,
     make_dynamic,
 )
-from maskwatch.data.voc import read_voc
 from maskwatch.detection.geometry import box_iou, nms
 
 SHARED = Path(
@@ -212,7 +212,7 @@ def test_known_faces_found_in_a_real_scene(detector, scene):
     assert scores == sorted(scores, reverse=True)
     # landmarks of a frontal face: eyes above the nose, nose above the mouth corners, all inside the box
     best = max(faces, key=lambda f: _best_iou([f], KNOWN_FACES[0][1]))
-    (ex0, ey0), (ex1, ey1), (nx, ny), (mx0, my0), (mx1, my1) = best.landmarks
+    (ex0, ey0), (ex1, ey1), (_nx, ny), (mx0, my0), (mx1, my1) = best.landmarks
     assert ex0 < ex1 and max(ey0, ey1) < ny < min(my0, my1) and mx0 < mx1
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import write_class_folders
 from PIL import Image
 
-from conftest import write_class_folders
 from maskwatch.data.datasets import DatasetError, open_dataset
 
 

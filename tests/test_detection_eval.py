@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from maskwatch.data.voc import read_voc
 from maskwatch.detection.evaluation import (
     average_precision,
     evaluate_detection,
     match_greedy,
     voc_target,
 )
-from maskwatch.data.voc import read_voc
 from maskwatch.detection.geometry import box_iou
 
 CLASSES = ["with_mask", "without_mask"]

@@ -13,11 +13,21 @@ from PIL import Image
 from torch import nn
 
 from maskwatch.checkpoint import atomic_torch_save, make_checkpoint
-from maskwatch.explain.cam import (CamExplainer, available_methods, explain_batch, find_target_layer, overlay,
-                                   split_at_layer)
+from maskwatch.explain.cam import (
+    CamExplainer,
+    available_methods,
+    explain_batch,
+    find_target_layer,
+    overlay,
+    split_at_layer,
+)
 from maskwatch.explain.mass import cam_mass_shares, face_region_in_crop, mass_table, summarize_by_class
-from maskwatch.explain.visuals import (capture_feature_maps, default_feature_layers, first_conv_weights,
-                                       trainable_weights)
+from maskwatch.explain.visuals import (
+    capture_feature_maps,
+    default_feature_layers,
+    first_conv_weights,
+    trainable_weights,
+)
 from maskwatch.models import create_model
 from maskwatch.preprocess import Preprocessing, denormalize, to_batch
 
@@ -148,9 +158,8 @@ def test_onnx_prefix_engine_gives_the_same_maps(arch, layer):
 
 
 def test_exceptions_inside_the_block_propagate_and_release_hooks(mobilenet):
-    with pytest.raises(IndexError):
-        with CamExplainer(mobilenet, arch="mobilenet_v2"):
-            raise IndexError("must not be swallowed")  # the library's own __exit__ swallows IndexError
+    with pytest.raises(IndexError), CamExplainer(mobilenet, arch="mobilenet_v2"):
+        raise IndexError("must not be swallowed")  # the library's own __exit__ swallows IndexError
     assert _hooks(mobilenet) == 0
     with pytest.raises(RuntimeError, match="with"):
         CamExplainer(mobilenet, arch="mobilenet_v2")(np.zeros((1, 3, 64, 64), np.float32))

@@ -35,8 +35,8 @@ def test_freezing_leaves_head_and_last_blocks_trainable(arch):
     head = {f"{'classifier' if arch == 'mobilenet_v2' else 'fc'}.{n}" for n, _ in spec.head(model).named_parameters()}
     assert trainable == head
     set_trainable(model, arch, 1)
-    last_block = set(id(p) for p in spec.blocks(model)[-1].parameters())
-    now = set(id(p) for p in model.parameters() if p.requires_grad)
+    last_block = {id(p) for p in spec.blocks(model)[-1].parameters()}
+    now = {id(p) for p in model.parameters() if p.requires_grad}
     assert last_block < now
     assert len(now) == len(last_block) + len(head)
 

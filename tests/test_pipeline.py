@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 
 from maskwatch.detection.centerface import Face
+from maskwatch.detection.geometry import crop_box
 from maskwatch.detection.pipeline import (
     PRESETS,
     FaceResult,
@@ -22,7 +24,6 @@ from maskwatch.detection.pipeline import (
     fuse_views,
     summarize,
 )
-from maskwatch.detection.geometry import crop_box
 from maskwatch.paths import shared_data_dir
 
 CLASSES = ["with_mask", "without_mask"]
@@ -315,9 +316,11 @@ def test_evaluate_voc_known_ap(tmp_path):
 
 
 def test_top_level_export_is_lazy_and_torch_free():
-    code = ("import sys, maskwatch; assert 'maskwatch.detection.pipeline' not in sys.modules; "
-            "from maskwatch import MaskDetector; import maskwatch.detection.drawing, maskwatch.detection.results; "
-            "assert MaskDetector.__name__ == 'MaskDetector'; assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    code = (
+        "import sys, maskwatch; assert 'maskwatch.detection.pipeline' not in sys.modules; "
+        "from maskwatch import MaskDetector; import maskwatch.detection.drawing, maskwatch.detection.results; "
+        "assert MaskDetector.__name__ == 'MaskDetector'; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -352,7 +355,7 @@ def test_results_types_have_one_home_and_two_import_paths():
     for name in ("FaceResult", "FrameResult", "compliance_rate", "summarize", "MASK_CLASSES"):
         assert getattr(pipeline, name) is getattr(results, name)
     from maskwatch.detection.evaluation import evaluate_voc as home
-    from maskwatch.detection.pipeline import evaluate_voc as old, write_html_report  # noqa: F401  (CLI's path)
+    from maskwatch.detection.pipeline import evaluate_voc as old
 
     assert home is old
 
@@ -385,7 +388,8 @@ def test_compliance_follows_the_models_compliant_classes():
     assert compliance_rate(counts, three, []) is None
 
     class Lenient(ColourClassifier):
-        compliant_classes = ["with_mask", "without_mask"]  # a model that counts every face as compliant
+        # a model that counts every face as compliant
+        compliant_classes: ClassVar[list[str]] = ["with_mask", "without_mask"]
 
     detector = MaskDetector(Lenient(), BlobFinder(), scales=(256,), flip=False, box_adjust=None)
     result = detector.detect(scene([(10, 10, 30, GREEN), (100, 100, 30, RED)]))

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_class_folders
 from matplotlib.figure import Figure
 from PIL import Image
 
-from conftest import write_class_folders
 from maskwatch.report import analysis, plots
 
 CLASSES = ["with_mask", "without_mask"]
@@ -55,7 +55,7 @@ def make_tiny_run(root: Path, *, size: int = 64, per_class: int = 10, seed: int 
                              0.5 + i / 26, 1e-3, 0.1])
     (run / "data.json").write_text(json.dumps({
         "root": str(data), "layout": "folders", "classes": CLASSES,
-        "counts": {s: {c: per_class for c in CLASSES} for s in ("train", "valid", "test")},
+        "counts": {s: dict.fromkeys(CLASSES, per_class) for s in ("train", "valid", "test")},
         "skipped": [{"path": "x/broken.jpg", "reason": "zero-byte file"}]}))
     (run / "MODEL_CARD.md").write_text("# Tiny card\n\nA *random* model.\n\n| k | v |\n|---|---|\n| a | 1 |\n\n"
                                        "![remote](https://example.com/x.png) <script>alert(1)</script>\n")
@@ -236,8 +236,9 @@ def test_evaluate_report_option_and_errors(tiny_run, tmp_path):
 def test_report_for_a_bare_model_on_other_data(tmp_path):
     """A folder with only model.pt (like the bundled model): no history, data.json or card, yet every
     section is there; with data given, the model is evaluated on it."""
-    from maskwatch.report.build import report_for_run
     from test_explain import save_tiny_checkpoint
+
+    from maskwatch.report.build import report_for_run
 
     data = write_class_folders(tmp_path / "d", per_class=4, splits=("test",))
     save_tiny_checkpoint(tmp_path / "bare" / "model.pt")
@@ -256,6 +257,7 @@ def test_real_model_on_real_faces(tmp_path):
     """The bundled model on a slice of the shared test faces: a trained mask model puts more of its
     Grad-CAM mass on the lower face of masked faces than a uniform map would."""
     from conftest import shared_or_skip
+
     from maskwatch.bundled import default_model_path
     from maskwatch.data.datasets import open_dataset
     from maskwatch.evaluate import evaluate_samples

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_report import CLASSES, SECTION_IDS, make_tiny_run
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_face, shared_or_skip, write_class_folders
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_face, shared_or_skip, write_class_folders
 from maskwatch.checkpoint import atomic_torch_save, make_checkpoint
 from maskwatch.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_rgb, to_batch
 from maskwatch.runtime.base import load_classifier
@@ -121,10 +121,10 @@ def cache(tmp_path_factory) -> Path:
 
 def _reference_transform(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision's classic recipe (ToTensor, Normalize) on the same resize: an independent reference."""
-    from torchvision import transforms as T
+    from torchvision import transforms as tvt
 
     resized = Image.fromarray(resize_rgb(image, size))
-    pipeline = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    pipeline = tvt.Compose([tvt.ToTensor(), tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     return pipeline(resized).numpy()
 
 
@@ -392,7 +392,7 @@ def test_torchscript_export_loads_and_matches(tiny_pt, tmp_path):
     from maskwatch.runtime.export import export_torchscript, load_torchscript
 
     path = export_torchscript(tiny_pt, tmp_path / "tiny.ts")
-    module, classes, prep = load_torchscript(path)
+    _module, classes, prep = load_torchscript(path)
     assert classes == CLASSES and prep == Preprocessing(size=SIZE)
     faces = _faces(8, seed=7)
     np.testing.assert_allclose(load_classifier(path).predict_proba(faces),

@@ -13,7 +13,7 @@ from maskwatch.config import load_config
 from maskwatch.data.datasets import DatasetError
 from maskwatch.training import fit
 
-FAST = dict(image_size=64, epochs=6, batch_size=16, workers=0, lr=3e-3, patience=10, views=2)
+FAST = {"image_size": 64, "epochs": 6, "batch_size": 16, "workers": 0, "lr": 3e-3, "patience": 10, "views": 2}
 
 
 def _config(data, out, **overrides):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from maskwatch.runtime.base import Classifier
 
 
-def load(path: str | Path | None = None, backend: str = "auto", **options: Any) -> "Classifier":
+def load(path: str | Path | None = None, backend: str = "auto", **options: Any) -> Classifier:
     """The mask classifier at ``path``; by default the bundled model (see ``models/MODEL_CARD.md``).
 
     >>> import maskwatch

@@ -13,8 +13,9 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import maskwatch
 
@@ -35,8 +36,9 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename to ``path``; on any error the old file stays."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` (its return value is ignored), fsync, then rename to ``path``; on any error the
+    old file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -110,7 +112,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to a user
+    except Exception as exc:
         raise ValueError(f"{path} is not a readable maskwatch checkpoint ({exc})") from exc
     missing = {"arch", "classes", "preprocessing", "state_dict"} - set(checkpoint)
     if missing:

@@ -7,8 +7,9 @@ enlarging), scaled to [0, 1] and normalised with the ImageNet statistics. Traini
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(
             size=int(data["size"]),
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]

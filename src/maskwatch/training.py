@@ -22,9 +22,9 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class PrefixRunner:
             try:
                 self.session = self._onnx_session(prefix, image_size)
                 self.backend = "onnx"
-            except Exception as exc:  # noqa: BLE001 - fall back, but say so
+            except Exception as exc:
                 if backend == "onnx":
                     raise
                 log.warning("ONNX Runtime feature extraction unavailable (%s); using torch", exc)
@@ -104,8 +104,14 @@ class PrefixRunner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    prefix, (example,), str(path), input_names=["input"], output_names=["features"],
-                    dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
+                    prefix,
+                    (example,),
+                    str(path),
+                    input_names=["input"],
+                    output_names=["features"],
+                    dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
                 )
             return create_session(path, threads=max(1, torch.get_num_threads()))
 
@@ -166,7 +172,7 @@ def _train_mode(tail: nn.Module) -> None:
 class _Stage:
     """Trains ``tail`` for one stage with early stopping on validation loss; writes history and checkpoints."""
 
-    def __init__(self, run: "_Run", stage: int, tail: nn.Module, lr: float, epochs: int):
+    def __init__(self, run: _Run, stage: int, tail: nn.Module, lr: float, epochs: int):
         self.run, self.stage, self.tail, self.epochs = run, stage, tail, epochs
         params = [p for p in tail.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=run.cfg.weight_decay)
@@ -202,9 +208,15 @@ class _Stage:
                 total += len(y)
             val_loss, val_acc, val_f1 = self.validate(val_batches)
             row = {
-                "stage": self.stage, "epoch": epoch, "train_loss": loss_sum / max(1, total),
-                "train_acc": correct / max(1, total), "val_loss": val_loss, "val_acc": val_acc,
-                "val_macro_f1": val_f1, "lr": self.lr, "seconds": time.perf_counter() - started,
+                "stage": self.stage,
+                "epoch": epoch,
+                "train_loss": loss_sum / max(1, total),
+                "train_acc": correct / max(1, total),
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "val_macro_f1": val_f1,
+                "lr": self.lr,
+                "seconds": time.perf_counter() - started,
             }
             run.record(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}", val_f1=f"{val_f1:.3f}")
@@ -216,8 +228,12 @@ class _Stage:
             stop = self.bad_epochs >= run.cfg.patience
             run.save_resume_state(self, epoch, done=stop or epoch == self.epochs)
             if stop:
-                log.info("stage %d: early stop after epoch %d (no val-loss gain for %d epochs)",
-                         self.stage, epoch, self.bad_epochs)
+                log.info(
+                    "stage %d: early stop after epoch %d (no val-loss gain for %d epochs)",
+                    self.stage,
+                    epoch,
+                    self.bad_epochs,
+                )
                 break
         bar.close()
 
@@ -237,8 +253,9 @@ class _Stage:
         return sum(losses) / max(1e-12, weight), accuracy, macro_f1
 
 
-def _cached_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int, rng: np.random.Generator,
-                    shuffle: bool) -> Batches:
+def _cached_batches(
+    features: torch.Tensor, labels: torch.Tensor, batch_size: int, rng: np.random.Generator, shuffle: bool
+) -> Batches:
     """Batches from a (views, N, ...) cache: each epoch takes one random view of every sample."""
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -252,14 +269,27 @@ def _cached_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: in
     return batches
 
 
-def _live_batches(prefix: nn.Module, samples: list[Sample], transform: Callable, cfg: TrainConfig,
-                  device: torch.device, shuffle: bool, seed_counter: list[int]) -> Batches:
+def _live_batches(
+    prefix: nn.Module,
+    samples: list[Sample],
+    transform: Callable,
+    cfg: TrainConfig,
+    device: torch.device,
+    shuffle: bool,
+    seed_counter: list[int],
+) -> Batches:
     """Notebook-style batches: decode, augment and run the frozen prefix anew every epoch."""
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed_counter[0] += 1
-        loader = make_loader(samples, transform, batch_size=cfg.batch_size, workers=cfg.workers,
-                             shuffle=shuffle, seed=cfg.seed * 7919 + seed_counter[0])
+        loader = make_loader(
+            samples,
+            transform,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            shuffle=shuffle,
+            seed=cfg.seed * 7919 + seed_counter[0],
+        )
         for batch in loader:
             if batch is None:
                 continue
@@ -309,16 +339,26 @@ class _Run:
     def save_best(self, row: dict) -> None:
         metrics = {k: row[k] for k in ("stage", "epoch", "val_loss", "val_acc", "val_macro_f1")}
         checkpoint = make_checkpoint(
-            self.model.state_dict(), arch=self.cfg.arch, classes=self.classes, preprocessing=self.prep.to_dict(),
-            config=self.cfg.to_dict(), metrics={"validation": metrics}, half=self.cfg.half,
+            self.model.state_dict(),
+            arch=self.cfg.arch,
+            classes=self.classes,
+            preprocessing=self.prep.to_dict(),
+            config=self.cfg.to_dict(),
+            metrics={"validation": metrics},
+            half=self.cfg.half,
             crop_margin=self.cfg.crop_margin,
         )
         atomic_torch_save(checkpoint, self.model_path)
 
     def save_resume_state(self, stage: _Stage, epoch: int, done: bool) -> None:
         state = {
-            "stage": stage.stage, "epoch": epoch, "stage_done": done, "model": self.model.state_dict(),
-            "optimizer": stage.optimizer.state_dict(), "best_loss": stage.best_loss, "bad_epochs": stage.bad_epochs,
+            "stage": stage.stage,
+            "epoch": epoch,
+            "stage_done": done,
+            "model": self.model.state_dict(),
+            "optimizer": stage.optimizer.state_dict(),
+            "best_loss": stage.best_loss,
+            "bad_epochs": stage.bad_epochs,
             "history": self.history,
         }
         atomic_torch_save(state, self.run_dir / "last.pt")
@@ -346,8 +386,13 @@ def load_data(cfg: TrainConfig) -> LabeledSet:
     if not cfg.data:
         raise ValueError("no dataset given (--data DIR)")
     dataset = open_dataset(
-        cfg.data, crops=cfg.crops, min_face=cfg.min_face, crop_margin=cfg.crop_margin,
-        val_ratio=cfg.val_ratio, test_ratio=cfg.test_ratio, seed=cfg.seed,
+        cfg.data,
+        crops=cfg.crops,
+        min_face=cfg.min_face,
+        crop_margin=cfg.crop_margin,
+        val_ratio=cfg.val_ratio,
+        test_ratio=cfg.test_ratio,
+        seed=cfg.seed,
     )
     dataset.verify(workers=cfg.workers)
     dataset.require_trainable(("train", "valid"))
@@ -393,9 +438,21 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
         (run_dir / "history.csv").unlink(missing_ok=True)
     counts = dataset.counts()
     log.info("data %s (%s): classes %s, counts %s", cfg.data, dataset.layout, dataset.classes, counts)
-    atomic_write(run_dir / "data.json", lambda p: p.write_text(json.dumps(
-        {"root": dataset.root, "layout": dataset.layout, "classes": dataset.classes, "counts": counts,
-         "skipped": [s.__dict__ for s in dataset.skipped]}, indent=2)))
+    atomic_write(
+        run_dir / "data.json",
+        lambda p: p.write_text(
+            json.dumps(
+                {
+                    "root": dataset.root,
+                    "layout": dataset.layout,
+                    "classes": dataset.classes,
+                    "counts": counts,
+                    "skipped": [s.__dict__ for s in dataset.skipped],
+                },
+                indent=2,
+            )
+        ),
+    )
 
     run = _Run(cfg, run_dir, dataset, resume_state)
     model = run.model
@@ -417,13 +474,34 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
         t0 = time.perf_counter()
         runner = PrefixRunner(prefix_k, cfg.feature_backend, run.device, cfg.image_size)
         views = cfg.views if cfg.augment else 1
-        train_cache, train_ok = extract_views(runner, train_samples, train_tf, views=views, seed=cfg.seed,
-                                              batch_size=cfg.batch_size, workers=cfg.workers, desc="features train")
-        val_cache, val_ok = extract_views(runner, val_samples, val_tf, views=1, seed=cfg.seed,
-                                          batch_size=cfg.batch_size, workers=cfg.workers, desc="features valid")
+        train_cache, train_ok = extract_views(
+            runner,
+            train_samples,
+            train_tf,
+            views=views,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            desc="features train",
+        )
+        val_cache, val_ok = extract_views(
+            runner,
+            val_samples,
+            val_tf,
+            views=1,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            desc="features valid",
+        )
         timings["feature_cache_s"] = time.perf_counter() - t0
-        log.info("feature cache (%s): train %s, valid %s in %.1fs", runner.backend, tuple(train_cache.shape),
-                 tuple(val_cache.shape), timings["feature_cache_s"])
+        log.info(
+            "feature cache (%s): train %s, valid %s in %.1fs",
+            runner.backend,
+            tuple(train_cache.shape),
+            tuple(val_cache.shape),
+            timings["feature_cache_s"],
+        )
         for split_samples, ok in ((train_samples, train_ok), (val_samples, val_ok)):
             for sample in np.asarray(split_samples, dtype=object)[~ok]:
                 dataset.skipped.append(Skipped(sample.path, "failed to decode during feature extraction"))
@@ -432,10 +510,18 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
         if k:
             pooled = nn.Sequential(*list(tail_k.children())[:-1]).eval()  # frozen blocks + pool
             with torch.no_grad():
-                head_train = torch.stack([torch.cat([pooled(c.float().to(run.device)).half().cpu()
-                                                     for c in chunk.split(256)]) for chunk in train_cache])
-                head_val = torch.stack([torch.cat([pooled(c.float().to(run.device)).half().cpu()
-                                                   for c in chunk.split(256)]) for chunk in val_cache])
+                head_train = torch.stack(
+                    [
+                        torch.cat([pooled(c.float().to(run.device)).half().cpu() for c in chunk.split(256)])
+                        for chunk in train_cache
+                    ]
+                )
+                head_val = torch.stack(
+                    [
+                        torch.cat([pooled(c.float().to(run.device)).half().cpu() for c in chunk.split(256)])
+                        for chunk in val_cache
+                    ]
+                )
         else:
             head_train, head_val = train_cache, val_cache
         stage1_train = _cached_batches(head_train, train_labels, cfg.batch_size, rng, shuffle=True)

@@ -44,7 +44,8 @@ def evaluate_detection(
     from maskwatch.detection.pipeline import PRESETS, MaskDetector, evaluate_voc, write_html_report
 
     setup_logging(verbose)
-    json_out = check_output_path(json_out, "file", option="--json", stdout_ok=True)
+    json_path = check_output_path(json_out, "file", option="--json", stdout_ok=True)
+    assert json_path is not None  # --json is required
     report = check_output_path(report, "file", option="--report")
     if preset not in PRESETS:
         fail(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -73,13 +74,13 @@ def evaluate_detection(
             metrics = evaluate_voc(detector, data, classes=class_list, limit=limit, on_progress=tick)
         except ValueError as exc:
             fail(str(exc))
-    with json_target(json_out) as handle:
+    with json_target(json_path) as handle:
         handle.write(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     if report is not None:
         write_html_report(metrics, report)
     _print_eval(metrics)
-    if str(json_out) != "-":
-        console.print(f"[green]wrote[/] {json_out}" + (f" and {report}" if report else ""))
+    if str(json_path) != "-":
+        console.print(f"[green]wrote[/] {json_path}" + (f" and {report}" if report else ""))
 
 
 def _json_default(value: Any) -> Any:

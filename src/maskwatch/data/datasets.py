@@ -18,9 +18,9 @@ from __future__ import annotations
 import csv
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -131,9 +131,7 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_class_folders(
-    folder: Path, class_index: dict[str, int], skipped: list[Skipped]
-) -> list[Sample]:
+def _read_class_folders(folder: Path, class_index: dict[str, int], skipped: list[Skipped]) -> list[Sample]:
     samples = []
     for class_dir in _class_folders(folder):
         if class_dir.name not in class_index:
@@ -198,7 +196,7 @@ def _read_roboflow(
 
 
 def _voc_classes(folder: Path) -> list[str]:
-    names = set()
+    names: set[str] = set()
     for xml_path in sorted((folder / "annotations").glob("*.xml")):
         try:
             names.update(o.label for o in parse_voc(xml_path).objects)
@@ -234,9 +232,7 @@ def _read_voc_crops(
     return samples
 
 
-def stratified_split(
-    samples: list[Sample], ratios: dict[str, float], seed: int
-) -> dict[str, list[Sample]]:
+def stratified_split(samples: list[Sample], ratios: dict[str, float], seed: int) -> dict[str, list[Sample]]:
     """Split samples per class with a seeded shuffle; the first key takes the remainder."""
     rng = np.random.default_rng(seed)
     names = list(ratios)
@@ -249,7 +245,7 @@ def stratified_split(
         order = rng.permutation(len(group))
         start = 0
         for name in names[1:]:
-            take = int(round(ratios[name] * len(group)))
+            take = round(ratios[name] * len(group))
             out[name].extend(group[i] for i in order[start : start + take])
             start += take
         out[names[0]].extend(group[i] for i in order[start:])
@@ -314,4 +310,3 @@ def open_dataset(
         carved = stratified_split(splits["train"], {"train": 1 - val_ratio, "valid": val_ratio}, seed)
         splits.update(carved)
     return LabeledSet(str(root), layout, class_names, splits, skipped, predefined)
-

@@ -137,7 +137,7 @@ def _decode(source: ImageInput, max_pixels: int | None) -> Image.Image:
     limit = max_pixels_limit(max_pixels)
     if isinstance(source, (str, os.PathLike)):
         _check_path(Path(source))
-        opener: object = Path(source)
+        opener: Path | IO[bytes] | Image.Image = Path(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source) if isinstance(source, memoryview) else source
         if len(data) == 0:
@@ -149,7 +149,7 @@ def _decode(source: ImageInput, max_pixels: int | None) -> Image.Image:
         raise TypeError(f"expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
     owned = not isinstance(opener, Image.Image)
     try:
-        image = Image.open(opener) if owned else opener  # type: ignore[arg-type]
+        image = opener if isinstance(opener, Image.Image) else Image.open(opener)
     except UnidentifiedImageError as exc:
         raise BadImageError(name, "not an image or an unsupported format") from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:

@@ -6,7 +6,7 @@ indices went missing from the index tensor that travels with every batch.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset

@@ -8,13 +8,13 @@ Eval: the deployment preprocessing of :mod:`maskwatch.preprocess`, so training m
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
+from torchvision import transforms as tvt
 
 from maskwatch.preprocess import IMAGENET_MEAN, Preprocessing, to_batch
 
@@ -35,7 +35,7 @@ class RandomAreaCrop:
         for _ in range(10):
             area = random.uniform(self.min_area, 1.0) * width * height
             aspect = np.exp(random.uniform(np.log(self.ratio[0]), np.log(self.ratio[1])))
-            w, h = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
+            w, h = round((area * aspect) ** 0.5), round((area / aspect) ** 0.5)
             if 0 < w <= width and 0 < h <= height:
                 left, top = random.randint(0, width - w), random.randint(0, height - h)
                 return image.crop((left, top, left + w, top + h))
@@ -109,25 +109,25 @@ def train_transform(
     lowres_max: int = 56,
     blur_prob: float = 0.0,
 ) -> Transform:
-    fill = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)  # rotated-in corners normalise to ~0
+    fill = tuple(round(255 * m) for m in IMAGENET_MEAN)  # rotated-in corners normalise to ~0
     steps: list[Callable] = [RandomAreaCrop(crop_scale)]
     if zoom_out_prob:
         steps.append(RandomZoomOut(zoom_out_prob, zoom_out_min))
     if rotation:
-        steps.append(T.RandomRotation(rotation, interpolation=T.InterpolationMode.BILINEAR, fill=fill))
+        steps.append(tvt.RandomRotation(rotation, interpolation=tvt.InterpolationMode.BILINEAR, fill=fill))
     if hflip:
-        steps.append(T.RandomHorizontalFlip(hflip))
+        steps.append(tvt.RandomHorizontalFlip(hflip))
     if jitter:
-        steps.append(T.ColorJitter(brightness=jitter, contrast=jitter))
+        steps.append(tvt.ColorJitter(brightness=jitter, contrast=jitter))
     if blur_prob:
-        steps.append(T.RandomApply([T.GaussianBlur(5, sigma=(0.3, 1.5))], p=blur_prob))
+        steps.append(tvt.RandomApply([tvt.GaussianBlur(5, sigma=(0.3, 1.5))], p=blur_prob))
     if lowres_prob:
         steps.append(RandomLowResolution(lowres_prob, lowres_min, lowres_max))
     steps.append(ToModelInput(Preprocessing(size=size)))
-    return T.Compose(steps)
+    return tvt.Compose(steps)
 
 
-def train_transform_from_config(cfg) -> Transform:  # noqa: ANN001 - TrainConfig, avoids a cycle
+def train_transform_from_config(cfg) -> Transform:
     if not cfg.augment:
         return eval_transform(cfg.image_size)
     return train_transform(

@@ -24,6 +24,7 @@ from maskwatch.detection.geometry import Box
 
 __all__ = ["VocAnnotation", "VocObject", "parse_voc", "read_voc", "voc_image_for"]
 
+
 @dataclass(frozen=True)
 class VocObject:
     """One annotated object: its class name and its box ``(x0, y0, x1, y1)``, corners in order."""

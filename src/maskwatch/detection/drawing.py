@@ -84,13 +84,13 @@ def draw_result(
     out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     h, w = out.shape[:2]
     unit = max(h, w) / 640.0
-    thickness = max(1, int(round(2 * unit)))
+    thickness = max(1, round(2 * unit))
     font_scale = max(0.35, 0.45 * unit)
-    text_thickness = max(1, int(round(unit)))
+    text_thickness = max(1, round(unit))
     for face in result.faces:
         label, caption = _face_caption(face)
         color = class_color(label)
-        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        x0, y0, x1, y1 = (round(v) for v in face.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness, cv2.LINE_AA)
         tw, th, base = _text_size(caption, font_scale, text_thickness)
         ty = y0 - 2 if y0 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
@@ -101,7 +101,7 @@ def draw_result(
         text = _banner(result, banner_extra)
         scale = max(0.4, 0.5 * unit)
         tw, th, base = _text_size(text, scale, text_thickness)
-        pad = max(2, int(round(4 * unit)))
+        pad = max(2, round(4 * unit))
         bw, bh = min(w, tw + 2 * pad), min(h, th + base + 2 * pad)
         out[:bh, :bw] = (out[:bh, :bw] * 0.45).astype(np.uint8)  # darken the banner's strip
         cv2.putText(out, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), text_thickness,

@@ -110,8 +110,8 @@ def face_metrics(
     iou_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Class-agnostic recall per size bucket, precision and matched counts at one IoU threshold."""
-    hit = {name: 0 for name in SIZE_BUCKETS}
-    total = {name: 0 for name in SIZE_BUCKETS}
+    hit = dict.fromkeys(SIZE_BUCKETS, 0)
+    total = dict.fromkeys(SIZE_BUCKETS, 0)
     tp = n_pred = 0
     for pred, gt in zip(predictions, ground_truths, strict=True):
         gt_boxes, pred_boxes = _boxes(_as_target(gt)), _boxes(pred)
@@ -160,7 +160,9 @@ def average_precision(
     from pycocotools.cocoeval import COCOeval
 
     classes = list(classes)
-    images, annotations, results = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     max_dets = 1
     for image_id, (pred, gt) in enumerate(zip(predictions, ground_truths, strict=True), start=1):
         images.append({"id": image_id})
@@ -170,10 +172,16 @@ def average_precision(
             if isinstance(label, str) and label not in classes:
                 continue
             x0, y0, x1, y1 = (float(v) for v in box)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": _label_index(label, classes) + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": _label_index(label, classes) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
         pred_boxes = _boxes(pred)
         if "labels" not in pred:
             raise ValueError("average_precision needs predicted 'labels'")
@@ -184,11 +192,15 @@ def average_precision(
             if isinstance(label, str) and label not in classes:
                 continue
             x0, y0, x1, y1 = (float(v) for v in box)
-            results.append({
-                "image_id": image_id, "category_id": _label_index(label, classes) + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score),
-            })  # fmt: skip
-    has_gt = {c: False for c in range(1, len(classes) + 1)}
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": _label_index(label, classes) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                }
+            )
+    has_gt = dict.fromkeys(range(1, len(classes) + 1), False)
     for ann in annotations:
         has_gt[ann["category_id"]] = True
     if not results:
@@ -238,8 +250,9 @@ def evaluate_detection(
     counts_gt = np.array([len(_boxes(t)) for t in targets], dtype=np.float64)
     counts_pred = np.array([len(_boxes(p)) for p in predictions], dtype=np.float64)
 
-    faces_pred = [{"boxes": _boxes(p), "scores": _scores(p, len(_boxes(p))), "labels": [0] * len(_boxes(p))}
-                  for p in predictions]  # fmt: skip
+    faces_pred = [
+        {"boxes": _boxes(p), "scores": _scores(p, len(_boxes(p))), "labels": [0] * len(_boxes(p))} for p in predictions
+    ]
     faces_gt = [{"boxes": _boxes(t), "labels": [0] * len(_boxes(t))} for t in targets]
     ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
 
@@ -339,26 +352,42 @@ def evaluate_voc(
 
     operating, per_class, argmax = [], [], []
     for result in results:
-        kept = [f for f in result.faces
-                if f.score >= detector.score_threshold and f.confidence >= detector.min_confidence]  # fmt: skip
-        operating.append({"boxes": boxes(kept), "scores": np.array([f.score for f in kept]),
-                          "labels": [f.label for f in kept]})  # fmt: skip
+        kept = [
+            f for f in result.faces if f.score >= detector.score_threshold and f.confidence >= detector.min_confidence
+        ]
+        operating.append(
+            {"boxes": boxes(kept), "scores": np.array([f.score for f in kept]), "labels": [f.label for f in kept]}
+        )
         faces = result.faces
-        hyp_boxes, hyp_scores, hyp_labels = [], [], []
+        hyp_boxes: list[np.ndarray] = []
+        hyp_scores: list[float] = []
+        hyp_labels: list[str] = []
         for name in ap_classes:
             hyp_boxes.append(boxes(faces))
             hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
             hyp_labels.extend([name] * len(faces))
-        per_class.append({"boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
-                          "scores": np.array(hyp_scores), "labels": hyp_labels})  # fmt: skip
-        argmax.append({"boxes": boxes(faces), "scores": np.array([f.confidence for f in faces]),
-                       "labels": [f.label for f in faces]})  # fmt: skip
+        per_class.append(
+            {
+                "boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
+                "scores": np.array(hyp_scores),
+                "labels": hyp_labels,
+            }
+        )
+        argmax.append(
+            {
+                "boxes": boxes(faces),
+                "scores": np.array([f.confidence for f in faces]),
+                "labels": [f.label for f in faces],
+            }
+        )
 
     face = evaluate_detection(operating, targets, classes=[])
     ap50 = average_precision(per_class, targets, ap_classes)
     ap50_argmax = average_precision(argmax, targets, ap_classes)
-    faces_pred = [{"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
-                  for r in results]  # fmt: skip
+    faces_pred = [
+        {"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
+        for r in results
+    ]
     faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
     ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
 
@@ -374,31 +403,33 @@ def evaluate_voc(
         return value
 
     n_frames = len(results)
-    return clean({
-        "data": str(root),
-        "n_images": n_frames,
-        "n_faces": face["n_faces"],
-        "n_faces_by_bucket": face["n_faces_by_bucket"],
-        "map50": mean_of(ap50),
-        "ap50": ap50,
-        "map50_argmax": mean_of(ap50_argmax),
-        "ap50_argmax": ap50_argmax,
-        "ap50_face": ap_face,
-        "map_classes": classes,
-        "recall": face["recall"],
-        "recall_iou30": face["recall_iou30"],
-        "precision": face["precision"],
-        "precision_iou30": face["precision_iou30"],
-        "count_mae": face["count_mae"],
-        "n_predictions": face["n_predictions"],
-        "operating_point": {"score_threshold": detector.score_threshold, "min_confidence": detector.min_confidence},
-        "ap_method": AP_METHOD,
-        "ranking": RANKING,
-        "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "
-                 "where scenes leave background faces unannotated",
-        "settings": detector.settings(),
-        "skipped": skipped,
-        "degenerate_boxes": degenerate,  # annotated boxes without width or height, left out (data.voc)
-        "seconds": round(seconds, 3),
-        "images_per_second": n_frames / seconds if seconds > 0 else None,
-    })  # fmt: skip
+    return clean(
+        {
+            "data": str(root),
+            "n_images": n_frames,
+            "n_faces": face["n_faces"],
+            "n_faces_by_bucket": face["n_faces_by_bucket"],
+            "map50": mean_of(ap50),
+            "ap50": ap50,
+            "map50_argmax": mean_of(ap50_argmax),
+            "ap50_argmax": ap50_argmax,
+            "ap50_face": ap_face,
+            "map_classes": classes,
+            "recall": face["recall"],
+            "recall_iou30": face["recall_iou30"],
+            "precision": face["precision"],
+            "precision_iou30": face["precision_iou30"],
+            "count_mae": face["count_mae"],
+            "n_predictions": face["n_predictions"],
+            "operating_point": {"score_threshold": detector.score_threshold, "min_confidence": detector.min_confidence},
+            "ap_method": AP_METHOD,
+            "ranking": RANKING,
+            "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "
+            "where scenes leave background faces unannotated",
+            "settings": detector.settings(),
+            "skipped": skipped,
+            "degenerate_boxes": degenerate,  # annotated boxes without width or height, left out (data.voc)
+            "seconds": round(seconds, 3),
+            "images_per_second": n_frames / seconds if seconds > 0 else None,
+        }
+    )

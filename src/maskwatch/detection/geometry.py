@@ -16,6 +16,12 @@ __all__ = ["Box", "adjust_boxes", "box_iou", "crop_box", "finish_boxes", "grow_b
 Box = tuple[float, float, float, float]
 
 
+def as_box(values: Sequence[float]) -> Box:
+    """Four coordinates (any sequence or array row) as a plain ``(x0, y0, x1, y1)`` float tuple."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 def grow_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
     """A face box grown by ``margin`` × its width / height on each side and rounded to whole pixels, not
     clipped: the framing of every face crop, in training and evaluation (VOC crops) and in the scene

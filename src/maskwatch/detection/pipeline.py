@@ -16,7 +16,8 @@ PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
 
 Stage 2 crops every face kept (score ≥ ``score_threshold``) grown by ``crop_margin`` of its size on each
 side (by default the classifier's own margin, stored with the model), exactly how
-:func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC boxes, and classifies all crops of an image (or of a batch of images) in batches. With ``classify_tta``
+:func:`maskwatch.data.datasets.open_dataset` cuts training/evaluation crops from VOC boxes, and classifies
+all crops of an image (or of a batch of images) in batches. With ``classify_tta``
 (the ``accurate`` preset) each face is classified on six crops, the margins ``crop_margin`` − 0.05, + 0 and
 + 0.05 each as is and mirrored, and the probabilities are averaged: most scene faces are 20-60 px, where
 the single crop's framing and pixel grid sway the classifier; averaging lifted mAP@0.5 on the shared
@@ -43,14 +44,14 @@ import numpy as np
 
 from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
-from maskwatch.detection.geometry import box_iou, crop_box, finish_boxes, nms
-from maskwatch.detection.results import MASK_CLASSES, FaceResult, FrameResult, compliance_rate, summarize
 
 # evaluate_voc and write_html_report live in detection.evaluation / detection.report_page; imported here
 # only so that ``from maskwatch.detection.pipeline import evaluate_voc, write_html_report`` keeps working
 # until the CLI imports them from their homes.
-from maskwatch.detection.evaluation import evaluate_voc  # noqa: E402,F401  (re-export)
-from maskwatch.detection.report_page import write_html_report  # noqa: E402,F401  (re-export)
+from maskwatch.detection.evaluation import evaluate_voc  # noqa: F401  (re-export)
+from maskwatch.detection.geometry import as_box, box_iou, crop_box, finish_boxes, nms
+from maskwatch.detection.report_page import write_html_report  # noqa: F401  (re-export)
+from maskwatch.detection.results import MASK_CLASSES, FaceResult, FrameResult, compliance_rate, summarize
 
 __all__ = [
     "MASK_CLASSES",
@@ -124,8 +125,10 @@ def fuse_views(
         members = ~used & (overlap[leader] > iou)
         members[leader] = True
         used |= members
-        best = [int(np.flatnonzero(members & (view_of == k))[np.argmax(scores[members & (view_of == k)])])
-                for k in np.unique(view_of[members])]  # fmt: skip
+        best = [
+            int(np.flatnonzero(members & (view_of == k))[np.argmax(scores[members & (view_of == k)])])
+            for k in np.unique(view_of[members])
+        ]
         weights = scores[best]
         total = float(weights.sum())
         out_boxes.append((boxes[best] * weights[:, None]).sum(0) / total)
@@ -282,10 +285,15 @@ class MaskDetector:
 
         model_path = Path(model) if model is not None else default_model_path()
         kwargs: dict[str, Any] = {"batch_size": batch_size, "spin": spin}
-        classifier = (load_classifier(model_path, **kwargs) if backend is None
-                      else load_classifier(model_path, backend, **kwargs))  # fmt: skip
+        classifier = (
+            load_classifier(model_path, **kwargs) if backend is None else load_classifier(model_path, backend, **kwargs)
+        )
         finder = CenterFaceDetector(
-            detector_model, score_threshold=candidate_threshold, max_side=None, box_adjust=None, threads=threads,
+            detector_model,
+            score_threshold=candidate_threshold,
+            max_side=None,
+            box_adjust=None,
+            threads=threads,
             spin=spin,
         )
         options.setdefault("scales", preset)
@@ -294,10 +302,17 @@ class MaskDetector:
     def configured(self, **changes: Any) -> MaskDetector:
         """A pipeline sharing this one's models with some settings changed, e.g. ``configured(scales="fast")``."""
         settings: dict[str, Any] = {
-            "scales": self.scales, "flip": self.flip, "score_threshold": self.score_threshold,
-            "min_confidence": self.min_confidence, "crop_margin": self.crop_margin, "min_face": self.min_face, "fusion_iou": self.fusion_iou,
-            "box_adjust": self.box_adjust, "upscale": self.upscale, "classify_tta": self.classify_tta,
-        }  # fmt: skip
+            "scales": self.scales,
+            "flip": self.flip,
+            "score_threshold": self.score_threshold,
+            "min_confidence": self.min_confidence,
+            "crop_margin": self.crop_margin,
+            "min_face": self.min_face,
+            "fusion_iou": self.fusion_iou,
+            "box_adjust": self.box_adjust,
+            "upscale": self.upscale,
+            "classify_tta": self.classify_tta,
+        }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
             settings.update({key: None for key in ("flip", "classify_tta") if key not in changes})
         settings.update(changes)
@@ -305,18 +320,30 @@ class MaskDetector:
 
     def settings(self) -> dict[str, Any]:
         """The pipeline's settings, for reports and JSON."""
-        return {"classes": list(self.classes), "compliant_classes": list(self.compliant_classes),
-                "scales": list(self.scales), "flip": self.flip,
-                "score_threshold": self.score_threshold, "min_confidence": self.min_confidence,
-                "crop_margin": self.crop_margin, "min_face": self.min_face,
-                "fusion_iou": self.fusion_iou, "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
-                "upscale": self.upscale, "classify_tta": self.classify_tta, "face_finder": repr(self.face_finder),
-                "classifier_backend": getattr(self.classifier, "backend", type(self.classifier).__name__)}  # fmt: skip
+        return {
+            "classes": list(self.classes),
+            "compliant_classes": list(self.compliant_classes),
+            "scales": list(self.scales),
+            "flip": self.flip,
+            "score_threshold": self.score_threshold,
+            "min_confidence": self.min_confidence,
+            "crop_margin": self.crop_margin,
+            "min_face": self.min_face,
+            "fusion_iou": self.fusion_iou,
+            "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
+            "upscale": self.upscale,
+            "classify_tta": self.classify_tta,
+            "face_finder": repr(self.face_finder),
+            "classifier_backend": getattr(self.classifier, "backend", type(self.classifier).__name__),
+        }
 
     def __repr__(self) -> str:
-        return (f"MaskDetector(classes={self.classes}, scales={self.scales}, flip={self.flip}, "
-                f"score_threshold={self.score_threshold}, min_confidence={self.min_confidence}, crop_margin={self.crop_margin}, "
-                f"min_face={self.min_face}, classify_tta={self.classify_tta})")  # fmt: skip
+        return (
+            f"MaskDetector(classes={self.classes}, scales={self.scales}, flip={self.flip}, "
+            f"score_threshold={self.score_threshold}, min_confidence={self.min_confidence}, "
+            f"crop_margin={self.crop_margin}, "
+            f"min_face={self.min_face}, classify_tta={self.classify_tta})"
+        )
 
     # -- stage 1 -----------------------------------------------------------------------------------------
 
@@ -397,8 +424,14 @@ class MaskDetector:
     ) -> FrameResult:
         """Faces and masks in one image: an HxWx3 uint8 RGB array, a PIL image, a path, encoded image bytes
         or a binary file (anything but an array is decoded by :func:`maskwatch.data.images.decode_rgb`)."""
-        return self.detect_batch([image], sources=[source], frames=[frame], timestamps=[timestamp],
-                                 score_threshold=score_threshold, min_confidence=min_confidence)[0]  # fmt: skip
+        return self.detect_batch(
+            [image],
+            sources=[source],
+            frames=[frame],
+            timestamps=[timestamp],
+            score_threshold=score_threshold,
+            min_confidence=min_confidence,
+        )[0]
 
     def detect_batch(
         self,
@@ -418,11 +451,13 @@ class MaskDetector:
         sources = list(sources) if sources is not None else [None] * n
         frames = list(frames) if frames is not None else [0] * n
         timestamps = list(timestamps) if timestamps is not None else [None] * n
-        sources = [str(im) if s is None and isinstance(im, (str, os.PathLike)) else s
-                   for im, s in zip(images, sources, strict=True)]  # fmt: skip
+        sources = [
+            str(im) if s is None and isinstance(im, (str, os.PathLike)) else s
+            for im, s in zip(images, sources, strict=True)
+        ]
         arrays = [_as_rgb(im) for im in images]
         found, all_crops = [], []
-        for k, rgb in enumerate(arrays):
+        for rgb in arrays:
             boxes, scores, marks = self.find_faces(rgb)
             keep = scores >= threshold
             boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
@@ -438,14 +473,28 @@ class MaskDetector:
                 best = int(np.argmax(p))
                 if score * p[best] < gate:
                     continue
-                faces.append(FaceResult(
-                    box=tuple(float(v) for v in box), score=float(score), label=self.classes[best],
-                    probability=float(p[best]), probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
-                    landmarks=tuple((float(x), float(y)) for x, y in lm),
-                ))  # fmt: skip
-            results.append(FrameResult(faces=faces, classes=list(self.classes), width=int(rgb.shape[1]),
-                                       height=int(rgb.shape[0]), source=sources[k], frame=int(frames[k]),
-                                       timestamp=timestamps[k], compliant_classes=self.compliant_classes))  # fmt: skip
+                faces.append(
+                    FaceResult(
+                        box=as_box(box),
+                        score=float(score),
+                        label=self.classes[best],
+                        probability=float(p[best]),
+                        probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                        landmarks=tuple((float(x), float(y)) for x, y in lm),
+                    )
+                )
+            results.append(
+                FrameResult(
+                    faces=faces,
+                    classes=list(self.classes),
+                    width=int(rgb.shape[1]),
+                    height=int(rgb.shape[0]),
+                    source=sources[k],
+                    frame=int(frames[k]),
+                    timestamp=timestamps[k],
+                    compliant_classes=self.compliant_classes,
+                )
+            )
         return results
 
     def detect_frames(self, frames: Iterable[Any], batch: int = 1) -> Iterable[FrameResult]:
@@ -461,5 +510,9 @@ class MaskDetector:
 
     def detect_frame_batch(self, items: Sequence[Any]) -> list[FrameResult]:
         """Results for a list of :class:`~maskwatch.detection.sources.Frame` objects (faces classified together)."""
-        return self.detect_batch([f.image for f in items], sources=[f.source for f in items],
-                                 frames=[f.index for f in items], timestamps=[f.timestamp for f in items])  # fmt: skip
+        return self.detect_batch(
+            [f.image for f in items],
+            sources=[f.source for f in items],
+            frames=[f.index for f in items],
+            timestamps=[f.timestamp for f in items],
+        )

@@ -35,21 +35,24 @@ def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) 
     )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>maskwatch detection evaluation</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}table{{border-collapse:collapse;margin:1rem 0}}
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
+table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
 <h1>Detection evaluation</h1>
-<p>{html.escape(str(metrics['data']))}: {metrics['n_images']} images, {metrics['n_faces']} annotated faces.</p>
-<h2>Face finding (operating point: detector score ≥ {f(metrics['operating_point']['score_threshold'])})</h2>
-<table><tr><th>face size (longest side, px)</th><th>faces</th><th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
-<p>precision IoU≥0.5 {f(metrics['precision'])}, IoU≥0.3 {f(metrics['precision_iou30'])};
-per-image face count MAE {f(metrics['count_mae'])}.</p>
+<p>{html.escape(str(metrics["data"]))}: {metrics["n_images"]} images, {metrics["n_faces"]} annotated faces.</p>
+<h2>Face finding (operating point: detector score ≥ {f(metrics["operating_point"]["score_threshold"])})</h2>
+<table><tr><th>face size (longest side, px)</th><th>faces</th>
+<th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
+<p>precision IoU≥0.5 {f(metrics["precision"])}, IoU≥0.3 {f(metrics["precision_iou30"])};
+per-image face count MAE {f(metrics["count_mae"])}.</p>
 <h2>Average precision at IoU 0.5</h2>
 <table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5 (argmax label only)</th></tr>{ap_rows}
-<tr><th>mAP ({html.escape(', '.join(metrics['map_classes']))})</th><th>{f(metrics['map50'])}</th><th>{f(metrics['map50_argmax'])}</th></tr></table>
-<p>Class-agnostic face AP@0.5: {f(metrics['ap50_face'])}.</p>
-<p><small>{html.escape(metrics['ap_method'])}. Ranking: {html.escape(metrics['ranking'])}.</small></p>
-<h2>Settings</h2><pre>{html.escape(json.dumps(metrics['settings'], indent=2))}</pre>
+<tr><th>mAP ({html.escape(", ".join(metrics["map_classes"]))})</th>
+<th>{f(metrics["map50"])}</th><th>{f(metrics["map50_argmax"])}</th></tr></table>
+<p>Class-agnostic face AP@0.5: {f(metrics["ap50_face"])}.</p>
+<p><small>{html.escape(metrics["ap_method"])}. Ranking: {html.escape(metrics["ranking"])}.</small></p>
+<h2>Settings</h2><pre>{html.escape(json.dumps(metrics["settings"], indent=2))}</pre>
 </body></html>
 """
     out = Path(path)

@@ -24,6 +24,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,12 +111,12 @@ class _OnnxPrefix:
 
         self.prefix = prefix
         self.threads = threads
-        self.sessions: dict[tuple[int, int], object] = {}
+        self.sessions: dict[tuple[int, int], Any] = {}
 
-    def _session(self, height: int, width: int):
+    def _session(self, height: int, width: int) -> Any:
         import warnings
 
-        import onnxruntime as ort
+        from maskwatch.runtime.onnx_backend import create_session
 
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
@@ -123,17 +124,14 @@ class _OnnxPrefix:
             torch.onnx.export(
                 self.prefix,
                 (torch.zeros(1, 3, height, width),),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # torch.onnx.export takes a binary file object too
                 input_names=["input"],
                 output_names=["features"],
                 dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        return create_session(buffer.getvalue(), threads=self.threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         key = (int(batch.shape[-2]), int(batch.shape[-1]))
@@ -177,12 +175,12 @@ class CamExplainer:
         self.batch_size = batch_size
         self.layer_name, self.layer = find_target_layer(model, arch, layer)
         self._cam_cls = _cam_class(method)
-        self._cam = None
+        self._cam: Any = None  # the pytorch_grad_cam object while open
         self._handles: list = []
         self._saved_requires_grad: list[tuple[nn.Parameter, bool]] = []
         self._was_training = False
         self._prefix: _OnnxPrefix | None = None
-        self._split = None
+        self._split: tuple[nn.Sequential, nn.Sequential] | None = None
         self.engine = "torch"
         if engine != "torch":
             reason = self._onnx_unusable(arch)
@@ -212,9 +210,8 @@ class CamExplainer:
         self.open()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.close()
-        return False  # never swallow an exception (the library's own __exit__ hides IndexError)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()  # returns None: never swallow an exception (the library's own __exit__ hides IndexError)
 
     def open(self) -> None:
         if self._cam is not None:
@@ -225,8 +222,9 @@ class CamExplainer:
             p.requires_grad_(False)
         cam_model, target = self.model, self.layer
         if self.engine == "onnx":
-            prefix, cam_model = self._split
-            target = cam_model[0]
+            assert self._split is not None  # set by _onnx_unusable when the engine is onnx
+            prefix, tail = self._split
+            cam_model, target = tail, tail[0]
             self._prefix = _OnnxPrefix(prefix.eval(), max(1, torch.get_num_threads()))
         # Registered before the library's hooks, so theirs see the re-rooted tensor.
         self._handles.append(target.register_forward_hook(_reroot))
@@ -289,8 +287,8 @@ class CamExplainer:
             probs.append(p)
             explained.append(p.argmax(1) if wanted is None else np.asarray([w.category for w in wanted]))
         if not cams:
-            size = tuple(tensor.shape[-2:])
-            return CamResult(np.zeros((0, *size), np.float32), np.zeros((0, 0)), np.zeros(0, np.int64))
+            height, width = int(tensor.shape[-2]), int(tensor.shape[-1])
+            return CamResult(np.zeros((0, height, width), np.float32), np.zeros((0, 0)), np.zeros(0, np.int64))
         return CamResult(np.concatenate(cams), np.concatenate(probs), np.concatenate(explained).astype(np.int64))
 
 

@@ -67,6 +67,8 @@ def load_classifier(path: str | Path, backend: str = "auto", **options) -> Class
     try:
         from maskwatch.runtime.torch_backend import TorchClassifier
     except ImportError as exc:
-        raise ImportError(f"{path} is a torch checkpoint and torch is not installed ({exc}): install "
-                          "'maskwatch[train]', or use an exported .onnx file (`maskwatch export`)") from exc
+        raise ImportError(
+            f"{path} is a torch checkpoint and torch is not installed ({exc}): install "
+            "'maskwatch[train]', or use an exported .onnx file (`maskwatch export`)"
+        ) from exc
     return TorchClassifier.from_checkpoint(path, **options)

@@ -31,6 +31,7 @@ gets a new key, so a stale export is never used. Writes are atomic, so concurren
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -38,8 +39,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,10 +141,13 @@ def _checkpoint_train_samples(checkpoint: dict[str, Any]) -> dict[int, list[Any]
             "pass calibration=DIR (CLI: --calibration DIR) with a few hundred face images"
         )
     dataset = open_dataset(
-        data, classes=checkpoint["classes"], crops=bool(config.get("crops", False)),
+        data,
+        classes=checkpoint["classes"],
+        crops=bool(config.get("crops", False)),
         min_face=int(config.get("min_face", 32)),
         crop_margin=model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
-        val_ratio=float(config.get("val_ratio", 0.15)), test_ratio=float(config.get("test_ratio", 0.15)),
+        val_ratio=float(config.get("val_ratio", 0.15)),
+        test_ratio=float(config.get("test_ratio", 0.15)),
         seed=int(config.get("seed", 0)),
     )
     by_label: dict[int, list[Any]] = {}
@@ -168,7 +173,7 @@ def calibration_images(
 
     if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
         items = list(calibration)
-        images = [np.asarray(load_rgb(x)) if isinstance(x, (str, os.PathLike)) else np.asarray(x) for x in items]
+        images = [np.asarray(load_rgb(Path(x))) if isinstance(x, (str, os.PathLike)) else np.asarray(x) for x in items]
         return [im for im in images if im.ndim == 3 and im.shape[2] == 3], f"{len(items)} given images"
     if calibration is None:
         if checkpoint is None:
@@ -226,8 +231,14 @@ def _torch_to_onnx_bytes(model, size: int, opset: int) -> bytes:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.zeros(1, 3, size, size),), buffer, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            model,
+            (torch.zeros(1, 3, size, size),),
+            buffer,  # type: ignore[arg-type]  # torch.onnx.export takes a binary file object too
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            do_constant_folding=True,
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
     return buffer.getvalue()
@@ -251,9 +262,18 @@ def _stem_nodes(model_path: Path, arch: str) -> list[str]:
     return [n.name for n in graph.node if any(n.name.startswith(p) for p in prefixes)]
 
 
-def _quantize(fp32_bytes: bytes, images: Sequence[np.ndarray], prep: Preprocessing, *, arch: str = "",
-              per_channel: bool = True, reduce_range: bool = False, quant_format: str = "qdq",
-              pre_process: bool = True, fp32_stem: bool = True) -> bytes:
+def _quantize(
+    fp32_bytes: bytes,
+    images: Sequence[np.ndarray],
+    prep: Preprocessing,
+    *,
+    arch: str = "",
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    quant_format: str = "qdq",
+    pre_process: bool = True,
+    fp32_stem: bool = True,
+) -> bytes:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -268,10 +288,14 @@ def _quantize(fp32_bytes: bytes, images: Sequence[np.ndarray], prep: Preprocessi
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(
-                str(pre), str(dst), _BatchReader(images, prep),
+                str(pre),
+                str(dst),
+                _BatchReader(images, prep),
                 quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-                per_channel=per_channel, reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
                 extra_options={"CalibMaxIntermediateOutputs": 4},  # bounds calibration memory
             )
@@ -329,16 +353,25 @@ def export_onnx(
         images, described = calibration_images(calibration, checkpoint=checkpoint, size=calibration_size, seed=seed)
         if not images:
             raise ValueError("INT8 calibration found no usable images")
-        settings = {"per_channel": True, "reduce_range": False, "quant_format": "qdq", "pre_process": True,
-                    "fp32_stem": True, **(quantization or {})}
+        settings = {
+            "per_channel": True,
+            "reduce_range": False,
+            "quant_format": "qdq",
+            "pre_process": True,
+            "fp32_stem": True,
+            **(quantization or {}),
+        }
         data = _quantize(data, images, prep, arch=str(checkpoint["arch"]), **settings)
         metadata["calibration"] = described
-        metadata["quantization"] = json.dumps({"method": "static MinMax", "activations": "uint8",
-                                               "weights": "int8", **settings})
+        metadata["quantization"] = json.dumps(
+            {"method": "static MinMax", "activations": "uint8", "weights": "int8", **settings}
+        )
     model = onnx.load_from_string(data)
     _set_metadata(model, metadata)
-    model.doc_string = f"maskwatch {checkpoint['arch']} face-mask classifier ({metadata[META_PRECISION]}); " \
-                       f"classes {list(checkpoint['classes'])}"
+    model.doc_string = (
+        f"maskwatch {checkpoint['arch']} face-mask classifier ({metadata[META_PRECISION]}); "
+        f"classes {list(checkpoint['classes'])}"
+    )
     onnx.checker.check_model(model)
     return atomic_write(out, lambda tmp: tmp.write_bytes(model.SerializeToString()))
 
@@ -355,8 +388,9 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         candidates.append(Path(base) / "maskwatch" / "exports")
-    candidates.append(Path(tempfile.gettempdir()) / f"maskwatch-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-                      / "exports")
+    candidates.append(
+        Path(tempfile.gettempdir()) / f"maskwatch-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / "exports"
+    )
     for folder in candidates:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -377,10 +411,8 @@ def cached_export(checkpoint_path: str | os.PathLike[str], *, int8: bool = False
     precision = "int8" if int8 else "fp32"
     target = cache_dir() / f"{digest[:32]}-{precision}-op{opset}-v{maskwatch.__version__}-r{EXPORT_REVISION}.onnx"
     if target.is_file():
-        try:
+        with contextlib.suppress(OSError):
             os.utime(target)  # most recently used: kept by _prune
-        except OSError:
-            pass
         return target
     log.info("exporting %s to ONNX (%s) in %s", checkpoint_path, precision, target.parent)
     made = export_onnx(checkpoint_path, target, int8=int8, opset=opset)
@@ -411,8 +443,11 @@ def export_torchscript(checkpoint_path: str | os.PathLike[str], out: str | os.Pa
     checkpoint = load_checkpoint(checkpoint_path)
     prep = Preprocessing.from_dict(checkpoint["preprocessing"])
     meta = {
-        "classes": list(checkpoint["classes"]), "preprocessing": prep.to_dict(), "arch": checkpoint["arch"],
-        "maskwatch_version": maskwatch.__version__, "source_sha256": file_sha256(checkpoint_path),
+        "classes": list(checkpoint["classes"]),
+        "preprocessing": prep.to_dict(),
+        "arch": checkpoint["arch"],
+        "maskwatch_version": maskwatch.__version__,
+        "source_sha256": file_sha256(checkpoint_path),
         **model_fields(checkpoint, checkpoint["classes"]),
     }
     with warnings.catch_warnings(), torch.no_grad():

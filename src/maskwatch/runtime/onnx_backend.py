@@ -44,8 +44,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -266,7 +267,7 @@ class OnnxClassifier(Classifier):
         source = model if isinstance(model, bytes) else str(self.path)
         try:
             self.session = create_session(source, threads=threads, spin=spin, options=options)
-        except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable files
+        except Exception as exc:
             raise ValueError(f"{self.path or 'model bytes'} is not a readable ONNX model ({exc})") from exc
         self.metadata = _decode_metadata(_metadata_of(self.session))
         classes = classes if classes is not None else self.metadata.get(META_CLASSES)
@@ -290,7 +291,7 @@ class OnnxClassifier(Classifier):
             raise ValueError(f"model outputs {n_out} scores but its metadata lists {len(self.classes)} classes")
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> "OnnxClassifier":
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> OnnxClassifier:
         return cls(path, **kwargs)
 
     @property

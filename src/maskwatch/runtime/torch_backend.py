@@ -15,20 +15,34 @@ from maskwatch.runtime.types import Classifier, model_fields
 class TorchClassifier(Classifier):
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, classes, preprocessing: Preprocessing, batch_size: int = 32,
-                 device: str | None = None, *, crop_margin: float | None = None,
-                 compliant_classes: list[str] | None = None):
-        super().__init__(classes, preprocessing, batch_size, crop_margin=crop_margin,
-                         compliant_classes=compliant_classes)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes,
+        preprocessing: Preprocessing,
+        batch_size: int = 32,
+        device: str | None = None,
+        *,
+        crop_margin: float | None = None,
+        compliant_classes: list[str] | None = None,
+    ):
+        super().__init__(
+            classes, preprocessing, batch_size, crop_margin=crop_margin, compliant_classes=compliant_classes
+        )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, batch_size: int = 32, device: str | None = None) -> "TorchClassifier":
+    def from_checkpoint(cls, path: str | Path, batch_size: int = 32, device: str | None = None) -> TorchClassifier:
         checkpoint = load_checkpoint(path)
-        return cls(build_model(checkpoint), checkpoint["classes"],
-                   Preprocessing.from_dict(checkpoint["preprocessing"]), batch_size, device,
-                   **model_fields(checkpoint, checkpoint["classes"]))
+        return cls(
+            build_model(checkpoint),
+            checkpoint["classes"],
+            Preprocessing.from_dict(checkpoint["preprocessing"]),
+            batch_size,
+            device,
+            **model_fields(checkpoint, checkpoint["classes"]),
+        )
 
     @torch.no_grad()
     def _logits(self, batch: np.ndarray) -> np.ndarray:
