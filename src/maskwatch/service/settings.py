@@ -1,0 +1,301 @@
+"""Every setting of ``maskwatch serve`` in one typed place.
+
+Layers, later ones win: these defaults, the YAML file (``--config serve.yaml``; the commented example is
+``configs/serve.yaml``), environment variables (``MASKWATCH_DB``, ``MASKWATCH_ADMIN_TOKEN``,
+``MASKWATCH_DATA_DIR``), then CLI flags. Unknown keys are an error with a "did you mean" hint, like the
+training config (:mod:`maskwatch.config`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from maskwatch.config import ConfigError
+
+__all__ = [
+    "CAMERA_NAME",
+    "AlertRuleConfig",
+    "CameraConfig",
+    "ServiceSettings",
+    "load_settings",
+]
+
+#: camera names: they appear in URLs, metrics labels and MQTT topics
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ACTIVE_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"  # bind address (0.0.0.0 exposes the service on every interface)
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: str = "runs/serve"  # SQLite database, demo video, snapshots
+    db: str | None = None  # SQLAlchemy URL; default sqlite:///DATA_DIR/maskwatch.db (WAL)
+    log_level: str = "info"
+
+
+class ModelSettings(_Section):
+    path: str | None = None  # classifier (.pt / .onnx); default: the bundled model ($MASKWATCH_MODEL)
+    backend: str | None = None  # torch | onnx | onnx-int8; default: the runtime's choice
+    infer_preset: Literal["fast", "balanced", "accurate"] = "accurate"  # POST /infer on still images
+    threads: int = Field(2, ge=1, le=64)
+
+
+class EngineSettings(_Section):
+    stats_interval: float = Field(60.0, gt=0)  # seconds per stats bucket
+    classify_every: int | None = Field(5, ge=1)  # classification budget for decided tracks
+    video_preset: Literal["fast", "balanced", "accurate"] = "fast"
+    min_track_frames: int = Field(3, ge=1)
+    stall_timeout: float = Field(10.0, gt=0)  # a camera with no frame this long is "lost"
+    give_up_after: float = Field(30.0, gt=0)  # ... and "failed" after this long down
+    backoff: float = Field(0.5, gt=0)
+    max_backoff: float = Field(8.0, gt=0)
+
+
+class CameraConfig(_Section):
+    name: str
+    url: str  # rtsp://..., http(s)://..., webcam:N, a video file or a folder of images
+    enabled: bool = True
+    preset: Literal["fast", "balanced", "accurate"] | None = None
+    target_fps: float | None = Field(None, gt=0)
+    realtime: bool = False  # play a file as a camera would deliver it
+    loop: bool = False  # start a file again at its end
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CAMERA_NAME.match(value):
+            raise ValueError("camera names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+
+class DemoSettings(_Section):
+    enabled: bool | None = None  # None: when the images folder exists
+    images: str | None = None  # default: $MASKWATCH_SHARED_DATA/scenes/images (../shared/data/scenes/images)
+    name: str = "demo"
+    max_images: int = Field(40, ge=1)
+    seconds_per_image: float = Field(3.0, gt=0)
+    fps: float = Field(4.0, gt=0)
+
+
+RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging"]
+
+
+class AlertRuleConfig(_Section):
+    name: str = Field(min_length=1, max_length=100)
+    kind: RuleKind
+    camera: str | None = None  # None: every camera
+    threshold: float | None = None  # compliance_below: fraction 0..1; camera_lagging: seconds of lag (p95)
+    window_s: float = Field(600.0, gt=0)  # compliance_below: sliding window; unmasked_person: stays firing
+    min_people: int = Field(5, ge=1)  # compliance_below: no alert on fewer people in the window
+    for_s: float = Field(60.0, ge=0)  # camera_offline / camera_lagging: condition must hold this long
+    hysteresis: float = Field(0.05, ge=0)  # resolve only when this far back on the good side
+    cooldown_s: float = Field(300.0, ge=0)  # after resolving, no new alert of this rule+camera this long
+    active_hours: str | None = None  # "08:00-18:00" (local time of the server); None: always
+    enabled: bool = True
+    webhook_url: str | None = None
+    webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Maskwatch-Signature header
+
+    @field_validator("active_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None and not ACTIVE_HOURS.match(value):
+            raise ValueError("active_hours is 'HH:MM-HH:MM', e.g. '08:00-18:00'")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return value
+
+
+class AlertSettings(_Section):
+    rules: list[AlertRuleConfig] = Field(default_factory=list)  # created at start when missing (by name)
+    evaluate_every: float = Field(1.0, gt=0)  # seconds between rule evaluations
+    webhook_timeout: float = Field(5.0, gt=0)
+    webhook_attempts: int = Field(4, ge=1, le=20)  # tries per delivery
+    webhook_backoff: float = Field(1.0, gt=0)  # first retry wait, doubling
+
+
+class PrivacySettings(_Section):
+    blur_faces: bool = True  # every face in every streamed or stored image; False only for admins, audited
+    snapshots: bool = False  # keep a blurred snapshot per person event
+
+
+class RetentionSettings(_Section):
+    events_days: float = Field(30.0, gt=0)  # person events (and their snapshots)
+    buckets_days: float = Field(90.0, gt=0)  # raw stats buckets
+    rollups_days: float = Field(730.0, gt=0)  # hourly / daily rollups
+    audit_days: float = Field(365.0, gt=0)
+    purge_every_s: float = Field(3600.0, gt=0)
+
+
+class LimitSettings(_Section):
+    upload_bytes: int = Field(10_000_000, ge=1024)  # POST /infer body
+    upload_pixels: int = Field(40_000_000, ge=1024)  # decoded image size
+    job_upload_bytes: int = Field(500_000_000, ge=1024)  # POST /jobs uploads
+    infer_concurrency: int = Field(2, ge=1, le=64)  # images analysed at once by /infer
+    infer_queue: int = Field(16, ge=0)  # more waiting than this: 503 at once
+    request_timeout_s: float = Field(60.0, gt=0)
+    rate_per_minute: float = Field(600.0, gt=0)  # requests per token
+    rate_burst: int = Field(60, ge=1)
+    ingest_buffer: int = Field(200_000, ge=100)  # events held in memory while the database is down
+
+
+class AuthSettings(_Section):
+    session_hours: float = Field(12.0, gt=0)
+    cookie_secure: bool = False  # set True behind HTTPS
+
+
+class JobSettings(_Section):
+    allowed_dirs: list[str] = Field(default_factory=list)  # server folders POST /jobs may read from
+    max_running: int = Field(1, ge=1)
+    keep_events: int = Field(10_000, ge=0)  # events kept per job for GET /jobs/{id}/events
+
+
+class ServiceSettings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    cameras: list[CameraConfig] = Field(default_factory=list)  # created at start when missing (by name)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def db_url(self) -> str:
+        return self.server.db or f"sqlite:///{(self.data_dir / 'maskwatch.db').resolve()}"
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``Model``, ``list[Model]``, ``Model | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None or get_args(annotation):
+        for arg in get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
+    """Unknown keys anywhere in ``data`` raise :class:`ConfigError` with a "did you mean"."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            tip = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown setting {path!r}{tip}")
+        sub = _model_of(fields[key].annotation)
+        if sub is None:
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                check_keys(item, sub, f"{path}[{i}]")
+        else:
+            check_keys(value, sub, path)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{loc}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ServiceSettings:
+    """Defaults, then ``path`` (YAML), then ``env`` (``os.environ``), then ``overrides`` (nested dicts, e.g.
+    ``{"server": {"port": 8001}}``; None values are ignored). Raises :class:`ConfigError` with the reason."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+        data = loaded or {}
+    env = dict(os.environ) if env is None else env
+    from_env: dict[str, Any] = {}
+    if env.get("MASKWATCH_DB"):
+        from_env.setdefault("server", {})["db"] = env["MASKWATCH_DB"]
+    if env.get("MASKWATCH_DATA_DIR"):
+        from_env.setdefault("server", {})["data_dir"] = env["MASKWATCH_DATA_DIR"]
+    data = _merge(data, from_env)
+    if overrides:
+        data = _merge(data, _drop_none(overrides))
+    check_keys(data, ServiceSettings)
+    try:
+        settings = ServiceSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid serve settings: {_describe(exc)}") from exc
+    names = [c.name for c in settings.cameras]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"cameras: duplicate name(s) {', '.join(dupes)}")
+    return settings
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def redact_url(text: str | None) -> str | None:
+    """Hide credentials in URLs (``rtsp://user:pass@host`` -> ``rtsp://***@host``) in any text."""
+    if text is None:
+        return None
+    return re.sub(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
