@@ -364,6 +364,33 @@ def test_int8_export_is_close_to_fp32(tiny_onnx, tiny_int8):
     assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.95
 
 
+def test_int8_quantization_leaves_the_working_directory_clean(tiny_onnx, tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference drops sym_shape_infer_temp.onnx and <uuid>.data files in the
+    current directory; the export runs it in its temporary folder and gives the caller's directory back."""
+    import os
+
+    from maskwatch.preprocess import Preprocessing
+    from maskwatch.runtime.export import _quantize
+
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    original = SymbolicShapeInference.infer_shapes
+
+    def leaky(model, *args, **kwargs):  # what ONNX Runtime does when it cannot infer every shape
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"partial model")
+        Path("0000-leak.data").write_bytes(b"weights")
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(leaky))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = _quantize(tiny_onnx.read_bytes(), _faces(4, seed=3), Preprocessing(size=SIZE), arch="mobilenet_v2")
+    assert len(data) > 0
+    assert Path(os.getcwd()) == work
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
 def test_int8_default_calibration_uses_training_split(tiny_pt, cache):
     clf = load_classifier(tiny_pt, backend="onnx-int8")  # exported on the fly, calibrated on config["data"]
     assert clf.backend == "onnx-int8" and clf.path.parent == cache

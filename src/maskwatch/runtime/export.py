@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -262,6 +263,9 @@ def _stem_nodes(model_path: Path, arch: str) -> list[str]:
     return [n.name for n in graph.node if any(n.name.startswith(p) for p in prefixes)]
 
 
+_CWD_LOCK = threading.Lock()  # the working directory is per process: one temporary chdir at a time
+
+
 def _quantize(
     fp32_bytes: bytes,
     images: Sequence[np.ndarray],
@@ -281,7 +285,10 @@ def _quantize(
         src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32_bytes)
         if pre_process:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            # Symbolic shape inference saves sym_shape_infer_temp.onnx and a <uuid>.data file in the current
+            # working directory when it cannot infer every shape; run it in the temporary folder instead.
+            with _CWD_LOCK, contextlib.chdir(tmp):
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         else:
             pre = src
         excluded = _stem_nodes(pre, arch) if fp32_stem else []
