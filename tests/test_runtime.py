@@ -369,10 +369,10 @@ def test_int8_quantization_leaves_the_working_directory_clean(tiny_onnx, tmp_pat
     current directory; the export runs it in its temporary folder and gives the caller's directory back."""
     import os
 
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
     from maskwatch.preprocess import Preprocessing
     from maskwatch.runtime.export import _quantize
-
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     original = SymbolicShapeInference.infer_shapes
 
