@@ -7,7 +7,7 @@ Three parts, each runnable alone, all in one process run so that speed compariso
 
 * **evaluate**: ``maskwatch evaluate-detection`` on ``--data`` (default ``../shared/data/scenes``) with each
   ``--eval-presets`` preset: face recall by size and precision at IoU 0.5 / 0.3, per-class AP@0.5, mAP,
-  count MAE (see ``maskwatch.detection.pipeline.evaluate_voc``);
+  count MAE (see ``maskwatch.detection.evaluation.evaluate_voc``);
 * **images**: ``maskwatch detect <images> --json ...`` (all faces classified, annotated nothing) per preset;
   images/s = images / processing seconds, from the command's own summary (model loading excluded);
 * **video**: a 640x480 MP4 made from the scenes images (a slow pan over each image, ``--video-hold`` frames

@@ -22,6 +22,7 @@ import torch
 
 from maskwatch.bundled import BUNDLED_NAME
 from maskwatch.checkpoint import atomic_torch_save, load_checkpoint
+from maskwatch.config import DEFAULT_CROP_MARGIN
 from maskwatch.evaluate import evaluate_dataset, write_outputs
 from maskwatch.paths import shared_data_dir
 
@@ -105,6 +106,7 @@ def model_card(s: dict) -> str:
         f"| {name} | {s['fp32'][name]['accuracy']:.4f} | {s['fp16'][name]['accuracy']:.4f} |" for name in s["fp32"]
     )
     cfg = s["config"]
+    margin = cfg.get("crop_margin", DEFAULT_CROP_MARGIN)
     return f"""# Model card: `{BUNDLED_NAME}`
 
 Face-mask classifier bundled with maskwatch: MobileNetV2 (ImageNet, torchvision `IMAGENET1K_V1` weights) with
@@ -136,9 +138,9 @@ a new 2-class head (`with_mask`, `without_mask`), trained by maskwatch's own `tr
 `faces_test`: `maskwatch evaluate --data ../shared/data/faces --split test`;
 `pis_test`: `maskwatch evaluate --data ../shared/data/pis --split test` (synthetic masks; its unmasked
 photos also occur in faces/);
-`scene_crops_32`: `maskwatch evaluate --data ../shared/data/scenes --crops --min-face 32` (crop margin 0.15;
-`mask_weared_incorrect` faces are left out: the model has two classes). Regenerate everything with
-`.venv/bin/python benchmarks/bundled_model.py`.
+`scene_crops_32`: `maskwatch evaluate --data ../shared/data/scenes --crops --min-face 32` (crop margin
+{margin}, the model's; `mask_weared_incorrect` faces are left out: the model has two classes). Regenerate
+everything with `.venv/bin/python benchmarks/bundled_model.py`.
 
 ## fp16 vs fp32 (accuracy)
 

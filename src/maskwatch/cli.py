@@ -232,8 +232,11 @@ def evaluate(
     ),
     crops: bool = typer.Option(False, "--crops", help="Classify face crops cut from VOC scene annotations."),
     min_face: int = typer.Option(32, min=1, help="With --crops: keep faces whose longest box side is >= N px."),
-    crop_margin: float = typer.Option(
-        0.15, min=0.0, help="With --crops: margin around each box, fraction of its size."
+    crop_margin: Optional[float] = typer.Option(
+        None,
+        min=0.0,
+        help="With --crops: margin around each box, fraction of its size.",
+        show_default="the model's",
     ),
     json_out: Optional[Path] = typer.Option(
         None,

@@ -106,14 +106,16 @@ def evaluate_dataset(
     split: str | None = None,
     crops: bool = False,
     min_face: int = 32,
-    crop_margin: float = 0.15,
+    crop_margin: float | None = None,
     seed: int = 0,
     workers: int = 2,
     backend: str = "auto",
 ) -> Evaluation:
     """Evaluate a model on a dataset split; ``split=None`` means ``test``, or every image of a dataset
-    that has no split folders (such as VOC scenes used as a cross-dataset test)."""
+    that has no split folders (such as VOC scenes used as a cross-dataset test). ``crop_margin=None`` cuts
+    VOC face crops with the model's own margin (the framing it was trained on)."""
     classifier = load_classifier(model_path, backend=backend)
+    crop_margin = classifier.crop_margin if crop_margin is None else crop_margin
     dataset: LabeledSet = open_dataset(
         data, classes=classifier.classes, crops=crops, min_face=min_face, crop_margin=crop_margin, seed=seed
     )

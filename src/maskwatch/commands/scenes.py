@@ -31,7 +31,9 @@ def evaluate_detection(
     candidate_threshold: float = typer.Option(
         0.1, help="Detector score kept per view for the AP ranking (AP needs the low-scoring faces too)."
     ),
-    crop_margin: float = typer.Option(0.15, help="Margin around each face box before classifying."),
+    crop_margin: Optional[float] = typer.Option(
+        None, help="Margin around each face box before classifying.", show_default="the model's"
+    ),
     classes: str = typer.Option("with_mask,without_mask", help="Classes averaged into mAP (comma-separated)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N annotated images (quick checks)."),
     detector_model: Optional[Path] = typer.Option(None, help="CenterFace ONNX file."),
@@ -41,7 +43,9 @@ def evaluate_detection(
 ) -> None:
     """Score the pipeline against VOC boxes: face recall/precision by size, per-class AP@0.5, mAP, count error."""
     from maskwatch.detection.centerface import ModelNotFoundError
-    from maskwatch.detection.pipeline import PRESETS, MaskDetector, evaluate_voc, write_html_report
+    from maskwatch.detection.evaluation import evaluate_voc
+    from maskwatch.detection.pipeline import PRESETS, MaskDetector
+    from maskwatch.detection.report_page import write_html_report
 
     setup_logging(verbose)
     json_path = check_output_path(json_out, "file", option="--json", stdout_ok=True)

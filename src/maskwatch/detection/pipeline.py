@@ -44,13 +44,7 @@ import numpy as np
 
 from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
-
-# evaluate_voc and write_html_report live in detection.evaluation / detection.report_page; imported here
-# only so that ``from maskwatch.detection.pipeline import evaluate_voc, write_html_report`` keeps working
-# until the CLI imports them from their homes.
-from maskwatch.detection.evaluation import evaluate_voc  # noqa: F401  (re-export)
 from maskwatch.detection.geometry import as_box, box_iou, crop_box, finish_boxes, nms
-from maskwatch.detection.report_page import write_html_report  # noqa: F401  (re-export)
 from maskwatch.detection.results import MASK_CLASSES, FaceResult, FrameResult, compliance_rate, summarize
 
 __all__ = [

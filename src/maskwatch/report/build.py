@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.config import DEFAULT_CROP_MARGIN
 from maskwatch.report import analysis, plots
+from maskwatch.runtime.types import CROP_MARGIN, model_fields
 
 log = logging.getLogger("maskwatch.report")
 
@@ -126,7 +128,7 @@ def _dataset_counts(info: dict[str, Any], classes: Sequence[str]) -> dict[str, d
             classes=classes,
             crops=bool(info.get("crops")),
             min_face=info.get("min_face") or 32,
-            crop_margin=info.get("crop_margin") or 0.15,
+            crop_margin=DEFAULT_CROP_MARGIN if info.get("crop_margin") is None else float(info["crop_margin"]),
         )
     except (DatasetError, OSError, ValueError) as exc:
         log.warning("cannot list %s for the report: %s", info["data"], exc)
@@ -534,7 +536,7 @@ def report_for_run(
             "split": "test",
             "crops": bool(config.get("crops")),
             "min_face": config.get("min_face"),
-            "crop_margin": config.get("crop_margin"),
+            "crop_margin": model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
             "backend": "torch (from metrics.predictions.csv)",
         }
         evaluation = evaluation_from_predictions(predictions, checkpoint["classes"], info, stored.get("skipped", []))
@@ -551,7 +553,7 @@ def report_for_run(
             split=split,
             crops=bool(crops),
             min_face=int(config.get("min_face") or 32),
-            crop_margin=float(config.get("crop_margin") or 0.15),
+            crop_margin=None,  # the checkpoint's own crop_margin
             backend=backend,
         )
     return build_report(evaluation, out, model_path=model_path, run_dir=run_dir, **options)
