@@ -52,3 +52,32 @@ def test_help_explains_every_option():
     assert result.exit_code == 0
     for option in ("--data", "--arch", "--finetune", "--weights", "--resume", "--fast-path"):
         assert option in result.output
+
+
+def test_train_ctrl_c_exits_130_and_says_how_to_resume(tiny_dataset, tmp_path, monkeypatch):
+    import maskwatch.training as training
+
+    out = tmp_path / "run"
+
+    def interrupted(cfg, resume=False):
+        raise training.TrainingInterrupted(out, "in stage 1 (head)")
+
+    monkeypatch.setattr(training, "fit", interrupted)
+    result = runner.invoke(app, ["train", "--data", str(tiny_dataset), "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    assert f"Resume with: maskwatch train --resume --out {out}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_resume_of_a_finished_run_exits_0_saying_so(tiny_dataset, tmp_path, monkeypatch):
+    import maskwatch.training as training
+
+    out = tmp_path / "run"
+
+    def finished(cfg, resume=False):
+        raise training.RunFinishedError(out)
+
+    monkeypatch.setattr(training, "fit", finished)
+    result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--data", str(tiny_dataset)])
+    assert result.exit_code == 0, result.output
+    assert "finished run" in result.output and "nothing to resume" in result.output

@@ -23,6 +23,8 @@ from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
 from maskwatch.commands import scenes as _scenes
 from maskwatch.commands.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     check_output_path,
     console,
     fail,
@@ -167,7 +169,7 @@ def train(
     from maskwatch.config import ConfigError, load_config
     from maskwatch.data.datasets import DatasetError
     from maskwatch.models import WeightsNotFoundError
-    from maskwatch.training import fit
+    from maskwatch.training import RunFinishedError, TrainingInterrupted, fit
 
     setup_logging(verbose)
     check_output_path(out, "dir", option="--out")
@@ -212,6 +214,16 @@ def train(
         )
     try:
         result = fit(cfg, resume=resume)
+    except RunFinishedError as exc:
+        typer.echo(str(exc), err=True)  # one plain line: nothing failed, there is just nothing to do
+        raise typer.Exit(EXIT_OK) from None
+    except TrainingInterrupted as exc:
+        typer.echo(
+            f"{exc}; what was done is saved in {exc.run_dir} (train.log, history.csv). "
+            f"Resume with: {exc.resume_command}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ConfigError, DatasetError, WeightsNotFoundError, FileExistsError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(f"[green]best model:[/] {result.model_path}  (run folder {result.run_dir})")

@@ -85,6 +85,7 @@ class TrainConfig:
     fast_path: bool = True  # cache frozen-backbone features instead of running it every epoch
     views: int = 6  # augmented views of each training image in the feature cache
     feature_backend: str = "auto"  # auto | onnx | torch: engine that computes the cached features
+    cache_features: bool = True  # keep those features between runs (same data, backbone and views: reused)
     workers: int = 2  # image-decoding threads
     device: str = "auto"  # auto | cpu | cuda
 

@@ -9,8 +9,13 @@ gets its pooled features by running the (still frozen) K blocks once over the ca
 the K blocks and the head at a lower learning rate. ``fast_path=False`` is the notebook-style loop that
 runs the whole network on freshly augmented images every epoch (same stages, same results within noise).
 
+The features are also kept between runs (:mod:`maskwatch.feature_cache`, keyed by content), so another
+head recipe on the same data, backbone and views skips the extraction.
+
 Run folder: ``config.yaml`` (effective config), ``history.csv``, ``model.pt`` (best checkpoint, written
-atomically), ``last.pt`` (resume state), ``train.log``, ``metrics.json`` (test split, when present).
+atomically), ``last.pt`` (resume state, written after every epoch), ``train.log`` (the log, one line of
+metrics per epoch, and the error or interruption that ended a run early), ``metrics.json`` (test split, when
+present), ``timings.json`` (written last: the run is finished).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +48,34 @@ from maskwatch.models import create_model, set_trainable, split_model
 from maskwatch.preprocess import Preprocessing
 
 log = logging.getLogger("maskwatch.training")
+# One line of metrics per epoch, for train.log only (the console shows them on the progress bar).
+epoch_log = logging.getLogger("maskwatch.training.epochs")
+epoch_log.propagate = False
+epoch_log.setLevel(logging.INFO)
+
+
+class RunFinishedError(Exception):
+    """``--resume`` on a run that has nothing left to do."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        super().__init__(
+            f"{run_dir} is a finished run (best model {run_dir / 'model.pt'}); nothing to resume. "
+            "Start another with a new --out."
+        )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the run folder was left resumable."""
+
+    def __init__(self, run_dir: Path, where: str):
+        self.run_dir, self.where = run_dir, where
+        super().__init__(f"interrupted {where}")
+
+    @property
+    def resume_command(self) -> str:
+        return f"maskwatch train --resume --out {self.run_dir}"
+
 
 HISTORY_FIELDS = ["stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds"]
 
@@ -155,6 +189,55 @@ def extract_views(
     if result is None:
         raise RuntimeError(f"{desc}: no image could be decoded")
     return result, ok
+
+
+def _features(
+    cfg: TrainConfig,
+    run: _Run,
+    prefix: nn.Module,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    train_tf: Callable,
+    val_tf: Callable,
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray, str]:
+    """The frozen prefix's outputs for the train views and the valid images: from the content-keyed cache
+    of an earlier run when one matches, else computed (and kept for the next run)."""
+    from maskwatch import feature_cache
+
+    key = None
+    if cfg.cache_features:
+        settings = {**cfg.to_dict(), "device": run.device.type}
+        key = feature_cache.feature_key(settings, {"train": train_samples, "valid": val_samples}, prefix)
+        entry = feature_cache.load(key)
+        if entry is not None:
+            log.info("feature cache reused (%s)", feature_cache.cache_root() / f"{key}.pt")
+            return (
+                entry["train"],
+                entry["train_ok"].numpy(),
+                entry["valid"],
+                entry["valid_ok"].numpy(),
+                "reused",
+            )
+    runner = PrefixRunner(prefix, cfg.feature_backend, run.device, cfg.image_size)
+    views = cfg.views if cfg.augment else 1
+    options = {"seed": cfg.seed, "batch_size": cfg.batch_size, "workers": cfg.workers}
+    train_cache, train_ok = extract_views(
+        runner, train_samples, train_tf, views=views, desc="features train", **options
+    )
+    val_cache, val_ok = extract_views(runner, val_samples, val_tf, views=1, desc="features valid", **options)
+    if key is not None:
+        entry = {
+            "train": train_cache,
+            "train_ok": torch.from_numpy(train_ok),
+            "valid": val_cache,
+            "valid_ok": torch.from_numpy(val_ok),
+        }
+        feature_cache.store(key, entry)
+    return train_cache, train_ok, val_cache, val_ok, runner.backend
+
+
+def _no_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    return iter(())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,7 +417,31 @@ class _Run:
             writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
             if new:
                 writer.writeheader()
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(_csv_row(row))
+        epoch_log.info(
+            "stage %d epoch %d: train loss %.4f acc %.4f | valid loss %.4f acc %.4f macro F1 %.4f | lr %g | %.1fs",
+            row["stage"],
+            row["epoch"],
+            row["train_loss"],
+            row["train_acc"],
+            row["val_loss"],
+            row["val_acc"],
+            row["val_macro_f1"],
+            row["lr"],
+            row["seconds"],
+        )
+
+    def rewrite_history(self) -> None:
+        """history.csv exactly as the resume state knows it: epochs written after the last saved state (an
+        interrupted epoch) are dropped, so a resumed run does not list them twice."""
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+                writer.writeheader()
+                writer.writerows(_csv_row(row) for row in self.history)
+
+        atomic_write(self.run_dir / "history.csv", write)
 
     def save_best(self, row: dict) -> None:
         metrics = {k: row[k] for k in ("stage", "epoch", "val_loss", "val_acc", "val_macro_f1")}
@@ -369,6 +476,10 @@ class _Run:
         self.model.load_state_dict(state)
 
 
+def _csv_row(row: dict) -> dict:
+    return {k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()}
+
+
 def _default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -377,8 +488,16 @@ def _attach_log_file(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("maskwatch").addHandler(handler)
-    logging.getLogger("maskwatch").setLevel(logging.INFO)
+    if logging.getLogger("maskwatch").getEffectiveLevel() > logging.INFO:
+        logging.getLogger("maskwatch").setLevel(logging.INFO)
+    epoch_log.addHandler(handler)
     return handler
+
+
+def _log_to_file(handler: logging.Handler, level: int, message: str, exc_info: Any = None) -> None:
+    """A record for train.log only (the console gets the CLI's one-line message instead)."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), exc_info)
+    handler.handle(record)
 
 
 def load_data(cfg: TrainConfig) -> LabeledSet:
@@ -395,7 +514,8 @@ def load_data(cfg: TrainConfig) -> LabeledSet:
         seed=cfg.seed,
     )
     dataset.verify(workers=cfg.workers)
-    dataset.require_trainable(("train", "valid"))
+    # A test split is checked too: with one class its macro F1 and per-class scores would mislead.
+    dataset.require_trainable(("train", "valid", "test") if "test" in dataset.splits else ("train", "valid"))
     return dataset
 
 
@@ -413,21 +533,49 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     resume_state = None
     if resume:
         last = run_dir / "last.pt"
-        if not last.is_file():
+        if last.is_file():
+            resume_state = torch.load(last, map_location="cpu", weights_only=True)
+            if _finished(resume_state, cfg) and (run_dir / "timings.json").is_file():
+                raise RunFinishedError(run_dir)
+        elif not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--resume: no {last} to continue from")
-        resume_state = torch.load(last, map_location="cpu", weights_only=True)
+        # else: stopped before its first epoch ended; it starts again in the same folder
     elif (run_dir / "model.pt").exists():
         raise FileExistsError(f"{run_dir} already holds a run; pick another --out or pass --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
+    progress: dict[str, Any] = {"where": "while loading the data"}
     try:
-        return _fit(cfg, run_dir, resume_state)
+        return _fit(cfg, run_dir, resume_state, progress)
+    except KeyboardInterrupt as exc:
+        interrupted = TrainingInterrupted(run_dir, progress["where"])
+        _log_to_file(
+            handler,
+            logging.WARNING,
+            f"{interrupted}; the run is resumable: {interrupted.resume_command}",
+        )
+        raise interrupted from exc
+    except Exception as exc:
+        _log_to_file(
+            handler,
+            logging.ERROR,
+            f"training failed {progress['where']}: {exc}",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        raise
     finally:
         logging.getLogger("maskwatch").removeHandler(handler)
+        epoch_log.removeHandler(handler)
         handler.close()
 
 
-def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResult:
+def _finished(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a resume state says every training stage is done."""
+    last_stage = 2 if cfg.finetune else 1
+    return bool(state.get("stage_done")) and int(state.get("stage", 0)) >= last_stage
+
+
+def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: dict[str, Any]) -> RunResult:
     timings: dict[str, float] = {}
     seed_everything(cfg.seed)
     started = time.perf_counter()
@@ -455,6 +603,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
     )
 
     run = _Run(cfg, run_dir, dataset, resume_state)
+    if resume_state is not None:
+        run.rewrite_history()
     model = run.model
     train_samples, val_samples = dataset.split("train"), dataset.split("valid")
     train_labels = torch.tensor([s.label for s in train_samples])
@@ -470,34 +620,19 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
     set_trainable(model, cfg.arch, 0)
     prefix_k, tail_k = split_model(model, cfg.arch, k)
     _, head = split_model(model, cfg.arch, 0)
-    if cfg.fast_path:
+    training_done = stage1_done and (not k or stage2_done)
+    if training_done:  # interrupted during the test evaluation: no features needed
+        stage1_train = stage1_val = stage2_train = stage2_val = _no_batches
+    elif cfg.fast_path:
+        progress["where"] = "while computing the feature cache"
         t0 = time.perf_counter()
-        runner = PrefixRunner(prefix_k, cfg.feature_backend, run.device, cfg.image_size)
-        views = cfg.views if cfg.augment else 1
-        train_cache, train_ok = extract_views(
-            runner,
-            train_samples,
-            train_tf,
-            views=views,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            desc="features train",
-        )
-        val_cache, val_ok = extract_views(
-            runner,
-            val_samples,
-            val_tf,
-            views=1,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            desc="features valid",
+        train_cache, train_ok, val_cache, val_ok, source = _features(
+            cfg, run, prefix_k, train_samples, val_samples, train_tf, val_tf
         )
         timings["feature_cache_s"] = time.perf_counter() - t0
         log.info(
             "feature cache (%s): train %s, valid %s in %.1fs",
-            runner.backend,
+            source,
             tuple(train_cache.shape),
             tuple(val_cache.shape),
             timings["feature_cache_s"],
@@ -538,6 +673,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
 
     t0 = time.perf_counter()
     if not stage1_done:
+        progress["where"] = "in stage 1 (head)"
         stage = _Stage(run, 1, head, cfg.lr, cfg.epochs)
         if resume_state and resumed_stage == 1:
             stage.resume_from(resume_state)
@@ -545,6 +681,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
     timings["stage1_s"] = time.perf_counter() - t0
 
     if k and not stage2_done:
+        progress["where"] = f"in stage 2 (fine-tuning the last {k} blocks)"
         t0 = time.perf_counter()
         if run.model_path.exists():
             run.load_best()  # fine-tune from the best head, not the last epoch's
@@ -562,6 +699,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None) -> RunResul
     if "test" in dataset.splits and dataset.split("test"):
         from maskwatch.evaluate import evaluate_samples, write_outputs
 
+        progress["where"] = "while evaluating the test split (training is done)"
         evaluation = evaluate_samples(run.model_path, dataset.split("test"), dataset.classes, workers=cfg.workers)
         write_outputs(evaluation, run_dir / "metrics.json")
         result.test_metrics = evaluation.report
