@@ -81,3 +81,28 @@ def test_train_resume_of_a_finished_run_exits_0_saying_so(tiny_dataset, tmp_path
     result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--data", str(tiny_dataset)])
     assert result.exit_code == 0, result.output
     assert "finished run" in result.output and "nothing to resume" in result.output
+
+
+def test_max_pixels_is_one_limit_for_the_cli_and_the_api(tmp_path, monkeypatch):
+    import pytest
+    from conftest import write_class_folders
+    from PIL import Image
+
+    from maskwatch.data.images import MAX_PIXELS_ENV, BadImageError, decode_rgb
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, "")  # restored after the test (the option sets it)
+    root = write_class_folders(tmp_path / "d", per_class=3, splits=("test",))
+    big = root / "test" / "with_mask" / "big.png"
+    Image.new("RGB", (300, 200)).save(big)  # 60000 px
+    with pytest.raises(BadImageError) as api:
+        decode_rgb(big, max_pixels=50_000)
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["--max-pixels", "50000", "evaluate", "--data", str(root), "--backend", "torch",
+                                 "--json", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    skipped = {item["path"]: item["reason"] for item in json.loads(out.read_text())["skipped"]}
+    assert skipped == {str(big): api.value.reason}
+    assert "too many pixels (300x200)" in api.value.reason
+
+    result = runner.invoke(app, ["--max-pixels", "-1", "evaluate", "--data", str(root)])
+    assert result.exit_code == 2 and "--max-pixels must be >= 0" in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -69,6 +70,12 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks with errors (also MASKWATCH_DEBUG=1)."),
+    max_pixels: Optional[int] = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse images with more pixels than this (decompression bombs), in every command; 0: no limit.",
+        show_default="$MASKWATCH_MAX_PIXELS, else 64000000",
+    ),
 ) -> None:
     """Train, evaluate, explain and deploy a face-mask classifier.
 
@@ -76,6 +83,14 @@ def _root(
     130 interrupted.
     """
     set_debug(debug)
+    if max_pixels is not None:
+        if max_pixels < 0:
+            fail(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
+        # The one limit the image decoder reads (maskwatch.data.images.max_pixels_limit), in this process and
+        # in any it starts; the same as the API's max_pixels= and $MASKWATCH_MAX_PIXELS.
+        from maskwatch.data.images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(max_pixels)
 
 
 def _print_metrics(report: dict, to_stderr: bool = False) -> None:

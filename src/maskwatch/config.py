@@ -44,6 +44,7 @@ class TrainConfig:
     crops: bool = False  # cut face crops from PASCAL VOC scenes instead of using whole images
     min_face: int = 32  # VOC crops: keep faces whose longest box side is at least this (px)
     crop_margin: float = DEFAULT_CROP_MARGIN  # VOC crops: margin around the box, as a fraction of its size
+    max_pixels: int | None = None  # refuse larger images (decompression bombs); None: $MASKWATCH_MAX_PIXELS or 64 MP
     val_ratio: float = 0.15  # used only when the dataset has no validation split
     test_ratio: float = 0.15  # used only when the dataset has no splits at all
 
@@ -118,6 +119,7 @@ class TrainConfig:
             (0 <= self.val_ratio < 1 and 0 <= self.test_ratio < 1, "split ratios must be in [0, 1)"),
             (self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1"),
             (self.views >= 1, "views must be >= 1"),
+            (self.max_pixels is None or self.max_pixels >= 0, "max_pixels must be >= 0 (0: no limit)"),
             (self.min_face >= 1, "min_face must be >= 1"),
             (self.crop_margin >= 0, "crop_margin must be >= 0"),
             (0 < self.lowres_min <= self.lowres_max, "need 0 < lowres_min <= lowres_max"),

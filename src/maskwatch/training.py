@@ -20,9 +20,11 @@ present), ``timings.json`` (written last: the run is finished).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import os
 import random
 import tempfile
 import time
@@ -546,7 +548,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     handler = _attach_log_file(run_dir)
     progress: dict[str, Any] = {"where": "while loading the data"}
     try:
-        return _fit(cfg, run_dir, resume_state, progress)
+        with _pixel_limit(cfg.max_pixels):
+            return _fit(cfg, run_dir, resume_state, progress)
     except KeyboardInterrupt as exc:
         interrupted = TrainingInterrupted(run_dir, progress["where"])
         _log_to_file(
@@ -567,6 +570,26 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         logging.getLogger("maskwatch").removeHandler(handler)
         epoch_log.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """The config's ``max_pixels`` as the decoder's limit for this run (the CLI's --max-pixels and
+    $MASKWATCH_MAX_PIXELS set the same variable); None leaves it alone."""
+    from maskwatch.data.images import MAX_PIXELS_ENV
+
+    if max_pixels is None:
+        yield
+        return
+    previous = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(max_pixels)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = previous
 
 
 def _finished(state: dict, cfg: TrainConfig) -> bool:
