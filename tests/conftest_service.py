@@ -145,3 +145,98 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+# -- a running service with fake models -----------------------------------------------------------------------
+
+ADMIN = "mw_test_admin_token_0123456789"
+
+
+class NoisyCamera:
+    """A live camera stand-in: one textured square (a "face", noisy so that blurring shows) moving slowly;
+    green = mask, red = no mask, switching every ``period`` frames. ``read`` paces frames at ``fps``."""
+
+    def __init__(self, fps: float = 20.0, period: int = 40, unmasked: bool = False):
+        import numpy as np
+
+        self.fps, self.period, self.unmasked = fps, period, unmasked
+        self.start = time.monotonic()
+        self.index = 0
+        self.rng = np.random.default_rng(0)
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        import cv2
+        import numpy as np
+
+        due = self.start + self.index / self.fps
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        i = self.index
+        self.index += 1
+        image = np.zeros((240, 320, 3), np.uint8)
+        x = 20 + (i % self.period) * 3
+        green = not self.unmasked and (i // self.period) % 2 == 0
+        patch = self.rng.integers(60, 256, size=(80, 80, 3)).astype(np.uint8)
+        patch[..., 0 if green else 1] //= 4
+        patch[..., 2] //= 4
+        image[60:140, x : x + 80] = patch
+        return True, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+    def grab(self):
+        return True
+
+    def get(self, prop):
+        import cv2
+
+        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        pass
+
+
+def fake_cameras(**kinds):
+    """A capture factory: ``rtsp://fake/NAME`` opens ``kinds[NAME]()``, or a NoisyCamera for other names."""
+    import cv2
+
+    from urllib.parse import urlsplit
+
+    def factory(target):
+        if isinstance(target, str) and target.startswith("rtsp://") and urlsplit(target).hostname == "fake":
+            name = target.rsplit("/", 1)[1]
+            return kinds[name]() if name in kinds else NoisyCamera()
+        return cv2.VideoCapture(target)
+
+    return factory
+
+
+def service_settings(tmp_path: Path, db: str | None = None, **sections):
+    from maskwatch.service.settings import load_settings
+
+    overrides = {"server": {"data_dir": str(tmp_path / "data"), "db": db}, "demo": {"enabled": False},
+                 "engine": {"stats_interval": 0.5, "stall_timeout": 2.0, "give_up_after": 5.0}}  # fmt: skip
+    for key, value in sections.items():
+        overrides[key] = {**overrides.get(key, {}), **value}
+    return load_settings(env={}, overrides=overrides)
+
+
+@contextlib.contextmanager
+def running_service(tmp_path: Path, *, db: str | None = None, cameras=None, **sections):
+    """(TestClient, service) of an app on fake models and fake cameras, admin token :data:`ADMIN`."""
+    from fakes import fake_detector
+    from fastapi.testclient import TestClient
+
+    from maskwatch.service.app import create_app
+
+    app = create_app(service_settings(tmp_path, db, **sections), detector=fake_detector(),
+                     capture_factory=fake_cameras(**(cameras or {})), admin_token=ADMIN)  # fmt: skip
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN}"
+        yield client, app.state.service
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}

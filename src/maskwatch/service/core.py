@@ -1,0 +1,309 @@
+"""The running service: database, models, stream engine, ingest, alerts, live state, jobs.
+
+Data flow (top-down): the stream engine publishes typed events -> one subscription thread ->
+:meth:`Service.handle_event` (metrics, live state, storage via :class:`Ingestor`, alerts, SSE hub). Anything
+else that produces engine events (the fleet's MQTT ingest) calls :meth:`Service.handle_event` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, text
+
+from maskwatch.service.alerts import AlertEngine, WebhookSender
+from maskwatch.service.auth import Auth, RateLimiter, ensure_admin
+from maskwatch.service.cameras import CameraManager
+from maskwatch.service.jobs import JobManager
+from maskwatch.service.live import SSE_TYPES, Hub, LiveState, event_for_client
+from maskwatch.service.metrics import Metrics
+from maskwatch.service.settings import ServiceSettings
+from maskwatch.service.storage.db import migrate, open_db, session_factory
+from maskwatch.service.storage.ingest import Ingestor
+from maskwatch.service.storage.models import (
+    AlertRule,
+    AuditEntry,
+    Camera,
+    Ingested,
+    PersonEvent,
+    StatsBucket,
+    StatsRollup,
+    WebhookDelivery,
+)
+from maskwatch.service.storage.models import Session as SessionRow
+
+log = logging.getLogger("maskwatch.service")
+
+
+def prepare_demo(settings: ServiceSettings) -> Path | None:
+    """The demo camera's video: the shared scene images, letterboxed, each held a few seconds (made once
+    into the data dir). None when the demo is off or its images are missing."""
+    demo = settings.demo
+    if demo.enabled is False:
+        return None
+    if demo.images:
+        folder = Path(demo.images)
+    else:
+        from maskwatch.paths import shared_data_dir
+
+        folder = shared_data_dir() / "scenes" / "images"
+    if not folder.is_dir():
+        if demo.enabled:
+            log.warning("demo camera: no images at %s", folder)
+        return None
+    import cv2
+    import numpy as np
+
+    from maskwatch.data.images import decode_rgb, has_image_extension
+
+    images = sorted(p for p in folder.iterdir() if has_image_extension(p))[: demo.max_images]
+    if not images:
+        return None
+    out = settings.data_dir / "demo.mp4"
+    key = f"{folder.resolve()}|{len(images)}|{demo.seconds_per_image}|{demo.fps}"
+    stamp = out.with_suffix(".key")
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    width, height = 800, 600
+    tmp = out.with_name("demo.tmp.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), demo.fps, (width, height))
+    hold = max(1, round(demo.seconds_per_image * demo.fps))
+    for path in images:
+        try:
+            rgb = decode_rgb(path)
+        except Exception:
+            continue
+        scale = min(width / rgb.shape[1], height / rgb.shape[0])
+        resized = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))))
+        canvas = np.zeros((height, width, 3), np.uint8)
+        y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+        canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
+        bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+        for _ in range(hold):
+            writer.write(bgr)
+    writer.release()
+    os.replace(tmp, out)
+    stamp.write_text(key)
+    log.info("demo camera video: %s (%d images)", out, len(images))
+    return out
+
+
+class Service:
+    """Everything behind the API. ``detector`` and ``capture_factory`` let tests use fake models/cameras."""
+
+    def __init__(self, settings: ServiceSettings, *, detector: Any = None, capture_factory: Any = None,
+                 admin_token: str | None = None) -> None:  # fmt: skip
+        self.settings = settings
+        self._detector = detector
+        self._capture_factory = capture_factory
+        self._admin_preset = admin_token if admin_token is not None else os.environ.get("MASKWATCH_ADMIN_TOKEN")
+        self.generated_admin_token: str | None = None
+        self.started = False
+        self.stopping = threading.Event()
+        self.metrics = Metrics()
+        self.hub = Hub()
+        self.live = LiveState()
+        self._threads: list[threading.Thread] = []
+        self.started_at = time.time()
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_db(s.db_url)
+        migrate(self.db)
+        self.sessions = session_factory(self.db)
+        self.generated_admin_token = ensure_admin(self.sessions, self._admin_preset)
+        self.auth = Auth(self.sessions, RateLimiter(s.limits.rate_per_minute, s.limits.rate_burst), s.auth.session_hours)
+
+        from maskwatch.stream import EngineConfig, StreamEngine
+
+        if self._detector is None:
+            from maskwatch.detection.pipeline import MaskDetector
+
+            self._detector = MaskDetector.load(s.model.path, backend=s.model.backend, preset=s.model.infer_preset,
+                                               threads=s.model.threads)  # fmt: skip
+        self.detector = self._detector
+        self.infer_detector = self.detector.configured(scales=s.model.infer_preset)
+        e = s.engine
+        self.engine_config = EngineConfig(stats_interval=e.stats_interval, classify_every=e.classify_every,
+                                          video_preset=e.video_preset, min_track_frames=e.min_track_frames,
+                                          stall_timeout=e.stall_timeout, give_up_after=e.give_up_after,
+                                          backoff=e.backoff, max_backoff=e.max_backoff)  # fmt: skip
+        self.engine = StreamEngine(self.detector, self.engine_config, capture_factory=self._capture_factory)
+        self.ingestor = Ingestor(self.sessions, capacity=s.limits.ingest_buffer,
+                                 on_error=lambda _exc: self.metrics.ingest_errors.inc())  # fmt: skip
+        sender = WebhookSender(self.sessions, timeout=s.alerts.webhook_timeout, attempts=s.alerts.webhook_attempts,
+                               backoff=s.alerts.webhook_backoff,
+                               on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc())  # fmt: skip
+        self.alerts = AlertEngine(self.sessions, publish=self.hub.publish, sender=sender,
+                                  evaluate_every=s.alerts.evaluate_every,
+                                  on_change=lambda n: self.metrics.alerts_firing.set(n))  # fmt: skip
+        self.cameras = CameraManager(self.sessions, self.engine, self.live, on_removed=self.alerts.forget_camera)
+        self.jobs = JobManager(self.detector, self.engine_config, s.data_dir / "jobs", max_running=s.jobs.max_running,
+                               keep_events=s.jobs.keep_events)  # fmt: skip
+        self.infer_pool = ThreadPoolExecutor(s.limits.infer_concurrency, thread_name_prefix="maskwatch-infer")
+        self.infer_waiting = 0
+        self._infer_lock = threading.Lock()
+
+        self._seed_rules()
+        self.cameras.seed(s.cameras)
+        self._seed_demo()
+
+        subscription = self.engine.events()  # before start: nothing is missed
+        self._pump = threading.Thread(target=self._consume, args=(subscription,), name="maskwatch-events", daemon=True)
+        self._pump.start()
+        self.ingestor.start()
+        self.engine.start()
+        self.cameras.resume()
+        self.alerts.start()
+        for target, name in ((self._purge_loop, "retention"), (self._live_loop, "live")):
+            thread = threading.Thread(target=target, name=f"maskwatch-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.started = True
+        log.info("maskwatch service started (database %s)", self.db.url.render_as_string(hide_password=True))
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Graceful: the engine ends open tracks and flushes its last buckets, those events are stored, then
+        everything closes. True when every event reached the database."""
+        if not self.started:
+            return True
+        self.stopping.set()
+        self.jobs.stop()
+        self.engine.stop(timeout=min(5.0, timeout))
+        self._pump.join(min(5.0, timeout))
+        stored = self.ingestor.stop(timeout)
+        self.alerts.stop()
+        self.infer_pool.shutdown(wait=False, cancel_futures=True)
+        for thread in self._threads:
+            thread.join(1.0)
+        self.db.dispose()
+        self.started = False
+        log.info("maskwatch service stopped%s", "" if stored else " (some events were not stored)")
+        return stored
+
+    # -- the one entry point for engine events ----------------------------------------------------------
+
+    def handle_event(self, event: Any) -> None:
+        """Take one engine event (this service's engine, or a remote one): metrics, live state, storage
+        (buffered, idempotent), alerts, and the dashboard's live stream."""
+        if not hasattr(event, "type"):
+            from maskwatch.stream import parse_event
+
+            event = parse_event(event)
+        if event.type in ("frame", "summary"):
+            return
+        self.metrics.observe(event)
+        self.live.observe(event)
+        self.ingestor.ingest(event)
+        self.alerts.observe(event)
+        if event.type in SSE_TYPES:
+            self.hub.publish(event.type, event_for_client(event))
+
+    def _consume(self, subscription: Any) -> None:
+        for event in subscription:
+            try:
+                self.handle_event(event)
+            except Exception:
+                log.exception("event %s not handled", getattr(event, "type", "?"))
+
+    # -- start-up helpers ------------------------------------------------------------------------------
+
+    def _seed_rules(self) -> None:
+        now = time.time()
+        with self.sessions() as s, s.begin():
+            have = set(s.scalars(select(AlertRule.name)))
+            for rule in self.settings.alerts.rules:
+                if rule.name not in have:
+                    s.add(AlertRule(**rule.model_dump(), created_ts=now, updated_ts=now))
+
+    def _seed_demo(self) -> None:
+        marker = self.settings.data_dir / "demo.seeded"
+        try:
+            video = prepare_demo(self.settings)
+        except Exception:
+            log.exception("demo camera not prepared")
+            return
+        if video is None or marker.exists():
+            return
+        name = self.settings.demo.name
+        with self.sessions() as s, s.begin():
+            if s.scalars(select(Camera).where(Camera.name == name)).first() is None:
+                now = time.time()
+                s.add(Camera(name=name, url=str(video.resolve()), enabled=True, preset=None, target_fps=None,
+                             realtime=True, loop=True, created_ts=now, updated_ts=now))  # fmt: skip
+        marker.write_text("the demo camera was added once; delete this file to add it again\n")
+
+    # -- background loops ------------------------------------------------------------------------------
+
+    def purge(self, now: float | None = None) -> dict[str, int]:
+        """Retention: delete what is older than its period; returns rows deleted per table."""
+        now = time.time() if now is None else now
+        r = self.settings.retention
+        day = 86400.0
+        plan = [
+            (PersonEvent, PersonEvent.ts, r.events_days),
+            (Ingested, Ingested.ts, r.buckets_days),
+            (StatsBucket, StatsBucket.start_ts, r.buckets_days),
+            (StatsRollup, StatsRollup.start_ts, r.rollups_days),
+            (AuditEntry, AuditEntry.ts, r.audit_days),
+            (WebhookDelivery, WebhookDelivery.ts, r.audit_days),
+        ]
+        counts: dict[str, int] = {}
+        with self.sessions() as s, s.begin():
+            for model, column, days in plan:
+                result = s.execute(delete(model).where(column < now - days * day))
+                counts[model.__tablename__] = max(0, result.rowcount or 0)
+            s.execute(delete(SessionRow).where(SessionRow.expires_ts < now))
+        return counts
+
+    def _purge_loop(self) -> None:
+        while not self.stopping.wait(min(60.0, self.settings.retention.purge_every_s)):
+            if time.time() - getattr(self, "_last_purge", 0.0) < self.settings.retention.purge_every_s:
+                continue
+            self._last_purge = time.time()
+            try:
+                deleted = self.purge()
+                if any(deleted.values()):
+                    log.info("retention purge: %s", deleted)
+            except Exception:
+                log.exception("retention purge failed")
+
+    def now_snapshot(self) -> dict[str, Any]:
+        """Each camera now: state, people in its latest frame, lag, FPS of its last bucket."""
+        cameras = {}
+        for name, live in list(self.live.cameras.items()):
+            latest = self.engine.latest(name)
+            present, lag, compliance = 0, None, None
+            if latest is not None and time.time() - latest.event.time.timestamp() < 10:
+                present, lag, compliance = latest.event.n_faces, latest.event.lag, latest.event.compliance
+            cameras[name] = {**live.to_dict(), "present": present, "lag_now": lag, "compliance_now": compliance}
+        return {"time": time.time(), "cameras": cameras, "alerts_firing": self.alerts.firing,
+                "ingest_backlog": self.ingestor.backlog, "database_ok": self.ingestor.healthy}  # fmt: skip
+
+    def _live_loop(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.metrics.ingest_backlog.set(self.ingestor.backlog)
+                self.metrics.ingest_dropped.set(self.ingestor.dropped)
+                if self.hub.clients:
+                    self.hub.publish("live", self.now_snapshot())
+            except Exception:
+                log.exception("live update failed")
+
+    def database_ok(self) -> bool:
+        try:
+            with self.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False

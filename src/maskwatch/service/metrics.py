@@ -1,0 +1,58 @@
+"""Prometheus metrics of one service instance (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.fps = Gauge("maskwatch_camera_analysed_fps", "analysed frames per second (last stats bucket)",
+                         ["camera"], registry=r)  # fmt: skip
+        self.lag = Gauge("maskwatch_camera_lag_seconds", "capture-to-result lag in the last stats bucket",
+                         ["camera", "quantile"], registry=r)  # fmt: skip
+        self.frames = Counter("maskwatch_camera_frames_analysed", "frames analysed", ["camera"], registry=r)
+        self.dropped = Counter("maskwatch_camera_frames_dropped", "live frames replaced before analysis", ["camera"],
+                               registry=r)  # fmt: skip
+        self.events = Counter("maskwatch_events", "engine events received", ["camera", "type"], registry=r)
+        self.people = Counter("maskwatch_people", "people counted (track ended)", ["camera", "label"], registry=r)
+        self.errors = Counter("maskwatch_camera_errors", "camera failures (lost, reconnecting, failed)",
+                              ["camera", "state"], registry=r)  # fmt: skip
+        self.up = Gauge("maskwatch_camera_up", "1 when the camera delivers frames", ["camera"], registry=r)
+        self.ingest_backlog = Gauge("maskwatch_ingest_backlog", "events waiting to be stored", registry=r)
+        self.ingest_errors = Counter("maskwatch_ingest_errors", "failed database writes (retried)", registry=r)
+        self.ingest_dropped = Gauge("maskwatch_ingest_dropped", "events refused because the buffer was full",
+                                    registry=r)  # fmt: skip
+        self.requests = Histogram("maskwatch_http_request_duration_seconds", "HTTP request latency",
+                                  ["method", "route", "status"], registry=r,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))  # fmt: skip
+        self.infer = Histogram("maskwatch_infer_seconds", "POST /infer analysis time", registry=r,
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16))  # fmt: skip
+        self.alerts_firing = Gauge("maskwatch_alerts_firing", "alerts firing now", registry=r)
+        self.webhooks = Counter("maskwatch_webhook_deliveries", "webhook delivery attempts", ["ok"], registry=r)
+
+    def observe(self, event: Any) -> None:
+        camera = event.source
+        self.events.labels(camera, event.type).inc()
+        if event.type == "stats":
+            self.fps.labels(camera).set(event.analysed_fps)
+            for q in ("p50", "p95", "max"):
+                value = getattr(event.lag, q)
+                if value is not None:
+                    self.lag.labels(camera, q).set(value)
+            self.frames.labels(camera).inc(event.frames_analysed)
+            self.dropped.labels(camera).inc(max(0, event.frames_dropped))
+        elif event.type == "track_ended":
+            self.people.labels(camera, event.label).inc()
+        elif event.type == "source_status":
+            self.up.labels(camera).set(1 if event.state == "live" else 0)
+            if event.state in ("lost", "reconnecting", "failed"):
+                self.errors.labels(camera, event.state).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,133 @@
+"""Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from maskwatch.service.auth import audit
+from maskwatch.service.deps import Operator, ServiceDep, Viewer, client_ip
+from maskwatch.service.errors import ApiError
+from maskwatch.service.routers.common import db_errors, iso, to_ts
+from maskwatch.service.storage.models import PersonEvent
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+
+class EventOut(BaseModel):
+    id: int
+    event_id: str
+    type: str
+    camera: str
+    time: str | None
+    label: str
+    compliant: bool
+    probability: float
+    n_frames: int
+    false_positive: bool
+    has_snapshot: bool
+    event: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+def event_out(row: PersonEvent) -> EventOut:
+    return EventOut(id=row.id, event_id=row.event_id, type=row.type, camera=row.camera, time=iso(row.ts),
+                    label=row.label, compliant=row.compliant, probability=row.probability, n_frames=row.n_frames,
+                    false_positive=row.false_positive, has_snapshot=row.snapshot is not None, event=row.data)  # fmt: skip
+
+
+@router.get("", response_model=EventPage, summary="Person events with filters, newest first, cursor paging")
+def list_events(
+    service: ServiceDep,
+    _: Viewer,
+    camera: str | None = None,
+    verdict: str | None = Query(None, description="a class name (with_mask, ...), or compliant / noncompliant"),
+    from_: datetime | None = Query(None, alias="from"),
+    to: datetime | None = None,
+    false_positive: bool | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+) -> EventPage:
+    q = select(PersonEvent).order_by(PersonEvent.id.desc()).limit(limit)
+    if camera:
+        q = q.where(PersonEvent.camera == camera)
+    if verdict == "compliant":
+        q = q.where(PersonEvent.compliant.is_(True))
+    elif verdict == "noncompliant":
+        q = q.where(PersonEvent.compliant.is_(False))
+    elif verdict:
+        q = q.where(PersonEvent.label == verdict)
+    start, end = to_ts(from_), to_ts(to)
+    if start is not None:
+        q = q.where(PersonEvent.ts >= start)
+    if end is not None:
+        q = q.where(PersonEvent.ts < end)
+    if false_positive is not None:
+        q = q.where(PersonEvent.false_positive.is_(false_positive))
+    if cursor:
+        if not cursor.isdigit() or len(cursor) > 18:
+            raise ApiError(422, "invalid", "cursor must be a next_cursor value from a previous page")
+        q = q.where(PersonEvent.id < int(cursor))
+    with db_errors(), service.sessions() as s:
+        rows = s.scalars(q).all()
+    items = [event_out(r) for r in rows]
+    return EventPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+
+
+def _find(s: Any, key: str) -> PersonEvent:
+    row = None
+    if key.isdigit() and len(key) <= 18:
+        row = s.get(PersonEvent, int(key))
+    if row is None:
+        row = s.scalars(select(PersonEvent).where(PersonEvent.event_id == key[:64])).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no event {key!r}")
+    return row
+
+
+@router.get("/{key}", response_model=EventOut, summary="One event (by id or event id)")
+def get_event(key: str, service: ServiceDep, _: Viewer) -> EventOut:
+    with db_errors(), service.sessions() as s:
+        return event_out(_find(s, key))
+
+
+class Mark(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    false_positive: bool = True
+
+
+@router.post("/{key}/false-positive", response_model=EventOut, summary="Mark (or unmark) as a false positive")
+def mark_false_positive(key: str, request: Request, service: ServiceDep, principal: Operator,
+                        body: Mark | None = None) -> EventOut:  # fmt: skip
+    value = True if body is None else body.false_positive
+    with db_errors(), service.sessions() as s, s.begin():
+        row = _find(s, key)
+        row.false_positive = value
+        out = event_out(row)
+    audit(service.sessions, principal, "event.false_positive", row.event_id, {"value": value}, client_ip(request))
+    return out
+
+
+@router.get("/{key}/snapshot", summary="The event's blurred snapshot (when snapshots are on)",
+            response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+def snapshot(key: str, service: ServiceDep, _: Viewer) -> FileResponse:
+    with db_errors(), service.sessions() as s:
+        row = _find(s, key)
+    if row.snapshot is None:
+        raise ApiError(404, "no_snapshot", "this event has no snapshot (privacy.snapshots is off by default)")
+    root = (service.settings.data_dir / "snapshots").resolve()
+    path = (root / row.snapshot).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ApiError(404, "no_snapshot", "the snapshot file is gone (retention)")
+    return FileResponse(path, media_type="image/jpeg")
+
+
