@@ -19,6 +19,10 @@ def load(path: str | Path | None = None, backend: str = "auto", **options: Any) 
 
     >>> import maskwatch
     >>> maskwatch.load().predict([face_rgb])   # [("with_mask", 0.99)]
+    >>> maskwatch.load().predict("face.jpg")   # ("with_mask", 0.99): one image in, one pair out
+
+    Images: paths, PIL images, HxWx3 uint8 or float (0..1, or 0..255 when the maximum is above 1) arrays,
+    grayscale (HxW, HxWx1), RGBA (flattened on white); anything else is a ValueError saying what it got.
     """
     from maskwatch.bundled import default_model_path
     from maskwatch.runtime.base import load_classifier

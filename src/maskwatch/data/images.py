@@ -205,3 +205,62 @@ def check_images(paths: Sequence[str | Path], workers: int = 2) -> list[Skipped]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results: Iterable[Skipped | None] = pool.map(check, paths)
         return [r for r in results if r is not None]
+
+
+ACCEPTED_IMAGES = (
+    "a path, encoded image bytes, a binary file, a PIL image, or a numpy array HxW (grayscale), HxWx1, HxWx3 "
+    "(RGB) or HxWx4 (RGBA, flattened on white), uint8 0..255 or float (0..1 when its maximum is <= 1, else "
+    "0..255)"
+)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__module__}.{type(value).__name__}"
+
+
+def is_single_image(value: object) -> bool:
+    """Whether ``value`` is one image (as :func:`to_rgb_array` takes it) rather than a sequence of images."""
+    if isinstance(value, np.ndarray):
+        return value.ndim in (2, 3)
+    return isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or hasattr(value, "read")
+
+
+def to_rgb_array(image: object, *, max_pixels: int | None = None) -> np.ndarray:
+    """Any reasonable image as an HxWx3 uint8 RGB array (see :data:`ACCEPTED_IMAGES`); anything else raises
+    ``ValueError`` naming what was given and what is accepted. Paths, bytes, files and PIL images go through
+    :func:`decode_rgb` (EXIF orientation, alpha on white, the pixel limit)."""
+    if not isinstance(image, np.ndarray):
+        if is_single_image(image):
+            return decode_rgb(image, max_pixels=max_pixels)  # type: ignore[arg-type]
+        if isinstance(image, (list, tuple)) or not hasattr(image, "__array__"):
+            raise ValueError(f"expected one image: {ACCEPTED_IMAGES}; got {_describe(image)}")
+        image = np.asarray(image)
+    array: np.ndarray = image
+    if array.size == 0 or array.ndim not in (2, 3):
+        raise ValueError(f"expected one image: {ACCEPTED_IMAGES}; got {_describe(array)}")
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
+        hint = " (channels first? use array.transpose(1, 2, 0))" if array.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"expected 1, 3 or 4 channels last (HxWxC){hint}: {ACCEPTED_IMAGES}; got {_describe(array)}")
+    if array.dtype == np.uint8:
+        values = array
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"the image holds NaN or infinite values ({_describe(array)})")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"float pixel values must lie in 0..1 or 0..255, got {low:g}..{high:g}")
+        scale = 255.0 if high <= 1.0 else 1.0
+        values = np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"pixel type {array.dtype} is not accepted: {ACCEPTED_IMAGES}; got {_describe(array)}")
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.shape[2] == 4:
+        alpha = values[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = values[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if values.shape[2] == 1:
+        values = np.repeat(values, 3, axis=2)
+    return np.ascontiguousarray(values)

@@ -152,23 +152,11 @@ def _faces_to_arrays(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from an array, or through the one image decoder
-    (:func:`maskwatch.data.images.decode_rgb`: alpha on white, EXIF orientation, pixel limit) from a path,
-    encoded bytes, a binary file or a PIL image."""
-    if not isinstance(image, np.ndarray) and (
-        isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview))
-        or hasattr(image, "read")
-        or (hasattr(image, "convert") and hasattr(image, "mode"))  # PIL
-    ):
-        from maskwatch.data.images import decode_rgb
+    """An HxWx3 uint8 RGB array (:func:`maskwatch.data.images.to_rgb_array`: arrays of the accepted shapes
+    and types, or the one image decoder for paths, encoded bytes, binary files and PIL images)."""
+    from maskwatch.data.images import to_rgb_array
 
-        return decode_rgb(image)
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {array.shape} dtype {array.dtype}")
-    return array
+    return to_rgb_array(image)
 
 
 class MaskDetector:
@@ -416,8 +404,9 @@ class MaskDetector:
         score_threshold: float | None = None,
         min_confidence: float | None = None,
     ) -> FrameResult:
-        """Faces and masks in one image: an HxWx3 uint8 RGB array, a PIL image, a path, encoded image bytes
-        or a binary file (anything but an array is decoded by :func:`maskwatch.data.images.decode_rgb`)."""
+        """Faces and masks in one image: a path, encoded image bytes, a binary file, a PIL image, or an array
+        (HxWx3 RGB, HxW or HxWx1 grayscale, HxWx4 RGBA; uint8, or float 0..1 / 0..255): see
+        :func:`maskwatch.data.images.to_rgb_array`. An empty or otherwise unusable input is a ValueError."""
         return self.detect_batch(
             [image],
             sources=[source],

@@ -44,13 +44,33 @@ def model_fields(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[str, A
     return {CROP_MARGIN: margin, COMPLIANT_CLASSES: compliant}
 
 
-def as_rgb_array(image: ImageLike) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {array.shape} dtype {array.dtype}")
-    return array
+def as_rgb_array(image: Any) -> np.ndarray:
+    """One image as HxWx3 uint8 RGB: :func:`maskwatch.data.images.to_rgb_array` (paths, PIL images, uint8
+    or float arrays, grayscale, RGBA; a clear ``ValueError`` for anything else)."""
+    from maskwatch.data.images import to_rgb_array
+
+    return to_rgb_array(image)
+
+
+def _image_list(images: Any) -> tuple[list[Any], bool]:
+    """``images`` as a list, and whether a single image was given instead of a sequence."""
+    from maskwatch.data.images import ACCEPTED_IMAGES, is_single_image
+
+    if is_single_image(images):
+        return [images], True
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return list(images), False
+        raise ValueError(
+            f"expected one image or a sequence of images ({ACCEPTED_IMAGES}; or an NxHxWxC array); "
+            f"got an array of shape {images.shape}"
+        )
+    try:
+        return list(images), False
+    except TypeError:
+        raise ValueError(
+            f"expected one image or a sequence of images ({ACCEPTED_IMAGES}); got a {type(images).__name__}"
+        ) from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -88,15 +108,24 @@ class Classifier(ABC):
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         """NCHW float32 normalised batch -> N x classes logits."""
 
-    def predict_proba(self, images: Sequence[ImageLike]) -> np.ndarray:
-        arrays = [as_rgb_array(im) for im in images]
+    def predict_proba(self, images: Any) -> np.ndarray:
+        """Class probabilities: N x classes for a sequence of images, one row (a vector) for a single image.
+        Images: paths, PIL images, HxWx3 uint8 or float arrays, grayscale, RGBA (see
+        :func:`maskwatch.data.images.to_rgb_array`)."""
+        items, single = _image_list(images)
+        arrays = [as_rgb_array(im) for im in items]
+        if single:
+            return self.predict_proba(arrays)[0]
         out = [
             softmax(self._logits(to_batch(arrays[i : i + self.batch_size], self.preprocessing)).astype(np.float64))
             for i in range(0, len(arrays), self.batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
-    def predict(self, images: Sequence[ImageLike]) -> list[tuple[str, float]]:
-        """(class name, probability) of the most likely class for each image."""
-        probabilities = self.predict_proba(images)
-        return [(self.classes[int(p.argmax())], float(p.max())) for p in probabilities]
+    def predict(self, images: Any) -> Any:
+        """(class name, probability) of the most likely class for each image of a sequence, or one such pair
+        for a single image (a path, a PIL image or one array)."""
+        items, single = _image_list(images)
+        probabilities = self.predict_proba(items)
+        pairs = [(self.classes[int(p.argmax())], float(p.max())) for p in probabilities]
+        return pairs[0] if single else pairs
