@@ -76,14 +76,15 @@ class _Camera:
 
 
 class WebhookSender:
-    """Deliveries on a small thread pool: ``attempts`` tries with doubling backoff, each one recorded."""
+    """Deliveries, in order, on one thread: ``attempts`` tries with doubling backoff, each one recorded (a
+    receiver sees ``firing`` before ``resolved`` even when the first attempt had to be retried)."""
 
     def __init__(self, sessions: Any, *, timeout: float, attempts: int, backoff: float,
                  on_attempt: Callable[[bool], None] | None = None) -> None:  # fmt: skip
         self.sessions = sessions
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
         self.on_attempt = on_attempt
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="maskwatch-webhook")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskwatch-webhook")
         self._stop = threading.Event()
 
     def send(self, url: str, secret: str | None, payload: dict[str, Any], *, alert_id: int | None,

@@ -1,0 +1,141 @@
+"""Alerts: rules fire and resolve with hysteresis, respect cooldown and active hours, reach the dashboard
+stream, the log and a real webhook receiver on 127.0.0.1 (HMAC-SHA256 signed, retried, every attempt
+recorded); acknowledge works."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
+pytest.importorskip("supervision", reason="tracking needs the video extra")
+
+from conftest_service import person, running_service, status, wait_until  # noqa: E402
+
+from maskwatch.service.alerts import in_active_hours  # noqa: E402
+
+API = "/api/v1"
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that fails the first ``fail_first`` requests with HTTP 500."""
+
+    def __init__(self, fail_first: int = 0):
+        self.requests: list[tuple[dict, bytes]] = []
+        self.fail_left = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                code = 500 if outer.fail_left > 0 else 200
+                outer.fail_left -= 1
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(fail_first=1)
+    yield r
+    r.close()
+
+
+def test_active_hours():
+    at = lambda h, m=0: datetime(2026, 3, 2, h, m)
+    assert in_active_hours(None, at(3))
+    assert in_active_hours("08:00-18:00", at(8)) and not in_active_hours("08:00-18:00", at(18))
+    assert in_active_hours("22:00-06:00", at(23, 30)) and in_active_hours("22:00-06:00", at(5))
+    assert not in_active_hours("22:00-06:00", at(12))
+
+
+def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack(tmp_path, receiver, caplog):
+    with running_service(tmp_path, alerts={"evaluate_every": 3600, "webhook_backoff": 0.05}) as (client, service):
+        rule = {"name": "low compliance", "kind": "compliance_below", "camera": "door", "threshold": 0.8,
+                "min_people": 3, "window_s": 600, "hysteresis": 0.05, "cooldown_s": 3600,
+                "webhook_url": receiver.url, "webhook_secret": "s3cret"}  # fmt: skip
+        r = client.post(f"{API}/alert-rules", json=rule)
+        assert r.status_code == 201, r.text
+        assert "webhook_secret" not in r.json() and r.json()["has_webhook_secret"]
+        alerts = service.alerts
+        service.handle_event(person("door", compliant=False))
+        service.handle_event(person("door", compliant=False, track_id=2))
+        alerts.evaluate()
+        assert client.get(f"{API}/alerts").json()["items"] == []  # two people: below min_people, no alert
+        service.handle_event(person("door", compliant=True, track_id=3))
+        alerts.evaluate()
+        firing = client.get(f"{API}/alerts?state=firing").json()["items"]
+        assert len(firing) == 1 and firing[0]["camera"] == "door" and firing[0]["value"] == pytest.approx(1 / 3)
+        assert "ALERT low compliance on door" in caplog.text
+        # back to 80 %: still firing (hysteresis needs 85 %)
+        for i in range(7):
+            service.handle_event(person("door", compliant=True, track_id=10 + i))
+        alerts.evaluate()
+        assert len(client.get(f"{API}/alerts?state=firing").json()["items"]) == 1
+        for i in range(4):
+            service.handle_event(person("door", compliant=True, track_id=20 + i))
+        alerts.evaluate()  # 12/14 = 86 %
+        assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
+        alert_id = firing[0]["id"]
+        assert client.get(f"{API}/alerts/{alert_id}").status_code in (404, 405)
+        # bad again at once: cooldown holds it back
+        for i in range(10):
+            service.handle_event(person("door", compliant=False, track_id=40 + i))
+        alerts.evaluate()
+        assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
+        # webhooks: firing then resolved; the first attempt got HTTP 500 and was retried
+        assert wait_until(lambda: len(receiver.requests) >= 3, 10)
+        transitions = []
+        for headers, body in receiver.requests:
+            expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(headers["x-maskwatch-signature"], expected)
+            transitions.append(json.loads(body)["transition"])
+        assert transitions[:3] == ["firing", "firing", "resolved"]
+        deliveries = wait_until(lambda: len(client.get(f"{API}/alerts/{alert_id}/deliveries").json()) >= 3 and
+                                client.get(f"{API}/alerts/{alert_id}/deliveries").json(), 5)  # fmt: skip
+        assert [(d["attempt"], d["ok"], d["status_code"]) for d in deliveries[:2]] == [(1, False, 500), (2, True, 200)]
+        # acknowledge
+        ack = client.post(f"{API}/alerts/{alert_id}/ack")
+        assert ack.status_code == 200 and ack.json()["acknowledged_by"] == "admin"
+        assert client.get(f"{API}/alerts?acknowledged=true").json()["items"][0]["id"] == alert_id
+
+
+def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
+    with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
+        now = datetime.now()
+        closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"
+        for body in ({"name": "offline", "kind": "camera_offline", "for_s": 0, "cooldown_s": 0},
+                     {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 60},
+                     {"name": "night only", "kind": "camera_offline", "for_s": 0, "active_hours": closed}):  # fmt: skip
+            assert client.post(f"{API}/alert-rules", json=body).status_code == 201
+        assert client.post(f"{API}/alert-rules", json={"name": "x", "kind": "unmasked_person"}).status_code == 422
+        service.handle_event(status("gate", "lost", "no frame for 10 s"))
+        service.handle_event(person("gate", compliant=False))
+        service.alerts.evaluate()
+        firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
+        assert firing == {"offline", "unmasked"}  # "night only" is outside its hours
+        service.handle_event(status("gate", "live"))
+        service.alerts.evaluate()
+        firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
+        assert firing == {"unmasked"}
+        rule_id = next(r["id"] for r in client.get(f"{API}/alert-rules").json() if r["name"] == "unmasked")
+        assert client.patch(f"{API}/alert-rules/{rule_id}", json={"enabled": False}).status_code == 200
+        assert client.get(f"{API}/alerts?state=firing").json()["items"] == []  # a disabled rule's alert resolves
+        assert client.delete(f"{API}/alert-rules/{rule_id}").status_code == 204
