@@ -1,5 +1,5 @@
-# Two commands on a fresh machine: `make run` (set up, then the main job) and `make test`.
-.PHONY: setup setup-browser run test lint bench clean
+# Two commands on a fresh machine: `make run` (set up, then the monitoring service) and `make test`.
+.PHONY: setup setup-browser run train-demo test lint bench clean
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,9 +11,20 @@ setup:
 setup-browser:
 	@bash scripts/setup-browser.sh
 
-# The main job: train the default recipe on ../shared/data/faces, evaluate on its test split and on
-# face crops of the shared scenes (cross-dataset).
+SERVE_DIR := runs/serve
+
+# The service on 127.0.0.1:8000: bundled model, SQLite in $(SERVE_DIR), and a demo camera playing the
+# shared scene images when ../shared/data/scenes exists. The admin token is made once (kept, mode 600,
+# in $(SERVE_DIR)/admin-token) and printed with the URL. Ctrl-C stops it gracefully.
 run: setup
+	@mkdir -p $(SERVE_DIR)
+	@[ -s $(SERVE_DIR)/admin-token ] || (umask 077; $(BIN)/python -c "import secrets; print('mw_' + secrets.token_urlsafe(32))" > $(SERVE_DIR)/admin-token)
+	@echo "maskwatch: open http://127.0.0.1:8000/ and log in with the admin token: $$(cat $(SERVE_DIR)/admin-token)"
+	@MASKWATCH_ADMIN_TOKEN="$$(cat $(SERVE_DIR)/admin-token)" $(BIN)/maskwatch serve --host 127.0.0.1 --port 8000 --data-dir $(SERVE_DIR)
+
+# The training job: train the default recipe on ../shared/data/faces, evaluate on its test split and on
+# face crops of the shared scenes (cross-dataset).
+train-demo: setup
 	@bash scripts/main.sh
 
 # Quality gates: once `make lint` passes on the whole repository, enable the line below (CI then enforces it).

@@ -23,6 +23,7 @@ from maskwatch.commands import detect as _detect
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
 from maskwatch.commands import scenes as _scenes
+from maskwatch.commands import serve as _serve
 from maskwatch.commands.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -333,6 +334,7 @@ app.command("explain")(_insight.explain)
 app.command("report")(_insight.report)
 app.command("detect")(_detect.detect)
 app.command("evaluate-detection")(_scenes.evaluate_detection)
+app.command("serve")(_serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""``maskwatch serve``: the monitoring service (API, storage, alerts, live dashboard) on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from maskwatch.commands.common import console, fail, require_extra, setup_logging
+
+
+def _server_class():  # type: ignore[no-untyped-def]
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15); a service stopped on
+        purpose should exit 0, so the signals only ask it to stop."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            def stop(_signum, _frame):  # type: ignore[no-untyped-def]
+                if self.should_exit:
+                    self.force_exit = True
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Service settings (YAML; see configs/serve.yaml).",
+                                          show_default="built-in defaults"),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+                                     "($MASKWATCH_DB).", show_default="sqlite in the data dir"),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address.", show_default="127.0.0.1"),
+    port: Optional[int] = typer.Option(None, "--port", help="TCP port.", show_default="8000"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="SQLite database, demo video, job uploads.",
+                                            show_default="runs/serve"),
+    demo: Optional[bool] = typer.Option(None, "--demo/--no-demo", help="Add the demo camera (the shared scene images "
+                                        "played as a slow video).", show_default="when ../shared/data/scenes exists"),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier (.pt / .onnx).", show_default="bundled"),
+    check: bool = typer.Option(False, "--check", help="Validate the settings, print them (secrets hidden) and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the monitoring service: REST API under /api/v1 (OpenAPI at /docs), a live dashboard at /, cameras
+    kept in the database and resumed at start, alerts, Prometheus metrics. SIGTERM or Ctrl-C stops it
+    gracefully (open tracks end, the last stats buckets are stored)."""
+    require_extra(["fastapi", "uvicorn", "sqlalchemy", "alembic"], "maskwatch serve", extra="serve")
+    from maskwatch.config import ConfigError
+    from maskwatch.service.settings import load_settings
+
+    setup_logging(verbose)
+    overrides = {"server": {"db": db, "host": host, "port": port, "data_dir": None if data_dir is None else str(data_dir)},
+                 "demo": {"enabled": demo}, "model": {"path": None if model is None else str(model)}}  # fmt: skip
+    try:
+        settings = load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    if check:
+        import yaml
+
+        data = settings.model_dump()
+        for rule in data["alerts"]["rules"]:
+            if rule.get("webhook_secret"):
+                rule["webhook_secret"] = "***"
+        for camera in data["cameras"]:
+            from maskwatch.service.settings import redact_url
+
+            camera["url"] = redact_url(camera["url"])
+        typer.echo(yaml.safe_dump(data, sort_keys=False))
+        return
+    import uvicorn
+
+    from maskwatch.service.app import create_app
+
+    app = create_app(settings)
+    _Server = _server_class()
+    url = f"http://{settings.server.host}:{settings.server.port}/"
+    console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")
+    server = _Server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
+                                           log_level=settings.server.log_level, timeout_graceful_shutdown=5,
+                                           access_log=False))  # fmt: skip
+    server.run()
+    if getattr(server, "started", False) is False:
+        fail(f"the service did not start (is port {settings.server.port} free?)", code=1)
