@@ -278,3 +278,19 @@ def test_real_model_on_real_faces(tmp_path):
     assert evaluation.report["accuracy"] > 0.9
     masked = result.mass_summary["with_mask"]
     assert masked["lower_face_mean"] > masked["uniform_lower_face"]
+
+
+def test_embedded_model_card_drops_relative_links_and_keeps_absolute_ones(tmp_path):
+    from maskwatch.report.build import render_markdown
+
+    html = render_markdown("[config](../configs/run.yaml), [docs](https://example.org), [top](#metrics)", tmp_path)
+    assert 'href="../configs/run.yaml"' not in html and "config (" in html
+    assert str((tmp_path / "../configs/run.yaml").resolve()) in html
+    assert '<a href="https://example.org">docs</a>' in html and '<a href="#metrics">top</a>' in html
+
+
+def test_footer_timings_have_human_labels():
+    from maskwatch.report.build import timing_lines
+
+    lines = timing_lines({"metrics_s": 1.25, "cam_s": 3.0, "new_step_s": 0.5})
+    assert lines == ["metrics and curves 1.2 s", "Grad-CAM maps 3.0 s", "new step 0.5 s"]

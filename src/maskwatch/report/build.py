@@ -85,16 +85,62 @@ def read_history(run_dir: Path, checkpoint: dict[str, Any]) -> tuple[list[dict],
     return [], str(path)
 
 
-def render_markdown(text: str) -> str:
-    """Markdown to HTML with raw HTML and images disabled (nothing in a card may reach the network)."""
+#: Human names of the build steps timed in ``ReportResult.timings`` (shown in the report's footer).
+TIMING_LABELS = {
+    "summary_s": "run summary",
+    "metrics_s": "metrics and curves",
+    "load_s": "loading images",
+    "cam_s": "Grad-CAM maps",
+    "galleries_s": "galleries",
+    "internals_s": "model internals",
+    "quality_s": "data quality",
+}
+
+
+def timing_lines(timings: dict[str, float]) -> list[str]:
+    """``["metrics and curves 1.2 s", ...]``: each timed step by its human name."""
+    return [f"{TIMING_LABELS.get(k, k.removesuffix('_s').replace('_', ' '))} {v:.1f} s" for k, v in timings.items()]
+
+
+def render_markdown(text: str, base: Path | None = None) -> str:
+    """Markdown to HTML with raw HTML and images disabled (nothing in a card may reach the network).
+
+    Relative links would point nowhere once the card is embedded in a report elsewhere: they become plain
+    text followed by the file they named (resolved against ``base``, the card's folder, when given);
+    absolute (``http:``, ``https:``, ``mailto:``) and in-page (``#...``) links stay."""
     try:
         from markdown_it import MarkdownIt
+        from markdown_it.token import Token
     except ImportError:  # pragma: no cover - markdown-it-py comes with rich
         from html import escape
 
         return f"<pre>{escape(text)}</pre>"
     md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
-    return md.render(text)
+    tokens = md.parse(text)
+    for token in tokens:
+        if token.type != "inline" or not token.children:
+            continue
+        children: list = []
+        pending: list[str | None] = []  # per open link: the file a relative link named, None for a kept link
+        for child in token.children:
+            if child.type == "link_open":
+                href = str(child.attrGet("href") or "")
+                if not href.startswith("#") and ":" not in href.split("/")[0]:
+                    target = href.split("#")[0]
+                    pending.append(str((base / target).resolve()) if base is not None and target else target)
+                    continue  # the link's text stays, unlinked
+                pending.append(None)
+            elif child.type == "link_close" and pending:
+                named = pending.pop()
+                if named is not None:
+                    if named:
+                        note = Token("text", "", 0)
+                        note.content = f" ({named})"
+                        children.append(note)
+                    continue
+            children.append(child)
+        token.children = children
+    return md.renderer.render(tokens, md.options, {})
 
 
 def _sha256(path: Path) -> str:
@@ -264,7 +310,7 @@ def build_report(
         "config": checkpoint.get("config") or {},
         "checkpoint_metrics": json.dumps(checkpoint.get("metrics") or {}, indent=1, default=str),
         "card_path": str(card_path) if card_path else None,
-        "card_html": render_markdown(card_path.read_text(encoding="utf-8")) if card_path else None,
+        "card_html": render_markdown(card_path.read_text(encoding="utf-8"), card_path.parent) if card_path else None,
         "card_looked": [str(model_path.parent / MODEL_CARD_NAME), str(model_path.with_suffix(".md"))],
         "versions_model": checkpoint.get("versions") or {},
         "versions_env": _environment_versions(),
@@ -450,6 +496,8 @@ def build_report(
         classes=classes,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
         timings=timings,
+        timing_lines=timing_lines(timings),
+        total_seconds=sum(timings.values()),
         torch_threads=torch.get_num_threads(),
     )
     from maskwatch.checkpoint import atomic_write

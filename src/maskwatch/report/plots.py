@@ -209,19 +209,27 @@ def plot_reliability(rel: Reliability) -> Figure:
         alpha=0.8,
         label="accuracy",
     )
-    ax.bar(
-        centres[filled],
-        (rel.confidence - rel.accuracy)[filled],
-        bottom=rel.accuracy[filled],
-        width=width,
-        color="#d62728",
-        alpha=0.3,
-        hatch="//",
-        label="gap to confidence",
-    )
+    gap = (rel.confidence - rel.accuracy)[filled]
+    over, under = gap > 0, gap < 0  # bars drawn from the accuracy up (over-) or down (under-confident)
+    for mask, color, label in (
+        (over, "#ff7f0e", "gap: over-confident (confidence > accuracy)"),
+        (under, "#2ca02c", "gap: under-confident (confidence < accuracy)"),
+    ):
+        if mask.any():
+            ax.bar(
+                centres[filled][mask],
+                gap[mask],
+                bottom=rel.accuracy[filled][mask],
+                width=width,
+                color=color,
+                alpha=0.45,
+                edgecolor=color,
+                hatch="//",
+                label=label,
+            )
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
     ax.set(ylabel="accuracy", title=f"Reliability (ECE {rel.ece:.4f})", ylim=(0, 1.02))
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     hist.bar(centres, rel.counts, width=width, color="grey", edgecolor="black")
     hist.set_yscale("symlog")
