@@ -350,3 +350,28 @@ def test_explain_command(tmp_path):
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["explain", "--model", str(model), str(tmp_path / "missing.jpg")])
     assert missing.exit_code == 2
+
+
+def test_explain_command_goes_image_by_image_for_slow_methods(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import maskwatch.explain.images as images_module
+    from maskwatch.cli import app
+    from maskwatch.explain.images import Explanation
+
+    seen = {}
+
+    def fake_explain_files(model_path, paths, out_dir, *, method, all_classes, layer, batch_size):
+        seen[method] = batch_size
+        for path in paths:
+            yield Explanation(str(path), error="fake")
+
+    monkeypatch.setattr(images_module, "explain_files", fake_explain_files)
+    model = save_tiny_checkpoint(tmp_path / "m.pt")
+    _write_images(tmp_path / "in", 2)
+    runner = CliRunner()
+    for method in ("scorecam", "gradcam"):
+        result = runner.invoke(app, ["explain", "--model", str(model), str(tmp_path / "in"), "--method", method,
+                                     "--out", str(tmp_path / "out")])  # fmt: skip
+        assert result.exit_code == 1 and "2 of 2 images failed" in result.output  # every image reached the loop
+    assert seen == {"scorecam": 1, "gradcam": 8}

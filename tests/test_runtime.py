@@ -553,3 +553,11 @@ def test_backends_do_not_import_the_factory():
         tree = ast.parse((folder / f"{name}.py").read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "maskwatch.runtime.base" not in imported, name
+
+
+def test_export_reports_each_step(tiny_pt, tmp_path):
+    from maskwatch.runtime.export import export_onnx
+
+    steps = []
+    export_onnx(tiny_pt, tmp_path / "m.onnx", on_step=steps.append)
+    assert steps[0].startswith("converting the mobilenet_v2 network to ONNX") and steps[-1].startswith("checking")

@@ -93,19 +93,31 @@ def explain(
         fail(f"no such file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if not files:
         fail("no images given (folders held no image files)")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from maskwatch.explain.cam import GRADIENT_OR_ACTIVATION_METHODS
+
+    # Perturbation methods (Score-CAM, ...) take tens of seconds per image: explain and report one at a time.
+    batch_size = 8 if method in GRADIENT_OR_ACTIVATION_METHODS else 1
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         model_path = model or default_model_path()
-        results = explain_files(model_path, files, out, method=method, all_classes=all_classes, layer=layer)
+        results = explain_files(
+            model_path, files, out, method=method, all_classes=all_classes, layer=layer, batch_size=batch_size
+        )
         table = Table(title=f"{method} explanations in {out}")
         for column in ("image", "predicted", "probability", "png"):
             table.add_column(column, justify="right" if column == "probability" else "left")
         bad = 0
-        for item in results:
-            if item.error:
-                bad += 1
-                log.warning("skipped %s: %s", item.path, item.error)
-                continue
-            table.add_row(Path(item.path).name, item.predicted, f"{item.probability:.3f}", str(item.png))
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"explaining ({method})", total=len(files))
+            for item in results:
+                bar.update(task, advance=1, description=f"explaining ({method}): {Path(item.path).name}")
+                if item.error:
+                    bad += 1
+                    log.warning("skipped %s: %s", item.path, item.error)
+                    continue
+                table.add_row(Path(item.path).name, item.predicted, f"{item.probability:.3f}", str(item.png))
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     Console().print(table)

@@ -6,6 +6,7 @@ Exit codes follow the CLI's convention: 0 success, 1 runtime failure, 2 bad usag
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -73,9 +74,13 @@ def export(
     from maskwatch.runtime.export import export_onnx, export_torchscript
 
     try:
-        with console.status(
-            f"exporting {model_path} to {format}" + (" (calibrating: about a minute)" if format == "onnx-int8" else "")
-        ):
+        with console.status(f"exporting {model_path} to {format}") as status:
+            started = time.perf_counter()
+
+            def on_step(message: str) -> None:  # a status line per step, and the spinner says which one
+                console.print(f"[dim]{time.perf_counter() - started:5.1f}s[/] {message}", highlight=False)
+                status.update(f"exporting {model_path.name} to {format}: {message}")
+
             if format == "torchscript":
                 path = export_torchscript(model_path, target)
             else:
@@ -86,6 +91,7 @@ def export(
                     calibration=calibration,
                     calibration_size=calibration_size,
                     opset=opset,
+                    on_step=on_step,
                 )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))

@@ -40,7 +40,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +320,7 @@ def export_onnx(
     image_size: int | None = None,
     seed: int = 0,
     quantization: dict[str, Any] | None = None,
+    on_step: Callable[[str], object] | None = None,
 ) -> Path:
     """Export a checkpoint to ONNX at ``out`` (written atomically); returns ``out``.
 
@@ -333,8 +334,11 @@ def export_onnx(
             model trained at 224 px is less accurate at other sizes); recorded in the preprocessing metadata.
         quantization: advanced quantizer settings (``per_channel``, ``reduce_range``, ``quant_format``
             qdq|qoperator, ``pre_process``, ``fp32_stem``), for experiments.
+        on_step: called with a short description as each step starts (progress for the CLI).
     """
     import onnx
+
+    step = on_step or (lambda _: None)
 
     from maskwatch.checkpoint import build_model, load_checkpoint
 
@@ -343,6 +347,7 @@ def export_onnx(
     prep = Preprocessing.from_dict(checkpoint["preprocessing"])
     if image_size is not None and image_size != prep.size:
         prep = Preprocessing(size=int(image_size), mean=prep.mean, std=prep.std, resize=prep.resize)
+    step(f"converting the {checkpoint['arch']} network to ONNX (opset {opset})")
     data = _torch_to_onnx_bytes(build_model(checkpoint), prep.size, opset)
     fields = model_fields(checkpoint, checkpoint["classes"])
     metadata = {
@@ -357,6 +362,7 @@ def export_onnx(
         "opset": str(opset),
     }
     if int8:
+        step("loading calibration images")
         images, described = calibration_images(calibration, checkpoint=checkpoint, size=calibration_size, seed=seed)
         if not images:
             raise ValueError("INT8 calibration found no usable images")
@@ -368,6 +374,7 @@ def export_onnx(
             "fp32_stem": True,
             **(quantization or {}),
         }
+        step(f"quantizing to INT8, calibrated on {len(images)} images (about a minute)")
         data = _quantize(data, images, prep, arch=str(checkpoint["arch"]), **settings)
         metadata["calibration"] = described
         metadata["quantization"] = json.dumps(
@@ -379,6 +386,7 @@ def export_onnx(
         f"maskwatch {checkpoint['arch']} face-mask classifier ({metadata[META_PRECISION]}); "
         f"classes {list(checkpoint['classes'])}"
     )
+    step("checking and writing the ONNX file")
     onnx.checker.check_model(model)
     return atomic_write(out, lambda tmp: tmp.write_bytes(model.SerializeToString()))
 
