@@ -306,3 +306,50 @@ def test_local_mjpeg_stream_drops_is_retried_then_reported():
         pytest.skip("this OpenCV build cannot read MJPEG over HTTP")
     assert got >= 10  # frames arrived before the drop
     assert len(attempts) >= 3  # opened, then retried more than once before giving up
+
+
+def test_a_server_that_accepts_and_never_sends_is_given_up_within_the_timeout():
+    """--reconnect-timeout holds even when the server accepts the connection and then says nothing."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    source = StreamSource(f"http://127.0.0.1:{port}/video.mjpg", give_up_after=2.0, backoff=0.5, max_backoff=1.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(StreamLostError, match="gave up after 2 s"):
+            list(source)
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in accepted:
+            conn.close()
+        server.close()
+    assert accepted, "the server never saw a connection"
+    assert time.monotonic() - start < 8  # the open/read timeouts bound every attempt (it was 31 s)
+
+
+def test_webcam_without_a_device_fails_at_once(monkeypatch):
+    from maskwatch.stream import sources as module
+
+    monkeypatch.setattr(module.Path, "exists", lambda self: False if str(self).startswith("/dev/video") else True)
+    source = StreamSource(7, give_up_after=30)
+    start = time.monotonic()
+    with pytest.raises(StreamLostError, match="no camera /dev/video7"):
+        list(source)
+    assert time.monotonic() - start < 1

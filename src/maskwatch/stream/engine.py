@@ -813,6 +813,7 @@ class StreamEngine:
             skipped_reasons=list(stats.reasons),
             dropped=runner.buffer.dropped,
             reconnects=stats.reconnects,
+            attempts=getattr(stats, "attempts", 0),
             counts=dict(runner.counts),
             compliance=_round(compliance_rate(runner.counts, self.classes, self.compliant_classes)),
             people=people,

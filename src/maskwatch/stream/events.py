@@ -217,7 +217,8 @@ class SourceSummary(_Event):
     skipped: int = Field(description="unreadable images or frames")
     skipped_reasons: list[str]
     dropped: int = Field(description="live frames replaced by a newer one before analysis")
-    reconnects: int
+    reconnects: int = Field(description="successful reopenings of a live source")
+    attempts: int = Field(0, description="reopening attempts of a live source, successful or not")
     counts: dict[str, int] = Field(description="faces per class over all analysed frames")
     compliance: float | None
     people: PeopleSummary | None = Field(None, description="tracked people (videos and streams)")
