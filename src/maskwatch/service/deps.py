@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from maskwatch.service.auth import Principal
@@ -37,3 +37,7 @@ ServiceDep = Annotated[Any, Depends(get_service)]
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+#: database ids in paths and cursors: bounded so that no value overflows a 64-bit column
+MAX_ID = 2**53
+IdPath = Annotated[int, Path(ge=0, le=MAX_ID)]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from maskwatch.service.alerts import alert_dict
 from maskwatch.service.auth import audit
-from maskwatch.service.deps import Admin, Operator, ServiceDep, Viewer, client_ip
+from maskwatch.service.deps import MAX_ID, Admin, IdPath, Operator, ServiceDep, Viewer, client_ip
 from maskwatch.service.errors import ApiError
 from maskwatch.service.routers.common import db_errors
 from maskwatch.service.settings import AlertRuleConfig
@@ -24,7 +24,7 @@ router = APIRouter(tags=["alerts"])
 @router.get("/alerts", summary="Alerts, newest first")
 def list_alerts(service: ServiceDep, _: Viewer, state: Literal["firing", "resolved"] | None = None,
                 camera: str | None = None, acknowledged: bool | None = None,
-                limit: int = Query(50, ge=1, le=500), cursor: int | None = Query(None, ge=0)) -> dict:  # fmt: skip
+                limit: int = Query(50, ge=1, le=500), cursor: int | None = Query(None, ge=0, le=MAX_ID)) -> dict:  # fmt: skip
     q = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if state:
         q = q.where(Alert.state == state)
@@ -40,7 +40,7 @@ def list_alerts(service: ServiceDep, _: Viewer, state: Literal["firing", "resolv
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge an alert")
-def acknowledge(alert_id: int, request: Request, service: ServiceDep, principal: Operator) -> dict:
+def acknowledge(alert_id: IdPath, request: Request, service: ServiceDep, principal: Operator) -> dict:
     with db_errors(), service.sessions() as s, s.begin():
         row = s.get(Alert, alert_id)
         if row is None:
@@ -54,7 +54,7 @@ def acknowledge(alert_id: int, request: Request, service: ServiceDep, principal:
 
 
 @router.get("/alerts/{alert_id}/deliveries", summary="Webhook delivery attempts of an alert")
-def deliveries(alert_id: int, service: ServiceDep, _: Admin) -> list[dict]:
+def deliveries(alert_id: IdPath, service: ServiceDep, _: Admin) -> list[dict]:
     with db_errors(), service.sessions() as s:
         rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.alert_id == alert_id)
                          .order_by(WebhookDelivery.id)).all()  # fmt: skip
@@ -121,7 +121,7 @@ def create_rule(body: RuleIn, request: Request, service: ServiceDep, principal: 
 
 
 @router.patch("/alert-rules/{rule_id}", summary="Change an alert rule")
-def update_rule(rule_id: int, body: RulePatch, request: Request, service: ServiceDep, principal: Admin) -> dict:
+def update_rule(rule_id: IdPath, body: RulePatch, request: Request, service: ServiceDep, principal: Admin) -> dict:
     changes = body.model_dump(exclude_unset=True)
     with db_errors(), service.sessions() as s, s.begin():
         row = s.get(AlertRule, rule_id)
@@ -143,7 +143,7 @@ def update_rule(rule_id: int, body: RulePatch, request: Request, service: Servic
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alerts resolve)")
-def delete_rule(rule_id: int, request: Request, service: ServiceDep, principal: Admin) -> Response:
+def delete_rule(rule_id: IdPath, request: Request, service: ServiceDep, principal: Admin) -> Response:
     with db_errors(), service.sessions() as s, s.begin():
         row = s.get(AlertRule, rule_id)
         if row is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from maskwatch.service.auth import CSRF_COOKIE, SESSION_COOKIE, audit, create_token
-from maskwatch.service.deps import Admin, ServiceDep, Viewer, client_ip
+from maskwatch.service.deps import MAX_ID, Admin, IdPath, ServiceDep, Viewer, client_ip
 from maskwatch.service.errors import ApiError
 from maskwatch.service.storage.models import ApiToken, AuditEntry
 
@@ -92,7 +92,7 @@ def make_token(body: TokenIn, request: Request, service: ServiceDep, principal: 
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, tags=["tokens"], summary="Revoke a token")
-def revoke_token(token_id: int, request: Request, service: ServiceDep, principal: Admin) -> TokenOut:
+def revoke_token(token_id: IdPath, request: Request, service: ServiceDep, principal: Admin) -> TokenOut:
     with service.sessions() as s, s.begin():
         row = s.get(ApiToken, token_id)
         if row is None:
@@ -108,7 +108,7 @@ def revoke_token(token_id: int, request: Request, service: ServiceDep, principal
 
 
 @router.get("/audit", tags=["tokens"], summary="The audit log (newest first)")
-def audit_log(service: ServiceDep, _: Admin, limit: int = 100, before: int | None = None) -> dict:
+def audit_log(service: ServiceDep, _: Admin, limit: int = Query(100, ge=1, le=1000), before: int | None = Query(None, ge=0, le=MAX_ID)) -> dict:
     limit = max(1, min(limit, 1000))
     with service.sessions() as s:
         q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
