@@ -80,10 +80,10 @@ def hammer(base: str, images: list[bytes], clients: int, seconds: float) -> dict
 def query_benchmark(days: int, cameras: int, interval: float = 60.0) -> dict:
     """Fill a fresh SQLite database with days x cameras of 1-minute buckets and their rollups, then time the
     dashboard's compliance queries (median of 5)."""
-    from maskwatch.service.routers.stats import compliance_series
-    from maskwatch.service.storage.db import migrate, open_db, session_factory
     from sqlalchemy import insert
 
+    from maskwatch.service.routers.stats import compliance_series
+    from maskwatch.service.storage.db import migrate, open_db, session_factory
     from maskwatch.service.storage.models import StatsBucket as Bucket
     from maskwatch.service.storage.models import StatsRollup
 

@@ -200,9 +200,9 @@ class NoisyCamera:
 
 def fake_cameras(**kinds):
     """A capture factory: ``rtsp://fake/NAME`` opens ``kinds[NAME]()``, or a NoisyCamera for other names."""
-    import cv2
-
     from urllib.parse import urlsplit
+
+    import cv2
 
     def factory(target):
         if isinstance(target, str) and target.startswith("rtsp://") and urlsplit(target).hostname == "fake":

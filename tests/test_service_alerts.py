@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("supervision", reason="tracking needs the video extra")
 
-from conftest_service import person, running_service, status, wait_until  # noqa: E402
+from conftest_service import person, running_service, status, wait_until
 
-from maskwatch.service.alerts import in_active_hours  # noqa: E402
+from maskwatch.service.alerts import in_active_hours
 
 API = "/api/v1"
 
@@ -32,7 +32,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 code = 500 if outer.fail_left > 0 else 200

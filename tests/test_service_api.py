@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("supervision", reason="tracking needs the video extra")
 
-from conftest_service import ADMIN, T0, bearer, bucket, person, running_service, wait_until  # noqa: E402
-from fakes import GREEN, scene  # noqa: E402
-from PIL import Image  # noqa: E402
+from conftest_service import ADMIN, T0, bearer, bucket, person, running_service, wait_until
+from fakes import GREEN, scene
+from PIL import Image
 
 API = "/api/v1"
 

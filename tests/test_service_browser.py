@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("supervision", reason="tracking needs the video extra")
 
-from conftest_service import ADMIN, NoisyCamera, fake_cameras, service_settings  # noqa: E402
+from conftest_service import ADMIN, NoisyCamera, fake_cameras, service_settings
 
 pytestmark = pytest.mark.slow
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("supervision", reason="tracking needs the video extra")
 
-from conftest_service import ADMIN, wait_until  # noqa: E402
+from conftest_service import ADMIN, wait_until
 
 pytestmark = pytest.mark.slow
 
