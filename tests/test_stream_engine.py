@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from fakes import FakeCamera, fake_detector, make_video
 
@@ -22,11 +23,11 @@ VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 
 
 def cameras(**kinds):
-    """A capture factory: ``rtsp://fake/NAME`` opens ``kinds[NAME]()``; anything else is a file for OpenCV."""
+    """A capture factory: ``rtsp://[user:pass@]fake/NAME`` opens ``kinds[NAME]()``; anything else is a file."""
     import cv2
 
     def factory(target):
-        if isinstance(target, str) and target.startswith("rtsp://fake/"):
+        if isinstance(target, str) and target.startswith("rtsp://") and "fake/" in target:
             return kinds[target.rsplit("/", 1)[1]]()
         return cv2.VideoCapture(target)
 
@@ -267,3 +268,60 @@ def test_published_schema_file_is_current():
     python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json)."""
     path = Path(__file__).resolve().parents[1] / "docs" / "schema" / "maskwatch.event-1.json"
     assert json.loads(path.read_text()) == json_schema()
+
+
+def test_snapshots_are_blurred_views_handed_to_the_sink(tmp_path):
+    video = make_video(tmp_path / "v.mp4", 30, people=2)
+
+    def run(blur):
+        stored = {}
+
+        def sink(source, track_id, rgb):
+            stored[track_id] = rgb
+            return f"snap/{source}/{track_id}.jpg"
+
+        engine = StreamEngine(
+            fake_detector(), stop_when_done=True, snapshots=True, snapshot_blur=blur, snapshot_sink=sink
+        )
+        events = engine.events()
+        engine.add_source(str(video), name="v")
+        engine.start()
+        return by_type(list(events), TrackEnded), stored
+
+    ended, blurred = run(True)
+    _, raw = run(False)
+    assert len(ended) == 2 and all(e.snapshot == f"snap/v/{e.track_id}.jpg" for e in ended)
+
+    def sharpness(rgb):
+        return float(np.abs(np.diff(rgb.astype(np.int16), axis=1)).max())  # the steepest edge
+
+    for e in ended:
+        assert blurred[e.track_id].shape == raw[e.track_id].shape
+        assert blurred[e.track_id].shape[0] > 40  # the face grown by half its size on each side
+        assert sharpness(blurred[e.track_id]) < 0.5 * sharpness(raw[e.track_id])  # the face is blurred
+
+
+def test_live_stats_redaction_and_a_still_image_slideshow(tmp_path):
+    from fakes import GREEN, save_rgb, scene
+
+    folder = tmp_path / "slides"
+    save_rgb(folder / "a.png", scene([(40, 40, 40, GREEN)]))
+    save_rgb(folder / "b.png", scene([(200, 120, 40, GREEN)]))
+    engine = StreamEngine(fake_detector(), capture_factory=cameras(cam=lambda: FakeCamera(fps=25)))
+    got: list = []
+    reader = collect(engine.events(), got)
+    engine.add_source(SourceSpec(uri=str(folder), name="demo", realtime=True, loop=True, hold=0.4, target_fps=10))
+    secret = engine.add_source("rtsp://admin:hunter2@fake/cam")
+    assert secret == "rtsp://***@fake/cam"  # credentials never appear in names, events or logs
+    engine.start()
+    time.sleep(2.0)
+    live = engine.source_stats()
+    assert set(live) == {"demo", secret}
+    assert 5 <= live["demo"].analysed_fps <= 12 and live["demo"].state == "live" and live["demo"].people_now == 1
+    assert live[secret].frames > 10 and live[secret].last_analysed is not None
+    assert engine.stop(1.0)
+    reader.join(2)
+    assert "hunter2" not in "".join(e.to_json() for e in got)
+    people = by_type(got, TrackEnded, "demo")
+    # each slide's face is tracked as a person (one that comes back within ByteTrack's buffer is the same one)
+    assert len(people) >= 2 and {p.label for p in people} == {"with_mask"}

@@ -72,10 +72,11 @@ from maskwatch.stream.sources import (
     StreamSource,
     VideoSource,
     parse_source,
+    redact,
 )
 from maskwatch.stream.tracking import FaceTracker, Transition
 
-__all__ = ["AnalysedFrame", "EngineConfig", "SourceSpec", "StreamEngine", "Subscription"]
+__all__ = ["AnalysedFrame", "EngineConfig", "SourceLive", "SourceSpec", "StreamEngine", "Subscription"]
 
 log = logging.getLogger("maskwatch")
 
@@ -93,7 +94,10 @@ class SourceSpec:
         preset: detector preset (``fast``, ``balanced``, ``accurate``); default: the engine's
             ``image_preset`` for still images, ``video_preset`` for videos and streams.
         stride / target_fps: analyse every N-th frame of a file, or about this many frames per second.
-        realtime: play a file at its own frame rate as if it were a camera (latest frame wins).
+        realtime: play a file at its own frame rate as if it were a camera (latest frame wins); still
+            images played ``realtime`` are a slow slideshow: each is shown ``hold`` seconds at
+            ``target_fps`` (default 5) frames per second, and people in it are tracked and counted.
+        hold: seconds each still image is shown when played ``realtime``.
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
@@ -106,6 +110,7 @@ class SourceSpec:
     stride: int = 1
     target_fps: float | None = None
     realtime: bool = False
+    hold: float = 4.0
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
@@ -131,6 +136,8 @@ class EngineConfig:
     max_backoff: float = 8.0
     stop_when_done: bool = False  # end the engine when every source has ended (files); else wait for more
     emit_frames: bool = False  # also send a ``frame`` event per analysed frame to event subscribers
+    snapshots: bool = False  # keep each person's best face view for ``snapshot_sink`` (off: privacy)
+    snapshot_blur: bool = True  # blur every face in a snapshot (privacy by default)
     lag_window: int = 2048  # recent lag samples kept per source for percentiles
 
     def __post_init__(self) -> None:
@@ -141,6 +148,21 @@ class EngineConfig:
         for name in ("image_preset", "video_preset"):
             if getattr(self, name) not in PRESETS:
                 raise ValueError(f"{name} must be one of {', '.join(PRESETS)}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class SourceLive:
+    """A running source's live figures (:meth:`StreamEngine.source_stats`): over the last 10 seconds."""
+
+    name: str
+    kind: str
+    state: str
+    frames: int
+    dropped: int
+    analysed_fps: float
+    lag_p95: float | None
+    last_analysed: datetime | None
+    people_now: int
 
 
 @dataclass(frozen=True)
@@ -310,7 +332,10 @@ class _Runner:
         self.last_frame_at = time.monotonic()
         self.state = "new"
         self.stalled = False
-        self.wants_tracker = spec.track and kind != "image"
+        self.present = 0  # faces in the last analysed frame
+        self.wants_tracker = spec.track and (kind != "image" or spec.realtime)
+        self.recent: deque[tuple[float, float | None]] = deque(maxlen=64)  # (analysed at, lag) for live stats
+        self.snapshots: dict[int, np.ndarray] = {}  # track id -> best face view so far (``snapshots`` on)
         self.removed = threading.Event()
         now = engine._clock()
         self.bucket = self._new_bucket(now)
@@ -326,7 +351,7 @@ class _Runner:
         while True:
             begin = time.monotonic()
             frames_before = self.source.stats.frames
-            for frame in self.source:
+            for frame in self._slideshow(self.source) if self.kind == "image" and self.spec.realtime else self.source:
                 if self.spec.realtime and frame.timestamp is not None:  # play as a camera would deliver it
                     delay = begin + frame.timestamp - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
@@ -338,6 +363,16 @@ class _Runner:
                     return
             if not self.spec.loop or self.stop.is_set() or self.source.stats.frames == frames_before:
                 return
+
+    def _slideshow(self, images: Any) -> Iterator[Frame]:
+        """Still images as a slow video: each repeated for ``hold`` seconds at ``target_fps`` (5)."""
+        rate = self.spec.target_fps or 5.0
+        repeats = max(1, round(self.spec.hold * rate))
+        index = 0
+        for image in images:
+            for _ in range(repeats):
+                yield dataclasses.replace(image, index=index, timestamp=index / rate, kind="video")
+                index += 1
 
     def _capture(self) -> None:
         try:
@@ -394,7 +429,9 @@ class _Runner:
 
     @property
     def output_fps(self) -> float:
-        """Frames per second this source delivers (after stride / target FPS)."""
+        """Frames per second this source delivers (after stride / target FPS; a slideshow's rate)."""
+        if self.kind == "image" and self.spec.realtime:
+            return float(self.spec.target_fps or 5.0)
         return float(getattr(self.source, "output_fps", None) or self.spec.target_fps or 25.0)
 
     @property
@@ -415,6 +452,9 @@ class StreamEngine:
         config: :class:`EngineConfig`.
         capture_factory: opens videos and streams (default OpenCV); tests pass fakes.
         clock: wall clock for event times and stats buckets (``time.time``).
+        snapshot_sink: with ``EngineConfig(snapshots=True)``: ``sink(source, track_id, rgb) -> reference``
+            stores a person's best view (every face in it blurred unless ``snapshot_blur`` is off) when
+            their track ends; the reference goes in the ``track_ended`` event's ``snapshot``.
     """
 
     def __init__(
@@ -424,6 +464,7 @@ class StreamEngine:
         *,
         capture_factory: CaptureFactory | None = None,
         clock: Callable[[], float] = time.time,
+        snapshot_sink: Callable[[str, int, np.ndarray], str | None] | None = None,
         **options: Any,
     ) -> None:
         self.config = config or EngineConfig(**options)
@@ -437,6 +478,7 @@ class StreamEngine:
         self.compliant_classes = list(compliant) if compliant else list(default_compliant_classes(self.classes))
         self._capture_factory = capture_factory
         self._clock = clock
+        self.snapshot_sink = snapshot_sink
         self._detectors: dict[str, MaskDetector] = {}
         self._runners: list[_Runner] = []
         self._pending: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -507,6 +549,40 @@ class StreamEngine:
     def latest(self, name: str) -> AnalysedFrame | None:
         """The most recent analysed frame of a source (for live views)."""
         return self._latest.get(name)
+
+    def source_stats(self) -> dict[str, SourceLive]:
+        """Live figures per running source (dashboards poll this; buckets only come every interval)."""
+        now = time.monotonic()
+        out = {}
+        for runner in list(self._runners):
+            recent = list(runner.recent)
+            window = [t for t, _ in recent if now - t <= 10.0]
+            fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
+            lags = [lag for t, lag in recent if lag is not None and now - t <= 10.0]
+            last = runner.engine._clock() - (now - recent[-1][0]) if recent else None
+            out[runner.name] = SourceLive(
+                name=runner.name,
+                kind=runner.kind,
+                state=runner.state,
+                frames=runner.frames,
+                dropped=runner.buffer.dropped,
+                analysed_fps=round(fps, 2),
+                lag_p95=_percentile(lags, 95),
+                last_analysed=None if last is None else _utc(last),
+                people_now=runner.present,
+            )
+        return out
+
+    def _store_snapshot(self, runner: _Runner, track_id: int) -> str | None:
+        """Hand a person's best (blurred) view to ``snapshot_sink``; its reference goes in the event."""
+        view = runner.snapshots.pop(track_id, None)
+        if view is None or self.snapshot_sink is None:
+            return None
+        try:
+            return self.snapshot_sink(runner.name, track_id, view)
+        except Exception:
+            log.exception("%s: storing the snapshot of track %d failed", runner.name, track_id)
+            return None
 
     @property
     def sources(self) -> list[str]:
@@ -611,8 +687,9 @@ class StreamEngine:
             elif videos:
                 raise SourceError(f"{spec.uri}: mixes videos and images; give each video as its own source")
         kind = "image" if kind_name in ("image", "files") else "video" if kind_name == "video" else "stream"
-        name = spec.name or (str(value) if kind == "video" else spec.uri)
-        preset = spec.preset or (config.image_preset if kind == "image" else config.video_preset)
+        name = spec.name or (str(value) if kind == "video" else redact(spec.uri))
+        still = kind == "image" and not spec.realtime
+        preset = spec.preset or (config.image_preset if still else config.video_preset)
         detector = self.detector_for(preset)
         source: ImageSource | VideoSource | StreamSource
         runner_holder: list[_Runner] = []
@@ -643,10 +720,10 @@ class StreamEngine:
     def _tracker_for(self, runner: _Runner) -> FaceTracker:
         """A source's tracker, made at its first frame (a video's frame rate is known once it is open)."""
         source, config = runner.source, self.config
-        if isinstance(source, VideoSource):
-            rate = source.output_fps
+        if isinstance(source, StreamSource):
+            rate = runner.spec.target_fps or source.fps or 25.0
         else:
-            rate = runner.spec.target_fps or getattr(source, "fps", None) or 25.0
+            rate = runner.output_fps
         return FaceTracker(
             self.classes,
             frame_rate=rate,
@@ -917,6 +994,8 @@ class StreamEngine:
                 face = tracker.observe(
                     track_id, face, frame.index, frame.timestamp, classified=k in classified, wall=now
                 )
+                if self.config.snapshots and tracker.tracks[track_id].best_box == face.box:
+                    runner.snapshots[track_id] = _snapshot(frame.image, face.box, boxes, self.config.snapshot_blur)
             if k in classified and face.confidence < gate:
                 continue
             faces.append(face)
@@ -924,6 +1003,8 @@ class StreamEngine:
         if tracker is not None:
             tracker.end_frame()
             self._publish_transitions(runner, tracker.pop_transitions(), now)
+            for gone in [t for t in runner.snapshots if t not in tracker.tracks]:  # short tracks, never persons
+                del runner.snapshots[gone]
         result = FrameResult(
             faces=faces,
             classes=list(classes),
@@ -942,6 +1023,7 @@ class StreamEngine:
             lag = max(0.0, done - frame.captured)
             runner.lags.append(lag)
         runner.last_frame_at = time.monotonic()
+        runner.recent.append((runner.last_frame_at, lag))
         if runner.stalled:
             runner.stalled = False
             self._emit_status(runner, "live", "frames again")
@@ -953,6 +1035,7 @@ class StreamEngine:
         bucket.frames += 1
         bucket.faces_classified += len(classified)
         bucket.present_max = max(bucket.present_max, len(faces))
+        runner.present = len(faces)
         if lag is not None:
             bucket.lags.append(lag)
         with self._lock:
@@ -1020,8 +1103,27 @@ class StreamEngine:
                         last_seen=_utc(last),
                         best_score=round(track.best_score, 4),
                         best_box=_box(track.best_box),
+                        snapshot=self._store_snapshot(runner, track.track_id),
                     )
                 )
+
+
+def _snapshot(image: np.ndarray, box: Sequence[float], boxes: np.ndarray, blur: bool) -> np.ndarray:
+    """A person's view: their face box grown by half its size on each side, cut from the frame, with every
+    face in it blurred when ``blur`` (privacy by default)."""
+    from maskwatch.detection.geometry import crop_box
+    from maskwatch.detection.privacy import blur_faces
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = crop_box(box, 0.5, w, h)
+    if blur:
+        inside = [
+            (b[0] - x0, b[1] - y0, b[2] - x0, b[3] - y0)
+            for b in boxes
+            if b[2] > x0 and b[0] < x1 and b[3] > y0 and b[1] < y1
+        ]
+        return blur_faces(image[y0:y1, x0:x1], inside)
+    return image[y0:y1, x0:x1].copy()
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

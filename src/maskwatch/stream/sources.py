@@ -29,6 +29,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "VideoSource",
     "open_sources",
     "parse_source",
+    "redact",
     "resolve_sources",
 ]
 
@@ -344,7 +346,7 @@ class StreamSource:
         if give_up_after <= 0:
             raise ValueError(f"give_up_after must be > 0, got {give_up_after}")
         self.target = target
-        self.name = f"webcam:{target}" if isinstance(target, int) else str(target)
+        self.name = f"webcam:{target}" if isinstance(target, int) else redact(str(target))
         self.target_fps = target_fps
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
@@ -485,6 +487,14 @@ class StreamSource:
 
 # --------------------------------------------------------------------------------------------------------
 # parsing what the user typed
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` of a URL replaced by ``***@`` (names, messages, logs)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def _has_magic(text: str) -> bool:
