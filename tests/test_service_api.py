@@ -162,7 +162,8 @@ def test_tokens_are_stored_hashed_and_revocable(svc):
     with service.sessions() as s:
         hashes = list(s.scalars(select(ApiToken.token_hash)))
     assert made["token"] not in hashes and all(len(h) == 64 for h in hashes)
-    assert "token" not in client.get(f"{API}/tokens").json()[0] or client.get(f"{API}/tokens").json()[0]["token"] is None
+    listed = client.get(f"{API}/tokens").json()[0]
+    assert "token" not in listed or listed["token"] is None
     assert client.get(f"{API}/cameras", headers=bearer(made["token"])).status_code == 200
     assert client.delete(f"{API}/tokens/{made['id']}").status_code == 200
     assert client.get(f"{API}/cameras", headers=bearer(made["token"])).status_code == 401
@@ -236,7 +237,8 @@ def test_job_paths_refuse_traversal_and_run_inside_the_allowed_folder(svc, tmp_p
     assert sum(e["type"] == "track_ended" for e in events) == 1
     upload = client.post(f"{API}/jobs", files={"file": ("clip.mp4", video.read_bytes(), "video/mp4")})
     assert upload.status_code == 202
-    assert client.post(f"{API}/jobs", files={"file": ("a.mp4", b"MZ\x90\x00 not a video", "video/mp4")}).status_code == 415
+    not_video = {"file": ("a.mp4", b"MZ\x90\x00 not a video", "video/mp4")}
+    assert client.post(f"{API}/jobs", files=not_video).status_code == 415
 
 
 def test_cameras_crud_while_running_blurred_views_events_and_stats(svc):
@@ -301,7 +303,8 @@ def test_events_paging_filters_false_positive_and_stats_csv(svc):
     assert len(client.get(f"{API}/events?camera=lobby&verdict=noncompliant").json()["items"]) == 3
     assert len(client.get(f"{API}/events?camera=lobby&verdict=with_mask").json()["items"]) == 4
     one = client.get(f"{API}/events/{seen[0]}").json()
-    assert one["event"]["type"] == "track_ended" and client.get(f"{API}/events/{one['event_id']}").json()["id"] == seen[0]
+    assert one["event"]["type"] == "track_ended"
+    assert client.get(f"{API}/events/{one['event_id']}").json()["id"] == seen[0]
     fp = client.post(f"{API}/events/{seen[0]}/false-positive", headers=bearer(tokens["operator"]))
     assert fp.status_code == 200 and fp.json()["false_positive"]
     assert [e["id"] for e in client.get(f"{API}/events?camera=lobby&false_positive=true").json()["items"]] == [seen[0]]

@@ -59,7 +59,7 @@ def server(tmp_path):
 
 def test_dashboard_pages_live_numbers_upload_cameras_and_alerts(server, tmp_path_factory):
     chromium, sync_playwright = _browser_or_skip()
-    base, service = server
+    base, _service = server
     shots = tmp_path_factory.mktemp("dashboard-screenshots")
     errors: list[str] = []
     from fakes import GREEN, scene

@@ -35,7 +35,10 @@ def test_example_config_loads_and_names_every_setting():
     ("server:\n  prot: 9000\n", "did you mean 'port'"),
     ("limts:\n  upload_bytes: 5\n", "did you mean 'limits'"),
     ("cameras:\n  - name: a\n    url: x\n    enabeld: true\n", "cameras[0].enabeld"),
-    ("alerts:\n  rules:\n    - name: r\n      kind: compliance_below\n      treshold: 0.5\n", "did you mean 'threshold'"),
+    (
+        "alerts:\n  rules:\n    - name: r\n      kind: compliance_below\n      treshold: 0.5\n",
+        "did you mean 'threshold'",
+    ),
     ("server:\n  port: lots\n", "server.port"),
     ("cameras:\n  - name: ../x\n    url: x\n", "camera names"),
     ("cameras:\n  - {name: a, url: x}\n  - {name: a, url: y}\n", "duplicate"),
@@ -53,13 +56,15 @@ def test_config_errors_say_what_and_where(tmp_path, yaml_text, message):
 def test_layers_env_then_overrides(tmp_path):
     path = tmp_path / "serve.yaml"
     path.write_text("server:\n  port: 9000\n  db: sqlite:///from-file.db\n")
-    s = load_settings(path, env={"MASKWATCH_DB": "postgresql://u@h/db"}, overrides={"server": {"port": 9100, "host": None}})
+    env = {"MASKWATCH_DB": "postgresql://u@h/db"}
+    s = load_settings(path, env=env, overrides={"server": {"port": 9100, "host": None}})
     assert (s.server.port, s.server.db, s.server.host) == (9100, "postgresql://u@h/db", "127.0.0.1")
     assert load_settings(env={"MASKWATCH_DATA_DIR": str(tmp_path)}).db_url.startswith(f"sqlite:///{tmp_path}")
 
 
 def test_credentials_are_redacted():
-    assert redact_url("cannot open rtsp://admin:pw@10.0.0.5/s1 (timeout)") == "cannot open rtsp://***@10.0.0.5/s1 (timeout)"
+    redacted = redact_url("cannot open rtsp://admin:pw@10.0.0.5/s1 (timeout)")
+    assert redacted == "cannot open rtsp://***@10.0.0.5/s1 (timeout)"
     assert redact_url("webcam:0") == "webcam:0"
 
 

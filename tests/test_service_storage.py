@@ -11,12 +11,14 @@ import pytest
 pytest.importorskip("sqlalchemy", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("alembic", reason="the serve extra is not installed")
 
-from conftest_service import T0, bucket, db_url, person, pg_server, wait_until  # noqa: F401
+from conftest_service import T0, bucket, person, wait_until
 from sqlalchemy import func, select
 
 from maskwatch.service.storage.db import current_revision, migrate, open_db, session_factory
 from maskwatch.service.storage.ingest import Ingestor
 from maskwatch.service.storage.models import Base, Ingested, PersonEvent, StatsBucket, StatsRollup
+
+pytest_plugins = ["conftest_service"]  # the db_url and pg_server fixtures
 
 
 def _open(url):

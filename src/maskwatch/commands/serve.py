@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,7 @@ import typer
 from maskwatch.commands.common import console, fail, require_extra, setup_logging
 
 
-def _server_class():  # type: ignore[no-untyped-def]
+def _server_class() -> type:
     import contextlib
     import signal
 
@@ -21,8 +22,8 @@ def _server_class():  # type: ignore[no-untyped-def]
         purpose should exit 0, so the signals only ask it to stop."""
 
         @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def]
-            def stop(_signum, _frame):  # type: ignore[no-untyped-def]
+        def capture_signals(self) -> Iterator[None]:
+            def stop(_signum: int, _frame: object) -> None:
                 if self.should_exit:
                     self.force_exit = True
                 self.should_exit = True
@@ -38,16 +39,30 @@ def _server_class():  # type: ignore[no-untyped-def]
 
 
 def serve(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Service settings (YAML; see configs/serve.yaml).",
-                                          show_default="built-in defaults"),
-    db: Optional[str] = typer.Option(None, "--db", help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
-                                     "($MASKWATCH_DB).", show_default="sqlite in the data dir"),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Service settings (YAML; see configs/serve.yaml).",
+        show_default="built-in defaults",
+    ),
+    db: Optional[str] = typer.Option(
+        None,
+        "--db",
+        help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB ($MASKWATCH_DB).",
+        show_default="sqlite in the data dir",
+    ),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address.", show_default="127.0.0.1"),
     port: Optional[int] = typer.Option(None, "--port", help="TCP port.", show_default="8000"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="SQLite database, demo video, job uploads.",
-                                            show_default="runs/serve"),
-    demo: Optional[bool] = typer.Option(None, "--demo/--no-demo", help="Add the demo camera (the shared scene images "
-                                        "played as a slow video).", show_default="when ../shared/data/scenes exists"),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="SQLite database, snapshots, job uploads.", show_default="runs/serve"
+    ),
+    demo: Optional[bool] = typer.Option(
+        None,
+        "--demo/--no-demo",
+        help="Add the demo camera (the shared scene images played as a slow slideshow).",
+        show_default="when ../shared/data/scenes exists",
+    ),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier (.pt / .onnx).", show_default="bundled"),
     check: bool = typer.Option(False, "--check", help="Validate the settings, print them (secrets hidden) and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
@@ -60,8 +75,11 @@ def serve(
     from maskwatch.service.settings import load_settings
 
     setup_logging(verbose)
-    overrides = {"server": {"db": db, "host": host, "port": port, "data_dir": None if data_dir is None else str(data_dir)},
-                 "demo": {"enabled": demo}, "model": {"path": None if model is None else str(model)}}  # fmt: skip
+    overrides = {
+        "server": {"db": db, "host": host, "port": port, "data_dir": None if data_dir is None else str(data_dir)},
+        "demo": {"enabled": demo},
+        "model": {"path": None if model is None else str(model)},
+    }
     try:
         settings = load_settings(config, overrides=overrides)
     except ConfigError as exc:
@@ -84,12 +102,19 @@ def serve(
     from maskwatch.service.app import create_app
 
     app = create_app(settings)
-    _Server = _server_class()
+    server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
     console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")
-    server = _Server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
-                                           log_level=settings.server.log_level, timeout_graceful_shutdown=5,
-                                           access_log=False))  # fmt: skip
+    server = server_class(
+        uvicorn.Config(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level=settings.server.log_level,
+            timeout_graceful_shutdown=5,
+            access_log=False,
+        )
+    )
     server.run()
     if getattr(server, "started", False) is False:
         fail(f"the service did not start (is port {settings.server.port} free?)", code=1)

@@ -10,8 +10,9 @@ import numpy as np
 __all__ = ["blur_faces"]
 
 
-def blur_faces(image_rgb: np.ndarray, boxes: Iterable[Sequence[float]], *, grow: float = 0.2,
-               blocks: int = 6) -> np.ndarray:  # fmt: skip
+def blur_faces(
+    image_rgb: np.ndarray, boxes: Iterable[Sequence[float]], *, grow: float = 0.2, blocks: int = 6
+) -> np.ndarray:
     """A copy of the image with each box (x0, y0, x1, y1), grown by ``grow`` of its size on each side,
     pixelated to about ``blocks`` x ``blocks`` cells and then smoothed: no identity survives, the scene
     stays readable."""
@@ -25,7 +26,9 @@ def blur_faces(image_rgb: np.ndarray, boxes: Iterable[Sequence[float]], *, grow:
         if c - a < 2 or d - b < 2:
             continue
         region = out[b:d, a:c]
-        small = cv2.resize(region, (max(1, min(blocks, c - a)), max(1, min(blocks, d - b))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            region, (max(1, min(blocks, c - a)), max(1, min(blocks, d - b))), interpolation=cv2.INTER_AREA
+        )
         coarse = cv2.resize(small, (c - a, d - b), interpolation=cv2.INTER_LINEAR)
         k = max(3, (min(c - a, d - b) // 4) | 1)
         out[b:d, a:c] = cv2.GaussianBlur(coarse, (k, k), 0)

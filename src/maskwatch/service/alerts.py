@@ -60,10 +60,20 @@ def in_active_hours(spec: str | None, when: datetime) -> bool:
 
 
 def alert_dict(row: Alert) -> dict[str, Any]:
-    return {"id": row.id, "rule_id": row.rule_id, "rule": row.rule_name, "kind": row.kind, "camera": row.camera,
-            "state": row.state, "message": row.message, "value": row.value, "started": row.started_ts,
-            "resolved": row.resolved_ts, "acknowledged_by": row.acknowledged_by,
-            "acknowledged": row.acknowledged_ts}  # fmt: skip
+    return {
+        "id": row.id,
+        "rule_id": row.rule_id,
+        "rule": row.rule_name,
+        "kind": row.kind,
+        "camera": row.camera,
+        "state": row.state,
+        "message": row.message,
+        "value": row.value,
+        "started": row.started_ts,
+        "resolved": row.resolved_ts,
+        "acknowledged_by": row.acknowledged_by,
+        "acknowledged": row.acknowledged_ts,
+    }
 
 
 @dataclass
@@ -79,25 +89,51 @@ class WebhookSender:
     """Deliveries, in order, on one thread: ``attempts`` tries with doubling backoff, each one recorded (a
     receiver sees ``firing`` before ``resolved`` even when the first attempt had to be retried)."""
 
-    def __init__(self, sessions: Any, *, timeout: float, attempts: int, backoff: float,
-                 on_attempt: Callable[[bool], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sessions: Any,
+        *,
+        timeout: float,
+        attempts: int,
+        backoff: float,
+        on_attempt: Callable[[bool], None] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
         self.on_attempt = on_attempt
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskwatch-webhook")
         self._stop = threading.Event()
 
-    def send(self, url: str, secret: str | None, payload: dict[str, Any], *, alert_id: int | None,
-             rule_id: int | None, transition: str) -> Any:  # fmt: skip
+    def send(
+        self,
+        url: str,
+        secret: str | None,
+        payload: dict[str, Any],
+        *,
+        alert_id: int | None,
+        rule_id: int | None,
+        transition: str,
+    ) -> Any:
         return self._pool.submit(self._deliver, url, secret, payload, alert_id, rule_id, transition)
 
-    def _deliver(self, url: str, secret: str | None, payload: dict[str, Any], alert_id: int | None,
-                 rule_id: int | None, transition: str) -> bool:  # fmt: skip
+    def _deliver(
+        self,
+        url: str,
+        secret: str | None,
+        payload: dict[str, Any],
+        alert_id: int | None,
+        rule_id: int | None,
+        transition: str,
+    ) -> bool:
         import httpx
 
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        headers = {"Content-Type": "application/json", "User-Agent": "maskwatch-webhook/1",
-                   "X-Maskwatch-Delivery": uuid.uuid4().hex, "X-Maskwatch-Event": transition}  # fmt: skip
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "maskwatch-webhook/1",
+            "X-Maskwatch-Delivery": uuid.uuid4().hex,
+            "X-Maskwatch-Event": transition,
+        }
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body)
         wait = self.backoff
@@ -123,13 +159,34 @@ class WebhookSender:
             wait *= 2
         return False
 
-    def _record(self, alert_id: int | None, rule_id: int | None, url: str, transition: str, attempt: int, ok: bool,
-                status: int | None, error: str | None, seconds: float) -> None:  # fmt: skip
+    def _record(
+        self,
+        alert_id: int | None,
+        rule_id: int | None,
+        url: str,
+        transition: str,
+        attempt: int,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        seconds: float,
+    ) -> None:
         try:
             with self.sessions() as s, s.begin():
-                s.add(WebhookDelivery(alert_id=alert_id, rule_id=rule_id, url=url, transition=transition,
-                                      attempt=attempt, ok=ok, status_code=status, error=error, ts=time.time(),
-                                      duration_ms=round(seconds * 1000, 1)))  # fmt: skip
+                s.add(
+                    WebhookDelivery(
+                        alert_id=alert_id,
+                        rule_id=rule_id,
+                        url=url,
+                        transition=transition,
+                        attempt=attempt,
+                        ok=ok,
+                        status_code=status,
+                        error=error,
+                        ts=time.time(),
+                        duration_ms=round(seconds * 1000, 1),
+                    )
+                )
         except Exception:
             log.exception("webhook delivery not recorded")
 
@@ -142,9 +199,16 @@ class AlertEngine:
     """Observes events (:meth:`observe`, from the event thread) and evaluates the rules every
     ``evaluate_every`` seconds on its own thread (:meth:`evaluate` can be called directly in tests)."""
 
-    def __init__(self, sessions: Any, *, publish: Callable[[str, Any], None], sender: WebhookSender | None,
-                 evaluate_every: float = 1.0, clock: Callable[[], float] = time.time,
-                 on_change: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sessions: Any,
+        *,
+        publish: Callable[[str, Any], None],
+        sender: WebhookSender | None,
+        evaluate_every: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.publish = publish
         self.sender = sender
@@ -213,8 +277,11 @@ class AlertEngine:
             window = [c for t, c in cam.people if now - t <= rule.window_s]
             if rule.kind == "unmasked_person":
                 unmasked = sum(not c for c in window)
-                return ("bad" if unmasked else "good", float(unmasked),
-                        f"{unmasked} person(s) without a mask in the last {rule.window_s:g} s")  # fmt: skip
+                return (
+                    "bad" if unmasked else "good",
+                    float(unmasked),
+                    f"{unmasked} person(s) without a mask in the last {rule.window_s:g} s",
+                )
             n = len(window)
             if n < rule.min_people:
                 return "good", None, f"only {n} people in the window"
@@ -233,8 +300,11 @@ class AlertEngine:
             if cam.lag_bad_since is None:
                 return "good", cam.lag, "lag back to normal"
             held = now - cam.lag_bad_since
-            return ("bad" if held >= rule.for_s else "hold"), cam.lag, (
-                f"lag p95 {cam.lag:.2f} s above {rule.threshold:g} s for {held:.0f} s")
+            return (
+                ("bad" if held >= rule.for_s else "hold"),
+                cam.lag,
+                (f"lag p95 {cam.lag:.2f} s above {rule.threshold:g} s for {held:.0f} s"),
+            )
         return "good", None, ""
 
     def evaluate(self, now: float | None = None) -> None:
@@ -264,8 +334,16 @@ class AlertEngine:
             self.on_change(len(self._active))
 
     def _fire(self, rule: AlertRule, camera: str, message: str, value: float | None, now: float) -> None:
-        row = Alert(rule_id=rule.id, rule_name=rule.name, kind=rule.kind, camera=camera, state="firing",
-                    message=message, value=value, started_ts=now)  # fmt: skip
+        row = Alert(
+            rule_id=rule.id,
+            rule_name=rule.name,
+            kind=rule.kind,
+            camera=camera,
+            state="firing",
+            message=message,
+            value=value,
+            started_ts=now,
+        )
         try:
             with self.sessions() as s, s.begin():
                 s.add(row)
@@ -298,8 +376,9 @@ class AlertEngine:
         payload = {"transition": transition, "alert": alert_dict(row)}
         self.publish("alert", payload)
         if self.sender is not None and rule is not None and rule.webhook_url:
-            self.sender.send(rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id,
-                             transition=transition)  # fmt: skip
+            self.sender.send(
+                rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id, transition=transition
+            )
 
     @property
     def firing(self) -> int:

@@ -28,12 +28,15 @@ log = logging.getLogger("maskwatch.service")
 STATIC = Path(__file__).with_name("static")
 API = "/api/v1"
 STREAMING = ("/stream", "/live.mjpeg")
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")  # fmt: skip
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
-def create_app(settings: ServiceSettings, *, detector: Any = None, capture_factory: Any = None,
-               admin_token: str | None = None) -> FastAPI:  # fmt: skip
+def create_app(
+    settings: ServiceSettings, *, detector: Any = None, capture_factory: Any = None, admin_token: str | None = None
+) -> FastAPI:
     """The app; the service starts with the app's lifespan (``uvicorn`` or ``TestClient`` as a context)."""
     service = Service(settings, detector=detector, capture_factory=capture_factory, admin_token=admin_token)
 
@@ -41,18 +44,25 @@ def create_app(settings: ServiceSettings, *, detector: Any = None, capture_facto
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(service.start)
         if service.generated_admin_token:
-            log.warning("first start: admin token %s (shown once; make more under Settings)",
-                        service.generated_admin_token)  # fmt: skip
+            log.warning(
+                "first start: admin token %s (shown once; make more under Settings)", service.generated_admin_token
+            )
         try:
             yield
         finally:
             await asyncio.to_thread(service.stop)
 
-    app = FastAPI(title="maskwatch", version=__version__, lifespan=lifespan, docs_url="/docs",
-                  openapi_url=f"{API}/openapi.json", redoc_url=None,
-                  description="Face-mask monitoring: cameras, people counted once, compliance over time, alerts. "
-                              "Every route but /healthz needs `Authorization: Bearer TOKEN` (or a dashboard "
-                              "session with its X-CSRF-Token).")  # fmt: skip
+    app = FastAPI(
+        title="maskwatch",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url=f"{API}/openapi.json",
+        redoc_url=None,
+        description="Face-mask monitoring: cameras, people counted once, compliance over time, alerts. "
+        "Every route but /healthz needs `Authorization: Bearer TOKEN` (or a dashboard "
+        "session with its X-CSRF-Token).",
+    )
     app.state.service = service
     install_error_handlers(app)
 
@@ -79,12 +89,14 @@ def create_app(settings: ServiceSettings, *, detector: Any = None, capture_facto
             else:
                 response = await asyncio.wait_for(call_next(request), limits.request_timeout_s)
         except TimeoutError:
-            response = JSONResponse(error_body("timeout", f"no answer within {limits.request_timeout_s:g} s"),
-                                    status_code=504)  # fmt: skip
+            response = JSONResponse(
+                error_body("timeout", f"no answer within {limits.request_timeout_s:g} s"), status_code=504
+            )
         route = request.scope.get("route")
         label = getattr(route, "path", None) or ("static" if request.url.path.startswith("/static") else "other")
         service.metrics.requests.labels(request.method, label, str(response.status_code)).observe(
-            time.perf_counter() - began)
+            time.perf_counter() - began
+        )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

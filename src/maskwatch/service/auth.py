@@ -113,7 +113,9 @@ class Auth:
 
         def load() -> Principal | None:
             with self.sessions() as s:
-                row = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))).first()
+                row = s.scalars(
+                    select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
+                ).first()
                 return None if row is None else Principal(row.id, row.name, row.role, "bearer")
 
         return self._cached("t:" + digest, load)
@@ -155,8 +157,12 @@ class Auth:
                     raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token header for a cookie session")
         wait = self.limiter.check(principal.token_id)
         if wait > 0:
-            raise ApiError(429, "rate_limited", f"too many requests; retry in {wait:.1f} s",
-                           headers={"Retry-After": str(max(1, round(wait)))})  # fmt: skip
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests; retry in {wait:.1f} s",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
         request.state.principal = principal
         return principal
 
@@ -169,8 +175,15 @@ class Auth:
         value, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         now = time.time()
         with self.sessions() as s, s.begin():
-            s.add(SessionRow(session_hash=hash_token(value), token_id=principal.token_id, csrf=csrf, created_ts=now,
-                             expires_ts=now + self.session_seconds))  # fmt: skip
+            s.add(
+                SessionRow(
+                    session_hash=hash_token(value),
+                    token_id=principal.token_id,
+                    csrf=csrf,
+                    created_ts=now,
+                    expires_ts=now + self.session_seconds,
+                )
+            )
         return value, csrf, principal
 
     def logout(self, value: str) -> None:
@@ -201,7 +214,9 @@ def ensure_admin(sessions: Any, preset: str | None) -> str | None:
             if s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first() is None:
                 for old in s.scalars(select(ApiToken).where(ApiToken.name == "admin")):
                     old.revoked = True
-                s.add(ApiToken(name="admin", role="admin", token_hash=digest, prefix=preset[:7], created_ts=time.time()))
+                s.add(
+                    ApiToken(name="admin", role="admin", token_hash=digest, prefix=preset[:7], created_ts=time.time())
+                )
             return None
         exists = s.scalars(select(ApiToken).where(ApiToken.role == "admin", ApiToken.revoked.is_(False))).first()
         if exists is not None:
@@ -209,14 +224,28 @@ def ensure_admin(sessions: Any, preset: str | None) -> str | None:
     return create_token(sessions, "admin", "admin")[1]
 
 
-def audit(sessions: Any, principal: Principal | None, action: str, target: str | None = None,
-          detail: dict[str, Any] | None = None, ip: str | None = None) -> None:  # fmt: skip
+def audit(
+    sessions: Any,
+    principal: Principal | None,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+    ip: str | None = None,
+) -> None:
     """Record who did what (best effort: an unreachable database must not fail the action itself)."""
     try:
         with sessions() as s, s.begin():
-            s.add(AuditEntry(ts=time.time(), actor=principal.name if principal else "system",
-                             role=principal.role if principal else "system", action=action, target=target,
-                             detail=detail, ip=ip))  # fmt: skip
+            s.add(
+                AuditEntry(
+                    ts=time.time(),
+                    actor=principal.name if principal else "system",
+                    role=principal.role if principal else "system",
+                    action=action,
+                    target=target,
+                    detail=detail,
+                    ip=ip,
+                )
+            )
     except Exception:
         import logging
 

@@ -18,8 +18,7 @@ def get_service(request: Request) -> Any:
 
 
 def require(role: str) -> Any:
-    def dependency(request: Request,
-                   _credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:  # fmt: skip
+    def dependency(request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
         principal = request.app.state.service.auth.authenticate(request)
         if not principal.allows(role):
             raise ApiError(403, "forbidden", f"this needs the {role} role; your token has {principal.role}")
@@ -37,6 +36,7 @@ ServiceDep = Annotated[Any, Depends(get_service)]
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
 
 #: database ids in paths and cursors: bounded so that no value overflows a 64-bit column
 MAX_ID = 2**53

@@ -71,7 +71,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     refused = True
-                    raise _TooLarge
+                    raise _TooLargeError
             return message
 
         started = False
@@ -84,7 +84,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _TooLargeError:
             if not started:
                 await self._refuse(send, limit)
         except Exception:
@@ -96,10 +96,15 @@ class BodyLimit:
     @staticmethod
     async def _refuse(send: Callable, limit: int) -> None:
         body = json.dumps({"error": "too_large", "detail": f"request body over the limit of {limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
+class _TooLargeError(Exception):
     pass

@@ -22,9 +22,15 @@ router = APIRouter(tags=["alerts"])
 
 
 @router.get("/alerts", summary="Alerts, newest first")
-def list_alerts(service: ServiceDep, _: Viewer, state: Literal["firing", "resolved"] | None = None,
-                camera: str | None = None, acknowledged: bool | None = None,
-                limit: int = Query(50, ge=1, le=500), cursor: int | None = Query(None, ge=0, le=MAX_ID)) -> dict:  # fmt: skip
+def list_alerts(
+    service: ServiceDep,
+    _: Viewer,
+    state: Literal["firing", "resolved"] | None = None,
+    camera: str | None = None,
+    acknowledged: bool | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: int | None = Query(None, ge=0, le=MAX_ID),
+) -> dict:
     q = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if state:
         q = q.where(Alert.state == state)
@@ -56,10 +62,22 @@ def acknowledge(alert_id: IdPath, request: Request, service: ServiceDep, princip
 @router.get("/alerts/{alert_id}/deliveries", summary="Webhook delivery attempts of an alert")
 def deliveries(alert_id: IdPath, service: ServiceDep, _: Admin) -> list[dict]:
     with db_errors(), service.sessions() as s:
-        rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.alert_id == alert_id)
-                         .order_by(WebhookDelivery.id)).all()  # fmt: skip
-    return [{"id": r.id, "transition": r.transition, "attempt": r.attempt, "ok": r.ok, "status_code": r.status_code,
-             "error": r.error, "time": r.ts, "duration_ms": r.duration_ms} for r in rows]  # fmt: skip
+        rows = s.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.alert_id == alert_id).order_by(WebhookDelivery.id)
+        ).all()
+    return [
+        {
+            "id": r.id,
+            "transition": r.transition,
+            "attempt": r.attempt,
+            "ok": r.ok,
+            "status_code": r.status_code,
+            "error": r.error,
+            "time": r.ts,
+            "duration_ms": r.duration_ms,
+        }
+        for r in rows
+    ]
 
 
 class RuleIn(AlertRuleConfig):
@@ -83,9 +101,24 @@ class RulePatch(BaseModel):
 
 
 def rule_out(row: AlertRule) -> dict:
-    out = {c: getattr(row, c) for c in ("id", "name", "kind", "camera", "threshold", "window_s", "min_people",
-                                        "for_s", "hysteresis", "cooldown_s", "active_hours", "enabled",
-                                        "webhook_url")}  # fmt: skip
+    out = {
+        c: getattr(row, c)
+        for c in (
+            "id",
+            "name",
+            "kind",
+            "camera",
+            "threshold",
+            "window_s",
+            "min_people",
+            "for_s",
+            "hysteresis",
+            "cooldown_s",
+            "active_hours",
+            "enabled",
+            "webhook_url",
+        )
+    }
     out["has_webhook_secret"] = bool(row.webhook_secret)
     return out
 
@@ -115,8 +148,14 @@ def create_rule(body: RuleIn, request: Request, service: ServiceDep, principal: 
         row = AlertRule(**body.model_dump(), created_ts=now, updated_ts=now)
         s.add(row)
     service.alerts.reload()
-    audit(service.sessions, principal, "rule.create", f"rule:{row.id}", {"name": row.name, "kind": row.kind},
-          client_ip(request))  # fmt: skip
+    audit(
+        service.sessions,
+        principal,
+        "rule.create",
+        f"rule:{row.id}",
+        {"name": row.name, "kind": row.kind},
+        client_ip(request),
+    )
     return rule_out(row)
 
 
@@ -137,8 +176,14 @@ def update_rule(rule_id: IdPath, body: RulePatch, request: Request, service: Ser
             setattr(row, key, value)
         row.updated_ts = time.time()
     service.alerts.reload()
-    audit(service.sessions, principal, "rule.update", f"rule:{rule_id}",
-          {k: v for k, v in changes.items() if k != "webhook_secret"}, client_ip(request))  # fmt: skip
+    audit(
+        service.sessions,
+        principal,
+        "rule.update",
+        f"rule:{rule_id}",
+        {k: v for k, v in changes.items() if k != "webhook_secret"},
+        client_ip(request),
+    )
     return rule_out(row)
 
 

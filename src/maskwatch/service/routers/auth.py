@@ -72,8 +72,15 @@ class TokenOut(BaseModel):
 
 
 def _token_out(row: ApiToken, token: str | None = None) -> TokenOut:
-    return TokenOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created=row.created_ts,
-                    revoked=row.revoked, token=token)  # fmt: skip
+    return TokenOut(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        prefix=row.prefix,
+        created=row.created_ts,
+        revoked=row.revoked,
+        token=token,
+    )
 
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"], summary="API tokens (never their values)")
@@ -82,12 +89,23 @@ def list_tokens(service: ServiceDep, _: Admin) -> list[TokenOut]:
         return [_token_out(t) for t in s.scalars(select(ApiToken).order_by(ApiToken.id))]
 
 
-@router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"],
-             summary="Make a token (its value is returned once, stored only as a hash)")  # fmt: skip
+@router.post(
+    "/tokens",
+    response_model=TokenOut,
+    status_code=201,
+    tags=["tokens"],
+    summary="Make a token (its value is returned once, stored only as a hash)",
+)
 def make_token(body: TokenIn, request: Request, service: ServiceDep, principal: Admin) -> TokenOut:
     row, token = create_token(service.sessions, body.name, body.role)
-    audit(service.sessions, principal, "token.create", f"token:{row.id}", {"name": body.name, "role": body.role},
-          client_ip(request))  # fmt: skip
+    audit(
+        service.sessions,
+        principal,
+        "token.create",
+        f"token:{row.id}",
+        {"name": body.name, "role": body.role},
+        client_ip(request),
+    )
     return _token_out(row, token)
 
 
@@ -108,13 +126,29 @@ def revoke_token(token_id: IdPath, request: Request, service: ServiceDep, princi
 
 
 @router.get("/audit", tags=["tokens"], summary="The audit log (newest first)")
-def audit_log(service: ServiceDep, _: Admin, limit: int = Query(100, ge=1, le=1000), before: int | None = Query(None, ge=0, le=MAX_ID)) -> dict:
+def audit_log(
+    service: ServiceDep,
+    _: Admin,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, ge=0, le=MAX_ID),
+) -> dict:
     limit = max(1, min(limit, 1000))
     with service.sessions() as s:
         q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
         if before is not None:
             q = q.where(AuditEntry.id < before)
         rows = s.scalars(q).all()
-    items = [{"id": r.id, "time": r.ts, "actor": r.actor, "role": r.role, "action": r.action, "target": r.target,
-              "detail": r.detail, "ip": r.ip} for r in rows]  # fmt: skip
+    items = [
+        {
+            "id": r.id,
+            "time": r.ts,
+            "actor": r.actor,
+            "role": r.role,
+            "action": r.action,
+            "target": r.target,
+            "detail": r.detail,
+            "ip": r.ip,
+        }
+        for r in rows
+    ]
     return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None, "now": time.time()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -62,11 +63,22 @@ class CameraOut(BaseModel):
 def camera_out(service: Any, camera: Camera, principal: Principal) -> CameraOut:
     live = service.live.get(camera.name)
     return CameraOut(
-        name=camera.name, url=camera.url if principal.allows("admin") else None, enabled=camera.enabled,
-        preset=camera.preset, target_fps=camera.target_fps, realtime=camera.realtime, loop=camera.loop,
-        state=live.state if camera.enabled else "disabled", reason=live.reason, fps=live.fps, lag_p95=live.lag_p95,
-        frames_dropped=live.dropped, people_since_start=live.people, created=camera.created_ts, updated=camera.updated_ts,
-    )  # fmt: skip
+        name=camera.name,
+        url=camera.url if principal.allows("admin") else None,
+        enabled=camera.enabled,
+        preset=camera.preset,
+        target_fps=camera.target_fps,
+        realtime=camera.realtime,
+        loop=camera.loop,
+        state=live.state if camera.enabled else "disabled",
+        reason=live.reason,
+        fps=live.fps,
+        lag_p95=live.lag_p95,
+        frames_dropped=live.dropped,
+        people_since_start=live.people,
+        created=camera.created_ts,
+        updated=camera.updated_ts,
+    )
 
 
 @router.get("", response_model=list[CameraOut], summary="Every camera with its state")
@@ -93,8 +105,14 @@ def update_camera(name: str, body: CameraPatch, request: Request, service: Servi
         if key in changes and changes[key] is None:
             raise ApiError(422, "invalid", f"{key} cannot be null")
     camera = service.cameras.update(name, changes)
-    audit(service.sessions, principal, "camera.update", name, {k: v for k, v in changes.items() if k != "url"},
-          client_ip(request))  # fmt: skip
+    audit(
+        service.sessions,
+        principal,
+        "camera.update",
+        name,
+        {k: v for k, v in changes.items() if k != "url"},
+        client_ip(request),
+    )
     return camera_out(service, camera, principal)
 
 
@@ -128,8 +146,12 @@ def _blur_for(service: Any, principal: Principal, request: Request, name: str) -
     return False
 
 
-@router.get("/{name}/latest.jpg", summary="The latest analysed frame, annotated, faces blurred",
-            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+@router.get(
+    "/{name}/latest.jpg",
+    summary="The latest analysed frame, annotated, faces blurred",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
 async def latest_jpeg(name: str, request: Request, service: ServiceDep, principal: Viewer) -> Response:
     service.cameras.get(name)
     frame = service.engine.latest(name)
@@ -140,17 +162,21 @@ async def latest_jpeg(name: str, request: Request, service: ServiceDep, principa
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/{name}/live.mjpeg", summary="Live annotated view (MJPEG), faces blurred",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"multipart/x-mixed-replace; boundary=frame": {}}}})  # fmt: skip
-async def live_mjpeg(name: str, request: Request, service: ServiceDep, principal: Viewer, fps: float = 4.0,
-                     frames: int | None = None) -> StreamingResponse:  # fmt: skip
+@router.get(
+    "/{name}/live.mjpeg",
+    summary="Live annotated view (MJPEG), faces blurred",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"multipart/x-mixed-replace; boundary=frame": {}}}},
+)
+async def live_mjpeg(
+    name: str, request: Request, service: ServiceDep, principal: Viewer, fps: float = 4.0, frames: int | None = None
+) -> StreamingResponse:
     service.cameras.get(name)
     if not 0 < fps <= 15:
         raise ApiError(422, "invalid", "fps must be in (0, 15]")
     blur = _blur_for(service, principal, request, name)
 
-    async def parts():  # type: ignore[no-untyped-def]
+    async def parts() -> AsyncIterator[bytes]:
         last, sent = None, 0
         while not service.stopping.is_set() and (frames is None or sent < frames):
             frame = service.engine.latest(name)
@@ -162,5 +188,6 @@ async def live_mjpeg(name: str, request: Request, service: ServiceDep, principal
                 sent += 1
             await asyncio.sleep(1.0 / fps)
 
-    return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
-                             headers={"Cache-Control": "no-store"})  # fmt: skip
+    return StreamingResponse(
+        parts(), media_type="multipart/x-mixed-replace; boundary=frame", headers={"Cache-Control": "no-store"}
+    )

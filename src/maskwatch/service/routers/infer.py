@@ -23,15 +23,28 @@ router = APIRouter(tags=["infer"])
 _BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                           "properties": {"file": {"type": "string", "format": "binary"}}}},
-        "application/json": {"schema": {"type": "object", "required": ["image"], "additionalProperties": False,
-                                        "properties": {"image": {"type": "string", "description": "base64 image"},
-                                                       "annotated": {"type": "boolean"}}}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "additionalProperties": False,
+                "properties": {
+                    "image": {"type": "string", "description": "base64 image"},
+                    "annotated": {"type": "boolean"},
+                },
+            }
+        },
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
         "image/png": {"schema": {"type": "string", "format": "binary"}},
     },
-}  # fmt: skip
+}
 
 
 async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]:
@@ -54,7 +67,7 @@ async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_request", "body is not valid JSON") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-            raise ApiError(422, "invalid", "JSON body must be {\"image\": \"<base64>\"}")
+            raise ApiError(422, "invalid", 'JSON body must be {"image": "<base64>"}')
         extra = set(payload) - {"image", "annotated"}
         if extra:
             raise ApiError(422, "invalid", f"unknown field(s): {', '.join(sorted(extra))}")
@@ -71,8 +84,11 @@ async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
         data = await request.body()
     else:
-        raise ApiError(415, "unsupported_media_type",
-                       "send multipart/form-data (field 'file'), application/json ({\"image\": base64}) or an image")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data (field 'file'), application/json ({\"image\": base64}) or an image",
+        )
     if len(data) > limit:
         raise ApiError(413, "too_large", f"image over the limit of {limit} bytes")
     if not data:
@@ -93,29 +109,52 @@ def _analyse(service: Any, data: bytes, annotated: bool, queued: float) -> dict[
     result = service.infer_detector.detect(rgb)
     detected = time.perf_counter()
     out: dict[str, Any] = {
-        "width": result.width, "height": result.height, "n_faces": len(result.faces),
-        "faces": [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4), "label": f.label,
-                   "probability": round(f.probability, 4),
-                   "probabilities": {k: round(v, 4) for k, v in f.probabilities.items()}} for f in result.faces],
+        "width": result.width,
+        "height": result.height,
+        "n_faces": len(result.faces),
+        "faces": [
+            {
+                "box": [round(v, 1) for v in f.box],
+                "score": round(f.score, 4),
+                "label": f.label,
+                "probability": round(f.probability, 4),
+                "probabilities": {k: round(v, 4) for k, v in f.probabilities.items()},
+            }
+            for f in result.faces
+        ],
         "counts": result.counts,
         "compliance": None if result.compliance is None else round(result.compliance, 4),
-    }  # fmt: skip
+    }
     if annotated:
         jpeg = render_jpeg(rgb, result, blur=True, max_side=1280)
         out["image"] = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
     done = time.perf_counter()
-    out["timings"] = {"queue_ms": round((began - queued) * 1000, 1), "decode_ms": round((decoded - began) * 1000, 1),
-                      "detect_ms": round((detected - decoded) * 1000, 1), "total_ms": round((done - queued) * 1000, 1)}  # fmt: skip
+    out["timings"] = {
+        "queue_ms": round((began - queued) * 1000, 1),
+        "decode_ms": round((decoded - began) * 1000, 1),
+        "detect_ms": round((detected - decoded) * 1000, 1),
+        "total_ms": round((done - queued) * 1000, 1),
+    }
     service.metrics.infer.observe(detected - decoded)
     return out
 
 
-@router.post("/infer", summary="Faces and masks in one image", openapi_extra={"requestBody": _BODY},
-             responses={413: {"description": "too large (bytes or pixels)"}, 415: {"description": "not an image"},
-                        503: {"description": "busy: too many images waiting"}})  # fmt: skip
-async def infer(request: Request, service: ServiceDep, _: Operator,
-                annotated: bool = Query(False, description="add the annotated image (faces blurred) as a data URL"),
-                ) -> dict:  # fmt: skip
+@router.post(
+    "/infer",
+    summary="Faces and masks in one image",
+    openapi_extra={"requestBody": _BODY},
+    responses={
+        413: {"description": "too large (bytes or pixels)"},
+        415: {"description": "not an image"},
+        503: {"description": "busy: too many images waiting"},
+    },
+)
+async def infer(
+    request: Request,
+    service: ServiceDep,
+    _: Operator,
+    annotated: bool = Query(False, description="add the annotated image (faces blurred) as a data URL"),
+) -> dict:
     limits = service.settings.limits
     data, annotated_body = await _read_image(request, limits.upload_bytes)
     kind = sniff(data[:16])
@@ -126,8 +165,9 @@ async def infer(request: Request, service: ServiceDep, _: Operator,
             raise ApiError(503, "busy", "too many images waiting; retry shortly", headers={"Retry-After": "1"})
         service.infer_waiting += 1
     try:
-        future = service.infer_pool.submit(_analyse, service, data, bool(annotated or annotated_body),
-                                           time.perf_counter())  # fmt: skip
+        future = service.infer_pool.submit(
+            _analyse, service, data, bool(annotated or annotated_body), time.perf_counter()
+        )
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
         except TimeoutError as exc:

@@ -19,16 +19,31 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 _BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                           "properties": {"file": {"type": "string", "format": "binary"}}}},
-        "application/json": {"schema": {"type": "object", "required": ["path"], "additionalProperties": False,
-                                        "properties": {"path": {"type": "string"}}}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": False,
+                "properties": {"path": {"type": "string"}},
+            }
+        },
     },
-}  # fmt: skip
+}
 
 
-@router.post("", status_code=202, summary="Start a job on an upload or an allow-listed server path",
-             openapi_extra={"requestBody": _BODY})  # fmt: skip
+@router.post(
+    "",
+    status_code=202,
+    summary="Start a job on an upload or an allow-listed server path",
+    openapi_extra={"requestBody": _BODY},
+)
 async def create_job(request: Request, service: ServiceDep, principal: Operator) -> dict:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     jobs = service.jobs
@@ -38,7 +53,7 @@ async def create_job(request: Request, service: ServiceDep, principal: Operator)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_request", "body is not valid JSON") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
-            raise ApiError(422, "invalid", "JSON body must be {\"path\": \"...\"}")
+            raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
         source = allowed_path(payload["path"], service.settings.jobs.allowed_dirs)
         job = jobs.submit(source, source.name)
     elif ctype == "multipart/form-data":

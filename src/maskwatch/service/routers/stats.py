@@ -30,30 +30,54 @@ def compliance_series(sessions, *, cameras: list[str] | None, start: float, end:
     grain = GRAINS[bucket]
     if bucket == "1m":
         slot = (cast(StatsBucket.start_ts, BigInteger) // grain) * grain
-        q = (select(StatsBucket.camera, slot.label("slot"), func.sum(StatsBucket.n_people),
-                    func.sum(StatsBucket.compliant_people), func.sum(StatsBucket.frames_analysed),
-                    func.max(StatsBucket.present_max))
-             .where(StatsBucket.start_ts >= start, StatsBucket.start_ts < end)
-             .group_by(StatsBucket.camera, "slot").order_by(StatsBucket.camera, "slot"))  # fmt: skip
+        q = (
+            select(
+                StatsBucket.camera,
+                slot.label("slot"),
+                func.sum(StatsBucket.n_people),
+                func.sum(StatsBucket.compliant_people),
+                func.sum(StatsBucket.frames_analysed),
+                func.max(StatsBucket.present_max),
+            )
+            .where(StatsBucket.start_ts >= start, StatsBucket.start_ts < end)
+            .group_by(StatsBucket.camera, "slot")
+            .order_by(StatsBucket.camera, "slot")
+        )
         if cameras:
             q = q.where(StatsBucket.camera.in_(cameras))
     else:
-        q = (select(StatsRollup.camera, StatsRollup.start_ts, StatsRollup.n_people, StatsRollup.compliant_people,
-                    StatsRollup.frames_analysed, StatsRollup.present_max)
-             .where(StatsRollup.grain == grain, StatsRollup.start_ts >= int(start // grain * grain),
-                    StatsRollup.start_ts < end)
-             .order_by(StatsRollup.camera, StatsRollup.start_ts))  # fmt: skip
+        q = (
+            select(
+                StatsRollup.camera,
+                StatsRollup.start_ts,
+                StatsRollup.n_people,
+                StatsRollup.compliant_people,
+                StatsRollup.frames_analysed,
+                StatsRollup.present_max,
+            )
+            .where(
+                StatsRollup.grain == grain,
+                StatsRollup.start_ts >= int(start // grain * grain),
+                StatsRollup.start_ts < end,
+            )
+            .order_by(StatsRollup.camera, StatsRollup.start_ts)
+        )
         if cameras:
             q = q.where(StatsRollup.camera.in_(cameras))
     out: dict[str, list[tuple[int, int, int, int, int]]] = {}
     with sessions() as s:
         for camera, slot, n, ok, frames, present in s.execute(q):
-            out.setdefault(camera, []).append((int(slot), int(n or 0), int(ok or 0), int(frames or 0), int(present or 0)))
+            out.setdefault(camera, []).append(
+                (int(slot), int(n or 0), int(ok or 0), int(frames or 0), int(present or 0))
+            )
     return out
 
 
-@router.get("/compliance", summary="Compliance and people per camera over time (from stored buckets)",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})  # fmt: skip
+@router.get(
+    "/compliance",
+    summary="Compliance and people per camera over time (from stored buckets)",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 def compliance(
     service: ServiceDep,
     _: Viewer,
@@ -75,24 +99,47 @@ def compliance(
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["camera", "start", "n_people", "compliant_people", "compliance", "frames_analysed",
-                         "present_max"])  # fmt: skip
+        writer.writerow(
+            ["camera", "start", "n_people", "compliant_people", "compliance", "frames_analysed", "present_max"]
+        )
         for name, rows in sorted(series.items()):
             for slot, n, ok, frames, present in rows:
                 writer.writerow([name, iso(slot), n, ok, "" if n == 0 else round(ok / n, 4), frames, present])
-        return Response(buffer.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="compliance-{bucket}.csv"'})  # fmt: skip
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="compliance-{bucket}.csv"'},
+        )
     total_n = sum(n for rows in series.values() for _, n, _, _, _ in rows)
     total_ok = sum(ok for rows in series.values() for _, _, ok, _, _ in rows)
     body = {
-        "bucket": bucket, "from": iso(start), "to": iso(end),
-        "cameras": [{"camera": name, "points": [
-            {"start": iso(slot), "t": slot, "n_people": n, "compliant_people": ok,
-             "compliance": None if n == 0 else round(ok / n, 4), "frames_analysed": frames, "present_max": present}
-            for slot, n, ok, frames, present in rows]} for name, rows in sorted(series.items())],
-        "total": {"n_people": total_n, "compliant_people": total_ok,
-                  "compliance": None if total_n == 0 else round(total_ok / total_n, 4)},
-    }  # fmt: skip
+        "bucket": bucket,
+        "from": iso(start),
+        "to": iso(end),
+        "cameras": [
+            {
+                "camera": name,
+                "points": [
+                    {
+                        "start": iso(slot),
+                        "t": slot,
+                        "n_people": n,
+                        "compliant_people": ok,
+                        "compliance": None if n == 0 else round(ok / n, 4),
+                        "frames_analysed": frames,
+                        "present_max": present,
+                    }
+                    for slot, n, ok, frames, present in rows
+                ],
+            }
+            for name, rows in sorted(series.items())
+        ],
+        "total": {
+            "n_people": total_n,
+            "compliant_people": total_ok,
+            "compliance": None if total_n == 0 else round(total_ok / total_n, 4),
+        },
+    }
     import json
 
     return Response(json.dumps(body), media_type="application/json")

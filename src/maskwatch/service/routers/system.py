@@ -23,18 +23,21 @@ def healthz() -> dict:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="Readiness: database reachable, engine running, ingest not behind",
-            responses={503: {"description": "not ready, with the reasons"}})  # fmt: skip
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable, engine running, ingest not behind",
+    responses={503: {"description": "not ready, with the reasons"}},
+)
 def readyz(service: ServiceDep, _: Viewer) -> JSONResponse:
-    checks = {"database": service.database_ok(), "engine": service.engine.running,
-              "ingest": service.ingestor.healthy}  # fmt: skip
+    checks = {"database": service.database_ok(), "engine": service.engine.running, "ingest": service.ingestor.healthy}
     ok = all(checks.values())
     body = {"status": "ready" if ok else "not ready", "checks": checks, "ingest_backlog": service.ingestor.backlog}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})  # fmt: skip
+@router.get(
+    "/metrics", summary="Prometheus metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}}
+)
 def metrics(service: ServiceDep, _: Viewer) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -46,9 +49,11 @@ def overview(service: ServiceDep, _: Viewer) -> dict:
     try:
         with service.sessions() as s:
             people, compliant = s.execute(
-                select(func.coalesce(func.sum(StatsRollup.n_people), 0),
-                       func.coalesce(func.sum(StatsRollup.compliant_people), 0))
-                .where(StatsRollup.grain == 86400, StatsRollup.start_ts == day)).one()  # fmt: skip
+                select(
+                    func.coalesce(func.sum(StatsRollup.n_people), 0),
+                    func.coalesce(func.sum(StatsRollup.compliant_people), 0),
+                ).where(StatsRollup.grain == 86400, StatsRollup.start_ts == day)
+            ).one()
     except Exception as exc:
         raise ApiError(503, "database_unavailable", "the database is unreachable") from exc
     return {
@@ -63,11 +68,21 @@ def overview(service: ServiceDep, _: Viewer) -> dict:
     }
 
 
-@router.get("/stream", summary="Server-sent events: track_started, track_ended, stats, source_status, alert, live",
-            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})  # fmt: skip
-async def stream(request: Request, service: ServiceDep, principal: Viewer,
-                 limit: int | None = Query(None, ge=0, description="end after this many messages")) -> StreamingResponse:
+@router.get(
+    "/stream",
+    summary="Server-sent events: track_started, track_ended, stats, source_status, alert, live",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    service: ServiceDep,
+    principal: Viewer,
+    limit: int | None = Query(None, ge=0, description="end after this many messages"),
+) -> StreamingResponse:
     hello = {"user": principal.name, "role": principal.role, "time": time.time()}
-    return StreamingResponse(service.hub.stream(hello, stopped=service.stopping.is_set, limit=limit),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    return StreamingResponse(
+        service.hub.stream(hello, stopped=service.stopping.is_set, limit=limit),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

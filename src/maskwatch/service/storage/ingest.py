@@ -41,18 +41,33 @@ def _ts(value: datetime) -> float:
 
 def _insert(session: Session, model: type) -> Any:
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(model)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(model)
 
 
 def _store_person(session: Session, event: TrackEnded) -> bool:
-    stmt = _insert(session, PersonEvent).values(
-        event_id=event.id, type=event.type, camera=event.source, ts=_ts(event.last_seen), label=event.label,
-        compliant=event.compliant, probability=event.probability, n_frames=event.n_frames, false_positive=False,
-        snapshot=event.snapshot, data=event.to_dict(),
-    ).on_conflict_do_nothing(index_elements=["event_id"]).returning(PersonEvent.id)  # fmt: skip
+    stmt = (
+        _insert(session, PersonEvent)
+        .values(
+            event_id=event.id,
+            type=event.type,
+            camera=event.source,
+            ts=_ts(event.last_seen),
+            label=event.label,
+            compliant=event.compliant,
+            probability=event.probability,
+            n_frames=event.n_frames,
+            false_positive=False,
+            snapshot=event.snapshot,
+            data=event.to_dict(),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(PersonEvent.id)
+    )
     return session.execute(stmt).first() is not None  # (rowcount is -1 with psycopg here; RETURNING is exact)
 
 
@@ -68,16 +83,29 @@ def _store_stats(session: Session, event: StatsEvent) -> bool:
     if session.execute(claim).first() is None:
         return False  # stored before (a re-sent batch)
     start = _ts(event.start)
-    row = session.scalars(select(StatsBucket).where(StatsBucket.camera == event.source,
-                                                    StatsBucket.start_ts == start)).first()  # fmt: skip
+    row = session.scalars(
+        select(StatsBucket).where(StatsBucket.camera == event.source, StatsBucket.start_ts == start)
+    ).first()
     if row is None:
-        session.add(StatsBucket(
-            camera=event.source, start_ts=start, end_ts=_ts(event.end), interval=event.interval,
-            n_people=event.n_people, compliant_people=event.compliant_people, people=dict(event.people),
-            present_max=event.present_max, frames_analysed=event.frames_analysed,
-            frames_dropped=event.frames_dropped, faces_classified=event.faces_classified,
-            analysed_fps=event.analysed_fps, lag_p50=event.lag.p50, lag_p95=event.lag.p95, lag_max=event.lag.max,
-        ))  # fmt: skip
+        session.add(
+            StatsBucket(
+                camera=event.source,
+                start_ts=start,
+                end_ts=_ts(event.end),
+                interval=event.interval,
+                n_people=event.n_people,
+                compliant_people=event.compliant_people,
+                people=dict(event.people),
+                present_max=event.present_max,
+                frames_analysed=event.frames_analysed,
+                frames_dropped=event.frames_dropped,
+                faces_classified=event.faces_classified,
+                analysed_fps=event.analysed_fps,
+                lag_p50=event.lag.p50,
+                lag_p95=event.lag.p95,
+                lag_max=event.lag.max,
+            )
+        )
     else:  # the camera restarted inside this interval: one bucket, counts added
         people = dict(row.people or {})
         for label, n in event.people.items():
@@ -97,13 +125,25 @@ def _store_stats(session: Session, event: StatsEvent) -> bool:
         row.lag_max = _max(row.lag_max, event.lag.max)
     for grain in ROLLUP_GRAINS:
         at = int(math.floor(start / grain) * grain)
-        rollup = session.scalars(select(StatsRollup).where(StatsRollup.grain == grain, StatsRollup.camera == event.source,
-                                                           StatsRollup.start_ts == at)).first()  # fmt: skip
+        rollup = session.scalars(
+            select(StatsRollup).where(
+                StatsRollup.grain == grain, StatsRollup.camera == event.source, StatsRollup.start_ts == at
+            )
+        ).first()
         if rollup is None:
-            session.add(StatsRollup(grain=grain, camera=event.source, start_ts=at, n_people=event.n_people,
-                                    compliant_people=event.compliant_people, frames_analysed=event.frames_analysed,
-                                    frames_dropped=event.frames_dropped, present_max=event.present_max,
-                                    lag_p95_max=event.lag.p95))  # fmt: skip
+            session.add(
+                StatsRollup(
+                    grain=grain,
+                    camera=event.source,
+                    start_ts=at,
+                    n_people=event.n_people,
+                    compliant_people=event.compliant_people,
+                    frames_analysed=event.frames_analysed,
+                    frames_dropped=event.frames_dropped,
+                    present_max=event.present_max,
+                    lag_p95_max=event.lag.p95,
+                )
+            )
         else:
             rollup.n_people += event.n_people
             rollup.compliant_people += event.compliant_people
@@ -145,9 +185,16 @@ class Ingestor:
         on_error: called with each exception (metrics).
     """
 
-    def __init__(self, sessions: sessionmaker, *, capacity: int = 200_000, batch: int = 500,
-                 backoff: float = 0.5, max_backoff: float = 5.0,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        *,
+        capacity: int = 200_000,
+        batch: int = 500,
+        backoff: float = 0.5,
+        max_backoff: float = 5.0,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.capacity = capacity
         self.batch = batch
@@ -289,5 +336,6 @@ class Ingestor:
                     self.healthy = False
                     return
                 self.rejected += 1
-                log.error("event %s (%s) could not be stored: %s", getattr(item, "id", "?"),
-                          getattr(item, "type", "?"), exc)  # fmt: skip
+                log.error(
+                    "event %s (%s) could not be stored: %s", getattr(item, "id", "?"), getattr(item, "type", "?"), exc
+                )

@@ -102,8 +102,10 @@ class StatsRollup(Base):
     over months read a few thousand rows."""
 
     __tablename__ = "stats_rollups"
-    __table_args__ = (UniqueConstraint("grain", "camera", "start_ts", name="uq_rollup_grain_camera_start"),
-                      Index("ix_rollup_grain_start", "grain", "start_ts"))  # fmt: skip
+    __table_args__ = (
+        UniqueConstraint("grain", "camera", "start_ts", name="uq_rollup_grain_camera_start"),
+        Index("ix_rollup_grain_start", "grain", "start_ts"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grain: Mapped[int] = mapped_column(Integer)
