@@ -31,7 +31,7 @@ def _port() -> int:
 
 def _percentile(values, q):
     values = sorted(values)
-    return None if not values else values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return None if not values else values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def load_images(folder: Path, n: int) -> list[bytes]:
@@ -60,7 +60,8 @@ def hammer(base: str, images: list[bytes], clients: int, seconds: float) -> dict
             i = k
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                r = client.post(f"{base}/api/v1/infer", files={"file": ("x.jpg", images[i % len(images)], "image/jpeg")})
+                upload = {"file": ("x.jpg", images[i % len(images)], "image/jpeg")}
+                r = client.post(f"{base}/api/v1/infer", files=upload)
                 with lock:
                     if r.status_code == 200:
                         latencies.append(time.perf_counter() - t)
@@ -146,7 +147,6 @@ def main() -> None:
     from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.paths import shared_data_dir
     from maskwatch.service.app import create_app
-    from maskwatch.service.core import prepare_demo
     from maskwatch.service.settings import load_settings
 
     folder = args.images or shared_data_dir() / "scenes" / "images"
@@ -159,13 +159,14 @@ def main() -> None:
 
     data = Path(tempfile.mkdtemp(prefix="mw-bench-"))
     settings = load_settings(env={}, overrides={"server": {"data_dir": str(data)},
-                                                 "demo": {"enabled": True, "images": str(folder), "max_images": 10},
+                                                 "demo": {"enabled": False},
                                                  "limits": {"rate_per_minute": 1e6, "rate_burst": 100000}})  # fmt: skip
-    video = prepare_demo(settings)
     from maskwatch.service.settings import CameraConfig
 
-    settings.cameras = [CameraConfig(name=f"cam{k}", url=str(video), realtime=True, loop=True) for k in range(2)]
-    settings.demo.enabled = False
+    # two cameras playing the scene images as slideshows (realtime, looped, each image held demo.seconds_per_image)
+    settings.cameras = [
+        CameraConfig(name=f"cam{k}", url=str(folder), realtime=True, loop=True, target_fps=5) for k in range(2)
+    ]
     port = _port()
     app = create_app(settings, detector=detector, admin_token=ADMIN)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

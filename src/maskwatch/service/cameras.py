@@ -4,6 +4,7 @@ A camera's URL may hold credentials: it is never logged (only the camera's name 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -21,13 +22,22 @@ log = logging.getLogger("maskwatch.service")
 FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
 
 
-def spec_for(camera: Camera) -> SourceSpec:
-    return SourceSpec(uri=camera.url, name=camera.name, preset=camera.preset, target_fps=camera.target_fps,
-                      realtime=camera.realtime, loop=camera.loop)  # fmt: skip
+def spec_for(camera: Camera, hold: float = 4.0) -> SourceSpec:
+    """A camera's engine source; still images played ``realtime`` are a slideshow, each held ``hold`` s."""
+    return SourceSpec(
+        hold=hold,
+        uri=camera.url,
+        name=camera.name,
+        preset=camera.preset,
+        target_fps=camera.target_fps,
+        realtime=camera.realtime,
+        loop=camera.loop,
+    )
 
 
 class CameraManager:
-    def __init__(self, sessions: Any, engine: Any, live: Any, *, on_removed: Any = None):
+    def __init__(self, sessions: Any, engine: Any, live: Any, *, on_removed: Any = None, hold: float = 4.0):
+        self.hold = hold
         self.sessions = sessions
         self.engine = engine
         self.live = live
@@ -39,16 +49,14 @@ class CameraManager:
     def _start(self, camera: Camera) -> None:
         """Add to the engine; a bad source is a 422 with the engine's reason (credentials hidden)."""
         try:
-            self.engine.add_source(spec_for(camera))
+            self.engine.add_source(spec_for(camera, self.hold))
         except Exception as exc:  # SourceError, ValueError
             raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact_url(str(exc))}") from exc
         self.live.get(camera.name).state = "connecting"
 
     def _stop(self, name: str) -> None:
-        try:
+        with contextlib.suppress(KeyError):  # not running (disabled, ended or failed)
             self.engine.remove_source(name, wait=3.0)
-        except KeyError:
-            pass  # not running (disabled, ended or failed)
         self.live.get(name).state = "disabled"
 
     def running(self, name: str) -> bool:
@@ -63,8 +71,19 @@ class CameraManager:
             have = set(s.scalars(select(Camera.name)))
             for c in cameras:
                 if c.name not in have:
-                    s.add(Camera(name=c.name, url=c.url, enabled=c.enabled, preset=c.preset, target_fps=c.target_fps,
-                                 realtime=c.realtime, loop=c.loop, created_ts=now, updated_ts=now))  # fmt: skip
+                    s.add(
+                        Camera(
+                            name=c.name,
+                            url=c.url,
+                            enabled=c.enabled,
+                            preset=c.preset,
+                            target_fps=c.target_fps,
+                            realtime=c.realtime,
+                            loop=c.loop,
+                            created_ts=now,
+                            updated_ts=now,
+                        )
+                    )
 
     def resume(self) -> None:
         """Start every enabled camera; one that cannot start is reported (state failed), the rest go on."""
@@ -99,8 +118,9 @@ class CameraManager:
         if not CAMERA_NAME.match(name):
             raise ApiError(422, "invalid", "camera names are 1-64 letters, digits, '.', '_' or '-'")
         now = time.time()
-        camera = Camera(name=name, created_ts=now, updated_ts=now,
-                        **{k: data.get(k) for k in FIELDS if data.get(k) is not None})  # fmt: skip
+        camera = Camera(
+            name=name, created_ts=now, updated_ts=now, **{k: data.get(k) for k in FIELDS if data.get(k) is not None}
+        )
         camera.enabled = data.get("enabled", True) is not False
         camera.realtime, camera.loop = bool(data.get("realtime")), bool(data.get("loop"))
         with self._lock:

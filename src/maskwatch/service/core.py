@@ -11,11 +11,12 @@ import logging
 import os
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 
 from maskwatch.service.alerts import AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter, ensure_admin
@@ -41,9 +42,10 @@ from maskwatch.service.storage.models import Session as SessionRow
 log = logging.getLogger("maskwatch.service")
 
 
-def prepare_demo(settings: ServiceSettings) -> Path | None:
-    """The demo camera's video: the shared scene images, letterboxed, each held a few seconds (made once
-    into the data dir). None when the demo is off or its images are missing."""
+def demo_images(settings: ServiceSettings) -> Path | None:
+    """The demo camera's folder of still images (the shared scene images by default), played by the engine
+    as a slow, tracked slideshow (``SourceSpec(realtime=True, loop=True, hold=...)``). None when the demo is
+    off or the folder is missing."""
     demo = settings.demo
     if demo.enabled is False:
         return None
@@ -57,49 +59,24 @@ def prepare_demo(settings: ServiceSettings) -> Path | None:
         if demo.enabled:
             log.warning("demo camera: no images at %s", folder)
         return None
-    import cv2
-    import numpy as np
+    from maskwatch.data.images import has_image_extension
 
-    from maskwatch.data.images import decode_rgb, has_image_extension
-
-    images = sorted(p for p in folder.iterdir() if has_image_extension(p))[: demo.max_images]
-    if not images:
+    if not any(has_image_extension(p) for p in folder.iterdir()):
         return None
-    out = settings.data_dir / "demo.mp4"
-    key = f"{folder.resolve()}|{len(images)}|{demo.seconds_per_image}|{demo.fps}"
-    stamp = out.with_suffix(".key")
-    if out.exists() and stamp.exists() and stamp.read_text() == key:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    width, height = 800, 600
-    tmp = out.with_name("demo.tmp.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), demo.fps, (width, height))
-    hold = max(1, round(demo.seconds_per_image * demo.fps))
-    for path in images:
-        try:
-            rgb = decode_rgb(path)
-        except Exception:
-            continue
-        scale = min(width / rgb.shape[1], height / rgb.shape[0])
-        resized = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))))
-        canvas = np.zeros((height, width, 3), np.uint8)
-        y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-        canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
-        bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-        for _ in range(hold):
-            writer.write(bgr)
-    writer.release()
-    os.replace(tmp, out)
-    stamp.write_text(key)
-    log.info("demo camera video: %s (%d images)", out, len(images))
-    return out
+    return folder
 
 
 class Service:
     """Everything behind the API. ``detector`` and ``capture_factory`` let tests use fake models/cameras."""
 
-    def __init__(self, settings: ServiceSettings, *, detector: Any = None, capture_factory: Any = None,
-                 admin_token: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        detector: Any = None,
+        capture_factory: Any = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.settings = settings
         self._detector = detector
         self._capture_factory = capture_factory
@@ -122,34 +99,67 @@ class Service:
         migrate(self.db)
         self.sessions = session_factory(self.db)
         self.generated_admin_token = ensure_admin(self.sessions, self._admin_preset)
-        self.auth = Auth(self.sessions, RateLimiter(s.limits.rate_per_minute, s.limits.rate_burst), s.auth.session_hours)
+        self.auth = Auth(
+            self.sessions, RateLimiter(s.limits.rate_per_minute, s.limits.rate_burst), s.auth.session_hours
+        )
 
         from maskwatch.stream import EngineConfig, StreamEngine
 
         if self._detector is None:
             from maskwatch.detection.pipeline import MaskDetector
 
-            self._detector = MaskDetector.load(s.model.path, backend=s.model.backend, preset=s.model.infer_preset,
-                                               threads=s.model.threads)  # fmt: skip
+            self._detector = MaskDetector.load(
+                s.model.path, backend=s.model.backend, preset=s.model.infer_preset, threads=s.model.threads
+            )
         self.detector = self._detector
         self.infer_detector = self.detector.configured(scales=s.model.infer_preset)
         e = s.engine
-        self.engine_config = EngineConfig(stats_interval=e.stats_interval, classify_every=e.classify_every,
-                                          video_preset=e.video_preset, min_track_frames=e.min_track_frames,
-                                          stall_timeout=e.stall_timeout, give_up_after=e.give_up_after,
-                                          backoff=e.backoff, max_backoff=e.max_backoff)  # fmt: skip
-        self.engine = StreamEngine(self.detector, self.engine_config, capture_factory=self._capture_factory)
-        self.ingestor = Ingestor(self.sessions, capacity=s.limits.ingest_buffer,
-                                 on_error=lambda _exc: self.metrics.ingest_errors.inc())  # fmt: skip
-        sender = WebhookSender(self.sessions, timeout=s.alerts.webhook_timeout, attempts=s.alerts.webhook_attempts,
-                               backoff=s.alerts.webhook_backoff,
-                               on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc())  # fmt: skip
-        self.alerts = AlertEngine(self.sessions, publish=self.hub.publish, sender=sender,
-                                  evaluate_every=s.alerts.evaluate_every,
-                                  on_change=lambda n: self.metrics.alerts_firing.set(n))  # fmt: skip
-        self.cameras = CameraManager(self.sessions, self.engine, self.live, on_removed=self.alerts.forget_camera)
-        self.jobs = JobManager(self.detector, self.engine_config, s.data_dir / "jobs", max_running=s.jobs.max_running,
-                               keep_events=s.jobs.keep_events)  # fmt: skip
+        self.engine_config = EngineConfig(
+            stats_interval=e.stats_interval,
+            classify_every=e.classify_every,
+            video_preset=e.video_preset,
+            min_track_frames=e.min_track_frames,
+            stall_timeout=e.stall_timeout,
+            give_up_after=e.give_up_after,
+            backoff=e.backoff,
+            max_backoff=e.max_backoff,
+            snapshots=s.privacy.snapshots,
+            snapshot_blur=s.privacy.blur_faces,  # unblurred only when an admin turned blurring off
+        )
+        self.snapshots_dir = s.data_dir / "snapshots"
+        self.engine = StreamEngine(
+            self.detector,
+            self.engine_config,
+            capture_factory=self._capture_factory,
+            snapshot_sink=self.store_snapshot if s.privacy.snapshots else None,
+        )
+        self.ingestor = Ingestor(
+            self.sessions, capacity=s.limits.ingest_buffer, on_error=lambda _exc: self.metrics.ingest_errors.inc()
+        )
+        sender = WebhookSender(
+            self.sessions,
+            timeout=s.alerts.webhook_timeout,
+            attempts=s.alerts.webhook_attempts,
+            backoff=s.alerts.webhook_backoff,
+            on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc(),
+        )
+        self.alerts = AlertEngine(
+            self.sessions,
+            publish=self.hub.publish,
+            sender=sender,
+            evaluate_every=s.alerts.evaluate_every,
+            on_change=lambda n: self.metrics.alerts_firing.set(n),
+        )
+        self.cameras = CameraManager(
+            self.sessions, self.engine, self.live, on_removed=self.alerts.forget_camera, hold=s.demo.seconds_per_image
+        )
+        self.jobs = JobManager(
+            self.detector,
+            self.engine_config,
+            s.data_dir / "jobs",
+            max_running=s.jobs.max_running,
+            keep_events=s.jobs.keep_events,
+        )
         self.infer_pool = ThreadPoolExecutor(s.limits.infer_concurrency, thread_name_prefix="maskwatch-infer")
         self.infer_waiting = 0
         self._infer_lock = threading.Lock()
@@ -227,21 +237,63 @@ class Service:
                     s.add(AlertRule(**rule.model_dump(), created_ts=now, updated_ts=now))
 
     def _seed_demo(self) -> None:
+        """Add the demo camera once (a slideshow of the scene images); a demo camera of an older version
+        (a generated ``demo.mp4`` in the data dir) is switched to the slideshow."""
         marker = self.settings.data_dir / "demo.seeded"
-        try:
-            video = prepare_demo(self.settings)
-        except Exception:
-            log.exception("demo camera not prepared")
+        folder = demo_images(self.settings)
+        if folder is None:
             return
-        if video is None or marker.exists():
-            return
-        name = self.settings.demo.name
+        name, now = self.settings.demo.name, time.time()
         with self.sessions() as s, s.begin():
-            if s.scalars(select(Camera).where(Camera.name == name)).first() is None:
-                now = time.time()
-                s.add(Camera(name=name, url=str(video.resolve()), enabled=True, preset=None, target_fps=None,
-                             realtime=True, loop=True, created_ts=now, updated_ts=now))  # fmt: skip
+            camera = s.scalars(select(Camera).where(Camera.name == name)).first()
+            if camera is not None and camera.url == str((self.settings.data_dir / "demo.mp4").resolve()):
+                camera.url, camera.target_fps, camera.updated_ts = str(folder.resolve()), self.settings.demo.fps, now
+            elif camera is None and not marker.exists():
+                s.add(
+                    Camera(
+                        name=name,
+                        url=str(folder.resolve()),
+                        enabled=True,
+                        preset=None,
+                        target_fps=self.settings.demo.fps,
+                        realtime=True,
+                        loop=True,
+                        created_ts=now,
+                        updated_ts=now,
+                    )
+                )
         marker.write_text("the demo camera was added once; delete this file to add it again\n")
+
+    # -- snapshots (privacy.snapshots) -----------------------------------------------------------------
+
+    def store_snapshot(self, source: str, track_id: int, rgb: Any) -> str | None:
+        """The engine's snapshot sink: a person's best view (every face blurred unless an admin turned
+        blurring off) as a JPEG under ``DATA_DIR/snapshots/CAMERA/DAY/``; returns its path relative to
+        the snapshots folder (kept in the event). Unblurred views are named ``*.unblurred.jpg``."""
+        import cv2
+
+        day = time.strftime("%Y%m%d", time.gmtime())
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in source)[:64] or "camera"
+        blurred = self.engine_config.snapshot_blur
+        name = f"{uuid.uuid4().hex}{'' if blurred else '.unblurred'}.jpg"
+        rel = Path(safe) / day / name
+        path = self.snapshots_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return None
+        path.write_bytes(data.tobytes())
+        return rel.as_posix()
+
+    def delete_snapshots(self, refs: list[str]) -> int:
+        root = self.snapshots_dir.resolve()
+        n = 0
+        for ref in refs:
+            path = (root / ref).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                path.unlink(missing_ok=True)
+                n += 1
+        return n
 
     # -- background loops ------------------------------------------------------------------------------
 
@@ -259,7 +311,18 @@ class Service:
             (WebhookDelivery, WebhookDelivery.ts, r.audit_days),
         ]
         counts: dict[str, int] = {}
+        # snapshots go first: after retention.media_days, or with their events after events_days
+        media_cutoff = now - min(r.media_days, r.events_days) * day
         with self.sessions() as s, s.begin():
+            rows = s.execute(
+                select(PersonEvent.id, PersonEvent.snapshot).where(
+                    PersonEvent.snapshot.is_not(None), PersonEvent.ts < media_cutoff
+                )
+            ).all()
+            counts["snapshots"] = self.delete_snapshots([ref for _, ref in rows])
+            ids = [row_id for row_id, _ in rows]
+            for i in range(0, len(ids), 500):
+                s.execute(update(PersonEvent).where(PersonEvent.id.in_(ids[i : i + 500])).values(snapshot=None))
             for model, column, days in plan:
                 result = s.execute(delete(model).where(column < now - days * day))
                 counts[model.__tablename__] = max(0, result.rowcount or 0)
@@ -278,17 +341,38 @@ class Service:
             except Exception:
                 log.exception("retention purge failed")
 
+    def refresh_live(self) -> dict[str, Any]:
+        """The engine's live figures (last 10 s) into the live state and the Prometheus gauges."""
+        stats = self.engine.source_stats()
+        self.live.apply_live(stats)
+        self.metrics.observe_live(stats)
+        return stats
+
     def now_snapshot(self) -> dict[str, Any]:
-        """Each camera now: state, people in its latest frame, lag, FPS of its last bucket."""
+        """Each camera now (the engine's figures over the last 10 s): state, people in view, FPS, lag p95,
+        compliance of its latest frame."""
+        stats = self.refresh_live()
         cameras = {}
         for name, live in list(self.live.cameras.items()):
+            source = stats.get(name)
             latest = self.engine.latest(name)
-            present, lag, compliance = 0, None, None
+            compliance = None
             if latest is not None and time.time() - latest.event.time.timestamp() < 10:
-                present, lag, compliance = latest.event.n_faces, latest.event.lag, latest.event.compliance
-            cameras[name] = {**live.to_dict(), "present": present, "lag_now": lag, "compliance_now": compliance}
-        return {"time": time.time(), "cameras": cameras, "alerts_firing": self.alerts.firing,
-                "ingest_backlog": self.ingestor.backlog, "database_ok": self.ingestor.healthy}  # fmt: skip
+                compliance = latest.event.compliance
+            cameras[name] = {
+                **live.to_dict(),
+                "present": 0 if source is None else source.people_now,
+                "lag_now": None if source is None else source.lag_p95,
+                "fps_now": None if source is None else source.analysed_fps,
+                "compliance_now": compliance,
+            }
+        return {
+            "time": time.time(),
+            "cameras": cameras,
+            "alerts_firing": self.alerts.firing,
+            "ingest_backlog": self.ingestor.backlog,
+            "database_ok": self.ingestor.healthy,
+        }
 
     def _live_loop(self) -> None:
         while not self.stopping.wait(1.0):
@@ -297,6 +381,8 @@ class Service:
                 self.metrics.ingest_dropped.set(self.ingestor.dropped)
                 if self.hub.clients:
                     self.hub.publish("live", self.now_snapshot())
+                else:
+                    self.refresh_live()
             except Exception:
                 log.exception("live update failed")
 

@@ -84,10 +84,19 @@ class Job:
             progress = round(min(1.0, self.frames / self.expected), 4)
         if self.state == "done":
             progress = 1.0
-        return {"id": self.id, "name": self.name, "state": self.state, "created": self.created,
-                "finished": self.finished, "frames": self.frames, "expected_frames": self.expected,
-                "progress": progress, "error": self.error, "summary": self.summary,
-                "n_events": len(self.events)}  # fmt: skip
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "created": self.created,
+            "finished": self.finished,
+            "frames": self.frames,
+            "expected_frames": self.expected,
+            "progress": progress,
+            "error": self.error,
+            "summary": self.summary,
+            "n_events": len(self.events),
+        }
 
 
 class JobManager:
@@ -113,7 +122,9 @@ class JobManager:
         elif source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS and not has_image_extension(source):
             raise ApiError(415, "unsupported_media_type", "a job takes a video, an image, a folder or a zip of images")
         job = Job(id=job_id or uuid.uuid4().hex[:12], name=name, workdir=workdir)
-        engine = StreamEngine(self.detector, EngineConfig(**{**self.config.__dict__, "stop_when_done": True}))
+        engine = StreamEngine(
+            self.detector, EngineConfig(**{**self.config.__dict__, "stop_when_done": True, "snapshots": False})
+        )
         try:
             engine.add_source(SourceSpec(uri=str(source), name=name))
         except Exception as exc:
@@ -140,8 +151,10 @@ class JobManager:
                     if item.type == "source":
                         job.summary = item.to_dict()
                         job.expected = job.expected or item.frames
-                    if item.type in ("track_ended", "stats", "source", "source_status") and \
-                            len(job.events) < self.keep_events:  # fmt: skip
+                    if (
+                        item.type in ("track_ended", "stats", "source", "source_status")
+                        and len(job.events) < self.keep_events
+                    ):
                         job.events.append(item.to_dict())
                 engine.join(5)
                 if job.state != "cancelled":

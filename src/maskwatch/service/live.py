@@ -56,8 +56,9 @@ class Hub:
             if (loop, q) in self._clients:
                 self._clients.remove((loop, q))
 
-    async def stream(self, hello: dict[str, Any], stopped: Any = None, keepalive: float = 15.0,
-                     limit: int | None = None) -> AsyncIterator[str]:  # fmt: skip
+    async def stream(
+        self, hello: dict[str, Any], stopped: Any = None, keepalive: float = 15.0, limit: int | None = None
+    ) -> AsyncIterator[str]:
         """The SSE text of one client: a hello, then every message, keep-alive comments when quiet; ends
         when ``stopped()`` turns true (service shutdown) or after ``limit`` messages (tests)."""
         loop = asyncio.get_running_loop()
@@ -93,11 +94,25 @@ class CameraLive:
     people: int = 0  # people counted since the service started
     compliant: int = 0
     last_event: float | None = None
+    people_now: int = 0  # people in view now (engine's live figures)
+    last_analysed: float | None = None  # wall time of the latest analysed frame
+    live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "since": self.since, "kind": self.kind, "fps": self.fps,
-                "lag_p50": self.lag_p50, "lag_p95": self.lag_p95, "frames_dropped": self.dropped,
-                "people_since_start": self.people, "compliant_since_start": self.compliant}  # fmt: skip
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "since": self.since,
+            "kind": self.kind,
+            "fps": self.fps,
+            "lag_p50": self.lag_p50,
+            "lag_p95": self.lag_p95,
+            "frames_dropped": self.dropped,
+            "people_since_start": self.people,
+            "compliant_since_start": self.compliant,
+            "people_now": self.people_now,
+            "last_analysed": self.last_analysed,
+        }
 
 
 class LiveState:
@@ -115,13 +130,35 @@ class LiveState:
         with self._lock:
             self.cameras.pop(name, None)
 
+    def apply_live(self, stats: dict[str, Any]) -> None:
+        """The engine's live figures (``StreamEngine.source_stats()``, last 10 s): FPS, lag p95, people in
+        view, last analysed frame; they replace the stats buckets' values, which come once per interval."""
+        now = time.time()
+        for name, source in stats.items():
+            if name not in self.cameras:
+                continue  # a camera removed meanwhile (or a job's source)
+            live = self.get(name)
+            live.fps, live.lag_p95, live.people_now = source.analysed_fps, source.lag_p95, source.people_now
+            live.last_analysed = None if source.last_analysed is None else source.last_analysed.timestamp()
+            live.live_at = now
+        for name, live in list(self.cameras.items()):
+            if name not in stats and live.live_at is not None:  # stopped: no live figures any more
+                live.fps, live.people_now, live.live_at = 0.0, 0, None
+
     def observe(self, event: Any) -> None:
         live = self.get(event.source)
         live.last_event = time.time()
         if event.type == "source_status":
-            live.state, live.reason, live.kind, live.since = event.state, redact_url(event.reason), event.kind, time.time()
+            live.state, live.reason, live.kind, live.since = (
+                event.state,
+                redact_url(event.reason),
+                event.kind,
+                time.time(),
+            )
         elif event.type == "stats":
-            live.fps, live.lag_p50, live.lag_p95 = event.analysed_fps, event.lag.p50, event.lag.p95
+            live.lag_p50 = event.lag.p50
+            if live.live_at is None or time.time() - live.live_at > 10.0:  # no live figures (a remote camera)
+                live.fps, live.lag_p95 = event.analysed_fps, event.lag.p95
             live.dropped += max(0, event.frames_dropped)
         elif event.type == "track_ended":
             live.people += 1
@@ -135,8 +172,15 @@ def event_for_client(event: Any) -> dict[str, Any]:
     return data
 
 
-def render_jpeg(image_rgb: np.ndarray, result: Any, *, blur: bool = True, annotate: bool = True,
-                quality: int = 80, max_side: int | None = 960) -> bytes:  # fmt: skip
+def render_jpeg(
+    image_rgb: np.ndarray,
+    result: Any,
+    *,
+    blur: bool = True,
+    annotate: bool = True,
+    quality: int = 80,
+    max_side: int | None = 960,
+) -> bytes:
     """The frame with every face blurred (unless ``blur`` is False) and the detections drawn, as JPEG."""
     image = image_rgb
     if blur and result is not None and result.faces:
@@ -145,10 +189,12 @@ def render_jpeg(image_rgb: np.ndarray, result: Any, *, blur: bool = True, annota
         image = draw_result(image, result)
     if max_side and max(image.shape[:2]) > max_side:
         scale = max_side / max(image.shape[:2])
-        image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                           interpolation=cv2.INTER_AREA)  # fmt: skip
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+        image = cv2.resize(
+            image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return data.tobytes()

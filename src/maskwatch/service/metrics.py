@@ -12,27 +12,43 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.fps = Gauge("maskwatch_camera_analysed_fps", "analysed frames per second (last stats bucket)",
-                         ["camera"], registry=r)  # fmt: skip
-        self.lag = Gauge("maskwatch_camera_lag_seconds", "capture-to-result lag in the last stats bucket",
-                         ["camera", "quantile"], registry=r)  # fmt: skip
+        self.fps = Gauge(
+            "maskwatch_camera_analysed_fps", "analysed frames per second (last 10 s)", ["camera"], registry=r
+        )
+        self.lag = Gauge(
+            "maskwatch_camera_lag_seconds",
+            "capture-to-result lag: p95 over the last 10 s; p50 and max of the last stats bucket",
+            ["camera", "quantile"],
+            registry=r,
+        )
         self.frames = Counter("maskwatch_camera_frames_analysed", "frames analysed", ["camera"], registry=r)
-        self.dropped = Counter("maskwatch_camera_frames_dropped", "live frames replaced before analysis", ["camera"],
-                               registry=r)  # fmt: skip
+        self.dropped = Counter(
+            "maskwatch_camera_frames_dropped", "live frames replaced before analysis", ["camera"], registry=r
+        )
         self.events = Counter("maskwatch_events", "engine events received", ["camera", "type"], registry=r)
         self.people = Counter("maskwatch_people", "people counted (track ended)", ["camera", "label"], registry=r)
-        self.errors = Counter("maskwatch_camera_errors", "camera failures (lost, reconnecting, failed)",
-                              ["camera", "state"], registry=r)  # fmt: skip
+        self.errors = Counter(
+            "maskwatch_camera_errors", "camera failures (lost, reconnecting, failed)", ["camera", "state"], registry=r
+        )
         self.up = Gauge("maskwatch_camera_up", "1 when the camera delivers frames", ["camera"], registry=r)
         self.ingest_backlog = Gauge("maskwatch_ingest_backlog", "events waiting to be stored", registry=r)
         self.ingest_errors = Counter("maskwatch_ingest_errors", "failed database writes (retried)", registry=r)
-        self.ingest_dropped = Gauge("maskwatch_ingest_dropped", "events refused because the buffer was full",
-                                    registry=r)  # fmt: skip
-        self.requests = Histogram("maskwatch_http_request_duration_seconds", "HTTP request latency",
-                                  ["method", "route", "status"], registry=r,
-                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))  # fmt: skip
-        self.infer = Histogram("maskwatch_infer_seconds", "POST /infer analysis time", registry=r,
-                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16))  # fmt: skip
+        self.ingest_dropped = Gauge(
+            "maskwatch_ingest_dropped", "events refused because the buffer was full", registry=r
+        )
+        self.requests = Histogram(
+            "maskwatch_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.infer = Histogram(
+            "maskwatch_infer_seconds",
+            "POST /infer analysis time",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16),
+        )
         self.alerts_firing = Gauge("maskwatch_alerts_firing", "alerts firing now", registry=r)
         self.webhooks = Counter("maskwatch_webhook_deliveries", "webhook delivery attempts", ["ok"], registry=r)
 
@@ -40,8 +56,7 @@ class Metrics:
         camera = event.source
         self.events.labels(camera, event.type).inc()
         if event.type == "stats":
-            self.fps.labels(camera).set(event.analysed_fps)
-            for q in ("p50", "p95", "max"):
+            for q in ("p50", "max"):  # fps and p95 come live from observe_live
                 value = getattr(event.lag, q)
                 if value is not None:
                     self.lag.labels(camera, q).set(value)
@@ -53,6 +68,13 @@ class Metrics:
             self.up.labels(camera).set(1 if event.state == "live" else 0)
             if event.state in ("lost", "reconnecting", "failed"):
                 self.errors.labels(camera, event.state).inc()
+
+    def observe_live(self, stats: dict[str, Any]) -> None:
+        """The engine's live figures per camera (``StreamEngine.source_stats()``, last 10 s)."""
+        for name, source in stats.items():
+            self.fps.labels(name).set(source.analysed_fps)
+            if source.lag_p95 is not None:
+                self.lag.labels(name, "p95").set(source.lag_p95)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,9 +83,8 @@ class DemoSettings(_Section):
     enabled: bool | None = None  # None: when the images folder exists
     images: str | None = None  # default: $MASKWATCH_SHARED_DATA/scenes/images (../shared/data/scenes/images)
     name: str = "demo"
-    max_images: int = Field(40, ge=1)
-    seconds_per_image: float = Field(3.0, gt=0)
-    fps: float = Field(4.0, gt=0)
+    seconds_per_image: float = Field(4.0, gt=0)  # each image's hold in the slideshow
+    fps: float = Field(5.0, gt=0)  # slideshow frames per second
 
 
 RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging"]
@@ -131,11 +130,12 @@ class AlertSettings(_Section):
 
 class PrivacySettings(_Section):
     blur_faces: bool = True  # every face in every streamed or stored image; False only for admins, audited
-    snapshots: bool = False  # keep a blurred snapshot per person event
+    snapshots: bool = False  # keep a snapshot (best view, faces blurred) per person event
 
 
 class RetentionSettings(_Section):
     events_days: float = Field(30.0, gt=0)  # person events (and their snapshots)
+    media_days: float = Field(7.0, gt=0)  # snapshots (their events stay until events_days)
     buckets_days: float = Field(90.0, gt=0)  # raw stats buckets
     rollups_days: float = Field(730.0, gt=0)  # hourly / daily rollups
     audit_days: float = Field(365.0, gt=0)

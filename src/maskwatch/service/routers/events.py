@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
@@ -40,9 +40,20 @@ class EventPage(BaseModel):
 
 
 def event_out(row: PersonEvent) -> EventOut:
-    return EventOut(id=row.id, event_id=row.event_id, type=row.type, camera=row.camera, time=iso(row.ts),
-                    label=row.label, compliant=row.compliant, probability=row.probability, n_frames=row.n_frames,
-                    false_positive=row.false_positive, has_snapshot=row.snapshot is not None, event=row.data)  # fmt: skip
+    return EventOut(
+        id=row.id,
+        event_id=row.event_id,
+        type=row.type,
+        camera=row.camera,
+        time=iso(row.ts),
+        label=row.label,
+        compliant=row.compliant,
+        probability=row.probability,
+        n_frames=row.n_frames,
+        false_positive=row.false_positive,
+        has_snapshot=row.snapshot is not None,
+        event=row.data,
+    )
 
 
 @router.get("", response_model=EventPage, summary="Person events with filters, newest first, cursor paging")
@@ -106,8 +117,9 @@ class Mark(BaseModel):
 
 
 @router.post("/{key}/false-positive", response_model=EventOut, summary="Mark (or unmark) as a false positive")
-def mark_false_positive(key: str, request: Request, service: ServiceDep, principal: Operator,
-                        body: Mark | None = None) -> EventOut:  # fmt: skip
+def mark_false_positive(
+    key: str, request: Request, service: ServiceDep, principal: Operator, body: Mark | None = None
+) -> EventOut:
     value = True if body is None else body.false_positive
     with db_errors(), service.sessions() as s, s.begin():
         row = _find(s, key)
@@ -117,17 +129,44 @@ def mark_false_positive(key: str, request: Request, service: ServiceDep, princip
     return out
 
 
-@router.get("/{key}/snapshot", summary="The event's blurred snapshot (when snapshots are on)",
-            response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
-def snapshot(key: str, service: ServiceDep, _: Viewer) -> FileResponse:
+@router.get(
+    "/{key}/snapshot",
+    summary="The event's snapshot (when privacy.snapshots is on): the person's best view, faces blurred",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def snapshot(key: str, request: Request, service: ServiceDep, principal: Viewer) -> Response:
     with db_errors(), service.sessions() as s:
         row = _find(s, key)
     if row.snapshot is None:
         raise ApiError(404, "no_snapshot", "this event has no snapshot (privacy.snapshots is off by default)")
-    root = (service.settings.data_dir / "snapshots").resolve()
+    root = service.snapshots_dir.resolve()
     path = (root / row.snapshot).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise ApiError(404, "no_snapshot", "the snapshot file is gone (retention)")
-    return FileResponse(path, media_type="image/jpeg")
+    data = path.read_bytes()
+    headers = {"Cache-Control": "private, no-store"}
+    if path.name.endswith(".unblurred.jpg"):
+        # stored unblurred (an admin turned blurring off): admins see it while blurring stays off, and each
+        # view is audited; everyone else (or everyone once blurring is back on) gets it pixelated whole
+        if service.settings.privacy.blur_faces or not principal.allows("admin"):
+            return Response(_pixelated(data), media_type="image/jpeg", headers=headers)
+        details = {"path": request.url.path}
+        audit(service.sessions, principal, "media.unblurred_view", row.event_id, details, client_ip(request))
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
+def _pixelated(jpeg: bytes) -> bytes:
+    import cv2
+    import numpy as np
+
+    from maskwatch.detection.privacy import blur_faces
+
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ApiError(404, "no_snapshot", "the snapshot file is unreadable")
+    h, w = image.shape[:2]
+    ok, out = cv2.imencode(".jpg", blur_faces(image, [(0.0, 0.0, float(w), float(h))]))
+    if not ok:
+        raise ApiError(404, "no_snapshot", "the snapshot could not be encoded")
+    return out.tobytes()

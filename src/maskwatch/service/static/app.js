@@ -143,21 +143,42 @@ async function overview(main) {
     const cams = await api("/cameras");
     $("#camera-list").replaceChildren(el("tr", {}, ["camera", "state", "people now", "FPS", "lag p95 (s)", "people since start"].map((h) => el("th", {}, h))),
       ...cams.map((c) => el("tr", { "data-camera": c.name }, el("td", {}, el("a", { href: `#/camera/${encodeURIComponent(c.name)}` }, c.name)),
-        el("td", { class: `state-${c.state}` }, c.state), el("td", { class: "present" }, (o.cameras[c.name] || {}).present ?? 0),
-        el("td", {}, num(c.fps)), el("td", {}, num(c.lag_p95, 2)), el("td", { class: "people" }, c.people_since_start))));
+        el("td", { class: `st state-${c.state}` }, c.state), el("td", { class: "present" }, (o.cameras[c.name] || {}).present ?? 0),
+        el("td", { class: "fps" }, num(c.fps)), el("td", { class: "lag" }, num(c.lag_p95, 2)), el("td", { class: "people" }, c.people_since_start))));
   };
   await refresh();
   main.append(await chartCard(null));
-  let busy = false;
+  // the chart follows the stored buckets: redrawn when a stats bucket arrives (at most every 5 s) and at
+  // least every 30 s (polled, in case the event stream is down)
+  let busy = false, charting = false, chartAt = Date.now(), redraws = 0;
+  const redrawChart = async () => {
+    if (charting) return;
+    charting = true; chartAt = Date.now();
+    try {
+      const card = await chartCard(null);
+      card.dataset.redraws = String(++redraws);
+      const old = $("#chart"); if (old) old.replaceWith(card);
+    } finally { charting = false; }
+  };
+  const page = state.page;
+  const poll = setInterval(() => { if (state.page !== page) { clearInterval(poll); return; } if (Date.now() - chartAt >= 30000) redrawChart(); }, 5000);
   state.page.onLive = async (live) => {
     $("#tile-people-now").textContent = Object.values(live.cameras).reduce((a, c) => a + (c.present || 0), 0);
     $("#tile-alerts").textContent = live.alerts_firing;
     for (const [name, c] of Object.entries(live.cameras)) {
       const row = document.querySelector(`#camera-list tr[data-camera="${CSS.escape(name)}"]`);
-      if (row) { row.querySelector(".present").textContent = c.present; row.querySelector(".people").textContent = c.people_since_start; }
+      if (row) {
+        row.querySelector(".present").textContent = c.present; row.querySelector(".people").textContent = c.people_since_start;
+        row.querySelector(".fps").textContent = num(c.fps_now ?? c.fps); row.querySelector(".lag").textContent = num(c.lag_now ?? c.lag_p95, 2);
+        const st = row.querySelector(".st"); st.textContent = c.state; st.className = `st state-${c.state}`;
+      }
     }
   };
-  state.page.onEvent = async (type) => { if (type === "stats" && !busy) { busy = true; try { await refresh(); } finally { busy = false; } } };
+  state.page.onEvent = async (type) => {
+    if (type !== "stats") return;
+    if (!busy) { busy = true; try { await refresh(); } finally { busy = false; } }
+    if (Date.now() - chartAt >= 5000) await redrawChart();
+  };
 }
 
 async function cameraPage(main, name) {
@@ -173,6 +194,7 @@ async function cameraPage(main, name) {
 
 function eventGallery(items) {
   return el("div", { class: "gallery", id: "events" }, items.length ? items.map((e) => el("div", { class: `ev ${e.compliant ? "good" : "bad"}`, "data-id": e.id },
+    e.has_snapshot ? el("img", { class: "snap", loading: "lazy", alt: `person ${e.id} (faces blurred)`, src: `${API}/events/${e.id}/snapshot` }) : null,
     el("b", {}, e.label), ` ${pct(e.probability)}`, el("div", { class: "muted" }, `${e.camera} · ${when(e.time)} · ${e.n_frames} frames`),
     e.false_positive ? el("div", { class: "muted" }, "marked false positive") :
       (state.me.role !== "viewer" ? el("button", { class: "fp", onclick: async (ev) => { await api(`/events/${e.id}/false-positive`, { method: "POST" }); ev.target.replaceWith("marked false positive"); } }, "false positive") : null)))
