@@ -36,7 +36,7 @@ def _jpeg(data: bytes) -> np.ndarray:
 
 def test_live_figures_come_from_the_engine_before_any_stats_bucket(tmp_path):
     # buckets every hour: the camera table, the overview and the gauges must still show live numbers
-    with running_service(tmp_path, engine={"stats_interval": 3600}) as (client, service):
+    with running_service(tmp_path, engine={"stats_interval": 3600}) as (client, _service):
         assert client.post(f"{API}/cameras", json={"name": "door", "url": "rtsp://fake/door"}).status_code == 201
 
         def live_fps():
