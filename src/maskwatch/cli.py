@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from maskwatch import __version__
+from maskwatch.commands import agent as _agent
 from maskwatch.commands import detect as _detect
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
@@ -335,6 +336,7 @@ app.command("report")(_insight.report)
 app.command("detect")(_detect.detect)
 app.command("evaluate-detection")(_scenes.evaluate_detection)
 app.command("serve")(_serve.serve)
+app.command("agent")(_agent.agent)
 
 
 def main() -> None:

@@ -65,6 +65,11 @@ def serve(
     ),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier (.pt / .onnx).", show_default="bundled"),
     check: bool = typer.Option(False, "--check", help="Validate the settings, print them (secrets hidden) and exit."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Ingest the fleet's edge agents from this broker: "
+                                       "mqtt://USER:PASS@HOST:PORT (mqtts:// for TLS); see docs/deploy.md."),
+    mqtt_id: Optional[str] = typer.Option(None, "--mqtt-id", help="MQTT client id of this ingest worker (stable: "
+                                          "its session keeps what it has not stored).",
+                                          show_default="maskwatch-ingest-HOST"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the monitoring service: REST API under /api/v1 (OpenAPI at /docs), a live dashboard at /, cameras
@@ -102,6 +107,10 @@ def serve(
     from maskwatch.service.app import create_app
 
     app = create_app(settings)
+    if mqtt:
+        from maskwatch.fleet.ingest import attach
+
+        attach(app.state.service, mqtt, client_id=mqtt_id)
     server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
     console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")

@@ -1,0 +1,155 @@
+"""``maskwatch agent``: an edge node publishing its cameras' events to the control room over MQTT."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from maskwatch.commands.common import console, fail, require_extra, setup_logging
+
+
+def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> Any:
+    """``AgentConfig`` from an optional YAML file, then the given (non-None) overrides; unknown keys fail
+    with a "did you mean"."""
+    import difflib
+
+    import yaml
+
+    from maskwatch.fleet.agent import AgentConfig
+
+    known = {f.name for f in dataclasses.fields(AgentConfig)}
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            fail(f"{path}: {exc}")
+        if not isinstance(loaded, dict):
+            fail(f"{path}: expected a mapping of settings")
+        for key in loaded:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                fail(f"{path}: unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        data.update(loaded)
+    cameras = dict(data.get("cameras") or {})
+    cameras.update(overrides.pop("cameras", None) or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["cameras"] = {str(k): str(v) for k, v in cameras.items()}
+    try:
+        return AgentConfig(**data)
+    except TypeError as exc:
+        fail(str(exc))
+
+
+def agent(
+    camera: Optional[list[str]] = typer.Option(
+        None,
+        "--camera",
+        help="NAME=SOURCE (a video file, a folder of images, rtsp://..., webcam:N); repeat for each camera.",
+    ),
+    broker: Optional[str] = typer.Option(
+        None, "--broker", help="mqtt://USER:PASS@HOST:PORT, or mqtts:// for TLS.", show_default="mqtt://127.0.0.1:1883"
+    ),
+    node: Optional[str] = typer.Option(
+        None, "--node", help="This node's name (one MQTT topic level).", show_default="the host name"
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Agent settings (YAML; see configs/agent.yaml)."
+    ),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Where the outbox (outbox.db) lives.", show_default="runs/agent"
+    ),
+    username: Optional[str] = typer.Option(None, "--username", help="Broker user (overrides the URL's)."),
+    password: Optional[str] = typer.Option(
+        None,
+        "--password",
+        help="Broker password (overrides the URL's; prefer the config file or $MASKWATCH_MQTT_PASSWORD).",
+        envvar="MASKWATCH_MQTT_PASSWORD",
+    ),
+    tls_ca: Optional[str] = typer.Option(None, "--tls-ca", help="CA bundle to verify the broker (turns TLS on)."),
+    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate (PEM)."),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client certificate key (PEM)."),
+    tls_insecure: Optional[bool] = typer.Option(
+        None, "--tls-insecure", help="Skip the broker host name check (tests)."
+    ),
+    outbox_mb: Optional[float] = typer.Option(
+        None, "--outbox-mb", help="Outbox disk budget; when full the oldest stats go first.", show_default="256"
+    ),
+    stats_interval: Optional[float] = typer.Option(
+        None, "--stats-interval", help="Seconds per stats bucket.", show_default="60"
+    ),
+    realtime: Optional[bool] = typer.Option(
+        None,
+        "--realtime/--as-fast",
+        help="Play video files at their frame rate (a recorded camera) or as fast as possible.",
+        show_default="as fast",
+    ),
+    snapshots: Optional[bool] = typer.Option(
+        None,
+        "--snapshots/--no-snapshots",
+        help="Answer snapshot commands (every face blurred). Off: no image leaves the node.",
+        show_default="off",
+    ),
+    model: Optional[str] = typer.Option(None, "--model", help="Classifier (.pt / .onnx).", show_default="bundled"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run an edge node: analyse the cameras with the stream engine and publish every event to the broker
+    (maskwatch/NODE/CAMERA/...) through a durable outbox on disk, so an outage loses nothing. When every
+    camera is a file, exits once the broker has acknowledged the last event. SIGTERM stops it (what is not
+    acknowledged stays in the outbox for the next start)."""
+    require_extra(["paho.mqtt"], "maskwatch agent", extra="fleet")
+    import signal
+
+    from maskwatch.fleet.agent import Agent, parse_camera
+
+    setup_logging(verbose)
+    try:
+        cameras = dict(parse_camera(text) for text in camera or [])
+    except ValueError as exc:
+        fail(str(exc))
+    overrides: dict[str, Any] = {
+        "broker": broker,
+        "node": node,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "username": username,
+        "password": password,
+        "tls_ca": tls_ca,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_insecure": tls_insecure,
+        "outbox_mb": outbox_mb,
+        "stats_interval": stats_interval,
+        "realtime": realtime,
+        "snapshots": snapshots,
+        "model": model,
+        "cameras": cameras,
+    }
+    settings = load_agent_config(config, overrides)
+    try:
+        settings.broker_url()
+        from maskwatch.fleet.topics import check_name
+
+        check_name(settings.node, "node name")
+    except ValueError as exc:
+        fail(str(exc))
+    if not settings.cameras:
+        fail("no camera: give --camera NAME=SOURCE (or cameras: in --config)")
+    pairs = list(settings.cameras.items())
+    from maskwatch.stream import StreamEngine
+
+    engine = StreamEngine.load(
+        settings.model, stats_interval=settings.stats_interval, stop_when_done=Agent.all_files(pairs)
+    )
+    node_agent = Agent(settings, engine)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: node_agent.stop())
+    console.print(
+        f"maskwatch agent: node {settings.node}, {len(pairs)} camera(s), broker {settings.broker_url()}, "
+        f"outbox {Path(settings.data_dir) / 'outbox.db'}"
+    )
+    left = node_agent.run(pairs)
+    if left:
+        console.print(f"{left} message(s) not yet acknowledged stay in the outbox for the next start")

@@ -1,0 +1,8 @@
+"""The fleet: edge agents publish the stream engine's events over MQTT, a control room ingests them.
+
+- :mod:`maskwatch.fleet.topics`: topic names, payloads and broker URLs (the wire contract).
+- :mod:`maskwatch.fleet.outbox`: the node's durable outbox (SQLite, WAL): stored before publish, deleted on PUBACK.
+- :mod:`maskwatch.fleet.publisher`: drains the outbox to the broker in order (QoS 1).
+- :mod:`maskwatch.fleet.agent`: ``maskwatch agent``: engine -> outbox -> broker, commands.
+- :mod:`maskwatch.fleet.ingest`: the control room's subscriber: validate, then ``Service.handle_event``.
+"""

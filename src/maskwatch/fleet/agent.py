@@ -1,0 +1,352 @@
+"""``maskwatch agent``: an edge node. Runs its cameras on one stream engine and publishes the engine's events
+to the broker through the durable outbox; answers commands.
+
+Data flow (top-down): engine events -> :meth:`Agent.on_event` (topic per type, stored in the outbox) ->
+:class:`~maskwatch.fleet.publisher.Publisher` (in order, QoS 1, deleted on PUBACK). Commands arrive on
+``maskwatch/{node}/cmd/{verb}`` and are answered on ``maskwatch/{node}/cmd/result`` with their request id.
+
+Privacy: no image leaves the node unless ``snapshots`` is enabled, and then every face is blurred
+(:func:`maskwatch.detection.privacy.blur_faces`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskwatch.fleet import topics
+from maskwatch.fleet.outbox import Outbox
+from maskwatch.fleet.publisher import Publisher, TLSOptions
+from maskwatch.fleet.topics import BrokerURL
+
+__all__ = ["Agent", "AgentConfig", "parse_camera"]
+
+log = logging.getLogger("maskwatch.fleet")
+
+
+@dataclass
+class AgentConfig:
+    """Every setting of an edge agent (``configs/agent.yaml`` documents each)."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    cameras: dict[str, str] = field(default_factory=dict)  # name -> source (file, rtsp://, webcam:N)
+    data_dir: str = "runs/agent"
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    outbox_mb: float = 256.0  # disk budget of the outbox
+    durable: bool = False  # fsync every outbox write (survives power loss)
+    window: int = 100  # messages in flight (published, not yet acknowledged)
+    stats_interval: float = 60.0
+    realtime: bool = False  # play files at their frame rate (a recorded camera) instead of as fast as possible
+    loop: bool = False  # loop files forever
+    snapshots: bool = False  # allow the snapshot command (faces always blurred)
+    model: str | None = None
+    status_every: float = 30.0  # republish the retained node status this often (seconds)
+    journal: bool = False  # keep every published event id in the outbox's journal table (audits, tests)
+
+    def broker_url(self) -> BrokerURL:
+        url = BrokerURL.parse(self.broker)
+        if self.username is not None or self.password is not None:
+            url = BrokerURL(url.host, url.port, self.username or url.username, self.password or url.password, url.tls)
+        return url
+
+    def tls(self) -> TLSOptions | None:
+        if not (self.tls_ca or self.tls_cert or self.tls_insecure):
+            return None
+        return TLSOptions(self.tls_ca, self.tls_cert, self.tls_key, self.tls_insecure)
+
+
+def parse_camera(text: str) -> tuple[str, str]:
+    """``NAME=SOURCE`` -> (name, source)."""
+    name, sep, source = text.partition("=")
+    if not sep or not source:
+        raise ValueError(f"--camera {text!r}: expected NAME=SOURCE (e.g. door=rtsp://cam/stream)")
+    return topics.check_name(name.strip(), "camera name"), source.strip()
+
+
+def _is_file_source(source: str) -> bool:
+    from maskwatch.stream.sources import parse_source
+
+    try:
+        kind, _ = parse_source(source)
+    except Exception:
+        return False
+    return kind in ("video", "image", "files")
+
+
+class Agent:
+    """One edge node. ``engine`` is a :class:`~maskwatch.stream.StreamEngine` (tests pass one on fake models)."""
+
+    def __init__(self, config: AgentConfig, engine: Any) -> None:
+        self.config = config
+        self.node = topics.check_name(config.node, "node name")
+        self.engine = engine
+        self.outbox = Outbox(
+            Path(config.data_dir) / "outbox.db",
+            budget_bytes=int(config.outbox_mb * 1024 * 1024),
+            durable=config.durable,
+            journal=config.journal,
+        )
+        offline = self._status_payload("offline", reason="connection lost (last will)")
+        self.publisher = Publisher(
+            config.broker_url(),
+            self.outbox,
+            client_id=f"maskwatch-agent-{self.node}",
+            tls=config.tls(),
+            will=(topics.node_status(self.node), offline, True),
+            on_connect=self._on_connect,
+            on_message=self._on_command,
+            window=config.window,
+        )
+        self.cameras: dict[str, str] = {}
+        self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._events_done = threading.Event()
+        self.events_stored = 0
+
+    # -- payloads ------------------------------------------------------------------------------------------
+
+    def _status_payload(self, state: str, reason: str | None = None) -> bytes:
+        body: dict[str, Any] = {"schema": topics.NODE_SCHEMA, "node": self.node, "state": state, "time": time.time()}
+        if reason:
+            body["reason"] = reason
+        if state == "online":
+            body["cameras"] = sorted(self.cameras)
+            body["outbox"] = {"messages": len(self.outbox), "bytes": self.outbox.bytes, **self.outbox.counters()}
+        return json.dumps(body).encode()
+
+    # -- engine events -> outbox ------------------------------------------------------------------------
+
+    def on_event(self, event: Any) -> None:
+        """Store one engine event (and what derives from it) in the outbox, to be published in order."""
+        topic = topics.event_topic(self.node, event.type, event.source)
+        if topic is None:
+            return
+        kind = "stats" if event.type == "stats" else "event"
+        self.outbox.put(topic, event.to_json(), kind=kind, key=event.id)
+        self.events_stored += 1
+        if event.type == "stats":
+            compliance = {
+                "compliance": event.compliance,
+                "people": event.n_people,
+                "present_max": event.present_max,
+                "fps": event.analysed_fps,
+                "time": event.end.timestamp(),
+                "event_id": event.id,
+            }
+            self.outbox.put(
+                topics.camera_topic(self.node, event.source, "compliance"),
+                json.dumps(compliance),
+                kind="stats",
+                retain=True,
+            )
+        elif event.type == "track_ended" and not event.compliant:
+            alert = {
+                "schema": topics.ALERT_SCHEMA,
+                "id": f"{event.id}-alert",
+                "node": self.node,
+                "camera": event.source,
+                "kind": "unmasked_person",
+                "label": event.label,
+                "probability": event.probability,
+                "time": event.last_seen.timestamp(),
+                "event_id": event.id,
+            }
+            self.outbox.put(topics.camera_topic(self.node, event.source, "alerts"), json.dumps(alert))
+        self.publisher.wake()
+
+    def _pump(self, subscription: Any) -> None:
+        try:
+            for event in subscription:
+                try:
+                    self.on_event(event)
+                except Exception:
+                    log.exception("event %s not stored in the outbox", getattr(event, "id", "?"))
+        finally:
+            self._events_done.set()
+
+    # -- connection and commands ------------------------------------------------------------------------
+
+    def _on_connect(self, client: Any) -> None:
+        client.publish(topics.node_status(self.node), self._status_payload("online"), qos=1, retain=True)
+        client.subscribe(topics.cmd_topic(self.node, "+"), qos=1)
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        self._commands.put((topic, payload))
+
+    def _command_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._commands.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            verb = topic.rsplit("/", 1)[-1]
+            if verb == "result":
+                continue
+            self.publisher.publish_direct(
+                topics.cmd_topic(self.node, "result"), json.dumps(self.handle_command(verb, payload))
+            )
+
+    def handle_command(self, verb: str, payload: bytes) -> dict[str, Any]:
+        """Run one command; the answer carries its ``request_id``, ``ok`` and a ``result`` or ``error``."""
+        try:
+            body = json.loads(payload or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the command body must be a JSON object")
+        except ValueError as exc:
+            return {
+                "schema": topics.CMD_SCHEMA,
+                "request_id": None,
+                "verb": verb,
+                "ok": False,
+                "error": f"bad JSON: {exc}",
+            }
+        answer: dict[str, Any] = {"schema": topics.CMD_SCHEMA, "request_id": body.get("request_id"), "verb": verb}
+        try:
+            answer["result"] = self._run_command(verb, body)
+            answer["ok"] = True
+        except Exception as exc:
+            answer.update(ok=False, error=str(exc))
+        return answer
+
+    def _run_command(self, verb: str, body: dict[str, Any]) -> Any:
+        if verb == "status":
+            return self.status()
+        if verb == "add_camera":
+            name, source = topics.check_name(str(body.get("name", "")), "camera name"), str(body.get("source", ""))
+            if not source:
+                raise ValueError("add_camera needs 'name' and 'source'")
+            self.add_camera(name, source)
+            return {"camera": name}
+        if verb == "remove_camera":
+            name = str(body.get("name", ""))
+            if name not in self.cameras:
+                raise ValueError(f"no camera named {name!r}")
+            self.engine.remove_source(name)
+            self.cameras.pop(name, None)
+            self._announce()
+            return {"camera": name}
+        if verb == "snapshot":
+            return self.snapshot(str(body.get("name", "")))
+        raise ValueError(f"unknown command {verb!r} (known: {', '.join(topics.VERBS)})")
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        """The camera's latest analysed frame as a JPEG (base64) with every face blurred; refused unless
+        snapshots are enabled on this node."""
+        if not self.config.snapshots:
+            raise PermissionError("snapshots disabled on this node (enable with --snapshots)")
+        latest = self.engine.latest(name)
+        if latest is None:
+            raise ValueError(f"no analysed frame from camera {name!r} yet")
+        import cv2
+
+        from maskwatch.detection.privacy import blur_faces
+
+        boxes = [face.box for face in latest.event.faces]
+        blurred = blur_faces(latest.frame.image, boxes)
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return {
+            "camera": name,
+            "faces_blurred": len(boxes),
+            "frame": latest.event.frame,
+            "jpeg_base64": base64.b64encode(jpeg.tobytes()).decode(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        stats = {}
+        for name, live in self.engine.source_stats().items():
+            stats[name] = {
+                "state": live.state,
+                "frames": live.frames,
+                "dropped": live.dropped,
+                "fps": live.analysed_fps,
+                "people_now": live.people_now,
+            }
+        return {
+            "node": self.node,
+            "cameras": stats,
+            "outbox": {"messages": len(self.outbox), "bytes": self.outbox.bytes, **self.outbox.counters()},
+            "connected": self.publisher.connected.is_set(),
+            "published": self.publisher.published,
+            "acknowledged": self.publisher.acknowledged,
+        }
+
+    def _announce(self) -> None:
+        if self.publisher.connected.is_set():
+            self.publisher.publish_direct(topics.node_status(self.node), self._status_payload("online"), retain=True)
+
+    # -- cameras and life cycle ---------------------------------------------------------------------------
+
+    def add_camera(self, name: str, source: str) -> None:
+        from maskwatch.stream import SourceSpec
+
+        topics.check_name(name, "camera name")
+        self.engine.add_source(SourceSpec(uri=source, name=name, realtime=self.config.realtime, loop=self.config.loop))
+        self.cameras[name] = source
+        self._announce()
+
+    def run(self, cameras: Sequence[tuple[str, str]] | None = None, *, drain_timeout: float | None = None) -> int:
+        """Run until stopped (:meth:`stop`) or, when every camera is a file, until the last event is
+        acknowledged by the broker. Returns the number of messages left in the outbox."""
+        cameras = list(cameras if cameras is not None else self.config.cameras.items())
+        subscription = self.engine.events()
+        pump = threading.Thread(target=self._pump, args=(subscription,), name="maskwatch-agent-events", daemon=True)
+        pump.start()
+        for name, source in cameras:
+            self.add_camera(name, source)
+        self.publisher.start()
+        commands = threading.Thread(target=self._command_loop, name="maskwatch-agent-cmd", daemon=True)
+        commands.start()
+        self.engine.start()
+        log.info(
+            "node %s: %d camera(s), %d message(s) waiting in the outbox, broker %s",
+            self.node,
+            len(cameras),
+            len(self.outbox),
+            self.publisher.broker,
+        )
+        last_status = time.monotonic()
+        while not self._stop.is_set():
+            if self._events_done.wait(0.5):
+                break
+            if time.monotonic() - last_status > self.config.status_every:
+                last_status = time.monotonic()
+                self._announce()
+        self.engine.stop(timeout=5.0)
+        self._events_done.wait(10.0)
+        if not self._stop.is_set():  # every source ended: wait until the broker has it all
+            log.info("node %s: sources done; waiting for %d message(s) to be acknowledged", self.node, len(self.outbox))
+            deadline = None if drain_timeout is None else time.monotonic() + drain_timeout
+            while not self._stop.is_set() and not self.publisher.drained():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        self._stop.set()
+        self.publisher.stop(final=(topics.node_status(self.node), self._status_payload("offline", "stopped"), True))
+        left = len(self.outbox)
+        self.outbox.close()
+        return left
+
+    def stop(self) -> None:
+        """Stop now (SIGTERM): the engine ends open tracks; what is not acknowledged stays in the outbox."""
+        self._stop.set()
+
+    @staticmethod
+    def all_files(cameras: Sequence[tuple[str, str]]) -> bool:
+        return bool(cameras) and all(_is_file_source(source) for _, source in cameras)

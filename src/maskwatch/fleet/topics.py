@@ -1,0 +1,129 @@
+"""The wire contract between edge agents and the control room: topics, payloads, broker URLs.
+
+Topics (``{node}`` and ``{camera}`` are single topic levels: no ``/``, ``+``, ``#``):
+
+==========================================  ======  ========  ===========================================
+topic                                       QoS     retained  payload
+==========================================  ======  ========  ===========================================
+``maskwatch/{node}/status``                 1       yes       :data:`NODE_SCHEMA`: online/offline (last will)
+``maskwatch/{node}/{camera}/status``        1       no        engine event ``source_status``
+``maskwatch/{node}/{camera}/events``        1       no        engine events ``track_*`` and ``source``
+``maskwatch/{node}/{camera}/stats``         1       no        engine event ``stats``
+``maskwatch/{node}/{camera}/alerts``        1       no        :data:`ALERT_SCHEMA` (a non-compliant person)
+``maskwatch/{node}/{camera}/compliance``    1       yes       ``{"compliance", "people", "time"}`` (latest)
+``maskwatch/{node}/cmd/{verb}``             1       no        ``{"request_id", ...}`` (verbs: :data:`VERBS`)
+``maskwatch/{node}/cmd/result``             1       no        ``{"request_id", "verb", "ok", ...}``
+==========================================  ======  ========  ===========================================
+
+Engine events travel as their own JSON (``schema: maskwatch.event/1``, a unique ``id``), unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+ROOT = "maskwatch"
+NODE_SCHEMA = "maskwatch.node/1"
+ALERT_SCHEMA = "maskwatch.alert/1"
+CMD_SCHEMA = "maskwatch.cmd/1"
+VERBS = ("add_camera", "remove_camera", "snapshot", "status")
+EVENT_CHANNELS = ("status", "events", "stats")  # camera channels carrying engine events
+SHARE_GROUP = "maskwatch"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# engine event type -> camera channel
+CHANNEL_OF = {
+    "source_status": "status",
+    "track_started": "events",
+    "track_changed": "events",
+    "track_ended": "events",
+    "source": "events",
+    "stats": "stats",
+}
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A node or camera name usable as one topic level (letters, digits, ``_ . -``; at most 64)."""
+    if not _NAME.match(name or ""):
+        raise ValueError(f"{what} {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+    return name
+
+
+def node_status(node: str) -> str:
+    return f"{ROOT}/{node}/status"
+
+
+def camera_topic(node: str, camera: str, channel: str) -> str:
+    return f"{ROOT}/{node}/{camera}/{channel}"
+
+
+def cmd_topic(node: str, verb: str) -> str:
+    return f"{ROOT}/{node}/cmd/{verb}"
+
+
+def event_topic(node: str, event_type: str, camera: str) -> str | None:
+    """The topic of an engine event, or None for types that do not travel (frames, summaries)."""
+    channel = CHANNEL_OF.get(event_type)
+    return None if channel is None else camera_topic(node, camera, channel)
+
+
+def ingest_subscriptions(shared: bool = True) -> list[str]:
+    """The control room's subscriptions: event channels shared between workers (``$share``), node status
+    plain (retained messages are not delivered to shared subscriptions, and every worker keeps fleet state)."""
+    prefix = f"$share/{SHARE_GROUP}/" if shared else ""
+    return [f"{prefix}{ROOT}/+/+/{channel}" for channel in EVENT_CHANNELS] + [f"{ROOT}/+/status"]
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    node: str
+    camera: str | None  # None for node-level topics
+    channel: str
+
+
+def parse_topic(topic: str) -> ParsedTopic | None:
+    """``maskwatch/{node}/status`` or ``maskwatch/{node}/{camera}/{channel}``; None for anything else."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == ROOT and parts[2] == "status" and _NAME.match(parts[1]):
+        return ParsedTopic(parts[1], None, "status")
+    if len(parts) == 4 and parts[0] == ROOT and _NAME.match(parts[1]) and parts[2] != "cmd" and _NAME.match(parts[2]):
+        return ParsedTopic(parts[1], parts[2], parts[3])
+    return None
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    """``mqtt://[USER[:PASS]@]HOST[:PORT]`` (1883) or ``mqtts://...`` (TLS, 8883)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerURL:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"broker URL {redact(url)!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"broker URL {redact(url)!r}: no host")
+        tls = parts.scheme in ("mqtts", "ssl")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise ValueError(f"broker URL {redact(url)!r}: bad port") from exc
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(parts.hostname, port, user, password, tls)
+
+    def __str__(self) -> str:
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)

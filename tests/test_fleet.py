@@ -1,0 +1,376 @@
+"""The fleet: outbox, topics, ingest validation (unit), then a real Mosquitto broker (started here on
+127.0.0.1 with a password file): publisher drains in order after outages, an in-process agent on fake models
+end to end with commands, and unauthorised publishes. Real-process fault tests: tests/test_fleet_faults.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("paho.mqtt")
+
+from fakes import fake_detector, make_video  # noqa: E402
+
+from maskwatch.fleet import topics  # noqa: E402
+from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto  # noqa: E402
+from maskwatch.fleet.ingest import FleetIngest  # noqa: E402
+from maskwatch.fleet.outbox import Outbox  # noqa: E402
+from maskwatch.fleet.publisher import Publisher, make_client  # noqa: E402
+from maskwatch.fleet.topics import BrokerURL  # noqa: E402
+from maskwatch.stream.events import SourceStatus, StatsBucket, TrackEnded, parse_event  # noqa: E402
+
+USERS = {"agent": "agent-secret", "control": "control-secret", "viewer": "viewer-secret"}
+ACL = {"viewer": ["topic read maskwatch/#"]}
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients; scripts/setup.sh does)")
+    b = MosquittoBroker(tmp_path / "broker", USERS, acl=ACL)
+    b.start()
+    yield b
+    b.stop()
+
+
+# -- outbox ------------------------------------------------------------------------------------------------
+
+
+def test_outbox_fifo_ack_and_reopen(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    seqs = [box.put(f"t/{i}", f"m{i}") for i in range(10)]
+    assert seqs == sorted(seqs) and len(box) == 10
+    assert [m.payload for m in box.after(0, 3)] == [b"m0", b"m1", b"m2"]
+    assert box.ack(seqs[0], seqs[2], 999_999) == 2
+    box.close()
+    again = Outbox(tmp_path / "o.db")  # a restart: what was not acknowledged is still there, in order
+    assert [m.payload.decode() for m in again.after(0, 100)] == ["m1"] + [f"m{i}" for i in range(3, 10)]
+    assert len(again) == 8 and again.bytes > 0
+    assert again.put("t/x", "new") > seqs[-1]  # sequence numbers never go back
+    assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_outbox_budget_drops_oldest_stats_first(tmp_path):
+    box = Outbox(tmp_path / "o.db", budget_bytes=12 * 165)  # 12 rows of 100 bytes (+ topic, overhead)
+    for i in range(10):
+        box.put("s", "x" * 100, kind="stats" if i % 2 else "event", key=f"k{i}")
+    assert box.counters() == {"dropped_stats": 0, "dropped_events": 0}
+    for i in range(6):
+        box.put("e", "y" * 100, key=f"n{i}")
+    left = box.after(0, 100)
+    kinds = [m.kind for m in left]
+    assert box.bytes <= box.budget_bytes
+    dropped = box.counters()
+    assert dropped["dropped_stats"] >= 1 and dropped["dropped_events"] == 0
+    assert kinds.count("event") == 11  # every event kept while stats remained
+    for _ in range(20):  # only events left: the oldest go, counted
+        box.put("e", "z" * 100)
+    assert box.counters()["dropped_stats"] == 5 and box.counters()["dropped_events"] > 0
+    assert box.bytes <= box.budget_bytes
+    with pytest.raises(ValueError, match="budget"):
+        box.put("e", "w" * 10_000)
+
+
+WRITER = """
+import sys, time
+from maskwatch.fleet.outbox import Outbox
+box = Outbox(sys.argv[1], journal=True)
+i = 0
+while True:
+    box.put("maskwatch/n/c/events", '{"n": %d}' % i, key=str(i))
+    if i % 50 == 0:
+        box.ack(*[m.seq for m in box.after(0, 10)])
+    i += 1
+    if i == 200:
+        print("ready", flush=True)
+"""
+
+
+def test_outbox_survives_sigkill(tmp_path):
+    path = tmp_path / "o.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    box = Outbox(path, journal=True)
+    assert box._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    left = box.after(0, 1_000_000)
+    numbers = [json.loads(m.payload)["n"] for m in left]
+    journal = [int(k) for (k,) in box._db.execute("SELECT key FROM journal ORDER BY n")]
+    assert numbers == sorted(numbers) and len(numbers) == len(set(numbers))
+    assert journal == list(range(len(journal))) and len(journal) > 200  # every put committed, in order
+    assert set(numbers) <= set(journal) and journal[-1] == numbers[-1]  # nothing half-written
+    assert len(box) == len(left)
+
+
+# -- topics and validation -----------------------------------------------------------------------------------
+
+
+def test_topics_and_broker_urls():
+    assert topics.event_topic("n1", "track_ended", "door") == "maskwatch/n1/door/events"
+    assert topics.event_topic("n1", "stats", "door") == "maskwatch/n1/door/stats"
+    assert topics.event_topic("n1", "frame", "door") is None
+    assert topics.parse_topic("maskwatch/n1/status") == topics.ParsedTopic("n1", None, "status")
+    assert topics.parse_topic("maskwatch/n1/door/stats") == topics.ParsedTopic("n1", "door", "stats")
+    assert topics.parse_topic("maskwatch/n1/cmd/status") is None
+    assert topics.parse_topic("other/n1/door/stats") is None
+    assert "$share/maskwatch/maskwatch/+/+/events" in topics.ingest_subscriptions()
+    url = BrokerURL.parse("mqtt://u%40x:p%3Ass@broker.local:1999")
+    assert (url.host, url.port, url.username, url.password, url.tls) == ("broker.local", 1999, "u@x", "p:ss", False)
+    assert BrokerURL.parse("mqtts://h").port == 8883 and BrokerURL.parse("mqtts://h").tls
+    assert "p:ss" not in str(url) and topics.redact("mqtt://a:secret@h:1") == "mqtt://a:***@h:1"
+    for bad in ("http://h", "mqtt://", "mqtt://h:notaport"):
+        with pytest.raises(ValueError):
+            BrokerURL.parse(bad)
+    for bad in ("a/b", "+", "#", "", "x" * 65, "n:c"):
+        with pytest.raises(ValueError):
+            topics.check_name(bad)
+
+
+def _stats(source: str = "door") -> StatsBucket:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return StatsBucket(source=source, start=now, end=now, interval=1.0, people={"with_mask": 1}, n_people=1,
+                       compliant_people=1, compliance=1.0, present_max=1, frames_analysed=5, frames_dropped=0,
+                       faces_classified=5, analysed_fps=4.5, lag={"p50": 0.1, "p95": 0.2, "max": 0.3})  # fmt: skip
+
+
+def test_ingest_validates_and_counts_without_stopping():
+    got = []
+    ingest = FleetIngest(got.append, BrokerURL.parse("mqtt://127.0.0.1:1"), max_bytes=4096)
+    good = _stats()
+    assert ingest.receive("maskwatch/n1/door/stats", good.to_json().encode()) == 0
+    cases = {
+        "json": [b"\xff\xfe garbage", good.to_json().encode()[:40], b"[1, 2]"],
+        "oversized": [b"{" + b" " * 5000 + b"}"],
+        "schema": [json.dumps({**good.to_dict(), "schema": "maskwatch.event/9"}).encode()],
+        "invalid": [json.dumps({**good.to_dict(), "n_people": "many"}).encode()],
+        "mismatch": [good.to_json().encode()],  # sent on another camera's topic below
+        "topic": [good.to_json().encode()],
+    }
+    for reason, payloads in cases.items():
+        for payload in payloads:
+            topic = {"mismatch": "maskwatch/n1/hall/stats", "topic": "maskwatch/n1/door/x/stats"}.get(
+                reason, "maskwatch/n1/door/stats"
+            )
+            ingest.receive(topic, payload)
+    ingest.receive("maskwatch/n1/door/events", good.to_json().encode())  # stats on the events channel
+    assert ingest.rejected == {"oversized": 1, "topic": 1, "json": 3, "schema": 1, "invalid": 1, "mismatch": 2}
+    ingest.receive("maskwatch/n1/door/stats", _stats().to_json().encode())  # still ingesting
+    assert ingest.accepted == 2 and len(got) == 2
+    assert got[0].id == good.id and got[0].source == "n1:door"  # renamed node:camera, id unchanged
+    cam = ingest.fleet()["nodes"]["n1"]["cameras"]["door"]
+    assert cam["fps"] == 4.5 and cam["lag_p95"] == 0.2 and ingest.fleet()["nodes"]["n1"]["state"] == "online"
+
+
+def test_node_last_will_marks_its_cameras_lost():
+    got = []
+    ingest = FleetIngest(got.append, BrokerURL.parse("mqtt://127.0.0.1:1"))
+    online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door", "hall"]}
+    ingest.receive("maskwatch/n1/status", json.dumps(online).encode())
+    ingest.receive("maskwatch/n1/status", json.dumps({**online, "node": "n2"}).encode())  # node mismatch
+    assert ingest.rejected["mismatch"] == 1
+    offline = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "offline", "reason": "connection lost"}
+    ingest.receive("maskwatch/n1/status", json.dumps(offline).encode())
+    lost = [e for e in got if isinstance(e, SourceStatus)]
+    assert sorted(e.source for e in lost) == ["n1:door", "n1:hall"] and all(e.state == "lost" for e in lost)
+    assert ingest.fleet()["nodes"]["n1"]["state"] == "offline"
+
+
+# -- with a real broker ------------------------------------------------------------------------------------------
+
+
+class Collector:
+    """A plain subscriber recording (topic, payload) in arrival order."""
+
+    def __init__(self, broker: MosquittoBroker, pattern: str, user: str = "control"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.client = make_client(BrokerURL.parse(broker.url(user)), f"collector-{time.monotonic_ns()}")
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.retain))
+        self.client.on_connect = lambda c, *_: c.subscribe(pattern, qos=1)
+        self.client.connect(broker.host if hasattr(broker, "host") else "127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_publisher_drains_in_order_after_outages(tmp_path, broker):
+    box = Outbox(tmp_path / "o.db")
+    port = broker.port
+    broker.stop()  # the broker is down when the node starts
+    for i in range(150):
+        box.put("maskwatch/n1/door/events", f"{i}")
+    publisher = Publisher(BrokerURL.parse(broker.url("agent")), box, client_id="pub-test", window=20)
+    publisher.start()
+    time.sleep(1.5)
+    assert len(box) == 150 and not publisher.connected.is_set()
+    broker.port = port
+    broker.start()
+    got = Collector(broker, "maskwatch/#")
+    assert wait_until(publisher.connected.is_set, 10)
+    for i in range(150, 300):
+        box.put("maskwatch/n1/door/events", f"{i}")
+        publisher.wake()
+        if i == 200:
+            broker.stop()  # an outage in the middle: nothing lost, order kept
+            time.sleep(1.0)
+            broker.start()
+    assert publisher.wait_drained(30), f"{len(box)} left"
+    wait_until(lambda: len(got.messages) >= 300, 10)
+    numbers = [int(p) for _, p, _ in got.messages]
+    publisher.stop()
+    got.close()
+    # every message arrived; the first arrivals are in order (a resend after an outage may repeat some)
+    assert set(numbers) >= set(range(150, 300)) and len(box) == 0
+    firsts = list(dict.fromkeys(numbers))
+    assert firsts == sorted(firsts)
+
+
+def test_agent_end_to_end_with_commands(tmp_path, broker):
+    from maskwatch.fleet.agent import Agent, AgentConfig
+    from maskwatch.stream import EngineConfig, StreamEngine
+
+    video = make_video(tmp_path / "walk.mp4", 60, people=2)
+    stored: list = []
+    ingest = FleetIngest(stored.append, BrokerURL.parse(broker.url("control")), client_id="ingest-e2e")
+    ingest.start()
+    watch = Collector(broker, "maskwatch/#", user="viewer")
+    assert wait_until(ingest.connected.is_set, 10)
+    config = AgentConfig(broker=broker.url("agent"), node="n1", data_dir=str(tmp_path / "agent"), journal=True,
+                         stats_interval=0.5, realtime=True)  # fmt: skip
+    engine = StreamEngine(fake_detector(), EngineConfig(stats_interval=0.5, stop_when_done=True, min_track_frames=3))
+    agent = Agent(config, engine)
+    results: list[dict] = []
+    runner = threading.Thread(target=lambda: results.append({"left": agent.run([("door", str(video))])}))
+    runner.start()
+    assert wait_until(agent.publisher.connected.is_set, 10)
+
+    control = Collector(broker, "maskwatch/n1/cmd/result", user="control")
+    time.sleep(0.5)  # the agent subscribes to its commands once connected
+
+    def command(verb, **body):
+        control.client.publish(f"maskwatch/n1/cmd/{verb}", json.dumps({"request_id": f"r-{verb}", **body}), qos=1)
+
+    command("status")
+    command("snapshot", name="door")
+    command("add_camera", name="bad/name", source=str(video))
+    command("remove_camera", name="nope")
+    command("frobnicate")
+    runner.join(60)
+    assert not runner.is_alive() and results[-1]["left"] == 0  # exits once the last event is acknowledged
+    wait_until(lambda: ingest.fleet()["nodes"].get("n1", {}).get("state") == "offline", 10)
+    answers = {}
+    for topic, payload, _ in control.messages:
+        if topic == "maskwatch/n1/cmd/result":
+            body = json.loads(payload)
+            answers[body["request_id"]] = body
+    assert answers["r-status"]["ok"] and "door" in answers["r-status"]["result"]["cameras"]
+    assert not answers["r-snapshot"]["ok"] and "snapshots disabled" in answers["r-snapshot"]["error"]
+    assert not answers["r-add_camera"]["ok"] and not answers["r-remove_camera"]["ok"]
+    assert "unknown command" in answers["r-frobnicate"]["error"]
+    produced = [k for (k,) in sqlite3.connect(tmp_path / "agent" / "outbox.db").execute("SELECT key FROM journal")]
+    ids = [e.id for e in stored if not isinstance(e, SourceStatus) or e.reason is None or "offline" not in e.reason]
+    assert sorted(set(ids)) == sorted(produced)  # every event arrived (a resend would repeat an id, stored once)
+    ended = [e for e in stored if isinstance(e, TrackEnded)]
+    assert len(ended) == 2 and {e.label for e in ended} == {"with_mask", "without_mask"}
+    assert all(e.source == "n1:door" for e in stored)
+    kinds = {t.rsplit("/", 1)[-1] for t, _, _ in watch.messages if t.startswith("maskwatch/n1/door/")}
+    assert {"status", "events", "stats", "alerts", "compliance"} <= kinds
+    alert = next(json.loads(p) for t, p, _ in watch.messages if t.endswith("/alerts"))
+    assert alert["kind"] == "unmasked_person" and alert["schema"] == topics.ALERT_SCHEMA
+    status = [json.loads(p) for t, p, _ in watch.messages if t == "maskwatch/n1/status"]
+    assert status[0]["state"] == "online" and status[-1]["state"] == "offline"
+    # retained: a newcomer reads the node's state and each camera's latest compliance at once
+    late = Collector(broker, "maskwatch/n1/#", user="viewer")
+    wait_until(lambda: len(late.messages) >= 2, 5)
+    retained = {t: json.loads(p) for t, p, r in late.messages if r}
+    assert retained["maskwatch/n1/status"]["state"] == "offline" and "maskwatch/n1/door/compliance" in retained
+    for client in (late, watch, control):
+        client.close()
+    ingest.stop()
+    for event in stored:
+        parse_event(event.to_json())
+
+
+def test_snapshot_is_blurred_and_only_when_enabled(tmp_path):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from maskwatch.fleet.agent import Agent, AgentConfig
+    from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
+
+    video = make_video(tmp_path / "walk.mp4", 20, people=1)
+    engine = StreamEngine(fake_detector(), EngineConfig())
+    config = AgentConfig(broker="mqtt://127.0.0.1:1", node="n1", data_dir=str(tmp_path / "a"), snapshots=True)
+    agent = Agent(config, engine)
+    engine.add_source(SourceSpec(str(video), name="door", realtime=True, loop=True))
+    engine.start()
+    assert wait_until(lambda: engine.latest("door") is not None and engine.latest("door").event.faces, 10)
+    answer = agent.handle_command("snapshot", json.dumps({"request_id": "s1", "name": "door"}).encode())
+    assert answer["ok"] and answer["request_id"] == "s1" and answer["result"]["faces_blurred"] == 1
+    jpeg = np.frombuffer(base64.b64decode(answer["result"]["jpeg_base64"]), np.uint8)
+    image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    latest = engine.latest("door")
+    x0, y0, x1, y1 = (int(v) for v in latest.event.faces[0].box)
+    original = cv2.cvtColor(latest.frame.image, cv2.COLOR_RGB2BGR)[y0:y1, x0:x1].astype(float)
+    assert np.abs(image[y0:y1, x0:x1].astype(float) - original).mean() > 5  # the face region was changed
+    assert agent.handle_command("snapshot", b"not json")["ok"] is False
+    engine.stop()
+    agent.outbox.close()
+
+
+def test_unauthorised_clients_are_refused(tmp_path, broker):
+    stored: list = []
+    ingest = FleetIngest(stored.append, BrokerURL.parse(broker.url("control")), client_id="ingest-auth")
+    ingest.start()
+    assert wait_until(ingest.connected.is_set, 10)
+    wrong = make_client(BrokerURL("127.0.0.1", broker.port, "agent", "wrong"), "intruder")
+    refused = threading.Event()
+    wrong.on_connect = lambda _c, _u, _f, rc, _p: refused.set() if rc.is_failure else None
+    wrong.connect("127.0.0.1", broker.port)
+    wrong.loop_start()
+    assert wait_until(refused.is_set, 5)
+    wrong.loop_stop()
+    viewer = make_client(BrokerURL.parse(broker.url("viewer")), "viewer-pub")  # may read, may not publish
+    viewer.connect("127.0.0.1", broker.port)
+    viewer.loop_start()
+    viewer.publish("maskwatch/n1/door/stats", _stats().to_json(), qos=1).wait_for_publish(5)
+    agent = make_client(BrokerURL.parse(broker.url("agent")), "agent-pub")
+    agent.connect("127.0.0.1", broker.port)
+    agent.loop_start()
+    agent.publish("maskwatch/n1/door/stats", b"\x00garbage", qos=1).wait_for_publish(5)
+    agent.publish("maskwatch/n1/door/stats", _stats().to_json()[:30], qos=1).wait_for_publish(5)
+    good = _stats()
+    agent.publish("maskwatch/n1/door/stats", good.to_json(), qos=1).wait_for_publish(5)
+    assert wait_until(lambda: len(stored) == 1, 5)
+    time.sleep(0.3)
+    assert [e.id for e in stored] == [good.id] and ingest.rejected["json"] == 2  # viewer's publish never arrived
+    for client in (viewer, agent):
+        client.disconnect()
+        client.loop_stop()
+    ingest.stop()
