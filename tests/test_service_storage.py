@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("sqlalchemy", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("alembic", reason="the serve extra is not installed")
 
+import conftest_service
 from conftest_service import T0, bucket, person, wait_until
 from sqlalchemy import func, select
 
@@ -18,7 +19,7 @@ from maskwatch.service.storage.db import current_revision, migrate, open_db, ses
 from maskwatch.service.storage.ingest import Ingestor
 from maskwatch.service.storage.models import Base, Ingested, PersonEvent, StatsBucket, StatsRollup
 
-pytest_plugins = ["conftest_service"]  # the db_url and pg_server fixtures
+db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the fixtures
 
 
 def _open(url):
