@@ -40,7 +40,9 @@ def server(tmp_path):
 
     from maskwatch.service.app import create_app
 
-    settings = service_settings(tmp_path, cameras=[{"name": "door", "url": "rtsp://fake/door"}])
+    settings = service_settings(
+        tmp_path, cameras=[{"name": "door", "url": "rtsp://fake/door"}], privacy={"snapshots": True}
+    )
     app = create_app(settings, detector=fake_detector(), admin_token=ADMIN,
                      capture_factory=fake_cameras(gate=lambda: NoisyCamera(unmasked=True)))  # fmt: skip
     with socket.socket() as s:
@@ -85,11 +87,16 @@ def test_dashboard_pages_live_numbers_upload_cameras_and_alerts(server, tmp_path
             page.wait_for_timeout(250)
         assert int(page.text_content(people)) > 0
         page.wait_for_selector("#chart svg")
+        # the chart follows the stored buckets live (redrawn on stats events), not only at page load
+        page.wait_for_selector("#chart[data-redraws]", timeout=20000)
+        assert int(page.get_attribute("#chart", "data-redraws")) >= 1
         page.screenshot(path=str(shots / "overview.png"), full_page=True)
         for name, selector in (("events", "#events"), ("camera/door", "#live-view"), ("upload", "#drop"),
                                ("settings", "#camera-form"), ("alerts", "#rule-form")):  # fmt: skip
             page.goto(f"{base}/#/{name}")
             page.wait_for_selector(selector)
+            if name == "events":  # snapshots on: the gallery shows each person's blurred view
+                page.wait_for_selector("#events img.snap")
             page.wait_for_timeout(300)
             page.screenshot(path=str(shots / f"{name.replace('/', '-')}.png"), full_page=True)
         # upload
