@@ -5,28 +5,26 @@ end to end with commands, and unauthorised publishes. Real-process fault tests: 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("paho.mqtt")
 
-from fakes import fake_detector, make_video  # noqa: E402
+from fakes import fake_detector, make_video
 
-from maskwatch.fleet import topics  # noqa: E402
-from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto  # noqa: E402
-from maskwatch.fleet.ingest import FleetIngest  # noqa: E402
-from maskwatch.fleet.outbox import Outbox  # noqa: E402
-from maskwatch.fleet.publisher import Publisher, make_client  # noqa: E402
-from maskwatch.fleet.topics import BrokerURL  # noqa: E402
-from maskwatch.stream.events import SourceStatus, StatsBucket, TrackEnded, parse_event  # noqa: E402
+from maskwatch.fleet import topics
+from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto
+from maskwatch.fleet.ingest import FleetIngest
+from maskwatch.fleet.outbox import Outbox
+from maskwatch.fleet.publisher import Publisher, make_client
+from maskwatch.fleet.topics import BrokerURL
+from maskwatch.stream.events import SourceStatus, StatsBucket, TrackEnded, parse_event
 
 USERS = {"agent": "agent-secret", "control": "control-secret", "viewer": "viewer-secret"}
 ACL = {"viewer": ["topic read maskwatch/#"]}
@@ -151,9 +149,22 @@ def _stats(source: str = "door") -> StatsBucket:
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    return StatsBucket(source=source, start=now, end=now, interval=1.0, people={"with_mask": 1}, n_people=1,
-                       compliant_people=1, compliance=1.0, present_max=1, frames_analysed=5, frames_dropped=0,
-                       faces_classified=5, analysed_fps=4.5, lag={"p50": 0.1, "p95": 0.2, "max": 0.3})  # fmt: skip
+    return StatsBucket(
+        source=source,
+        start=now,
+        end=now,
+        interval=1.0,
+        people={"with_mask": 1},
+        n_people=1,
+        compliant_people=1,
+        compliance=1.0,
+        present_max=1,
+        frames_analysed=5,
+        frames_dropped=0,
+        faces_classified=5,
+        analysed_fps=4.5,
+        lag={"p50": 0.1, "p95": 0.2, "max": 0.3},
+    )
 
 
 def test_ingest_validates_and_counts_without_stopping():
@@ -259,8 +270,14 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
     ingest.start()
     watch = Collector(broker, "maskwatch/#", user="viewer")
     assert wait_until(ingest.connected.is_set, 10)
-    config = AgentConfig(broker=broker.url("agent"), node="n1", data_dir=str(tmp_path / "agent"), journal=True,
-                         stats_interval=0.5, realtime=True)  # fmt: skip
+    config = AgentConfig(
+        broker=broker.url("agent"),
+        node="n1",
+        data_dir=str(tmp_path / "agent"),
+        journal=True,
+        stats_interval=0.5,
+        realtime=True,
+    )
     engine = StreamEngine(fake_detector(), EngineConfig(stats_interval=0.5, stop_when_done=True, min_track_frames=3))
     agent = Agent(config, engine)
     results: list[dict] = []
@@ -291,7 +308,8 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
     assert not answers["r-snapshot"]["ok"] and "snapshots disabled" in answers["r-snapshot"]["error"]
     assert not answers["r-add_camera"]["ok"] and not answers["r-remove_camera"]["ok"]
     assert "unknown command" in answers["r-frobnicate"]["error"]
-    produced = [k for (k,) in sqlite3.connect(tmp_path / "agent" / "outbox.db").execute("SELECT key FROM journal")]
+    journal = sqlite3.connect(tmp_path / "agent" / "outbox.db").execute("SELECT key FROM journal").fetchall()
+    produced = [k.split(":", 1)[1] for (k,) in journal]
     ids = [e.id for e in stored if not isinstance(e, SourceStatus) or e.reason is None or "offline" not in e.reason]
     assert sorted(set(ids)) == sorted(produced)  # every event arrived (a resend would repeat an id, stored once)
     ended = [e for e in stored if isinstance(e, TrackEnded)]

@@ -56,7 +56,7 @@ class AgentConfig:
     snapshots: bool = False  # allow the snapshot command (faces always blurred)
     model: str | None = None
     status_every: float = 30.0  # republish the retained node status this often (seconds)
-    journal: bool = False  # keep every published event id in the outbox's journal table (audits, tests)
+    journal: bool = False  # keep "type:id" of every published event in the outbox's journal table (audits, tests)
 
     def broker_url(self) -> BrokerURL:
         url = BrokerURL.parse(self.broker)
@@ -137,7 +137,7 @@ class Agent:
         if topic is None:
             return
         kind = "stats" if event.type == "stats" else "event"
-        self.outbox.put(topic, event.to_json(), kind=kind, key=event.id)
+        self.outbox.put(topic, event.to_json(), kind=kind, key=f"{event.type}:{event.id}")
         self.events_stored += 1
         if event.type == "stats":
             compliance = {
