@@ -115,7 +115,7 @@ class FleetIngest:
         log.info("fleet ingest connected to %s", self.broker)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stop.is_set():
             log.warning("fleet ingest disconnected from %s (%s)", self.broker, reason_code)
         self.connected.clear()
 

@@ -130,7 +130,7 @@ class Publisher:
                 log.exception("on_connect callback failed")
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stop.is_set():
             log.warning("disconnected from %s (%s); messages wait in the outbox", self.broker, reason_code)
         self.connected.clear()
 
