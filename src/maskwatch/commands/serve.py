@@ -65,11 +65,18 @@ def serve(
     ),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier (.pt / .onnx).", show_default="bundled"),
     check: bool = typer.Option(False, "--check", help="Validate the settings, print them (secrets hidden) and exit."),
-    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Ingest the fleet's edge agents from this broker: "
-                                       "mqtt://USER:PASS@HOST:PORT (mqtts:// for TLS); see docs/deploy.md."),
-    mqtt_id: Optional[str] = typer.Option(None, "--mqtt-id", help="MQTT client id of this ingest worker (stable: "
-                                          "its session keeps what it has not stored).",
-                                          show_default="maskwatch-ingest-HOST"),
+    mqtt: Optional[str] = typer.Option(
+        None,
+        "--mqtt",
+        help="Ingest the fleet's edge agents from this broker: "
+        "mqtt://USER:PASS@HOST:PORT (mqtts:// for TLS); see docs/deploy.md.",
+    ),
+    mqtt_id: Optional[str] = typer.Option(
+        None,
+        "--mqtt-id",
+        help="MQTT client id of this ingest worker (stable: its session keeps what it has not stored).",
+        show_default="maskwatch-ingest-HOST",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the monitoring service: REST API under /api/v1 (OpenAPI at /docs), a live dashboard at /, cameras
