@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -392,3 +393,25 @@ def test_unauthorised_clients_are_refused(tmp_path, broker):
         client.disconnect()
         client.loop_stop()
     ingest.stop()
+
+
+def test_agent_cli_config_and_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from maskwatch.cli import app
+    from maskwatch.commands.agent import load_agent_config
+
+    config = load_agent_config(Path("configs/agent.yaml"), {"node": "n1", "cameras": {"door": "a.mp4"}})
+    assert config.node == "n1" and config.cameras == {"door": "a.mp4"} and config.outbox_mb == 256
+    assert not config.snapshots  # privacy by default
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("brokr: mqtt://x\n")
+    result = runner.invoke(app, ["agent", "--config", str(bad), "--camera", "door=a.mp4"])
+    assert result.exit_code == 2 and "did you mean 'broker'" in result.output
+    assert runner.invoke(app, ["agent", "--node", "n1"]).exit_code == 2  # no camera
+    result = runner.invoke(app, ["agent", "--camera", "door"])
+    assert result.exit_code == 2 and "NAME=SOURCE" in result.output
+    result = runner.invoke(app, ["agent", "--camera", "a=b", "--broker", "http://x"])
+    assert result.exit_code == 2 and "mqtt://" in result.output
+    assert "--broker" in runner.invoke(app, ["agent", "--help"]).output
