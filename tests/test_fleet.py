@@ -415,3 +415,33 @@ def test_agent_cli_config_and_usage_errors(tmp_path):
     result = runner.invoke(app, ["agent", "--camera", "a=b", "--broker", "http://x"])
     assert result.exit_code == 2 and "mqtt://" in result.output
     assert "--broker" in runner.invoke(app, ["agent", "--help"]).output
+
+
+def test_ingest_into_the_service_api_and_offline_alert(tmp_path):
+    """FleetIngest bound to a running service (fake models): events stored once under NODE:CAMERA, the fleet
+    on /api/v1/fleet, and a node's last will firing the camera_offline rule."""
+    from conftest_service import running_service
+
+    rule = {"name": "node down", "kind": "camera_offline", "for_s": 0}
+    with running_service(tmp_path, alerts={"rules": [rule], "evaluate_every": 0.1}) as (client, service):
+        assert client.get("/api/v1/fleet").json() == {"enabled": False, "nodes": {}}
+        ingest = FleetIngest(service.handle_event, BrokerURL.parse("mqtt://127.0.0.1:1"), ingestor=service.ingestor)
+        service.fleet = ingest
+        online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door"]}
+        ingest.receive("maskwatch/n1/status", json.dumps(online).encode())
+        stats = _stats()
+        marks = [ingest.receive("maskwatch/n1/door/stats", stats.to_json().encode()) for _ in range(2)]  # resent
+        assert marks[0] > 0 and wait_until(lambda: ingest._written() >= marks[1], 10)
+        body = client.get("/api/v1/fleet").json()
+        assert body["enabled"] and body["nodes"]["n1"]["cameras"]["door"]["fps"] == 4.5
+        rows = client.get("/api/v1/stats/compliance", params={"camera": "n1:door", "bucket": "1m"}).json()
+        assert rows, rows
+        offline = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "offline", "reason": "connection lost"}
+        ingest.receive("maskwatch/n1/status", json.dumps(offline).encode())
+
+        def firing():
+            alerts = client.get("/api/v1/alerts").json()
+            items = alerts.get("items", alerts) if isinstance(alerts, dict) else alerts
+            return [a for a in items if a.get("camera") == "n1:door" and a.get("kind") == "camera_offline"]
+
+        assert wait_until(firing, 10)

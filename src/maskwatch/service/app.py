@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from maskwatch import __version__
 from maskwatch.service.core import Service
 from maskwatch.service.errors import error_body, install_error_handlers
-from maskwatch.service.routers import alerts, auth, cameras, events, infer, jobs, stats, system
+from maskwatch.service.routers import alerts, auth, cameras, events, fleet, infer, jobs, stats, system
 from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.uploads import BodyLimit
 
@@ -66,7 +66,7 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    for module in (system, auth, cameras, events, stats, alerts, infer, jobs):
+    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet):
         app.include_router(module.router, prefix=API)
     app.add_api_route("/healthz", system.healthz, include_in_schema=False)
 
