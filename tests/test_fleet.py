@@ -5,6 +5,7 @@ end to end with commands, and unauthorised publishes. Real-process fault tests: 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -445,3 +446,73 @@ def test_ingest_into_the_service_api_and_offline_alert(tmp_path):
             return [a for a in items if a.get("camera") == "n1:door" and a.get("kind") == "camera_offline"]
 
         assert wait_until(firing, 10)
+
+
+def _certificates(folder: Path) -> tuple[str, str, str]:
+    """A throwaway CA and a broker certificate for 127.0.0.1 (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        str(folder / n) for n in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem")
+    )
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    ext = folder / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1",
+        "-extfile", str(ext))  # fmt: skip
+    for path in (ca_key, key):
+        os.chmod(path, 0o600)
+    return ca, cert, key
+
+
+def test_tls_broker(tmp_path):
+    import shutil
+
+    from maskwatch.fleet.publisher import TLSOptions
+
+    if find_mosquitto() is None or shutil.which("openssl") is None:
+        pytest.skip("mosquitto or openssl not installed")
+    ca, cert, key = _certificates(tmp_path / "pki")
+    broker = MosquittoBroker(tmp_path / "broker", USERS, tls=(ca, cert, key))
+    broker.start()
+    try:
+        stored: list = []
+        ingest = FleetIngest(stored.append, BrokerURL.parse(broker.url("control")), client_id="ingest-tls",
+                             tls=TLSOptions(ca_certs=ca))  # fmt: skip
+        ingest.start()
+        box = Outbox(tmp_path / "o.db")
+        good = _stats()
+        box.put("maskwatch/n1/door/stats", good.to_json())
+        publisher = Publisher(
+            BrokerURL.parse(broker.url("agent")), box, client_id="pub-tls", tls=TLSOptions(ca_certs=ca)
+        )
+        publisher.start()
+        assert broker.url("agent").startswith("mqtts://")
+        assert publisher.wait_drained(15) and wait_until(lambda: len(stored) == 1, 10)
+        assert stored[0].id == good.id
+        untrusted = Publisher(
+            BrokerURL.parse(broker.url("agent")), Outbox(tmp_path / "u.db"), client_id="pub-untrusted"
+        )
+        untrusted.start()  # the system CAs do not know this broker: no connection
+        time.sleep(1.5)
+        assert not untrusted.connected.is_set()
+        for p in (publisher, untrusted):
+            p.stop()
+        ingest.stop()
+    finally:
+        broker.stop()

@@ -33,7 +33,7 @@ class MosquittoBroker:
     maskwatch/#``); users without an ACL entry get read/write on ``maskwatch/#``."""
 
     def __init__(self, folder: Path, users: dict[str, str], *, acl: dict[str, list[str]] | None = None,
-                 port: int | None = None) -> None:  # fmt: skip
+                 port: int | None = None, tls: tuple[str, str, str] | None = None) -> None:  # fmt: skip
         found = find_mosquitto()
         if found is None:
             raise FileNotFoundError("mosquitto not installed (apt-get install mosquitto mosquitto-clients)")
@@ -42,6 +42,7 @@ class MosquittoBroker:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.users = users
+        self.tls = tls  # (CA file, certificate, key): a TLS listener
         pwfile = self.folder / "passwd"
         for i, (user, password) in enumerate(users.items()):
             args = [passwd, "-b", *(["-c"] if i == 0 else []), str(pwfile), user, password]
@@ -60,7 +61,8 @@ class MosquittoBroker:
             # as root mosquitto would drop to the "mosquitto" user, which cannot read this folder
             + ("user root\n" if os.geteuid() == 0 else "")
             + f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous false\n"
+            + (f"cafile {tls[0]}\ncertfile {tls[1]}\nkeyfile {tls[2]}\n" if tls else "")
+            + "allow_anonymous false\n"
             f"password_file {pwfile}\n"
             f"acl_file {self.folder / 'acl'}\n"
             "persistence true\n"
@@ -77,7 +79,8 @@ class MosquittoBroker:
 
     def url(self, user: str | None = None) -> str:
         user = user or next(iter(self.users))
-        return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{user}:{self.users[user]}@127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         log = open(self.folder / "mosquitto.log", "ab")  # noqa: SIM115 (kept by the process)
