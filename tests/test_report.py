@@ -17,6 +17,7 @@ from conftest import write_class_folders
 from matplotlib.figure import Figure
 from PIL import Image
 
+from maskwatch import plotting
 from maskwatch.report import analysis, plots
 
 CLASSES = ["with_mask", "without_mask"]
@@ -76,7 +77,7 @@ def assert_self_contained(html: str) -> None:
 
 def _figure_ok(fig: Figure) -> None:
     assert isinstance(fig, Figure) and fig.axes
-    uri = plots.figure_to_data_uri(fig, dpi=40)
+    uri = plotting.figure_to_data_uri(fig, dpi=40)
     assert uri.startswith("data:image/png;base64,")
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert image.format == "PNG" and image.width > 20 and image.height > 20
@@ -150,8 +151,9 @@ def test_plot_helpers_on_tiny_inputs():
     _figure_ok(plots.plot_filters(rng.normal(size=(5, 3, 3, 3))))
     _figure_ok(plots.plot_filters(rng.normal(size=(4, 1, 3, 3))))
     _figure_ok(plots.plot_weight_histograms([("w", rng.normal(size=(4, 5))), ("v", rng.normal(size=(3, 3, 1, 1)))]))
-    _figure_ok(plots.plot_explanation(image, [("map", (image * 255).astype(np.uint8))], np.array([0.3, 0.7]), CLASSES))
-    uri = plots.image_to_data_uri((image * 255).astype(np.uint8))
+    overlays = [("map", (image * 255).astype(np.uint8))]
+    _figure_ok(plotting.plot_explanation(image, overlays, np.array([0.3, 0.7]), CLASSES))
+    uri = plotting.image_to_data_uri((image * 255).astype(np.uint8))
     assert uri.startswith("data:image/jpeg;base64,")
 
 

@@ -67,8 +67,8 @@ def explain_files(
     from maskwatch.checkpoint import build_model, load_checkpoint
     from maskwatch.data.images import BadImageError, load_rgb
     from maskwatch.explain.cam import CamExplainer, overlay
+    from maskwatch.plotting import plot_explanation
     from maskwatch.preprocess import Preprocessing, denormalize, to_batch
-    from maskwatch.report.plots import plot_explanation
 
     checkpoint = load_checkpoint(model_path)
     classes = list(checkpoint["classes"])

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch import plotting
 from maskwatch.config import DEFAULT_CROP_MARGIN
 from maskwatch.report import analysis, plots
 from maskwatch.runtime.types import CROP_MARGIN, model_fields
@@ -216,8 +217,8 @@ def _tile(image01: np.ndarray, cam: np.ndarray) -> tuple[str, str]:
     small = cv2.resize(image01, (TILE_SIZE, TILE_SIZE), interpolation=cv2.INTER_AREA)
     small_cam = cv2.resize(cam, (TILE_SIZE, TILE_SIZE), interpolation=cv2.INTER_AREA)
     return (
-        plots.image_to_data_uri((small * 255).round().astype(np.uint8)),
-        plots.image_to_data_uri(overlay(small, small_cam)),
+        plotting.image_to_data_uri((small * 255).round().astype(np.uint8)),
+        plotting.image_to_data_uri(overlay(small, small_cam)),
     )
 
 
@@ -319,7 +320,7 @@ def build_report(
     training = {
         "rows": len(history),
         "source": history_source,
-        "figure": plots.figure_to_data_uri(plots.plot_training_curves(history)) if history else None,
+        "figure": plotting.figure_to_data_uri(plots.plot_training_curves(history)) if history else None,
     }
     timings["summary_s"] = time.perf_counter() - t0
 
@@ -331,12 +332,12 @@ def build_report(
     metrics = {
         "report": report,
         "thresholds": thresholds,
-        "confusion": plots.figure_to_data_uri(plots.plot_confusion(report["confusion_matrix"], classes)),
-        "roc": plots.figure_to_data_uri(plots.plot_roc(labels, probabilities, classes)) if both else None,
-        "pr": plots.figure_to_data_uri(plots.plot_precision_recall(labels, probabilities, classes, thresholds))
+        "confusion": plotting.figure_to_data_uri(plots.plot_confusion(report["confusion_matrix"], classes)),
+        "roc": plotting.figure_to_data_uri(plots.plot_roc(labels, probabilities, classes)) if both else None,
+        "pr": plotting.figure_to_data_uri(plots.plot_precision_recall(labels, probabilities, classes, thresholds))
         if both
         else None,
-        "reliability": plots.figure_to_data_uri(plots.plot_reliability(rel)),
+        "reliability": plotting.figure_to_data_uri(plots.plot_reliability(rel)),
         "ece": rel.ece,
     }
     timings["metrics_s"] = time.perf_counter() - t0
@@ -433,7 +434,7 @@ def build_report(
             fig = plots.plot_feature_maps(images01[i], rows_maps)
             feature_figures.append(
                 {
-                    "uri": plots.figure_to_data_uri(fig, dpi=80),
+                    "uri": plotting.figure_to_data_uri(fig, dpi=80),
                     "caption": f"{Path(evaluation.samples[r].path).name}: true {classes[labels[r]]}, "
                     f"predicted {classes[predicted[r]]} ({probabilities[r].max():.3f})",
                 }
@@ -444,9 +445,9 @@ def build_report(
     internals = {
         "layers": [{"label": label, "name": name} for label, name in layers],
         "feature_figures": feature_figures,
-        "filters": plots.figure_to_data_uri(plots.plot_filters(filter_weights, filter_name), dpi=100),
+        "filters": plotting.figure_to_data_uri(plots.plot_filters(filter_weights, filter_name), dpi=100),
         "filter_name": filter_name,
-        "weights": plots.figure_to_data_uri(plots.plot_weight_histograms(weights), dpi=80) if weights else None,
+        "weights": plotting.figure_to_data_uri(plots.plot_weight_histograms(weights), dpi=80) if weights else None,
         "weight_names": [name for name, _ in weights],
         "finetune": finetune,
     }
@@ -464,7 +465,7 @@ def build_report(
         baseline[name] = float(np.mean(areas)) if areas else float("nan")
         mass_summary[name]["uniform_lower_face"] = baseline[name]
     quality = {
-        "figure": plots.figure_to_data_uri(plots.plot_cam_mass(table, used_labels, classes, baseline)),
+        "figure": plotting.figure_to_data_uri(plots.plot_cam_mass(table, used_labels, classes, baseline)),
         "summary": mass_summary,
         "method": method,
         "layer": explainer.layer_name,
