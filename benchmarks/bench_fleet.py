@@ -177,7 +177,7 @@ def run_fleet(args: argparse.Namespace, workers: int, pg) -> dict:
                     "--db",
                     db_url,
                     "--mqtt",
-                    broker.url("control"),
+                    broker.url("control") + "?shared=1",  # several workers split the load
                     "--mqtt-id",
                     f"bench-ingest-{w}",
                 ],

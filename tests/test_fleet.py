@@ -134,7 +134,11 @@ def test_topics_and_broker_urls():
     assert topics.parse_topic("maskwatch/n1/door/stats") == topics.ParsedTopic("n1", "door", "stats")
     assert topics.parse_topic("maskwatch/n1/cmd/status") is None
     assert topics.parse_topic("other/n1/door/stats") is None
-    assert "$share/maskwatch/maskwatch/+/+/events" in topics.ingest_subscriptions()
+    assert "$share/maskwatch/maskwatch/+/+/events" in topics.ingest_subscriptions(shared=True)
+    assert (
+        "maskwatch/+/+/events" in topics.ingest_subscriptions()
+        and "maskwatch/+/status" in topics.ingest_subscriptions()
+    )
     url = BrokerURL.parse("mqtt://u%40x:p%3Ass@broker.local:1999")
     assert (url.host, url.port, url.username, url.password, url.tls) == ("broker.local", 1999, "u@x", "p:ss", False)
     assert BrokerURL.parse("mqtts://h").port == 8883 and BrokerURL.parse("mqtts://h").tls

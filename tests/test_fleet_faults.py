@@ -46,7 +46,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1):
 
 
 class Fleet:
-    """One broker, one control room, one agent, all real processes, in ``root``."""
+    """One broker, one control room, agents (``n1``, ``n2``, ...), all real processes, in ``root``."""
 
     def __init__(self, root: Path, frames: int = 120):
         self.root = root
@@ -55,7 +55,8 @@ class Fleet:
         self.video = make_video(root / "door.mp4", frames, fps=10)
         self.serve_port = free_port()
         self.serve: subprocess.Popen[bytes] | None = None
-        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None  # the latest started
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.db = root / "control" / "control.db"
         (root / "agent.yaml").write_text("journal: true\nstats_interval: 1.0\nrealtime: true\n")
 
@@ -84,7 +85,7 @@ class Fleet:
         )
         assert wait_until(lambda: (self.root / "control" / "fleet.json").exists(), 60), self.logs("serve")
 
-    def start_agent(self) -> None:
+    def start_agent(self, node: str = "n1") -> None:
         args = [
             *CLI,
             "agent",
@@ -93,25 +94,24 @@ class Fleet:
             "--broker",
             self.broker.url("agent"),
             "--node",
-            "n1",
+            node,
             "--camera",
             f"door={self.video}",
             "--data-dir",
-            str(self.root / "agent"),
+            str(self.root / f"agent-{node}"),
         ]
-        log = self._log("agent")
-        self.agent = subprocess.Popen(args, stdout=log, stderr=log)
+        log = self._log(f"agent-{node}")
+        self.agent = self.agents[node] = subprocess.Popen(args, stdout=log, stderr=log)
 
     def logs(self, name: str) -> str:
         path = self.root / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def produced(self) -> list[str]:
-        path = self.root / "agent" / "outbox.db"
-        if not path.exists():
-            return []
-        with sqlite3.connect(path) as db:
-            keys = [k for (k,) in db.execute("SELECT key FROM journal")]
+        keys = []
+        for path in sorted(self.root.glob("agent-*/outbox.db")):
+            with sqlite3.connect(path) as db:
+                keys += [k for (k,) in db.execute("SELECT key FROM journal")]
         return [k.split(":", 1)[1] for k in keys if k.split(":", 1)[0] in STORED]
 
     def stored(self) -> list[str]:
@@ -131,13 +131,13 @@ class Fleet:
             return {}
 
     def finish(self, timeout: float = 90) -> None:
-        """Wait for the agent to exit (every event acknowledged), then for the control room to store it all;
+        """Wait for the agents to exit (every event acknowledged), then for the control room to store it all;
         assert exactly once."""
-        assert self.agent is not None
-        rc = self.agent.wait(timeout)
-        assert rc == 0, self.logs("agent")
+        assert self.agents
+        for node, proc in self.agents.items():
+            assert proc.wait(timeout) == 0, self.logs(f"agent-{node}")
         produced = self.produced()
-        assert len(produced) >= 5, self.logs("agent")
+        assert len(produced) >= 5 * len(self.agents), self.logs("agent-n1")
         wait_until(lambda: set(self.stored()) >= set(produced), 30)
         stored = self.stored()
         assert len(stored) == len(set(stored))
@@ -146,7 +146,7 @@ class Fleet:
         )
 
     def close(self) -> None:
-        for proc in (self.agent, self.serve):
+        for proc in (*self.agents.values(), self.serve):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -163,17 +163,18 @@ def fleet(tmp_path):
 
 
 def _streaming(fleet: Fleet, n: int = 2) -> None:
-    assert wait_until(lambda: len(fleet.stored()) >= n, 60), fleet.logs("agent") + fleet.logs("serve")
+    assert wait_until(lambda: len(fleet.stored()) >= n, 60), fleet.logs("agent-n1") + fleet.logs("serve")
 
 
-def test_broker_stopped_and_restarted(fleet):
+def test_broker_stopped_and_restarted_while_two_agents_stream(fleet):
     fleet.start_serve()
-    fleet.start_agent()
-    _streaming(fleet)
+    fleet.start_agent("n1")
+    fleet.start_agent("n2")
+    _streaming(fleet, 3)
     port = fleet.broker.port
     fleet.broker.stop()
-    time.sleep(10)  # the agent keeps analysing and queues in its outbox
-    assert fleet.agent is not None and fleet.agent.poll() is None
+    time.sleep(10)  # the agents keep analysing and queue in their outboxes
+    assert all(proc.poll() is None for proc in fleet.agents.values())
     fleet.broker.port = port
     fleet.broker.start()
     fleet.finish()
@@ -194,7 +195,6 @@ def test_control_room_killed_and_restarted(fleet):
 
 def test_agent_killed_and_restarted_outbox_resumes(fleet):
     fleet.start_serve()
-    fleet.broker_url = fleet.broker.url("agent")
     fleet.start_agent()
     _streaming(fleet)
     assert fleet.agent is not None
@@ -203,7 +203,7 @@ def test_agent_killed_and_restarted_outbox_resumes(fleet):
     before = len(fleet.produced())
     fleet.start_agent()  # same data dir: the outbox resumes, then the video is analysed again (new events)
     fleet.finish()
-    assert len(fleet.produced()) > before
+    assert len(fleet.produced()) > before  # both runs' events, each stored once
 
 
 def test_network_cut_then_garbage_and_unauthorised_publishes(fleet):

@@ -1,6 +1,11 @@
-"""The control room's MQTT ingest: subscribes to every node's topics (a shared subscription, so several
-ingest workers split the load), validates each message and feeds the valid engine events to
-``Service.handle_event`` (storage idempotent by event id, alerts, live dashboard).
+"""The control room's MQTT ingest: subscribes to every node's topics, validates each message and feeds the
+valid engine events to ``Service.handle_event`` (storage idempotent by event id, alerts, live dashboard).
+
+One worker (default) uses a plain subscription in a persistent session: the broker queues for it while it
+is down or restarting, so nothing is lost. Several workers use a shared subscription
+(``$share/maskwatch/...``; ``mqtt://...?shared=1``) and split the load; measured on Mosquitto 2.0, a shared
+subscription is **not** queued while no member is connected (and is not restored after a broker restart
+until a member subscribes again), so with shared workers keep at least one of them running.
 
 Validation, in order; a failure is counted under its reason and never stops ingest:
 ``oversized`` (payload over ``max_bytes``), ``topic`` (not a maskwatch topic), ``json`` (not JSON / truncated),
@@ -50,7 +55,7 @@ class FleetIngest:
         ingestor: the service's :class:`~maskwatch.service.storage.ingest.Ingestor` (FIFO): a stored event's
             message is acknowledged only once the ingestor has written it. None: acknowledged as soon as
             ``handle_event`` returns.
-        shared: use the shared subscription (``$share/maskwatch/...``).
+        shared: use the shared subscription (``$share/maskwatch/...``) to split the load between workers.
         max_bytes: larger payloads are rejected.
     """
 
@@ -61,7 +66,7 @@ class FleetIngest:
         *,
         client_id: str = "maskwatch-ingest",
         ingestor: Any = None,
-        shared: bool = True,
+        shared: bool = False,
         max_bytes: int = 256 * 1024,
         tls: TLSOptions | None = None,
     ) -> None:
@@ -271,13 +276,17 @@ class FleetIngest:
 def attach(
     service: Any, url: str, *, client_id: str | None = None, tls: TLSOptions | None = None, state_every: float = 2.0
 ) -> threading.Thread:
-    """Run MQTT ingest inside a :class:`~maskwatch.service.core.Service` (``maskwatch serve --mqtt URL``):
-    starts once the service has started, stops when it stops, and writes the fleet state to
-    ``{data_dir}/fleet.json`` every ``state_every`` seconds. Returns the thread."""
+    """Run MQTT ingest inside a :class:`~maskwatch.service.core.Service` (``maskwatch serve --mqtt URL``;
+    ``URL?shared=1``: a worker of several on the shared subscription): starts once the service has started,
+    stops when it stops, and writes the fleet state to ``{data_dir}/fleet.json`` every ``state_every``
+    seconds. Returns the thread."""
     import os
     import socket
+    from urllib.parse import parse_qs, urlsplit
 
-    broker = BrokerURL.parse(url)
+    query = parse_qs(urlsplit(url).query)
+    shared = query.get("shared", ["0"])[-1].lower() in ("1", "true", "yes")
+    broker = BrokerURL.parse(url.split("?", 1)[0])
     client_id = client_id or f"maskwatch-ingest-{socket.gethostname()}"
 
     def run() -> None:
@@ -285,7 +294,9 @@ def attach(
             time.sleep(0.05)
         if service.stopping.is_set():
             return
-        ingest = FleetIngest(service.handle_event, broker, client_id=client_id, ingestor=service.ingestor, tls=tls)
+        ingest = FleetIngest(
+            service.handle_event, broker, client_id=client_id, ingestor=service.ingestor, tls=tls, shared=shared
+        )
         service.fleet = ingest
         ingest.start()
         log.info("fleet ingest: %s as %s", broker, client_id)

@@ -69,9 +69,10 @@ def event_topic(node: str, event_type: str, camera: str) -> str | None:
     return None if channel is None else camera_topic(node, camera, channel)
 
 
-def ingest_subscriptions(shared: bool = True) -> list[str]:
-    """The control room's subscriptions: event channels shared between workers (``$share``), node status
-    plain (retained messages are not delivered to shared subscriptions, and every worker keeps fleet state)."""
+def ingest_subscriptions(shared: bool = False) -> list[str]:
+    """The control room's subscriptions: event channels (shared between workers with ``shared``: ``$share``),
+    node status always plain (retained messages are not delivered to shared subscriptions, and every worker
+    keeps the fleet state)."""
     prefix = f"$share/{SHARE_GROUP}/" if shared else ""
     return [f"{prefix}{ROOT}/+/+/{channel}" for channel in EVENT_CHANNELS] + [f"{ROOT}/+/status"]
 
