@@ -104,7 +104,8 @@ class Publisher:
         self._wake = threading.Event()
         self._acked: collections.deque[int] = collections.deque()  # mids from paho's thread
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
-        self._early: set[int] = set()  # mids acknowledged before their publish() returned
+        self._direct: set[int] = set()  # mids of messages published outside the outbox (status, results)
+        self._lock = threading.Lock()  # a publish and the record of its mid happen together
         self._last = 0  # highest seq handed to paho
         self._thread: threading.Thread | None = None
         self.published = 0
@@ -161,7 +162,7 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout)
         if final is not None and self.connected.is_set():
-            info = self.client.publish(final[0], final[1], qos=1, retain=final[2])
+            info = self._publish_recorded(final[0], final[1], retain=final[2])
             with contextlib.suppress(Exception):
                 info.wait_for_publish(timeout)
         self._resolve_acks()
@@ -190,19 +191,28 @@ class Publisher:
 
     def publish_direct(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
         """Publish outside the outbox (status, command results): only worth sending while connected."""
-        self.client.publish(topic, payload, qos=1, retain=retain)
+        self._publish_recorded(topic, payload, retain=retain)
+
+    def _publish_recorded(self, topic: str, payload: bytes | str, *, retain: bool) -> Any:
+        with self._lock:
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+            self._direct.add(info.mid)
+        return info
 
     # -- the drain loop ----------------------------------------------------------------------------------------
 
     def _resolve_acks(self) -> None:
+        """Delete acknowledged outbox messages. Every mid in ``_acked`` was recorded before (under the lock),
+        so an acknowledgement is never matched to the wrong message, even after mids wrap around."""
         seqs = []
-        while self._acked:
-            mid = self._acked.popleft()
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                self._early.add(mid)
-            else:
-                seqs.append(seq)
+        with self._lock:
+            while self._acked:
+                mid = self._acked.popleft()
+                seq = self._inflight.pop(mid, None)
+                if seq is not None:
+                    seqs.append(seq)
+                else:
+                    self._direct.discard(mid)
         if seqs:
             self.outbox.ack(*seqs)
             self.acknowledged += len(seqs)
@@ -220,16 +230,14 @@ class Publisher:
                     continue
                 batch = self.outbox.after(self._last, room)
                 for message in batch:
-                    info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-                    # rc != 0 (link just dropped): paho keeps it queued and sends it after reconnecting
+                    with self._lock:
+                        info = self.client.publish(
+                            message.topic, message.payload, qos=message.qos, retain=message.retain
+                        )
+                        # rc != 0 (link just dropped): paho keeps it queued and sends it after reconnecting
+                        self._inflight[info.mid] = message.seq
                     self._last = message.seq
                     self.published += 1
-                    if info.mid in self._early:
-                        self._early.discard(info.mid)
-                        self.outbox.ack(message.seq)
-                        self.acknowledged += 1
-                    else:
-                        self._inflight[info.mid] = message.seq
                 if len(batch) == room:
                     self._wake.set()  # more may wait
             except Exception as exc:  # a disk error must not kill the loop
