@@ -143,6 +143,12 @@ def test_topics_and_broker_urls():
     assert (url.host, url.port, url.username, url.password, url.tls) == ("broker.local", 1999, "u@x", "p:ss", False)
     assert BrokerURL.parse("mqtts://h").port == 8883 and BrokerURL.parse("mqtts://h").tls
     assert "p:ss" not in str(url) and topics.redact("mqtt://a:secret@h:1") == "mqtt://a:***@h:1"
+    from maskwatch.fleet.ingest import parse_ingest_url
+
+    assert parse_ingest_url("mqtt://u:p@h:1?shared=1") == (BrokerURL("h", 1, "u", "p"), True)
+    assert parse_ingest_url("mqtts://h") == (BrokerURL("h", 8883, tls=True), False)
+    with pytest.raises(ValueError, match="unknown"):
+        parse_ingest_url("mqtt://h?sharde=1")
     for bad in ("http://h", "mqtt://", "mqtt://h:notaport"):
         with pytest.raises(ValueError):
             BrokerURL.parse(bad)
@@ -420,6 +426,10 @@ def test_agent_cli_config_and_usage_errors(tmp_path):
     result = runner.invoke(app, ["agent", "--camera", "a=b", "--broker", "http://x"])
     assert result.exit_code == 2 and "mqtt://" in result.output
     assert "--broker" in runner.invoke(app, ["agent", "--help"]).output
+    serve = ["serve", "--no-demo", "--data-dir", str(tmp_path / "s"), "--mqtt"]
+    result = runner.invoke(app, [*serve, "mqtt://h?sharde=1"])
+    assert result.exit_code == 2 and "unknown option" in result.output
+    assert runner.invoke(app, [*serve, "http://h"]).exit_code == 2
 
 
 def test_ingest_into_the_service_api_and_offline_alert(tmp_path):

@@ -117,7 +117,10 @@ def serve(
     if mqtt:
         from maskwatch.fleet.ingest import attach
 
-        attach(app.state.service, mqtt, client_id=mqtt_id)
+        try:
+            attach(app.state.service, mqtt, client_id=mqtt_id)
+        except ValueError as exc:
+            fail(str(exc))
     server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
     console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")

@@ -273,6 +273,18 @@ class FleetIngest:
         }
 
 
+def parse_ingest_url(url: str) -> tuple[BrokerURL, bool]:
+    """``mqtt://USER:PASS@HOST:PORT[?shared=1]`` -> (broker, whether to use the shared subscription)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url).query)
+    unknown = set(query) - {"shared"}
+    if unknown:
+        raise ValueError(f"--mqtt: unknown option(s) {', '.join(sorted(unknown))} (known: shared=1)")
+    shared = query.get("shared", ["0"])[-1].lower() in ("1", "true", "yes")
+    return BrokerURL.parse(url.split("?", 1)[0]), shared
+
+
 def attach(
     service: Any, url: str, *, client_id: str | None = None, tls: TLSOptions | None = None, state_every: float = 2.0
 ) -> threading.Thread:
@@ -282,11 +294,8 @@ def attach(
     seconds. Returns the thread."""
     import os
     import socket
-    from urllib.parse import parse_qs, urlsplit
 
-    query = parse_qs(urlsplit(url).query)
-    shared = query.get("shared", ["0"])[-1].lower() in ("1", "true", "yes")
-    broker = BrokerURL.parse(url.split("?", 1)[0])
+    broker, shared = parse_ingest_url(url)
     client_id = client_id or f"maskwatch-ingest-{socket.gethostname()}"
 
     def run() -> None:
