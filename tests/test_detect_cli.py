@@ -370,3 +370,31 @@ def test_ctrl_c_writes_the_summary_and_every_person_then_exits_130(tmp_path, mon
     started = {r["track_id"] for r in records if r["type"] == "track_started"}
     ended = {r["track_id"] for r in records if r["type"] == "track_ended"}
     assert started and started == ended  # open tracks were closed and written
+
+
+def test_evaluate_detection_reports_skipped_files_and_exits_1(tmp_path):
+    data = tmp_path / "voc"
+    write_voc(data, "good", scene([(20, 20, 40, GREEN)]), [("with_mask", (20, 20, 60, 60))])
+    (data / "annotations" / "broken.xml").write_text("<annotation><object>")  # malformed XML
+    (data / "annotations" / "orphan.xml").write_text("<annotation><filename>orphan.png</filename></annotation>")
+    save_rgb(data / "images" / "unannotated.png", scene([]))
+    out = tmp_path / "m.json"
+    res = runner.invoke(app, ["evaluate-detection", "--data", str(data), "--json", str(out), "--no-progress",
+                              "--preset", "fast"])  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "2 of 3 annotated images could not be used" in text(res)
+    reasons = {Path(s["path"]).name: s["reason"] for s in json.loads(out.read_text())["skipped"]}
+    assert set(reasons) == {"broken.xml", "orphan.xml", "unannotated.png"}
+    assert "unreadable annotation" in reasons["broken.xml"] or "annotation" in reasons["broken.xml"]
+    assert "no image" in reasons["orphan.xml"] and "without an annotation" in reasons["unannotated.png"]
+    assert "skipped" in text(res) and "broken.xml" in text(res)
+
+
+def test_a_voc_folder_without_crops_says_to_add_crops(tmp_path):
+    from maskwatch.data.datasets import DatasetError, open_dataset
+
+    data = tmp_path / "voc"
+    write_voc(data, "good", scene([(20, 20, 40, GREEN)]), [("with_mask", (20, 20, 60, 60))])
+    with pytest.raises(DatasetError, match="add --crops"):
+        open_dataset(data)
+    assert open_dataset(data, crops=True, min_face=8).layout == "voc"

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from maskwatch.commands.common import check_output_path, console, fail, json_target, setup_logging
+from maskwatch.commands.common import EXIT_FAILED, check_output_path, console, fail, json_target, setup_logging
 
 
 def evaluate_detection(
@@ -57,10 +57,17 @@ def evaluate_detection(
         fail(f"{data}: expected images/ and annotations/ (PASCAL VOC) folders")
     class_list = [c.strip() for c in classes.split(",") if c.strip()]
     try:
-        detector = MaskDetector.load(model, backend=backend, preset=preset, detector_model=detector_model,
-                                     candidate_threshold=candidate_threshold, threads=threads,
-                                     score_threshold=score_threshold, min_confidence=min_confidence,
-                                     crop_margin=crop_margin)  # fmt: skip
+        detector = MaskDetector.load(
+            model,
+            backend=backend,
+            preset=preset,
+            detector_model=detector_model,
+            candidate_threshold=candidate_threshold,
+            threads=threads,
+            score_threshold=score_threshold,
+            min_confidence=min_confidence,
+            crop_margin=crop_margin,
+        )
     except (ModelNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(f"cannot load the models: {exc}")
     missing = [c for c in class_list if c not in detector.classes]
@@ -83,6 +90,16 @@ def evaluate_detection(
     if report is not None:
         write_html_report(metrics, report)
     _print_eval(metrics)
+    for item in metrics["skipped"][:10]:
+        console.print(f"skipped {item['path']}: {item['reason']}", markup=False, highlight=False, soft_wrap=True)
+    if len(metrics["skipped"]) > 10:
+        console.print(f"... and {len(metrics['skipped']) - 10} more skipped (all listed in the JSON)")
+    failed = [s for s in metrics["skipped"] if not s["reason"].startswith("image without an annotation")]
+    if failed:
+        fail(
+            f"{len(failed)} of {len(failed) + metrics['n_images']} annotated images could not be used (listed above)",
+            code=EXIT_FAILED,
+        )
     if str(json_path) != "-":
         console.print(f"[green]wrote[/] {json_path}" + (f" and {report}" if report else ""))
 
@@ -104,10 +121,13 @@ def _print_eval(m: dict[str, Any]) -> None:
     for col in ("faces", "recall@0.5", "recall@0.3"):
         table.add_column(col, justify="right")
     for bucket in m["recall"]:
-        table.add_row(bucket, str(m["n_faces_by_bucket"][bucket]), _fmt(m["recall"][bucket]),
-                      _fmt(m["recall_iou30"][bucket]))  # fmt: skip
+        table.add_row(
+            bucket, str(m["n_faces_by_bucket"][bucket]), _fmt(m["recall"][bucket]), _fmt(m["recall_iou30"][bucket])
+        )
     console.print(table)
     aps = "  ".join(f"AP50 {k} {_fmt(v)}" for k, v in m["ap50"].items())
     console.print(f"{aps}  mAP50 {_fmt(m['map50'])}  (argmax-label ranking: mAP50 {_fmt(m['map50_argmax'])})")
-    console.print(f"precision@0.5 {_fmt(m['precision'])}  @0.3 {_fmt(m['precision_iou30'])}  count MAE "
-                    f"{_fmt(m['count_mae'])}  ({m['images_per_second']:.2f} images/s)")  # fmt: skip
+    console.print(
+        f"precision@0.5 {_fmt(m['precision'])}  @0.3 {_fmt(m['precision_iou30'])}  count MAE "
+        f"{_fmt(m['count_mae'])}  ({m['images_per_second']:.2f} images/s)"
+    )

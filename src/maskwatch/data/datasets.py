@@ -271,6 +271,11 @@ def open_dataset(
     split_dirs = _split_dirs(root)
     containers = split_dirs or {"all": root}
 
+    if not crops and any((v / "annotations").is_dir() and (v / "images").is_dir() for v in containers.values()):
+        raise DatasetError(
+            f"{root} is a PASCAL VOC scenes folder (images/ + annotations/), not class folders: add --crops to "
+            "use the face crops cut from its boxes"
+        )
     if crops:
         layout = "voc"
         containers = {k: v for k, v in containers.items() if (v / "annotations").is_dir()}

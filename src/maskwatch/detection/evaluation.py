@@ -341,6 +341,13 @@ def evaluate_voc(
         degenerate.extend({"path": str(xml), "label": o.label, "box": list(o.box)} for o in annotation.degenerate)
         if on_progress is not None:
             on_progress(done, len(xmls))
+    annotated = {xml.stem for xml in xmls}
+    if not limit and (root / "images").is_dir():  # images nobody annotated are not scored: say so
+        skipped.extend(
+            {"path": str(image), "reason": "image without an annotation (annotations/<name>.xml)"}
+            for image in sorted((root / "images").iterdir())
+            if image.is_file() and not image.name.startswith(".") and image.stem not in annotated
+        )
     if not results:
         raise ValueError(f"{root}: none of the {len(xmls)} annotated images could be read")
 
