@@ -1,4 +1,4 @@
-"""Build the INT8 face detector that ships in ``models/`` and measure what it costs in face recall.
+"""Build the INT8 face detector that ships in the package and measure what it costs in face recall.
 
     .venv/bin/python benchmarks/int8_detector.py --json benchmarks/results/int8_detector.json   # ~6 min
 
@@ -11,7 +11,7 @@ detectors run in this one process on the same images: face recall at the operati
 IoU >= 0.5) by face size, on the scenes as they are and as 640x480 camera frames, and ms per 640x480 frame
 (interleaved rounds, ratio of medians).
 
-The output replaces ``models/centerface-int8.onnx``; put the printed sha256 into
+The output replaces ``src/maskwatch/assets/centerface-int8.onnx`` (shipped in the package); put the printed sha256 into
 ``maskwatch.detection.centerface.CENTERFACE_INT8_SHA256`` and the figures into the model card.
 """
 
@@ -97,7 +97,7 @@ def quantize(out: Path, calibration: list[np.ndarray]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=ROOT / "models" / "centerface-int8.onnx")
+    p.add_argument("--out", type=Path, default=ROOT / "src" / "maskwatch" / "assets" / "centerface-int8.onnx")
     p.add_argument("--calibration", type=int, default=50, help="scene images used for calibration (the last N)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", type=Path, default=None)

