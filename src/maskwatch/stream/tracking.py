@@ -218,6 +218,9 @@ class FaceTracker:
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
         self._transitions: list[Transition] = []
+        self._ids: dict[int, int] = {}  # ByteTrack's id -> ours
+        self._id_seen: dict[int, int] = {}  # ByteTrack's id -> update when last seen
+        self._next_id = 0
         self.n_updates = 0
         self._retired_counts = dict.fromkeys(self.classes, 0)
         self._retired_counted = 0
@@ -248,8 +251,18 @@ class FaceTracker:
         if len(tracked) and tracked.tracker_id is not None:
             for index, track_id in zip(tracked.data["face_index"], tracked.tracker_id, strict=True):
                 if int(track_id) >= 0:
-                    ids[int(index)] = int(track_id)
+                    ids[int(index)] = self._local_id(int(track_id))
         return ids
+
+    def _local_id(self, external: int) -> int:
+        """This tracker's own id (1, 2, 3, ... per source) for ByteTrack's: some versions of ``trackers``
+        count ids across every tracker in the process, and a camera's people should not depend on that."""
+        local = self._ids.get(external)
+        if local is None:
+            self._next_id += 1
+            local = self._ids[external] = self._next_id
+        self._id_seen[external] = self.n_updates + 1  # assign() counts the update after asking
+        return local
 
     def update(self, result: FrameResult) -> FrameResult:
         """Assign track ids to this frame's (classified) faces, add their votes, and return the frame with
@@ -321,8 +334,11 @@ class FaceTracker:
         )
 
     def end_frame(self) -> None:
-        """Finish a frame: retire the tracks that can no longer come back."""
-        self._retire(self.n_updates - self.retire_after)
+        """Finish a frame: retire the tracks that can no longer come back (and forget their ids)."""
+        before = self.n_updates - self.retire_after
+        self._retire(before)
+        for external in [e for e, seen in self._id_seen.items() if seen <= before]:
+            del self._id_seen[external], self._ids[external]
 
     def pop_transitions(self) -> list[Transition]:
         """Persons started, verdicts changed and persons ended since the last call, in order."""
