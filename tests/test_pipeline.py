@@ -468,3 +468,48 @@ def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path)
     assert len(a) >= 8 and abs(len(a) - len(b)) <= 2
     matched = (box_iou(a, b).max(axis=1) > 0.7).mean()
     assert matched >= 0.85  # the same faces, nearly the same boxes
+
+
+def test_fast_preset_runs_the_int8_classifier_when_given():
+    class Int8Colour(ColourClassifier):
+        calls = 0
+
+        def predict_proba(self, images):
+            type(self).calls += len(images)
+            return super().predict_proba(images)
+
+    int8 = Int8Colour()
+    base = MaskDetector(ColourClassifier(), BlobFinder(), scales="accurate", int8_classifier=int8, box_adjust=None)
+    assert base.classifier_precision == "fp32" and base.configured(scales="balanced").classifier_precision == "fp32"
+    fast = base.configured(scales="fast")
+    assert fast.classifier_precision == "int8" and fast.settings()["classifier_precision"] == "int8"
+    fast.detect(scene([(20, 20, 40, (0, 230, 0))]))
+    assert Int8Colour.calls == 1
+    base.detect(scene([(20, 20, 40, (0, 230, 0))]))
+    assert Int8Colour.calls == 1  # the accurate preset keeps the fp32 classifier
+
+    class OtherClasses(ColourClassifier):
+        classes: ClassVar[list[str]] = ["mask", "no_mask"]
+
+    with pytest.raises(ValueError, match="classes"):
+        MaskDetector(ColourClassifier(), BlobFinder(), int8_classifier=OtherClasses())
+
+
+def test_the_bundled_int8_classifier_ships_next_to_the_bundled_model():
+    from maskwatch.bundled import default_int8_model_path, default_model_path
+    from maskwatch.runtime.base import load_classifier
+    from maskwatch.runtime.export import file_sha256
+
+    path = default_int8_model_path()
+    assert path is not None and path.parent == default_model_path().parent
+    int8 = load_classifier(path)
+    fp32 = load_classifier(default_model_path(), "onnx")
+    assert int8.backend == "onnx-int8" and list(int8.classes) == list(fp32.classes)
+    assert int8.crop_margin == fp32.crop_margin and list(int8.compliant_classes) == list(fp32.compliant_classes)
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert meta["source_sha256"] == file_sha256(default_model_path())  # exported from exactly the bundled model
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 255, (48, 40, 3), dtype=np.uint8) for _ in range(4)]
+    assert np.abs(int8.predict_proba(faces) - fp32.predict_proba(faces)).max() < 0.2

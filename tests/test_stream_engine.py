@@ -325,3 +325,21 @@ def test_live_stats_redaction_and_a_still_image_slideshow(tmp_path):
     people = by_type(got, TrackEnded, "demo")
     # each slide's face is tracked as a person (one that comes back within ByteTrack's buffer is the same one)
     assert len(people) >= 2 and {p.label for p in people} == {"with_mask"}
+
+
+def test_each_preset_classifies_with_its_own_classifier_in_one_round(tmp_path):
+    from fakes import GREEN, BlobFinder, ColourClassifier, save_rgb, scene
+
+    from maskwatch.detection.pipeline import MaskDetector
+
+    fp32, int8 = ColourClassifier(), ColourClassifier()
+    detector = MaskDetector(fp32, BlobFinder(), scales="accurate", int8_classifier=int8, box_adjust=None)
+    engine = StreamEngine(detector, stop_when_done=True)  # videos: fast (INT8), still images: accurate (fp32)
+    events = engine.events()
+    engine.add_source(str(make_video(tmp_path / "v.mp4", 10, people=1)), name="video")
+    save_rgb(tmp_path / "stills" / "a.png", scene([(40, 40, 40, GREEN)]))
+    engine.add_source(str(tmp_path / "stills"), name="stills")
+    engine.start()
+    got = list(events)
+    assert by_type(got, SourceSummary, "video")[0].frames == 10 and by_type(got, SourceSummary, "stills")[0].frames
+    assert int8.crops > 0 and fp32.crops == 6  # the still image's face on the accurate preset's 6 crops

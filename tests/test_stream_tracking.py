@@ -79,9 +79,10 @@ def test_person_leaving_and_empty_frames(tracker):
         assert result.faces == []
     summary = tracker.summary()
     assert summary["n_tracks"] == 1 and summary["counts"]["without_mask"] == 1
-    assert tracker.pop_closed() == []  # still open: it could come back
+    assert [t.kind for t in tracker.pop_transitions()] == ["started"]  # still open: it could come back
     tracker.finish()  # the video ended
-    assert [t["label"] for t in tracker.pop_closed()] == ["without_mask"] and not tracker.tracks
+    ended = [t.track for t in tracker.pop_transitions() if t.kind == "ended"]
+    assert [t.label for t in ended] == ["without_mask"] and not tracker.tracks
     assert tracker.summary() == summary  # closing changes no count
 
 
@@ -101,9 +102,10 @@ def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
             tracker.update(frame(i, []))
             i += 1
         assert len(tracker.tracks) == 0  # retired
-        closed = tracker.pop_closed()  # handed out once, as the person's track closes
-        assert len(closed) == 1 and closed[0]["label"] == ("with_mask" if p_mask > 0.5 else "without_mask")
-        assert tracker.pop_closed() == []
+        assert len(tracker._ids) == 0  # ... and ByteTrack's id forgotten: nothing grows on a 24/7 stream
+        closed = [t.track for t in tracker.pop_transitions() if t.kind == "ended"]  # once, as the track closes
+        assert len(closed) == 1 and closed[0].label == ("with_mask" if p_mask > 0.5 else "without_mask")
+        assert not [t for t in tracker.pop_transitions() if t.kind == "ended"]
     summary = tracker.summary()
     assert summary["n_tracks"] == 8 and summary["counts"] == {"with_mask": 4, "without_mask": 4}
     assert [t["label"] for t in summary["tracks"]] == ["without_mask", "with_mask", "without_mask"]

@@ -64,11 +64,11 @@ __all__ = [
 # faster, about half a point of face recall: models/MODEL_CARD.md), the others the fp32 original
 PRESETS: dict[str, dict[str, Any]] = {
     # one detector run: video and streams
-    "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8"},
+    "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8", "classifier": "int8"},
     # two runs
-    "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32"},
+    "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32", "classifier": "fp32"},
     # four runs: still images, evaluation
-    "accurate": {"scales": (640, 1024), "flip": True, "classify_tta": True, "detector": "fp32"},
+    "accurate": {"scales": (640, 1024), "flip": True, "classify_tta": True, "detector": "fp32", "classifier": "fp32"},
 }
 DETECTOR_PRECISIONS = ("fp32", "int8")
 
@@ -195,6 +195,8 @@ class MaskDetector:
         int8_face_finder: a quantized face detector for the presets that ask for one (``fast``).
         detector: ``fp32`` (``face_finder``) or ``int8`` (``int8_face_finder``, when given; else
             ``face_finder``); None: the preset decides (fp32 unless ``scales`` names one).
+        int8_classifier: a quantized copy of ``classifier`` (same classes) for the presets that ask for one.
+        classifier_precision: ``fp32`` or ``int8`` (``int8_classifier`` when given), like ``detector``.
     """
 
     def __init__(
@@ -214,6 +216,8 @@ class MaskDetector:
         classify_tta: bool | None = None,
         int8_face_finder: FaceFinder | None = None,
         detector: str | None = None,
+        int8_classifier: ProbabilityModel | None = None,
+        classifier_precision: str | None = None,
     ) -> None:
         if isinstance(scales, str):
             if scales not in PRESETS:
@@ -222,9 +226,15 @@ class MaskDetector:
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
             detector = preset["detector"] if detector is None else detector
+            classifier_precision = preset["classifier"] if classifier_precision is None else classifier_precision
         detector = detector or "fp32"
+        classifier_precision = classifier_precision or "fp32"
         if detector not in DETECTOR_PRECISIONS:
             raise ValueError(f"detector must be one of {', '.join(DETECTOR_PRECISIONS)}, got {detector!r}")
+        if classifier_precision not in DETECTOR_PRECISIONS:
+            raise ValueError(f"classifier_precision must be fp32 or int8, got {classifier_precision!r}")
+        if int8_classifier is not None and list(int8_classifier.classes) != list(classifier.classes):
+            raise ValueError(f"int8_classifier classes {int8_classifier.classes} differ from {classifier.classes}")
         if not scales or any(int(s) < 32 for s in scales):
             raise ValueError(f"scales must be one or more sizes >= 32 px, got {scales}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -240,6 +250,12 @@ class MaskDetector:
         self.face_finder = face_finder
         self.int8_face_finder = int8_face_finder
         self.detector = detector
+        self.int8_classifier = int8_classifier
+        self.classifier_precision_asked = classifier_precision
+        # the classifier this pipeline runs: INT8 only where asked for and available
+        self.active_classifier = (
+            int8_classifier if classifier_precision == "int8" and int8_classifier is not None else classifier
+        )
         # the finder this pipeline runs: INT8 only where asked for and available
         self.active_finder = int8_face_finder if detector == "int8" and int8_face_finder is not None else face_finder
         self.classes = list(classifier.classes)
@@ -270,6 +286,7 @@ class MaskDetector:
         batch_size: int = 32,
         spin: bool = False,
         int8_detector: bool = True,
+        int8_classifier: bool = True,
         **options: Any,
     ) -> MaskDetector:
         """A ready pipeline: the classifier ``model`` (default: the bundled one, see
@@ -283,8 +300,10 @@ class MaskDetector:
         a 2-core machine (``benchmarks/bench_pipeline.py --spin-ab``).
 
         ``int8_detector``: also open the shipped INT8 CenterFace for the presets that run it (``fast``);
-        ignored when ``detector_model`` names a file (that file is then used everywhere)."""
-        from maskwatch.bundled import default_model_path
+        ignored when ``detector_model`` names a file (that file is then used everywhere).
+        ``int8_classifier``: likewise the bundled model's shipped INT8 export (only with the bundled model and
+        no ``backend`` named)."""
+        from maskwatch.bundled import default_int8_model_path, default_model_path
         from maskwatch.detection.centerface import CenterFaceDetector, find_centerface_int8_model
         from maskwatch.runtime.base import load_classifier
 
@@ -301,6 +320,9 @@ class MaskDetector:
             threads=threads,
             spin=spin,
         )
+        int8_model = default_int8_model_path() if int8_classifier and model is None and backend is None else None
+        if int8_model is not None:
+            options.setdefault("int8_classifier", load_classifier(int8_model, **kwargs))
         int8_path = find_centerface_int8_model() if int8_detector and detector_model is None else None
         if int8_path is not None:
             options.setdefault("int8_face_finder", CenterFaceDetector(
@@ -325,9 +347,12 @@ class MaskDetector:
             "classify_tta": self.classify_tta,
             "int8_face_finder": self.int8_face_finder,
             "detector": self.detector,
+            "int8_classifier": self.int8_classifier,
+            "classifier_precision": self.classifier_precision_asked,
         }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
-            settings.update({key: None for key in ("flip", "classify_tta", "detector") if key not in changes})
+            preset_keys = ("flip", "classify_tta", "detector", "classifier_precision")
+            settings.update({key: None for key in preset_keys if key not in changes})
         settings.update(changes)
         return MaskDetector(self.classifier, self.face_finder, **settings)
 
@@ -347,9 +372,15 @@ class MaskDetector:
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
             "detector": self.detector_precision,
+            "classifier_precision": self.classifier_precision,
             "face_finder": repr(self.active_finder),
-            "classifier_backend": getattr(self.classifier, "backend", type(self.classifier).__name__),
+            "classifier_backend": getattr(self.active_classifier, "backend", type(self.active_classifier).__name__),
         }
+
+    @property
+    def classifier_precision(self) -> str:
+        """``int8`` when the INT8 classifier runs, else ``fp32``."""
+        return "int8" if self.int8_classifier is not None and self.active_classifier is self.int8_classifier else "fp32"
 
     @property
     def detector_precision(self) -> str:
@@ -424,7 +455,7 @@ class MaskDetector:
         ``views_per_face`` > 1 the crops come face by face and each face's probabilities are averaged."""
         if not crops:
             return np.zeros((0, len(self.classes)))
-        probabilities = np.asarray(self.classifier.predict_proba(list(crops)), dtype=np.float64)
+        probabilities = np.asarray(self.active_classifier.predict_proba(list(crops)), dtype=np.float64)
         if views_per_face > 1:
             probabilities = probabilities.reshape(-1, views_per_face, probabilities.shape[1]).mean(axis=1)
         return probabilities

@@ -18,7 +18,8 @@ How it runs (one process, any number of sources):
   when the queue is full (back-pressure): every frame (or every ``stride``-th) is analysed.
 * **One analysis thread** owns the models. Each round it takes at most one frame from every source that has
   one, round-robin (fair: a busy source cannot starve the others), finds the faces in each, assigns
-  ByteTrack ids per source, and classifies the faces of *all* these frames in one classifier batch.
+  ByteTrack ids per source, and classifies the faces of *all* these frames in one classifier batch (one per
+  classifier: the ``fast`` preset runs the bundled model's INT8 export, the others the fp32 model).
 * **Classification budget**: a track whose verdict is decided is re-classified only every
   ``classify_every`` frames (its other frames reuse the verdict); off when the preset classifies with
   test-time augmentation (``accurate``), where accuracy is the point.
@@ -728,6 +729,7 @@ class StreamEngine:
             self.classes,
             frame_rate=rate,
             min_frames=config.min_track_frames,
+            keep_tracks=0,  # people leave as track_ended events; a 24/7 source keeps no list of them
             classify_every=None if runner.detector.classify_tta else config.classify_every,
             decided_votes=config.decided_votes,
             decided_probability=config.decided_probability,
@@ -922,9 +924,8 @@ class StreamEngine:
     # -- analysing a round of frames ----------------------------------------------------------------------
 
     def _analyse(self, batch: list[tuple[_Runner, Frame]]) -> None:
-        classifier = self.detector.classifier
         work = []
-        crops: list[np.ndarray] = []
+        groups: dict[int, tuple[Any, list[np.ndarray]]] = {}  # one batch per classifier (fp32 / INT8 presets)
         for runner, frame in batch:
             detector = runner.detector
             try:
@@ -939,19 +940,24 @@ class StreamEngine:
             tracker = runner.tracker
             ids: list[int | None] = tracker.assign(boxes, scores) if tracker is not None else [None] * len(scores)
             need = [k for k, i in enumerate(ids) if tracker is None or tracker.wants_classification(i)]
+            classifier = detector.active_classifier
+            crops = groups.setdefault(id(classifier), (classifier, []))[1]
             first = len(crops)
             if need:
                 crops.extend(detector.face_views(frame.image, boxes[need]))
-            work.append((runner, frame, boxes, scores, marks, ids, need, first))
-        probabilities = (
-            np.asarray(classifier.predict_proba(crops), dtype=np.float64) if crops else np.zeros((0, len(self.classes)))
-        )
+            work.append((runner, frame, boxes, scores, marks, ids, need, id(classifier), first))
+        probabilities = {
+            key: np.asarray(classifier.predict_proba(crops), dtype=np.float64)
+            if crops
+            else np.zeros((0, len(self.classes)))
+            for key, (classifier, crops) in groups.items()
+        }
         now = self._clock()
         done = time.monotonic()
-        for runner, frame, boxes, scores, marks, ids, need, first in work:
+        for runner, frame, boxes, scores, marks, ids, need, key, first in work:
             views = runner.detector.views_per_face
             p = (
-                probabilities[first : first + len(need) * views]
+                probabilities[key][first : first + len(need) * views]
                 .reshape(len(need), views, len(self.classes))
                 .mean(axis=1)
             )

@@ -11,9 +11,9 @@ their track has been seen in at least ``min_frames`` frames (shorter tracks are 
 
 Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer cannot be
 picked up again, so it is *retired*: its verdict is added to running counts and its summary kept in a
-list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts). Each
-counted track is also handed out once, when it closes (:meth:`FaceTracker.pop_closed`), so that
-``maskwatch detect`` can write a person's verdict as they leave instead of only when the stream ends.
+list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts; the engine
+keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
+consumers hear of a person as they leave instead of only when the stream ends.
 
 The stream engine drives the tracker in two steps, so that it can skip classifying faces whose verdict is
 settled (the *classification budget*): :meth:`FaceTracker.assign` gives each detected box its track id,
@@ -216,7 +216,6 @@ class FaceTracker:
         )
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
-        self._closed: list[dict[str, Any]] = []  # retired counted tracks not yet handed out
         self._transitions: list[Transition] = []
         self._ids: dict[int, int] = {}  # ByteTrack's id -> ours
         self._id_seen: dict[int, int] = {}  # ByteTrack's id -> update when last seen
@@ -354,8 +353,8 @@ class FaceTracker:
                     self._transitions.append(Transition("started", track))
                 self._retired_counts[track.label] += 1
                 self._retired_counted += 1
-                self.finished.append(track.to_dict())
-                self._closed.append(self.finished[-1])
+                if self.keep_tracks:
+                    self.finished.append(track.to_dict())
                 self._transitions.append(Transition("ended", track))
             else:
                 self._retired_short += 1
@@ -363,11 +362,6 @@ class FaceTracker:
     def _counts(self, track: Track) -> bool:
         """A track is a person when seen in ``min_frames`` frames and classified at least once."""
         return track.n_frames >= self.min_frames and track.n_classified > 0
-
-    def pop_closed(self) -> list[dict[str, Any]]:
-        """Counted tracks that closed since the last call (each handed out once), oldest first."""
-        closed, self._closed = self._closed, []
-        return closed
 
     def finish(self) -> None:
         """The video or stream has ended: close every open track (the counts do not change)."""
