@@ -129,6 +129,8 @@ async function chartCard(cameras, hours = 6) {
 
 // -- pages ---------------------------------------------------------------------------------------------
 async function overview(main) {
+  const mine = state.page; // this page's handlers; the router replaces it when the user moves on
+  const gone = () => state.page !== mine;
   main.append(el("h1", {}, "Overview"));
   const tiles = el("div", { class: "tiles" },
     ["people-now", "people-today", "compliance", "alerts"].map((k) => el("div", { class: "tile" }, el("div", { class: "v", id: `tile-${k}` }, "–"),
@@ -138,9 +140,10 @@ async function overview(main) {
   main.append(list);
   const refresh = async () => {
     const o = await api("/overview");
+    const cams = await api("/cameras");
+    if (gone()) return; // the user moved to another page while this was loading
     $("#tile-people-now").textContent = o.people_now; $("#tile-people-today").textContent = o.people_today;
     $("#tile-compliance").textContent = pct(o.compliance_today); $("#tile-alerts").textContent = o.alerts_firing;
-    const cams = await api("/cameras");
     $("#camera-list").replaceChildren(el("tr", {}, ["camera", "state", "people now", "FPS", "lag p95 (s)", "people since start"].map((h) => el("th", {}, h))),
       ...cams.map((c) => el("tr", { "data-camera": c.name }, el("td", {}, el("a", { href: `#/camera/${encodeURIComponent(c.name)}` }, c.name)),
         el("td", { class: `st state-${c.state}` }, c.state), el("td", { class: "present" }, (o.cameras[c.name] || {}).present ?? 0),
@@ -156,6 +159,7 @@ async function overview(main) {
     charting = true; chartAt = Date.now();
     try {
       const card = await chartCard(null);
+      if (gone()) return;
       card.dataset.redraws = String(++redraws);
       const old = $("#chart"); if (old) old.replaceWith(card);
     } finally { charting = false; }
@@ -163,6 +167,7 @@ async function overview(main) {
   const page = state.page;
   const poll = setInterval(() => { if (state.page !== page) { clearInterval(poll); return; } if (Date.now() - chartAt >= 30000) redrawChart(); }, 5000);
   state.page.onLive = async (live) => {
+    if (gone()) return;
     $("#tile-people-now").textContent = Object.values(live.cameras).reduce((a, c) => a + (c.present || 0), 0);
     $("#tile-alerts").textContent = live.alerts_firing;
     for (const [name, c] of Object.entries(live.cameras)) {
@@ -189,7 +194,7 @@ async function cameraPage(main, name) {
   main.append(await chartCard([name], 6));
   const events = await api(`/events?camera=${encodeURIComponent(name)}&limit=20`);
   main.append(el("div", { class: "card" }, el("h2", {}, "Recent people"), eventGallery(events.items)));
-  state.page.onEvent = (type, data) => { if (type === "source_status" && data.source === name) { const p = $("#camera-state"); p.textContent = data.state; p.className = `state-${data.state}`; } };
+  state.page.onEvent = (type, data) => { const p = $("#camera-state"); if (p && type === "source_status" && data.source === name) { p.textContent = data.state; p.className = `state-${data.state}`; } };
 }
 
 function eventGallery(items) {
