@@ -390,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         b: MaskDetector.load(args.model, backend=None if b == "default" else b, preset=args.preset) for b in backends
     }
     stream_detector = MaskDetector.load(args.model, backend=args.stream_backend, preset=args.preset)
-    result["stream_backend"] = getattr(stream_detector.classifier, "backend", None)
+    preset_settings = stream_detector.configured(scales=args.preset).settings()
+    result["stream_models"] = {
+        k: preset_settings[k] for k in ("detector", "classifier_precision", "classifier_backend")
+    }
     if "single" in parts:
         result["single"] = single(detectors, video, args.rounds, args.classify_every)
     if "agreement" in parts:
