@@ -266,10 +266,15 @@ def test_publisher_drains_in_order_after_outages(tmp_path, broker):
     numbers = [int(p) for _, p, _ in got.messages]
     publisher.stop()
     got.close()
-    # every message arrived; the first arrivals are in order (a resend after an outage may repeat some)
+    # every message arrived; the backlog drains in order. Only messages that were in flight (unacknowledged,
+    # at most `window` of them) when the link dropped may be resent after newer ones: QoS 1 with a window keeps
+    # order up to that window across an outage (strict order would need a window of 1)
     assert set(numbers) >= set(range(150, 300)) and len(box) == 0
     firsts = list(dict.fromkeys(numbers))
-    assert firsts == sorted(firsts)
+    highest = 0
+    for n in firsts:
+        assert n > highest - publisher.window, f"{n} arrived after {highest}: displaced beyond the window"
+        highest = max(highest, n)
 
 
 def test_agent_end_to_end_with_commands(tmp_path, broker):
