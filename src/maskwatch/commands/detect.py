@@ -320,7 +320,6 @@ def detect(
 ) -> None:
     """Find faces and classify their masks in images, videos and streams, all sources at once: boxes,
     people counted once, compliance, per-source FPS, lag and drops."""
-    from maskwatch.detection.pipeline import PRESETS
     from maskwatch.stream.sources import SourceError
 
     setup_logging(verbose)
@@ -365,7 +364,6 @@ def detect(
         detector_model,
         threads,
         batch_size,
-        PRESETS,
         score_threshold=score_threshold,
         min_confidence=min_confidence,
         crop_margin=crop_margin,
@@ -414,7 +412,6 @@ def _load_engine(
     detector_model: Path | None,
     threads: int,
     batch_size: int,
-    presets: Any,
     **options: Any,
 ) -> Any:
     from maskwatch.detection.centerface import ModelNotFoundError

@@ -693,7 +693,6 @@ class StreamEngine:
         preset = spec.preset or (config.image_preset if still else config.video_preset)
         detector = self.detector_for(preset)
         source: ImageSource | VideoSource | StreamSource
-        runner_holder: list[_Runner] = []
         if kind == "image":
             source = ImageSource(paths)
         elif kind == "video":
@@ -709,13 +708,11 @@ class StreamEngine:
                 give_up_after=config.give_up_after,
                 max_frames=spec.max_frames,
                 capture_factory=self._capture_factory,
-                on_status=lambda *a: runner_holder[0].on_status(*a),
             )
         source.name = name
         runner = _Runner(self, spec, name, source, kind, detector)
-        runner_holder.append(runner)
         if isinstance(source, StreamSource):
-            source.stop = runner.stop
+            source.stop, source.on_status = runner.stop, runner.on_status
         return runner
 
     def _tracker_for(self, runner: _Runner) -> FaceTracker:
