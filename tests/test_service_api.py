@@ -116,6 +116,8 @@ def test_errors_are_json_with_a_reason_never_500(svc):
         client.post(f"{API}/cameras", json={"name": "ok", "url": "/no/such/file.mp4"}),
         client.post(f"{API}/cameras", content=b"{not json", headers={"Content-Type": "application/json"}),
         client.get(f"{API}/events?cursor=abc"),
+        client.get(f"{API}/events?cursor=%C2%B9"),  # '¹': a digit to str.isdigit(), not to int()
+        client.get(f"{API}/events/%C2%B9"),
         client.get(f"{API}/events?limit=100000"),
         client.get(f"{API}/stats/compliance?bucket=5m"),
         client.get(f"{API}/stats/compliance?from=2026-01-02T00:00:00&to=2026-01-01T00:00:00"),

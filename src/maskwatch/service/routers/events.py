@@ -85,19 +85,26 @@ def list_events(
     if false_positive is not None:
         q = q.where(PersonEvent.false_positive.is_(false_positive))
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 18:
+        before = _row_id(cursor)
+        if before is None:
             raise ApiError(422, "invalid", "cursor must be a next_cursor value from a previous page")
-        q = q.where(PersonEvent.id < int(cursor))
+        q = q.where(PersonEvent.id < before)
     with db_errors(), service.sessions() as s:
         rows = s.scalars(q).all()
     items = [event_out(r) for r in rows]
     return EventPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
 
 
+def _row_id(text: str) -> int | None:
+    """A database row id written in ASCII digits (``'¹'.isdigit()`` is true too), small enough for SQLite."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _find(s: Any, key: str) -> PersonEvent:
     row = None
-    if key.isdigit() and len(key) <= 18:
-        row = s.get(PersonEvent, int(key))
+    row_id = _row_id(key)
+    if row_id is not None:
+        row = s.get(PersonEvent, row_id)
     if row is None:
         row = s.scalars(select(PersonEvent).where(PersonEvent.event_id == key[:64])).first()
     if row is None:
