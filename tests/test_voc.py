@@ -79,3 +79,27 @@ def test_crops_and_evaluation_read_the_same_boxes(scenes):
     assert metrics["n_faces"] == 2 and metrics["recall"]["all"] == 1.0 and metrics["precision"] == 1.0
     assert metrics["degenerate_boxes"] == [{"path": str(scenes / "annotations" / "street.xml"),
                                             "label": "without_mask", "box": [150.0, 90.0, 170.0, 90.0]}]  # fmt: skip
+
+
+def test_split_lists_read_stems_and_refuse_overlap(tmp_path):
+    from maskwatch.data.voc import read_split_lists
+
+    (tmp_path / "train.txt").write_text("a\nb.jpg  # a comment\n\n")
+    (tmp_path / "test.txt").write_text("c\n")
+    assert read_split_lists(tmp_path) == {"train": {"a", "b"}, "test": {"c"}}
+    (tmp_path / "valid.txt").write_text("c\n")
+    with pytest.raises(ValueError, match="'c' is listed in both"):
+        read_split_lists(tmp_path)
+    with pytest.raises(ValueError, match="holds no split list"):
+        read_split_lists(tmp_path / "nowhere")
+
+
+def test_committed_scene_split_is_disjoint_and_stratified():
+    """The committed scene lists (scripts/split_scenes.py) cover each image once, about 60/20/20."""
+    from pathlib import Path
+
+    from maskwatch.data.voc import read_split_lists
+
+    lists = read_split_lists(Path(__file__).resolve().parents[1] / "data" / "splits" / "scenes")
+    sizes = {k: len(v) for k, v in lists.items()}
+    assert sizes == {"train": 250, "valid": 84, "test": 84}

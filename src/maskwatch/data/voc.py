@@ -22,7 +22,18 @@ from pathlib import Path
 
 from maskwatch.detection.geometry import Box
 
-__all__ = ["VocAnnotation", "VocObject", "parse_voc", "read_voc", "voc_image_for"]
+__all__ = [
+    "SPLIT_LIST_NAMES",
+    "VocAnnotation",
+    "VocObject",
+    "parse_voc",
+    "read_split_lists",
+    "read_voc",
+    "voc_image_for",
+]
+
+# split -> file of a split-list folder (VOC ImageSets style: one image stem a line; e.g. data/splits/scenes)
+SPLIT_LIST_NAMES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 
 
 @dataclass(frozen=True)
@@ -87,3 +98,25 @@ def voc_image_for(annotation: VocAnnotation | str | os.PathLike[str], images_dir
         if has_image_extension(candidate):
             return candidate
     return None
+
+
+def read_split_lists(folder: str | os.PathLike[str]) -> dict[str, set[str]]:
+    """The image stems of each split of a split-list folder (``train.txt``, ``valid.txt``, ``test.txt``, one
+    stem a line, ``#`` comments allowed; a missing file is an absent split). Raises ``ValueError`` when the
+    folder holds none of them or a stem is listed in two splits (a test image must never be trained on)."""
+    folder = Path(folder)
+    lists: dict[str, set[str]] = {}
+    for split, name in SPLIT_LIST_NAMES.items():
+        path = folder / name
+        if path.is_file():
+            lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+            lists[split] = {Path(line).stem for line in lines if line}
+    if not lists:
+        raise ValueError(f"{folder} holds no split list ({', '.join(SPLIT_LIST_NAMES.values())})")
+    seen: dict[str, str] = {}
+    for split, stems in lists.items():
+        for stem in stems:
+            if stem in seen:
+                raise ValueError(f"{folder}: image {stem!r} is listed in both {seen[stem]!r} and {split!r}")
+            seen[stem] = split
+    return lists
