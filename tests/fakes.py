@@ -129,3 +129,38 @@ class FakeCamera:
 
     def release(self):
         pass
+
+
+# -- a third class: mask worn incorrectly (blue squares) -------------------------------------------------
+
+THREE_CLASSES = ["with_mask", "without_mask", "mask_weared_incorrect"]
+BLUE = (30, 30, 225)  # a face wearing its mask below the nose, for the 3-class fakes
+
+
+class ThreeColourClassifier:
+    """A 3-class stand-in: the crop's dominant channel decides (green mask, red none, blue worn incorrectly);
+    like a real model, its compliant classes travel with it."""
+
+    classes = THREE_CLASSES
+    backend = "fake"
+    crop_margin = 0.15
+    compliant_classes = ("with_mask",)
+
+    def __init__(self) -> None:
+        self.crops = 0
+
+    def predict_proba(self, images):
+        self.crops += len(images)
+        out = []
+        for im in images:
+            r, g, b = (float(im[..., c].mean()) for c in range(3))
+            winner = int(np.argmax([g, r, b]))  # the order of THREE_CLASSES
+            p = np.full(3, 0.03)
+            p[winner] = 0.94
+            out.append(p)
+        return np.array(out).reshape(-1, 3)
+
+
+def fake_three_class_detector(**options) -> MaskDetector:
+    options.setdefault("scales", "fast")
+    return MaskDetector(ThreeColourClassifier(), BlobFinder(), box_adjust=None, **options)

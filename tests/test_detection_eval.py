@@ -166,3 +166,145 @@ def test_no_predictions_at_all():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         evaluate_detection([], [_gt([[0, 0, 1, 1]], ["with_mask"])], CLASSES)
+
+
+# -- evaluate_voc on one split's images, and a 3-class model (tiny generated VOC sets, fake models) --------
+
+
+def _write_voc(folder, name, image, objects) -> None:
+    from fakes import save_rgb
+
+    save_rgb(folder / "images" / f"{name}.png", image)
+    body = "".join(
+        f"<object><name>{label}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for label, (x0, y0, x1, y1) in objects
+    )
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    (folder / "annotations" / f"{name}.xml").write_text(
+        f"<annotation><filename>{name}.png</filename>{body}</annotation>"
+    )
+
+
+def _split_voc(tmp_path):
+    """Three annotated images and one without annotation; the lists put ``a`` in train, ``b`` and ``c`` in valid.
+    Only ``a`` holds an unmasked face, so a result that saw it cannot be a valid-only one."""
+    from fakes import GREEN, RED, scene
+
+    data = tmp_path / "voc"
+    _write_voc(data, "a", scene([(20, 20, 40, RED)]), [("without_mask", (20, 20, 60, 60))])
+    _write_voc(data, "b", scene([(20, 20, 40, GREEN)]), [("with_mask", (20, 20, 60, 60))])
+    _write_voc(data, "c", scene([(100, 60, 30, GREEN), (20, 20, 40, GREEN)]),
+               [("with_mask", (100, 60, 130, 90)), ("with_mask", (20, 20, 60, 60))])  # fmt: skip
+    from fakes import save_rgb
+
+    save_rgb(data / "images" / "unannotated.png", scene([]))
+    lists = tmp_path / "splits"
+    lists.mkdir()
+    (lists / "train.txt").write_text("a\n")
+    (lists / "valid.txt").write_text("b\nc  # two faces\n")
+    (lists / "test.txt").write_text("")
+    return data, lists
+
+
+def test_evaluate_voc_scores_one_split_only_and_says_which(tmp_path):
+    from fakes import fake_detector
+
+    from maskwatch.detection.evaluation import ImageSubset, evaluate_voc
+
+    data, lists = _split_voc(tmp_path)
+    valid = ImageSubset.from_split_lists(lists, "valid")
+    m = evaluate_voc(fake_detector(), data, images=valid)
+    assert (m["n_images"], m["n_faces"]) == (2, 3)
+    assert m["images"] == {"split": "valid", "list": str(lists / "valid.txt"), "n_listed": 2}
+    assert m["ap50"]["without_mask"] is None  # its only face is in train: not scored
+    assert m["skipped"] == []  # images outside the split are not 'skipped', they are not asked for
+    # plain stems work too; the whole folder says no split
+    assert evaluate_voc(fake_detector(), data, images=["a.png"])["n_faces"] == 1
+    whole = evaluate_voc(fake_detector(), data)
+    assert whole["n_images"] == 3 and whole["images"]["split"] is None
+    # a listed image without an annotation is reported (and fails the command, see below)
+    m = evaluate_voc(fake_detector(), data, images=["b", "zzz"])
+    assert m["n_images"] == 1 and [s["reason"] for s in m["skipped"]] == ["listed image without an annotation"]
+    with pytest.raises(ValueError, match="no 'dev' split"):
+        ImageSubset.from_split_lists(lists, "dev")
+    with pytest.raises(ValueError, match="listed images"):
+        evaluate_voc(fake_detector(), data, images=["nothing"])
+
+
+@pytest.fixture
+def fake_load(monkeypatch):
+    """``MaskDetector.load`` returns the fake pipeline (3 classes when the model path names 'three')."""
+    from fakes import BlobFinder, ColourClassifier, ThreeColourClassifier
+
+    from maskwatch.detection.pipeline import MaskDetector
+
+    def load(cls, model=None, *, backend=None, preset="accurate", detector_model=None, candidate_threshold=0.1,
+             threads=2, **options):  # fmt: skip
+        options.setdefault("scales", preset)
+        classifier = ThreeColourClassifier() if model is not None and "three" in str(model) else ColourClassifier()
+        return MaskDetector(classifier, BlobFinder(), box_adjust=None, **options)
+
+    monkeypatch.setattr(MaskDetector, "load", classmethod(load))
+
+
+def test_evaluate_detection_command_takes_a_split(tmp_path, fake_load):
+    import json
+
+    from typer.testing import CliRunner
+
+    from maskwatch.cli import app
+
+    runner = CliRunner()
+    data, lists = _split_voc(tmp_path)
+    out = tmp_path / "m.json"
+    args = ["evaluate-detection", "--data", str(data), "--json", str(out), "--preset", "fast", "--no-progress"]
+    res = runner.invoke(app, [*args, "--splits", str(lists), "--split", "valid", "--report", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert m["images"]["split"] == "valid" and m["images"]["n_listed"] == 2 and m["n_images"] == 2
+    assert "(valid)" in res.output and "split valid" in (tmp_path / "r.html").read_text()
+    for extra, message in ((["--split", "valid"], "go together"), (["--splits", str(lists)], "go together"),
+                           (["--splits", str(lists), "--split", "dev"], "no 'dev' split")):  # fmt: skip
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    (lists / "valid.txt").write_text("b\nmissing\n")
+    res = runner.invoke(app, [*args, "--splits", str(lists), "--split", "valid"])
+    assert res.exit_code == 1 and "listed image without an annotation" in " ".join(res.output.split())
+
+
+def _three_class_voc(tmp_path):
+    from fakes import BLUE, GREEN, RED, scene
+
+    data = tmp_path / "voc3"
+    _write_voc(data, "one", scene([(20, 20, 40, GREEN), (120, 30, 40, BLUE)]),
+               [("with_mask", (20, 20, 60, 60)), ("mask_weared_incorrect", (120, 30, 160, 70))])  # fmt: skip
+    _write_voc(data, "two", scene([(30, 30, 50, RED), (150, 120, 36, BLUE)]),
+               [("without_mask", (30, 30, 80, 80)), ("mask_weared_incorrect", (150, 120, 186, 156))])  # fmt: skip
+    return data
+
+
+def test_a_three_class_model_gets_the_third_class_ap_beside_the_two_class_map(tmp_path, fake_load):
+    import json
+
+    from fakes import fake_detector, fake_three_class_detector
+    from typer.testing import CliRunner
+
+    from maskwatch.cli import app
+    from maskwatch.detection.evaluation import evaluate_voc
+
+    data = _three_class_voc(tmp_path)
+    m = evaluate_voc(fake_three_class_detector(), data)
+    assert m["ap50"] == pytest.approx({"with_mask": 1.0, "without_mask": 1.0, "mask_weared_incorrect": 1.0})
+    assert m["map_classes"] == ["with_mask", "without_mask"] and m["map50"] == pytest.approx(1.0)
+    assert m["map_all_classes"] == [*CLASSES, "mask_weared_incorrect"] and m["map50_all"] == pytest.approx(1.0)
+    # a 2-class model calls the blue faces something else: no third AP, and the 2-class mAP pays for it
+    two = evaluate_voc(fake_detector(), data)
+    assert "mask_weared_incorrect" not in two["ap50"] and two["map50_all"] == two["map50"] < 1.0
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["evaluate-detection", "--data", str(data), "--json", str(out), "--model",
+                                   str(tmp_path / "three.onnx"), "--preset", "fast", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    printed = " ".join(res.output.split())
+    assert "AP50 mask_weared_incorrect 1.000" in printed and "mAP50 over all 3 classes 1.000" in printed
+    assert json.loads(out.read_text())["ap50"]["mask_weared_incorrect"] == pytest.approx(1.0)

@@ -35,6 +35,12 @@ def evaluate_detection(
         None, help="Margin around each face box before classifying.", show_default="the model's"
     ),
     classes: str = typer.Option("with_mask,without_mask", help="Classes averaged into mAP (comma-separated)."),
+    splits: Optional[Path] = typer.Option(
+        None, help="Split-list folder (train.txt, valid.txt, test.txt: image stems), e.g. data/splits/scenes."
+    ),
+    split: Optional[str] = typer.Option(
+        None, help="Score only this split's images (train, valid or test; needs --splits). Recorded in the JSON."
+    ),
     limit: Optional[int] = typer.Option(None, help="Only the first N annotated images (quick checks)."),
     detector_model: Optional[Path] = typer.Option(None, help="CenterFace ONNX file."),
     threads: int = typer.Option(2, help="Face detector threads."),
@@ -43,7 +49,7 @@ def evaluate_detection(
 ) -> None:
     """Score the pipeline against VOC boxes: face recall/precision by size, per-class AP@0.5, mAP, count error."""
     from maskwatch.detection.centerface import ModelNotFoundError
-    from maskwatch.detection.evaluation import evaluate_voc
+    from maskwatch.detection.evaluation import ImageSubset, evaluate_voc
     from maskwatch.detection.pipeline import PRESETS, MaskDetector
     from maskwatch.detection.report_page import write_html_report
 
@@ -55,6 +61,14 @@ def evaluate_detection(
         fail(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if not (data / "annotations").is_dir() or not (data / "images").is_dir():
         fail(f"{data}: expected images/ and annotations/ (PASCAL VOC) folders")
+    subset = None
+    if (splits is None) != (split is None):
+        fail("--split and --splits go together: --splits FOLDER --split valid")
+    if splits is not None and split is not None:
+        try:
+            subset = ImageSubset.from_split_lists(splits, split)
+        except ValueError as exc:
+            fail(str(exc))
     class_list = [c.strip() for c in classes.split(",") if c.strip()]
     try:
         detector = MaskDetector.load(
@@ -82,7 +96,7 @@ def evaluate_detection(
             bar.update(task, completed=done, total=total)
 
         try:
-            metrics = evaluate_voc(detector, data, classes=class_list, limit=limit, on_progress=tick)
+            metrics = evaluate_voc(detector, data, classes=class_list, images=subset, limit=limit, on_progress=tick)
         except ValueError as exc:
             fail(str(exc))
     with json_target(json_path) as handle:
@@ -116,7 +130,9 @@ def _fmt(value: Any) -> str:
 
 
 def _print_eval(m: dict[str, Any]) -> None:
-    table = Table(title=f"{m['data']}: {m['n_images']} images, {m['n_faces']} faces")
+    chosen = m["images"]["split"] or ("listed images" if m["images"]["n_listed"] is not None else None)
+    where = m["data"] + (f" ({chosen})" if chosen else "")
+    table = Table(title=f"{where}: {m['n_images']} images, {m['n_faces']} faces")
     table.add_column("face size")
     for col in ("faces", "recall@0.5", "recall@0.3"):
         table.add_column(col, justify="right")
@@ -127,6 +143,8 @@ def _print_eval(m: dict[str, Any]) -> None:
     console.print(table)
     aps = "  ".join(f"AP50 {k} {_fmt(v)}" for k, v in m["ap50"].items())
     console.print(f"{aps}  mAP50 {_fmt(m['map50'])}  (argmax-label ranking: mAP50 {_fmt(m['map50_argmax'])})")
+    if len(m["map_all_classes"]) > len(m["map_classes"]):  # a third class scored beside the mAP's classes
+        console.print(f"mAP50 over all {len(m['map_all_classes'])} classes {_fmt(m['map50_all'])}")
     console.print(
         f"precision@0.5 {_fmt(m['precision'])}  @0.3 {_fmt(m['precision_iou30'])}  count MAE "
         f"{_fmt(m['count_mae'])}  ({m['images_per_second']:.2f} images/s)"

@@ -27,7 +27,8 @@ import io
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "AP_METHOD",
     "RANKING",
     "SIZE_BUCKETS",
+    "ImageSubset",
     "average_precision",
     "evaluate_detection",
     "evaluate_voc",
@@ -290,11 +292,45 @@ RANKING = (
 )
 
 
+@dataclass(frozen=True)
+class ImageSubset:
+    """The images of a VOC folder to score (by stem), and where that list came from, so a result says
+    which images it is about (a split must never be mistaken for the whole set)."""
+
+    stems: frozenset[str]
+    split: str | None = None  # e.g. "valid"
+    source: str | None = None  # e.g. "data/splits/scenes/valid.txt"
+
+    @classmethod
+    def from_split_lists(cls, folder: str | os.PathLike[str], split: str) -> ImageSubset:
+        """One split of a split-list folder (:func:`maskwatch.data.voc.read_split_lists`); ``ValueError``
+        when the folder has no such split."""
+        from maskwatch.data.voc import SPLIT_LIST_NAMES, read_split_lists
+
+        lists = read_split_lists(folder)
+        if split not in lists:
+            raise ValueError(f"{folder} has no {split!r} split (it has: {', '.join(sorted(lists))})")
+        return cls(frozenset(lists[split]), split, str(Path(folder) / SPLIT_LIST_NAMES[split]))
+
+    def describe(self) -> dict[str, Any]:
+        """What goes in the metrics JSON."""
+        return {"split": self.split, "list": self.source, "n_listed": len(self.stems)}
+
+
+def _subset(images: ImageSubset | Collection[str] | None) -> ImageSubset | None:
+    if images is None or isinstance(images, ImageSubset):
+        return images
+    if isinstance(images, str):
+        raise TypeError("images must be a collection of image stems, not one string")
+    return ImageSubset(frozenset(Path(stem).stem for stem in images))
+
+
 def evaluate_voc(
     detector: MaskDetector,
     data: str | os.PathLike[str],
     *,
     classes: Sequence[str] = ("with_mask", "without_mask"),
+    images: ImageSubset | Collection[str] | None = None,
     limit: int | None = None,
     on_progress: Any = None,
 ) -> dict[str, Any]:
@@ -303,21 +339,35 @@ def evaluate_voc(
     Face finding (class-agnostic, every annotated box is a face): recall by face size and precision at
     IoU ≥ 0.5 and ≥ 0.3, and the mean absolute error of the per-image face count, all at the operating point
     (faces with detector score ≥ ``detector.score_threshold``). Per-class AP@0.5 and their mean over
-    ``classes`` (``map50``) rank every candidate face (see :data:`RANKING`, :data:`AP_METHOD`).
+    ``classes`` (``map50``) rank every candidate face (see :data:`RANKING`, :data:`AP_METHOD`); a class of
+    the model beyond ``classes`` that the annotations use (a third class) gets its AP too, and ``map50_all``
+    averages every class scored.
+
+    ``images``: score only these images (stems, or an :class:`ImageSubset` such as a split), recorded in the
+    result's ``images``; a listed image without an annotation is reported in ``skipped``.
     """
     from maskwatch.data.images import BadImageError, decode_rgb
     from maskwatch.data.voc import voc_image_for
 
     root = Path(data)
+    subset = _subset(images)
     xmls = sorted((root / "annotations").glob("*.xml"))
+    skipped: list[dict[str, str]] = []
+    if subset is not None:
+        present = {xml.stem for xml in xmls}
+        skipped.extend(
+            {"path": str(root / "annotations" / f"{stem}.xml"), "reason": "listed image without an annotation"}
+            for stem in sorted(subset.stems - present)
+        )
+        xmls = [xml for xml in xmls if xml.stem in subset.stems]
     if limit:
         xmls = xmls[:limit]
     if not xmls:
-        raise ValueError(f"{root}: no VOC annotations (annotations/*.xml)")
+        where = "" if subset is None else f" among the {len(subset.stems)} listed images"
+        raise ValueError(f"{root}: no VOC annotations (annotations/*.xml){where}")
     classes = list(classes)
     targets: list[dict[str, Any]] = []
     results: list[FrameResult] = []
-    skipped: list[dict[str, str]] = []
     degenerate: list[dict[str, Any]] = []
     seconds = 0.0
     for done, xml in enumerate(xmls, start=1):
@@ -342,7 +392,8 @@ def evaluate_voc(
         if on_progress is not None:
             on_progress(done, len(xmls))
     annotated = {xml.stem for xml in xmls}
-    if not limit and (root / "images").is_dir():  # images nobody annotated are not scored: say so
+    # images nobody annotated are not scored: say so (with a list, its missing annotations are said above)
+    if not limit and subset is None and (root / "images").is_dir():
         skipped.extend(
             {"path": str(image), "reason": "image without an annotation (annotations/<name>.xml)"}
             for image in sorted((root / "images").iterdir())
@@ -398,8 +449,8 @@ def evaluate_voc(
     faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
     ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
 
-    def mean_of(ap: Mapping[str, float]) -> float | None:
-        values = [ap[c] for c in classes if c in ap and not math.isnan(ap[c])]
+    def mean_of(ap: Mapping[str, float], over: Sequence[str] = classes) -> float | None:
+        values = [ap[c] for c in over if c in ap and not math.isnan(ap[c])]
         return float(np.mean(values)) if values else None
 
     def clean(value: Any) -> Any:
@@ -413,6 +464,7 @@ def evaluate_voc(
     return clean(
         {
             "data": str(root),
+            "images": {"split": None, "list": None, "n_listed": None} if subset is None else subset.describe(),
             "n_images": n_frames,
             "n_faces": face["n_faces"],
             "n_faces_by_bucket": face["n_faces_by_bucket"],
@@ -422,6 +474,8 @@ def evaluate_voc(
             "ap50_argmax": ap50_argmax,
             "ap50_face": ap_face,
             "map_classes": classes,
+            "map50_all": mean_of(ap50, ap_classes),  # every class scored (a third class included)
+            "map_all_classes": ap_classes,
             "recall": face["recall"],
             "recall_iou30": face["recall_iou30"],
             "precision": face["precision"],

@@ -33,6 +33,19 @@ def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) 
         f"<tr><td>{html.escape(c)}</td><td>{f(v)}</td><td>{f(metrics['ap50_argmax'].get(c))}</td></tr>"
         for c, v in metrics["ap50"].items()
     )
+    images = metrics.get("images") or {}
+    chosen = (
+        f" (split {html.escape(str(images['split']))}: {html.escape(str(images['list']))})"
+        if images.get("split")
+        else ""
+    )
+    all_classes = metrics.get("map_all_classes") or []
+    all_row = (
+        f"<tr><th>mAP (all {len(all_classes)}: {html.escape(', '.join(all_classes))})</th>"
+        f"<th>{f(metrics.get('map50_all'))}</th><th></th></tr>"
+        if len(all_classes) > len(metrics["map_classes"])
+        else ""
+    )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>maskwatch detection evaluation</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
@@ -40,7 +53,7 @@ table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
 <h1>Detection evaluation</h1>
-<p>{html.escape(str(metrics["data"]))}: {metrics["n_images"]} images, {metrics["n_faces"]} annotated faces.</p>
+<p>{html.escape(str(metrics["data"]))}{chosen}: {metrics["n_images"]} images, {metrics["n_faces"]} annotated faces.</p>
 <h2>Face finding (operating point: detector score ≥ {f(metrics["operating_point"]["score_threshold"])})</h2>
 <table><tr><th>face size (longest side, px)</th><th>faces</th>
 <th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
@@ -49,7 +62,7 @@ per-image face count MAE {f(metrics["count_mae"])}.</p>
 <h2>Average precision at IoU 0.5</h2>
 <table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5 (argmax label only)</th></tr>{ap_rows}
 <tr><th>mAP ({html.escape(", ".join(metrics["map_classes"]))})</th>
-<th>{f(metrics["map50"])}</th><th>{f(metrics["map50_argmax"])}</th></tr></table>
+<th>{f(metrics["map50"])}</th><th>{f(metrics["map50_argmax"])}</th></tr>{all_row}</table>
 <p>Class-agnostic face AP@0.5: {f(metrics["ap50_face"])}.</p>
 <p><small>{html.escape(metrics["ap_method"])}. Ranking: {html.escape(metrics["ranking"])}.</small></p>
 <h2>Settings</h2><pre>{html.escape(json.dumps(metrics["settings"], indent=2))}</pre>
