@@ -475,8 +475,8 @@ class StreamEngine:
         self.classes = list(detector.classes)
         from maskwatch.config import default_compliant_classes
 
-        compliant = getattr(detector, "compliant_classes", None)
-        self.compliant_classes = list(compliant) if compliant else list(default_compliant_classes(self.classes))
+        compliant = getattr(detector, "compliant_classes", None)  # the model's; an empty list is its word too
+        self.compliant_classes = list(default_compliant_classes(self.classes) if compliant is None else compliant)
         self._capture_factory = capture_factory
         self._clock = clock
         self.snapshot_sink = snapshot_sink
