@@ -52,6 +52,7 @@ __all__ = [
     "face_metrics",
     "match_greedy",
     "read_voc",
+    "score_results",
     "voc_target",
 ]
 
@@ -292,6 +293,99 @@ RANKING = (
 )
 
 
+def score_results(
+    results: Sequence[FrameResult],
+    targets: Sequence[Mapping[str, Any]],
+    *,
+    classes: Sequence[str],
+    model_classes: Sequence[str],
+    score_threshold: float,
+    min_confidence: float = 0.0,
+) -> dict[str, Any]:
+    """The numbers of :func:`evaluate_voc` for pipeline results (every candidate face, as
+    ``detect(score_threshold=0)`` returns them) against their images' ground truths: one home for the
+    scoring, so studies that build results another way (cached detector views) score them identically.
+    NaN stands for undefined (JSON: null)."""
+    classes = list(classes)
+    gt_labels = {label for t in targets for label in t["labels"]}
+    ap_classes = classes + [c for c in model_classes if c not in classes and c in gt_labels]
+
+    def boxes(faces: Sequence[FaceResult]) -> np.ndarray:
+        return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+
+    operating, per_class, argmax = [], [], []
+    for result in results:
+        kept = [f for f in result.faces if f.score >= score_threshold and f.confidence >= min_confidence]
+        operating.append(
+            {"boxes": boxes(kept), "scores": np.array([f.score for f in kept]), "labels": [f.label for f in kept]}
+        )
+        faces = result.faces
+        hyp_boxes: list[np.ndarray] = []
+        hyp_scores: list[float] = []
+        hyp_labels: list[str] = []
+        for name in ap_classes:
+            hyp_boxes.append(boxes(faces))
+            hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
+            hyp_labels.extend([name] * len(faces))
+        per_class.append(
+            {
+                "boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
+                "scores": np.array(hyp_scores),
+                "labels": hyp_labels,
+            }
+        )
+        argmax.append(
+            {
+                "boxes": boxes(faces),
+                "scores": np.array([f.confidence for f in faces]),
+                "labels": [f.label for f in faces],
+            }
+        )
+
+    face = evaluate_detection(operating, targets, classes=[])
+    ap50 = average_precision(per_class, targets, ap_classes)
+    ap50_argmax = average_precision(argmax, targets, ap_classes)
+    faces_pred = [
+        {"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
+        for r in results
+    ]
+    faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
+    ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
+
+    def mean_of(ap: Mapping[str, float], over: Sequence[str] = classes) -> float | None:
+        values = [ap[c] for c in over if c in ap and not math.isnan(ap[c])]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "n_faces": face["n_faces"],
+        "n_faces_by_bucket": face["n_faces_by_bucket"],
+        "map50": mean_of(ap50),
+        "ap50": ap50,
+        "map50_argmax": mean_of(ap50_argmax),
+        "ap50_argmax": ap50_argmax,
+        "ap50_face": ap_face,
+        "map_classes": classes,
+        "map50_all": mean_of(ap50, ap_classes),  # every class scored (a third class included)
+        "map_all_classes": ap_classes,
+        "recall": face["recall"],
+        "recall_iou30": face["recall_iou30"],
+        "precision": face["precision"],
+        "precision_iou30": face["precision_iou30"],
+        "count_mae": face["count_mae"],
+        "n_predictions": face["n_predictions"],
+        "operating_point": {"score_threshold": score_threshold, "min_confidence": min_confidence},
+    }
+
+
+def _clean(value: Any) -> Any:
+    """NaN → None, recursively through dicts (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
 @dataclass(frozen=True)
 class ImageSubset:
     """The images of a VOC folder to score (by stem), and where that list came from, so a result says
@@ -402,87 +496,21 @@ def evaluate_voc(
     if not results:
         raise ValueError(f"{root}: none of the {len(xmls)} annotated images could be read")
 
-    gt_labels = {label for t in targets for label in t["labels"]}
-    ap_classes = classes + [c for c in detector.classes if c not in classes and c in gt_labels]
-
-    def boxes(faces: Sequence[FaceResult]) -> np.ndarray:
-        return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-
-    operating, per_class, argmax = [], [], []
-    for result in results:
-        kept = [
-            f for f in result.faces if f.score >= detector.score_threshold and f.confidence >= detector.min_confidence
-        ]
-        operating.append(
-            {"boxes": boxes(kept), "scores": np.array([f.score for f in kept]), "labels": [f.label for f in kept]}
-        )
-        faces = result.faces
-        hyp_boxes: list[np.ndarray] = []
-        hyp_scores: list[float] = []
-        hyp_labels: list[str] = []
-        for name in ap_classes:
-            hyp_boxes.append(boxes(faces))
-            hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
-            hyp_labels.extend([name] * len(faces))
-        per_class.append(
-            {
-                "boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
-                "scores": np.array(hyp_scores),
-                "labels": hyp_labels,
-            }
-        )
-        argmax.append(
-            {
-                "boxes": boxes(faces),
-                "scores": np.array([f.confidence for f in faces]),
-                "labels": [f.label for f in faces],
-            }
-        )
-
-    face = evaluate_detection(operating, targets, classes=[])
-    ap50 = average_precision(per_class, targets, ap_classes)
-    ap50_argmax = average_precision(argmax, targets, ap_classes)
-    faces_pred = [
-        {"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
-        for r in results
-    ]
-    faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
-    ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
-
-    def mean_of(ap: Mapping[str, float], over: Sequence[str] = classes) -> float | None:
-        values = [ap[c] for c in over if c in ap and not math.isnan(ap[c])]
-        return float(np.mean(values)) if values else None
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
+    scores = score_results(
+        results,
+        targets,
+        classes=classes,
+        model_classes=detector.classes,
+        score_threshold=detector.score_threshold,
+        min_confidence=detector.min_confidence,
+    )
     n_frames = len(results)
-    return clean(
+    return _clean(
         {
             "data": str(root),
             "images": {"split": None, "list": None, "n_listed": None} if subset is None else subset.describe(),
             "n_images": n_frames,
-            "n_faces": face["n_faces"],
-            "n_faces_by_bucket": face["n_faces_by_bucket"],
-            "map50": mean_of(ap50),
-            "ap50": ap50,
-            "map50_argmax": mean_of(ap50_argmax),
-            "ap50_argmax": ap50_argmax,
-            "ap50_face": ap_face,
-            "map_classes": classes,
-            "map50_all": mean_of(ap50, ap_classes),  # every class scored (a third class included)
-            "map_all_classes": ap_classes,
-            "recall": face["recall"],
-            "recall_iou30": face["recall_iou30"],
-            "precision": face["precision"],
-            "precision_iou30": face["precision_iou30"],
-            "count_mae": face["count_mae"],
-            "n_predictions": face["n_predictions"],
-            "operating_point": {"score_threshold": detector.score_threshold, "min_confidence": detector.min_confidence},
+            **scores,
             "ap_method": AP_METHOD,
             "ranking": RANKING,
             "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "

@@ -401,27 +401,42 @@ class MaskDetector:
         """Fused faces of all views, every candidate the detector returned (no score threshold here):
         ``(boxes (N,4) in VOC framing, scores (N,), landmarks (N,5,2))``, best score first."""
         rgb = _as_rgb(image)
+        views = [
+            self.detect_view(rgb, side, mirrored)
+            for side in self.scales
+            for mirrored in ([False, True] if self.flip else [False])
+        ]
+        return self.fuse(views, rgb.shape[1], rgb.shape[0])
+
+    def detect_view(
+        self, rgb: np.ndarray, side: int, mirrored: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One detector run: the image's longest side scaled to ``side`` (not up unless ``upscale``), maybe
+        mirrored; ``(boxes (N,4), scores (N,), landmarks (N,5,2))`` in the original image's pixels, in the
+        detector's own framing (a unit that :meth:`fuse` combines; studies cache it)."""
         h, w = rgb.shape[:2]
-        views = []
-        for side in self.scales:
-            scale = side / max(h, w)
-            if scale > 1 and not self.upscale:
-                scale = 1.0
-            resized, sx, sy = _resize(rgb, scale)
-            variants = [False, True] if self.flip else [False]
-            for mirrored in variants:
-                src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
-                boxes, scores, marks = _faces_to_arrays(self.active_finder.detect(src))
-                if mirrored and len(scores):
-                    rw = resized.shape[1]
-                    boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
-                    marks = marks[:, [1, 0, 2, 4, 3]].copy()  # left/right swap places in a mirror
-                    marks[..., 0] = rw - marks[..., 0]
-                views.append((boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]))
+        scale = side / max(h, w)
+        if scale > 1 and not self.upscale:
+            scale = 1.0
+        resized, sx, sy = _resize(rgb, scale)
+        src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
+        boxes, scores, marks = _faces_to_arrays(self.active_finder.detect(src))
+        if mirrored and len(scores):
+            rw = resized.shape[1]
+            boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
+            marks = marks[:, [1, 0, 2, 4, 3]].copy()  # left/right swap places in a mirror
+            marks[..., 0] = rw - marks[..., 0]
+        return boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]
+
+    def fuse(
+        self, views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], width: int, height: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`), mapped onto VOC framing,
+        clipped, and sorted best score first."""
         boxes, scores, marks = fuse_views(views, self.fusion_iou)
         if len(scores) == 0:
             return boxes, scores, marks
-        boxes, ok = finish_boxes(boxes, w, h, self.box_adjust, self.min_face)
+        boxes, ok = finish_boxes(boxes, width, height, self.box_adjust, self.min_face)
         order = np.argsort(-scores[ok], kind="stable")
         return boxes[ok][order], scores[ok][order], marks[ok][order]
 
