@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("paho.mqtt")
 
+import conftest_service
 from fakes import fake_detector, make_video
 
 from maskwatch.fleet import topics
@@ -27,6 +29,8 @@ from maskwatch.fleet.outbox import Outbox
 from maskwatch.fleet.publisher import Publisher, make_client
 from maskwatch.fleet.topics import BrokerURL
 from maskwatch.stream.events import SourceStatus, StatsBucket, TrackEnded, parse_event
+
+db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the fixtures
 
 USERS = {"agent": "agent-secret", "control": "control-secret", "viewer": "viewer-secret"}
 ACL = {"viewer": ["topic read maskwatch/#"]}
@@ -435,6 +439,135 @@ def test_agent_cli_config_and_usage_errors(tmp_path):
     result = runner.invoke(app, [*serve, "mqtt://h?sharde=1"])
     assert result.exit_code == 2 and "unknown option" in result.output
     assert runner.invoke(app, [*serve, "http://h"]).exit_code == 2
+
+
+def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, broker):
+    """The control room's ingest buffer (100 events) fills: its writer is slowed down while 600 person events
+    and 60 stats buckets arrive over MQTT from the real outbox + publisher. The MQTT callback waits for room
+    instead of dropping (nothing is acknowledged before it is written), and every event is stored exactly once."""
+    from conftest_service import bucket, person, running_service
+    from sqlalchemy import func, select
+
+    from maskwatch.fleet.ingest import attach
+    from maskwatch.service.storage.models import Ingested, PersonEvent
+
+    with running_service(tmp_path, limits={"ingest_buffer": 100}) as (_client, service):
+        ingestor = service.ingestor
+        ingestor.batch = 10
+        write, peak = ingestor._write, [0]
+
+        def slow_write(items):
+            time.sleep(0.02)  # a slow database
+            peak[0] = max(peak[0], len(ingestor._buffer))
+            write(items)
+
+        ingestor._write = slow_write
+        attach(service, broker.url("control"), client_id="ingest-full", state_every=0.5)
+        assert wait_until(lambda: service.fleet is not None and service.fleet.connected.is_set(), 10)
+        box = Outbox(tmp_path / "outbox.db")
+        events = [person(f"cam{i % 4}", track_id=i) for i in range(600)]
+        events += [bucket(f"cam{i % 4}", start=datetime(2026, 3, 2, 9, i, tzinfo=UTC)) for i in range(60)]
+        for event in events:
+            box.put(topics.event_topic("n1", event.type, event.source), event.to_json())
+        publisher = Publisher(BrokerURL.parse(broker.url("agent")), box, client_id="pub-full", window=500)
+        publisher.start()
+        assert publisher.wait_drained(60), f"{len(box)} not acknowledged by the broker"
+
+        def stored() -> tuple[int, int, int]:
+            with service.sessions() as s:
+                people = s.scalar(select(func.count()).select_from(PersonEvent)) or 0
+                distinct = s.scalar(select(func.count(func.distinct(PersonEvent.event_id)))) or 0
+                stats = s.scalar(select(func.count()).select_from(Ingested).where(Ingested.type == "stats")) or 0
+            return people, distinct, stats
+
+        assert wait_until(lambda: stored() == (600, 600, 60), 60), stored()
+        assert peak[0] >= ingestor.capacity - 1, f"the buffer never filled (peak {peak[0]})"
+        assert ingestor.dropped == 0 and service.fleet.accepted == 660
+        with service.sessions() as s:
+            ids = set(s.scalars(select(PersonEvent.event_id)))
+        assert ids == {e.id for e in events if e.type == "track_ended"}
+        assert wait_until(lambda: service.fleet.fleet()["pending_acks"] == 0, 5)
+        publisher.stop()
+        box.close()
+
+
+NODE = """
+import json, sys, time
+from maskwatch.fleet import topics
+from maskwatch.fleet.publisher import make_client
+from maskwatch.fleet.topics import BrokerURL
+
+url, node = BrokerURL.parse(sys.argv[1]), sys.argv[2]
+def status(state, reason=None):
+    body = {"schema": topics.NODE_SCHEMA, "node": node, "state": state, "time": time.time(), "cameras": ["door"]}
+    return json.dumps({**body, "reason": reason} if reason else body).encode()
+client = make_client(url, "node-" + node, will=(topics.node_status(node), status("offline", "connection lost"), True))
+client.connect(url.host, url.port, keepalive=5)
+client.loop_start()
+client.publish(topics.node_status(node), status("online"), qos=1, retain=True).wait_for_publish(5)
+print("online", flush=True)
+time.sleep(120)
+"""
+
+
+def _node(broker: MosquittoBroker, name: str) -> subprocess.Popen[bytes]:
+    """A node process that publishes ``online`` with an ``offline`` last will (SIGKILL it to fire the will)."""
+    proc = subprocess.Popen([sys.executable, "-c", NODE, broker.url("agent"), name], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"online"
+    return proc
+
+
+def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url, caplog):
+    """Two control-room workers on the shared subscription and one database: a node's last will raises one
+    node_offline alert (one row, one webhook, one log line), and its return resolves it once."""
+    import logging
+
+    from conftest_service import running_service
+    from test_service_alerts import Receiver
+
+    from maskwatch.fleet.ingest import attach
+
+    caplog.set_level(logging.WARNING, logger="maskwatch.service")
+    receiver = Receiver()
+    rule = {"name": "node offline", "kind": "node_offline", "for_s": 0.5, "cooldown_s": 60,
+            "webhook_url": receiver.url}  # fmt: skip
+    sections = {"alerts": {"rules": [rule], "evaluate_every": 0.1}}
+    node: subprocess.Popen[bytes] | None = None
+    try:
+        with (
+            running_service(tmp_path / "w1", db=db_url, **sections) as (client, one),
+            running_service(tmp_path / "w2", db=db_url, **sections) as (_client2, two),
+        ):
+            workers = (one, two)
+            for i, service in enumerate(workers):
+                attach(service, broker.url("control") + "?shared=1", client_id=f"worker-{i}", state_every=0.5)
+            assert wait_until(lambda: all(w.fleet is not None and w.fleet.connected.is_set() for w in workers), 10)
+            node = _node(broker, "n1")
+            assert wait_until(lambda: all(w.fleet.nodes.get("n1", {}).get("state") == "online" for w in workers), 10)
+
+            def alerts() -> list[dict]:
+                return [a for a in client.get("/api/v1/alerts").json()["items"] if a["kind"] == "node_offline"]
+
+            node.kill()  # no DISCONNECT: the broker publishes the last will
+            node.wait()
+            assert wait_until(lambda: alerts(), 15)
+            time.sleep(1.5)  # both workers have evaluated many times
+            firing = alerts()
+            assert [(a["camera"], a["state"]) for a in firing] == [("n1", "firing")], firing
+            assert "offline" in firing[0]["message"] and "connection lost" in firing[0]["message"]
+            assert caplog.text.count("ALERT node offline on n1") == 1
+            node = _node(broker, "n1")  # back online: resolved once
+            assert wait_until(lambda: [a["state"] for a in alerts()] == ["resolved"], 10), alerts()
+            time.sleep(1.0)
+            assert len(alerts()) == 1 and caplog.text.count("RESOLVED node offline on n1") == 1
+            assert wait_until(lambda: len(receiver.requests) >= 2, 10)
+            time.sleep(0.5)
+            assert [json.loads(body)["transition"] for _, body in receiver.requests] == ["firing", "resolved"]
+    finally:
+        if node is not None:
+            node.kill()
+            node.wait()
+        receiver.close()
 
 
 def test_ingest_into_the_service_api_and_offline_alert(tmp_path):

@@ -139,3 +139,63 @@ def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
         assert client.patch(f"{API}/alert-rules/{rule_id}", json={"enabled": False}).status_code == 200
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []  # a disabled rule's alert resolves
         assert client.delete(f"{API}/alert-rules/{rule_id}").status_code == 204
+
+
+def test_node_offline_rule_built_in_with_hysteresis(tmp_path):
+    from maskwatch.service.alerts import NODE_OFFLINE_RULE
+
+    with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
+        alerts = service.alerts
+        assert alerts.ensure_rule(NODE_OFFLINE_RULE) and not alerts.ensure_rule(NODE_OFFLINE_RULE)
+        rules = [r for r in client.get(f"{API}/alert-rules").json() if r["kind"] == "node_offline"]
+        assert [(r["name"], r["for_s"], r["enabled"]) for r in rules] == [("node offline", 30.0, True)]
+        t0 = alerts.clock()
+        alerts.observe_node("n1", "online")
+        alerts.observe_node("n1", "offline", "connection lost (last will)")
+        alerts.evaluate(now=t0 + 10)
+        assert client.get(f"{API}/alerts").json()["items"] == []  # not for 30 s yet
+        alerts.observe_node("n1", "offline", "connection lost (last will)")  # a repeat keeps its start
+        alerts.evaluate(now=t0 + 31)
+        firing = client.get(f"{API}/alerts?state=firing").json()["items"]
+        assert [(a["kind"], a["camera"]) for a in firing] == [("node_offline", "n1")]
+        assert "node n1 offline for 31 s: connection lost" in firing[0]["message"]
+        alerts.observe_node("n1", "online")
+        alerts.evaluate(now=t0 + 32)
+        assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
+        # disabled, the built-in rule stays disabled (not created again)
+        assert client.patch(f"{API}/alert-rules/{rules[0]['id']}", json={"enabled": False}).status_code == 200
+        assert not alerts.ensure_rule(NODE_OFFLINE_RULE)
+
+
+def test_two_alert_engines_on_one_database_fire_and_resolve_once(tmp_path):
+    """Two workers' alert engines see the same node go offline: one alert row, one announcement each way;
+    a cooldown counts the other worker's alert."""
+    from maskwatch.service.alerts import AlertEngine
+
+    with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
+        rule = {"name": "nodes", "kind": "node_offline", "for_s": 0, "cooldown_s": 600}
+        assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
+        announced: list[str] = []
+
+        def worker() -> AlertEngine:
+            engine = AlertEngine(service.sessions, publish=lambda _t, p: announced.append(p["transition"]), sender=None)
+            engine.reload()
+            return engine
+
+        engines = [worker(), worker()]
+        for engine in engines:
+            engine.observe_node("n1", "offline")
+        for engine in (*engines, *engines):
+            engine.evaluate()
+        firing = client.get(f"{API}/alerts?state=firing").json()["items"]
+        assert len(firing) == 1 and announced == ["firing"]
+        assert all(e.firing == 1 for e in engines)  # the second adopted the first one's alert
+        for engine in engines:
+            engine.observe_node("n1", "online")
+            engine.evaluate()
+        assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
+        assert announced == ["firing", "resolved"]
+        late = worker()  # a worker (re)started now sees the node down again: the cooldown holds there too
+        late.observe_node("n1", "offline")
+        late.evaluate()
+        assert len(client.get(f"{API}/alerts").json()["items"]) == 1 and announced == ["firing", "resolved"]

@@ -16,11 +16,16 @@ Unauthorised publishes never get here: the broker refuses them (password file + 
 Events are renamed ``{node}:{camera}`` (camera names are only unique within a node). A message is
 acknowledged to the broker (manual PUBACK) only once the service has written it, and the session is
 persistent (``clean_session=False``): a control room killed at any moment gets again, on restart, what it
-had not stored.
+had not stored. A full ingest buffer slows ingest down instead of dropping: the message callback waits for
+room (``Service.handle_event(..., block=True)``), so paho stops reading, unacknowledged messages stay with
+the broker (its in-flight window), and what was refused while stopping is never acknowledged (sent again).
+Acknowledgements pending when the connection drops are forgotten: the broker sends those messages again
+under the same packet ids, and an old id acknowledged on the new connection could release a newer message.
 
 Fleet state (:meth:`FleetIngest.fleet`): nodes online/offline with last seen and their cameras' FPS, lag
-and compliance from the latest stats bucket. A node's last will (``offline``) becomes a ``source_status``
-``lost`` event for each of its cameras, so the service's ``camera_offline`` alert rule fires for it.
+and compliance from the latest stats bucket. A node's state goes to ``on_node`` (the alert engine's
+``node_offline`` rules), and its last will (``offline``) also becomes a ``source_status`` ``lost`` event for
+each of its cameras, so ``camera_offline`` rules fire for them.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from maskwatch.fleet import topics
 from maskwatch.fleet.publisher import TLSOptions, make_client
@@ -45,11 +50,21 @@ REJECT_REASONS = ("oversized", "topic", "json", "schema", "invalid", "mismatch")
 _STORED = ("track_ended", "stats")
 
 
+class _Pending(NamedTuple):
+    """A message waiting for its acknowledgement: sent once the ingestor has written up to ``mark``."""
+
+    session: int  # the connection it arrived on
+    mid: int
+    qos: int
+    mark: int
+
+
 class FleetIngest:
     """Subscriber feeding ``handle_event``.
 
     Args:
-        handle_event: ``Service.handle_event`` (or any callable taking a typed engine event).
+        handle_event: ``Service.handle_event`` (or any callable taking a typed engine event); returning
+            False means an event to store was not queued, so its message is not acknowledged (sent again).
         broker: the broker.
         client_id: stable per worker (its persistent session holds what it has not acknowledged).
         ingestor: the service's :class:`~maskwatch.service.storage.ingest.Ingestor` (FIFO): a stored event's
@@ -57,11 +72,12 @@ class FleetIngest:
             ``handle_event`` returns.
         shared: use the shared subscription (``$share/maskwatch/...``) to split the load between workers.
         max_bytes: larger payloads are rejected.
+        on_node: ``(node, "online" | "offline", reason)`` on every valid node status (alert rules).
     """
 
     def __init__(
         self,
-        handle_event: Callable[[Any], None],
+        handle_event: Callable[[Any], bool | None],
         broker: BrokerURL,
         *,
         client_id: str = "maskwatch-ingest",
@@ -69,8 +85,10 @@ class FleetIngest:
         shared: bool = False,
         max_bytes: int = 256 * 1024,
         tls: TLSOptions | None = None,
+        on_node: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.handle_event = handle_event
+        self.on_node = on_node
         self.broker = broker
         self.max_bytes = max_bytes
         self.shared = shared
@@ -82,7 +100,9 @@ class FleetIngest:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._lock = threading.Lock()
-        self._pending: collections.deque[tuple[int, int, int]] = collections.deque()  # (mid, qos, written mark)
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._session = 0  # counts connections: acknowledgements never cross one
+        self._closing = threading.Event()  # stop(): new messages are left unacknowledged for the next start
         self._stop = threading.Event()
         self._acker: threading.Thread | None = None
         self.accepted = 0
@@ -99,6 +119,8 @@ class FleetIngest:
         self._acker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking messages, acknowledge what has been written (up to ``timeout``), disconnect."""
+        self._closing.set()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -115,6 +137,9 @@ class FleetIngest:
             self.last_error = f"connection refused: {reason_code}"
             log.error("broker %s refused the ingest connection: %s", self.broker, reason_code)
             return
+        with self._lock:
+            self._session += 1
+            self._pending.clear()
         self.connected.set()
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared)])
         log.info("fleet ingest connected to %s", self.broker)
@@ -122,31 +147,40 @@ class FleetIngest:
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         if self.connected.is_set() and not self._stop.is_set():
             log.warning("fleet ingest disconnected from %s (%s)", self.broker, reason_code)
+        with self._lock:
+            self._session += 1  # what is pending now is sent again by the broker: never acknowledge it
+            self._pending.clear()
         self.connected.clear()
 
     def _on_message(self, client: Any, _userdata: Any, message: Any) -> None:
-        mark = 0
+        if self._closing.is_set():
+            return  # not acknowledged: the broker sends it again to the next start
+        session = self._session
+        mark: int | None = 0
         try:
             mark = self.receive(message.topic, message.payload)
         except Exception:
             log.exception("message on %s not handled", message.topic)
-        if message.qos == 0:
-            return
-        if mark <= 0 and not self._pending:
-            client.ack(message.mid, message.qos)
+        if message.qos == 0 or mark is None:
             return
         with self._lock:
-            self._pending.append((message.mid, message.qos, mark))
+            if session != self._session:
+                return  # the connection dropped meanwhile: the broker sends it again
+            if mark <= 0 and not self._pending:
+                client.ack(message.mid, message.qos)
+            else:
+                self._pending.append(_Pending(session, message.mid, message.qos, mark))
 
     def _ack_loop(self) -> None:
         while not self._stop.wait(0.02):
             if not self._pending:
                 continue
             written = self._written()
-            while self._pending and self._pending[0][2] <= written:
-                with self._lock:
-                    mid, qos, _ = self._pending.popleft()
-                self.client.ack(mid, qos)
+            with self._lock:  # (ack only queues a packet: no paho lock is taken while holding ours)
+                while self._pending and self._pending[0].mark <= written:
+                    item = self._pending.popleft()
+                    if item.session == self._session:
+                        self.client.ack(item.mid, item.qos)
 
     # -- validation ------------------------------------------------------------------------------------------
 
@@ -155,9 +189,9 @@ class FleetIngest:
         log.debug("rejected message on %s: %s %s", topic, reason, detail)
         return 0
 
-    def receive(self, topic: str, payload: bytes) -> int:
+    def receive(self, topic: str, payload: bytes) -> int | None:
         """Validate and hand on one message. Returns the service's write mark to wait for before
-        acknowledging (0: nothing to wait for)."""
+        acknowledging (0: nothing to wait for; None: not taken, never acknowledge)."""
         if len(payload) > self.max_bytes:
             return self._reject("oversized", topic, f"{len(payload)} bytes")
         parsed = topics.parse_topic(topic)
@@ -183,7 +217,8 @@ class FleetIngest:
             return self._reject("mismatch", topic, f"{event.type} from {event.source!r}")
         renamed = event.model_copy(update={"source": f"{parsed.node}:{parsed.camera}"})
         self._observe(parsed.node, parsed.camera, event)
-        self.handle_event(renamed)
+        if self.handle_event(renamed) is False:
+            return None  # not queued (stopping): the broker keeps it
         self.accepted += 1
         if event.type in _STORED and self.ingestor is not None:
             # this event's place in the ingestor's FIFO (conservative: everything queued so far)
@@ -233,12 +268,19 @@ class FleetIngest:
         now = time.time()
         previous = state["state"]
         state.update(state=body["state"], last_seen=now, reason=body.get("reason"))
+        if isinstance(body.get("outbox"), dict):
+            state["outbox"] = body["outbox"]
         if previous != body["state"]:
             state["since"] = now
         for camera in body.get("cameras") or []:
             if isinstance(camera, str):
                 state["cameras"].setdefault(camera, {})
         self.accepted += 1
+        if self.on_node is not None:
+            try:
+                self.on_node(node, body["state"], body.get("reason"))
+            except Exception:
+                log.exception("state of node %s not handled", node)
         if body["state"] == "offline" and previous != "offline":
             log.warning("node %s offline (%s)", node, body.get("reason"))
             self._cameras_lost(node, str(body.get("reason") or "node offline"))
@@ -295,6 +337,8 @@ def attach(
     import os
     import socket
 
+    from maskwatch.service.alerts import NODE_OFFLINE_RULE
+
     broker, shared = parse_ingest_url(url)
     client_id = client_id or f"maskwatch-ingest-{socket.gethostname()}"
 
@@ -304,8 +348,15 @@ def attach(
         if service.stopping.is_set():
             return
         ingest = FleetIngest(
-            service.handle_event, broker, client_id=client_id, ingestor=service.ingestor, tls=tls, shared=shared
+            lambda event: service.handle_event(event, block=True),  # a full buffer slows ingest, never drops
+            broker,
+            client_id=client_id,
+            ingestor=service.ingestor,
+            tls=tls,
+            shared=shared,
+            on_node=service.alerts.observe_node,
         )
+        service.alerts.ensure_rule(NODE_OFFLINE_RULE)
         service.fleet = ingest
         ingest.start()
         log.info("fleet ingest: %s as %s", broker, client_id)

@@ -12,9 +12,17 @@ Rule kinds (``AlertRule.kind``):
   when it is live again.
 * ``camera_lagging``: stats buckets report a p95 lag above ``threshold`` seconds for ``for_s`` seconds;
   resolves when it is below ``threshold * (1 - hysteresis)``.
+* ``node_offline`` (the fleet; ``camera`` names a node, or None for every node): the node's status (its last
+  will) has been ``offline`` for ``for_s`` seconds; resolves when the node is back online. A control room
+  with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists.
 
 After an alert resolves, the same rule and camera cannot fire again for ``cooldown_s`` seconds; outside
 ``active_hours`` (server local time, ``HH:MM-HH:MM``, may wrap midnight) rules do not fire.
+
+Several control-room workers on one database evaluate the same rules (every worker sees every node's
+status): the database holds at most one firing alert per rule and camera (a partial unique index), so the
+first worker to fire stores and announces it and the others adopt it silently; resolving is a conditional
+update, so only one worker announces that too, and a cooldown counts alerts resolved by any worker.
 """
 
 from __future__ import annotations
@@ -34,14 +42,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
+from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.models import Alert, AlertRule, WebhookDelivery
 
 log = logging.getLogger("maskwatch.service")
 
 BAD_STATES = ("lost", "reconnecting", "failed")
 SIGNATURE_HEADER = "X-Maskwatch-Signature"
+NODE_KINDS = ("node_offline",)  # rules about fleet nodes rather than cameras
+RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
+
+#: the fleet's built-in rule: 30 s rides out an agent restart; silence it by disabling it
+NODE_OFFLINE_RULE = AlertRuleConfig(
+    name="node offline", kind="node_offline", for_s=30.0, hysteresis=0.0, cooldown_s=60.0
+)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -83,6 +100,13 @@ class _Camera:
     bad_since: float | None = None
     lag_bad_since: float | None = None
     lag: float | None = None
+
+
+@dataclass
+class _Node:
+    state: str | None = None  # online | offline
+    offline_since: float | None = None
+    reason: str | None = None
 
 
 class WebhookSender:
@@ -217,7 +241,9 @@ class AlertEngine:
         self.on_change = on_change
         self.rules: list[AlertRule] = []
         self._cameras: dict[str, _Camera] = {}
+        self._nodes: dict[str, _Node] = {}
         self._active: dict[tuple[int, str], int | None] = {}  # (rule, camera) -> alert id
+        self._rules_seen: tuple[int, float | None] | None = None  # (count, last change): reload when it moves
         self._resolved_at: dict[tuple[int, str], float] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -229,9 +255,11 @@ class AlertEngine:
     def reload(self) -> None:
         """Read the rules again (after a change through the API); alerts of deleted or disabled rules resolve."""
         with self.sessions() as s:
+            seen = self._rules_version(s)
             rules = list(s.scalars(select(AlertRule).order_by(AlertRule.id)))
             firing = list(s.scalars(select(Alert).where(Alert.state == "firing")))
         with self._lock:
+            self._rules_seen = seen
             self.rules = rules
             known = {r.id for r in rules if r.enabled}
             for row in firing:  # alerts left firing by a previous run or a removed rule
@@ -265,11 +293,60 @@ class AlertEngine:
                         elif event.lag.p95 < rule.threshold * (1 - rule.hysteresis):
                             cam.lag_bad_since = None
 
+    @staticmethod
+    def _rules_version(session: Any) -> tuple[int, float | None]:
+        count, changed = session.execute(select(func.count(AlertRule.id), func.max(AlertRule.updated_ts))).one()
+        return int(count), changed
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the rules changed in the database (through another worker's API); True if it did."""
+        with self.sessions() as s:
+            if self._rules_version(s) == self._rules_seen:
+                return False
+        self.reload()
+        return True
+
+    def ensure_rule(self, config: AlertRuleConfig) -> bool:
+        """Create a built-in rule unless one of its kind (or its name) exists; True when created. Disabled, it
+        stays disabled; deleted, it comes back at the next start."""
+        now = time.time()
+        try:
+            with self.sessions() as s, s.begin():
+                exists = select(AlertRule.id).where((AlertRule.kind == config.kind) | (AlertRule.name == config.name))
+                if s.scalars(exists.limit(1)).first() is not None:
+                    return False
+                s.add(AlertRule(**config.model_dump(), created_ts=now, updated_ts=now))
+        except IntegrityError:
+            return False  # another worker created it at the same moment
+        log.info("alert rule %r (%s) created", config.name, config.kind)
+        self.reload()
+        return True
+
+    def observe_node(self, node: str, state: str, reason: str | None = None) -> None:
+        """A fleet node's status (``online`` / ``offline``, from MQTT ingest) for ``node_offline`` rules."""
+        now = self.clock()
+        with self._lock:
+            n = self._nodes.setdefault(node, _Node())
+            if state == "offline":
+                if n.state != "offline":
+                    n.offline_since = now
+            else:
+                n.offline_since = None
+            n.state, n.reason = state, reason
+
     def forget_camera(self, name: str) -> None:
         with self._lock:
             self._cameras.pop(name, None)
 
     # -- evaluation ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _node_condition(rule: AlertRule, name: str, node: _Node, now: float) -> tuple[str, float | None, str]:
+        if node.offline_since is None:
+            return "good", None, f"node {name} online"
+        down = now - node.offline_since
+        why = f": {node.reason}" if node.reason else ""
+        return ("bad" if down >= rule.for_s else "hold"), down, f"node {name} offline for {down:.0f} s{why}"
 
     def _condition(self, rule: AlertRule, cam: _Camera, now: float) -> tuple[str, float | None, str]:
         """('bad' | 'good' | 'hold', value, message)."""
@@ -314,12 +391,16 @@ class AlertEngine:
             for rule in self.rules:
                 if not rule.enabled:
                     continue
-                names = [rule.camera] if rule.camera else list(self._cameras)
+                targets: dict[str, Any] = self._nodes if rule.kind in NODE_KINDS else self._cameras
+                names = [rule.camera] if rule.camera else list(targets)
                 for name in names:
-                    cam = self._cameras.get(name)
-                    if cam is None:
+                    target = targets.get(name)
+                    if target is None:
                         continue
-                    verdict, value, message = self._condition(rule, cam, now)
+                    if rule.kind in NODE_KINDS:
+                        verdict, value, message = self._node_condition(rule, name, target, now)
+                    else:
+                        verdict, value, message = self._condition(rule, target, now)
                     key = (rule.id, name)
                     if key in self._active:
                         if verdict == "good":
@@ -334,6 +415,10 @@ class AlertEngine:
             self.on_change(len(self._active))
 
     def _fire(self, rule: AlertRule, camera: str, message: str, value: float | None, now: float) -> None:
+        """Store and announce a new alert, unless another worker has one firing (adopted, not announced) or
+        resolved one within the cooldown."""
+        key = (rule.id, camera)
+        mine = (Alert.rule_id == rule.id, Alert.camera == camera)
         row = Alert(
             rule_id=rule.id,
             rule_name=rule.name,
@@ -346,14 +431,28 @@ class AlertEngine:
         )
         try:
             with self.sessions() as s, s.begin():
+                if rule.cooldown_s > 0:
+                    recent = s.scalars(
+                        select(func.max(Alert.resolved_ts)).where(*mine, Alert.resolved_ts >= now - rule.cooldown_s)
+                    ).first()
+                    if recent is not None:
+                        self._resolved_at[key] = recent
+                        return
                 s.add(row)
+        except IntegrityError:  # the one firing alert of this rule and camera exists (another worker's)
+            with self.sessions() as s:
+                existing = s.scalars(select(Alert.id).where(*mine, Alert.state == "firing")).first()
+            if existing is not None:
+                self._active[key] = existing
+            return
         except Exception:
             log.exception("alert not stored (database unreachable?)")
-        self._active[(rule.id, camera)] = row.id
+        self._active[key] = row.id
         log.warning("ALERT %s on %s: %s", rule.name, camera, message)
         self._announce(rule, row, "firing")
 
     def _resolve(self, key: tuple[int, str], alert_id: int | None, message: str, value: float | None) -> None:
+        """Resolve in the database; announced only by the worker whose update did it."""
         now = self.clock()
         self._active.pop(key, None)
         self._resolved_at[key] = now
@@ -361,9 +460,13 @@ class AlertEngine:
         if alert_id is not None:
             try:
                 with self.sessions() as s, s.begin():
-                    row = s.get(Alert, alert_id)
-                    if row is not None:
-                        row.state, row.resolved_ts = "resolved", now
+                    done = s.execute(
+                        update(Alert)
+                        .where(Alert.id == alert_id, Alert.state == "firing")
+                        .values(state="resolved", resolved_ts=now)
+                        .returning(Alert.id)
+                    ).first()
+                    row = s.get(Alert, alert_id) if done is not None else None
             except Exception:
                 log.exception("alert resolution not stored")
         if row is None:
@@ -392,8 +495,12 @@ class AlertEngine:
         self._thread.start()
 
     def _run(self) -> None:
+        checked = time.monotonic()
         while not self._stop.wait(self.evaluate_every):
             try:
+                if time.monotonic() - checked >= RULES_CHECK_S:
+                    checked = time.monotonic()
+                    self.reload_if_changed()
                 self.evaluate()
             except Exception:
                 log.exception("alert evaluation failed")

@@ -14,7 +14,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, text, update
 
@@ -26,7 +26,7 @@ from maskwatch.service.live import SSE_TYPES, Hub, LiveState, event_for_client
 from maskwatch.service.metrics import Metrics
 from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.storage.db import migrate, open_db, session_factory
-from maskwatch.service.storage.ingest import Ingestor
+from maskwatch.service.storage.ingest import STORED_TYPES, Ingestor
 from maskwatch.service.storage.models import (
     AlertRule,
     AuditEntry,
@@ -38,6 +38,9 @@ from maskwatch.service.storage.models import (
     WebhookDelivery,
 )
 from maskwatch.service.storage.models import Session as SessionRow
+
+if TYPE_CHECKING:
+    from maskwatch.fleet.ingest import FleetIngest
 
 log = logging.getLogger("maskwatch.service")
 
@@ -89,6 +92,7 @@ class Service:
         self.live = LiveState()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
+        self.fleet: FleetIngest | None = None  # MQTT ingest of edge nodes (``serve --mqtt``), set by its attach()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -203,21 +207,24 @@ class Service:
 
     # -- the one entry point for engine events ----------------------------------------------------------
 
-    def handle_event(self, event: Any) -> None:
+    def handle_event(self, event: Any, *, block: bool = False) -> bool:
         """Take one engine event (this service's engine, or a remote one): metrics, live state, storage
-        (buffered, idempotent), alerts, and the dashboard's live stream."""
+        (buffered, idempotent), alerts, and the dashboard's live stream. False when an event to store was
+        not queued (buffer full; with ``block``, which waits for room instead, only when stopping), so a
+        producer that can resend (MQTT ingest) does not acknowledge it."""
         if not hasattr(event, "type"):
             from maskwatch.stream import parse_event
 
             event = parse_event(event)
         if event.type in ("frame", "summary"):
-            return
+            return True
         self.metrics.observe(event)
         self.live.observe(event)
-        self.ingestor.ingest(event)
+        queued = self.ingestor.ingest(event, block=block) or event.type not in STORED_TYPES
         self.alerts.observe(event)
         if event.type in SSE_TYPES:
             self.hub.publish(event.type, event_for_client(event))
+        return queued
 
     def _consume(self, subscription: Any) -> None:
         for event in subscription:

@@ -87,7 +87,7 @@ class DemoSettings(_Section):
     fps: float = Field(5.0, gt=0)  # slideshow frames per second
 
 
-RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging"]
+RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging", "node_offline"]
 
 
 class AlertRuleConfig(_Section):
@@ -97,7 +97,7 @@ class AlertRuleConfig(_Section):
     threshold: float | None = None  # compliance_below: fraction 0..1; camera_lagging: seconds of lag (p95)
     window_s: float = Field(600.0, gt=0)  # compliance_below: sliding window; unmasked_person: stays firing
     min_people: int = Field(5, ge=1)  # compliance_below: no alert on fewer people in the window
-    for_s: float = Field(60.0, ge=0)  # camera_offline / camera_lagging: condition must hold this long
+    for_s: float = Field(60.0, ge=0)  # camera_offline / camera_lagging / node_offline: must hold this long
     hysteresis: float = Field(0.05, ge=0)  # resolve only when this far back on the good side
     cooldown_s: float = Field(300.0, ge=0)  # after resolving, no new alert of this rule+camera this long
     active_hours: str | None = None  # "08:00-18:00" (local time of the server); None: always

@@ -259,7 +259,7 @@ async function alertsPage(main) {
     const err = el("p", { class: "error" });
     const form = el("form", { class: "inline", id: "rule-form" },
       el("input", { name: "name", placeholder: "name", required: true }),
-      el("select", { name: "kind" }, ["compliance_below", "unmasked_person", "camera_offline", "camera_lagging"].map((k) => el("option", { value: k }, k))),
+      el("select", { name: "kind" }, ["compliance_below", "unmasked_person", "camera_offline", "camera_lagging", "node_offline"].map((k) => el("option", { value: k }, k))),
       el("input", { name: "camera", placeholder: "camera (empty: all)" }), el("input", { name: "threshold", placeholder: "threshold", type: "number", step: "any" }),
       el("input", { name: "min_people", placeholder: "min people", type: "number", value: 5 }), el("input", { name: "window_s", placeholder: "window s", type: "number", value: 600 }),
       el("input", { name: "for_s", placeholder: "for s", type: "number", value: 60 }), el("button", {}, "Add rule"));

@@ -6,6 +6,9 @@ drains in batches, one transaction each. When the database is unreachable the ba
 with backoff (``healthy`` turns False, ``/readyz`` says so), so an outage loses nothing as long as the buffer
 holds; writes are idempotent (person events by their unique event id, stats by the ``ingested`` table), so a
 batch re-sent after an ambiguous failure is stored once.
+
+A producer that can be slowed down without loss (MQTT ingest: the broker keeps what is not acknowledged)
+calls ``ingest(event, block=True)``: when the buffer is full it waits for room instead of dropping.
 """
 
 from __future__ import annotations
@@ -201,7 +204,9 @@ class Ingestor:
         self.backoff, self.max_backoff = backoff, max_backoff
         self.on_error = on_error
         self._buffer: deque[Any] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the writer waits for events
+        self._room = threading.Condition(lock)  # blocking producers wait for room
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight = 0
@@ -215,9 +220,11 @@ class Ingestor:
 
     # -- the one entry point -----------------------------------------------------------------------------
 
-    def ingest(self, event: Any) -> bool:
+    def ingest(self, event: Any, *, block: bool = False) -> bool:
         """Queue one engine event (a typed event, its dict or its JSON) for storage; True when queued.
-        Events of other types (status, frames, ...) are not stored and return False. Never blocks."""
+        Events of other types (status, frames, ...) are not stored and return False. A full buffer drops
+        the event (counted in ``dropped``), or with ``block`` waits for room (False only if the ingestor
+        stops meanwhile: the caller still holds the event)."""
         if not hasattr(event, "type"):
             try:
                 event = parse_event(event)
@@ -227,6 +234,10 @@ class Ingestor:
         if event.type not in STORED_TYPES:
             return False
         with self._cond:
+            while block and len(self._buffer) >= self.capacity:
+                if self._stop.is_set():
+                    return False
+                self._room.wait(0.5)
             if len(self._buffer) >= self.capacity:
                 if self.dropped == 0 or self.healthy:
                     log.error(
@@ -267,6 +278,7 @@ class Ingestor:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+            self._room.notify_all()
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
@@ -282,6 +294,8 @@ class Ingestor:
                 self._cond.wait(0.5)
             items = [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
             self._inflight = len(items)
+            if items:
+                self._room.notify_all()
             return items
 
     def _done(self) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -142,7 +143,18 @@ class AlertRule(Base):
 
 class Alert(Base):
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_state_started", "state", "started_ts"),)
+    __table_args__ = (
+        Index("ix_alerts_state_started", "state", "started_ts"),
+        # at most one firing alert per rule and camera: several workers fire it once (migration 0002)
+        Index(
+            "ux_alerts_firing",
+            "rule_id",
+            "camera",
+            unique=True,
+            postgresql_where=text("state = 'firing'"),
+            sqlite_where=text("state = 'firing'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rule_id: Mapped[int | None] = mapped_column(ForeignKey("alert_rules.id", ondelete="SET NULL"), nullable=True)
