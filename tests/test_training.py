@@ -216,3 +216,130 @@ def test_feature_cache_is_reused_across_head_recipes_only(tiny_dataset, tmp_path
     assert len(calls) == 6
     fit(_config(tiny_dataset, tmp_path / "e", epochs=1, views=3, cache_features=False))
     assert len(calls) == 8
+
+
+# --------------------------------------------------------------------------------------------------
+# Several datasets in one run
+
+
+def write_voc_scenes(root, n_images=12, seed=0, labels=("with_mask", "without_mask"), face=40):
+    """VOC scenes of synthetic faces (3 a scene, labels cycling) and split lists (train/valid/test by image)."""
+    import numpy as np
+    from conftest import make_face
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    lists = {"train": [], "valid": [], "test": []}
+    k = 0
+    for i in range(n_images):
+        scene = Image.new("RGB", (3 * face + 40, face + 20), (80, 80, 80))
+        objects = ""
+        for j in range(3):
+            name = labels[k % len(labels)]
+            k += 1
+            x0, y0 = 10 + j * (face + 10), 10
+            scene.paste(make_face(labels.index(name) % 2, rng, face), (x0, y0))
+            objects += (f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                        f"<xmax>{x0 + face}</xmax><ymax>{y0 + face}</ymax></bndbox></object>")
+        scene.save(root / "images" / f"s{i}.jpg", quality=95)
+        (root / "annotations" / f"s{i}.xml").write_text(f"<annotation><filename>s{i}.jpg</filename>{objects}</annotation>")
+        lists["train" if i % 4 < 2 else "valid" if i % 4 == 2 else "test"].append(f"s{i}")
+    split_dir = root.parent / f"{root.name}-splits"
+    split_dir.mkdir()
+    for split, stems in lists.items():
+        (split_dir / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root, split_dir
+
+
+def test_two_datasets_train_together_with_per_dataset_figures(tiny_dataset, tmp_path):
+    from maskwatch.config import DataSource
+
+    scenes, split_dir = write_voc_scenes(tmp_path / "scenes")
+    sources = [str(tiny_dataset), DataSource(str(scenes), crops=True, min_face=12, splits=str(split_dir), weight=2)]
+    out = tmp_path / "run"
+    result = fit(load_config(data=sources, out=str(out), **{**FAST, "epochs": 2}))
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert {"val_acc_tiny", "val_acc_scenes"} <= set(rows[0])
+    log = (out / "train.log").read_text()
+    assert "(acc tiny " in log and " scenes " in log and "weight 2, each training sample drawn" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["datasets"]) == {"tiny", "scenes"}
+    assert metrics["datasets"]["scenes"]["n_images"] == 9  # 3 test scenes x 3 faces
+    assert (out / "metrics-scenes.json").is_file() and (out / "metrics-tiny.predictions.csv").is_file()
+    assert set(result.test_by_dataset) == {"tiny", "scenes"} and result.test_metrics is None
+    data = json.loads((out / "data.json").read_text())
+    assert [d["name"] for d in data["datasets"]] == ["tiny", "scenes"]
+    assert data["datasets"][1]["counts"]["train"] == {"with_mask": 9, "without_mask": 9}
+    # the saved config repeats (and resumes) the run
+    again = load_config(out / "config.yaml")
+    assert [s.path for s in again.sources()] == [str(tiny_dataset), str(scenes)]
+    assert again.sources()[1].weight == 2 and again.sources()[1].splits == str(split_dir)
+    checkpoint = load_checkpoint(out / "model.pt")
+    assert {"val_acc_tiny", "val_acc_scenes"} <= set(checkpoint["metrics"]["validation"])
+
+
+def test_no_test_leaves_test_sets_alone(tiny_dataset, tmp_path, monkeypatch):
+    from maskwatch import evaluate
+
+    def no_test(*args, **kwargs):
+        raise AssertionError("--no-test must not evaluate a test split")
+
+    monkeypatch.setattr(evaluate, "evaluate_samples", no_test)
+    (tiny_dataset / "test" / "with_mask" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = fit(_config(tiny_dataset, tmp_path / "run", epochs=1, evaluate_test=False))
+    assert result.test_metrics is None and not (tmp_path / "run" / "metrics.json").exists()
+    assert not any("zz_broken" in s.path for s in result.skipped)  # the test split was not even decoded
+
+
+def test_three_classes_from_the_union_record_compliant_classes(tiny_dataset, tmp_path):
+    from maskwatch.config import DataSource
+
+    scenes, split_dir = write_voc_scenes(tmp_path / "scenes", labels=("with_mask", "without_mask",
+                                                                       "mask_weared_incorrect"))
+    sources = [str(tiny_dataset), DataSource(str(scenes), crops=True, min_face=12, splits=str(split_dir))]
+    out = tmp_path / "run"
+    result = fit(load_config(data=sources, out=str(out), **{**FAST, "epochs": 1}))
+    assert result.classes == ["mask_weared_incorrect", "with_mask", "without_mask"]
+    checkpoint = load_checkpoint(out / "model.pt")
+    assert checkpoint["classes"] == result.classes and checkpoint["compliant_classes"] == ["with_mask"]
+    scenes_test = result.test_by_dataset["scenes"]
+    assert set(scenes_test["per_class"]) == set(result.classes)
+    assert scenes_test["per_class"]["mask_weared_incorrect"]["support"] == 3
+    # restricted to two classes: the third label's faces are left out and counted
+    two = fit(load_config(data=sources, out=str(tmp_path / "two"), classes=["with_mask", "without_mask"],
+                          **{**FAST, "epochs": 1}))
+    assert two.classes == ["with_mask", "without_mask"]
+    data = json.loads((tmp_path / "two" / "data.json").read_text())
+    assert data["datasets"][1]["left_out"] == {"label 'mask_weared_incorrect' is not one of the classes": 12}
+
+
+def test_feature_cache_key_follows_the_dataset_mix(tiny_dataset, tmp_path, monkeypatch):
+    from maskwatch import training
+    from maskwatch.config import DataSource
+
+    calls = []
+    original = training.extract_views
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "extract_views", counting)
+    monkeypatch.setenv("MASKWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    scenes, split_dir = write_voc_scenes(tmp_path / "scenes")
+
+    def run(name, *sources, **extra):
+        fit(load_config(data=list(sources), out=str(tmp_path / name), **{**FAST, "epochs": 1, **extra}))
+        return len(calls)
+
+    def voc(**options):
+        return DataSource(str(scenes), crops=True, splits=str(split_dir), **{"min_face": 12, **options})
+
+    assert run("a", str(tiny_dataset), voc()) == 2
+    assert run("b", str(tiny_dataset), voc(weight=3, name="crowds")) == 2  # weights, names: same features
+    assert run("c", str(tiny_dataset), voc(crop_margin=0.3)) == 4  # other boxes
+    assert run("d", voc(), str(tiny_dataset)) == 6  # same datasets, other mix (order of the samples)
+    assert run("e", str(tiny_dataset)) == 8  # one dataset alone
+    assert run("f", str(tiny_dataset), voc()) == 8  # the first mix again: its entry is reused

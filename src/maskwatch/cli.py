@@ -110,11 +110,21 @@ def _print_metrics(report: dict, to_stderr: bool = False) -> None:
     )
 
 
+_DATA_HELP = (
+    "Dataset root: class folders, Roboflow CSV splits, or VOC scenes with --crops. Repeat it to train on "
+    "several datasets at once; options of one dataset follow its path after commas: "
+    "PATH,crops,min_face=12,crop_margin=0.15,splits=DIR,weight=2,name=NAME (unset ones take --crops, "
+    "--min-face, --splits, ...). Weight: how often each of its training samples is drawn per epoch, relative "
+    "to the other datasets. Example: --data ../shared/data/faces "
+    "--data ../shared/data/scenes,crops,min_face=12,splits=data/splits/scenes,weight=2"
+)
+
+
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(
+    data: Optional[list[str]] = typer.Option(
         None,
-        help="Dataset root: class folders, Roboflow CSV splits, or VOC scenes with --crops.",
+        help=_DATA_HELP,
         show_default="../shared/data/faces when it exists",
     ),
     arch: Optional[str] = typer.Option(None, help="Backbone: mobilenet_v2 or resnet18.", show_default=_default("arch")),
@@ -174,6 +184,24 @@ def train(
     min_face: Optional[int] = typer.Option(
         None, min=1, help="With --crops: smallest longest box side (px).", show_default=_default("min_face")
     ),
+    splits: Optional[Path] = typer.Option(
+        None,
+        help="Split-list folder (train.txt, valid.txt, test.txt of image stems, e.g. data/splits/scenes) that "
+        "assigns the images of a dataset without split folders; images in no list are left out.",
+        show_default="none",
+    ),
+    classes: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated classes of the model, e.g. with_mask,without_mask; faces of other labels are left out.",
+        show_default="the data's classes (sorted union of several datasets)",
+    ),
+    test: Optional[bool] = typer.Option(
+        None,
+        "--test/--no-test",
+        help="Evaluate each dataset's test split at the end; --no-test never decodes or scores a test set "
+        "(for choosing recipes on valid splits only).",
+        show_default=_default("evaluate_test"),
+    ),
     half: Optional[bool] = typer.Option(
         None, "--half/--no-half", help="Store the model's weights as fp16.", show_default=_default("half")
     ),
@@ -192,12 +220,14 @@ def train(
     check_output_path(out, "dir", option="--out")
     if resume and out is not None and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
-    if data is None and config is None and (shared_data_dir() / "faces").is_dir():
-        data = shared_data_dir() / "faces"
+    if not data and config is None and (shared_data_dir() / "faces").is_dir():
+        data = [str(shared_data_dir() / "faces")]
     try:
+        from maskwatch.config import DataSource
+
         cfg = load_config(
             config,
-            data=str(data) if data else None,
+            data=[DataSource.parse(item) for item in data] if data else None,
             arch=arch,
             out=str(out) if out else None,
             weights=weights,
@@ -216,6 +246,9 @@ def train(
             fast_path=fast_path,
             crops=crops,
             min_face=min_face,
+            splits=str(splits) if splits else None,
+            classes=classes,
+            evaluate_test=test,
             half=half,
             device=device,
         )
@@ -244,10 +277,10 @@ def train(
     except (ConfigError, DatasetError, WeightsNotFoundError, FileExistsError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(f"[green]best model:[/] {result.model_path}  (run folder {result.run_dir})")
-    if result.test_metrics:
-        result.test_metrics.setdefault("data", str(cfg.data))
-        result.test_metrics.setdefault("split", "test")
-        _print_metrics(result.test_metrics)
+    for name, metrics in result.test_by_dataset.items():
+        metrics.setdefault("data", name)
+        metrics.setdefault("split", "test")
+        _print_metrics(metrics)
 
 
 @app.command()
@@ -261,6 +294,12 @@ def evaluate(
     ),
     crops: bool = typer.Option(False, "--crops", help="Classify face crops cut from VOC scene annotations."),
     min_face: int = typer.Option(32, min=1, help="With --crops: keep faces whose longest box side is >= N px."),
+    splits: Optional[Path] = typer.Option(
+        None,
+        help="Split-list folder (train.txt, valid.txt, test.txt of image stems, e.g. data/splits/scenes): "
+        "--split then picks the listed images of a dataset without split folders.",
+        show_default="none",
+    ),
     crop_margin: Optional[float] = typer.Option(
         None,
         min=0.0,
@@ -309,7 +348,14 @@ def evaluate(
     try:
         model_path = model or default_model_path()
         evaluation = evaluate_dataset(
-            model_path, data, split=split, crops=crops, min_face=min_face, crop_margin=crop_margin, backend=backend
+            model_path,
+            data,
+            split=split,
+            crops=crops,
+            min_face=min_face,
+            crop_margin=crop_margin,
+            backend=backend,
+            split_lists=splits,
         )
     except ImportError as exc:
         fail(f"{exc}; the torch backend and .pt models need: pip install 'maskwatch[train]'")

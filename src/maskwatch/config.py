@@ -13,7 +13,7 @@ import difflib
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,79 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message says which and why."""
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset of a run with its own options. ``None`` means "the run's top-level value" (``crops``,
+    ``min_face``, ``crop_margin``, ``splits``), so ``--data DIR --crops`` keeps meaning what it always did.
+
+    ``weight`` scales how often each of the dataset's training samples is drawn per epoch, relative to the
+    other datasets (see :mod:`maskwatch.data.sampling`); ``name`` labels it in logs, history and metrics
+    (default: the folder's name)."""
+
+    path: str
+    crops: bool | None = None
+    min_face: int | None = None
+    crop_margin: float | None = None
+    splits: str | None = None  # split-list folder (train.txt, valid.txt, test.txt): images by stem
+    weight: float = 1.0
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSource:
+        """The CLI form ``PATH[,key=value,...]``, e.g. ``../shared/data/scenes,crops,min_face=12,weight=2``;
+        a bare key means true (``crops``), ``-`` may stand for ``_`` (``min-face=12``)."""
+        path, *options = [part.strip() for part in str(text).split(",")]
+        if not path:
+            raise ConfigError(f"--data {text!r}: the dataset path comes first, then ,key=value options")
+        values: dict[str, Any] = {}
+        for option in options:
+            key, sep, value = option.partition("=")
+            values[key.strip()] = value.strip() if sep else True
+        return cls.from_value({"path": path, **values}, where=f"--data {text!r}")
+
+    @classmethod
+    def from_value(cls, value: Any, where: str = "data") -> DataSource:
+        """A YAML/CLI entry: a path, a mapping with ``path`` and options, or a DataSource."""
+        if isinstance(value, DataSource):
+            return value
+        if isinstance(value, (str, Path)):
+            value = {"path": str(value)}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a path or a mapping with 'path', got {value!r}")
+        names = {f.name: f for f in fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, item in value.items():
+            key = str(key).replace("-", "_")
+            if key not in names:
+                close = difflib.get_close_matches(key, list(names), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else f" Known: {', '.join(names)}."
+                raise ConfigError(f"{where}: unknown dataset option {key!r}.{hint}")
+            kwargs[key] = _coerce_to(f"{where}: {key}", hints[key], item)
+        if not kwargs.get("path"):
+            raise ConfigError(f"{where}: a dataset needs a 'path'")
+        return cls(**kwargs)
+
+    def to_value(self) -> str | dict[str, Any]:
+        """The compact YAML form: the bare path when no option is set."""
+        options = {f.name: getattr(self, f.name) for f in fields(self)}
+        kept = {k: v for k, v in options.items() if v is not None and not (k == "weight" and v == 1.0)}
+        return self.path if list(kept) == ["path"] else kept
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. Field docs are shown by ``maskwatch train --help``."""
 
-    # data
-    data: str | None = None  # dataset root: class folders, Roboflow CSV splits, or VOC scenes
+    # data: one dataset root or a list of them, each a path or {path, crops, min_face, crop_margin, splits,
+    # weight, name}; the four settings below are the defaults of every dataset that does not set its own
+    data: list[DataSource] = field(default_factory=list)
     crops: bool = False  # cut face crops from PASCAL VOC scenes instead of using whole images
     min_face: int = 32  # VOC crops: keep faces whose longest box side is at least this (px)
-    crop_margin: float = DEFAULT_CROP_MARGIN  # VOC crops: margin around the box, as a fraction of its size
+    crop_margin: float = DEFAULT_CROP_MARGIN  # VOC crops: margin around the box; the model records this one
+    splits: str | None = None  # split-list folder (train.txt, valid.txt, test.txt: image stems)
+    classes: list[str] | None = None  # the model's classes (faces of others are left out); None: union of the data's
+    evaluate_test: bool = True  # evaluate each dataset's test split at the end (false: never look at test sets)
     max_pixels: int | None = None  # refuse larger images (decompression bombs); None: $MASKWATCH_MAX_PIXELS or 64 MP
     val_ratio: float = 0.15  # used only when the dataset has no validation split
     test_ratio: float = 0.15  # used only when the dataset has no splits at all
@@ -129,8 +193,37 @@ class TrainConfig:
                 raise ConfigError(message)
         return self
 
+    def sources(self) -> list[DataSource]:
+        """The datasets with every option filled in (top-level defaults applied) and unique names."""
+        resolved: list[DataSource] = []
+        seen: set[str] = set()
+        for source in self.data:
+            name = source.name or Path(source.path.rstrip("/\\")).name or "data"
+            base, n = name, 1
+            while name in seen:
+                n += 1
+                name = f"{base}-{n}"
+            seen.add(name)
+            resolved.append(
+                dataclasses.replace(
+                    source,
+                    crops=self.crops if source.crops is None else source.crops,
+                    min_face=self.min_face if source.min_face is None else source.min_face,
+                    crop_margin=self.crop_margin if source.crop_margin is None else source.crop_margin,
+                    splits=self.splits if source.splits is None else source.splits,
+                    name=name,
+                )
+            )
+        return resolved
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON/YAML-ready settings; one plain dataset is written as ``data: PATH``, as before lists existed
+        (older tools read ``config["data"]`` as a path)."""
+        result = dataclasses.asdict(self)
+        values = [source.to_value() for source in self.data]
+        single = len(values) == 1 and isinstance(values[0], str)
+        result["data"] = (values[0] if single else values) if values else None
+        return result
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -138,7 +231,29 @@ class TrainConfig:
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+    if name == "data":
+        return _coerce_data(value)
+    if name == "classes":
+        if value is None:
+            return None
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"classes: expected a list of class names, got {value!r}")
+        return [str(item).strip() for item in items if str(item).strip()]
+    return _coerce_to(name, typing.get_type_hints(TrainConfig)[name], value)
+
+
+def _coerce_data(value: Any) -> list[DataSource]:
+    """``data``: nothing, one path (older configs), or a list of paths / mappings."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [
+        DataSource.from_value(item, where=f"data[{i}]" if len(items) > 1 else "data") for i, item in enumerate(items)
+    ]
+
+
+def _coerce_to(name: str, hint: Any, value: Any) -> Any:
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in allowed:

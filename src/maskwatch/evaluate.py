@@ -110,14 +110,23 @@ def evaluate_dataset(
     seed: int = 0,
     workers: int = 2,
     backend: str = "auto",
+    split_lists: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate a model on a dataset split; ``split=None`` means ``test``, or every image of a dataset
     that has no split folders (such as VOC scenes used as a cross-dataset test). ``crop_margin=None`` cuts
-    VOC face crops with the model's own margin (the framing it was trained on)."""
+    VOC face crops with the model's own margin (the framing it was trained on). ``split_lists`` (a folder of
+    ``train.txt`` / ``valid.txt`` / ``test.txt``) assigns a dataset without split folders to splits, as
+    ``train`` does with the same folder."""
     classifier = load_classifier(model_path, backend=backend)
     crop_margin = classifier.crop_margin if crop_margin is None else crop_margin
     dataset: LabeledSet = open_dataset(
-        data, classes=classifier.classes, crops=crops, min_face=min_face, crop_margin=crop_margin, seed=seed
+        data,
+        classes=classifier.classes,
+        crops=crops,
+        min_face=min_face,
+        crop_margin=crop_margin,
+        seed=seed,
+        split_lists=split_lists,
     )
     if split is None:
         split = "test" if "test" in dataset.predefined_splits else "all"
@@ -139,6 +148,7 @@ def evaluate_dataset(
         "crops": crops,
         "min_face": min_face if crops else None,
         "crop_margin": crop_margin if crops else None,
+        "split_lists": str(split_lists) if split_lists is not None else None,
         "backend": classifier.backend,
     }
     return evaluation

@@ -6,10 +6,13 @@ on the same data with another head recipe (learning rate, epochs, dropout, class
 them instead of recomputing them.
 
 The key is a sha256 of: a format revision; every training setting except those that only affect the head
-(:data:`HEAD_ONLY`); each sample of the train and valid splits in order (path, label, face box, file size and
-mtime); and every tensor of the frozen prefix (so the architecture, the ImageNet weights file and the
-``--finetune`` cut are all covered). Changing the data, a view or augmentation setting, the image size or
-the weights gives a new key, so a stale entry is never used.
+(:data:`HEAD_ONLY`); the dataset mix (each split's datasets by root folder and sample count, in order); each sample
+of the train and valid splits in order (path, label, face box, file size and mtime: the box carries the crop
+margin, ``min_face`` and split lists decide which samples there are); and every tensor of the frozen prefix
+(so the architecture, the ImageNet weights file and the ``--finetune`` cut are all covered). Changing the
+data or its mix, a view or augmentation setting, the image size or the weights gives a new key, so a stale
+entry is never used. The datasets' sampling weights are not part of it: they only choose which cached
+views an epoch draws, so recipes that differ only in weights share one entry.
 
 Folder: ``$MASKWATCH_CACHE_DIR/features``, else ``$XDG_CACHE_HOME/maskwatch/features``, else
 ``~/.cache/maskwatch/features``. Writes are atomic; the :data:`KEEP` most recently used entries are kept.
@@ -23,13 +26,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("maskwatch.training")
 
-FORMAT = "maskwatch-features/1"
+FORMAT = "maskwatch-features/2"
 KEEP = 4  # entries kept (a MobileNetV2 cache of a few thousand images at 224 px is a few hundred MB)
 
 #: Training settings that do not change the cached features (they only shape the head's training).
@@ -49,7 +52,8 @@ HEAD_ONLY = frozenset(
         "workers",
         "half",
         "cache_features",
-        "data",  # the samples themselves are hashed
+        "data",  # the samples themselves and the mix of datasets are hashed
+        "evaluate_test",
     }
 )
 
@@ -61,12 +65,20 @@ def cache_root() -> Path:
     return Path(base) / "maskwatch" / "features"
 
 
-def feature_key(settings: dict[str, Any], splits: dict[str, Sequence[Any]], prefix: Any) -> str:
+def feature_key(
+    settings: dict[str, Any],
+    splits: dict[str, Sequence[Any]],
+    prefix: Any,
+    *,
+    parts: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+) -> str:
     """The content key of a feature cache: ``settings`` (a TrainConfig dict), the samples of each split
-    (objects with ``path``, ``label`` and ``box``), and the frozen ``prefix`` module's tensors."""
+    (objects with ``path``, ``label`` and ``box``), the dataset mix (``parts``: per split, each dataset's
+    root and number of samples, in the order the samples are listed) and the frozen ``prefix``'s tensors."""
     digest = hashlib.sha256(FORMAT.encode())
     kept = {k: v for k, v in sorted(settings.items()) if k not in HEAD_ONLY}
     digest.update(json.dumps(kept, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({k: [list(p) for p in v] for k, v in sorted((parts or {}).items())}).encode())
     for name, samples in splits.items():
         digest.update(f"\0split {name} {len(samples)}\n".encode())
         for sample in samples:

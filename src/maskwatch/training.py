@@ -12,20 +12,29 @@ runs the whole network on freshly augmented images every epoch (same stages, sam
 The features are also kept between runs (:mod:`maskwatch.feature_cache`, keyed by content), so another
 head recipe on the same data, backbone and views skips the extraction.
 
+Several datasets train together (``--data A --data B``, :class:`~maskwatch.data.datasets.DatasetMix`):
+each keeps its own splits, epochs draw their training samples by the datasets' sampling weights
+(:mod:`maskwatch.data.sampling`), the best model is chosen on the concatenation of all valid splits, and
+the valid accuracy of each dataset is logged beside it.
+
 Run folder: ``config.yaml`` (effective config), ``history.csv``, ``model.pt`` (best checkpoint, written
 atomically), ``last.pt`` (resume state, written after every epoch), ``train.log`` (the log, one line of
-metrics per epoch, and the error or interruption that ended a run early), ``metrics.json`` (test split, when
-present), ``timings.json`` (written last: the run is finished).
+metrics per epoch, and the error or interruption that ended a run early), ``data.json`` (classes, counts,
+skipped and left-out files per dataset), ``metrics.json`` (test split, when present: one dataset's
+metrics as ``evaluate`` writes them; with several datasets ``{"datasets": {name: metrics}}`` beside
+``metrics-<name>.json``), ``timings.json`` (written last: the run is finished).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 import warnings
@@ -41,9 +50,10 @@ from tqdm.auto import tqdm
 
 from maskwatch.checkpoint import atomic_torch_save, atomic_write, make_checkpoint
 from maskwatch.config import TrainConfig
-from maskwatch.data.datasets import LabeledSet, Sample, open_dataset
+from maskwatch.data.datasets import DatasetMix, Sample, open_mix
 from maskwatch.data.images import Skipped
 from maskwatch.data.loader import make_loader
+from maskwatch.data.sampling import draw_rates, epoch_order
 from maskwatch.data.transforms import eval_transform, train_transform_from_config
 from maskwatch.metrics import accuracy_and_macro_f1
 from maskwatch.models import create_model, set_trainable, split_model
@@ -81,7 +91,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 HISTORY_FIELDS = ["stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds"]
 
-Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+# Each batch: inputs, labels, and the dataset (part index of the mix) of each sample.
+Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -92,7 +103,23 @@ class RunResult:
     history: list[dict]
     skipped: list[Skipped]
     timings: dict[str, float] = field(default_factory=dict)
-    test_metrics: dict | None = None
+    test_metrics: dict | None = None  # one dataset's test metrics (a single-dataset run)
+    test_by_dataset: dict[str, dict] = field(default_factory=dict)  # every evaluated test split, by dataset
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One pass over the valid splits: loss, accuracy and macro F1 of all of them, accuracy per dataset."""
+
+    loss: float
+    accuracy: float
+    macro_f1: float
+    per_dataset: dict[str, float] = field(default_factory=dict)
+
+
+def per_dataset_field(name: str) -> str:
+    """The history column of a dataset's valid accuracy."""
+    return f"val_acc_{name}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -209,7 +236,14 @@ def _features(
     key = None
     if cfg.cache_features:
         settings = {**cfg.to_dict(), "device": run.device.type}
-        key = feature_cache.feature_key(settings, {"train": train_samples, "valid": val_samples}, prefix)
+        mix = run.dataset
+        parts = {  # the mix: each dataset's root and number of samples, in order
+            split: list(
+                zip([p.data.root for p in mix.parts], np.bincount(mix.groups(split), minlength=len(mix.parts)).tolist())
+            )
+            for split in ("train", "valid")
+        }
+        key = feature_cache.feature_key(settings, {"train": train_samples, "valid": val_samples}, prefix, parts=parts)
         entry = feature_cache.load(key)
         if entry is not None:
             log.info("feature cache reused (%s)", feature_cache.cache_root() / f"{key}.pt")
@@ -238,7 +272,7 @@ def _features(
     return train_cache, train_ok, val_cache, val_ok, runner.backend
 
 
-def _no_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _no_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return iter(())
 
 
@@ -281,7 +315,7 @@ class _Stage:
             started = time.perf_counter()
             _train_mode(self.tail)
             total, correct, loss_sum = 0, 0, 0.0
-            for x, y in train_batches():
+            for x, y, _ in train_batches():
                 x, y = x.to(device).float(), y.to(device)
                 self.optimizer.zero_grad(set_to_none=True)
                 logits = self.tail(x)
@@ -291,18 +325,21 @@ class _Stage:
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 total += len(y)
-            val_loss, val_acc, val_f1 = self.validate(val_batches)
+            valid = self.validate(val_batches)
+            val_loss, val_f1 = valid.loss, valid.macro_f1
             row = {
                 "stage": self.stage,
                 "epoch": epoch,
                 "train_loss": loss_sum / max(1, total),
                 "train_acc": correct / max(1, total),
                 "val_loss": val_loss,
-                "val_acc": val_acc,
+                "val_acc": valid.accuracy,
                 "val_macro_f1": val_f1,
                 "lr": self.lr,
                 "seconds": time.perf_counter() - started,
             }
+            if len(self.run.dataset.parts) > 1:
+                row.update({per_dataset_field(name): acc for name, acc in valid.per_dataset.items()})
             run.record(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}", val_f1=f"{val_f1:.3f}")
             if val_loss < self.best_loss - 1e-6:
@@ -323,33 +360,52 @@ class _Stage:
         bar.close()
 
     @torch.no_grad()
-    def validate(self, val_batches: Batches) -> tuple[float, float, float]:
+    def validate(self, val_batches: Batches) -> Validation:
+        """Loss, accuracy and macro F1 over every valid split together (the model is selected on these), and
+        each dataset's accuracy."""
         self.tail.eval()
-        losses, predictions, labels = [], [], []
+        losses, predictions, labels, groups = [], [], [], []
         loss_fn = nn.CrossEntropyLoss(weight=self.run.class_weights, reduction="sum")
-        for x, y in val_batches():
+        for x, y, g in val_batches():
             logits = self.tail(x.to(self.run.device).float())
             losses.append(float(loss_fn(logits, y.to(self.run.device))))
             predictions.append(logits.argmax(1).cpu().numpy())
             labels.append(y.numpy())
+            groups.append(np.asarray(g))
         y_true, y_pred = np.concatenate(labels), np.concatenate(predictions)
+        group = np.concatenate(groups)
         accuracy, macro_f1 = accuracy_and_macro_f1(y_true, y_pred, len(self.run.classes))
         weight = len(y_true) if self.run.class_weights is None else float(self.run.class_weights[y_true].sum())
-        return sum(losses) / max(1e-12, weight), accuracy, macro_f1
+        per_dataset = {
+            name: float((y_true[group == i] == y_pred[group == i]).mean())
+            for i, name in enumerate(self.run.dataset.names)
+            if (group == i).any()
+        }
+        return Validation(sum(losses) / max(1e-12, weight), accuracy, macro_f1, per_dataset)
 
 
 def _cached_batches(
-    features: torch.Tensor, labels: torch.Tensor, batch_size: int, rng: np.random.Generator, shuffle: bool
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    groups: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    shuffle: bool,
+    weights: list[float] | None = None,
 ) -> Batches:
-    """Batches from a (views, N, ...) cache: each epoch takes one random view of every sample."""
+    """Batches from a (views, N, ...) cache: each epoch draws its samples by the datasets' ``weights``
+    (:func:`~maskwatch.data.sampling.epoch_order`; every sample once when they are equal) and takes one
+    random view of each draw."""
+    group_tensor = torch.from_numpy(np.asarray(groups, dtype=np.int64))
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = features.shape[1]
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        views = rng.integers(0, features.shape[0], size=n) if shuffle else np.zeros(n, dtype=np.int64)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            yield features[torch.from_numpy(views[idx]), torch.from_numpy(idx)], labels[idx]
+        order = epoch_order(groups, weights or [1.0], rng) if shuffle else np.arange(n)
+        views = rng.integers(0, features.shape[0], size=len(order)) if shuffle else np.zeros(n, dtype=np.int64)
+        for start in range(0, len(order), batch_size):
+            idx = torch.from_numpy(order[start : start + batch_size])
+            view = torch.from_numpy(views[start : start + batch_size])
+            yield features[view, idx], labels[idx], group_tensor[idx]
 
     return batches
 
@@ -357,31 +413,39 @@ def _cached_batches(
 def _live_batches(
     prefix: nn.Module,
     samples: list[Sample],
+    groups: np.ndarray,
     transform: Callable,
     cfg: TrainConfig,
     device: torch.device,
     shuffle: bool,
     seed_counter: list[int],
+    weights: list[float] | None = None,
 ) -> Batches:
-    """Notebook-style batches: decode, augment and run the frozen prefix anew every epoch."""
+    """Notebook-style batches: decode, augment and run the frozen prefix anew every epoch. Unequal dataset
+    ``weights`` draw each epoch's samples as the cached path does (:func:`~maskwatch.data.sampling.epoch_order`)."""
+    groups = np.asarray(groups, dtype=np.int64)
+    weighted = shuffle and weights is not None and len(set(weights)) > 1
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         seed_counter[0] += 1
+        seed = cfg.seed * 7919 + seed_counter[0]
+        order = epoch_order(groups, weights or [1.0], np.random.default_rng(seed)) if weighted else None
         loader = make_loader(
-            samples,
+            samples if order is None else [samples[i] for i in order],
             transform,
             batch_size=cfg.batch_size,
             workers=cfg.workers,
-            shuffle=shuffle,
-            seed=cfg.seed * 7919 + seed_counter[0],
+            shuffle=shuffle and order is None,
+            seed=seed,
         )
         for batch in loader:
             if batch is None:
                 continue
-            images, labels, _ = batch
+            images, labels, indices = batch
+            positions = indices.numpy() if order is None else order[indices.numpy()]
             with torch.no_grad():
                 features = prefix.eval()(images.to(device))
-            yield features, labels
+            yield features, labels, torch.from_numpy(groups[positions])
 
     return batches
 
@@ -391,7 +455,7 @@ def _live_batches(
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dataset: LabeledSet, resume: dict | None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, dataset: DatasetMix, resume: dict | None):
         self.cfg, self.run_dir, self.dataset = cfg, run_dir, dataset
         self.classes = dataset.classes
         self.device = resolve_device(cfg.device)
@@ -403,12 +467,17 @@ class _Run:
             self.model.load_state_dict(resume["model"])
         self.class_weights = self._class_weights()
         self.model_path = run_dir / "model.pt"
+        extra = [per_dataset_field(name) for name in dataset.names] if len(dataset.parts) > 1 else []
+        self.history_fields = HISTORY_FIELDS + extra
 
     def _class_weights(self) -> torch.Tensor | None:
+        """``balanced``: inverse class frequencies as the epochs draw them (dataset weights included)."""
         if self.cfg.class_weights != "balanced":
             return None
-        counts = np.bincount([s.label for s in self.dataset.split("train")], minlength=len(self.classes))
-        weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
+        labels = [s.label for s in self.dataset.split("train")]
+        draws = np.asarray(self.dataset.weights)[self.dataset.groups("train")]
+        counts = np.bincount(labels, weights=draws, minlength=len(self.classes))
+        weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1e-12))
         return torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def record(self, row: dict) -> None:
@@ -416,12 +485,17 @@ class _Run:
         path = self.run_dir / "history.csv"
         new = not path.exists()
         with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+            writer = csv.DictWriter(handle, fieldnames=self.history_fields)
             if new:
                 writer.writeheader()
             writer.writerow(_csv_row(row))
+        per_dataset = " ".join(
+            f"{name} {row[per_dataset_field(name)]:.4f}"
+            for name in self.dataset.names
+            if per_dataset_field(name) in row
+        )
         epoch_log.info(
-            "stage %d epoch %d: train loss %.4f acc %.4f | valid loss %.4f acc %.4f macro F1 %.4f | lr %g | %.1fs",
+            "stage %d epoch %d: train loss %.4f acc %.4f | valid loss %.4f acc %.4f macro F1 %.4f%s | lr %g | %.1fs",
             row["stage"],
             row["epoch"],
             row["train_loss"],
@@ -429,6 +503,7 @@ class _Run:
             row["val_loss"],
             row["val_acc"],
             row["val_macro_f1"],
+            f" (acc {per_dataset})" if per_dataset else "",
             row["lr"],
             row["seconds"],
         )
@@ -439,14 +514,15 @@ class _Run:
 
         def write(tmp: Path) -> None:
             with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+                writer = csv.DictWriter(handle, fieldnames=self.history_fields)
                 writer.writeheader()
                 writer.writerows(_csv_row(row) for row in self.history)
 
         atomic_write(self.run_dir / "history.csv", write)
 
     def save_best(self, row: dict) -> None:
-        metrics = {k: row[k] for k in ("stage", "epoch", "val_loss", "val_acc", "val_macro_f1")}
+        keys = ("stage", "epoch", "val_loss", "val_acc", "val_macro_f1", *self.history_fields[len(HISTORY_FIELDS) :])
+        metrics = {k: row[k] for k in keys if k in row}
         checkpoint = make_checkpoint(
             self.model.state_dict(),
             arch=self.cfg.arch,
@@ -502,23 +578,20 @@ def _log_to_file(handler: logging.Handler, level: int, message: str, exc_info: A
     handler.handle(record)
 
 
-def load_data(cfg: TrainConfig) -> LabeledSet:
-    """Open and fully verify the dataset; raise DatasetError before any training if it is unusable."""
+def load_data(cfg: TrainConfig) -> DatasetMix:
+    """Open and fully verify the datasets; raise DatasetError before any training if they are unusable.
+    With ``evaluate_test: false`` the test splits are neither decoded nor checked."""
     if not cfg.data:
         raise ValueError("no dataset given (--data DIR)")
-    dataset = open_dataset(
-        cfg.data,
-        crops=cfg.crops,
-        min_face=cfg.min_face,
-        crop_margin=cfg.crop_margin,
-        val_ratio=cfg.val_ratio,
-        test_ratio=cfg.test_ratio,
-        seed=cfg.seed,
+    mix = open_mix(
+        cfg.sources(), classes=cfg.classes, val_ratio=cfg.val_ratio, test_ratio=cfg.test_ratio, seed=cfg.seed
     )
-    dataset.verify(workers=cfg.workers)
-    # A test split is checked too: with one class its macro F1 and per-class scores would mislead.
-    dataset.require_trainable(("train", "valid", "test") if "test" in dataset.splits else ("train", "valid"))
-    return dataset
+    mix.verify(None if cfg.evaluate_test else ("train", "valid"), workers=cfg.workers)
+    # One dataset's test split is checked too: with one class its macro F1 and per-class scores would
+    # mislead. With several, a one-class test split is reported and not evaluated (_evaluate_tests).
+    with_test = cfg.evaluate_test and len(mix.parts) == 1 and "test" in mix.parts[0].data.splits
+    mix.require_trainable(("train", "valid", "test") if with_test else ("train", "valid"))
+    return mix
 
 
 def report_skipped(skipped: list[Skipped]) -> None:
@@ -607,29 +680,15 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
     cfg.save(run_dir / "config.yaml")
     if resume_state is None:
         (run_dir / "history.csv").unlink(missing_ok=True)
-    counts = dataset.counts()
-    log.info("data %s (%s): classes %s, counts %s", cfg.data, dataset.layout, dataset.classes, counts)
-    atomic_write(
-        run_dir / "data.json",
-        lambda p: p.write_text(
-            json.dumps(
-                {
-                    "root": dataset.root,
-                    "layout": dataset.layout,
-                    "classes": dataset.classes,
-                    "counts": counts,
-                    "skipped": [s.__dict__ for s in dataset.skipped],
-                },
-                indent=2,
-            )
-        ),
-    )
+    _describe_data(dataset, run_dir)
 
     run = _Run(cfg, run_dir, dataset, resume_state)
     if resume_state is not None:
         run.rewrite_history()
     model = run.model
     train_samples, val_samples = dataset.split("train"), dataset.split("valid")
+    train_groups, val_groups = dataset.groups("train"), dataset.groups("valid")
+    weights = dataset.weights
     train_labels = torch.tensor([s.label for s in train_samples])
     val_labels = torch.tensor([s.label for s in val_samples])
     train_tf, val_tf = train_transform_from_config(cfg), eval_transform(cfg.image_size)
@@ -663,8 +722,12 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
         for split_samples, ok in ((train_samples, train_ok), (val_samples, val_ok)):
             for sample in np.asarray(split_samples, dtype=object)[~ok]:
                 dataset.skipped.append(Skipped(sample.path, "failed to decode during feature extraction"))
-        train_cache, train_labels = train_cache[:, train_ok], train_labels[train_ok]
-        val_cache, val_labels = val_cache[:, val_ok], val_labels[val_ok]
+        train_cache, train_labels, train_groups = (
+            train_cache[:, train_ok],
+            train_labels[train_ok],
+            train_groups[train_ok],
+        )
+        val_cache, val_labels, val_groups = val_cache[:, val_ok], val_labels[val_ok], val_groups[val_ok]
         if k:
             pooled = nn.Sequential(*list(tail_k.children())[:-1]).eval()  # frozen blocks + pool
             with torch.no_grad():
@@ -682,17 +745,18 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
                 )
         else:
             head_train, head_val = train_cache, val_cache
-        stage1_train = _cached_batches(head_train, train_labels, cfg.batch_size, rng, shuffle=True)
-        stage1_val = _cached_batches(head_val, val_labels, 1024, rng, shuffle=False)
-        stage2_train = _cached_batches(train_cache, train_labels, cfg.batch_size, rng, shuffle=True)
-        stage2_val = _cached_batches(val_cache, val_labels, 256, rng, shuffle=False)
+        stage1_train = _cached_batches(head_train, train_labels, train_groups, cfg.batch_size, rng, True, weights)
+        stage1_val = _cached_batches(head_val, val_labels, val_groups, 1024, rng, shuffle=False)
+        stage2_train = _cached_batches(train_cache, train_labels, train_groups, cfg.batch_size, rng, True, weights)
+        stage2_val = _cached_batches(val_cache, val_labels, val_groups, 256, rng, shuffle=False)
     else:
         counter = [0]
         prefix_0, _ = split_model(model, cfg.arch, 0)
-        stage1_train = _live_batches(prefix_0, train_samples, train_tf, cfg, run.device, True, counter)
-        stage1_val = _live_batches(prefix_0, val_samples, val_tf, cfg, run.device, False, counter)
-        stage2_train = _live_batches(prefix_k, train_samples, train_tf, cfg, run.device, True, counter)
-        stage2_val = _live_batches(prefix_k, val_samples, val_tf, cfg, run.device, False, counter)
+        live = functools.partial(_live_batches, cfg=cfg, device=run.device, seed_counter=counter)
+        stage1_train = live(prefix_0, train_samples, train_groups, train_tf, shuffle=True, weights=weights)
+        stage1_val = live(prefix_0, val_samples, val_groups, val_tf, shuffle=False)
+        stage2_train = live(prefix_k, train_samples, train_groups, train_tf, shuffle=True, weights=weights)
+        stage2_val = live(prefix_k, val_samples, val_groups, val_tf, shuffle=False)
 
     t0 = time.perf_counter()
     if not stage1_done:
@@ -719,12 +783,76 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
     report_skipped([s for s in dataset.skipped if "during feature extraction" in s.reason])
 
     result = RunResult(run_dir, run.model_path, dataset.classes, run.history, dataset.skipped, timings)
-    if "test" in dataset.splits and dataset.split("test"):
-        from maskwatch.evaluate import evaluate_samples, write_outputs
-
+    if cfg.evaluate_test:
         progress["where"] = "while evaluating the test split (training is done)"
-        evaluation = evaluate_samples(run.model_path, dataset.split("test"), dataset.classes, workers=cfg.workers)
-        write_outputs(evaluation, run_dir / "metrics.json")
-        result.test_metrics = evaluation.report
+        _evaluate_tests(cfg, dataset, run, result)
+    else:
+        log.info("test splits not evaluated (evaluate_test: false)")
     atomic_write(run_dir / "timings.json", lambda p: p.write_text(json.dumps(timings, indent=2)))
     return result
+
+
+def _describe_data(dataset: DatasetMix, run_dir: Path) -> None:
+    """Log the data and write ``data.json``: classes, counts, skipped and left-out files, per dataset."""
+    train_groups = dataset.groups("train")
+    rates = draw_rates(train_groups, dataset.weights)
+    parts = []
+    for part, rate in zip(dataset.parts, rates):
+        data = part.data
+        counts = data.counts()
+        log.info("data %s = %s (%s): counts %s", part.name, data.root, data.layout, counts)
+        if data.left_out:
+            log.info("data %s: left out %s", part.name, dict(data.left_out))
+        if len(dataset.parts) > 1:
+            log.info(
+                "data %s: weight %g, each training sample drawn %.2f times per epoch", part.name, part.weight, rate
+            )
+        parts.append(
+            {
+                "name": part.name,
+                "root": data.root,
+                "layout": data.layout,
+                "weight": part.weight,
+                "draws_per_sample_per_epoch": rate,
+                "counts": counts,
+                "left_out": dict(data.left_out),
+                "skipped": [s.__dict__ for s in data.skipped],
+            }
+        )
+    log.info("classes %s", dataset.classes)
+    summary: dict[str, Any] = {"classes": dataset.classes, "counts": dataset.counts()}
+    if len(parts) == 1:  # the single-dataset layout of older runs
+        summary = {"root": parts[0]["root"], "layout": parts[0]["layout"], **summary}
+    summary["skipped"] = [s.__dict__ for s in dataset.skipped]
+    summary["datasets"] = parts
+    atomic_write(run_dir / "data.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+
+
+def _evaluate_tests(cfg: TrainConfig, dataset: DatasetMix, run: _Run, result: RunResult) -> None:
+    """Evaluate the best model on each dataset's test split. One dataset: ``metrics.json`` as ``evaluate``
+    writes it. Several: ``metrics-<name>.json`` (+ figure and predictions) each, and ``metrics.json`` =
+    ``{"datasets": {name: metrics}}``; a one-class test split is listed as not evaluated."""
+    from maskwatch.evaluate import evaluate_samples, write_outputs
+
+    single = len(dataset.parts) == 1
+    combined: dict[str, Any] = {}
+    for part in dataset.parts:
+        samples = part.data.splits.get("test", [])
+        if not samples:
+            continue
+        present = {s.label for s in samples}
+        if len(present) < 2:
+            reason = f"one class only ({', '.join(dataset.classes[i] for i in sorted(present))})"
+            log.warning("test split of %s not evaluated: %s", part.name, reason)
+            combined[part.name] = {"not_evaluated": reason}
+            continue
+        evaluation = evaluate_samples(run.model_path, samples, dataset.classes, workers=cfg.workers)
+        evaluation.info = {"data": part.data.root, "dataset": part.name, "split": "test"}
+        path = run.run_dir / ("metrics.json" if single else f"metrics-{re.sub(r'[^A-Za-z0-9_-]', '_', part.name)}.json")
+        report = write_outputs(evaluation, path)
+        result.test_by_dataset[part.name] = report
+        combined[part.name] = report
+        if single:
+            result.test_metrics = report
+    if not single and combined:
+        atomic_write(run.run_dir / "metrics.json", lambda p: p.write_text(json.dumps({"datasets": combined}, indent=2)))

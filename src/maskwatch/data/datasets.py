@@ -8,9 +8,14 @@ Layouts understood (detected automatically):
   :mod:`maskwatch.data.voc`, the same reader as the detection evaluation); each box whose longest side is at
   least ``min_face`` px becomes one face crop (grown by the margin, :func:`~maskwatch.detection.geometry.grow_box`).
 
-A dataset without a validation split gets one carved from ``train``; a dataset without any split is split
+A split-list folder (``split_lists=``, :func:`~maskwatch.data.voc.read_split_lists`) assigns a dataset
+without split folders to train/valid/test by image stem; images in no list are left out and counted. A
+dataset without a validation split gets one carved from ``train``; a dataset without any split is split
 stratified with a seed. Nothing here decodes pixels except :func:`verify`, which drops unusable files and
 records why, so that all problems are known before training starts.
+
+Several datasets train together as a :class:`DatasetMix` (:func:`open_mix`): one class list for all, each
+dataset keeping its own splits.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskwatch.config import DEFAULT_CROP_MARGIN
+from maskwatch.config import DEFAULT_CROP_MARGIN, DataSource
 from maskwatch.data.images import BadImageError, Skipped, check_images, has_image_extension, load_rgb
-from maskwatch.data.voc import parse_voc, voc_image_for
+from maskwatch.data.voc import parse_voc, read_split_lists, voc_image_for
 from maskwatch.detection.geometry import grow_box
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
@@ -72,6 +77,7 @@ class LabeledSet:
     splits: dict[str, list[Sample]]
     skipped: list[Skipped] = field(default_factory=list)
     predefined_splits: tuple[str, ...] = ()
+    left_out: Counter[str] = field(default_factory=Counter)  # usable data not taken, by reason (not bad files)
 
     def split(self, name: str) -> list[Sample]:
         """Samples of one split; ``all`` is every sample of every split."""
@@ -101,6 +107,26 @@ class LabeledSet:
                 self.splits[name] = [s for s in self.splits[name] if s.path not in bad_paths]
         self.skipped.extend(bad)
         return bad
+
+    def relabel(self, classes: Sequence[str]) -> LabeledSet:
+        """The same data under another class list (names and order); samples of other classes are left out
+        and counted."""
+        index = {name: i for i, name in enumerate(classes)}
+        mapping = {i: index.get(name) for i, name in enumerate(self.classes)}
+        left_out = Counter(self.left_out)
+        splits: dict[str, list[Sample]] = {}
+        for split, samples in self.splits.items():
+            kept = []
+            for sample in samples:
+                label = mapping[sample.label]
+                if label is None:
+                    left_out[f"label {self.classes[sample.label]!r} is not one of the classes"] += 1
+                else:
+                    kept.append(Sample(sample.path, label, sample.box))
+            splits[split] = kept
+        return LabeledSet(
+            self.root, self.layout, list(classes), splits, list(self.skipped), self.predefined_splits, left_out
+        )
 
     def require_trainable(self, splits: Sequence[str] = ("train", "valid")) -> None:
         """Raise DatasetError unless every class has images in each of ``splits``."""
@@ -206,7 +232,12 @@ def _voc_classes(folder: Path) -> list[str]:
 
 
 def _read_voc_crops(
-    folder: Path, class_index: dict[str, int], skipped: list[Skipped], min_face: int, margin: float
+    folder: Path,
+    class_index: dict[str, int],
+    skipped: list[Skipped],
+    min_face: int,
+    margin: float,
+    left_out: Counter[str],
 ) -> list[Sample]:
     images_dir, annotations_dir = folder / "images", folder / "annotations"
     samples = []
@@ -224,9 +255,11 @@ def _read_voc_crops(
             skipped.append(Skipped(str(xml_path), f"degenerate box {obj.box} of {obj.label!r} (no width or height)"))
         for obj in annotation.objects:
             if obj.label not in class_index:
-                continue  # counted in open_dataset's summary, not a bad file
+                left_out[f"label {obj.label!r} is not one of the classes"] += 1  # not a bad file
+                continue
             x0, y0, x1, y1 = obj.box
             if max(x1 - x0, y1 - y0) < min_face:
+                left_out[f"face smaller than min_face {min_face} px"] += 1
                 continue
             samples.append(Sample(str(image_path), class_index[obj.label], grow_box(obj.box, margin)))
     return samples
@@ -262,14 +295,28 @@ def open_dataset(
     val_ratio: float = 0.15,
     test_ratio: float = 0.15,
     seed: int = 0,
+    split_lists: str | Path | None = None,
 ) -> LabeledSet:
-    """Discover a dataset's samples. ``classes`` fixes names and order (e.g. a trained model's)."""
+    """Discover a dataset's samples. ``classes`` fixes names and order (e.g. a trained model's);
+    ``split_lists`` is a folder of ``train.txt`` / ``valid.txt`` / ``test.txt`` image stems that assigns
+    the images of a dataset without split folders (such as VOC scenes) to those splits."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     skipped: list[Skipped] = []
+    left_out: Counter[str] = Counter()
     split_dirs = _split_dirs(root)
     containers = split_dirs or {"all": root}
+    lists: dict[str, set[str]] | None = None
+    if split_lists is not None:
+        if split_dirs:
+            raise DatasetError(
+                f"{root} has its own split folders ({', '.join(split_dirs)}); split lists are for datasets without"
+            )
+        try:
+            lists = read_split_lists(split_lists)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"split lists {split_lists}: {exc}") from exc
 
     if not crops and any((v / "annotations").is_dir() and (v / "images").is_dir() for v in containers.values()):
         raise DatasetError(
@@ -298,7 +345,7 @@ def open_dataset(
     splits: dict[str, list[Sample]] = {}
     for name, folder in containers.items():
         if layout == "voc":
-            splits[name] = _read_voc_crops(folder, class_index, skipped, min_face, crop_margin)
+            splits[name] = _read_voc_crops(folder, class_index, skipped, min_face, crop_margin, left_out)
         elif layout == "roboflow":
             splits[name] = _read_roboflow(folder, found, class_index, skipped)
         else:
@@ -307,6 +354,8 @@ def open_dataset(
     if sum(len(s) for s in splits.values()) == 0:
         raise DatasetError(f"{root}: no images found")
 
+    if lists is not None:
+        splits = _assign_by_lists(splits.pop("all"), lists, left_out)
     predefined = tuple(k for k in splits if k != "all")
     if "all" in splits:
         ratios = {"train": 1 - val_ratio - test_ratio, "valid": val_ratio, "test": test_ratio}
@@ -314,4 +363,146 @@ def open_dataset(
     elif "train" in splits and "valid" not in splits and val_ratio > 0:
         carved = stratified_split(splits["train"], {"train": 1 - val_ratio, "valid": val_ratio}, seed)
         splits.update(carved)
-    return LabeledSet(str(root), layout, class_names, splits, skipped, predefined)
+    return LabeledSet(str(root), layout, class_names, splits, skipped, predefined, left_out)
+
+
+def _assign_by_lists(
+    samples: list[Sample], lists: dict[str, set[str]], left_out: Counter[str]
+) -> dict[str, list[Sample]]:
+    """Samples per split by their image's stem; images in no list (and listed images not found) are counted."""
+    split_of = {stem: split for split, stems in lists.items() for stem in stems}
+    out: dict[str, list[Sample]] = {split: [] for split in lists}
+    unlisted: set[str] = set()
+    found: set[str] = set()
+    for sample in samples:
+        stem = Path(sample.path).stem
+        split = split_of.get(stem)
+        if split is None:
+            unlisted.add(sample.path)
+            continue
+        found.add(stem)
+        out[split].append(sample)
+    if unlisted:
+        left_out["image in no split list"] += len(unlisted)
+    missing = len(split_of) - len(found)
+    if missing:
+        left_out["listed image without usable faces or not in the dataset"] += missing
+    return out
+
+
+@dataclass
+class DatasetPart:
+    """One dataset of a mix: its name (logs, history, metrics), sampling weight and samples."""
+
+    name: str
+    weight: float
+    data: LabeledSet
+
+
+@dataclass
+class DatasetMix:
+    """Several datasets under one class list; each keeps its own train/valid/test. A split of the mix is
+    the concatenation of the parts' splits, in part order; :meth:`groups` says which part each sample is from."""
+
+    classes: list[str]
+    parts: list[DatasetPart]
+
+    @property
+    def names(self) -> list[str]:
+        return [part.name for part in self.parts]
+
+    @property
+    def weights(self) -> list[float]:
+        return [part.weight for part in self.parts]
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return [item for part in self.parts for item in part.data.skipped]
+
+    @property
+    def splits(self) -> dict[str, list[Sample]]:
+        names = dict.fromkeys(name for part in self.parts for name in part.data.splits)
+        return {name: self.split(name) for name in names}
+
+    def split(self, name: str) -> list[Sample]:
+        """The concatenated samples of split ``name`` over the parts that have it."""
+        key = SPLIT_ALIASES.get(name, name)
+        return [s for part in self.parts if key in part.data.splits or name == "all" for s in part.data.split(name)]
+
+    def groups(self, name: str) -> np.ndarray:
+        """The part index of each sample of :meth:`split` (``name``)."""
+        key = SPLIT_ALIASES.get(name, name)
+        sizes = [len(p.data.split(name)) if key in p.data.splits or name == "all" else 0 for p in self.parts]
+        return np.repeat(np.arange(len(self.parts)), sizes)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split over all parts."""
+        total: dict[str, dict[str, int]] = {}
+        for part in self.parts:
+            for split, per_class in part.data.counts().items():
+                row = total.setdefault(split, dict.fromkeys(self.classes, 0))
+                for name, n in per_class.items():
+                    row[name] += n
+        return total
+
+    def verify(self, splits: Sequence[str] | None = None, workers: int = 2) -> list[Skipped]:
+        """:meth:`LabeledSet.verify` for every part."""
+        return [bad for part in self.parts for bad in part.data.verify(splits, workers=workers)]
+
+    def require_trainable(self, splits: Sequence[str] = ("train", "valid")) -> None:
+        """One dataset: :meth:`LabeledSet.require_trainable`. Several: every class must have images in each of
+        ``splits`` of the mix (a part may hold some classes only, e.g. a folder of corrected faces)."""
+        if len(self.parts) == 1:
+            self.parts[0].data.require_trainable(splits)
+            return
+        if len(self.classes) < 2:
+            raise DatasetError(f"need at least two classes, found {self.classes}")
+        counts = self.counts()
+        for split in splits:
+            per_class = counts.get(split, {})
+            empty = [c for c in self.classes if per_class.get(c, 0) == 0]
+            if empty:
+                raise DatasetError(
+                    f"class {empty[0]!r} has no usable images in split {split!r} of any dataset "
+                    f"({', '.join(self.names)})"
+                )
+
+
+def open_mix(
+    sources: Sequence[DataSource],
+    *,
+    classes: Sequence[str] | None = None,
+    val_ratio: float = 0.15,
+    test_ratio: float = 0.15,
+    seed: int = 0,
+) -> DatasetMix:
+    """Open every dataset of ``sources`` (options resolved, e.g. by ``TrainConfig.sources()``). The classes
+    are ``classes`` when given, else one dataset's own (in its order) or the sorted union of several."""
+    if not sources:
+        raise DatasetError("no dataset given (--data DIR)")
+    opened = []
+    for source in sources:
+        opened.append(
+            open_dataset(
+                source.path,
+                crops=bool(source.crops),
+                min_face=32 if source.min_face is None else source.min_face,
+                crop_margin=DEFAULT_CROP_MARGIN if source.crop_margin is None else source.crop_margin,
+                val_ratio=val_ratio,
+                test_ratio=test_ratio,
+                seed=seed,
+                split_lists=source.splits,
+            )
+        )
+    if classes is not None:
+        names = list(classes)
+    elif len(opened) == 1:
+        names = opened[0].classes
+    else:
+        names = sorted({c for data in opened for c in data.classes})
+    parts = []
+    for source, data in zip(sources, opened):
+        if data.classes != names:
+            data = data.relabel(names)
+        parts.append(DatasetPart(source.name or Path(source.path).name, source.weight, data))
+    return DatasetMix(names, parts)
