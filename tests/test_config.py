@@ -81,3 +81,74 @@ def test_common_aliases_get_a_suggestion(tmp_path, key, expected):
 def test_out_of_range_numbers_are_refused(key, value):
     with pytest.raises(ConfigError, match=key):
         load_config(**{key: value})
+
+
+# -- several datasets
+
+
+def test_data_list_in_yaml_with_per_dataset_options(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "data:\n"
+        "  - path: ../shared/data/faces\n"
+        "  - path: ../shared/data/scenes\n"
+        "    crops: true\n"
+        "    min_face: 12\n"
+        "    splits: data/splits/scenes\n"
+        "    weight: 2.0\n"
+        "classes: [with_mask, without_mask]\n"
+        "min_face: 20\n"
+    )
+    cfg = load_config(path)
+    faces, scenes = cfg.sources()
+    assert (faces.name, faces.crops, faces.min_face, faces.weight, faces.splits) == ("faces", False, 20, 1.0, None)
+    assert (scenes.name, scenes.crops, scenes.min_face, scenes.weight) == ("scenes", True, 12, 2.0)
+    assert scenes.splits == "data/splits/scenes" and scenes.crop_margin == cfg.crop_margin
+    assert cfg.classes == ["with_mask", "without_mask"]
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_an_older_single_data_config_still_loads_and_saves_alike(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data: ../shared/data/scenes\ncrops: true\nmin_face: 24\n")
+    cfg = load_config(path)
+    (source,) = cfg.sources()
+    assert (source.path, source.crops, source.min_face, source.weight) == ("../shared/data/scenes", True, 24, 1.0)
+    assert cfg.to_dict()["data"] == "../shared/data/scenes"  # readers of config["data"] still get a path
+
+
+def test_cli_form_of_a_dataset():
+    from maskwatch.config import DataSource
+
+    source = DataSource.parse("../shared/data/scenes,crops,min-face=12,splits=data/splits/scenes,weight=2")
+    assert source == DataSource("../shared/data/scenes", crops=True, min_face=12, splits="data/splits/scenes",
+                                weight=2.0)
+    assert DataSource.parse("faces") == DataSource("faces")
+    assert DataSource.parse("scenes,crops=false").crops is False
+    with pytest.raises(ConfigError, match="Did you mean 'weight'"):
+        DataSource.parse("scenes,wieght=2")
+    with pytest.raises(ConfigError, match="min_face: cannot use"):
+        DataSource.parse("scenes,min_face=small")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([{"path": "a", "weight": 0}], "weight must be > 0"),
+        ([{"path": "a", "min_face": 0}], "min_face must be >= 1"),
+        ([{"crops": True}], "needs a 'path'"),
+        ([3], "expected a path or a mapping"),
+    ],
+)
+def test_bad_datasets_are_refused(data, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(data=data)
+
+
+def test_dataset_names_are_unique_and_classes_need_two():
+    cfg = load_config(data=["x/scenes", "y/scenes", {"path": "z", "name": "mine"}])
+    assert [s.name for s in cfg.sources()] == ["scenes", "scenes-2", "mine"]
+    assert load_config(classes="with_mask, without_mask").classes == ["with_mask", "without_mask"]
+    with pytest.raises(ConfigError, match="at least two classes"):
+        load_config(classes=["with_mask"])

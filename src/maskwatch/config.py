@@ -187,7 +187,18 @@ class TrainConfig:
             (self.min_face >= 1, "min_face must be >= 1"),
             (self.crop_margin >= 0, "crop_margin must be >= 0"),
             (0 < self.lowres_min <= self.lowres_max, "need 0 < lowres_min <= lowres_max"),
+            (self.classes is None or len(set(self.classes)) >= 2, "classes must name at least two classes"),
+            (self.classes is None or len(set(self.classes)) == len(self.classes), "classes lists a name twice"),
         ]
+        for source in self.data:
+            checks += [
+                (source.weight > 0, f"data {source.path}: weight must be > 0, got {source.weight}"),
+                (source.min_face is None or source.min_face >= 1, f"data {source.path}: min_face must be >= 1"),
+                (
+                    source.crop_margin is None or source.crop_margin >= 0,
+                    f"data {source.path}: crop_margin must be >= 0",
+                ),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
