@@ -162,3 +162,84 @@ def test_shared_datasets_open_as_documented():
     assert pis.layout == "roboflow" and sum(pis.counts()["test"].values()) == 153
     scenes = open_dataset(shared_or_skip("scenes"), crops=True, min_face=32, classes=["with_mask", "without_mask"])
     assert len(scenes.split("all")) == 755
+
+
+# -- split lists and several datasets
+
+
+def _voc_scenes(root, stems, faces=(("with_mask", 40), ("without_mask", 40), ("with_mask", 10))):
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for stem in stems:
+        Image.new("RGB", (200, 60), (90, 90, 90)).save(root / "images" / f"{stem}.jpg")
+        objects = "".join(
+            f"<object><name>{name}</name><bndbox><xmin>{10 + 50 * i}</xmin><ymin>5</ymin>"
+            f"<xmax>{10 + 50 * i + side}</xmax><ymax>{5 + side}</ymax></bndbox></object>"
+            for i, (name, side) in enumerate(faces)
+        )
+        (root / "annotations" / f"{stem}.xml").write_text(f"<annotation><filename>{stem}.jpg</filename>{objects}"
+                                                          "</annotation>")
+    return root
+
+
+def _lists(folder, **splits):
+    folder.mkdir()
+    for split, stems in splits.items():
+        (folder / f"{split}.txt").write_text("# a comment\n" + "\n".join(stems) + "\n")
+    return folder
+
+
+def test_split_lists_assign_voc_images_and_count_the_rest(tmp_path):
+    root = _voc_scenes(tmp_path / "scenes", [f"s{i}" for i in range(7)])
+    lists = _lists(tmp_path / "lists", train=["s0", "s1", "s2"], valid=["s3"], test=["s4", "gone"])
+    data = open_dataset(root, crops=True, min_face=12, split_lists=lists)
+    assert data.predefined_splits == ("train", "valid", "test")
+    assert {name: len(samples) for name, samples in data.splits.items()} == {"train": 6, "valid": 2, "test": 2}
+    assert {s.path.split("/")[-1] for s in data.split("test")} == {"s4.jpg"}
+    assert data.left_out["image in no split list"] == 2  # s5, s6
+    assert data.left_out["listed image without usable faces or not in the dataset"] == 1  # gone
+    assert data.left_out["face smaller than min_face 12 px"] == 7
+    small = open_dataset(root, crops=True, min_face=10, split_lists=lists)  # faces below 32 px are usable
+    assert len(small.split("train")) == 9 and "face smaller than min_face 10 px" not in small.left_out
+
+
+def test_split_lists_for_class_folders_and_their_limits(tmp_path):
+    root = write_class_folders(tmp_path / "d", per_class=4, splits=(None,))
+    lists = _lists(tmp_path / "lists", train=["with_mask_0", "with_mask_1", "without_mask_0", "without_mask_1"],
+                   valid=["with_mask_2", "without_mask_2"])
+    data = open_dataset(root, split_lists=lists, val_ratio=0.5)
+    assert data.counts() == {"train": {"with_mask": 2, "without_mask": 2}, "valid": {"with_mask": 1, "without_mask": 1}}
+    assert data.left_out["image in no split list"] == 2
+    with pytest.raises(DatasetError, match="own split folders"):
+        open_dataset(write_class_folders(tmp_path / "e", per_class=2), split_lists=lists)
+    with pytest.raises(DatasetError, match="holds no split list"):
+        open_dataset(root, split_lists=tmp_path)
+    (lists / "test.txt").write_text("with_mask_0\n")
+    with pytest.raises(DatasetError, match="listed in both"):
+        open_dataset(root, split_lists=lists)
+
+
+def test_a_mix_takes_the_union_of_classes_and_keeps_each_dataset_apart(tmp_path):
+    from maskwatch.config import DataSource
+    from maskwatch.data.datasets import open_mix
+
+    faces = write_class_folders(tmp_path / "faces", per_class=3)
+    scenes = _voc_scenes(tmp_path / "scenes", ["s0", "s1", "s2", "s3"],
+                         faces=(("with_mask", 40), ("without_mask", 40), ("mask_weared_incorrect", 40)))
+    lists = _lists(tmp_path / "lists", train=["s0", "s1"], valid=["s2"], test=["s3"])
+    sources = [DataSource(str(faces), name="faces"),
+               DataSource(str(scenes), crops=True, min_face=12, splits=str(lists), weight=2, name="scenes")]
+    mix = open_mix(sources)
+    assert mix.classes == ["mask_weared_incorrect", "with_mask", "without_mask"]
+    assert mix.names == ["faces", "scenes"] and mix.weights == [1.0, 2.0]
+    assert [s.label for s in mix.split("train")] == [1, 1, 1, 2, 2, 2, 1, 2, 0, 1, 2, 0]
+    assert mix.groups("train").tolist() == [0] * 6 + [1] * 6
+    assert mix.counts()["valid"] == {"mask_weared_incorrect": 1, "with_mask": 4, "without_mask": 4}
+    mix.require_trainable()  # faces has no third class; the mix as a whole has it in train and valid
+    two = open_mix(sources, classes=["with_mask", "without_mask"])
+    assert len(two.split("train")) == 10
+    assert two.parts[1].data.left_out == {"label 'mask_weared_incorrect' is not one of the classes": 4}
+    single = open_mix(sources[:1])
+    assert single.classes == ["with_mask", "without_mask"]
+    with pytest.raises(DatasetError, match="no dataset given"):
+        open_mix([])

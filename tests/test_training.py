@@ -244,7 +244,8 @@ def write_voc_scenes(root, n_images=12, seed=0, labels=("with_mask", "without_ma
             objects += (f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
                         f"<xmax>{x0 + face}</xmax><ymax>{y0 + face}</ymax></bndbox></object>")
         scene.save(root / "images" / f"s{i}.jpg", quality=95)
-        (root / "annotations" / f"s{i}.xml").write_text(f"<annotation><filename>s{i}.jpg</filename>{objects}</annotation>")
+        xml = f"<annotation><filename>s{i}.jpg</filename>{objects}</annotation>"
+        (root / "annotations" / f"s{i}.xml").write_text(xml)
         lists["train" if i % 4 < 2 else "valid" if i % 4 == 2 else "test"].append(f"s{i}")
     split_dir = root.parent / f"{root.name}-splits"
     split_dir.mkdir()
