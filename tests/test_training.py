@@ -344,3 +344,31 @@ def test_feature_cache_key_follows_the_dataset_mix(tiny_dataset, tmp_path, monke
     assert run("d", voc(), str(tiny_dataset)) == 6  # same datasets, other mix (order of the samples)
     assert run("e", str(tiny_dataset)) == 8  # one dataset alone
     assert run("f", str(tiny_dataset), voc()) == 8  # the first mix again: its entry is reused
+
+
+def test_cli_trains_on_two_datasets_and_evaluates_one_listed_split(tiny_dataset, tmp_path):
+    """The CLI form end to end, on the live (notebook-style) path with a weight and scene faces of 12 px."""
+    from typer.testing import CliRunner
+
+    from maskwatch.cli import app
+
+    scenes, split_dir = write_voc_scenes(tmp_path / "scenes", face=12)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(tiny_dataset), "--data",
+                                 f"{scenes},crops,min_face=10,splits={split_dir},weight=2", "--no-test",
+                                 "--no-fast-path", "--out", str(out), "--epochs", "1", "--image-size", "64",
+                                 "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"] == [str(tiny_dataset), {"path": str(scenes), "crops": True, "min_face": 10,
+                                                 "splits": str(split_dir), "weight": 2.0}]
+    assert saved["evaluate_test"] is False and not (out / "metrics.json").exists()
+    assert json.loads((out / "data.json").read_text())["datasets"][1]["counts"]["train"] == {
+        "with_mask": 9, "without_mask": 9}
+    report = tmp_path / "scenes-test.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(out / "model.pt"), "--data", str(scenes), "--crops",
+                                 "--min-face", "10", "--splits", str(split_dir), "--split", "test", "--json",
+                                 str(report)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["n_images"] == 9
