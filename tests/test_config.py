@@ -152,3 +152,15 @@ def test_dataset_names_are_unique_and_classes_need_two():
     assert load_config(classes="with_mask, without_mask").classes == ["with_mask", "without_mask"]
     with pytest.raises(ConfigError, match="at least two classes"):
         load_config(classes=["with_mask"])
+
+
+def test_the_readme_lists_every_config_key():
+    from dataclasses import fields
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.is_file():
+        pytest.skip("README.md not found beside tests/")
+    table = readme.read_text().split("Config keys (`TrainConfig`", 1)[-1]
+    missing = [f.name for f in fields(TrainConfig) if f"`{f.name}`" not in table]
+    assert not missing, f"README's config key table lacks {missing}"
