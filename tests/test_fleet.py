@@ -570,34 +570,60 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
         receiver.close()
 
 
-def test_ingest_into_the_service_api_and_offline_alert(tmp_path):
-    """FleetIngest bound to a running service (fake models): events stored once under NODE:CAMERA, the fleet
-    on /api/v1/fleet, and a node's last will firing the camera_offline rule."""
-    from conftest_service import running_service
+def test_ingest_into_the_service_api_fleet_view_and_offline_alerts(tmp_path):
+    """FleetIngest bound to a running service (fake models): events stored once under NODE:CAMERA; the fleet
+    on /api/v1/fleet (viewer role): node state, per-camera FPS, lag, compliance by camera and node; a node's
+    last will firing the camera_offline rule for its cameras and the node_offline rule for the node."""
+    from conftest_service import bucket, running_service
 
-    rule = {"name": "node down", "kind": "camera_offline", "for_s": 0}
-    with running_service(tmp_path, alerts={"rules": [rule], "evaluate_every": 0.1}) as (client, service):
-        assert client.get("/api/v1/fleet").json() == {"enabled": False, "nodes": {}}
-        ingest = FleetIngest(service.handle_event, BrokerURL.parse("mqtt://127.0.0.1:1"), ingestor=service.ingestor)
+    rules = [{"name": "camera down", "kind": "camera_offline", "for_s": 0},
+             {"name": "node down", "kind": "node_offline", "for_s": 0}]  # fmt: skip
+    with running_service(tmp_path, alerts={"rules": rules, "evaluate_every": 0.1}) as (client, service):
+        body = client.get("/api/v1/fleet").json()
+        assert not body["enabled"] and body["nodes"] == [] and body["ingest"] is None
+        ingest = FleetIngest(
+            service.handle_event,
+            BrokerURL.parse("mqtt://127.0.0.1:1"),
+            ingestor=service.ingestor,
+            on_node=service.alerts.observe_node,
+        )
         service.fleet = ingest
-        online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door"]}
+        online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door", "hall"],
+                  "outbox": {"dropped_stats": 0, "dropped_events": 0}}  # fmt: skip
         ingest.receive("maskwatch/n1/status", json.dumps(online).encode())
         stats = _stats()
         marks = [ingest.receive("maskwatch/n1/door/stats", stats.to_json().encode()) for _ in range(2)]  # resent
-        assert marks[0] > 0 and wait_until(lambda: ingest._written() >= marks[1], 10)
+        hall = bucket("hall", start=datetime.now(UTC).replace(microsecond=0), masked=1, unmasked=2, lag=0.5)
+        marks.append(ingest.receive("maskwatch/n1/hall/stats", hall.to_json().encode()))
+        assert marks[0] and marks[-1] and wait_until(lambda: ingest._written() >= marks[-1], 10)
         body = client.get("/api/v1/fleet").json()
-        assert body["enabled"] and body["nodes"]["n1"]["cameras"]["door"]["fps"] == 4.5
+        assert body["enabled"] and body["online"] == 1 and body["ingest"]["accepted"] == 4
+        (node,) = body["nodes"]
+        assert (node["name"], node["state"], node["outbox"]) == ("n1", "online", online["outbox"])
+        door, hall_view = node["cameras"]
+        assert (door["camera"], door["fps"], door["lag_p95"], door["people"], door["compliance"]) == (
+            "n1:door", 4.5, 0.2, 1, 1.0)  # fmt: skip
+        assert (hall_view["name"], hall_view["lag_p95"], hall_view["people"]) == ("hall", 0.5, 3)
+        assert hall_view["compliance"] == pytest.approx(1 / 3, abs=1e-4)
+        assert node["people"] == 4 and node["compliance"] == 0.5 and body["compliance"] == 0.5  # 2 of 4 masked
+        assert node["last_seen"] >= door["last_seen"] > 0
         rows = client.get("/api/v1/stats/compliance", params={"camera": "n1:door", "bucket": "1m"}).json()
         assert rows, rows
+        assert client.get("/api/v1/fleet", params={"window_s": 10}).status_code == 422
         offline = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "offline", "reason": "connection lost"}
         ingest.receive("maskwatch/n1/status", json.dumps(offline).encode())
+        (node,) = client.get("/api/v1/fleet").json()["nodes"]
+        assert (node["state"], node["reason"]) == ("offline", "connection lost")
+        assert [c["state"] for c in node["cameras"]] == ["lost", "lost"]
 
         def firing():
-            alerts = client.get("/api/v1/alerts").json()
-            items = alerts.get("items", alerts) if isinstance(alerts, dict) else alerts
-            return [a for a in items if a.get("camera") == "n1:door" and a.get("kind") == "camera_offline"]
+            items = client.get("/api/v1/alerts?state=firing").json()["items"]
+            return sorted((a["kind"], a["camera"]) for a in items)
 
-        assert wait_until(firing, 10)
+        expected = [("camera_offline", "n1:door"), ("camera_offline", "n1:hall"), ("node_offline", "n1")]
+        assert wait_until(lambda: firing() == expected, 10), firing()
+        ingest.receive("maskwatch/n1/status", json.dumps(online).encode())
+        assert wait_until(lambda: ("node_offline", "n1") not in firing(), 10)  # back: the node alert resolves
 
 
 def _certificates(folder: Path) -> tuple[str, str, str]:

@@ -90,6 +90,8 @@ def test_dashboard_pages_live_numbers_upload_cameras_and_alerts(server, tmp_path
         # the chart follows the stored buckets live (redrawn on stats events), not only at page load
         page.wait_for_selector("#chart[data-redraws]", timeout=20000)
         assert int(page.get_attribute("#chart", "data-redraws")) >= 1
+        # its compliance is drawn from the first bucket on (one minute so far: a point, later a line)
+        page.wait_for_selector("#chart svg :is(circle, polyline)[data-camera=door]")
         page.screenshot(path=str(shots / "overview.png"), full_page=True)
         for name, selector in (("events", "#events"), ("camera/door", "#live-view"), ("upload", "#drop"),
                                ("settings", "#camera-form"), ("alerts", "#rule-form")):  # fmt: skip
@@ -128,4 +130,114 @@ def test_dashboard_pages_live_numbers_upload_cameras_and_alerts(server, tmp_path
         page.screenshot(path=str(shots / "alert-acknowledged.png"), full_page=True)
         browser.close()
     print(f"dashboard screenshots: {shots}")
+    assert not errors, errors
+
+
+# -- the fleet page: a real agent (in-process, fake models) and a published node status over a real broker ------
+
+
+@pytest.fixture
+def fleet_server(tmp_path):
+    import uvicorn
+    from fakes import fake_detector
+
+    from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto
+    from maskwatch.fleet.ingest import attach
+    from maskwatch.service.app import create_app
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+    broker = MosquittoBroker(tmp_path / "broker", {"agent": "agent-secret", "control": "control-secret"})
+    broker.start()
+    settings = service_settings(tmp_path, alerts={"evaluate_every": 0.2})
+    app = create_app(settings, detector=fake_detector(), admin_token=ADMIN)
+    service = app.state.service
+    attach(service, broker.url("control"), client_id="browser-ingest", state_every=0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (srv.started and service.fleet is not None and service.fleet.connected.is_set()):
+        assert time.monotonic() < deadline, "the control room did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", service, broker
+    srv.should_exit = True
+    thread.join(15)
+    broker.stop()
+
+
+def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_path, tmp_path_factory):
+    """Node gate-a is a real agent (engine on fake models, two cameras on a video played in real time); node
+    gate-b's last will (offline) is retained on the broker. The fleet page shows both nodes, gate-a's
+    cameras with FPS, lag and compliance, then gate-a offline once its video ends; the built-in node-offline
+    rule raises an alert for gate-b on the alerts page. No console error."""
+    import json
+
+    from fakes import fake_detector, make_video
+
+    from maskwatch.fleet import topics
+    from maskwatch.fleet.agent import Agent, AgentConfig
+    from maskwatch.fleet.publisher import make_client
+    from maskwatch.fleet.topics import BrokerURL
+    from maskwatch.stream import EngineConfig, StreamEngine
+
+    chromium, sync_playwright = _browser_or_skip()
+    base, service, broker = fleet_server
+    gone = {"schema": topics.NODE_SCHEMA, "node": "gate-b", "state": "offline", "time": time.time(),
+            "reason": "connection lost (last will)"}  # fmt: skip
+    url = BrokerURL.parse(broker.url("agent"))
+    other = make_client(url, "gate-b-will")
+    other.connect(url.host, url.port)
+    other.loop_start()
+    other.publish(topics.node_status("gate-b"), json.dumps(gone), qos=1, retain=True).wait_for_publish(5)
+    other.disconnect()
+    other.loop_stop()
+    video = make_video(tmp_path / "walk.mp4", 200, people=2)  # 20 s in real time
+    config = AgentConfig(broker=broker.url("agent"), node="gate-a", data_dir=str(tmp_path / "agent"),
+                         stats_interval=1.0, realtime=True)  # fmt: skip
+    agent = Agent(config, StreamEngine(fake_detector(), EngineConfig(stats_interval=1.0, stop_when_done=True)))
+    runner = threading.Thread(target=agent.run, args=([("door", str(video)), ("hall", str(video))],), daemon=True)
+    runner.start()
+    shots = tmp_path_factory.mktemp("fleet-screenshots")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.goto(base + "/")
+        page.wait_for_selector("#login:not([hidden])")
+        page.fill("#token", ADMIN)
+        page.click("#login-form button")
+        page.wait_for_selector("#camera-list")
+        page.click("#nav a[href='#/fleet']")
+        page.wait_for_selector("#fleet-nodes tr[data-node=gate-a] .state-online", timeout=20000)
+        page.wait_for_selector("#fleet-nodes tr[data-node=gate-b] .state-offline")
+        fps = "#fleet-nodes tr[data-camera='gate-a:door'] .fps"  # stored stats buckets reach the page
+        deadline = time.monotonic() + 30
+        while (page.text_content(fps) or "–") == "–" and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert float(page.text_content(fps)) > 0
+        assert page.text_content("#fleet-online") == "1" and page.text_content("#fleet-offline") == "1"
+        assert "connected" in page.text_content("#fleet-ingest")
+        page.screenshot(path=str(shots / "fleet.png"), full_page=True)
+        runner.join(60)  # the video ends: the agent exits once the broker has acknowledged its last event
+        assert not runner.is_alive()
+        page.wait_for_selector("#fleet-nodes tr[data-node=gate-a] .state-offline", timeout=20000)
+        people = "#fleet-nodes tr[data-camera='gate-a:door'] .people"
+        deadline = time.monotonic() + 20
+        while int(page.text_content(people) or 0) == 0 and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert int(page.text_content(people)) > 0
+        assert "%" in page.text_content("#fleet-nodes tr[data-node=gate-a] .compliance")
+        page.screenshot(path=str(shots / "fleet-offline.png"), full_page=True)
+        service.alerts.evaluate(now=time.time() + 60)  # the built-in rule waits 30 s: move its clock on
+        page.goto(f"{base}/#/alerts")
+        page.wait_for_selector("#alert-list >> text=gate-b", timeout=10000)
+        page.screenshot(path=str(shots / "fleet-alert.png"), full_page=True)
+        browser.close()
+    print(f"fleet screenshots: {shots}")
     assert not errors, errors
