@@ -116,6 +116,11 @@ def test_an_older_single_data_config_still_loads_and_saves_alike(tmp_path):
     (source,) = cfg.sources()
     assert (source.path, source.crops, source.min_face, source.weight) == ("../shared/data/scenes", True, 24, 1.0)
     assert cfg.to_dict()["data"] == "../shared/data/scenes"  # readers of config["data"] still get a path
+    from maskwatch.config import DataSource
+
+    folded = load_config(data=[DataSource.parse("scenes,crops,min_face=12,splits=lists,weight=3")], min_face=20)
+    assert folded.to_dict()["data"] == "scenes"  # one dataset's own options become the top-level ones
+    assert (folded.crops, folded.min_face, folded.splits) == (True, 12, "lists")
 
 
 def test_cli_form_of_a_dataset():

@@ -373,4 +373,20 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise ConfigError(f"config {path} must be a mapping of key: value")
         config = merge(config, loaded)
     config = merge(config, {k: v for k, v in overrides.items() if v is not None})
-    return config.validate()
+    return _fold_single_dataset(config.validate())
+
+
+def _fold_single_dataset(config: TrainConfig) -> TrainConfig:
+    """One dataset's own options become the top-level ones (``--data DIR,crops`` = ``--data DIR --crops``),
+    so a one-dataset run saves ``data: PATH`` as before lists existed; a weight means nothing alone."""
+    if len(config.data) != 1 or config.data[0].name is not None:
+        return config
+    (source,) = config.sources()
+    return dataclasses.replace(
+        config,
+        data=[DataSource(source.path)],
+        crops=bool(source.crops),
+        min_face=config.min_face if source.min_face is None else source.min_face,
+        crop_margin=config.crop_margin if source.crop_margin is None else source.crop_margin,
+        splits=source.splits,
+    )
