@@ -86,14 +86,17 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def test_checkpoint_carries_crop_margin_and_compliant_classes(tmp_path):
+def test_checkpoint_carries_crop_margin_compliant_classes_and_temperature(tmp_path):
     model = create_model("mobilenet_v2", 3, weights="none").eval()
     classes = ["mask", "no_mask", "with_mask"]
     prep = {"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3}
     default = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep)
     assert default["crop_margin"] == 0.15 and default["compliant_classes"] == ["mask", "with_mask"]
+    assert default["temperature"] == 1.0
     custom = make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep,
-                             crop_margin=0.3, compliant_classes=["with_mask"])
+                             crop_margin=0.3, compliant_classes=["with_mask"], temperature=1.8)
     atomic_torch_save(custom, tmp_path / "custom.pt")
     loaded = load_checkpoint(tmp_path / "custom.pt")
-    assert (loaded["crop_margin"], loaded["compliant_classes"]) == (0.3, ["with_mask"])
+    assert (loaded["crop_margin"], loaded["compliant_classes"], loaded["temperature"]) == (0.3, ["with_mask"], 1.8)
+    with pytest.raises(ValueError, match="temperature"):
+        make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep, temperature=0)

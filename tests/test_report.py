@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,8 @@ def test_plot_helpers_on_tiny_inputs():
     _figure_ok(plots.plot_roc(labels, probs, CLASSES))
     _figure_ok(plots.plot_precision_recall(labels, probs, CLASSES, analysis.threshold_table(probs, labels, CLASSES)))
     _figure_ok(plots.plot_reliability(analysis.reliability(probs, labels)))
+    before = analysis.reliability(probs**2, labels)
+    _figure_ok(plots.plot_reliability(analysis.reliability(probs, labels), before, 1.7))
     table = {"lower_face": np.array([0.7, 0.2, np.nan]), "upper_face": np.array([0.2, 0.5, np.nan]),
              "outside": np.array([0.1, 0.3, np.nan])}
     _figure_ok(plots.plot_cam_mass(table, np.array([0, 1, 1]), CLASSES, {"with_mask": 0.3, "without_mask": 0.3}))
@@ -205,6 +208,37 @@ def test_report_command_on_a_run_folder(tiny_run):
     assert "features.18.0.weight" in html and "classifier.1.weight" in html  # finetune 1: last block + head
     assert "computed with onnx" in html
     assert path.stat().st_size < 5_000_000
+
+
+def test_reliability_diagram_shows_before_and_after_with_a_legend():
+    """With a temperature, the T = 1 curve is drawn over the calibrated bars, both named in the legend."""
+    rng = np.random.default_rng(1)
+    p1 = rng.uniform(0.5, 1.0, size=300)
+    probs = np.stack([p1, 1 - p1], axis=1)
+    labels = (rng.uniform(size=300) > 0.8).astype(int)
+    sharp = np.stack([np.sqrt(p1), 1 - np.sqrt(p1)], axis=1)
+    fig = plots.plot_reliability(analysis.reliability(probs, labels), analysis.reliability(sharp, labels), 1.7)
+    ax, hist = fig.axes
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("T = 1.7" in t for t in texts) and any(t.startswith("before calibration (T = 1, ECE") for t in texts)
+    assert "→" in ax.get_title() and {t.get_text() for t in hist.get_legend().get_texts()} == {"calibrated", "T = 1"}
+    plain = plots.plot_reliability(analysis.reliability(probs, labels))
+    assert plain.axes[1].get_legend() is None and "→" not in plain.axes[0].get_title()
+
+
+def test_report_of_a_calibrated_model_shows_ece_before_and_after(tiny_run, tmp_path):
+    """A run whose model got a temperature after its test predictions were written: the report recomputes the
+    probabilities from the stored logits and shows the ECE with and without the temperature."""
+    from maskwatch.report.build import report_for_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    checkpoint = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    checkpoint["temperature"] = 0.2
+    torch.save(checkpoint, run / "model.pt")
+    result = report_for_run(run, cam_samples=2, per_gallery=2)
+    html = result.path.read_text()
+    assert "ECE before calibration (T = 1)" in html and "before temperature scaling, T = 0.2" in html
 
 
 def test_evaluate_report_option_and_errors(tiny_run, tmp_path):

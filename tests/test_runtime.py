@@ -480,55 +480,83 @@ def test_cli_export_evaluate_and_bench(tiny_pt, data_root, cache, tmp_path):
 # what travels with a model: face crop margin and compliant classes
 
 
-def test_crop_margin_and_compliant_classes_travel_through_checkpoint_onnx_and_torchscript(tiny_pt, tmp_path):
+def test_crop_margin_compliant_classes_and_temperature_travel_through_checkpoint_onnx_and_torchscript(
+        tiny_pt, tmp_path, cache):
     from maskwatch.checkpoint import load_checkpoint
     from maskwatch.runtime.export import export_onnx, export_torchscript
     from maskwatch.runtime.onnx_backend import read_metadata
+    from maskwatch.runtime.types import softmax
 
     checkpoint = torch.load(tiny_pt, map_location="cpu", weights_only=True)
-    checkpoint.update({"crop_margin": 0.25, "compliant_classes": ["with_mask", "without_mask"]})
+    checkpoint.update({"crop_margin": 0.25, "compliant_classes": ["with_mask", "without_mask"], "temperature": 2.5})
     custom = tmp_path / "custom.pt"
     atomic_torch_save(checkpoint, custom)
-    assert load_checkpoint(custom)["crop_margin"] == 0.25
+    assert load_checkpoint(custom)["crop_margin"] == 0.25 and load_checkpoint(custom)["temperature"] == 2.5
     onnx_path = export_onnx(custom, tmp_path / "custom.onnx")
     meta = read_metadata(onnx_path)
     assert meta["crop_margin"] == 0.25 and meta["compliant_classes"] == ["with_mask", "without_mask"]
+    assert meta["temperature"] == 2.5
     ts_path = export_torchscript(custom, tmp_path / "custom.ts")
-    for path, backend in ((custom, "torch"), (onnx_path, "onnx"), (ts_path, "auto")):
+    faces = _faces(6, seed=5)
+    raw = load_classifier(tiny_pt, "torch").predict_proba(faces)
+    for path, backend in ((custom, "torch"), (custom, "onnx"), (onnx_path, "onnx"), (ts_path, "auto")):
         classifier = load_classifier(path, backend)
         assert classifier.crop_margin == 0.25, path
         assert classifier.compliant_classes == ["with_mask", "without_mask"], path
+        assert classifier.temperature == 2.5, path
+        # every backend applies it: same top class, probabilities softmax(logits / 2.5)
+        logits = classifier.logits(faces)
+        np.testing.assert_allclose(classifier.predict_proba(faces), softmax(logits, 2.5), atol=1e-6)
+        np.testing.assert_allclose(softmax(logits), raw, atol=1e-4)
+        assert (classifier.predict_proba(faces).argmax(1) == raw.argmax(1)).all(), path
 
 
-def test_old_model_files_get_the_default_margin_and_compliant_classes(tiny_pt, tmp_path):
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_old_model_files_get_the_default_margin_compliant_classes_and_temperature(tiny_pt, tmp_path):
+    import json
+
     from maskwatch.checkpoint import load_checkpoint
     from maskwatch.config import DEFAULT_CROP_MARGIN
+    from maskwatch.runtime.export import TORCHSCRIPT_META, export_torchscript
+    from maskwatch.runtime.types import softmax
 
+    defaults = (DEFAULT_CROP_MARGIN, ["with_mask"], 1.0)
     checkpoint = torch.load(tiny_pt, map_location="cpu", weights_only=True)
-    assert checkpoint["crop_margin"] == DEFAULT_CROP_MARGIN and checkpoint["compliant_classes"] == ["with_mask"]
-    for key in ("crop_margin", "compliant_classes"):
+    assert (checkpoint["crop_margin"], checkpoint["compliant_classes"], checkpoint["temperature"]) == defaults
+    for key in ("crop_margin", "compliant_classes", "temperature"):
         del checkpoint[key]
     old = tmp_path / "old.pt"
     atomic_torch_save(checkpoint, old)
     loaded = load_checkpoint(old)
-    assert (loaded["crop_margin"], loaded["compliant_classes"]) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    assert (loaded["crop_margin"], loaded["compliant_classes"], loaded["temperature"]) == defaults
     classifier = load_classifier(old, "torch")
-    assert (classifier.crop_margin, classifier.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    assert (classifier.crop_margin, classifier.compliant_classes, classifier.temperature) == defaults
+    faces = _faces(4, seed=3)
+    np.testing.assert_allclose(classifier.predict_proba(faces), softmax(classifier.logits(faces)), atol=1e-9)
     bare = _onnx_without_fields(tiny_pt, tmp_path)
-    assert (bare.crop_margin, bare.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    assert (bare.crop_margin, bare.compliant_classes, bare.temperature) == defaults
+    # a TorchScript file written before the fields existed
+    ts = export_torchscript(tiny_pt, tmp_path / "new.ts")
+    extra = {TORCHSCRIPT_META: ""}
+    module = torch.jit.load(str(ts), _extra_files=extra)
+    meta = {k: v for k, v in json.loads(extra[TORCHSCRIPT_META]).items()
+            if k not in ("crop_margin", "compliant_classes", "temperature")}
+    torch.jit.save(module, str(tmp_path / "old.ts"), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+    old_ts = load_classifier(tmp_path / "old.ts")
+    assert (old_ts.crop_margin, old_ts.compliant_classes, old_ts.temperature) == defaults
     with pytest.raises(ValueError, match="not classes of the model"):
         make_checkpoint({}, arch="mobilenet_v2", classes=CLASSES, preprocessing={}, compliant_classes=["mask"])
 
 
 def _onnx_without_fields(tiny_pt, tmp_path):
-    """An ONNX export as older maskwatch wrote it: without the two metadata entries."""
+    """An ONNX export as older maskwatch wrote it: without the three metadata entries."""
     import onnx
 
     from maskwatch.runtime.export import export_onnx
     from maskwatch.runtime.onnx_backend import OnnxClassifier
 
     model = onnx.load(str(export_onnx(tiny_pt, tmp_path / "new.onnx")))
-    keep = [p for p in model.metadata_props if p.key not in ("crop_margin", "compliant_classes")]
+    keep = [p for p in model.metadata_props if p.key not in ("crop_margin", "compliant_classes", "temperature")]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     return OnnxClassifier(model.SerializeToString())
@@ -540,6 +568,7 @@ def test_the_bundled_model_loads_with_the_defaults():
 
     classifier = load_classifier(default_model_path(), "torch")
     assert (classifier.crop_margin, classifier.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])
+    assert classifier.temperature > 0  # 1.0 until the bundled model is calibrated
 
 
 def test_backends_do_not_import_the_factory():

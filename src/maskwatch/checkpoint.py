@@ -1,7 +1,8 @@
 """Model files: what a checkpoint holds, and writing it so that a crash never leaves a broken one.
 
 A checkpoint is a plain dict saved with ``torch.save``: weights, architecture, class names,
-preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the
+preprocessing, the face crop margin, the compliant classes and the temperature that calibrates its
+probabilities (see :mod:`maskwatch.runtime.types`), the
 run's config, its metrics and the library versions that made it. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the target (atomic on POSIX), so a
 reader sees either the old file or the new one, never half of one.
@@ -75,13 +76,16 @@ def make_checkpoint(
     half: bool = False,
     crop_margin: float | None = None,
     compliant_classes: list[str] | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``half`` stores floating weights as fp16 (loaded back as fp32).
-    ``crop_margin`` (the face framing trained on) and ``compliant_classes`` travel with the model; None
-    stores the defaults."""
+    ``crop_margin`` (the face framing trained on), ``compliant_classes`` and ``temperature`` (set by
+    :mod:`maskwatch.calibration`) travel with the model; None stores the defaults."""
     from maskwatch.runtime.types import model_fields
 
-    fields = model_fields({"crop_margin": crop_margin, "compliant_classes": compliant_classes}, classes)
+    fields = model_fields(
+        {"crop_margin": crop_margin, "compliant_classes": compliant_classes, "temperature": temperature}, classes
+    )
     weights = {
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu().clone())
         for k, v in state_dict.items()
@@ -102,7 +106,8 @@ def make_checkpoint(
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`make_checkpoint` (tensors only, no pickled code). Files written
-    before ``crop_margin`` / ``compliant_classes`` existed get the defaults, so every reader sees both."""
+    before ``crop_margin`` / ``compliant_classes`` / ``temperature`` existed get the defaults, so every
+    reader sees all three."""
     import torch
 
     from maskwatch.runtime.types import model_fields

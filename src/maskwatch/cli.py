@@ -20,6 +20,7 @@ from rich.table import Table
 
 from maskwatch import __version__
 from maskwatch.commands import agent as _agent
+from maskwatch.commands import calibrate as _calibrate
 from maskwatch.commands import detect as _detect
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import runtime as _runtime
@@ -95,6 +96,13 @@ def _root(
         os.environ[MAX_PIXELS_ENV] = str(max_pixels)
 
 
+def _uncalibrated(report: dict) -> str:
+    """`` (T 1.7; uncalibrated 0.0312)`` when the model has a temperature, so before and after show."""
+    if report.get("ece_uncalibrated") is None:
+        return ""
+    return f" (T {report['temperature']:.3g}; uncalibrated {report['ece_uncalibrated']:.4f})"
+
+
 def _print_metrics(report: dict, to_stderr: bool = False) -> None:
     out = console if to_stderr else Console()
     table = Table(title=f"{report.get('data', '')} [{report.get('split', '')}] — {report['n_images']} images")
@@ -106,7 +114,7 @@ def _print_metrics(report: dict, to_stderr: bool = False) -> None:
     extra = f"  roc_auc {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""
     out.print(
         f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}  "
-        f"ece {report['ece']:.4f}{extra}  skipped {len(report['skipped'])}"
+        f"ece {report['ece']:.4f}{_uncalibrated(report)}{extra}  skipped {len(report['skipped'])}"
     )
 
 
@@ -375,6 +383,7 @@ def evaluate(
 
 # Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
 # them all. Each module imports its heavy dependencies inside the command function.
+app.command("calibrate")(_calibrate.calibrate)
 app.command("export")(_runtime.export)
 app.command("bench")(_runtime.bench)
 app.command("explain")(_insight.explain)

@@ -1,8 +1,10 @@
 """``maskwatch evaluate``: run a model over a dataset split and write metrics, predictions and figures.
 
 Outputs (stable; the HTML report reads them): ``OUT.json`` with accuracy, macro F1, per-class scores,
-confusion matrix (rows true, columns predicted, in ``classes`` order), ROC AUC (two classes), ECE, counts
-and skipped files; ``OUT.confusion.png``; ``OUT.predictions.csv`` (path, box, true, predicted, probabilities).
+confusion matrix (rows true, columns predicted, in ``classes`` order), ROC AUC (two classes), ECE, the
+model's temperature (and, when it is not 1, ``ece_uncalibrated``: the ECE of ``softmax(logits)``), counts
+and skipped files; ``OUT.confusion.png``; ``OUT.predictions.csv`` (path, box, true, predicted, calibrated
+probabilities ``p_<class>``, raw logits ``logit_<class>``).
 """
 
 from __future__ import annotations
@@ -21,24 +23,39 @@ import numpy as np
 
 from maskwatch.data.datasets import DatasetError, LabeledSet, Sample, open_dataset
 from maskwatch.data.images import BadImageError, Skipped
-from maskwatch.metrics import classification_report, plot_confusion_matrix
+from maskwatch.metrics import classification_report, expected_calibration_error, plot_confusion_matrix
 from maskwatch.runtime.base import Classifier, load_classifier
+from maskwatch.runtime.types import softmax
 
 log = logging.getLogger("maskwatch")
 
 
 @dataclass
 class Evaluation:
+    """Predictions on labelled samples. ``probabilities`` are the calibrated ones (``softmax(logits / T)``,
+    what every prediction uses); ``logits`` (when known) let the report show calibration before and after."""
+
     classes: list[str]
     samples: list[Sample]
     labels: np.ndarray
     probabilities: np.ndarray
     skipped: list[Skipped] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    logits: np.ndarray | None = None
+    temperature: float = 1.0
+
+    @property
+    def uncalibrated_probabilities(self) -> np.ndarray | None:
+        """``softmax(logits)`` (temperature 1), or None when the logits are unknown."""
+        return None if self.logits is None else softmax(self.logits)
 
     @property
     def report(self) -> dict[str, Any]:
         report = classification_report(self.probabilities, self.labels, self.classes)
+        report["temperature"] = self.temperature
+        uncalibrated = self.uncalibrated_probabilities
+        if self.temperature != 1.0 and uncalibrated is not None and len(self.labels):
+            report["ece_uncalibrated"] = expected_calibration_error(uncalibrated, self.labels)
         report["skipped"] = [{"path": s.path, "reason": s.reason} for s in self.skipped]
         report.update(self.info)
         return report
@@ -84,7 +101,7 @@ def evaluate_samples(
     if list(classifier.classes) != list(classes):
         raise ValueError(f"model classes {classifier.classes} differ from the data's {list(classes)}")
     kept: list[Sample] = []
-    probabilities: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
     skipped: list[Skipped] = []
     for start in range(0, len(samples), chunk):
         part = list(samples[start : start + chunk])
@@ -93,10 +110,11 @@ def evaluate_samples(
         good = [(s, im) for s, im in zip(part, images) if im is not None]
         if good:
             kept.extend(s for s, _ in good)
-            probabilities.append(classifier.predict_proba([im for _, im in good]))
-    probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(classes)))
+            scores.append(classifier.logits([im for _, im in good]))
+    logits = np.concatenate(scores) if scores else np.zeros((0, len(classes)))
+    probs = softmax(logits, classifier.temperature) if len(logits) else logits
     labels = np.array([s.label for s in kept], dtype=np.int64)
-    return Evaluation(list(classes), kept, labels, probs, skipped)
+    return Evaluation(list(classes), kept, labels, probs, skipped, logits=logits, temperature=classifier.temperature)
 
 
 def evaluate_dataset(
@@ -177,10 +195,12 @@ def write_outputs(evaluation: Evaluation, json_path: str | Path) -> dict[str, An
         log.warning("no confusion-matrix figure: it needs matplotlib (pip install 'maskwatch[train]')")
     report["confusion_png"] = png
     predictions = stem.with_suffix(".predictions.csv")
+    logits = evaluation.logits
     with predictions.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "box", "true", "predicted", *[f"p_{c}" for c in evaluation.classes]])
-        for sample, label, p in zip(evaluation.samples, evaluation.labels, evaluation.probabilities):
+        logit_columns = [f"logit_{c}" for c in evaluation.classes] if logits is not None else []
+        writer.writerow(["path", "box", "true", "predicted", *[f"p_{c}" for c in evaluation.classes], *logit_columns])
+        for row, (sample, label, p) in enumerate(zip(evaluation.samples, evaluation.labels, evaluation.probabilities)):
             box = "" if sample.box is None else " ".join(map(str, sample.box))
             writer.writerow(
                 [
@@ -189,6 +209,7 @@ def write_outputs(evaluation: Evaluation, json_path: str | Path) -> dict[str, An
                     evaluation.classes[label],
                     evaluation.classes[int(p.argmax())],
                     *[f"{v:.6f}" for v in p],
+                    *([f"{v:.6g}" for v in logits[row]] if logits is not None else []),
                 ]
             )
     report["predictions_csv"] = str(predictions)

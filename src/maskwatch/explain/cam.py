@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskwatch.runtime.types import softmax
+
 # method name -> pytorch_grad_cam class name; resolved lazily so importing this module stays cheap.
 _METHODS: dict[str, str] = {}
 
@@ -144,7 +146,7 @@ class _OnnxPrefix:
 @dataclass
 class CamResult:
     cams: np.ndarray  # N x H x W float32 in [0, 1], same size as the input batch
-    probabilities: np.ndarray  # N x classes (softmax of the explained forward pass)
+    probabilities: np.ndarray  # N x classes: softmax(logits / temperature) of the explained forward pass
     targets: np.ndarray  # N class indices that were explained
 
 
@@ -156,7 +158,11 @@ def _reroot(module: nn.Module, inputs, output):
 
 
 class CamExplainer:
-    """A CAM method bound to one model and layer; use it as a context manager (hooks live inside it)."""
+    """A CAM method bound to one model and layer; use it as a context manager (hooks live inside it).
+
+    ``temperature``: the model's (``checkpoint["temperature"]``), so the probabilities shown next to a map
+    are the calibrated ones every other prediction uses; the maps and the predicted class do not depend on it.
+    """
 
     def __init__(
         self,
@@ -167,10 +173,14 @@ class CamExplainer:
         method: str = "gradcam",
         batch_size: int = 16,
         engine: str = "torch",
+        temperature: float = 1.0,
     ):
+        from maskwatch.runtime.types import check_temperature
+
         if engine not in ("torch", "onnx", "auto"):
             raise ValueError(f"engine must be torch, onnx or auto, got {engine!r}")
         self.model = model
+        self.temperature = check_temperature(temperature)
         self.method = method
         self.batch_size = batch_size
         self.layer_name, self.layer = find_target_layer(model, arch, layer)
@@ -282,7 +292,7 @@ class CamExplainer:
             logits = self._cam.outputs.detach().float().cpu()
             self._cam.outputs = None  # drop the graph now, not at the next call
             self._cam.activations_and_grads.clear()
-            p = torch.softmax(logits, dim=1).numpy()
+            p = softmax(logits.numpy(), self.temperature)
             cams.append(np.asarray(cam, dtype=np.float32))
             probs.append(p)
             explained.append(p.argmax(1) if wanted is None else np.asarray([w.category for w in wanted]))
@@ -301,9 +311,12 @@ def explain_batch(
     method: str = "gradcam",
     targets: Sequence[int] | int | None = None,
     engine: str = "torch",
+    temperature: float = 1.0,
 ) -> CamResult:
     """One-shot helper: open an explainer, explain ``batch``, release the hooks."""
-    with CamExplainer(model, arch=arch, layer=layer, method=method, engine=engine) as explainer:
+    with CamExplainer(
+        model, arch=arch, layer=layer, method=method, engine=engine, temperature=temperature
+    ) as explainer:
         return explainer(batch, targets)
 
 

@@ -78,7 +78,13 @@ def explain_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     with CamExplainer(
-        model, arch=checkpoint["arch"], layer=layer, method=method, batch_size=batch_size, engine="auto"
+        model,
+        arch=checkpoint["arch"],
+        layer=layer,
+        method=method,
+        batch_size=batch_size,
+        engine="auto",
+        temperature=checkpoint["temperature"],  # the calibrated probabilities every prediction shows
     ) as explainer:
         for start in range(0, len(paths), batch_size):
             chunk = [Path(p) for p in paths[start : start + batch_size]]

@@ -328,6 +328,10 @@ def build_report(
     t0 = time.perf_counter()
     thresholds = analysis.threshold_table(probabilities, labels, classes)
     rel = analysis.reliability(probabilities, labels)
+    uncalibrated = evaluation.uncalibrated_probabilities
+    temperature = float(evaluation.temperature)
+    # before/after temperature scaling, when the model has one and the raw logits are known
+    rel_before = analysis.reliability(uncalibrated, labels) if uncalibrated is not None and temperature != 1.0 else None
     both = len(set(labels.tolist())) >= 2
     metrics = {
         "report": report,
@@ -337,8 +341,10 @@ def build_report(
         "pr": plotting.figure_to_data_uri(plots.plot_precision_recall(labels, probabilities, classes, thresholds))
         if both
         else None,
-        "reliability": plotting.figure_to_data_uri(plots.plot_reliability(rel)),
+        "reliability": plotting.figure_to_data_uri(plots.plot_reliability(rel, rel_before, temperature)),
         "ece": rel.ece,
+        "ece_uncalibrated": rel_before.ece if rel_before is not None else None,
+        "temperature": temperature,
     }
     timings["metrics_s"] = time.perf_counter() - t0
 
@@ -375,7 +381,9 @@ def build_report(
     cams: dict[int, np.ndarray] = {}  # gallery rows only; the mass sample keeps just its shares
     shown: dict[int, np.ndarray] = {}
     shares: dict[int, dict[str, float]] = {}
-    with CamExplainer(model, arch=arch, method=method, batch_size=32, engine="auto") as explainer:
+    with CamExplainer(
+        model, arch=arch, method=method, batch_size=32, engine="auto", temperature=checkpoint["temperature"]
+    ) as explainer:
         for start in range(0, len(rows), 32):
             part = rows[start : start + 32]
             batch = to_batch([crops[r] for r in part], prep)
@@ -522,34 +530,52 @@ def build_report(
 
 
 def evaluation_from_predictions(
-    csv_path: str | Path, classes: Sequence[str], info: dict[str, Any] | None = None, skipped: Sequence[dict] = ()
+    csv_path: str | Path,
+    classes: Sequence[str],
+    info: dict[str, Any] | None = None,
+    skipped: Sequence[dict] = (),
+    *,
+    temperature: float | None = None,
 ):
     """Rebuild an :class:`~maskwatch.evaluate.Evaluation` from a ``*.predictions.csv`` written by
-    ``evaluate.write_outputs`` (no inference needed)."""
+    ``evaluate.write_outputs`` (no inference needed). When the CSV has the raw ``logit_<class>`` columns
+    and ``temperature`` (the model's) is given, probabilities are recomputed as ``softmax(logits / T)``, so
+    they agree with the model as it is now (calibrated after that CSV was written, say)."""
     from maskwatch.data.datasets import Sample
     from maskwatch.data.images import Skipped
     from maskwatch.evaluate import Evaluation
+    from maskwatch.runtime.types import softmax
 
     index = {c: i for i, c in enumerate(classes)}
-    samples, labels, probs = [], [], []
+    samples, labels, probs, scores = [], [], [], []
     with Path(csv_path).open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [f"p_{c}" for c in classes]
         missing = [c for c in ["path", "box", "true", *columns] if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{csv_path}: missing columns {missing} (classes {list(classes)})")
+        logit_columns = [f"logit_{c}" for c in classes]
+        has_logits = all(c in (reader.fieldnames or []) for c in logit_columns)
         for row in reader:
             box = tuple(int(v) for v in row["box"].split()) if row["box"].strip() else None
             samples.append(Sample(row["path"], index[row["true"]], box))  # type: ignore[arg-type]
             labels.append(index[row["true"]])
             probs.append([float(row[c]) for c in columns])
+            if has_logits:
+                scores.append([float(row[c]) for c in logit_columns])
+    logits = np.array(scores, dtype=np.float64).reshape(-1, len(classes)) if has_logits else None
+    probabilities = np.array(probs, dtype=np.float64).reshape(-1, len(classes))
+    if logits is not None and temperature is not None and len(logits):
+        probabilities = softmax(logits, temperature)
     return Evaluation(
         list(classes),
         samples,
         np.array(labels, dtype=np.int64),
-        np.array(probs, dtype=np.float64).reshape(-1, len(classes)),
+        probabilities,
         [Skipped(s["path"], s["reason"]) for s in skipped],
         dict(info or {}),
+        logits=logits,
+        temperature=1.0 if temperature is None else float(temperature),
     )
 
 
@@ -588,7 +614,9 @@ def report_for_run(
             "crop_margin": model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
             "backend": "torch (from metrics.predictions.csv)",
         }
-        evaluation = evaluation_from_predictions(predictions, checkpoint["classes"], info, stored.get("skipped", []))
+        evaluation = evaluation_from_predictions(
+            predictions, checkpoint["classes"], info, stored.get("skipped", []), temperature=checkpoint["temperature"]
+        )
     else:
         if data is None:
             data = config.get("data")

@@ -165,8 +165,12 @@ def plot_precision_recall(
     return fig
 
 
-def plot_reliability(rel: Reliability) -> Figure:
-    """Reliability diagram (accuracy vs confidence per bin, gap shaded) over a histogram of confidences."""
+def plot_reliability(rel: Reliability, before: Reliability | None = None, temperature: float = 1.0) -> Figure:
+    """Reliability diagram (accuracy vs confidence per bin, gap shaded) over a histogram of confidences.
+
+    ``before``: the same data without the model's temperature (T = 1), drawn over the calibrated bars as a
+    dashed line (accuracy at each bin's mean confidence) and a step outline in the histogram, so the
+    change that temperature scaling made is visible in one figure."""
     fig = new_figure(4.4, 5)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     centres = (rel.edges[:-1] + rel.edges[1:]) / 2
@@ -179,7 +183,7 @@ def plot_reliability(rel: Reliability) -> Figure:
         edgecolor="black",
         color="#1f77b4",
         alpha=0.8,
-        label="accuracy",
+        label="accuracy" if before is None else f"accuracy, calibrated (T = {temperature:.3g})",
     )
     gap = (rel.confidence - rel.accuracy)[filled]
     over, under = gap > 0, gap < 0  # bars drawn from the accuracy up (over-) or down (under-confident)
@@ -199,11 +203,28 @@ def plot_reliability(rel: Reliability) -> Figure:
                 hatch="//",
                 label=label,
             )
+    if before is not None:
+        shown = before.counts > 0
+        ax.plot(
+            before.confidence[shown],
+            before.accuracy[shown],
+            color="#d62728",
+            ls="--",
+            marker="o",
+            ms=4,
+            label=f"before calibration (T = 1, ECE {before.ece:.4f})",
+        )
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
-    ax.set(ylabel="accuracy", title=f"Reliability (ECE {rel.ece:.4f})", ylim=(0, 1.02))
+    title = (
+        f"Reliability (ECE {rel.ece:.4f})" if before is None else f"Reliability: ECE {before.ece:.4f} → {rel.ece:.4f}"
+    )
+    ax.set(ylabel="accuracy", title=title, ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
-    hist.bar(centres, rel.counts, width=width, color="grey", edgecolor="black")
+    hist.bar(centres, rel.counts, width=width, color="grey", edgecolor="black", label="calibrated")
+    if before is not None:
+        hist.stairs(before.counts, before.edges, color="#d62728", ls="--", label="T = 1")
+        hist.legend(fontsize=7, loc="upper left")
     hist.set_yscale("symlog")
     hist.set(xlabel="top-class confidence", ylabel="images", xlim=(0, 1))
     fig.tight_layout()

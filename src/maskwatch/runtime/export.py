@@ -8,8 +8,8 @@
 ONNX: the legacy TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``: under a second for
 MobileNetV2, numerically equal to torch within 1e-5), opset 17, one input ``input`` (N x 3 x S x S float32,
 normalised as the file's preprocessing says) with a dynamic batch axis, one output ``logits``. The file's
-``metadata_props`` hold ``classes`` and ``preprocessing`` (JSON), ``crop_margin`` and ``compliant_classes``
-(JSON; see :mod:`maskwatch.runtime.types`), ``arch``, ``precision`` (fp32|int8),
+``metadata_props`` hold ``classes`` and ``preprocessing`` (JSON), ``crop_margin``, ``compliant_classes`` and
+``temperature`` (JSON; see :mod:`maskwatch.runtime.types`), ``arch``, ``precision`` (fp32|int8),
 ``maskwatch_version``, ``source_sha256`` (of the checkpoint file) and, for INT8, how it was calibrated, so
 the file alone is enough to run it (:class:`maskwatch.runtime.onnx_backend.OnnxClassifier`).
 
@@ -57,9 +57,10 @@ from maskwatch.runtime.onnx_backend import (
     META_PRECISION,
     META_PREPROCESSING,
     META_SOURCE_SHA256,
+    META_TEMPERATURE,
     META_VERSION,
 )
-from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, model_fields
+from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, TEMPERATURE, model_fields
 
 log = logging.getLogger("maskwatch")
 
@@ -76,7 +77,8 @@ __all__ = [
 ]
 
 DEFAULT_OPSET = 17
-EXPORT_REVISION = 3  # part of the cache key: bump when the export recipe changes (3: crop margin, compliant classes)
+# part of the cache key: bump when the export recipe changes (3: crop margin, compliant classes; 4: temperature)
+EXPORT_REVISION = 4
 CACHE_KEEP = 16  # exports kept in the cache (least recently used go first)
 # INT8: the stem (first convolution and first inverted-residual block of MobileNetV2, the first convolution
 # of ResNet18) stays fp32. Measured on the shared data: the stem works at 112 px with a few channels whose
@@ -355,6 +357,7 @@ def export_onnx(
         META_PREPROCESSING: json.dumps(prep.to_dict()),
         META_CROP_MARGIN: json.dumps(fields[CROP_MARGIN]),
         META_COMPLIANT_CLASSES: json.dumps(fields[COMPLIANT_CLASSES]),
+        META_TEMPERATURE: json.dumps(fields[TEMPERATURE]),
         META_ARCH: str(checkpoint["arch"]),
         META_PRECISION: "int8" if int8 else "fp32",
         META_VERSION: maskwatch.__version__,
@@ -448,7 +451,8 @@ def _prune(folder: Path, keep: int) -> None:
 
 def export_torchscript(checkpoint_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Trace the checkpoint's model to TorchScript (for libtorch/C++ deployments); classes and preprocessing
-    travel in the archive's extra file ``maskwatch.json``. (TorchScript is deprecated upstream in favour
+    travel in the archive's extra file ``maskwatch.json`` with the crop margin, compliant classes and
+    temperature. (TorchScript is deprecated upstream in favour
     of ``torch.export``; ONNX is maskwatch's main deployment format.)"""
     import torch
 
@@ -480,7 +484,7 @@ def export_torchscript(checkpoint_path: str | os.PathLike[str], out: str | os.Pa
 
 def load_torchscript(path: str | os.PathLike[str], *, with_fields: bool = False):
     """(module, classes, Preprocessing) of a file written by :func:`export_torchscript`; with ``with_fields``
-    also the model's ``{"crop_margin", "compliant_classes"}`` (defaults for older files)."""
+    also the model's ``{"crop_margin", "compliant_classes", "temperature"}`` (defaults for older files)."""
     import torch
 
     extra = {TORCHSCRIPT_META: ""}

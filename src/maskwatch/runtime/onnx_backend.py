@@ -1,7 +1,8 @@
 """ONNX Runtime inference backend (fp32 and INT8), torch-free: onnxruntime + numpy only.
 
 An exported file is self-contained: :func:`maskwatch.runtime.export.export_onnx` writes the class names,
-the preprocessing, the face crop margin and the compliant classes (see :mod:`maskwatch.runtime.types`), the
+the preprocessing, the face crop margin, the compliant classes and the temperature (see
+:mod:`maskwatch.runtime.types`), the
 architecture, the maskwatch version, the precision and the sha256 of the source
 checkpoint into the ONNX ``metadata_props``, and this module reads them back through ONNX Runtime, so the
 ``.onnx`` file alone is enough to classify faces:
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.preprocess import Preprocessing
-from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, Classifier, model_fields
+from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, TEMPERATURE, Classifier, model_fields
 
 __all__ = [
     "META_ARCH",
@@ -60,6 +61,7 @@ __all__ = [
     "META_CROP_MARGIN",
     "META_PRECISION",
     "META_PREPROCESSING",
+    "META_TEMPERATURE",
     "OnnxClassifier",
     "create_session",
     "onnxruntime_available",
@@ -78,6 +80,7 @@ META_VERSION = "maskwatch_version"
 META_SOURCE_SHA256 = "source_sha256"
 META_CROP_MARGIN = CROP_MARGIN  # a number, as text
 META_COMPLIANT_CLASSES = COMPLIANT_CLASSES  # JSON list of class names
+META_TEMPERATURE = TEMPERATURE  # a number, as text: probabilities are softmax(logits / T); absent = 1.0
 
 PROVIDERS = ["CPUExecutionProvider"]
 
@@ -222,7 +225,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(raw)
-    for key in (META_CLASSES, META_PREPROCESSING, META_COMPLIANT_CLASSES, META_CROP_MARGIN):
+    for key in (META_CLASSES, META_PREPROCESSING, META_COMPLIANT_CLASSES, META_CROP_MARGIN, META_TEMPERATURE):
         if key in raw:
             try:
                 out[key] = json.loads(raw[key])
@@ -244,7 +247,8 @@ class OnnxClassifier(Classifier):
         classes, preprocessing: only needed for ONNX files that lack maskwatch metadata.
         device: accepted for symmetry with the torch backend; only ``cpu`` is valid.
 
-    ``backend`` is ``onnx`` or ``onnx-int8``, from the file's ``precision`` metadata.
+    ``backend`` is ``onnx`` or ``onnx-int8``, from the file's ``precision`` metadata. The graph's output is
+    the uncalibrated logits; :meth:`predict_proba` divides them by the file's ``temperature``.
     """
 
     def __init__(

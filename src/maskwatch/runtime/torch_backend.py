@@ -25,9 +25,15 @@ class TorchClassifier(Classifier):
         *,
         crop_margin: float | None = None,
         compliant_classes: list[str] | None = None,
+        temperature: float | None = None,
     ):
         super().__init__(
-            classes, preprocessing, batch_size, crop_margin=crop_margin, compliant_classes=compliant_classes
+            classes,
+            preprocessing,
+            batch_size,
+            crop_margin=crop_margin,
+            compliant_classes=compliant_classes,
+            temperature=temperature,
         )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()

@@ -9,6 +9,7 @@ This module is the backends' only dependency inside ``maskwatch.runtime``: the f
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,21 +20,36 @@ from PIL import Image
 from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
 from maskwatch.preprocess import Preprocessing, to_batch
 
-__all__ = ["Classifier", "ImageLike", "as_rgb_array", "model_fields", "softmax"]
+__all__ = ["Classifier", "ImageLike", "as_rgb_array", "check_temperature", "model_fields", "softmax"]
 
 ImageLike = np.ndarray | Image.Image
 
 # keys of the checkpoint dict, the ONNX metadata and the TorchScript metadata (one name everywhere)
 CROP_MARGIN = "crop_margin"  # float: face crop = box grown by this fraction per side (the training framing)
 COMPLIANT_CLASSES = "compliant_classes"  # list of class names that count as a mask worn correctly
+# float: probabilities are softmax(logits / temperature), fitted on validation data (maskwatch.calibration);
+# the network itself (and an exported graph's ``logits`` output) stays uncalibrated, 1.0 = no scaling
+TEMPERATURE = "temperature"
+
+
+def check_temperature(value: Any) -> float:
+    """``value`` as a temperature: a finite number > 0 (``ValueError`` otherwise)."""
+    try:
+        temperature = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a finite number > 0, got {value!r}") from None
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {value!r}")
+    return temperature
 
 
 def model_fields(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
-    """``crop_margin`` and ``compliant_classes`` of a model's metadata (a checkpoint dict, decoded ONNX or
-    TorchScript metadata), with the defaults for files written before they existed; checked against
-    ``classes``."""
+    """``crop_margin``, ``compliant_classes`` and ``temperature`` of a model's metadata (a checkpoint dict,
+    decoded ONNX or TorchScript metadata), with the defaults for files written before they existed (0.15,
+    the classes named like a mask worn correctly, 1.0); checked against ``classes``."""
     margin = meta.get(CROP_MARGIN)
     compliant = meta.get(COMPLIANT_CLASSES)
+    temperature = meta.get(TEMPERATURE)
     margin = DEFAULT_CROP_MARGIN if margin is None else float(margin)
     if not margin >= 0:
         raise ValueError(f"crop_margin must be >= 0, got {margin}")
@@ -41,7 +57,8 @@ def model_fields(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[str, A
     unknown = [c for c in compliant if c not in classes]
     if unknown:
         raise ValueError(f"compliant classes {unknown} are not classes of the model {list(classes)}")
-    return {CROP_MARGIN: margin, COMPLIANT_CLASSES: compliant}
+    temperature = 1.0 if temperature is None else check_temperature(temperature)
+    return {CROP_MARGIN: margin, COMPLIANT_CLASSES: compliant, TEMPERATURE: temperature}
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
@@ -73,8 +90,11 @@ def _image_list(images: Any) -> tuple[list[Any], bool]:
         ) from None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` of an N x classes array (float64, overflow-safe): the one
+    place maskwatch turns logits into probabilities."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    shifted = scaled - scaled.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 
@@ -82,9 +102,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier(ABC):
     """Face crop(s) in, class probabilities out.
 
-    ``crop_margin`` (the face framing the model was trained on) and ``compliant_classes`` (which of its
-    classes mean a mask worn correctly) come from the model file; None takes the defaults of files that
-    predate them (:func:`model_fields`)."""
+    ``crop_margin`` (the face framing the model was trained on), ``compliant_classes`` (which of its
+    classes mean a mask worn correctly) and ``temperature`` (probabilities are ``softmax(logits / T)``)
+    come from the model file; None takes the defaults of files that predate them (:func:`model_fields`)."""
 
     backend: str = "?"
 
@@ -96,31 +116,43 @@ class Classifier(ABC):
         *,
         crop_margin: float | None = None,
         compliant_classes: Sequence[str] | None = None,
+        temperature: float | None = None,
     ):
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.batch_size = batch_size
-        fields = model_fields({CROP_MARGIN: crop_margin, COMPLIANT_CLASSES: compliant_classes}, self.classes)
+        fields = model_fields(
+            {CROP_MARGIN: crop_margin, COMPLIANT_CLASSES: compliant_classes, TEMPERATURE: temperature}, self.classes
+        )
         self.crop_margin: float = fields[CROP_MARGIN]
         self.compliant_classes: list[str] = fields[COMPLIANT_CLASSES]
+        self.temperature: float = fields[TEMPERATURE]
 
     @abstractmethod
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         """NCHW float32 normalised batch -> N x classes logits."""
 
-    def predict_proba(self, images: Any) -> np.ndarray:
-        """Class probabilities: N x classes for a sequence of images, one row (a vector) for a single image.
-        Images: paths, PIL images, HxWx3 uint8 or float arrays, grayscale, RGBA (see
-        :func:`maskwatch.data.images.to_rgb_array`)."""
+    def logits(self, images: Any) -> np.ndarray:
+        """The network's raw scores, before the temperature: N x classes (float64) for a sequence of images,
+        one row for a single image. What calibration fits on; predictions use :meth:`predict_proba`."""
         items, single = _image_list(images)
         arrays = [as_rgb_array(im) for im in items]
         if single:
-            return self.predict_proba(arrays)[0]
+            return self.logits(arrays)[0]
         out = [
-            softmax(self._logits(to_batch(arrays[i : i + self.batch_size], self.preprocessing)).astype(np.float64))
+            self._logits(to_batch(arrays[i : i + self.batch_size], self.preprocessing)).astype(np.float64)
             for i in range(0, len(arrays), self.batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict_proba(self, images: Any) -> np.ndarray:
+        """Calibrated class probabilities, ``softmax(logits / temperature)``: N x classes for a sequence of
+        images, one row (a vector) for a single image. Images: paths, PIL images, HxWx3 uint8 or float
+        arrays, grayscale, RGBA (see :func:`maskwatch.data.images.to_rgb_array`)."""
+        scores = self.logits(images)
+        if scores.ndim == 1:
+            return softmax(scores[None], self.temperature)[0]
+        return softmax(scores, self.temperature) if len(scores) else scores
 
     def predict(self, images: Any) -> Any:
         """(class name, probability) of the most likely class for each image of a sequence, or one such pair
