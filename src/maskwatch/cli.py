@@ -120,11 +120,10 @@ def _print_metrics(report: dict, to_stderr: bool = False) -> None:
 
 _DATA_HELP = (
     "Dataset root: class folders, Roboflow CSV splits, or VOC scenes with --crops. Repeat it to train on "
-    "several datasets at once; options of one dataset follow its path after commas: "
-    "PATH,crops,min_face=12,crop_margin=0.15,splits=DIR,weight=2,name=NAME (unset ones take --crops, "
-    "--min-face, --splits, ...). Weight: how often each of its training samples is drawn per epoch, relative "
-    "to the other datasets. Example: --data ../shared/data/faces "
-    "--data ../shared/data/scenes,crops,min_face=12,splits=data/splits/scenes,weight=2"
+    "several datasets at once. Options of one dataset follow its path after commas: crops, min_face=N, "
+    "crop_margin=F, splits=DIR, weight=W, name=NAME (unset ones take --crops, --min-face, --splits). "
+    "A weight multiplies how often each of the dataset's training samples is drawn per epoch. Example: "
+    "--data faces --data scenes,crops,min_face=12,weight=2"
 )
 
 
@@ -132,6 +131,7 @@ _DATA_HELP = (
 def train(
     data: Optional[list[str]] = typer.Option(
         None,
+        metavar="PATH[,OPTION...]",
         help=_DATA_HELP,
         show_default="../shared/data/faces when it exists",
     ),
