@@ -411,6 +411,20 @@ def test_calibration_sources(data_root, tmp_path):
         calibration_images(None, checkpoint={"classes": CLASSES, "config": {"data": str(tmp_path / "gone")}})
 
 
+def test_default_calibration_of_a_multi_dataset_run(data_root, tmp_path):
+    """A run trained on several datasets saves config["data"] as a list, each with its own options: INT8
+    calibration samples the train split of all of them."""
+    from maskwatch.runtime.export import calibration_images
+
+    other = write_class_folders(tmp_path / "other", per_class=3, seed=4)
+    config = {"data": [str(data_root), {"path": str(other), "weight": 2.0, "name": "other"}], "seed": 0}
+    images, described = calibration_images(None, checkpoint={"classes": CLASSES, "config": config}, size=100)
+    assert len(images) == 12 + 6 and str(other) in described and str(data_root) in described
+    gone = {"data": [str(data_root), {"path": str(tmp_path / "gone")}]}
+    with pytest.raises(ValueError, match="not available"):
+        calibration_images(None, checkpoint={"classes": CLASSES, "config": gone})
+
+
 # ------------------------------------------------------------------------------------------------------
 # TorchScript
 

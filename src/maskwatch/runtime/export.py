@@ -134,27 +134,37 @@ def _images_under(folder: Path) -> tuple[Path, dict[str, list[str]]]:
 
 
 def _checkpoint_train_samples(checkpoint: dict[str, Any]) -> dict[int, list[Any]]:
-    from maskwatch.data.datasets import open_dataset
+    """The checkpoint's training samples by label: every dataset of its ``config["data"]`` (one path, as older
+    runs saved it, or the list of datasets of a multi-dataset run, each with its own options), train split."""
+    from maskwatch.config import DataSource, TrainConfig
+    from maskwatch.data.datasets import open_mix
 
     config = checkpoint.get("config") or {}
     data = config.get("data")
-    if not data or not Path(data).is_dir():
+    items = data if isinstance(data, list) else [data] if data else []
+    sources = [DataSource.from_value(item) for item in items]
+    missing = [s.path for s in sources if not Path(s.path).is_dir()]
+    if not sources or missing:
         raise ValueError(
-            f"INT8 calibration needs face images: the checkpoint's training data {data!r} is not available here; "
-            "pass calibration=DIR (CLI: --calibration DIR) with a few hundred face images"
+            f"INT8 calibration needs face images: the checkpoint's training data {missing or data!r} is not available "
+            "here; pass calibration=DIR (CLI: --calibration DIR) with a few hundred face images"
         )
-    dataset = open_dataset(
-        data,
-        classes=checkpoint["classes"],
+    resolved = TrainConfig(
+        data=sources,
         crops=bool(config.get("crops", False)),
         min_face=int(config.get("min_face", 32)),
         crop_margin=model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
+        splits=config.get("splits"),
+    ).sources()
+    mix = open_mix(
+        resolved,
+        classes=checkpoint["classes"],
         val_ratio=float(config.get("val_ratio", 0.15)),
         test_ratio=float(config.get("test_ratio", 0.15)),
         seed=int(config.get("seed", 0)),
     )
     by_label: dict[int, list[Any]] = {}
-    for sample in dataset.split("train"):
+    for sample in mix.split("train"):
         by_label.setdefault(sample.label, []).append(sample)
     return by_label
 
@@ -182,7 +192,9 @@ def calibration_images(
         if checkpoint is None:
             raise ValueError("calibration images or a checkpoint (for its training data) are needed")
         samples = _sample_stratified(_checkpoint_train_samples(checkpoint), size, seed)
-        source = f"{checkpoint['config'].get('data')} train split"
+        data = checkpoint["config"].get("data")
+        paths = [d if isinstance(d, str) else d.get("path") for d in (data if isinstance(data, list) else [data])]
+        source = f"{' + '.join(map(str, paths))} train split"
         images = []
         for sample in samples:
             try:
