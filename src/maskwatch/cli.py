@@ -23,6 +23,7 @@ from maskwatch.commands import agent as _agent
 from maskwatch.commands import calibrate as _calibrate
 from maskwatch.commands import detect as _detect
 from maskwatch.commands import insight as _insight
+from maskwatch.commands import mine as _mine
 from maskwatch.commands import runtime as _runtime
 from maskwatch.commands import scenes as _scenes
 from maskwatch.commands import serve as _serve
@@ -392,6 +393,7 @@ app.command("detect")(_detect.detect)
 app.command("evaluate-detection")(_scenes.evaluate_detection)
 app.command("serve")(_serve.serve)
 app.command("agent")(_agent.agent)
+app.command("mine")(_mine.mine)
 
 
 def main() -> None:
