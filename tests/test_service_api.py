@@ -324,6 +324,33 @@ def test_events_paging_filters_false_positive_and_stats_csv(svc):
     assert lines[0].startswith("camera,start,n_people") and len(lines) == 3 and lines[1].startswith("lobby,")
 
 
+def test_compliance_sums_a_minute_and_refuses_answers_with_too_many_points(svc, monkeypatch):
+    from datetime import timedelta
+
+    from maskwatch.service.routers import stats
+
+    client, service, _ = svc
+    day = T0 + timedelta(days=10)  # a day of its own in the shared database
+    for camera in ("p1", "p2"):  # 30-second buckets: two per minute, summed
+        for k in range(4):
+            service.handle_event(bucket(camera, start=day + timedelta(seconds=30 * k), interval=30.0))
+    assert service.ingestor.flush(10)
+    q = {"from": day.isoformat(), "to": (day + timedelta(hours=1)).isoformat(), "bucket": "1m"}
+    body = client.get(f"{API}/stats/compliance", params=q).json()
+    assert [c["camera"] for c in body["cameras"]] == ["p1", "p2"]
+    assert [(p["n_people"], p["compliant_people"], p["compliance"]) for p in body["cameras"][0]["points"]] == [
+        (8, 6, 0.75),
+        (8, 6, 0.75),
+    ]
+    monkeypatch.setattr(stats, "MAX_POINTS", 100)  # 2 cameras x 60 minutes is over it, 1 camera is not
+    r = client.get(f"{API}/stats/compliance", params=q)
+    assert r.status_code == 422 and r.json()["error"] == "too_many_points", r.text
+    assert "name fewer cameras" in r.json()["detail"]
+    assert client.get(f"{API}/stats/compliance", params={**q, "camera": "p1"}).status_code == 200
+    r = client.get(f"{API}/stats/compliance", params={**q, "from": (day - timedelta(days=3)).isoformat()})
+    assert r.status_code == 422 and "bucket=1m covers at most 48 hours" in r.json()["detail"]
+
+
 def test_sse_stream_delivers_live_events(svc):
     client, service, _ = svc
     import threading

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,26 +52,32 @@ def _insert(session: Session, model: type) -> Any:
     return sqlite.insert(model)
 
 
-def _store_person(session: Session, event: TrackEnded) -> bool:
-    stmt = (
-        _insert(session, PersonEvent)
-        .values(
-            event_id=event.id,
-            type=event.type,
-            camera=event.source,
-            ts=_ts(event.last_seen),
-            label=event.label,
-            compliant=event.compliant,
-            probability=event.probability,
-            n_frames=event.n_frames,
-            false_positive=False,
-            snapshot=event.snapshot,
-            data=event.to_dict(),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(PersonEvent.id)
-    )
-    return session.execute(stmt).first() is not None  # (rowcount is -1 with psycopg here; RETURNING is exact)
+def _store_people(session: Session, events: list[TrackEnded]) -> int:
+    """Insert the batch's person events in one statement; an event id stored before is skipped."""
+    unique: dict[str, TrackEnded] = {}
+    for event in events:
+        unique.setdefault(event.id, event)  # the first of a re-sent id, in arrival order (ids order the events)
+    if not unique:
+        return 0
+    rows = [
+        {
+            "event_id": event.id,
+            "type": event.type,
+            "camera": event.source,
+            "ts": _ts(event.last_seen),
+            "label": event.label,
+            "compliant": event.compliant,
+            "probability": event.probability,
+            "n_frames": event.n_frames,
+            "false_positive": False,
+            "snapshot": event.snapshot,
+            "data": event.to_dict(),
+        }
+        for event in unique.values()
+    ]
+    stmt = _insert(session, PersonEvent).on_conflict_do_nothing(index_elements=["event_id"])
+    # rows actually inserted (rowcount is -1 with psycopg here; RETURNING is exact)
+    return len(session.connection().execute(stmt.returning(PersonEvent.id), rows).all())
 
 
 def _max(a: float | None, b: float | None) -> float | None:
@@ -80,94 +86,149 @@ def _max(a: float | None, b: float | None) -> float | None:
     return a if b is None else max(a, b)
 
 
-def _store_stats(session: Session, event: StatsEvent) -> bool:
-    claim = _insert(session, Ingested).values(event_id=event.id, type=event.type, ts=_ts(event.end))
-    claim = claim.on_conflict_do_nothing(index_elements=["event_id"]).returning(Ingested.event_id)
-    if session.execute(claim).first() is None:
-        return False  # stored before (a re-sent batch)
-    start = _ts(event.start)
-    row = session.scalars(
-        select(StatsBucket).where(StatsBucket.camera == event.source, StatsBucket.start_ts == start)
-    ).first()
-    if row is None:
-        session.add(
-            StatsBucket(
-                camera=event.source,
-                start_ts=start,
-                end_ts=_ts(event.end),
-                interval=event.interval,
-                n_people=event.n_people,
-                compliant_people=event.compliant_people,
-                people=dict(event.people),
-                present_max=event.present_max,
-                frames_analysed=event.frames_analysed,
-                frames_dropped=event.frames_dropped,
-                faces_classified=event.faces_classified,
-                analysed_fps=event.analysed_fps,
-                lag_p50=event.lag.p50,
-                lag_p95=event.lag.p95,
-                lag_max=event.lag.max,
-            )
-        )
-    else:  # the camera restarted inside this interval: one bucket, counts added
-        people = dict(row.people or {})
-        for label, n in event.people.items():
-            people[label] = people.get(label, 0) + n
-        span_before = max(1e-6, row.end_ts - row.start_ts)
-        row.people = people
-        row.n_people += event.n_people
-        row.compliant_people += event.compliant_people
-        row.present_max = max(row.present_max, event.present_max)
-        row.frames_analysed += event.frames_analysed
-        row.frames_dropped += event.frames_dropped
-        row.faces_classified += event.faces_classified
-        row.end_ts = max(row.end_ts, _ts(event.end))
-        row.analysed_fps = round(row.frames_analysed / max(span_before, row.end_ts - row.start_ts), 3)
-        row.lag_p50 = _max(row.lag_p50, event.lag.p50)
-        row.lag_p95 = _max(row.lag_p95, event.lag.p95)
-        row.lag_max = _max(row.lag_max, event.lag.max)
-    for grain in ROLLUP_GRAINS:
-        at = int(math.floor(start / grain) * grain)
-        rollup = session.scalars(
-            select(StatsRollup).where(
-                StatsRollup.grain == grain, StatsRollup.camera == event.source, StatsRollup.start_ts == at
-            )
-        ).first()
-        if rollup is None:
-            session.add(
-                StatsRollup(
-                    grain=grain,
-                    camera=event.source,
-                    start_ts=at,
-                    n_people=event.n_people,
-                    compliant_people=event.compliant_people,
-                    frames_analysed=event.frames_analysed,
-                    frames_dropped=event.frames_dropped,
-                    present_max=event.present_max,
-                    lag_p95_max=event.lag.p95,
-                )
-            )
+def _claim(session: Session, events: list[StatsEvent]) -> list[StatsEvent]:
+    """The stats events not stored before (their ids claimed in the ``ingested`` table), in arrival order."""
+    unique: dict[str, StatsEvent] = {}
+    for event in events:
+        unique.setdefault(event.id, event)
+    if not unique:
+        return []
+    stmt = _insert(session, Ingested).on_conflict_do_nothing(index_elements=["event_id"]).returning(Ingested.event_id)
+    rows = [{"event_id": e.id, "type": e.type, "ts": _ts(e.end)} for e in unique.values()]
+    claimed = set(session.connection().execute(stmt, rows).scalars())
+    return [event for event in unique.values() if event.id in claimed]
+
+
+def _bucket_row(event: StatsEvent) -> dict[str, Any]:
+    return {
+        "camera": event.source,
+        "start_ts": _ts(event.start),
+        "end_ts": _ts(event.end),
+        "interval": event.interval,
+        "n_people": event.n_people,
+        "compliant_people": event.compliant_people,
+        "people": dict(event.people),
+        "present_max": event.present_max,
+        "frames_analysed": event.frames_analysed,
+        "frames_dropped": event.frames_dropped,
+        "faces_classified": event.faces_classified,
+        "analysed_fps": event.analysed_fps,
+        "lag_p50": event.lag.p50,
+        "lag_p95": event.lag.p95,
+        "lag_max": event.lag.max,
+    }
+
+
+def _merge_bucket(row: dict[str, Any], event: StatsEvent) -> None:
+    """The camera restarted inside this interval: one bucket, counts added."""
+    people = dict(row["people"] or {})
+    for label, n in event.people.items():
+        people[label] = people.get(label, 0) + n
+    span_before = max(1e-6, row["end_ts"] - row["start_ts"])
+    row["people"] = people
+    for key in ("n_people", "compliant_people", "frames_analysed", "frames_dropped", "faces_classified"):
+        row[key] += getattr(event, key)
+    row["present_max"] = max(row["present_max"], event.present_max)
+    row["end_ts"] = max(row["end_ts"], _ts(event.end))
+    row["analysed_fps"] = round(row["frames_analysed"] / max(span_before, row["end_ts"] - row["start_ts"]), 3)
+    for key in ("p50", "p95", "max"):
+        row[f"lag_{key}"] = _max(row[f"lag_{key}"], getattr(event.lag, key))
+
+
+def _store_buckets(session: Session, events: list[StatsEvent]) -> None:
+    """One bucket per (camera, start): the batch's new ones inserted in one statement, the others (a camera
+    restarted inside an interval) merged into the stored row."""
+    table = StatsBucket.__table__
+    cameras = {event.source for event in events}
+    starts = {_ts(event.start) for event in events}
+    # a superset of the keys asked for (every camera x every start), found through the unique index
+    found = session.execute(select(table).where(table.c.camera.in_(cameras), table.c.start_ts.in_(starts)))
+    rows = {(row["camera"], row["start_ts"]): dict(row) for row in found.mappings()}
+    stored = set(rows)
+    merged: set[tuple[str, float]] = set()
+    for event in events:
+        key = (event.source, _ts(event.start))
+        row = rows.get(key)
+        if row is None:
+            rows[key] = _bucket_row(event)
         else:
-            rollup.n_people += event.n_people
-            rollup.compliant_people += event.compliant_people
-            rollup.frames_analysed += event.frames_analysed
-            rollup.frames_dropped += event.frames_dropped
-            rollup.present_max = max(rollup.present_max, event.present_max)
-            rollup.lag_p95_max = _max(rollup.lag_p95_max, event.lag.p95)
-    session.flush()
-    return True
+            _merge_bucket(row, event)
+            merged.add(key)
+    connection = session.connection()
+    new = [row for key, row in rows.items() if key not in stored]
+    if new:
+        connection.execute(insert(StatsBucket), new)
+    for key in merged & stored:
+        row = rows[key]
+        connection.execute(update(StatsBucket).where(StatsBucket.id == row.pop("id")).values(**row))
+
+
+def _store_rollups(session: Session, events: list[StatsEvent]) -> None:
+    """Add the batch to the hourly and daily rollups: summed per (grain, camera, start) here, then one
+    upsert (add the sums, keep the maxima) for the batch."""
+    sums: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for event in events:
+        start = _ts(event.start)
+        for grain in ROLLUP_GRAINS:
+            at = int(math.floor(start / grain) * grain)
+            r = sums.get((grain, event.source, at))
+            if r is None:
+                sums[(grain, event.source, at)] = {
+                    "grain": grain,
+                    "camera": event.source,
+                    "start_ts": at,
+                    "n_people": event.n_people,
+                    "compliant_people": event.compliant_people,
+                    "frames_analysed": event.frames_analysed,
+                    "frames_dropped": event.frames_dropped,
+                    "present_max": event.present_max,
+                    "lag_p95_max": event.lag.p95,
+                }
+            else:
+                r["n_people"] += event.n_people
+                r["compliant_people"] += event.compliant_people
+                r["frames_analysed"] += event.frames_analysed
+                r["frames_dropped"] += event.frames_dropped
+                r["present_max"] = max(r["present_max"], event.present_max)
+                r["lag_p95_max"] = _max(r["lag_p95_max"], event.lag.p95)
+    if not sums:
+        return
+    stmt = _insert(session, StatsRollup)
+    new, old = stmt.excluded, StatsRollup.__table__.c
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["grain", "camera", "start_ts"],
+        set_={
+            "n_people": old.n_people + new.n_people,
+            "compliant_people": old.compliant_people + new.compliant_people,
+            "frames_analysed": old.frames_analysed + new.frames_analysed,
+            "frames_dropped": old.frames_dropped + new.frames_dropped,
+            "present_max": case((new.present_max > old.present_max, new.present_max), else_=old.present_max),
+            "lag_p95_max": case(
+                (old.lag_p95_max.is_(None), new.lag_p95_max),
+                (new.lag_p95_max > old.lag_p95_max, new.lag_p95_max),
+                else_=old.lag_p95_max,
+            ),
+        },
+    )
+    session.connection().execute(stmt, list(sums.values()))
+
+
+def _store_stats(session: Session, events: list[StatsEvent]) -> int:
+    new = _claim(session, events)
+    if new:
+        _store_buckets(session, new)
+        _store_rollups(session, new)
+        session.flush()
+    return len(new)
 
 
 def write_events(session: Session, events: Iterable[Any]) -> int:
-    """Store the storable events (person events and stats buckets) in the session's transaction; returns
-    how many were new. Idempotent: an event stored before is skipped."""
-    new = 0
-    for event in events:
-        if isinstance(event, TrackEnded):
-            new += _store_person(session, event)
-        elif isinstance(event, StatsEvent):
-            new += _store_stats(session, event)
-    return new
+    """Store the storable events (person events and stats buckets) in the session's transaction, a few
+    statements per batch; returns how many were new. Idempotent: an event stored before is skipped."""
+    events = list(events)
+    people = [event for event in events if isinstance(event, TrackEnded)]
+    stats = [event for event in events if isinstance(event, StatsEvent)]
+    return _store_people(session, people) + _store_stats(session, stats)
 
 
 def _is_outage(exc: BaseException) -> bool:
