@@ -3,6 +3,7 @@
     python benchmarks/bench_runtime.py --model runs/a/model.pt --json bench_runtime.json
     python benchmarks/bench_runtime.py --model M --sizes 224,128 --backend torch,onnx,onnx-int8
     python benchmarks/bench_runtime.py --model M --accuracy        # INT8 vs fp32 on faces/test and scene crops
+    python benchmarks/bench_runtime.py --model M --accuracy --splits data/splits/scenes   # scene crops of scenes/test
     python benchmarks/bench_runtime.py --model M --options         # ONNX Runtime session options, side by side
 
 Speed: ``maskwatch.bench.run_bench`` (every backend in one process, interleaved round by round; see its
@@ -10,7 +11,10 @@ docstring), once per ``--sizes`` entry. The machine's load is recorded with each
 ``cpu_share``: process CPU time / (wall x threads), 1.0 = the benchmark had the cores to itself).
 
 Accuracy (``--accuracy``): ``maskwatch.evaluate.evaluate_dataset`` with each ONNX backend on faces/test and
-on scene face crops (longest side >= 32 px), plus how many predictions differ from fp32.
+on scene face crops (longest side >= 32 px; with ``--splits DIR`` only the scenes of that list's test split),
+plus how many predictions differ from fp32. A model with three classes keeps its third class
+(mask_weared_incorrect) in the scene crops; the INT8 export is made with the default calibration (a sample of
+the checkpoint's training data, every dataset of a multi-dataset run).
 
 Options (``--options``): the fp32 and INT8 exports under several ``session_options`` variants, interleaved;
 batch-32 throughput and batch-1 median latency relative to the default options.
@@ -25,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,16 +98,28 @@ def bench_options(model: Path, rounds: int, backends: list[str]) -> dict[str, ob
     return out
 
 
-def accuracy(model: Path, backends: list[str]) -> dict[str, object]:
+def accuracy_sets(splits: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``evaluate_dataset`` keyword arguments of the accuracy sets: faces/test and scene face crops >= 32 px,
+    the split lists' test split when ``splits`` is given (a model trained on scene crops), else every scene."""
+    data = shared_data_dir()
+    sets: dict[str, dict[str, Any]] = {"faces_test": {"data": data / "faces", "split": "test"}}
+    scenes = {"data": data / "scenes", "crops": True, "min_face": 32}
+    if splits is not None:
+        sets["scene_crops_32_test"] = {**scenes, "split_lists": splits, "split": "test"}
+    else:
+        sets["scene_crops_32"] = scenes
+    return sets
+
+
+def accuracy(variants: dict[str, tuple[Path, str]], sets: dict[str, dict[str, Any]]) -> dict[str, object]:
+    """Each variant (name -> model file, backend) on each set; the first variant is the reference the others'
+    deltas (points) and differing predictions are counted against."""
     from maskwatch.evaluate import evaluate_dataset
 
-    data = shared_data_dir()
-    sets = {"faces_test": {"data": data / "faces", "split": "test"},
-            "scene_crops_32": {"data": data / "scenes", "crops": True, "min_face": 32}}
     out: dict[str, dict[str, object]] = {}
     for set_name, kwargs in sets.items():
         reference = None
-        for backend in backends:
+        for name, (model, backend) in variants.items():
             kw = dict(kwargs)
             evaluation = evaluate_dataset(model, kw.pop("data"), backend=backend, **kw)
             report = evaluation.report
@@ -111,13 +128,13 @@ def accuracy(model: Path, backends: list[str]) -> dict[str, object]:
                    "macro_f1": round(report["macro_f1"], 4),
                    "recall": {c: round(v["recall"], 4) for c, v in report["per_class"].items()}}
             if reference is None:
-                reference = (backend, predicted, report)
+                reference = (name, predicted, report)
             else:
                 row["differs_from_" + reference[0]] = int((predicted != reference[1]).sum())
                 row["accuracy_delta_points"] = round(100 * (report["accuracy"] - reference[2]["accuracy"]), 2)
                 row["macro_f1_delta_points"] = round(100 * (report["macro_f1"] - reference[2]["macro_f1"]), 2)
-            out.setdefault(set_name, {})[backend] = row
-            print(f"{set_name:15s} {backend:10s} {json.dumps(row)}", flush=True)
+            out.setdefault(set_name, {})[name] = row
+            print(f"{set_name:20s} {name:10s} {json.dumps(row)}", flush=True)
     return out
 
 
@@ -131,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=40, help="scene images for detector/pipeline (0: skip)")
     p.add_argument("--pipeline-preset", default="fast", help="detector views of the pipeline timing")
     p.add_argument("--accuracy", action="store_true", help="INT8 vs fp32 accuracy instead of speed")
+    p.add_argument("--splits", type=Path, default=None,
+                   help="--accuracy: scene crops of this split-list folder's test split (e.g. data/splits/scenes, "
+                        "for a model trained on scene crops) instead of every scene")
     p.add_argument("--options", action="store_true", help="ONNX Runtime session options instead of speed")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
@@ -141,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in args.backend.split(",") if b]
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     if args.accuracy:
-        result: dict[str, object] = {"accuracy": accuracy(args.model, [b for b in backends if b != "torch"]
-                                                          or ["onnx", "onnx-int8"])}
+        chosen = [b for b in backends if b != "torch"] or ["onnx", "onnx-int8"]
+        sets = accuracy_sets(args.splits)
+        result: dict[str, object] = {"accuracy": accuracy({b: (args.model, b) for b in chosen}, sets),
+                                     "sets": {k: {n: str(v) for n, v in kw.items()} for k, kw in sets.items()}}
     elif args.options:
         result = {"options": bench_options(args.model, args.rounds, [b for b in backends if b != "torch"])}
     else:

@@ -323,6 +323,8 @@ def test_embedded_model_card_drops_relative_links_and_keeps_absolute_ones(tmp_pa
     assert 'href="../configs/run.yaml"' not in html and "config (" in html
     assert str((tmp_path / "../configs/run.yaml").resolve()) in html
     assert '<a href="https://example.org">docs</a>' in html and '<a href="#metrics">top</a>' in html
+    card = render_markdown("# Card\n\n<!-- generated: metrics -->\n| a |\n|---|\n| 1 |\n<!-- /generated -->\n")
+    assert "generated" not in card and "&lt;!--" not in card and "<table>" in card
 
 
 def test_footer_timings_have_human_labels():

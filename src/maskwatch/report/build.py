@@ -20,6 +20,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,7 +105,8 @@ def timing_lines(timings: dict[str, float]) -> list[str]:
 
 
 def render_markdown(text: str, base: Path | None = None) -> str:
-    """Markdown to HTML with raw HTML and images disabled (nothing in a card may reach the network).
+    """Markdown to HTML with raw HTML and images disabled (nothing in a card may reach the network); HTML
+    comments, such as the model card's ``<!-- generated: ... -->`` markers, are dropped.
 
     Relative links would point nowhere once the card is embedded in a report elsewhere: they become plain
     text followed by the file they named (resolved against ``base``, the card's folder, when given);
@@ -117,7 +119,7 @@ def render_markdown(text: str, base: Path | None = None) -> str:
 
         return f"<pre>{escape(text)}</pre>"
     md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
-    tokens = md.parse(text)
+    tokens = md.parse(re.sub(r"<!--.*?-->", "", text, flags=re.S))  # comments (the card's markers) are not content
     for token in tokens:
         if token.type != "inline" or not token.children:
             continue
