@@ -334,6 +334,12 @@ def test_calibrate_command_errors(overconfident, tmp_path):
     assert code == 2 and "--splits" in output
     code, output = run("--backend", "onnx-int8", "--out", str(tmp_path / "x.pt"))
     assert code == 2 and "--backend" in output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for option in ("--out", "--json"):  # unusable output paths: refused before any work, nothing written
+        code, output = run(option, str(blocker / "sub" / "x"))
+        assert code == 2 and f"error: {option}" in output and "Traceback" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"x")
     result = runner.invoke(app, ["calibrate", "--model", str(onnx), "--data", str(data)])
