@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import write_class_folders
+from conftest import shared_or_skip, write_class_folders
 from fakes import GREEN, RED, BlobFinder, save_rgb, scene
 from typer.testing import CliRunner
 
@@ -135,7 +135,9 @@ def test_views_cut_from_a_kept_patch_equal_views_cut_from_the_whole_image():
     image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
     detector = MaskDetector(ShadeClassifier(), BlobFinder(), scales="accurate", box_adjust=None)
     for box in [(30.3, 40.7, 70.2, 90.9), (0.0, 2.2, 25.5, 30.0), (140.2, 100.1, 160.0, 120.0)]:
-        candidate = _candidate(image, box, 0.2, source="x", frame=0, timestamp=None, track_id=None, probability=1)
+        candidate = _candidate(
+            image, box, 0.2, source="x", frame=0, timestamp=None, score=None, track_id=None, probability=1
+        )
         whole = detector.face_views(image, np.array([box]))
         kept = detector.face_views(candidate.patch, candidate.patch_box)
         assert len(whole) == len(kept) == 6
@@ -159,6 +161,7 @@ def test_mine_writes_unsure_faces_by_predicted_class_least_sure_first(tmp_path, 
     ]
     assert float(rows[0]["worst_view"]) == pytest.approx(0.4, abs=0.03)
     assert rows[0]["views_agreeing"] == "3" and rows[0]["views"] == "6"
+    assert all(0.3 <= float(r["score"]) <= 1 for r in rows)  # the fake detector's score: the face's brightness
     assert [float(r["probability"]) for r in rows] == pytest.approx([0.7, 0.6, 0.6], abs=0.03)
     # files: in the predicted class's folder, under the name the CSV gives, crops of the face
     assert {p.relative_to(out).as_posix() for p in jpgs(out)} == {r["file"] for r in rows}
@@ -218,7 +221,7 @@ def test_crops_only_judges_each_image_as_one_face(tmp_path, fake_models):
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     assert [(Path(r["source"]).stem, r["predicted"]) for r in rows] == [("unsure", "without_mask")]
-    assert (rows[0]["x0"], rows[0]["frame"]) == ("5.3", "0")  # the image less the model's 15 % margin
+    assert (rows[0]["x0"], rows[0]["frame"], rows[0]["score"]) == ("5.3", "0", "")  # image less 15 % margin
 
 
 def test_user_errors_exit_2_before_any_work_and_unreadable_images_exit_1(tmp_path, fake_models):
@@ -354,3 +357,36 @@ def test_round_trip_mine_move_train_uses_the_corrected_label(tmp_path, fake_mode
     assert labels[name] == "without_mask"  # used, with the corrected label
     mined = {Path(r["file"]).name for r in rows}
     assert sum(1 for n in labels if n in mined) == 12  # every reviewed face is in the data, once
+
+
+# -- the bundled model on real scenes -----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bundled_model_mines_real_scenes_and_a_rerun_adds_nothing(tmp_path):
+    from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
+
+    images = shared_or_skip("scenes", "images")
+    try:
+        CenterFaceDetector(max_side=None, box_adjust=None)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"CenterFace model not installed: {exc}")
+    data, out = tmp_path / "scenes", tmp_path / "review"
+    data.mkdir()
+    for stem in ("maksssksksss115", "maksssksksss130", "maksssksksss132"):  # scenes/valid images
+        (data / f"{stem}.jpg").symlink_to(images / f"{stem}.jpg")
+    args = ["mine", "--data", str(data), "--out", str(out), "--threshold", "0.999", "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert rows, "no face below 0.999 in three crowded scenes"
+    worst = [float(r["worst_view"]) for r in rows]
+    assert worst == sorted(worst)
+    for row in rows:
+        assert row["predicted"] in CLASSES and (out / row["file"]).is_file() and row["views"] == "6"
+        assert float(row["worst_view"]) <= float(row["probability"]) < 0.999 or "views" in row["why"]
+        assert Path(row["source"]).parent == data and row["why"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert read_rows(out) == rows and len(jpgs(out)) == len(rows)

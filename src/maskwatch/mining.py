@@ -83,6 +83,7 @@ LEDGER_FIELDS = (
     "y0",
     "x1",
     "y1",
+    "score",
     "predicted",
     "probability",
     "worst_view",
@@ -187,6 +188,7 @@ class MinedFace:
     frame: int
     timestamp: float | None
     box: Box
+    score: float | None  # the face detector's (None: a crop read with ``crops_only``)
     track_id: int | None
     judgement: Uncertainty
     crop: np.ndarray = field(repr=False, compare=False)
@@ -210,6 +212,7 @@ class MinedFace:
             "timestamp": "" if self.timestamp is None else f"{self.timestamp:.3f}",
             "track": "" if self.track_id is None else str(self.track_id),
             **{k: f"{v:.1f}" for k, v in zip(("x0", "y0", "x1", "y1"), self.box, strict=True)},
+            "score": "" if self.score is None else f"{self.score:.4f}",
             "predicted": j.label,
             "probability": f"{j.probability:.4f}",
             "worst_view": f"{j.worst_view:.4f}",
@@ -295,6 +298,7 @@ class _Candidate:
     frame: int
     timestamp: float | None
     box: Box  # in the source image
+    score: float | None  # the face detector's
     track_id: int | None
     probability: float  # the engine's one-crop probability of its label (picks a person's least sure frame)
     patch: np.ndarray
@@ -303,7 +307,7 @@ class _Candidate:
 
 def _candidate(
     image: np.ndarray, box: Sequence[float], margin: float, *, source: str, frame: int,
-    timestamp: float | None, track_id: int | None, probability: float,
+    timestamp: float | None, score: float | None, track_id: int | None, probability: float,
 ) -> _Candidate:  # fmt: skip
     """Cut the box grown by ``margin`` (the widest view) out of the image: every view cut from the patch
     equals the view cut from the whole image (:func:`~maskwatch.detection.geometry.crop_box`, whole-pixel
@@ -313,7 +317,7 @@ def _candidate(
     patch = np.ascontiguousarray(image[top:bottom, left:right])
     x0, y0, x1, y1 = (float(v) for v in box)
     return _Candidate(
-        source, int(frame), timestamp, (x0, y0, x1, y1), track_id, float(probability), patch,
+        source, int(frame), timestamp, (x0, y0, x1, y1), score, track_id, float(probability), patch,
         np.array([[x0 - left, y0 - top, x1 - left, y1 - top]]),
     )  # fmt: skip
 
@@ -365,7 +369,8 @@ class _VideoPeople:
             if person is None or face.probability < person.best.probability:
                 candidate = _candidate(
                     frame.image, face.box, margin, source=frame.source, frame=frame.index,
-                    timestamp=frame.timestamp, track_id=face.track_id, probability=face.probability,
+                    timestamp=frame.timestamp, score=face.score, track_id=face.track_id,
+                    probability=face.probability,
                 )  # fmt: skip
                 if person is None:
                     person = self.open[key] = _Person(candidate, box, self.tick, face.track_id)
@@ -433,6 +438,7 @@ class _Judge:
                     frame=candidate.frame,
                     timestamp=candidate.timestamp,
                     box=candidate.box,
+                    score=candidate.score,
                     track_id=candidate.track_id,
                     judgement=judgement,
                     crop=np.ascontiguousarray(self.views.crops(candidate.patch, candidate.patch_box)[0]),
@@ -509,7 +515,7 @@ def _mine_crops(inputs: MineInputs, judge: _Judge, result: MiningResult, on_fram
             h, w = frame.image.shape[:2]
             box = (inset * w, inset * h, w - inset * w, h - inset * h)
             judge.add([_candidate(frame.image, box, judge.margin, source=frame.source, frame=0, timestamp=None,
-                                  track_id=None, probability=1.0)])  # fmt: skip
+                                  score=None, track_id=None, probability=1.0)])  # fmt: skip
             result.frames += 1
             result.faces_seen += 1
             if on_frame is not None:
@@ -561,7 +567,8 @@ def _mine_scenes(
                     if item.frame.kind == "image":
                         judge.add(
                             _candidate(item.frame.image, f.box, judge.margin, source=item.frame.source, frame=0,
-                                       timestamp=None, track_id=None, probability=f.probability)
+                                       timestamp=None, score=f.score, track_id=None,
+                                       probability=f.probability)
                             for f in faces
                         )  # fmt: skip
                     else:
