@@ -39,16 +39,19 @@ ADMIN = "mw_bench_admin_token"
 HOUR, DAY = 3600, 86400
 END = time.time() // DAY * DAY  # the data ends at midnight today (inside every retention); so do the queries
 
-#: (name, bucket, span in seconds, cameras (None: all), expected status)
-CASES: list[tuple[str, str, int, int | None, int]] = [
-    ("1m_6h_all", "1m", 6 * HOUR, None, 200),  # the dashboard's overview chart
-    ("1m_24h_all", "1m", DAY, None, 200),
-    ("1m_48h_one", "1m", 2 * DAY, 1, 200),  # a camera page, longest 1m range
-    ("1h_7d_all", "1h", 7 * DAY, None, 200),
-    ("1h_30d_all", "1h", 30 * DAY, None, 200),
-    ("1d_30d_all", "1d", 30 * DAY, None, 200),
-    ("1m_30d_all", "1m", 30 * DAY, None, 422),  # absurd: 43 200 points per camera
-    ("1m_48h_all", "1m", 2 * DAY, None, 200),  # 422 when over the points of one answer (50 cameras: 144 000)
+#: (name, bucket, span in seconds, cameras (None: all), format, expected status)
+CASES: list[tuple[str, str, int, int | None, str, int]] = [
+    ("1m_6h_all", "1m", 6 * HOUR, None, "json", 200),
+    ("1m_6h_all_columns", "1m", 6 * HOUR, None, "columns", 200),  # the dashboard's overview chart
+    ("1m_24h_all", "1m", DAY, None, "json", 200),
+    ("1m_24h_all_columns", "1m", DAY, None, "columns", 200),
+    ("1m_48h_one", "1m", 2 * DAY, 1, "json", 200),  # one camera, the longest 1m range
+    ("1h_7d_all", "1h", 7 * DAY, None, "json", 200),
+    ("1h_30d_all", "1h", 30 * DAY, None, "json", 200),
+    ("1h_30d_all_columns", "1h", 30 * DAY, None, "columns", 200),
+    ("1d_30d_all", "1d", 30 * DAY, None, "json", 200),
+    ("1m_30d_all", "1m", 30 * DAY, None, "json", 422),  # absurd: 43 200 points per camera
+    ("1m_48h_all", "1m", 2 * DAY, None, "json", 200),  # 422 when over the points of one answer (50 cameras: 144 000)
 ]
 
 
@@ -232,20 +235,26 @@ def time_api(base: str, repeat: int, cameras: int, cpu: Callable[[], float]) -> 
 
     out: dict[str, Any] = {}
     with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
-        for name, bucket, span, n_cameras, expected in CASES:
+        for name, bucket, span, n_cameras, form, expected in CASES:
             if n_cameras is None and span / GRAINS[bucket] * cameras > MAX_POINTS:
                 expected = 422  # over the points of one answer at this many cameras
-            params: dict[str, Any] = {"bucket": bucket, "from": _iso(END - span), "to": _iso(END)}
+            params: dict[str, Any] = {"bucket": bucket, "from": _iso(END - span), "to": _iso(END), "format": form}
             if n_cameras:
                 params["camera"] = [f"cam{c:02d}" for c in range(n_cameras)]
+            client_cpu = [0.0]
 
-            def call(params: dict[str, Any] = params) -> httpx.Response:
-                return client.get("/api/v1/stats/compliance", params=params)  # the whole body is read
+            def call(params: dict[str, Any] = params, client_cpu: list[float] = client_cpu) -> httpx.Response:
+                began = time.thread_time()
+                r = client.get("/api/v1/stats/compliance", params=params)  # the whole body is read
+                client_cpu[0] += time.thread_time() - began
+                return r
 
             result = _time(call, repeat, cpu)
             r = result.pop("out")
-            points = sum(len(c["points"]) for c in r.json().get("cameras", []))  # parsed outside the timing
+            body = r.json()  # parsed outside the timing
+            points = sum(len(c.get("points", c.get("t", []))) for c in body.get("cameras", []))
             result.update(status=r.status_code, points=points, bytes=len(r.content), ok=r.status_code == expected)
+            result["client_cpu_ms"] = round(1000 * client_cpu[0] / (repeat + 1), 1)  # httpx's share of cpu_ms
             out[name] = result
     return out
 
@@ -256,8 +265,8 @@ def time_legacy(url: str, repeat: int, cpu: Callable[[], float]) -> dict[str, An
     engine = open_db(url)
     sessions = session_factory(engine)
     out = {}
-    for name, bucket, span, n_cameras, expected in CASES:
-        if expected != 200 or n_cameras:
+    for name, bucket, span, n_cameras, form, expected in CASES:
+        if expected != 200 or n_cameras or form != "json":
             continue
         result = _time(lambda b=bucket, s=span: legacy_compliance(sessions, END - s, END, b), repeat, cpu)
         result["bytes"] = len(result.pop("out"))
@@ -324,7 +333,7 @@ def run_database(
     for name, r in result["after"].items():
         size = f"{r['status']} {r['points']:6d} points {r['bytes'] / 1e6:5.2f} MB"
         old = (result["before_indexes_new_code"][name], result["before_old_code_in_process"].get(name))
-        print(f"[{kind}] {name:12s} {size}: {fig(r)} ({fig(old[0])}; {fig(old[1])})", flush=True)
+        print(f"[{kind}] {name:18s} {size}: {fig(r)} ({fig(old[0])}; {fig(old[1])})", flush=True)
     return result
 
 
@@ -345,7 +354,10 @@ def main() -> None:
         "days": args.days,
         "cameras": args.cameras,
         "client": "httpx over HTTP to the app in uvicorn on 127.0.0.1 (body read and parsed)",
-        "cases": [{"name": n, "bucket": b, "span_s": s, "cameras": c or "all", "expect": e} for n, b, s, c, e in CASES],
+        "cases": [
+            {"name": n, "bucket": b, "span_s": s, "cameras": c or "all", "format": f, "expect": e}
+            for n, b, s, c, f, e in CASES
+        ],
         "target_ms": 200,
     }
     if args.db in ("sqlite", "both"):

@@ -342,6 +342,13 @@ def test_compliance_sums_a_minute_and_refuses_answers_with_too_many_points(svc, 
         (8, 6, 0.75),
         (8, 6, 0.75),
     ]
+    columns = client.get(f"{API}/stats/compliance", params={**q, "format": "columns"}).json()
+    assert columns["total"] == body["total"] == {"n_people": 32, "compliant_people": 24, "compliance": 0.75}
+    p1 = body["cameras"][0]["points"]
+    assert columns["cameras"][0] == {
+        "camera": "p1", "t": [p["t"] for p in p1], "n_people": [8, 8], "compliant_people": [6, 6],
+        "frames_analysed": [200, 200], "present_max": [4, 4],
+    }  # fmt: skip
     monkeypatch.setattr(stats, "MAX_POINTS", 100)  # 2 cameras x 60 minutes is over it, 1 camera is not
     r = client.get(f"{API}/stats/compliance", params=q)
     assert r.status_code == 422 and r.json()["error"] == "too_many_points", r.text

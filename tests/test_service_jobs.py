@@ -1,6 +1,7 @@
 """Jobs run to completion through a stream engine of their own: an uploaded video, an uploaded zip of
 images and a server path inside an allow-listed folder; results are the engine's events and a summary,
-with progress; a running or queued job can be cancelled."""
+with progress; a running or queued job can be cancelled; jobs survive a restart, and those cut short by a
+stop or a crash are marked interrupted."""
 
 from __future__ import annotations
 
@@ -101,15 +102,59 @@ def test_cancel_a_running_job_and_a_queued_one(svc):
     running = client.post(f"{API}/jobs", json={"path": "long.mp4"}).json()["id"]
     queued = client.post(f"{API}/jobs", json={"path": "long.mp4"}).json()["id"]  # max_running is 1
     assert wait_until(lambda: client.get(f"{API}/jobs/{running}").json()["frames"] > 0, 20)
+    engine = service.jobs.active[running].engine
     assert client.get(f"{API}/jobs/{queued}").json()["state"] == "queued"
     assert client.delete(f"{API}/jobs/{queued}").json()["state"] == "cancelled"
     r = client.delete(f"{API}/jobs/{running}")
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     info = _finished(client, running, 10)
     assert info["state"] == "cancelled" and info["frames"] < 1500 and info["progress"] < 1.0
-    assert wait_until(lambda: not service.jobs.jobs[running].engine.running, 10)
+    assert wait_until(lambda: not engine.running, 10)
+    assert wait_until(lambda: not service.jobs.active, 10)  # finished jobs live in the database only
     frames = client.get(f"{API}/jobs/{running}").json()["frames"]
     assert client.get(f"{API}/jobs/{queued}").json()["frames"] == 0
     assert client.get(f"{API}/jobs/{running}").json()["frames"] == frames  # nothing runs after a cancel
     audit = {a["action"] for a in client.get(f"{API}/audit").json()["items"]}
     assert {"job.create", "job.cancel"} <= audit
+
+
+def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_path):
+    from sqlalchemy import select
+
+    from maskwatch.service.storage.models import JobRecord
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    make_video(allowed / "short.mp4", 20, people=2)
+    make_video(allowed / "long.mp4", 3000, people=1)
+    jobs = {"allowed_dirs": [str(allowed)], "max_running": 2}
+    with running_service(tmp_path, jobs=jobs) as (client, service):
+        done = client.post(f"{API}/jobs", json={"path": "short.mp4"}).json()["id"]
+        assert _finished(client, done)["state"] == "done"
+        cut = client.post(f"{API}/jobs", json={"path": "long.mp4"}).json()["id"]
+        assert wait_until(lambda: client.get(f"{API}/jobs/{cut}").json()["frames"] > 0, 20)
+        before, events_before = client.get(f"{API}/jobs/{done}").json(), _events(client, done)
+        sessions = service.sessions
+    # the service stopped with `cut` running (graceful stop); a crash leaves a record 'running' and an upload
+    with sessions() as s, s.begin():
+        s.add(JobRecord(id="crashed00001", name="x.mp4", state="running", created_ts=1.0, frames=5, n_events=0))
+    leftover = service.settings.data_dir / "jobs" / "crashed00001"
+    (leftover / "upload.mp4").parent.mkdir(parents=True)
+    (leftover / "upload.mp4").write_bytes(b"partial")
+    with running_service(tmp_path, jobs=jobs) as (client, service):
+        assert client.get(f"{API}/jobs/{done}").json() == before
+        events = _events(client, done)
+        assert events == events_before and events["state"] == "done"
+        assert sorted(e["label"] for e in events["items"] if e["type"] == "track_ended") == ["with_mask", "without_mask"]
+        for job_id in (cut, "crashed00001"):
+            info = client.get(f"{API}/jobs/{job_id}").json()
+            assert info["state"] == "interrupted" and "send it again" in info["error"], info
+            assert info["finished"] and 0 < info["frames"] < 3000
+        assert client.get(f"{API}/jobs/{cut}/events").json()["items"]  # its events so far are kept
+        assert not leftover.exists()  # the crashed job's upload is removed
+        assert {done, cut, "crashed00001"} <= {j["id"] for j in client.get(f"{API}/jobs").json()}
+        assert client.get(f"{API}/jobs/nope").status_code == 404
+        with service.sessions() as s:
+            assert not list(s.scalars(select(JobRecord).where(JobRecord.state.in_(("queued", "running")))))
+        assert service.purge(now=2e10)["jobs"] == 3  # retention removes old jobs and their event files
+        assert not list((service.settings.data_dir / "jobs").glob("*.events.jsonl"))

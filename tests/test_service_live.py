@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from conftest_service import ADMIN, NoisyCamera, bearer, running_service, wait_until
+from conftest_service import ADMIN, NoisyCamera, bearer, person, running_service, wait_until
 from fakes import GREEN, RED, save_rgb, scene
 from PIL import Image
 
@@ -117,6 +117,18 @@ def test_snapshots_blurred_served_shown_and_purged_with_retention(tmp_path):
         assert not list(service.snapshots_dir.rglob("*.jpg"))
         # the dashboard's gallery shows snapshots (an <img> per event that has one)
         assert "/snapshot" in client.get("/static/app.js").text
+
+
+def test_a_snapshot_whose_event_is_refused_is_not_left_on_disk(tmp_path):
+    with running_service(tmp_path, privacy={"snapshots": True}) as (_, service):
+        rgb = np.zeros((40, 40, 3), np.uint8)
+        kept, refused = service.store_snapshot("door", 1, rgb), service.store_snapshot("door", 2, rgb)
+        assert service.handle_event(person(track_id=1).model_copy(update={"snapshot": kept}))
+        service.ingestor.capacity = 0  # the buffer is full (the database has been away for long)
+        assert not service.handle_event(person(track_id=2).model_copy(update={"snapshot": refused}))
+        service.ingestor.capacity = 1000
+        assert (service.snapshots_dir / kept).is_file() and not (service.snapshots_dir / refused).exists()
+        assert service.ingestor.dropped == 1
 
 
 def test_snapshots_off_by_default(tmp_path):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, text, update
 
+from maskwatch.runtime.onnx_backend import physical_cores
 from maskwatch.service.alerts import AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter, ensure_admin
 from maskwatch.service.cameras import CameraManager
@@ -158,17 +159,21 @@ class Service:
             self.sessions, self.engine, self.live, on_removed=self.alerts.forget_camera, hold=s.demo.seconds_per_image
         )
         self.jobs = JobManager(
+            self.sessions,
             self.detector,
             self.engine_config,
             s.data_dir / "jobs",
             max_running=s.jobs.max_running,
             keep_events=s.jobs.keep_events,
         )
-        self.infer_pool = ThreadPoolExecutor(s.limits.infer_concurrency, thread_name_prefix="maskwatch-infer")
+        # each analysis runs on model.threads cores already: more at once only oversubscribes them
+        self.infer_concurrency = s.limits.infer_concurrency or max(1, physical_cores() // s.model.threads)
+        self.infer_pool = ThreadPoolExecutor(self.infer_concurrency, thread_name_prefix="maskwatch-infer")
         self.infer_waiting = 0
         self._infer_lock = threading.Lock()
 
         self._seed_rules()
+        self.jobs.recover()
         self.cameras.seed(s.cameras)
         self._seed_demo()
 
@@ -221,6 +226,8 @@ class Service:
         self.metrics.observe(event)
         self.live.observe(event)
         queued = self.ingestor.ingest(event, block=block) or event.type not in STORED_TYPES
+        if not queued and getattr(event, "snapshot", None):
+            self.delete_snapshots([event.snapshot])  # its event was refused: no snapshot left without an event
         self.alerts.observe(event)
         if event.type in SSE_TYPES:
             self.hub.publish(event.type, event_for_client(event))
@@ -334,6 +341,7 @@ class Service:
                 result = s.execute(delete(model).where(column < now - days * day))
                 counts[model.__tablename__] = max(0, result.rowcount or 0)
             s.execute(delete(SessionRow).where(SessionRow.expires_ts < now))
+        counts["jobs"] = self.jobs.purge(now - r.events_days * day)  # with their event files
         return counts
 
     def _purge_loop(self) -> None:

@@ -1,25 +1,44 @@
 """Batch jobs: a video or an image archive (uploaded, or a server path inside an allow-listed folder)
 analysed by a stream engine of its own on the service's models; progress, the engine's events and a
-summary. Jobs live in memory (they are re-run rather than resumed after a restart)."""
+summary.
+
+Jobs survive restarts: each job's record (state, progress, summary) lives in the ``jobs`` table, written
+when its state changes and about once a second while it runs, and its events go to a JSON Lines file under
+``DATA_DIR/jobs/`` as they arrive. A job still queued or running when the service starts was cut short by
+a stop or a crash: it is marked ``interrupted`` (its events so far are kept) and its upload removed; send
+it again to re-run it. Only queued and running jobs are held in memory.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
 from maskwatch.data.images import has_image_extension
 from maskwatch.service.errors import ApiError
+from maskwatch.service.storage.models import JobRecord
 from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
 from maskwatch.stream.sources import VIDEO_EXTENSIONS
 
 log = logging.getLogger("maskwatch.service")
+
+#: states of a job that has finished, one way or another
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+#: events of a job kept in its file (the rest are counted only)
+KEPT_TYPES = ("track_ended", "stats", "source", "source_status")
+INTERRUPTED = "interrupted: the service stopped before the job finished; send it again to re-run it"
 
 
 def allowed_path(raw: str, allowed_dirs: list[str]) -> Path:
@@ -65,16 +84,20 @@ def extract_images(archive: Path, into: Path, max_bytes: int) -> int:
 
 @dataclass
 class Job:
+    """A job's record; the same fields as its ``jobs`` row."""
+
     id: str
     name: str
-    state: str = "queued"  # queued | running | done | failed | cancelled
-    created: float = field(default_factory=time.time)
+    state: str = "queued"  # queued | running | done | failed | cancelled | interrupted
+    created: float = 0.0
+    started: float | None = None
     finished: float | None = None
     frames: int = 0
     expected: int | None = None
     error: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
+    n_events: int = 0
+    events_file: str | None = None  # relative to the jobs folder
     engine: Any = None
     workdir: Path | None = None
 
@@ -89,24 +112,161 @@ class Job:
             "name": self.name,
             "state": self.state,
             "created": self.created,
+            "started": self.started,
             "finished": self.finished,
             "frames": self.frames,
             "expected_frames": self.expected,
             "progress": progress,
             "error": self.error,
             "summary": self.summary,
-            "n_events": len(self.events),
+            "n_events": self.n_events,
         }
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "created_ts": self.created,
+            "started_ts": self.started,
+            "finished_ts": self.finished,
+            "frames": self.frames,
+            "expected_frames": self.expected,
+            "error": self.error,
+            "summary": self.summary,
+            "n_events": self.n_events,
+            "events_file": self.events_file,
+        }
+
+    @classmethod
+    def from_row(cls, row: JobRecord) -> Job:
+        return cls(
+            id=row.id,
+            name=row.name,
+            state=row.state,
+            created=row.created_ts,
+            started=row.started_ts,
+            finished=row.finished_ts,
+            frames=row.frames,
+            expected=row.expected_frames,
+            error=row.error,
+            summary=row.summary,
+            n_events=row.n_events,
+            events_file=row.events_file,
+        )
 
 
 class JobManager:
-    def __init__(self, detector: Any, config: EngineConfig, workdir: Path, *, max_running: int, keep_events: int):
+    """Runs jobs (at most ``max_running`` at once) and keeps their records in the database.
+
+    Args:
+        sessions: a ``sessionmaker`` bound to the service's database.
+        detector, config: the models and engine settings every job's engine runs.
+        workdir: ``DATA_DIR/jobs``: each job's upload folder (removed when it ends) and events file.
+        keep_events: events stored per job (``GET /jobs/{id}/events``); later ones are counted only.
+        save_every: seconds between progress writes while a job runs.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        detector: Any,
+        config: EngineConfig,
+        workdir: Path,
+        *,
+        max_running: int,
+        keep_events: int,
+        save_every: float = 1.0,
+    ):
+        self.sessions = sessions
         self.detector = detector
         self.config = config
         self.workdir = workdir
         self.keep_events = keep_events
-        self.jobs: dict[str, Job] = {}
+        self.save_every = save_every
+        self.active: dict[str, Job] = {}  # queued and running jobs of this process
+        self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_running)
+
+    # -- records ---------------------------------------------------------------------------------------
+
+    def _save(self, job: Job) -> None:
+        """Write the job's record; a database outage is logged, not raised (the job goes on)."""
+        try:
+            with self.sessions() as s, s.begin():
+                s.merge(JobRecord(**job.row()))
+        except SQLAlchemyError as exc:
+            log.warning("job %s: record not saved (%s)", job.id, type(exc).__name__)
+
+    def recover(self) -> int:
+        """At start: jobs left queued or running by the previous process were interrupted; mark them so and
+        remove every upload folder left behind. Returns how many jobs."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        with self.sessions() as s, s.begin():
+            ids = list(s.scalars(select(JobRecord.id).where(JobRecord.state.in_(("queued", "running")))))
+            if ids:
+                s.execute(
+                    update(JobRecord)
+                    .where(JobRecord.id.in_(ids))
+                    .values(state="interrupted", error=INTERRUPTED, finished_ts=now)
+                )
+        for leftover in self.workdir.iterdir():  # uploads of jobs cut short (no job of this process yet)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        if ids:
+            log.warning("%d job(s) interrupted by the last stop: %s", len(ids), ", ".join(ids))
+        return len(ids)
+
+    def get(self, job_id: str) -> Job:
+        job = self.active.get(job_id)
+        if job is not None:
+            return job
+        with self.sessions() as s:
+            row = s.get(JobRecord, job_id) if len(job_id) <= 32 else None
+        if row is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        return Job.from_row(row)
+
+    def recent(self, limit: int = 100) -> list[Job]:
+        """The newest jobs, running ones with their live progress."""
+        with self.sessions() as s:
+            rows = list(s.scalars(select(JobRecord).order_by(JobRecord.created_ts.desc()).limit(limit)))
+        return [self.active.get(row.id) or Job.from_row(row) for row in rows]
+
+    def events(self, job: Job) -> list[dict[str, Any]]:
+        """The job's stored events (the file is appended to while it runs; a line being written is skipped)."""
+        if not job.events_file:
+            return []
+        path = self.workdir / job.events_file
+        out: list[dict[str, Any]] = []
+        try:
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        break
+        except FileNotFoundError:
+            pass
+        return out
+
+    def purge(self, before: float) -> int:
+        """Retention: finished jobs older than ``before`` and their event files."""
+        with self.sessions() as s, s.begin():
+            rows = s.execute(
+                select(JobRecord.id, JobRecord.events_file).where(
+                    JobRecord.state.in_(FINISHED), JobRecord.created_ts < before
+                )
+            ).all()
+            for i in range(0, len(rows), 500):
+                s.execute(delete(JobRecord).where(JobRecord.id.in_([r.id for r in rows[i : i + 500]])))
+        for _, events_file in rows:
+            if events_file:
+                (self.workdir / events_file).unlink(missing_ok=True)
+        return len(rows)
+
+    # -- running ---------------------------------------------------------------------------------------
 
     def new_dir(self) -> tuple[str, Path]:
         job_id = uuid.uuid4().hex[:12]
@@ -121,7 +281,8 @@ class JobManager:
             source = workdir / "images"
         elif source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS and not has_image_extension(source):
             raise ApiError(415, "unsupported_media_type", "a job takes a video, an image, a folder or a zip of images")
-        job = Job(id=job_id or uuid.uuid4().hex[:12], name=name, workdir=workdir)
+        job_id = job_id or uuid.uuid4().hex[:12]
+        job = Job(id=job_id, name=name, created=time.time(), workdir=workdir, events_file=f"{job_id}.events.jsonl")
         engine = StreamEngine(
             self.detector, EngineConfig(**{**self.config.__dict__, "stop_when_done": True, "snapshots": False})
         )
@@ -130,59 +291,69 @@ class JobManager:
         except Exception as exc:
             raise ApiError(422, "bad_source", str(exc)) from exc
         job.engine = engine
-        self.jobs[job.id] = job
+        with self._lock:
+            self.active[job.id] = job
+        self._save(job)
         threading.Thread(target=self._run, args=(job,), name=f"maskwatch-job-{job.id}", daemon=True).start()
         return job
 
     def _run(self, job: Job) -> None:
         with self._slots:
-            if job.state == "cancelled":
-                return
-            job.state = "running"
-            engine = job.engine
-            sub = engine.events(frames=True, maxsize=64)
-            engine.start()
             try:
+                if job.state == "queued":
+                    self._analyse(job)
+            finally:
+                job.finished = job.finished or time.time()
+                if job.workdir is not None:
+                    shutil.rmtree(job.workdir, ignore_errors=True)
+                self._save(job)
+                with self._lock:
+                    self.active.pop(job.id, None)
+
+    def _analyse(self, job: Job) -> None:
+        job.state, job.started = "running", time.time()
+        self._save(job)
+        engine = job.engine
+        sub = engine.events(frames=True, maxsize=64)
+        engine.start()
+        saved = time.monotonic()
+        assert job.events_file is not None
+        try:
+            with (self.workdir / job.events_file).open("a", encoding="utf-8") as out:
                 for item in sub:
                     if hasattr(item, "frame") and hasattr(item, "result"):  # AnalysedFrame
                         job.frames += 1
                         job.expected = item.expected or job.expected
-                        continue
-                    if item.type == "source":
-                        job.summary = item.to_dict()
-                        job.expected = job.expected or item.frames
-                    if (
-                        item.type in ("track_ended", "stats", "source", "source_status")
-                        and len(job.events) < self.keep_events
-                    ):
-                        job.events.append(item.to_dict())
-                engine.join(5)
-                if job.state != "cancelled":
-                    error = (job.summary or {}).get("error")
-                    job.state, job.error = ("failed", error) if error else ("done", None)
-            except Exception as exc:
-                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
-                log.exception("job %s failed", job.id)
-            finally:
-                job.finished = time.time()
-                if job.workdir is not None:
-                    shutil.rmtree(job.workdir, ignore_errors=True)
+                    else:
+                        if item.type == "source":
+                            job.summary = item.to_dict()
+                            job.expected = job.expected or item.frames
+                        if item.type in KEPT_TYPES and job.n_events < self.keep_events:
+                            out.write(item.to_json() + "\n")  # one write per line: readers see whole lines
+                            out.flush()
+                            job.n_events += 1
+                    if time.monotonic() - saved >= self.save_every:
+                        self._save(job)
+                        saved = time.monotonic()
+            engine.join(5)
+            if job.state == "running":
+                error = (job.summary or {}).get("error")
+                job.state, job.error = ("failed", error) if error else ("done", None)
+        except Exception as exc:
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job.id)
 
-    def get(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id!r}")
-        return job
-
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, state: str = "cancelled", error: str | None = None) -> Job:
         job = self.get(job_id)
         if job.state in ("queued", "running"):
-            job.state = "cancelled"
+            job.state, job.error = state, error
+            job.finished = time.time()
             if job.engine is not None and job.engine.running:
                 job.engine.stop(2.0)
+            self._save(job)
         return job
 
     def stop(self) -> None:
-        for job in list(self.jobs.values()):
-            if job.state in ("queued", "running"):
-                self.cancel(job.id)
+        """Service stop: the jobs still queued or running are interrupted (not cancelled by anyone)."""
+        for job in list(self.active.values()):
+            self.cancel(job.id, state="interrupted", error=INTERRUPTED)

@@ -146,7 +146,9 @@ class LimitSettings(_Section):
     upload_bytes: int = Field(10_000_000, ge=1024)  # POST /infer body
     upload_pixels: int = Field(40_000_000, ge=1024)  # decoded image size
     job_upload_bytes: int = Field(500_000_000, ge=1024)  # POST /jobs uploads
-    infer_concurrency: int = Field(2, ge=1, le=64)  # images analysed at once by /infer
+    # images analysed at once by /infer; None: physical cores // model.threads (each analysis already runs on
+    # model.threads cores: two at once on 2 cores oversubscribed them, see benchmarks/bench_service.py)
+    infer_concurrency: int | None = Field(None, ge=1, le=64)
     infer_queue: int = Field(16, ge=0)  # more waiting than this: 503 at once
     request_timeout_s: float = Field(60.0, gt=0)
     rate_per_minute: float = Field(600.0, gt=0)  # requests per token

@@ -35,6 +35,20 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def upload_body(json_schema: dict[str, Any], *media: str) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself: a multipart ``file`` field, a JSON
+    body described by ``json_schema``, and the raw ``media`` types it also takes."""
+    binary = {"type": "string", "format": "binary"}
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"], "properties": {"file": binary}},
+        },
+        "application/json": {"schema": json_schema},
+    }
+    content.update({kind: {"schema": binary} for kind in media})
+    return {"required": True, "content": content}
+
+
 VIDEO_SUFFIX = {"video/mp4": ".mp4", "video/x-msvideo": ".avi", "video/x-matroska": ".mkv", "application/zip": ".zip"}
 
 

@@ -16,35 +16,20 @@ from starlette.datastructures import UploadFile
 from maskwatch.service.deps import Operator, ServiceDep
 from maskwatch.service.errors import ApiError
 from maskwatch.service.live import render_jpeg
-from maskwatch.service.uploads import IMAGE_TYPES, sniff
+from maskwatch.service.uploads import IMAGE_TYPES, sniff, upload_body
 
 router = APIRouter(tags=["infer"])
 
-_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}},
-            }
-        },
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "additionalProperties": False,
-                "properties": {
-                    "image": {"type": "string", "description": "base64 image"},
-                    "annotated": {"type": "boolean"},
-                },
-            }
-        },
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
+_BODY = upload_body(
+    {
+        "type": "object",
+        "required": ["image"],
+        "additionalProperties": False,
+        "properties": {"image": {"type": "string", "description": "base64 image"}, "annotated": {"type": "boolean"}},
     },
-}
+    "image/jpeg",
+    "image/png",
+)
 
 
 async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]:
@@ -161,7 +146,7 @@ async def infer(
     if kind not in IMAGE_TYPES:
         raise ApiError(415, "unsupported_media_type", "not a JPEG, PNG, GIF, WebP, BMP or TIFF image (content sniffed)")
     with service._infer_lock:
-        if service.infer_waiting >= limits.infer_concurrency + limits.infer_queue:
+        if service.infer_waiting >= service.infer_concurrency + limits.infer_queue:
             raise ApiError(503, "busy", "too many images waiting; retry shortly", headers={"Retry-After": "1"})
         service.infer_waiting += 1
     try:

@@ -12,30 +12,14 @@ from maskwatch.service.auth import audit
 from maskwatch.service.deps import Operator, ServiceDep, Viewer, client_ip
 from maskwatch.service.errors import ApiError
 from maskwatch.service.jobs import allowed_path
-from maskwatch.service.uploads import IMAGE_TYPES, VIDEO_SUFFIX, sniff
+from maskwatch.service.routers.common import db_errors
+from maskwatch.service.uploads import IMAGE_TYPES, VIDEO_SUFFIX, sniff, upload_body
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}},
-            }
-        },
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["path"],
-                "additionalProperties": False,
-                "properties": {"path": {"type": "string"}},
-            }
-        },
-    },
-}
+_BODY = upload_body(
+    {"type": "object", "required": ["path"], "additionalProperties": False, "properties": {"path": {"type": "string"}}}
+)
 
 
 @router.post(
@@ -85,24 +69,28 @@ async def create_job(request: Request, service: ServiceDep, principal: Operator)
     return job.to_dict()
 
 
-@router.get("", summary="Jobs of this run")
+@router.get("", summary="The newest jobs (kept across restarts)")
 def list_jobs(service: ServiceDep, _: Viewer) -> list[dict]:
-    return [j.to_dict() for j in sorted(service.jobs.jobs.values(), key=lambda j: -j.created)]
+    with db_errors():
+        return [job.to_dict() for job in service.jobs.recent()]
 
 
 @router.get("/{job_id}", summary="A job's progress and summary")
 def get_job(job_id: str, service: ServiceDep, _: Viewer) -> dict:
-    return service.jobs.get(job_id).to_dict()
+    with db_errors():
+        return service.jobs.get(job_id).to_dict()
 
 
 @router.get("/{job_id}/events", summary="A job's events (the engine's, as published)")
 def job_events(job_id: str, service: ServiceDep, _: Viewer) -> dict:
-    job = service.jobs.get(job_id)
-    return {"items": job.events, "summary": job.summary, "state": job.state}
+    with db_errors():
+        job = service.jobs.get(job_id)
+    return {"items": service.jobs.events(job), "summary": job.summary, "state": job.state}
 
 
 @router.delete("/{job_id}", summary="Cancel a job")
 def cancel_job(job_id: str, request: Request, service: ServiceDep, principal: Operator) -> dict:
-    job = service.jobs.cancel(job_id)
+    with db_errors():
+        job = service.jobs.cancel(job_id)
     audit(service.sessions, principal, "job.cancel", f"job:{job_id}", None, client_ip(request))
     return job.to_dict()

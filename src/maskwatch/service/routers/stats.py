@@ -129,6 +129,19 @@ def series_json(series: dict[str, list[Point]]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
+def series_columns(series: dict[str, list[Point]]) -> str:
+    """``cameras`` of the ``columns`` answer: per camera, one array per field (compliance is
+    compliant_people / n_people)."""
+    out = []
+    for camera, rows in series.items():
+        t, n, ok, frames, present = zip(*rows, strict=True) if rows else ((),) * 5
+        out.append(
+            {"camera": camera, "t": t, "n_people": n, "compliant_people": ok, "frames_analysed": frames,
+             "present_max": present}
+        )  # fmt: skip
+    return json.dumps(out, separators=(",", ":"))
+
+
 def _csv(series: dict[str, list[Point]], bucket: str) -> Response:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -160,7 +173,11 @@ def compliance(
     bucket: Literal["1m", "1h", "1d"] = Query(
         "1h", description="1m: at most 2 days per request; 1h: 120 days; 1d: about 8 years"
     ),
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "columns", "csv"] = Query(
+        "json",
+        description="json: a list of points per camera; columns: one array per field per camera (t, n_people, "
+        "compliant_people, frames_analysed, present_max; a fifth of the bytes, what the dashboard reads); csv",
+    ),
 ) -> Response:
     end = to_ts(to) or time.time()
     start = to_ts(from_) if from_ is not None else end - 86400
@@ -180,5 +197,5 @@ def compliance(
         "compliance": None if total_n == 0 else round(total_ok / total_n, 4),
     }
     head = json.dumps({"bucket": bucket, "from": iso(start), "to": iso(end)})[:-1]
-    body = f'{head}, "cameras": {series_json(series)}, "total": {json.dumps(total)}}}'
-    return Response(body, media_type="application/json")
+    cameras = series_columns(series) if format == "columns" else series_json(series)
+    return Response(f'{head}, "cameras": {cameras}, "total": {json.dumps(total)}}}', media_type="application/json")

@@ -104,7 +104,8 @@ function chart(series, { from, to }) {
   series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
     const pts = s.points.filter((p) => p.compliance !== null).map((p) => `${x(p.t).toFixed(1)},${(mid - p.compliance * (mid - top)).toFixed(1)}`);
-    if (pts.length) svg.append(svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 2, "data-camera": s.camera }));
+    if (pts.length > 1) svg.append(svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 2, "data-camera": s.camera }));
+    else if (pts.length === 1) { const [cx, cy] = pts[0].split(","); svg.append(svgEl("circle", { cx, cy, r: 4, fill: color, "data-camera": s.camera })); } // a line needs two buckets
     for (const p of s.points) {
       const h = (p.n_people / maxPeople) * (bottom - mid - 10);
       svg.append(svgEl("rect", { x: x(p.t) + i * 3, y: bottom - h, width: 3, height: h, fill: color, opacity: 0.7 }));
@@ -119,10 +120,11 @@ async function chartCard(cameras, hours = 6) {
   const to = Date.now() / 1000, from = to - hours * 3600;
   const q = new URLSearchParams({ bucket: hours > 48 ? "1h" : "1m", from: new Date(from * 1000).toISOString(), to: new Date(to * 1000).toISOString() });
   for (const c of cameras || []) q.append("camera", c);
-  const data = await api(`/stats/compliance?${q}`);
+  const data = await api(`/stats/compliance?${q}&format=columns`); // an array per field: a fifth of the bytes
+  const series = data.cameras.map((s) => ({ camera: s.camera, points: s.t.map((t, k) => ({ t, n_people: s.n_people[k], compliance: s.n_people[k] ? s.compliant_people[k] / s.n_people[k] : null })) }));
   const legend = el("div", { class: "legend" }, data.cameras.map((s, i) => el("span", {}, el("b", { class: "swatch" }, "■ "), s.camera)));
   legend.querySelectorAll("b").forEach((b, i) => { b.style.color = COLORS[i % COLORS.length]; });
-  return el("div", { class: "card", id: "chart" }, el("h2", {}, `Compliance over time (last ${hours} h)`), chart(data.cameras, { from, to }), legend,
+  return el("div", { class: "card", id: "chart" }, el("h2", {}, `Compliance over time (last ${hours} h)`), chart(series, { from, to }), legend,
     el("p", { class: "muted" }, `total: ${data.total.n_people} people, compliance ${pct(data.total.compliance)} · `,
       el("a", { href: `${API}/stats/compliance?${q}&format=csv` }, "CSV")));
 }

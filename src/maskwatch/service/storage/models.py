@@ -232,3 +232,24 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(255), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class JobRecord(Base):
+    """A batch job (``POST /jobs``): its state, progress and summary, kept across restarts; its events are
+    a JSON Lines file (``events_file``, relative to the data dir). A job still queued or running when the
+    service starts was interrupted by a stop or a crash, and is marked so (migration 0004)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed | ...
+    created_ts: Mapped[float] = mapped_column(Double, index=True)
+    started_ts: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_ts: Mapped[float | None] = mapped_column(Double, nullable=True)
+    frames: Mapped[int] = mapped_column(Integer, default=0)
+    expected_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    n_events: Mapped[int] = mapped_column(Integer, default=0)
+    events_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
