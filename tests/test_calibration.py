@@ -367,3 +367,30 @@ def test_predictions_csv_keeps_the_logits_and_the_report_rebuilds_both_curves(ov
     assert rebuilt.temperature == 2.0 and "ece_uncalibrated" in rebuilt.report
     as_written = evaluation_from_predictions(tmp_path / "m.predictions.csv", CLASSES)
     np.testing.assert_allclose(as_written.probabilities, evaluation.probabilities, atol=1e-6)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_bundled_model_calibrated_on_real_validation_faces(tmp_path):
+    """On faces/valid the fit is well defined (a few mistakes among 567 faces); the calibrated copy keeps every
+    prediction on faces/test and its ONNX export carries the temperature."""
+    from conftest import shared_or_skip
+
+    from maskwatch.bundled import default_model_path
+    from maskwatch.calibration import calibrate_checkpoint
+    from maskwatch.data.datasets import open_dataset
+    from maskwatch.evaluate import evaluate_samples
+    from maskwatch.runtime.export import export_onnx
+    from maskwatch.runtime.onnx_backend import read_metadata
+
+    faces = shared_or_skip("faces")
+    dataset = open_dataset(faces, classes=CLASSES)
+    out = tmp_path / "calibrated.pt"
+    result = calibrate_checkpoint(default_model_path(), dataset.split("valid"), CLASSES, out=out)
+    assert result.fitted and result.n == 567 and 0.5 < result.temperature < 3.0
+    assert result.nll_after <= result.nll_before
+    test = dataset.split("test")[::4]
+    before, after = (evaluate_samples(m, test, CLASSES) for m in (default_model_path(), out))
+    assert (before.probabilities.argmax(1) == after.probabilities.argmax(1)).all()
+    np.testing.assert_allclose(after.logits, before.logits, atol=1e-4)
+    assert read_metadata(export_onnx(out, tmp_path / "c.onnx"))["temperature"] == pytest.approx(result.temperature)
