@@ -257,6 +257,27 @@ def test_user_errors_exit_2_before_any_work_and_unreadable_images_exit_1(tmp_pat
     assert len(read_rows(out)) == 3  # the other images were mined all the same
 
 
+def test_ctrl_c_writes_what_was_mined_so_far_and_exits_130(tmp_path, fake_models, monkeypatch):
+    from rich.progress import Progress
+
+    data, out = tmp_path / "scenes", tmp_path / "review"
+    for k in range(8):
+        save_rgb(data / f"s{k}.png", scene([(20, 20, 40, UNSURE_MASK)]))
+    calls = []
+
+    def advance(self, task, amount=1):  # the progress bar hears of each analysed frame: Ctrl-C at the first
+        calls.append(task)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "advance", advance)
+    result = runner.invoke(app, ["mine", "--data", str(data), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output
+    rows = read_rows(out)
+    assert 1 <= len(rows) <= 8 and len(jpgs(out)) == len(rows)  # the frames analysed before it stopped
+
+
 # -- videos: one face per person, at their least sure frame -------------------------------------------------
 
 
