@@ -18,7 +18,8 @@ acknowledged to the broker (manual PUBACK) only once the service has written it,
 persistent (``clean_session=False``): a control room killed at any moment gets again, on restart, what it
 had not stored. A full ingest buffer slows ingest down instead of dropping: the message callback waits for
 room (``Service.handle_event(..., block=True)``), so paho stops reading, unacknowledged messages stay with
-the broker (its in-flight window), and what was refused while stopping is never acknowledged (sent again).
+the broker (its in-flight window; a wait past 1.5 x keepalive makes it drop the connection and send them
+again on reconnection), and what was refused while stopping is never acknowledged (sent again).
 Acknowledgements pending when the connection drops are forgotten: the broker sends those messages again
 under the same packet ids, and an old id acknowledged on the new connection could release a newer message.
 
