@@ -145,6 +145,20 @@ def test_views_cut_from_a_kept_patch_equal_views_cut_from_the_whole_image():
             np.testing.assert_array_equal(a, b)
 
 
+def test_the_command_defaults_are_the_library_defaults():
+    import inspect
+
+    from maskwatch.commands.mine import mine as command
+
+    options = inspect.signature(command).parameters
+    defaults = MineSettings()
+    assert [options[name].default.default for name in ("threshold", "spread", "limit")] == [
+        defaults.threshold,
+        defaults.spread,
+        defaults.limit,
+    ]
+
+
 # -- the command on scenes ----------------------------------------------------------------------------------
 
 
@@ -345,6 +359,31 @@ def test_video_person_merging_is_bounded_by_frames_and_overlap(tmp_path, fake_mo
     assert merged.frames == strict.frames == 10 and merged.faces_seen == 30
     assert merged.candidates == 3  # A, B, C
     assert strict.candidates > 10  # A moves 6 px a frame: at IoU 0.99 every frame of A is someone new
+
+
+def test_a_person_unseen_for_long_is_judged_at_their_least_sure_frame_with_their_track_id():
+    from maskwatch.detection.results import FaceResult
+    from maskwatch.mining import _VideoPeople
+    from maskwatch.stream.sources import Frame
+
+    people = _VideoPeople(MineSettings(dedupe_frames=1, close_after=5))
+    image = np.zeros((100, 100, 3), np.uint8)
+
+    def frame(i, faces):
+        return people.add_frame(Frame(image, "v.mp4", i, i / 10, "video"), faces, 0.2)
+
+    def face(x, p, track):
+        probabilities = {"with_mask": p, "without_mask": 1 - p}
+        return FaceResult((x, 10.0, x + 20.0, 30.0), 0.9, "with_mask", p, probabilities, track_id=track)
+
+    handed = frame(0, [face(10, 0.6, None)])  # least sure before the tracker confirmed the person
+    handed += frame(1, [face(12, 0.9, 7)])  # overlaps: the same person, now with a track id
+    for i in range(2, 8):
+        handed += frame(i, [])
+    assert [(c.frame, c.track_id, c.probability) for c in handed] == [(0, 7, 0.6)]
+    assert people.open == {} and people.by_track == {}
+    frame(8, [face(12, 0.9, 7)])  # the track comes back after being judged: a new candidate
+    assert len(people.close()) == 1
 
 
 # -- the round trip: mine, correct, train, and the correction is what training reads ------------------------

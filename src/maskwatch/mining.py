@@ -36,6 +36,7 @@ person moved or deleted stay moved or deleted.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -329,6 +330,10 @@ class _Person:
     last_seen: int
     track_id: int | None
 
+    def final(self) -> _Candidate:
+        """The least sure frame, carrying the person's track id even if that frame came before the id."""
+        return self.best if self.best.track_id is not None else dataclasses.replace(self.best, track_id=self.track_id)
+
 
 class _VideoPeople:
     """The faces of one video grouped into people (track id, else box overlap with a recent person), each
@@ -382,11 +387,16 @@ class _VideoPeople:
                 self.by_track[face.track_id] = key
             used.add(key)
         stale = [k for k, p in self.open.items() if self.tick - p.last_seen > self.settings.close_after]
-        return [self.open.pop(k).best for k in stale]
+        if not stale:
+            return []
+        done = [self.open.pop(k).final() for k in stale]
+        self.by_track = {t: k for t, k in self.by_track.items() if k in self.open}
+        return done
 
     def close(self) -> list[_Candidate]:
-        done = [p.best for p in self.open.values()]
+        done = [p.final() for p in self.open.values()]
         self.open.clear()
+        self.by_track.clear()
         return done
 
 
