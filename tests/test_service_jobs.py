@@ -12,10 +12,12 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
+import conftest_service
 from conftest_service import running_service, wait_until
 from fakes import GREEN, RED, make_video, save_rgb, scene
 
 API = "/api/v1"
+db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the fixtures
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,8 @@ def test_cancel_a_running_job_and_a_queued_one(svc):
     assert {"job.create", "job.cancel"} <= audit
 
 
-def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_path):
+def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_path, db_url):
+    """On SQLite and on a real PostgreSQL."""
     from sqlalchemy import select
 
     from maskwatch.service.storage.models import JobRecord
@@ -128,7 +131,7 @@ def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_pa
     make_video(allowed / "short.mp4", 20, people=2)
     make_video(allowed / "long.mp4", 3000, people=1)
     jobs = {"allowed_dirs": [str(allowed)], "max_running": 2}
-    with running_service(tmp_path, jobs=jobs) as (client, service):
+    with running_service(tmp_path, db=db_url, jobs=jobs) as (client, service):
         done = client.post(f"{API}/jobs", json={"path": "short.mp4"}).json()["id"]
         assert _finished(client, done)["state"] == "done"
         cut = client.post(f"{API}/jobs", json={"path": "long.mp4"}).json()["id"]
@@ -141,11 +144,12 @@ def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_pa
     leftover = service.settings.data_dir / "jobs" / "crashed00001"
     (leftover / "upload.mp4").parent.mkdir(parents=True)
     (leftover / "upload.mp4").write_bytes(b"partial")
-    with running_service(tmp_path, jobs=jobs) as (client, service):
+    with running_service(tmp_path, db=db_url, jobs=jobs) as (client, service):
         assert client.get(f"{API}/jobs/{done}").json() == before
         events = _events(client, done)
         assert events == events_before and events["state"] == "done"
-        assert sorted(e["label"] for e in events["items"] if e["type"] == "track_ended") == ["with_mask", "without_mask"]
+        people = sorted(e["label"] for e in events["items"] if e["type"] == "track_ended")
+        assert people == ["with_mask", "without_mask"]
         for job_id in (cut, "crashed00001"):
             info = client.get(f"{API}/jobs/{job_id}").json()
             assert info["state"] == "interrupted" and "send it again" in info["error"], info
@@ -154,6 +158,7 @@ def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_pa
         assert not leftover.exists()  # the crashed job's upload is removed
         assert {done, cut, "crashed00001"} <= {j["id"] for j in client.get(f"{API}/jobs").json()}
         assert client.get(f"{API}/jobs/nope").status_code == 404
+        assert client.get(f"{API}/jobs/a%00b").status_code == 404  # not looked up (NUL: an error on PostgreSQL)
         with service.sessions() as s:
             assert not list(s.scalars(select(JobRecord).where(JobRecord.state.in_(("queued", "running")))))
         assert service.purge(now=2e10)["jobs"] == 3  # retention removes old jobs and their event files

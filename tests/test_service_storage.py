@@ -36,7 +36,6 @@ def _count(sessions, model) -> int:
 def test_migrations_match_models_and_rerun_is_a_noop(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-
     from alembic.script import ScriptDirectory
 
     from maskwatch.service.storage.db import alembic_config

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -38,6 +39,7 @@ log = logging.getLogger("maskwatch.service")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 #: events of a job kept in its file (the rest are counted only)
 KEPT_TYPES = ("track_ended", "stats", "source", "source_status")
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 INTERRUPTED = "interrupted: the service stopped before the job finished; send it again to re-run it"
 
 
@@ -222,8 +224,8 @@ class JobManager:
         job = self.active.get(job_id)
         if job is not None:
             return job
-        with self.sessions() as s:
-            row = s.get(JobRecord, job_id) if len(job_id) <= 32 else None
+        with self.sessions() as s:  # (an id that no job can have is not looked up: NUL is an error on PostgreSQL)
+            row = s.get(JobRecord, job_id) if JOB_ID.match(job_id) else None
         if row is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         return Job.from_row(row)
