@@ -52,13 +52,15 @@ COMMANDS = {
     "export": (["export", "--model", "{model}"], "--out", "file"),
     "bench": (["bench", "--backend", "onnx"], "--json", "file"),
     "report": (["report", "{run}"], "--out", "file"),
+    "calibrate": (["calibrate", "--model", "{model}", "--data", "{data}", "--split", "valid"], "--out", "file"),
+    "mine": (["mine", "--data", "{data}"], "--out", "dir"),
 }
 
 
 @pytest.mark.parametrize("problem", ["under-a-file", "wrong-kind"])
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_unusable_output_path_exits_2_before_any_work(command, problem, bad_paths, tiny_dataset, tmp_path, capsys):
-    if command == "export" and not BUNDLED.is_file():
+    if command in ("export", "calibrate") and not BUNDLED.is_file():
         pytest.skip("no bundled model to export")
     args, option, kind = COMMANDS[command]
     image = next(tiny_dataset.rglob("*.png"), None) or next(tiny_dataset.rglob("*.jpg"))

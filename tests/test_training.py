@@ -372,3 +372,21 @@ def test_cli_trains_on_two_datasets_and_evaluates_one_listed_split(tiny_dataset,
                                  str(report)])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["n_images"] == 9
+
+
+def test_run_fits_a_temperature_on_valid_unless_told_not_to(tiny_dataset, tmp_path):
+    """calibrate: true (default) stores the valid-split fit in model.pt before the test metrics are made."""
+    result = fit(_config(tiny_dataset, tmp_path / "cal", epochs=2))
+    assert result.calibration is not None and result.calibration.n > 0
+    checkpoint = load_checkpoint(tmp_path / "cal" / "model.pt")
+    record = checkpoint["calibration"]
+    assert record["n"] > 0 and "valid split of" in record["data"]
+    assert checkpoint["temperature"] == pytest.approx(result.calibration.temperature)
+    assert "calibration:" in (tmp_path / "cal" / "train.log").read_text()
+    metrics = json.loads((tmp_path / "cal" / "metrics.json").read_text())
+    assert metrics["temperature"] == pytest.approx(result.calibration.temperature)
+
+    plain = fit(_config(tiny_dataset, tmp_path / "plain", epochs=2, calibrate=False))
+    assert plain.calibration is None
+    checkpoint = load_checkpoint(tmp_path / "plain" / "model.pt")
+    assert "calibration" not in checkpoint and checkpoint["temperature"] == 1.0

@@ -211,6 +211,13 @@ def train(
         "(for choosing recipes on valid splits only).",
         show_default=_default("evaluate_test"),
     ),
+    calibrate: Optional[bool] = typer.Option(
+        None,
+        "--calibrate/--no-calibrate",
+        help="Fit a temperature on the valid splits after training and store it with the model, so its "
+        "probabilities mean what they say (see `maskwatch calibrate`).",
+        show_default=_default("calibrate"),
+    ),
     half: Optional[bool] = typer.Option(
         None, "--half/--no-half", help="Store the model's weights as fp16.", show_default=_default("half")
     ),
@@ -258,6 +265,7 @@ def train(
             splits=str(splits) if splits else None,
             classes=classes,
             evaluate_test=test,
+            calibrate=calibrate,
             half=half,
             device=device,
         )

@@ -128,6 +128,9 @@ class TrainConfig:
     patience: int = 4  # early stopping: epochs without validation-loss improvement
     seed: int = 0
 
+    # probabilities: fit a temperature on the valid splits after training and store it with the model
+    calibrate: bool = True
+
     # fine-tuning: a second stage that unfreezes the last K blocks at a lower learning rate
     finetune: int = 0
     finetune_epochs: int = 6

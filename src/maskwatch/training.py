@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from maskwatch.data.transforms import eval_transform, train_transform_from_confi
 from maskwatch.metrics import accuracy_and_macro_f1
 from maskwatch.models import create_model, set_trainable, split_model
 from maskwatch.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from maskwatch.calibration import CalibrationResult
 
 log = logging.getLogger("maskwatch.training")
 # One line of metrics per epoch, for train.log only (the console shows them on the progress bar).
@@ -104,6 +107,7 @@ class RunResult:
     skipped: list[Skipped]
     timings: dict[str, float] = field(default_factory=dict)
     test_metrics: dict | None = None  # one dataset's test metrics (a single-dataset run)
+    calibration: CalibrationResult | None = None  # the temperature fitted on the valid splits (calibrate: true)
     test_by_dataset: dict[str, dict] = field(default_factory=dict)  # every evaluated test split, by dataset
 
 
@@ -783,6 +787,21 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
     report_skipped([s for s in dataset.skipped if "during feature extraction" in s.reason])
 
     result = RunResult(run_dir, run.model_path, dataset.classes, run.history, dataset.skipped, timings)
+    if cfg.calibrate:  # before the test evaluation, so its metrics show ECE with and without the temperature
+        from maskwatch.calibration import calibrate_checkpoint
+
+        progress["where"] = "while calibrating on the valid splits (training is done)"
+        t0 = time.perf_counter()
+        calibration = calibrate_checkpoint(
+            run.model_path,
+            dataset.split("valid"),
+            dataset.classes,
+            workers=cfg.workers,
+            source="valid split of " + ", ".join(dataset.names),
+        )
+        timings["calibration_s"] = time.perf_counter() - t0
+        result.calibration = calibration
+        log.info("calibration: %s", calibration.summary())
     if cfg.evaluate_test:
         progress["where"] = "while evaluating the test split (training is done)"
         _evaluate_tests(cfg, dataset, run, result)
