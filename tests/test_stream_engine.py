@@ -343,3 +343,24 @@ def test_each_preset_classifies_with_its_own_classifier_in_one_round(tmp_path):
     got = list(events)
     assert by_type(got, SourceSummary, "video")[0].frames == 10 and by_type(got, SourceSummary, "stills")[0].frames
     assert int8.crops > 0 and fp32.crops == 6  # the still image's face on the accurate preset's 6 crops
+
+
+def test_a_consumer_busy_at_shutdown_still_sees_the_end(tmp_path):
+    """The end of a subscription is known even when its queue was full as the engine ended (a consumer that
+    was busy for seconds used to wait forever for an end marker that had been dropped)."""
+    video = make_video(tmp_path / "a.mp4", 30, people=2)
+    engine = StreamEngine(fake_detector(), stop_when_done=True, stats_interval=0.05)
+    events = engine.events(maxsize=2)
+    engine.add_source(str(video), name="cam")
+    engine.start()
+    got = [events.get(timeout=10)]  # the engine is running; now stop reading until it is done
+    engine.stop(0.5)
+    assert engine.join(10)
+    assert events.queue.full()  # the end marker found no room
+    reader_got: list = []
+    reader = collect(events, reader_got)
+    reader.join(5)
+    assert not reader.is_alive(), "the consumer never saw the end"
+    assert got + reader_got  # what was queued is still delivered before the end
+    with pytest.raises(StopIteration):
+        events.get(timeout=0.2)

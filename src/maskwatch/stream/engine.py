@@ -256,14 +256,28 @@ class Subscription:
         self.frames = frames
         self.queue: queue.Queue[Any] = queue.Queue(maxsize)
         self.closed = False
+        # set by the engine when it ends: the end is then known even if its marker found the queue full
+        # (a consumer busy at shutdown must still see the end after draining, never wait forever)
+        self.ended = threading.Event()
 
     def get(self, timeout: float | None = None) -> Any:
         """The next item; raises ``queue.Empty`` after ``timeout``, StopIteration at the end."""
-        item = self.queue.get(timeout=timeout)
-        if item is _END:
-            self.closed = True
-            raise StopIteration
-        return item
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            try:
+                item = self.queue.get(timeout=wait)
+            except queue.Empty:
+                if self.ended.is_set() and self.queue.empty():
+                    self.closed = True
+                    raise StopIteration from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            if item is _END:
+                self.closed = True
+                raise StopIteration
+            return item
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -914,8 +928,9 @@ class StreamEngine:
             subscribers = list(self._subscribers)
             self._subscribers.clear()
         for subscription in subscribers:
+            subscription.ended.set()
             with contextlib.suppress(queue.Full):
-                subscription.queue.put(_END, timeout=0.5)
+                subscription.queue.put_nowait(_END)
         self._done.set()
 
     # -- analysing a round of frames ----------------------------------------------------------------------
