@@ -93,3 +93,17 @@ def test_report_figures_match_scikit_learn():
     assert report["macro_f1"] == pytest.approx(macro)
     assert [report["per_class"][c]["f1"] for c in "abc"] == pytest.approx(list(f))
     assert "roc_auc" not in report
+
+
+def test_macro_f1_over_present_classes_when_a_class_has_no_sample():
+    """A 3-class model on a 2-class test set: macro F1 counts the absent class as 0; macro_f1_present not."""
+    from maskwatch.metrics import classification_report
+
+    labels = np.array([1, 1, 2, 2])
+    probabilities = np.array([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.6, 0.1, 0.3]])
+    report = classification_report(probabilities, labels, ["incorrect", "with", "without"])
+    f1 = [report["per_class"][c]["f1"] for c in ("incorrect", "with", "without")]
+    assert report["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert report["macro_f1_present"] == pytest.approx((f1[1] + f1[2]) / 2)
+    full = classification_report(probabilities, np.array([0, 1, 2, 2]), ["incorrect", "with", "without"])
+    assert "macro_f1_present" not in full

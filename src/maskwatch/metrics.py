@@ -10,6 +10,7 @@ scikit-learn nor scipy to run ``maskwatch evaluate``:
   labels=range(n), average=None, zero_division=0)``;
 * macro F1 is their unweighted mean over **all** the model's classes (``average="macro"`` with the same
   ``labels``): a class that is predicted but absent from the labels counts with F1 0, it is not dropped;
+  when some class has no labelled sample, ``macro_f1_present`` is the mean over the classes that have;
 * ROC AUC (two classes) is ``roc_auc_score``: the probability that a random positive outranks a random
   negative, ties counting one half; ``None`` when the labels hold one class only.
 """
@@ -122,6 +123,11 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, classes
         "confusion_matrix": matrix.tolist(),
         "ece": expected_calibration_error(probabilities, labels) if len(labels) else 0.0,
     }
+    present = support > 0
+    if len(labels) and not present.all():
+        # e.g. a 3-class model on a 2-class test set: the absent class's F1 of 0 drags macro F1 down; this
+        # is the mean over the classes the labels hold (scikit-learn's labels=None, minus predicted-only ones)
+        report["macro_f1_present"] = float(f1[present].mean())
     if n == 2:
         report["roc_auc"] = roc_auc(labels, probabilities[:, 1])
     return report
