@@ -166,7 +166,7 @@ class Service:
             max_running=s.jobs.max_running,
             keep_events=s.jobs.keep_events,
         )
-        # each analysis runs on model.threads cores already: more at once only oversubscribes them
+        # each analysis runs on model.threads cores already: more at once takes the CPU from the cameras
         self.infer_concurrency = s.limits.infer_concurrency or max(1, physical_cores() // s.model.threads)
         self.infer_pool = ThreadPoolExecutor(self.infer_concurrency, thread_name_prefix="maskwatch-infer")
         self.infer_waiting = 0

@@ -147,7 +147,8 @@ class LimitSettings(_Section):
     upload_pixels: int = Field(40_000_000, ge=1024)  # decoded image size
     job_upload_bytes: int = Field(500_000_000, ge=1024)  # POST /jobs uploads
     # images analysed at once by /infer; None: physical cores // model.threads (each analysis already runs on
-    # model.threads cores: two at once on 2 cores oversubscribed them, see benchmarks/bench_service.py)
+    # model.threads cores; on 2 cores a second one took the CPU from the cameras: /infer +40 %, camera FPS
+    # -40 %, BENCHMARKS.md). Raise it to favour /infer over the cameras.
     infer_concurrency: int | None = Field(None, ge=1, le=64)
     infer_queue: int = Field(16, ge=0)  # more waiting than this: 503 at once
     request_timeout_s: float = Field(60.0, gt=0)
