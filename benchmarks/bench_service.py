@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -223,6 +224,7 @@ def main() -> None:
         "load": _load(), "images_per_s": round(in_process_rate(pipeline, images, args.baseline_seconds), 3),
     }  # fmt: skip
     print(json.dumps(results["in_process_no_cameras"]))
+    shutil.rmtree(data, ignore_errors=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
