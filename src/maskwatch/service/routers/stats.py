@@ -1,6 +1,7 @@
 """Compliance and people over time, from stored stats buckets and their rollups only (never a scan of raw
 events): 1-minute points from the buckets, hourly and daily ones from the rollups; each person counted
-once (in the bucket where their track ended). JSON, or CSV with ``format=csv``.
+once (in the bucket where their track ended). JSON as points (``format=json``) or as an array per field
+(``format=columns``, a fifth of the bytes: the dashboard's), or CSV (``format=csv``).
 
 Kept fast for the dashboard (``benchmarks/bench_compliance.py``: 30 days x 50 cameras): the rows come from
 covering indexes in time order (no table lookups, no SQL sort or GROUP BY, which cost more than the scan),
