@@ -91,7 +91,11 @@ class ProbabilityModel(Protocol):
 
 
 def fuse_views(
-    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], iou: float = 0.3
+    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    iou: float = 0.3,
+    *,
+    view_scales: Sequence[float] | None = None,
+    reach: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fuse the detections of several views of one image: ``(boxes (N,4), scores (N,), landmarks (N,5,2))``
     per view, in the original image's pixels.
@@ -100,10 +104,17 @@ def fuse_views(
     form one face. From each view the face keeps its best box; the fused box and landmarks are the
     score-weighted mean of those, the fused score the sum of their scores over the number of views (a view
     that missed the face counts 0). With one view this is plain non-maximum suppression.
+
+    ``reach`` (px) with ``view_scales`` (each view's size / the original's): a view in which the face is
+    smaller than ``reach`` pixels could not have found it, so its miss is not held against the face: the
+    sum is divided by the views that could see it (never fewer than those that found it). Without this, a
+    small face that only the enlarged views can find keeps half its score or less.
     """
     n_views = len(views)
     if n_views == 0:
         return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+    if reach > 0 and (view_scales is None or len(view_scales) != n_views):
+        raise ValueError("reach needs one scale per view (view_scales)")
     if n_views == 1:
         boxes, scores, marks = views[0]
         if len(scores) == 0:
@@ -131,9 +142,14 @@ def fuse_views(
         ]
         weights = scores[best]
         total = float(weights.sum())
-        out_boxes.append((boxes[best] * weights[:, None]).sum(0) / total)
+        box = (boxes[best] * weights[:, None]).sum(0) / total
+        out_boxes.append(box)
         out_marks.append((marks[best] * weights[:, None, None]).sum(0) / total)
-        out_scores.append(total / n_views)
+        voters = n_views
+        if reach > 0 and view_scales is not None:
+            size = max(box[2] - box[0], box[3] - box[1])
+            voters = max(len(best), sum(size * scale >= reach for scale in view_scales))
+        out_scores.append(total / voters)
     return np.array(out_boxes), np.array(out_scores), np.array(out_marks)
 
 
@@ -187,6 +203,9 @@ class MaskDetector:
             :data:`~maskwatch.config.DEFAULT_CROP_MARGIN`.
         min_face: drop faces whose longest side is below this many pixels.
         fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
+        reach: smallest face (px, in a view's pixels) a detector view is counted on to find: a view in which
+            a face is smaller does not lower its fused score by missing it (:func:`fuse_views`); 0: off.
+            None: the preset decides (off unless ``scales`` names one).
         box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).
         upscale: scale images smaller than a scale up to it (small faces are found much better).
         classify_tta: classify each face on 6 crops (margins ``crop_margin`` + each of
@@ -211,6 +230,7 @@ class MaskDetector:
         crop_margin: float | None = None,
         min_face: float = 0.0,
         fusion_iou: float = 0.3,
+        reach: float | None = None,
         box_adjust: Sequence[float] | None = VOC_BOX_ADJUST,
         upscale: bool = True,
         classify_tta: bool | None = None,
@@ -225,6 +245,7 @@ class MaskDetector:
             preset = PRESETS[scales]
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
+            reach = preset.get("reach", 0.0) if reach is None else reach
             detector = preset["detector"] if detector is None else detector
             classifier_precision = preset["classifier"] if classifier_precision is None else classifier_precision
         detector = detector or "fp32"
@@ -269,6 +290,9 @@ class MaskDetector:
         self.crop_margin = float(crop_margin)
         self.min_face = float(min_face)
         self.fusion_iou = float(fusion_iou)
+        self.reach = float(reach or 0.0)
+        if self.reach < 0:
+            raise ValueError(f"reach must be >= 0 px, got {reach}")
         self.box_adjust = None if box_adjust is None else tuple(float(v) for v in box_adjust)
         self.upscale = bool(upscale)
         self.classify_tta = bool(classify_tta)
@@ -342,6 +366,7 @@ class MaskDetector:
             "crop_margin": self.crop_margin,
             "min_face": self.min_face,
             "fusion_iou": self.fusion_iou,
+            "reach": self.reach,
             "box_adjust": self.box_adjust,
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
@@ -351,7 +376,7 @@ class MaskDetector:
             "classifier_precision": self.classifier_precision_asked,
         }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
-            preset_keys = ("flip", "classify_tta", "detector", "classifier_precision")
+            preset_keys = ("flip", "classify_tta", "reach", "detector", "classifier_precision")
             settings.update({key: None for key in preset_keys if key not in changes})
         settings.update(changes)
         return MaskDetector(self.classifier, self.face_finder, **settings)
@@ -368,6 +393,7 @@ class MaskDetector:
             "crop_margin": self.crop_margin,
             "min_face": self.min_face,
             "fusion_iou": self.fusion_iou,
+            "reach": self.reach,
             "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
@@ -401,12 +427,16 @@ class MaskDetector:
         """Fused faces of all views, every candidate the detector returned (no score threshold here):
         ``(boxes (N,4) in VOC framing, scores (N,), landmarks (N,5,2))``, best score first."""
         rgb = _as_rgb(image)
-        views = [
-            self.detect_view(rgb, side, mirrored)
-            for side in self.scales
-            for mirrored in ([False, True] if self.flip else [False])
-        ]
-        return self.fuse(views, rgb.shape[1], rgb.shape[0])
+        sides = [side for side in self.scales for _ in range(2 if self.flip else 1)]
+        mirrored = [False, True] * len(self.scales) if self.flip else [False] * len(self.scales)
+        views = [self.detect_view(rgb, side, flip) for side, flip in zip(sides, mirrored, strict=True)]
+        h, w = rgb.shape[:2]
+        return self.fuse(views, w, h, [self.view_scale(h, w, side) for side in sides])
+
+    def view_scale(self, height: int, width: int, side: int) -> float:
+        """How much a view at ``side`` enlarges (> 1) or shrinks the image."""
+        scale = side / max(height, width)
+        return 1.0 if scale > 1 and not self.upscale else scale
 
     def detect_view(
         self, rgb: np.ndarray, side: int, mirrored: bool = False
@@ -414,11 +444,7 @@ class MaskDetector:
         """One detector run: the image's longest side scaled to ``side`` (not up unless ``upscale``), maybe
         mirrored; ``(boxes (N,4), scores (N,), landmarks (N,5,2))`` in the original image's pixels, in the
         detector's own framing (a unit that :meth:`fuse` combines; studies cache it)."""
-        h, w = rgb.shape[:2]
-        scale = side / max(h, w)
-        if scale > 1 and not self.upscale:
-            scale = 1.0
-        resized, sx, sy = _resize(rgb, scale)
+        resized, sx, sy = _resize(rgb, self.view_scale(rgb.shape[0], rgb.shape[1], side))
         src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
         boxes, scores, marks = _faces_to_arrays(self.active_finder.detect(src))
         if mirrored and len(scores):
@@ -429,11 +455,16 @@ class MaskDetector:
         return boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]
 
     def fuse(
-        self, views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], width: int, height: int
+        self,
+        views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        width: int,
+        height: int,
+        view_scales: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`), mapped onto VOC framing,
-        clipped, and sorted best score first."""
-        boxes, scores, marks = fuse_views(views, self.fusion_iou)
+        """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`, with ``reach`` when the
+        views' scales are given), mapped onto VOC framing, clipped, and sorted best score first."""
+        reach = self.reach if view_scales is not None else 0.0
+        boxes, scores, marks = fuse_views(views, self.fusion_iou, view_scales=view_scales, reach=reach)
         if len(scores) == 0:
             return boxes, scores, marks
         boxes, ok = finish_boxes(boxes, width, height, self.box_adjust, self.min_face)
