@@ -16,10 +16,10 @@ A view is written ``SIDE[f][t]``: the image's longest side scaled to SIDE px (up
 ``t`` cut into ``--tile`` px tiles overlapping by ``--overlap`` px (each tile one detector run; detections
 touching a tile edge inside the image are dropped, a neighbour tile holds that face whole).
 
-Fusion is :func:`maskwatch.detection.pipeline.fuse_views` (a face's score is the sum over views divided by
-the number of views), or with ``reach`` R px (``MaskDetector(reach=R)``) divided only by the views that can
-see a face of its size (its size in that view's pixels >= R), so a small face found by the enlarged views
-alone is not diluted by the small views that could not have found it.
+Views are fused by :func:`maskwatch.detection.pipeline.fuse_views` (a face's score is the sum over views
+divided by the number of views). Rows named ``... reachR`` in the JSON come from commit ea34568, which also
+had a "reach" fusion (dividing only by the views in which the face is at least R px); it gained nothing
+(mAP within 0.002, recall on faces under 20 px +0.01 at a lower precision) and was removed.
 
 Parts (results merged into ``--json`` under their names):
 
@@ -67,31 +67,23 @@ CANDIDATE_THRESHOLD = 0.1  # MaskDetector.load's candidate_threshold
 VIEWS_PER_FACE = 6  # classifier crops per face in the accurate preset
 BUCKETS = ("<20", "20-32", "32-64", ">=64", ">=20", "all")
 
-BASELINE = "accurate"
+BASELINE = "accurate"  # the accurate preset before this study: 640 and 1024 px, each mirrored
+ADOPTED = "accurate+1280f"  # the accurate preset since: 640, 1024 and 1280 px, each mirrored
 ACCURATE = ("640", "640f", "1024", "1024f")
-# name -> (views, reach px for the fusion, 0: plain mean); "accurate" is today's preset
-VARIANTS: dict[str, tuple[tuple[str, ...], float]] = {
-    "accurate": (ACCURATE, 0),
-    "accurate+1280": ((*ACCURATE, "1280"), 0),
-    "accurate+1280f": ((*ACCURATE, "1280", "1280f"), 0),
-    "accurate+1600": ((*ACCURATE, "1600"), 0),
-    "accurate+1600f": ((*ACCURATE, "1600", "1600f"), 0),
-    "accurate+2048": ((*ACCURATE, "2048"), 0),
-    "640f+1280f": (("640", "640f", "1280", "1280f"), 0),
-    "640f+1600f": (("640", "640f", "1600", "1600f"), 0),
-    "1024f+1600f": (("1024", "1024f", "1600", "1600f"), 0),
-    "1024f+1280f": (("1024", "1024f", "1280", "1280f"), 0),
-    "640+1024f+1600f": (("640", "1024", "1024f", "1600", "1600f"), 0),
-    "1024f+1600f reach16": (("1024", "1024f", "1600", "1600f"), 16),
-    "640+1024f+1600f reach16": (("640", "1024", "1024f", "1600", "1600f"), 16),
-    "accurate+1600 tiled": ((*ACCURATE, "1600t"), 0),
-    "accurate reach12": (ACCURATE, 12),
-    "accurate reach16": (ACCURATE, 16),
-    "accurate reach20": (ACCURATE, 20),
-    "accurate+1280f reach16": ((*ACCURATE, "1280", "1280f"), 16),
-    "accurate+1600 reach16": ((*ACCURATE, "1600"), 16),
-    "accurate+1600f reach16": ((*ACCURATE, "1600", "1600f"), 16),
-    "640f+1280f reach16": (("640", "640f", "1280", "1280f"), 16),
+# name -> the views fused (each one detector run)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "accurate": ACCURATE,
+    "accurate+1280": (*ACCURATE, "1280"),
+    "accurate+1280f": (*ACCURATE, "1280", "1280f"),
+    "accurate+1600": (*ACCURATE, "1600"),
+    "accurate+1600f": (*ACCURATE, "1600", "1600f"),
+    "accurate+2048": (*ACCURATE, "2048"),
+    "640f+1280f": ("640", "640f", "1280", "1280f"),
+    "640f+1600f": ("640", "640f", "1600", "1600f"),
+    "1024f+1600f": ("1024", "1024f", "1600", "1600f"),
+    "1024f+1280f": ("1024", "1024f", "1280", "1280f"),
+    "640+1024f+1600f": ("640", "1024", "1024f", "1600", "1600f"),
+    "accurate+1600 tiled": (*ACCURATE, "1600t"),
 }
 
 View = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N,4), scores (N,), landmarks (N,5,2), original pixels
@@ -305,9 +297,9 @@ class CachingClassifier:
         return np.stack([self.memory[k] for k in keys]) if keys else np.zeros((0, len(self.classes)))
 
 
-def replay(base: Any, classifier: CachingClassifier, cache: ViewCache, scenes: Sequence[Scene], views: Sequence[str],
-           reach: float) -> tuple[list[Any], dict[str, float]]:  # fmt: skip
-    """Every scene through the pipeline with ``views`` (from the cache) fused with ``reach``."""
+def replay(base: Any, classifier: CachingClassifier, cache: ViewCache, scenes: Sequence[Scene],
+           views: Sequence[str]) -> tuple[list[Any], dict[str, float]]:  # fmt: skip
+    """Every scene through the pipeline with ``views`` (from the cache)."""
     from maskwatch.detection.pipeline import MaskDetector
 
     class Replay(MaskDetector):
@@ -316,10 +308,10 @@ def replay(base: Any, classifier: CachingClassifier, cache: ViewCache, scenes: S
         def find_faces(self, image: Any) -> View:
             h, w = self.scene.rgb.shape[:2]
             got = [cache.get(self.scene, spec, compute=False)[0] for spec in views]
-            return self.fuse(got, w, h, [ViewSpec.parse(spec).scale(h, w) for spec in views])
+            return self.fuse(got, w, h)
 
     pipeline = Replay(classifier, base.face_finder, scales="accurate", score_threshold=base.score_threshold,
-                      crop_margin=base.crop_margin, reach=reach)  # fmt: skip
+                      crop_margin=base.crop_margin)  # fmt: skip
     results = []
     detector_seconds = 0.0
     asked = classifier.asked
@@ -389,7 +381,7 @@ def part_views(base: Any, cache: ViewCache, scenes: Sequence[Scene], specs: Sequ
             for threshold in (CANDIDATE_THRESHOLD, base.score_threshold)
         }
     for name in variants:
-        views = VARIANTS[name][0]
+        views = VARIANTS[name]
         union = {s.stem: np.logical_or.reduce([found(s, v, CANDIDATE_THRESHOLD) for v in views]) for s in scenes}
         out["union"][name] = recall(union)
         log(f"union of {name}: {out['union'][name]}")
@@ -412,8 +404,8 @@ def part_variants(base: Any, classifier: CachingClassifier, cache: ViewCache, sc
     halves = {"odd": list(range(0, len(scenes), 2)), "even": list(range(1, len(scenes), 2))}
     out: dict[str, Any] = {}
     for name in variants:
-        views, reach = VARIANTS[name]
-        results, costs = replay(base, classifier, cache, scenes, views, reach)
+        views = VARIANTS[name]
+        results, costs = replay(base, classifier, cache, scenes, views)
         metrics = score_results(results, targets, classes=classes, model_classes=classifier.classes,
                                 score_threshold=base.score_threshold)  # fmt: skip
         kept = [[f for f in r.faces if f.score >= base.score_threshold] for r in results]
@@ -430,7 +422,7 @@ def part_variants(base: Any, classifier: CachingClassifier, cache: ViewCache, sc
                               model_classes=classifier.classes, score_threshold=base.score_threshold)  # fmt: skip
             by_half[half] = {"map50": m["map50"], "ap50_face": m["ap50_face"], "recall_<20": m["recall"]["<20"],
                              "recall_>=20": m["recall"][">=20"]}  # fmt: skip
-        out[name] = _clean({"views": list(views), "reach": reach, **costs, **_pick(metrics),
+        out[name] = _clean({"views": list(views), **costs, **_pick(metrics),
                             "recall_more": extra, "halves": by_half})  # fmt: skip
         classifier.save()  # after each variant: an interrupted run keeps what it classified
         r = metrics["recall"]
@@ -536,7 +528,6 @@ def part_timing(base: Any, scenes: Sequence[Scene], variants: Sequence[str], rou
     (detector views, fusion, six crops per face kept, the classifier), the variants interleaved image by
     image, order rotating."""
     totals: dict[str, list[float]] = {name: [] for name in variants}
-    pipelines = {name: base.configured(reach=VARIANTS[name][1]) for name in variants}
     before = load_info()
     for r in range(rounds):
         per_round = dict.fromkeys(variants, 0.0)
@@ -544,7 +535,7 @@ def part_timing(base: Any, scenes: Sequence[Scene], variants: Sequence[str], rou
             k = (i + r) % len(variants)
             for name in [*variants[k:], *variants[:k]]:
                 start = time.perf_counter()
-                run_variant(pipelines[name], scene.rgb, VARIANTS[name][0], tile, overlap)
+                run_variant(base, scene.rgb, VARIANTS[name], tile, overlap)
                 per_round[name] += time.perf_counter() - start
         for name in variants:
             totals[name].append(per_round[name] / len(scenes))
@@ -569,7 +560,7 @@ def run_variant(pipeline: Any, rgb: np.ndarray, views: Sequence[str], tile: int,
     specs = [ViewSpec.parse(v) for v in views]
     got = [tiled_view(pipeline, rgb, s, tile, overlap) if s.tiled else pipeline.detect_view(rgb, s.side, s.mirrored)
            for s in specs]  # fmt: skip
-    boxes, scores, _ = pipeline.fuse(got, w, h, [s.scale(h, w) for s in specs])
+    boxes, scores, _ = pipeline.fuse(got, w, h)
     boxes = boxes[scores >= pipeline.score_threshold]  # as detect: the faces kept are classified
     return [boxes, pipeline.classify(pipeline.face_views(rgb, boxes), pipeline.views_per_face)]
 
@@ -612,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    specs = list(dict.fromkeys(spec for name in variants for spec in VARIANTS[name][0]))
+    specs = list(dict.fromkeys(spec for name in variants for spec in VARIANTS[name]))
     cache = ViewCache(args.cache, base, args.tile, args.overlap)
     model_sha = file_sha256(args.model if args.model else default_model_path())[:12]
     classifier = CachingClassifier(
@@ -630,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "images": chosen, "n_images": len(scenes),
         "n_faces": int(sum(len(s.target["boxes"]) for s in scenes)),
         "model": model_name, "cpu": cpu_model(), "cores": os.cpu_count(),
+        "baseline": f"{BASELINE}: the accurate preset before this study ({', '.join(VARIANTS[BASELINE])})",
+        "adopted": f"{ADOPTED}: the accurate preset since ({', '.join(VARIANTS[ADOPTED])})",
         "candidate_threshold": CANDIDATE_THRESHOLD, "score_threshold": base.score_threshold,
         "tile": args.tile, "overlap": args.overlap,
     })  # fmt: skip

@@ -113,44 +113,23 @@ def test_fuse_empty_views():
     assert boxes.shape == (0, 4) and scores.shape == (0,) and marks.shape == (0, 5, 2)
 
 
-def test_fuse_with_reach_does_not_hold_a_miss_against_a_face_the_view_could_not_see():
-    # view 0 shows the image at its size, view 1 enlarged 2x; only view 1 found each face (score 0.8)
-    found = (np.array([[0, 0, 10, 10], [100, 100, 140, 140], [200, 200, 205, 205]], float), np.array([0.8] * 3),
-             np.zeros((3, 5, 2)))  # fmt: skip
-    missed = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-    _, plain, _ = fuse_views([missed, found])
-    assert plain.tolist() == pytest.approx([0.4] * 3)  # each diluted by the view that missed it
-    boxes, scores, _ = fuse_views([missed, found], view_scales=[1.0, 2.0], reach=16)
-    by_size = dict(zip((boxes[:, 2] - boxes[:, 0]).tolist(), scores.tolist(), strict=True))
-    assert by_size[10] == pytest.approx(0.8)  # 10 px at 1x: view 0 could not see it
-    assert by_size[40] == pytest.approx(0.4)  # 40 px: both views could, the miss counts
-    assert by_size[5] == pytest.approx(0.8)  # seen by none at that size: the view that found it decides
-    with pytest.raises(ValueError, match="view_scales"):
-        fuse_views([missed, found], reach=16)
+def test_accurate_preset_runs_six_views_and_find_faces_fuses_them():
+    sides = []
 
+    class Spy(BlobFinder):
+        def detect(self, image_rgb):
+            sides.append(max(image_rgb.shape[:2]))
+            return super().detect(image_rgb)
 
-class SmallBlind(BlobFinder):
-    """Like CenterFace, misses faces under 16 px in the image it is given."""
-
-    def detect(self, image_rgb: np.ndarray) -> list[Face]:
-        return [f for f in super().detect(image_rgb) if f.size >= 16]
-
-
-def test_reach_in_the_pipeline_and_presets():
-    image = scene([(20, 20, 10, GREEN), (100, 100, 40, GREEN)])  # a 10 px face and a 40 px one
-    s = 230 / 255  # their score in every view that finds them
-    views = {"scales": (256, 512), "flip": False, "box_adjust": None}
-    plain = MaskDetector(ColourClassifier(), SmallBlind(), reach=0, **views)
-    reach = MaskDetector(ColourClassifier(), SmallBlind(), reach=16, **views)
-    small = {f.size < 20: f.score for f in plain.detect(image).faces}
-    assert small == pytest.approx({True: s / 2, False: s})  # only the 512 px view finds the small face
-    assert {f.size < 20: f.score for f in reach.detect(image).faces} == pytest.approx({True: s, False: s})
-    assert reach.settings()["reach"] == 16 and reach.configured(reach=0).reach == 0
-    for name, preset in PRESETS.items():
-        assert fake_detector(scales=name).reach == preset.get("reach", 0.0)
-        assert fake_detector(scales=name, reach=3).reach == 3
-    with pytest.raises(ValueError, match="reach"):
-        fake_detector(reach=-1)
+    detector = MaskDetector(ColourClassifier(), Spy(), scales="accurate", box_adjust=None)
+    image = scene([(40, 40, 20, GREEN)], size=(150, 200))
+    boxes, scores, _ = detector.find_faces(image)
+    assert sides == [640, 640, 1024, 1024, 1280, 1280]  # each scale as is and mirrored
+    assert boxes.tolist() == [pytest.approx([40, 40, 60, 60], abs=0.5)]
+    views = [detector.detect_view(image, side, mirrored) for side in (640, 1024, 1280) for mirrored in (False, True)]
+    again = detector.fuse(views, 200, 150)
+    np.testing.assert_allclose(again[0], boxes)
+    np.testing.assert_allclose(again[1], scores)
 
 
 def test_crop_box_matches_the_dataset_crop_framing():

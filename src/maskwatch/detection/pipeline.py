@@ -10,9 +10,14 @@
 Stage 1 is CenterFace (:mod:`maskwatch.detection.centerface`), run on one or more *views* of the image
 (longest side scaled to each of ``scales``, optionally mirrored) whose detections are fused: boxes that
 overlap by more than ``fusion_iou`` are one face, its box the score-weighted mean of the views' boxes and
-its score the mean over the views (a view that missed it adds 0). Mirroring and a second, larger scale find
-more small faces and place boxes better; they cost one detector run each. Boxes are then mapped onto the
-PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
+its score the mean over the views (a view that missed it adds 0). Mirroring and larger scales find more
+small faces and place boxes better; they cost one detector run each. The ``accurate`` preset runs 640,
+1024 and 1280 px, each mirrored: the 1280 px pair, chosen on scenes/valid
+(``benchmarks/study_small_faces.py``, JSON in ``benchmarks/results/small_faces_valid.json``), lifted
+recall on faces under 20 px from 0.626 to 0.676 and mAP@0.5 from 0.818 to 0.828 there (scenes/train, also
+unseen: 0.722 → 0.740, 0.866 → 0.874), recall on larger faces unchanged, for 1.66x the time per image.
+Tiling the enlarged image gave the same as running it whole (CenterFace is fully convolutional). Boxes are
+then mapped onto the PASCAL VOC framing (:data:`~maskwatch.detection.centerface.VOC_BOX_ADJUST`).
 
 Stage 2 crops every face kept (score ≥ ``score_threshold``) grown by ``crop_margin`` of its size on each
 side (by default the classifier's own margin, stored with the model), exactly how
@@ -67,8 +72,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8", "classifier": "int8"},
     # two runs
     "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32", "classifier": "fp32"},
-    # four runs: still images, evaluation
-    "accurate": {"scales": (640, 1024), "flip": True, "classify_tta": True, "detector": "fp32", "classifier": "fp32"},
+    # six runs: still images, evaluation (1280 px added for faces under 20 px: benchmarks/study_small_faces.py)
+    "accurate": {
+        "scales": (640, 1024, 1280),
+        "flip": True,
+        "classify_tta": True,
+        "detector": "fp32",
+        "classifier": "fp32",
+    },
 }
 DETECTOR_PRECISIONS = ("fp32", "int8")
 
@@ -91,11 +102,7 @@ class ProbabilityModel(Protocol):
 
 
 def fuse_views(
-    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    iou: float = 0.3,
-    *,
-    view_scales: Sequence[float] | None = None,
-    reach: float = 0.0,
+    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], iou: float = 0.3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fuse the detections of several views of one image: ``(boxes (N,4), scores (N,), landmarks (N,5,2))``
     per view, in the original image's pixels.
@@ -104,17 +111,10 @@ def fuse_views(
     form one face. From each view the face keeps its best box; the fused box and landmarks are the
     score-weighted mean of those, the fused score the sum of their scores over the number of views (a view
     that missed the face counts 0). With one view this is plain non-maximum suppression.
-
-    ``reach`` (px) with ``view_scales`` (each view's size / the original's): a view in which the face is
-    smaller than ``reach`` pixels could not have found it, so its miss is not held against the face: the
-    sum is divided by the views that could see it (never fewer than those that found it). Without this, a
-    small face that only the enlarged views can find keeps half its score or less.
     """
     n_views = len(views)
     if n_views == 0:
         return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
-    if reach > 0 and (view_scales is None or len(view_scales) != n_views):
-        raise ValueError("reach needs one scale per view (view_scales)")
     if n_views == 1:
         boxes, scores, marks = views[0]
         if len(scores) == 0:
@@ -142,14 +142,9 @@ def fuse_views(
         ]
         weights = scores[best]
         total = float(weights.sum())
-        box = (boxes[best] * weights[:, None]).sum(0) / total
-        out_boxes.append(box)
+        out_boxes.append((boxes[best] * weights[:, None]).sum(0) / total)
         out_marks.append((marks[best] * weights[:, None, None]).sum(0) / total)
-        voters = n_views
-        if reach > 0 and view_scales is not None:
-            size = max(box[2] - box[0], box[3] - box[1])
-            voters = max(len(best), sum(size * scale >= reach for scale in view_scales))
-        out_scores.append(total / voters)
+        out_scores.append(total / n_views)
     return np.array(out_boxes), np.array(out_scores), np.array(out_marks)
 
 
@@ -203,9 +198,6 @@ class MaskDetector:
             :data:`~maskwatch.config.DEFAULT_CROP_MARGIN`.
         min_face: drop faces whose longest side is below this many pixels.
         fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
-        reach: smallest face (px, in a view's pixels) a detector view is counted on to find: a view in which
-            a face is smaller does not lower its fused score by missing it (:func:`fuse_views`); 0: off.
-            None: the preset decides (off unless ``scales`` names one).
         box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).
         upscale: scale images smaller than a scale up to it (small faces are found much better).
         classify_tta: classify each face on 6 crops (margins ``crop_margin`` + each of
@@ -230,7 +222,6 @@ class MaskDetector:
         crop_margin: float | None = None,
         min_face: float = 0.0,
         fusion_iou: float = 0.3,
-        reach: float | None = None,
         box_adjust: Sequence[float] | None = VOC_BOX_ADJUST,
         upscale: bool = True,
         classify_tta: bool | None = None,
@@ -245,7 +236,6 @@ class MaskDetector:
             preset = PRESETS[scales]
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
-            reach = preset.get("reach", 0.0) if reach is None else reach
             detector = preset["detector"] if detector is None else detector
             classifier_precision = preset["classifier"] if classifier_precision is None else classifier_precision
         detector = detector or "fp32"
@@ -290,9 +280,6 @@ class MaskDetector:
         self.crop_margin = float(crop_margin)
         self.min_face = float(min_face)
         self.fusion_iou = float(fusion_iou)
-        self.reach = float(reach or 0.0)
-        if self.reach < 0:
-            raise ValueError(f"reach must be >= 0 px, got {reach}")
         self.box_adjust = None if box_adjust is None else tuple(float(v) for v in box_adjust)
         self.upscale = bool(upscale)
         self.classify_tta = bool(classify_tta)
@@ -366,7 +353,6 @@ class MaskDetector:
             "crop_margin": self.crop_margin,
             "min_face": self.min_face,
             "fusion_iou": self.fusion_iou,
-            "reach": self.reach,
             "box_adjust": self.box_adjust,
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
@@ -376,7 +362,7 @@ class MaskDetector:
             "classifier_precision": self.classifier_precision_asked,
         }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
-            preset_keys = ("flip", "classify_tta", "reach", "detector", "classifier_precision")
+            preset_keys = ("flip", "classify_tta", "detector", "classifier_precision")
             settings.update({key: None for key in preset_keys if key not in changes})
         settings.update(changes)
         return MaskDetector(self.classifier, self.face_finder, **settings)
@@ -393,7 +379,6 @@ class MaskDetector:
             "crop_margin": self.crop_margin,
             "min_face": self.min_face,
             "fusion_iou": self.fusion_iou,
-            "reach": self.reach,
             "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
@@ -427,11 +412,9 @@ class MaskDetector:
         """Fused faces of all views, every candidate the detector returned (no score threshold here):
         ``(boxes (N,4) in VOC framing, scores (N,), landmarks (N,5,2))``, best score first."""
         rgb = _as_rgb(image)
-        sides = [side for side in self.scales for _ in range(2 if self.flip else 1)]
-        mirrored = [False, True] * len(self.scales) if self.flip else [False] * len(self.scales)
-        views = [self.detect_view(rgb, side, flip) for side, flip in zip(sides, mirrored, strict=True)]
-        h, w = rgb.shape[:2]
-        return self.fuse(views, w, h, [self.view_scale(h, w, side) for side in sides])
+        mirrored = [False, True] if self.flip else [False]
+        views = [self.detect_view(rgb, side, flip) for side in self.scales for flip in mirrored]
+        return self.fuse(views, rgb.shape[1], rgb.shape[0])
 
     def view_scale(self, height: int, width: int, side: int) -> float:
         """How much a view at ``side`` enlarges (> 1) or shrinks the image."""
@@ -459,12 +442,10 @@ class MaskDetector:
         views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         width: int,
         height: int,
-        view_scales: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`, with ``reach`` when the
-        views' scales are given), mapped onto VOC framing, clipped, and sorted best score first."""
-        reach = self.reach if view_scales is not None else 0.0
-        boxes, scores, marks = fuse_views(views, self.fusion_iou, view_scales=view_scales, reach=reach)
+        """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`), mapped onto VOC framing,
+        clipped, and sorted best score first."""
+        boxes, scores, marks = fuse_views(views, self.fusion_iou)
         if len(scores) == 0:
             return boxes, scores, marks
         boxes, ok = finish_boxes(boxes, width, height, self.box_adjust, self.min_face)
