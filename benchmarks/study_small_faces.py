@@ -463,25 +463,22 @@ def recall_in(kept: Sequence[Sequence[Any]], targets: Sequence[dict[str, Any]], 
 
 
 def estimate_times(variants: dict[str, Any], viewtime: dict[str, Any] | None) -> None:
-    """Seconds per image of ``maskwatch detect`` with each variant: its views (``viewtime``'s interleaved
-    medians, else the seconds recorded while caching, which a busy machine inflates) + six crops per face
-    kept (score >= the operating point) at ``viewtime``'s ms per crop. (``evaluate-detection`` classifies
-    every candidate for AP: ``crops_per_image``.)"""
+    """Seconds per image of ``maskwatch detect`` with each variant, from ``viewtime``: its views'
+    interleaved medians + six crops per face kept (score >= the operating point) at its ms per crop
+    (``evaluate-detection`` classifies every candidate for AP: ``crops_per_image``). None without
+    ``viewtime`` for all of a variant's views (the seconds recorded while caching move with the load)."""
     view_ms = (viewtime or {}).get("view_ms_per_image", {})
-    ms_per_crop = (viewtime or {}).get("classifier_ms_per_crop") or variants["classifier_ms_per_crop_while_caching"]
+    ms_per_crop = (viewtime or {}).get("classifier_ms_per_crop")
     rows = variants["rows"]
     for row in rows.values():
-        if all(v in view_ms for v in row["views"]):
-            detector = sum(view_ms[v] for v in row["views"]) / 1000
-            row["time_source"] = "viewtime"
-        else:
-            detector = row["detector_s_per_image_cached"]
-            row["time_source"] = "cache"
+        known = ms_per_crop is not None and all(v in view_ms for v in row["views"])
         crops = row["faces_kept_per_image"] * VIEWS_PER_FACE  # detect classifies the faces it keeps
-        row["est_s_per_image"] = round(detector + crops * ms_per_crop / 1000, 4)
+        detector = sum(view_ms.get(v, 0.0) for v in row["views"]) / 1000
+        row["est_s_per_image"] = round(detector + crops * (ms_per_crop or 0.0) / 1000, 4) if known else None
     base = rows.get(BASELINE, {}).get("est_s_per_image")
     for row in rows.values():
-        row["est_time_ratio"] = round(row["est_s_per_image"] / base, 2) if base else None
+        est = row["est_s_per_image"]
+        row["est_time_ratio"] = round(est / base, 2) if base and est is not None else None
 
 
 def part_viewtime(base: Any, classifier: Any, scenes: Sequence[Scene], specs: Sequence[str], rounds: int,
@@ -565,6 +562,32 @@ def run_variant(pipeline: Any, rgb: np.ndarray, views: Sequence[str], tile: int,
     return [boxes, pipeline.classify(pipeline.face_views(rgb, boxes), pipeline.views_per_face)]
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The variants as a Markdown table (for BENCHMARKS.md): time is the measured ratio to the baseline where
+    ``timing`` ran it, else the estimate (``~``)."""
+
+    def f(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    measured = report.get("timing", {}).get("ratio_to_accurate", {})
+    lines = [
+        "| variant (views; f = also mirrored) | recall <20 (<12 / 12–20) | recall ≥20 | precision | face AP "
+        "| AP with / without mask | **mAP@0.5** | time per image vs accurate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["variants"]["rows"].items():
+        more, ap = row.get("recall_more", {}), row.get("ap50", {})
+        estimate = row.get("est_time_ratio")
+        time_ratio = f"{measured[name]:.2f}x" if name in measured else "–" if estimate is None else f"~{estimate:.2f}x"
+        label = f"**{name}** (adopted)" if name == ADOPTED else name
+        lines.append(
+            f"| {label} ({' '.join(row['views'])}) | {f(row['recall']['<20'])} ({f(more.get('<12'))} / "
+            f"{f(more.get('12-20'))}) | {f(row['recall']['>=20'])} | {f(row['precision'])} | {f(row['ap50_face'])} "
+            f"| {f(ap.get('with_mask'))} / {f(ap.get('without_mask'))} | {f(row['map50'])} | {time_ratio} |"
+        )
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -645,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         timed = [v.strip() for v in args.timing_variants.split(",") if v.strip()]
         timed_scenes = scenes[:: max(1, len(scenes) // args.timing_images)][: args.timing_images]
         report["timing"] = part_timing(base, timed_scenes, timed, args.rounds, args.tile, args.overlap)
+    if "variants" in report:
+        report["table_markdown"] = markdown_table(report)
+        print(report["table_markdown"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {args.json}")
