@@ -268,7 +268,7 @@ def detect(
     preset: str = typer.Option(
         "auto",
         help="Face detector views: fast (one run at 640 px), balanced (+ mirrored), "
-        "accurate (640 and 1024 px, each mirrored: 4 runs; each face classified on 6 "
+        "accurate (640, 1024 and 1280 px, each mirrored: 6 runs; each face classified on 6 "
         "crops); auto = accurate for still images, fast for videos and streams.",
     ),
     score_threshold: float = typer.Option(0.3, help="Classify faces whose detector score is at least this."),
