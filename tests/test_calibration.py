@@ -14,9 +14,10 @@ import pytest
 from conftest import make_face, write_class_folders
 
 from maskwatch.calibration import fit_temperature, negative_log_likelihood
+from maskwatch.core.contract import model_fields
 from maskwatch.metrics import expected_calibration_error
 from maskwatch.preprocess import Preprocessing
-from maskwatch.runtime.types import Classifier, model_fields, softmax
+from maskwatch.runtime.types import Classifier, softmax
 
 CLASSES = ["with_mask", "without_mask"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maskwatch.config import ConfigError, TrainConfig, load_config
+from maskwatch.config import TrainConfig, load_config
+from maskwatch.core.errors import ConfigError
 
 
 def test_defaults_follow_the_reference_recipe():

@@ -416,7 +416,7 @@ def test_compliance_follows_the_models_compliant_classes():
 
 
 def test_crop_margin_defaults_to_the_models():
-    from maskwatch.config import DEFAULT_CROP_MARGIN
+    from maskwatch.core.contract import DEFAULT_CROP_MARGIN
 
     seen = []
 

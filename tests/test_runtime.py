@@ -530,7 +530,7 @@ def test_old_model_files_get_the_default_margin_compliant_classes_and_temperatur
     import json
 
     from maskwatch.checkpoint import load_checkpoint
-    from maskwatch.config import DEFAULT_CROP_MARGIN
+    from maskwatch.core.contract import DEFAULT_CROP_MARGIN
     from maskwatch.runtime.export import TORCHSCRIPT_META, export_torchscript
     from maskwatch.runtime.types import softmax
 
@@ -578,7 +578,7 @@ def _onnx_without_fields(tiny_pt, tmp_path):
 
 def test_the_bundled_model_loads_with_the_defaults():
     from maskwatch.bundled import default_model_path
-    from maskwatch.config import DEFAULT_CROP_MARGIN
+    from maskwatch.core.contract import DEFAULT_CROP_MARGIN
 
     classifier = load_classifier(default_model_path(), "torch")
     assert (classifier.crop_margin, classifier.compliant_classes) == (DEFAULT_CROP_MARGIN, ["with_mask"])

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.config import ConfigError
-from maskwatch.service.settings import ServiceSettings, load_settings, redact_url
+from maskwatch.core.errors import ConfigError
+from maskwatch.core.redaction import redact
+from maskwatch.service.settings import ServiceSettings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 
@@ -63,9 +64,9 @@ def test_layers_env_then_overrides(tmp_path):
 
 
 def test_credentials_are_redacted():
-    redacted = redact_url("cannot open rtsp://admin:pw@10.0.0.5/s1 (timeout)")
+    redacted = redact("cannot open rtsp://admin:pw@10.0.0.5/s1 (timeout)")
     assert redacted == "cannot open rtsp://***@10.0.0.5/s1 (timeout)"
-    assert redact_url("webcam:0") == "webcam:0"
+    assert redact("webcam:0") == "webcam:0"
 
 
 def test_serve_check_exits_2_on_a_typo(tmp_path):

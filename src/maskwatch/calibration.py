@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.core.contract import check_temperature
+from maskwatch.core.timeutil import now_iso
 from maskwatch.metrics import expected_calibration_error
-from maskwatch.runtime.types import check_temperature, softmax
+from maskwatch.runtime.types import softmax
 
 log = logging.getLogger("maskwatch")
 
@@ -203,7 +204,7 @@ def calibrate_checkpoint(
         **{k: v for k, v in result.to_dict().items() if k != "model"},
         "method": "temperature scaling (NLL)",
         "data": source,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": now_iso(),
     }
     atomic_torch_save(checkpoint, target)
     log.debug("calibrated %s: %s", target, result.summary())  # the caller reports result.summary()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import maskwatch
+from maskwatch.core.timeutil import now_iso
 
 FORMAT_VERSION = 1
 
@@ -81,7 +81,7 @@ def make_checkpoint(
     """Assemble the checkpoint dict; ``half`` stores floating weights as fp16 (loaded back as fp32).
     ``crop_margin`` (the face framing trained on), ``compliant_classes`` and ``temperature`` (set by
     :mod:`maskwatch.calibration`) travel with the model; None stores the defaults."""
-    from maskwatch.runtime.types import model_fields
+    from maskwatch.core.contract import model_fields
 
     fields = model_fields(
         {"crop_margin": crop_margin, "compliant_classes": compliant_classes, "temperature": temperature}, classes
@@ -100,7 +100,7 @@ def make_checkpoint(
         "config": dict(config or {}),
         "metrics": dict(metrics or {}),
         "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": now_iso(),
     }
 
 
@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     reader sees all three."""
     import torch
 
-    from maskwatch.runtime.types import model_fields
+    from maskwatch.core.contract import model_fields
 
     path = Path(path)
     if not path.is_file():

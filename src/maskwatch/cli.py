@@ -227,7 +227,8 @@ def train(
 ) -> None:
     """Train a mask classifier by transfer learning; evaluates on the test split when there is one."""
     require_extra(["torch", "torchvision"], "train")
-    from maskwatch.config import ConfigError, load_config
+    from maskwatch.config import load_config
+    from maskwatch.core.errors import ConfigError
     from maskwatch.data.datasets import DatasetError
     from maskwatch.models import WeightsNotFoundError
     from maskwatch.training import RunFinishedError, TrainingInterrupted, fit

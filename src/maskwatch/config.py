@@ -12,27 +12,14 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# -- what travels with a model (checkpoint dict and ONNX metadata); these are the values for files that predate
-# the fields. A model is trained on one face framing, so deployment must crop the same way.
-DEFAULT_CROP_MARGIN = 0.15  # face crop = box grown by this fraction of its width / height on each side
-MASK_CLASSES = ("with_mask", "mask")  # class names meaning "mask worn correctly", when a model names none
-
-
-def default_compliant_classes(classes: Sequence[str]) -> list[str]:
-    """The classes of a model that count as compliant when the model does not say: those of
-    :data:`MASK_CLASSES` it has, in the model's order."""
-    return [name for name in classes if name in MASK_CLASSES]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message says which and why."""
+from maskwatch.core.contract import DEFAULT_CROP_MARGIN
+from maskwatch.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from maskwatch.checkpoint import atomic_torch_save, atomic_write, make_checkpoint
 from maskwatch.config import TrainConfig
+from maskwatch.core.timeutil import run_stamp
 from maskwatch.data.datasets import DatasetMix, Sample, open_mix
 from maskwatch.data.images import Skipped
 from maskwatch.data.loader import make_loader
@@ -563,7 +564,7 @@ def _csv_row(row: dict) -> dict:
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{cfg.arch}-{run_stamp()}"
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:

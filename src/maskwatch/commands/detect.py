@@ -517,7 +517,7 @@ def _failed_inputs(summaries: dict[str, Any]) -> int:
 def _run_summary(
     summaries: dict[str, Any], seconds: float, interrupted: bool, classes: list[str], compliant: list[str]
 ) -> Any:
-    from maskwatch.detection.results import compliance_rate
+    from maskwatch.core.contract import compliance_rate
     from maskwatch.stream.events import PeopleSummary, RunSummary
 
     counts = dict.fromkeys(classes, 0)

@@ -83,7 +83,7 @@ def serve(
     kept in the database and resumed at start, alerts, Prometheus metrics. SIGTERM or Ctrl-C stops it
     gracefully (open tracks end, the last stats buckets are stored)."""
     require_extra(["fastapi", "uvicorn", "sqlalchemy", "alembic"], "maskwatch serve", extra="serve")
-    from maskwatch.config import ConfigError
+    from maskwatch.core.errors import ConfigError
     from maskwatch.service.settings import load_settings
 
     setup_logging(verbose)
@@ -104,9 +104,9 @@ def serve(
             if rule.get("webhook_secret"):
                 rule["webhook_secret"] = "***"
         for camera in data["cameras"]:
-            from maskwatch.service.settings import redact_url
+            from maskwatch.core.redaction import redact
 
-            camera["url"] = redact_url(camera["url"])
+            camera["url"] = redact(camera["url"])
         typer.echo(yaml.safe_dump(data, sort_keys=False))
         return
     import uvicorn

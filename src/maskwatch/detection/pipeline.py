@@ -47,10 +47,10 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
+from maskwatch.core.contract import DEFAULT_CROP_MARGIN, MASK_CLASSES, compliance_rate, default_compliant_classes
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
 from maskwatch.detection.geometry import as_box, box_iou, crop_box, finish_boxes, nms
-from maskwatch.detection.results import MASK_CLASSES, FaceResult, FrameResult, compliance_rate, summarize
+from maskwatch.detection.results import FaceResult, FrameResult, summarize
 
 __all__ = [
     "MASK_CLASSES",
@@ -195,7 +195,7 @@ class MaskDetector:
             (a classifier gate; 0 keeps every classified face).
         crop_margin: margin added on each side of a face box before classifying, fraction of its size;
             None: the classifier's own (``classifier.crop_margin``, the framing it was trained on), else
-            :data:`~maskwatch.config.DEFAULT_CROP_MARGIN`.
+            :data:`~maskwatch.core.contract.DEFAULT_CROP_MARGIN`.
         min_face: drop faces whose longest side is below this many pixels.
         fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
         box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).

@@ -2,34 +2,20 @@
 
 These types are the pipeline's output and the stream engine's input, so they live apart from the detector
 and import nothing heavy. Which classes count as compliant is the model's to say (``compliant_classes``,
-stored with the model); files that predate that field get :func:`maskwatch.config.default_compliant_classes`.
+stored with the model); files that predate that field get :func:`maskwatch.core.contract.default_compliant_classes`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from maskwatch.config import MASK_CLASSES, default_compliant_classes
+from maskwatch.core.contract import compliance_rate
 from maskwatch.detection.geometry import Box
 
-__all__ = ["MASK_CLASSES", "FaceResult", "FrameResult", "compliance_rate", "summarize"]
-
-
-def compliance_rate(
-    counts: Mapping[str, int], classes: Sequence[str], compliant_classes: Sequence[str] | None = None
-) -> float | None:
-    """Faces of a compliant class / faces classified; None when there are none or no class is compliant.
-
-    ``compliant_classes``: the model's (see :attr:`maskwatch.runtime.base.Classifier.compliant_classes`);
-    None: those of :data:`MASK_CLASSES` among ``classes``."""
-    total = sum(counts.values())
-    compliant = default_compliant_classes(classes) if compliant_classes is None else list(compliant_classes)
-    if total == 0 or not compliant:
-        return None
-    return sum(counts.get(name, 0) for name in compliant) / total
+__all__ = ["FaceResult", "FrameResult", "summarize"]
 
 
 def _r(value: float, digits: int = 4) -> float:
@@ -87,7 +73,7 @@ class FrameResult:
     """All faces of one image or video frame, with counts per class and the compliance rate.
 
     ``compliant_classes``: the classes that count as wearing a mask correctly (the model's); None means
-    the default for ``classes`` (:func:`maskwatch.config.default_compliant_classes`)."""
+    the default for ``classes`` (:func:`maskwatch.core.contract.default_compliant_classes`)."""
 
     faces: list[FaceResult]
     classes: list[str]

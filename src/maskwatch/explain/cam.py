@@ -175,7 +175,7 @@ class CamExplainer:
         engine: str = "torch",
         temperature: float = 1.0,
     ):
-        from maskwatch.runtime.types import check_temperature
+        from maskwatch.core.contract import check_temperature
 
         if engine not in ("torch", "onnx", "auto"):
             raise ValueError(f"engine must be torch, onnx or auto, got {engine!r}")

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from maskwatch.core.redaction import redact
+
 ROOT = "maskwatch"
 NODE_SCHEMA = "maskwatch.node/1"
 ALERT_SCHEMA = "maskwatch.alert/1"
@@ -123,8 +125,3 @@ class BrokerURL:
     def __str__(self) -> str:
         user = f"{self.username}:***@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)

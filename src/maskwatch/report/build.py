@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from maskwatch import plotting
-from maskwatch.config import DEFAULT_CROP_MARGIN
+from maskwatch.core.contract import CROP_MARGIN, DEFAULT_CROP_MARGIN, model_fields
 from maskwatch.report import analysis, plots
-from maskwatch.runtime.types import CROP_MARGIN, model_fields
 
 log = logging.getLogger("maskwatch.report")
 

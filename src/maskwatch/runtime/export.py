@@ -48,8 +48,9 @@ import numpy as np
 
 import maskwatch
 from maskwatch.checkpoint import atomic_write
-from maskwatch.preprocess import Preprocessing, to_batch
-from maskwatch.runtime.onnx_backend import (
+from maskwatch.core.contract import (
+    COMPLIANT_CLASSES,
+    CROP_MARGIN,
     META_ARCH,
     META_CLASSES,
     META_COMPLIANT_CLASSES,
@@ -59,8 +60,10 @@ from maskwatch.runtime.onnx_backend import (
     META_SOURCE_SHA256,
     META_TEMPERATURE,
     META_VERSION,
+    TEMPERATURE,
+    model_fields,
 )
-from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, TEMPERATURE, model_fields
+from maskwatch.preprocess import Preprocessing, to_batch
 
 log = logging.getLogger("maskwatch")
 

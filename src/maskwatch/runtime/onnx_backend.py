@@ -51,17 +51,19 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.core.contract import (
+    META_CLASSES,
+    META_COMPLIANT_CLASSES,
+    META_CROP_MARGIN,
+    META_PRECISION,
+    META_PREPROCESSING,
+    META_TEMPERATURE,
+    model_fields,
+)
 from maskwatch.preprocess import Preprocessing
-from maskwatch.runtime.types import COMPLIANT_CLASSES, CROP_MARGIN, TEMPERATURE, Classifier, model_fields
+from maskwatch.runtime.types import Classifier
 
 __all__ = [
-    "META_ARCH",
-    "META_CLASSES",
-    "META_COMPLIANT_CLASSES",
-    "META_CROP_MARGIN",
-    "META_PRECISION",
-    "META_PREPROCESSING",
-    "META_TEMPERATURE",
     "OnnxClassifier",
     "create_session",
     "onnxruntime_available",
@@ -70,17 +72,6 @@ __all__ = [
     "read_metadata",
     "session_options",
 ]
-
-# metadata_props keys written by maskwatch.runtime.export (plain keys: Netron and `onnx` show them as is)
-META_CLASSES = "classes"  # JSON list of class names, in output order
-META_PREPROCESSING = "preprocessing"  # JSON of maskwatch.preprocess.Preprocessing.to_dict()
-META_ARCH = "arch"
-META_PRECISION = "precision"  # fp32 | int8
-META_VERSION = "maskwatch_version"
-META_SOURCE_SHA256 = "source_sha256"
-META_CROP_MARGIN = CROP_MARGIN  # a number, as text
-META_COMPLIANT_CLASSES = COMPLIANT_CLASSES  # JSON list of class names
-META_TEMPERATURE = TEMPERATURE  # a number, as text: probabilities are softmax(logits / T); absent = 1.0
 
 PROVIDERS = ["CPUExecutionProvider"]
 

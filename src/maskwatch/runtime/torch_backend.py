@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from maskwatch.checkpoint import build_model, load_checkpoint
+from maskwatch.core.contract import model_fields
 from maskwatch.preprocess import Preprocessing
-from maskwatch.runtime.types import Classifier, model_fields
+from maskwatch.runtime.types import Classifier
 
 
 class TorchClassifier(Classifier):

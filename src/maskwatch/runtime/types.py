@@ -9,56 +9,19 @@ This module is the backends' only dependency inside ``maskwatch.runtime``: the f
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from maskwatch.config import DEFAULT_CROP_MARGIN, default_compliant_classes
+from maskwatch.core.contract import COMPLIANT_CLASSES, CROP_MARGIN, TEMPERATURE, check_temperature, model_fields
 from maskwatch.preprocess import Preprocessing, to_batch
 
 __all__ = ["Classifier", "ImageLike", "as_rgb_array", "check_temperature", "model_fields", "softmax"]
 
 ImageLike = np.ndarray | Image.Image
-
-# keys of the checkpoint dict, the ONNX metadata and the TorchScript metadata (one name everywhere)
-CROP_MARGIN = "crop_margin"  # float: face crop = box grown by this fraction per side (the training framing)
-COMPLIANT_CLASSES = "compliant_classes"  # list of class names that count as a mask worn correctly
-# float: probabilities are softmax(logits / temperature), fitted on validation data (maskwatch.calibration);
-# the network itself (and an exported graph's ``logits`` output) stays uncalibrated, 1.0 = no scaling
-TEMPERATURE = "temperature"
-
-
-def check_temperature(value: Any) -> float:
-    """``value`` as a temperature: a finite number > 0 (``ValueError`` otherwise)."""
-    try:
-        temperature = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a finite number > 0, got {value!r}") from None
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {value!r}")
-    return temperature
-
-
-def model_fields(meta: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
-    """``crop_margin``, ``compliant_classes`` and ``temperature`` of a model's metadata (a checkpoint dict,
-    decoded ONNX or TorchScript metadata), with the defaults for files written before they existed (0.15,
-    the classes named like a mask worn correctly, 1.0); checked against ``classes``."""
-    margin = meta.get(CROP_MARGIN)
-    compliant = meta.get(COMPLIANT_CLASSES)
-    temperature = meta.get(TEMPERATURE)
-    margin = DEFAULT_CROP_MARGIN if margin is None else float(margin)
-    if not margin >= 0:
-        raise ValueError(f"crop_margin must be >= 0, got {margin}")
-    compliant = default_compliant_classes(classes) if compliant is None else [str(c) for c in compliant]
-    unknown = [c for c in compliant if c not in classes]
-    if unknown:
-        raise ValueError(f"compliant classes {unknown} are not classes of the model {list(classes)}")
-    temperature = 1.0 if temperature is None else check_temperature(temperature)
-    return {CROP_MARGIN: margin, COMPLIANT_CLASSES: compliant, TEMPERATURE: temperature}
 
 
 def as_rgb_array(image: Any) -> np.ndarray:

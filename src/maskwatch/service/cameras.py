@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from maskwatch.core.redaction import redact
 from maskwatch.service.errors import ApiError
-from maskwatch.service.settings import CAMERA_NAME, redact_url
+from maskwatch.service.settings import CAMERA_NAME
 from maskwatch.service.storage.models import Camera
 from maskwatch.stream import SourceSpec
 
@@ -51,7 +52,7 @@ class CameraManager:
         try:
             self.engine.add_source(spec_for(camera, self.hold))
         except Exception as exc:  # SourceError, ValueError
-            raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact_url(str(exc))}") from exc
+            raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact(str(exc))}") from exc
         self.live.get(camera.name).state = "connecting"
 
     def _stop(self, name: str) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskwatch.core.redaction import redact
 from maskwatch.detection.drawing import draw_result
 from maskwatch.detection.privacy import blur_faces
-from maskwatch.service.settings import redact_url
 
 SSE_TYPES = ("track_started", "track_ended", "stats", "source_status")
 
@@ -151,7 +151,7 @@ class LiveState:
         if event.type == "source_status":
             live.state, live.reason, live.kind, live.since = (
                 event.state,
-                redact_url(event.reason),
+                redact(event.reason) if event.reason else None,
                 event.kind,
                 time.time(),
             )
@@ -168,7 +168,7 @@ class LiveState:
 def event_for_client(event: Any) -> dict[str, Any]:
     data = event.to_dict()
     if "reason" in data:
-        data["reason"] = redact_url(data["reason"])
+        data["reason"] = redact(data["reason"]) if data["reason"] else data["reason"]
     return data
 
 

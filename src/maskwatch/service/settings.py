@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from maskwatch.config import ConfigError
+from maskwatch.core.errors import ConfigError
 
 __all__ = [
     "CAMERA_NAME",
@@ -295,10 +295,3 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[key] = value
     return out
-
-
-def redact_url(text: str | None) -> str | None:
-    """Hide credentials in URLs (``rtsp://user:pass@host`` -> ``rtsp://***@host``) in any text."""
-    if text is None:
-        return None
-    return re.sub(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)

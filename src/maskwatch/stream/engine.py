@@ -51,6 +51,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from maskwatch.core.redaction import redact
 from maskwatch.detection.pipeline import PRESETS, FaceResult, FrameResult, MaskDetector
 from maskwatch.stream.events import (
     FaceRecord,
@@ -73,7 +74,6 @@ from maskwatch.stream.sources import (
     StreamSource,
     VideoSource,
     parse_source,
-    redact,
 )
 from maskwatch.stream.tracking import FaceTracker, Transition
 
@@ -487,7 +487,7 @@ class StreamEngine:
             self.config = dataclasses.replace(config, **options)
         self.detector = detector
         self.classes = list(detector.classes)
-        from maskwatch.config import default_compliant_classes
+        from maskwatch.core.contract import default_compliant_classes
 
         compliant = getattr(detector, "compliant_classes", None)  # the model's; an empty list is its word too
         self.compliant_classes = list(default_compliant_classes(self.classes) if compliant is None else compliant)
@@ -882,7 +882,7 @@ class StreamEngine:
         runner.removed.set()
 
     def _summary(self, runner: _Runner, error: str | None) -> SourceSummary:
-        from maskwatch.detection.results import compliance_rate
+        from maskwatch.core.contract import compliance_rate
 
         stats = runner.source.stats
         people = None

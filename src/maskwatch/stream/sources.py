@@ -29,7 +29,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,6 +38,8 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
+from maskwatch.core.redaction import redact
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -52,7 +53,6 @@ __all__ = [
     "VideoSource",
     "open_sources",
     "parse_source",
-    "redact",
     "resolve_sources",
 ]
 
@@ -487,14 +487,6 @@ class StreamSource:
 
 # --------------------------------------------------------------------------------------------------------
 # parsing what the user typed
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with any ``user:password@`` of a URL replaced by ``***@`` (names, messages, logs)."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def _has_magic(text: str) -> bool:

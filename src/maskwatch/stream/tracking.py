@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.detection.results import FaceResult, FrameResult, compliance_rate
+from maskwatch.core.contract import compliance_rate
+from maskwatch.detection.results import FaceResult, FrameResult
 
 __all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "Transition", "bytetrack_backend"]
 
