@@ -8,16 +8,15 @@ training config (:mod:`maskwatch.config`).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from maskwatch.core.errors import ConfigError
+from maskwatch.core.settings import Section, check_keys, describe, drop_none, merge, read_yaml
 
 __all__ = [
     "CAMERA_NAME",
@@ -32,11 +31,7 @@ CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTIVE_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ServerSettings(_Section):
+class ServerSettings(Section):
     host: str = "127.0.0.1"  # bind address (0.0.0.0 exposes the service on every interface)
     port: int = Field(8000, ge=0, le=65535)
     data_dir: str = "runs/serve"  # SQLite database, demo video, snapshots
@@ -44,14 +39,14 @@ class ServerSettings(_Section):
     log_level: str = "info"
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     path: str | None = None  # classifier (.pt / .onnx); default: the bundled model ($MASKWATCH_MODEL)
     backend: str | None = None  # torch | onnx | onnx-int8; default: the runtime's choice
     infer_preset: Literal["fast", "balanced", "accurate"] = "accurate"  # POST /infer on still images
     threads: int = Field(2, ge=1, le=64)
 
 
-class EngineSettings(_Section):
+class EngineSettings(Section):
     stats_interval: float = Field(60.0, gt=0)  # seconds per stats bucket
     classify_every: int | None = Field(5, ge=1)  # classification budget for decided tracks
     video_preset: Literal["fast", "balanced", "accurate"] = "fast"
@@ -62,7 +57,7 @@ class EngineSettings(_Section):
     max_backoff: float = Field(8.0, gt=0)
 
 
-class CameraConfig(_Section):
+class CameraConfig(Section):
     name: str
     url: str  # rtsp://..., http(s)://..., webcam:N, a video file or a folder of images
     enabled: bool = True
@@ -79,7 +74,7 @@ class CameraConfig(_Section):
         return value
 
 
-class DemoSettings(_Section):
+class DemoSettings(Section):
     enabled: bool | None = None  # None: when the images folder exists
     images: str | None = None  # default: $MASKWATCH_SHARED_DATA/scenes/images (../shared/data/scenes/images)
     name: str = "demo"
@@ -90,7 +85,7 @@ class DemoSettings(_Section):
 RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging", "node_offline"]
 
 
-class AlertRuleConfig(_Section):
+class AlertRuleConfig(Section):
     name: str = Field(min_length=1, max_length=100)
     kind: RuleKind
     camera: str | None = None  # None: every camera
@@ -120,7 +115,7 @@ class AlertRuleConfig(_Section):
         return value
 
 
-class AlertSettings(_Section):
+class AlertSettings(Section):
     rules: list[AlertRuleConfig] = Field(default_factory=list)  # created at start when missing (by name)
     evaluate_every: float = Field(1.0, gt=0)  # seconds between rule evaluations
     webhook_timeout: float = Field(5.0, gt=0)
@@ -128,12 +123,12 @@ class AlertSettings(_Section):
     webhook_backoff: float = Field(1.0, gt=0)  # first retry wait, doubling
 
 
-class PrivacySettings(_Section):
+class PrivacySettings(Section):
     blur_faces: bool = True  # every face in every streamed or stored image; False only for admins, audited
     snapshots: bool = False  # keep a snapshot (best view, faces blurred) per person event
 
 
-class RetentionSettings(_Section):
+class RetentionSettings(Section):
     events_days: float = Field(30.0, gt=0)  # person events (and their snapshots)
     media_days: float = Field(7.0, gt=0)  # snapshots (their events stay until events_days)
     buckets_days: float = Field(90.0, gt=0)  # raw stats buckets
@@ -142,7 +137,7 @@ class RetentionSettings(_Section):
     purge_every_s: float = Field(3600.0, gt=0)
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     upload_bytes: int = Field(10_000_000, ge=1024)  # POST /infer body
     upload_pixels: int = Field(40_000_000, ge=1024)  # decoded image size
     job_upload_bytes: int = Field(500_000_000, ge=1024)  # POST /jobs uploads
@@ -157,18 +152,18 @@ class LimitSettings(_Section):
     ingest_buffer: int = Field(200_000, ge=100)  # events held in memory while the database is down
 
 
-class AuthSettings(_Section):
+class AuthSettings(Section):
     session_hours: float = Field(12.0, gt=0)
     cookie_secure: bool = False  # set True behind HTTPS
 
 
-class JobSettings(_Section):
+class JobSettings(Section):
     allowed_dirs: list[str] = Field(default_factory=list)  # server folders POST /jobs may read from
     max_running: int = Field(1, ge=1)
     keep_events: int = Field(10_000, ge=0)  # events kept per job for GET /jobs/{id}/events
 
 
-class ServiceSettings(_Section):
+class ServiceSettings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -193,57 +188,6 @@ class ServiceSettings(_Section):
 # -- loading --------------------------------------------------------------------------------------------
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation (``Model``, ``list[Model]``, ``Model | None``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) is not None or get_args(annotation):
-        for arg in get_args(annotation):
-            found = _model_of(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
-    """Unknown keys anywhere in ``data`` raise :class:`ConfigError` with a "did you mean"."""
-    if not isinstance(data, dict):
-        return
-    fields = model.model_fields
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            tip = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(fields)}"
-            raise ConfigError(f"unknown setting {path!r}{tip}")
-        sub = _model_of(fields[key].annotation)
-        if sub is None:
-            continue
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                check_keys(item, sub, f"{path}[{i}]")
-        else:
-            check_keys(value, sub, path)
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{loc}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -252,46 +196,23 @@ def load_settings(
 ) -> ServiceSettings:
     """Defaults, then ``path`` (YAML), then ``env`` (``os.environ``), then ``overrides`` (nested dicts, e.g.
     ``{"server": {"port": 8001}}``; None values are ignored). Raises :class:`ConfigError` with the reason."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-        data = loaded or {}
+    data: dict[str, Any] = {} if path is None else read_yaml(path)
     env = dict(os.environ) if env is None else env
     from_env: dict[str, Any] = {}
     if env.get("MASKWATCH_DB"):
         from_env.setdefault("server", {})["db"] = env["MASKWATCH_DB"]
     if env.get("MASKWATCH_DATA_DIR"):
         from_env.setdefault("server", {})["data_dir"] = env["MASKWATCH_DATA_DIR"]
-    data = _merge(data, from_env)
+    data = merge(data, from_env)
     if overrides:
-        data = _merge(data, _drop_none(overrides))
+        data = merge(data, drop_none(overrides))
     check_keys(data, ServiceSettings)
     try:
         settings = ServiceSettings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid serve settings: {_describe(exc)}") from exc
+        raise ConfigError(f"invalid serve settings: {describe(exc)}") from exc
     names = [c.name for c in settings.cameras]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"cameras: duplicate name(s) {', '.join(dupes)}")
     return settings
-
-
-def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = _drop_none(value)
-            if value:
-                out[key] = value
-        elif value is not None:
-            out[key] = value
-    return out
