@@ -1,22 +1,22 @@
 """Every setting of ``maskwatch serve`` in one typed place.
 
-Layers, later ones win: these defaults, the YAML file (``--config serve.yaml``; the commented example is
-``configs/serve.yaml``), environment variables (``MASKWATCH_DB``, ``MASKWATCH_ADMIN_TOKEN``,
-``MASKWATCH_DATA_DIR``), then CLI flags. Unknown keys are an error with a "did you mean" hint, like the
-training config (:mod:`maskwatch.config`).
+Layers, later ones win (:class:`maskwatch.core.settings.RootSettings`): these defaults, the YAML file
+(``--config serve.yaml``; the commented example is ``configs/serve.yaml``), environment variables
+(``MASKWATCH_SERVE_<SECTION>__<KEY>``, and the short ``MASKWATCH_DB`` / ``MASKWATCH_DATA_DIR``), then CLI flags.
+Unknown keys are an error with a "did you mean" hint, as in every maskwatch configuration.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.errors import ConfigError
-from maskwatch.core.settings import Section, check_keys, describe, drop_none, merge, read_yaml
+from maskwatch.core.settings import RootSettings, Section
 
 __all__ = [
     "CAMERA_NAME",
@@ -163,7 +163,16 @@ class JobSettings(Section):
     keep_events: int = Field(10_000, ge=0)  # events kept per job for GET /jobs/{id}/events
 
 
-class ServiceSettings(Section):
+class ServiceSettings(RootSettings):
+    """Every setting of ``maskwatch serve``; environment overrides: ``MASKWATCH_SERVE_<SECTION>__<KEY>``
+    (``MASKWATCH_SERVE_RETENTION__EVENTS_DAYS=14``), plus ``MASKWATCH_DB`` and ``MASKWATCH_DATA_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKWATCH_SERVE_")
+    legacy_env: ClassVar[dict[str, tuple[str, ...]]] = {
+        "MASKWATCH_DB": ("server", "db"),
+        "MASKWATCH_DATA_DIR": ("server", "data_dir"),
+    }
+
     server: ServerSettings = Field(default_factory=ServerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -196,21 +205,7 @@ def load_settings(
 ) -> ServiceSettings:
     """Defaults, then ``path`` (YAML), then ``env`` (``os.environ``), then ``overrides`` (nested dicts, e.g.
     ``{"server": {"port": 8001}}``; None values are ignored). Raises :class:`ConfigError` with the reason."""
-    data: dict[str, Any] = {} if path is None else read_yaml(path)
-    env = dict(os.environ) if env is None else env
-    from_env: dict[str, Any] = {}
-    if env.get("MASKWATCH_DB"):
-        from_env.setdefault("server", {})["db"] = env["MASKWATCH_DB"]
-    if env.get("MASKWATCH_DATA_DIR"):
-        from_env.setdefault("server", {})["data_dir"] = env["MASKWATCH_DATA_DIR"]
-    data = merge(data, from_env)
-    if overrides:
-        data = merge(data, drop_none(overrides))
-    check_keys(data, ServiceSettings)
-    try:
-        settings = ServiceSettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid serve settings: {describe(exc)}") from exc
+    settings = ServiceSettings.load(path, env=env, overrides=overrides)
     names = [c.name for c in settings.cameras]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

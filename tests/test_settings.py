@@ -1,0 +1,55 @@
+"""One settings model: the same layers (defaults < YAML < environment < flags) and the same errors for every
+configuration (serve, agent, train)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maskwatch.core.errors import ConfigError
+from maskwatch.service.settings import ServiceSettings
+
+
+def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text("engine:\n  stats_interval: 30\n  classify_every: 2\nretention:\n  events_days: 10\n")
+    env = {"MASKWATCH_SERVE_ENGINE__STATS_INTERVAL": "20", "MASKWATCH_SERVE_RETENTION__AUDIT_DAYS": "99"}
+    s = ServiceSettings.load(path, env=env, overrides={"engine": {"classify_every": 7, "stats_interval": None}})
+    assert s.engine.stats_interval == 20  # the environment beats the file
+    assert s.engine.classify_every == 7  # a flag beats both
+    assert s.retention.events_days == 10 and s.retention.audit_days == 99  # nested keys merge, not replace
+    assert ServiceSettings.load(env={}).engine.stats_interval == 60  # the default
+
+
+def test_environment_lists_are_json_and_prefix_is_case_insensitive() -> None:
+    env = {"maskwatch_serve_jobs__allowed_dirs": '["/data/a", "/data/b"]'}
+    assert ServiceSettings.load(env=env).jobs.allowed_dirs == ["/data/a", "/data/b"]
+
+
+def test_short_legacy_variables_still_work(tmp_path: Path) -> None:
+    s = ServiceSettings.load(env={"MASKWATCH_DB": "sqlite:///x.db", "MASKWATCH_DATA_DIR": str(tmp_path)})
+    assert s.server.db == "sqlite:///x.db" and s.data_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({"MASKWATCH_SERVE_ENGINE__STATS_INTERVALL": "5"}, "stats_interval"),
+        ({"MASKWATCH_SERVE_RETENTON__EVENTS_DAYS": "5"}, "retention"),
+    ],
+)
+def test_a_mistyped_environment_variable_is_an_error_with_a_hint(env: dict[str, str], hint: str) -> None:
+    with pytest.raises(ConfigError, match=f"did you mean '{hint}'"):
+        ServiceSettings.load(env=env)
+
+
+def test_bad_values_name_their_path_whatever_the_layer(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"engine\.stats_interval"):
+        ServiceSettings.load(env={"MASKWATCH_SERVE_ENGINE__STATS_INTERVAL": "-1"})
+    with pytest.raises(ConfigError, match=r"engine\.stats_interval"):
+        ServiceSettings.load(env={}, overrides={"engine": {"stats_interval": "soon"}})
+    path = tmp_path / "serve.yaml"
+    path.write_text("engine:\n  stats_intervl: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'stats_interval'"):
+        ServiceSettings.load(path, env={})
