@@ -44,7 +44,7 @@ def test_config_typo_exits_2_with_suggestion(tiny_dataset, tmp_path):
     config.write_text("learning_rate: 0.1\n")
     result = runner.invoke(app, ["train", "--data", str(tiny_dataset), "--config", str(config)])
     assert result.exit_code == 2
-    assert "unknown config key 'learning_rate'" in result.output
+    assert "unknown setting 'learning_rate'; did you mean 'lr'?" in result.output
 
 
 def test_help_explains_every_option():

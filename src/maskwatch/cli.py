@@ -8,7 +8,6 @@ errors are one line on stderr without a traceback; ``maskwatch --debug ...`` sho
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -50,7 +49,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: wraps at any width, never truncates a name or a path
 )
 log = logging.getLogger("maskwatch")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = {name: f.default for name, f in TrainConfig.model_fields.items()}
 
 
 def _default(name: str) -> str:

@@ -1,94 +1,38 @@
-"""Every training default in one typed place.
+"""Every training default in one typed place (:class:`TrainConfig`, on the one settings base).
 
-A run's configuration is built in three layers: these defaults, an optional YAML file, then CLI flags.
-The effective result is written next to each run (``runs/NAME/config.yaml``) so the run can be repeated
-with ``maskwatch train --config runs/NAME/config.yaml``. Unknown keys are an error with a "did you
-mean" hint rather than being silently ignored.
+A run's configuration is built in layers (:class:`maskwatch.core.settings.RootSettings`): these defaults, an
+optional YAML file, ``MASKWATCH_TRAIN_<KEY>`` environment variables, then CLI flags. The effective result is
+written next to each run (``runs/NAME/config.yaml``) so the run can be repeated with ``maskwatch train
+--config runs/NAME/config.yaml``. Unknown keys are an error with a "did you mean" hint (names other tools use
+for a setting included) rather than being silently ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.contract import DEFAULT_CROP_MARGIN
-from maskwatch.core.errors import ConfigError
+from maskwatch.core.settings import RootSettings
+from maskwatch.data.source import DataSource
+
+__all__ = ["ALIASES", "DataSource", "TrainConfig", "load_config", "suggest_key"]
 
 
-@dataclass(frozen=True)
-class DataSource:
-    """One dataset of a run with its own options. ``None`` means "the run's top-level value" (``crops``,
-    ``min_face``, ``crop_margin``, ``splits``), so ``--data DIR --crops`` keeps meaning what it always did.
-
-    ``weight`` scales how often each of the dataset's training samples is drawn per epoch, relative to the
-    other datasets (see :mod:`maskwatch.data.sampling`); ``name`` labels it in logs, history and metrics
-    (default: the folder's name)."""
-
-    path: str
-    crops: bool | None = None
-    min_face: int | None = None
-    crop_margin: float | None = None
-    splits: str | None = None  # split-list folder (train.txt, valid.txt, test.txt): images by stem
-    weight: float = 1.0
-    name: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> DataSource:
-        """The CLI form ``PATH[,key=value,...]``, e.g. ``../shared/data/scenes,crops,min_face=12,weight=2``;
-        a bare key means true (``crops``), ``-`` may stand for ``_`` (``min-face=12``)."""
-        path, *options = [part.strip() for part in str(text).split(",")]
-        if not path:
-            raise ConfigError(f"--data {text!r}: the dataset path comes first, then ,key=value options")
-        values: dict[str, Any] = {}
-        for option in options:
-            key, sep, value = option.partition("=")
-            values[key.strip()] = value.strip() if sep else True
-        return cls.from_value({"path": path, **values}, where=f"--data {text!r}")
-
-    @classmethod
-    def from_value(cls, value: Any, where: str = "data") -> DataSource:
-        """A YAML/CLI entry: a path, a mapping with ``path`` and options, or a DataSource."""
-        if isinstance(value, DataSource):
-            return value
-        if isinstance(value, (str, Path)):
-            value = {"path": str(value)}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a path or a mapping with 'path', got {value!r}")
-        names = {f.name: f for f in fields(cls)}
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for key, item in value.items():
-            key = str(key).replace("-", "_")
-            if key not in names:
-                close = difflib.get_close_matches(key, list(names), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else f" Known: {', '.join(names)}."
-                raise ConfigError(f"{where}: unknown dataset option {key!r}.{hint}")
-            kwargs[key] = _coerce_to(f"{where}: {key}", hints[key], item)
-        if not kwargs.get("path"):
-            raise ConfigError(f"{where}: a dataset needs a 'path'")
-        return cls(**kwargs)
-
-    def to_value(self) -> str | dict[str, Any]:
-        """The compact YAML form: the bare path when no option is set."""
-        options = {f.name: getattr(self, f.name) for f in fields(self)}
-        kept = {k: v for k, v in options.items() if v is not None and not (k == "weight" and v == 1.0)}
-        return self.path if list(kept) == ["path"] else kept
-
-
-@dataclass
-class TrainConfig:
+class TrainConfig(RootSettings):
     """Settings of one training run. Field docs are shown by ``maskwatch train --help``."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKWATCH_TRAIN_")
 
     # data: one dataset root or a list of them, each a path or {path, crops, min_face, crop_margin, splits,
     # weight, name}; the four settings below are the defaults of every dataset that does not set its own
-    data: list[DataSource] = field(default_factory=list)
+    data: list[DataSource] = Field(default_factory=list)
     crops: bool = False  # cut face crops from PASCAL VOC scenes instead of using whole images
     min_face: int = 32  # VOC crops: keep faces whose longest box side is at least this (px)
     crop_margin: float = DEFAULT_CROP_MARGIN  # VOC crops: margin around the box; the model records this one
@@ -148,8 +92,29 @@ class TrainConfig:
     out: str | None = None  # run folder; default runs/<arch>-<timestamp>
     half: bool = False  # store the best model's weights as fp16 (half the size)
 
-    def validate(self) -> TrainConfig:
-        """Check ranges and choices; raise ConfigError naming the bad field."""
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> list[DataSource]:
+        """``data``: nothing, one path (older configs), or a list of paths / mappings."""
+        if value is None:
+            return []
+        items = value if isinstance(value, list | tuple) else [value]
+        where = (lambda i: f"data[{i}]") if len(items) > 1 else (lambda i: "data")
+        return [DataSource.from_value(item, where=where(i)) for i, item in enumerate(items)]
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> Any:
+        """``classes``: a list, or one comma-separated string (``with_mask,without_mask``)."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(item).strip() for item in value if str(item).strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Ranges and choices; the message names the bad field."""
         from maskwatch.models import available_archs
 
         checks: list[tuple[bool, str]] = [
@@ -180,22 +145,20 @@ class TrainConfig:
             (self.classes is None or len(set(self.classes)) >= 2, "classes must name at least two classes"),
             (self.classes is None or len(set(self.classes)) == len(self.classes), "classes lists a name twice"),
         ]
-        for source in self.data:
-            checks += [
-                (source.weight > 0, f"data {source.path}: weight must be > 0, got {source.weight}"),
-                (source.min_face is None or source.min_face >= 1, f"data {source.path}: min_face must be >= 1"),
-                (
-                    source.crop_margin is None or source.crop_margin >= 0,
-                    f"data {source.path}: crop_margin must be >= 0",
-                ),
-            ]
         for ok, message in checks:
             if not ok:
-                raise ConfigError(message)
+                raise ValueError(message)
         return self
+
+    # key names other tools use, for "did you mean" (see :data:`ALIASES`)
+    @classmethod
+    def suggest(cls, key: str) -> str | None:
+        return suggest_key(key)
 
     def sources(self) -> list[DataSource]:
         """The datasets with every option filled in (top-level defaults applied) and unique names."""
+        import dataclasses
+
         resolved: list[DataSource] = []
         seen: set[str] = set()
         for source in self.data:
@@ -220,7 +183,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready settings; one plain dataset is written as ``data: PATH``, as before lists existed
         (older tools read ``config["data"]`` as a path)."""
-        result = dataclasses.asdict(self)
+        result = self.model_dump(mode="json")
         values = [source.to_value() for source in self.data]
         single = len(values) == 1 and isinstance(values[0], str)
         result["data"] = (values[0] if single else values) if values else None
@@ -229,55 +192,9 @@ class TrainConfig:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-
-def _coerce(name: str, annotation: Any, value: Any) -> Any:
-    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
-    if name == "data":
-        return _coerce_data(value)
-    if name == "classes":
-        if value is None:
-            return None
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"classes: expected a list of class names, got {value!r}")
-        return [str(item).strip() for item in items if str(item).strip()]
-    return _coerce_to(name, typing.get_type_hints(TrainConfig)[name], value)
-
-
-def _coerce_data(value: Any) -> list[DataSource]:
-    """``data``: nothing, one path (older configs), or a list of paths / mappings."""
-    if value is None:
-        return []
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [
-        DataSource.from_value(item, where=f"data[{i}]" if len(items) > 1 else "data") for i, item in enumerate(items)
-    ]
-
-
-def _coerce_to(name: str, hint: Any, value: Any) -> Any:
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise ConfigError(f"{name} may not be empty")
-    for kind in allowed:
-        if kind is type(None):
-            continue
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            continue
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            continue
-        try:
-            if kind in (int, float) and isinstance(value, bool):
-                continue
-            return kind(value)
-        except (TypeError, ValueError):
-            continue
-    raise ConfigError(f"{name}: cannot use {value!r} as {hint}")
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return TrainConfig.model_validate({**dict(self), **changes})
 
 
 #: Names other tools use for a setting (Keras, PyTorch Lightning, timm, notebooks), for "did you mean".
@@ -326,7 +243,7 @@ ALIASES: dict[str, str] = {
 
 def suggest_key(key: str) -> str | None:
     """The TrainConfig field an unknown key most likely means: a known alias, else the closest name."""
-    names = [f.name for f in fields(TrainConfig)]
+    names = list(TrainConfig.model_fields)
     normalized = key.lower().replace("-", "_")
     if normalized in ALIASES:
         return ALIASES[normalized]
@@ -337,33 +254,13 @@ def suggest_key(key: str) -> str | None:
     return hint[0]
 
 
-def merge(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Return a copy of ``config`` with ``overrides`` applied; unknown keys get a suggestion."""
-    names = {f.name: f for f in fields(TrainConfig)}
-    updates: dict[str, Any] = {}
-    for key, value in overrides.items():
-        key = str(key).replace("-", "_")
-        if key not in names:
-            hint = suggest_key(key)
-            suggestion = f" Did you mean {hint!r}?" if hint else ""
-            raise ConfigError(f"unknown config key {key!r}.{suggestion}")
-        updates[key] = _coerce(key, names[key].type, value)
-    return dataclasses.replace(config, **updates)
-
-
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then keyword overrides (None = not given)."""
-    config = TrainConfig()
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must be a mapping of key: value")
-        config = merge(config, loaded)
-    config = merge(config, {k: v for k, v in overrides.items() if v is not None})
-    return _fold_single_dataset(config.validate())
+def load_config(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any
+) -> TrainConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``MASKWATCH_TRAIN_*`` variables of ``env``
+    (``os.environ``), then keyword overrides (None = not given). Raises :class:`ConfigError`."""
+    flags = {str(k).replace("-", "_"): v for k, v in overrides.items()}
+    return _fold_single_dataset(TrainConfig.load(path, env=env, overrides=flags))
 
 
 def _fold_single_dataset(config: TrainConfig) -> TrainConfig:
@@ -372,8 +269,7 @@ def _fold_single_dataset(config: TrainConfig) -> TrainConfig:
     if len(config.data) != 1 or config.data[0].name is not None:
         return config
     (source,) = config.sources()
-    return dataclasses.replace(
-        config,
+    return config.replace(
         data=[DataSource(source.path)],
         crops=bool(source.crops),
         min_face=config.min_face if source.min_face is None else source.min_face,

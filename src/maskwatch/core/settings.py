@@ -60,7 +60,9 @@ def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
         path = f"{where}.{key}" if where else str(key)
         name = aliases.get(key, key)
         if name not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            suggest = getattr(model, "suggest", None)  # a model may know other tools' names for its keys
+            close = suggest(str(key)) if callable(suggest) else None
+            hint = [close] if close else difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             tip = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(fields)}"
             raise ConfigError(f"unknown setting {path!r}{tip}")
         sub = model_of(fields[name].annotation)

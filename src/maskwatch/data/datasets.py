@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskwatch.config import DataSource
 from maskwatch.core.contract import DEFAULT_CROP_MARGIN
 from maskwatch.data.images import BadImageError, Skipped, check_images, has_image_extension, load_rgb
+from maskwatch.data.source import DataSource
 from maskwatch.data.voc import parse_voc, read_split_lists, voc_image_for
 from maskwatch.detection.geometry import grow_box
 

@@ -13,7 +13,8 @@ every epoch, not only on average, and no sample is drawn more often than needed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,3 +52,15 @@ def draw_rates(groups: np.ndarray, weights: Sequence[float]) -> list[float]:
     if not mass:
         return [0.0 for _ in weights]
     return [float(len(groups) * w / mass) if s else 0.0 for w, s in zip(weights, sizes)]
+
+
+def sample_stratified(groups: Mapping[Any, list[Any]], n: int, seed: int) -> list[Any]:
+    """About ``n`` items, each group contributing in proportion to its size (at least one), seeded."""
+    rng = np.random.default_rng(seed)
+    total = sum(len(v) for v in groups.values())
+    chosen: list[Any] = []
+    for key in sorted(groups, key=str):
+        group = groups[key]
+        take = min(len(group), max(1, round(n * len(group) / total)))
+        chosen.extend(group[i] for i in sorted(rng.choice(len(group), size=take, replace=False)))
+    return chosen

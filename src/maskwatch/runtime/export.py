@@ -63,6 +63,7 @@ from maskwatch.core.contract import (
     TEMPERATURE,
     model_fields,
 )
+from maskwatch.data.sampling import sample_stratified
 from maskwatch.preprocess import Preprocessing, to_batch
 
 log = logging.getLogger("maskwatch")
@@ -108,18 +109,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 # calibration images
 
 
-def _sample_stratified(groups: dict[Any, list[Any]], n: int, seed: int) -> list[Any]:
-    """About ``n`` items, each group contributing in proportion to its size (at least one), seeded."""
-    rng = np.random.default_rng(seed)
-    total = sum(len(v) for v in groups.values())
-    chosen: list[Any] = []
-    for key in sorted(groups, key=str):
-        group = groups[key]
-        take = min(len(group), max(1, round(n * len(group) / total)))
-        chosen.extend(group[i] for i in sorted(rng.choice(len(group), size=take, replace=False)))
-    return chosen
-
-
 def _images_under(folder: Path) -> tuple[Path, dict[str, list[str]]]:
     """Image files under ``folder`` grouped by parent folder (= class for class-folder datasets); when the
     folder holds a ``train`` split only that split is used (never calibrate on test images)."""
@@ -134,42 +123,6 @@ def _images_under(folder: Path) -> tuple[Path, dict[str, list[str]]]:
         if path.is_file() and not path.name.startswith(".") and has_image_extension(path):
             groups.setdefault(path.parent.name, []).append(str(path))
     return folder, groups
-
-
-def _checkpoint_train_samples(checkpoint: dict[str, Any]) -> dict[int, list[Any]]:
-    """The checkpoint's training samples by label: every dataset of its ``config["data"]`` (one path, as older
-    runs saved it, or the list of datasets of a multi-dataset run, each with its own options), train split."""
-    from maskwatch.config import DataSource, TrainConfig
-    from maskwatch.data.datasets import open_mix
-
-    config = checkpoint.get("config") or {}
-    data = config.get("data")
-    items = data if isinstance(data, list) else [data] if data else []
-    sources = [DataSource.from_value(item) for item in items]
-    missing = [s.path for s in sources if not Path(s.path).is_dir()]
-    if not sources or missing:
-        raise ValueError(
-            f"INT8 calibration needs face images: the checkpoint's training data {missing or data!r} is not available "
-            "here; pass calibration=DIR (CLI: --calibration DIR) with a few hundred face images"
-        )
-    resolved = TrainConfig(
-        data=sources,
-        crops=bool(config.get("crops", False)),
-        min_face=int(config.get("min_face", 32)),
-        crop_margin=model_fields(checkpoint, checkpoint["classes"])[CROP_MARGIN],
-        splits=config.get("splits"),
-    ).sources()
-    mix = open_mix(
-        resolved,
-        classes=checkpoint["classes"],
-        val_ratio=float(config.get("val_ratio", 0.15)),
-        test_ratio=float(config.get("test_ratio", 0.15)),
-        seed=int(config.get("seed", 0)),
-    )
-    by_label: dict[int, list[Any]] = {}
-    for sample in mix.split("train"):
-        by_label.setdefault(sample.label, []).append(sample)
-    return by_label
 
 
 def calibration_images(
@@ -194,22 +147,14 @@ def calibration_images(
     if calibration is None:
         if checkpoint is None:
             raise ValueError("calibration images or a checkpoint (for its training data) are needed")
-        samples = _sample_stratified(_checkpoint_train_samples(checkpoint), size, seed)
-        data = checkpoint["config"].get("data")
-        paths = [d if isinstance(d, str) else d.get("path") for d in (data if isinstance(data, list) else [data])]
-        source = f"{' + '.join(map(str, paths))} train split"
-        images = []
-        for sample in samples:
-            try:
-                images.append(np.asarray(sample.load()))
-            except BadImageError as exc:
-                log.warning("calibration: skipped %s (%s)", exc.path, exc.reason)
-        return images, f"{len(images)} images, stratified sample of {source} (seed {seed})"
+        from maskwatch.provenance import training_calibration_images  # the training side knows its images
+
+        return training_calibration_images(checkpoint, size, seed)
     folder = Path(calibration)
     if not folder.is_dir():
         raise ValueError(f"calibration folder {folder} does not exist")
     folder, groups = _images_under(folder)
-    paths = _sample_stratified(groups, size, seed)
+    paths = sample_stratified(groups, size, seed)
     if not paths:
         raise ValueError(f"no images found under calibration folder {folder}")
     images = []
