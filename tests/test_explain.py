@@ -346,6 +346,12 @@ def test_explain_command(tmp_path):
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face0.gradcampp.png", "face1.gradcampp.png"]
+    narrow = runner.invoke(app, ["explain", "--model", str(model), str(tmp_path / "in"), "--method", "gradcam",
+                                 "--out", str(tmp_path / "a-rather-long-output-folder-name" / "explained")],
+                           env={"COLUMNS": "60"})
+    flat = "".join(ch for ch in narrow.output if ch not in " \n│┃|")
+    for png in sorted((tmp_path / "a-rather-long-output-folder-name" / "explained").glob("*.png")):
+        assert str(png) in flat, f"{png} cut in the table:\n{narrow.output}"  # folded over lines, never cut
     bad = runner.invoke(app, ["explain", "--model", str(model), str(tmp_path / "in"), "--method", "nope"])
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["explain", "--model", str(model), str(tmp_path / "missing.jpg")])

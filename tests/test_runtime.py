@@ -604,3 +604,22 @@ def test_export_reports_each_step(tiny_pt, tmp_path):
     steps = []
     export_onnx(tiny_pt, tmp_path / "m.onnx", on_step=steps.append)
     assert steps[0].startswith("converting the mobilenet_v2 network to ONNX") and steps[-1].startswith("checking")
+
+
+def test_bench_flags_an_end_to_end_speed_above_the_engine_speed():
+    """An end-to-end figure above the network-only one is noise; bench says so instead of printing it as a speed."""
+    from maskwatch.bench import format_table, timing_warnings
+
+    rows = {
+        "onnx": {"throughput_ips": 300.0, "throughput_e2e_ips": 250.0},
+        "onnx-int8": {"throughput_ips": 400.0, "throughput_e2e_ips": 420.0},
+    }
+    warnings = timing_warnings(rows, cpu_share=0.4)
+    assert len(warnings) == 1 and warnings[0].startswith("onnx-int8:") and "impossible" in warnings[0]
+    assert timing_warnings({"onnx": rows["onnx"]}, cpu_share=0.9) == []
+    table = format_table({
+        "size": 224, "batch": 32, "machine": {"threads": 2, "cpu": "x", "cpu_share": 0.4}, "ratios": {},
+        "classifier": {k: {**v, "latency_p50_ms": 1.0, "latency_p95_ms": 2.0} for k, v in rows.items()},
+        "memory": {"isolated_peak_rss_mb": {}, "peak_rss_mb": 100.0}, "warnings": warnings,
+    })
+    assert "420.0!" in table and "warning: onnx-int8" in table and "250.0!" not in table

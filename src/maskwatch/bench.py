@@ -57,6 +57,7 @@ __all__ = [
     "machine_info",
     "memory_probe",
     "run_bench",
+    "timing_warnings",
 ]
 
 CLASSIFIER_BACKENDS = tuple(b for b in BACKENDS if b != "auto")
@@ -333,6 +334,20 @@ def bench_classifiers(
     return results, ratios, round(cpu_share, 3)
 
 
+def timing_warnings(results: dict[str, dict[str, float]], cpu_share: float) -> list[str]:
+    """Figures that cannot both be right: end to end (preprocessing included) faster than the network alone
+    is the machine's noise, not a speed; say so instead of printing it as a result."""
+    warnings = []
+    for name, row in results.items():
+        if row["throughput_e2e_ips"] > row["throughput_ips"]:
+            warnings.append(
+                f"{name}: end to end ({row['throughput_e2e_ips']:.1f} img/s) measured faster than the engine alone "
+                f"({row['throughput_ips']:.1f} img/s), which is impossible: the machine was too busy for these "
+                f"timings (cpu_share {cpu_share}); rerun on an idle machine or with more --rounds"
+            )
+    return warnings
+
+
 def _threads_of(classifier: Classifier) -> int:
     threads = getattr(classifier, "threads", None)
     if threads:
@@ -505,6 +520,7 @@ def run_bench(
             "faces": faces_source,
             "classifier": results,
             "ratios": ratios,
+            "warnings": timing_warnings(results, cpu_share),
             "detector_ms": None,
             "pipeline_ips": None,
         }
@@ -559,7 +575,8 @@ def format_table(result: dict[str, Any]) -> str:
     for name, row in result["classifier"].items():
         alone = result["memory"]["isolated_peak_rss_mb"].get(name)
         lines.append(
-            f"{name:<10} {row['throughput_ips']:>12.1f} {row['throughput_e2e_ips']:>10.1f} "
+            f"{name:<10} {row['throughput_ips']:>12.1f} {row['throughput_e2e_ips']:>10.1f}"
+            f"{'!' if row['throughput_e2e_ips'] > row['throughput_ips'] else ' '}"
             f"{row['latency_p50_ms']:>10.2f} {row['latency_p95_ms']:>10.2f} "
             f"{alone if alone is not None else float('nan'):>9.0f}"
         )
@@ -578,4 +595,5 @@ def format_table(result: dict[str, Any]) -> str:
             "pipeline images/s: " + ", ".join(f"{k} {v['images_per_s']:.1f}" for k, v in result["pipeline"].items())
         )
     lines.append(f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB")
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)

@@ -106,8 +106,8 @@ def explain(
             model_path, files, out, method=method, all_classes=all_classes, layer=layer, batch_size=batch_size
         )
         table = Table(title=f"{method} explanations in {out}")
-        for column in ("image", "predicted", "probability", "png"):
-            table.add_column(column, justify="right" if column == "probability" else "left")
+        for column in ("image", "predicted", "probability", "png"):  # paths wrap, never cut with an ellipsis
+            table.add_column(column, justify="right" if column == "probability" else "left", overflow="fold")
         bad = 0
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(f"explaining ({method})", total=len(files))
