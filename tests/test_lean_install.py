@@ -326,6 +326,21 @@ def test_pip_install_maskwatch_detects_and_evaluates_with_no_flag(lean_venv, tmp
         assert metrics["accuracy"] >= 0.9
     agent = _run([maskwatch, "agent", "--help"], 60, env=env, cwd=tmp_path)
     assert agent.returncode == 0 and "--camera" in agent.stdout, agent.stderr[-2000:]
+    # what needs an extra says which, in one line, before any work (exit 2)
+    import cv2
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 120))
+    for _ in range(5):
+        writer.write(np.zeros((120, 160, 3), np.uint8))
+    writer.release()
+    needs = {"maskwatch[video]": ["detect", str(video)], "maskwatch[edge]": ["agent", "--camera", f"a={video}"]}
+    for extra, command in needs.items():
+        run = _run([maskwatch, *command], 120, env=env, cwd=tmp_path)
+        assert run.returncode == 2 and extra in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert len(run.stderr.strip().splitlines()) == 1
+    untracked = _run([maskwatch, "detect", str(video), "--no-track", "--json", "-"], 120, env=env, cwd=tmp_path)
+    assert untracked.returncode == 0, untracked.stderr[-2000:]
 
 
 def test_edge_install_fits_400_mb_and_its_doctor_finds_every_model(edge_venv, tmp_path):

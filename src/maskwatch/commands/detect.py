@@ -352,6 +352,13 @@ def detect(
         specs = _specs(sources, stride=stride, fps=fps, max_frames=max_frames, track=track)
     except (SourceError, ValueError) as exc:
         fail(str(exc))
+    if any(spec.track and not spec.paths for spec in specs):  # videos and streams track people
+        from maskwatch.stream.tracking import TrackerUnavailableError, bytetrack_backend
+
+        try:
+            bytetrack_backend()
+        except TrackerUnavailableError as exc:
+            fail(str(exc))
     viewer = None
     if show:
         try:
