@@ -604,3 +604,15 @@ def test_export_reports_each_step(tiny_pt, tmp_path):
     steps = []
     export_onnx(tiny_pt, tmp_path / "m.onnx", on_step=steps.append)
     assert steps[0].startswith("converting the mobilenet_v2 network to ONNX") and steps[-1].startswith("checking")
+
+
+def test_sessions_share_one_memory_arena_unless_asked_not_to():
+    """Every session uses the process's one registered CPU arena (the detector's and the classifier's peaks
+    no longer add up: benchmarks/bench_memory.py); a session can still have its own."""
+    from maskwatch.runtime.onnx_backend import session_options
+
+    assert session_options(1).get_session_config_entry("session.use_env_allocators") == "1"
+    own = session_options(1, shared_arena=False)
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type for a missing entry
+        own.get_session_config_entry("session.use_env_allocators")
+    assert session_options(1, mem_arena=False).enable_cpu_mem_arena is False

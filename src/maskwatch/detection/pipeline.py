@@ -294,7 +294,7 @@ class MaskDetector:
         detector_model: str | os.PathLike[str] | None = None,
         candidate_threshold: float = 0.1,
         threads: int = 2,
-        batch_size: int = 32,
+        batch_size: int = 8,  # faces per classifier run; 32 held 190 MB more at peak, no faster (BENCHMARKS.md)
         spin: bool = False,
         int8_detector: bool = True,
         int8_classifier: bool = True,
