@@ -1,12 +1,13 @@
 """Installed size of the three installs, dependency by dependency, each in a fresh virtual environment.
 
-    .venv/bin/python benchmarks/bench_footprint.py --json benchmarks/results/footprint.json   # ~5 min
+    .venv/bin/python benchmarks/bench_footprint.py --json benchmarks/results/footprint.json   # ~6 min
 
 Builds the project's wheel (from a clean copy of the packaging inputs, as ``tests/test_lean_install.py`` does),
 then installs it into a new venv per install, its dependencies from the package index as a user's would:
 
 * ``base``: ``pip install maskwatch`` (detect, evaluate, bench on ONNX models);
 * ``edge``: ``pip install 'maskwatch[edge]'`` (the agent: tracking + MQTT, no torch), target <= 400 MB;
+* ``serve``: ``pip install 'maskwatch[serve]'`` (the monitoring service, with tracking; no torch);
 * ``full``: ``pip install 'maskwatch[full]'`` (training, explaining, the service; torch from this machine's
   local wheels).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALLS = {"base": "", "edge": "[edge]", "full": "[full]"}
+INSTALLS = {"base": "", "edge": "[edge]", "serve": "[serve]", "full": "[full]"}
 EDGE_TARGET_MB = 400
 
 

@@ -71,6 +71,7 @@ def _print(report: DoctorReport) -> None:
             console.print(f"  {e.name}: missing {', '.join(e.missing)}", soft_wrap=True)
     for c in report.checks:
         given = "" if c.explicit else " (the default; not counted)"
-        console.print(f"{c.name.capitalize()} {c.target}{given}: {_mark(c.ok)} {c.detail}", soft_wrap=True)
+        mark = _mark(c.ok if c.explicit or c.ok else None)  # a default that does not answer is no failure
+        console.print(f"{c.name.capitalize()} {c.target}{given}: {mark} {c.detail}", soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {note}", soft_wrap=True)
