@@ -251,7 +251,7 @@ class FaceTracker:
             (ByteTrack's convention; scaled by ``frame_rate``).
         track_activation_threshold: detector score needed to start a track.
         high_confidence_threshold: detections below this only extend existing tracks (ByteTrack's
-            second association stage).
+            second association stage). edgefirst's ByteTrack has one threshold for both: the higher one.
         minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
