@@ -178,5 +178,5 @@ def test_environment_overrides_sit_between_the_file_and_the_flags(tmp_path):
     cfg = load_config(path, env=env, lr=0.5)
     assert (cfg.epochs, cfg.lr) == (5, 0.5)
     assert [s.path for s in cfg.data] == ["a", "b"]
-    with pytest.raises(ConfigError, match="MASKWATCH_TRAIN_EPOCS.*did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"MASKWATCH_TRAIN_EPOCS.*did you mean 'epochs'"):
         load_config(env={"MASKWATCH_TRAIN_EPOCS": "5"})

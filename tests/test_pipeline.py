@@ -371,8 +371,12 @@ def test_real_scene_with_centerface():
 def test_results_types_have_one_home_and_two_import_paths():
     from maskwatch.detection import pipeline, results
 
-    for name in ("FaceResult", "FrameResult", "compliance_rate", "summarize", "MASK_CLASSES"):
+    from maskwatch.core import contract
+
+    for name in ("FaceResult", "FrameResult", "summarize"):
         assert getattr(pipeline, name) is getattr(results, name)
+    for name in ("compliance_rate", "MASK_CLASSES"):  # the model contract's, one home in the leaf layer
+        assert getattr(pipeline, name) is getattr(contract, name)
     # evaluate_voc and write_html_report have one home each, no longer re-exported by the pipeline
     assert not hasattr(pipeline, "evaluate_voc") and not hasattr(pipeline, "write_html_report")
 

@@ -623,3 +623,15 @@ def test_bench_flags_an_end_to_end_speed_above_the_engine_speed():
         "memory": {"isolated_peak_rss_mb": {}, "peak_rss_mb": 100.0}, "warnings": warnings,
     })
     assert "420.0!" in table and "warning: onnx-int8" in table and "250.0!" not in table
+
+
+def test_sessions_share_one_memory_arena_unless_asked_not_to():
+    """Every session uses the process's one registered CPU arena (the detector's and the classifier's peaks
+    no longer add up: benchmarks/bench_memory.py); a session can still have its own."""
+    from maskwatch.runtime.onnx_backend import session_options
+
+    assert session_options(1).get_session_config_entry("session.use_env_allocators") == "1"
+    own = session_options(1, shared_arena=False)
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type for a missing entry
+        own.get_session_config_entry("session.use_env_allocators")
+    assert session_options(1, mem_arena=False).enable_cpu_mem_arena is False

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
-pytest.importorskip("supervision", reason="tracking needs the video extra")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
 from conftest_service import person, running_service, status, wait_until
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
-pytest.importorskip("supervision", reason="tracking needs the video extra")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
 from conftest_service import ADMIN, T0, bearer, bucket, person, running_service, wait_until
 from fakes import GREEN, scene

@@ -13,7 +13,7 @@ import time
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
-pytest.importorskip("supervision", reason="tracking needs the video extra")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
 from conftest_service import ADMIN, NoisyCamera, fake_cameras, service_settings
 

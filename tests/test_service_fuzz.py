@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (test extra)")
-pytest.importorskip("supervision", reason="tracking needs the video extra")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
 from conftest_service import ADMIN, running_service  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
-pytest.importorskip("supervision", reason="tracking needs the video extra")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
 from conftest_service import ADMIN, wait_until
 

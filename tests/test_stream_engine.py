@@ -17,7 +17,7 @@ from maskwatch.stream import AnalysedFrame, EngineConfig, SourceSpec, StreamEngi
 from maskwatch.stream.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream.sources import SourceError
 
-pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
 
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from maskwatch.detection.pipeline import FaceResult, FrameResult
 
-pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
+pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
 from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError
 
 CLASSES = ["with_mask", "without_mask"]
@@ -102,7 +103,7 @@ def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
             tracker.update(frame(i, []))
             i += 1
         assert len(tracker.tracks) == 0  # retired
-        assert len(tracker._ids) == 0  # ... and ByteTrack's id forgotten: nothing grows on a 24/7 stream
+        assert not tracker._bytetrack._ids and not tracker._bytetrack._last  # ByteTrack's ids forgotten too
         closed = [t.track for t in tracker.pop_transitions() if t.kind == "ended"]  # once, as the track closes
         assert len(closed) == 1 and closed[0].label == ("with_mask" if p_mask > 0.5 else "without_mask")
         assert not [t for t in tracker.pop_transitions() if t.kind == "ended"]
@@ -111,3 +112,19 @@ def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
     assert [t["label"] for t in summary["tracks"]] == ["without_mask", "with_mask", "without_mask"]
     assert summary["n_tracks_not_listed"] == 5 and summary["n_short_tracks_ignored"] == 0
     json.dumps(summary)
+
+
+def test_ids_are_small_per_tracker_and_come_on_the_second_consecutive_frame():
+    """A new face is tentative on its first frame (no id), gets id 1 on its second; a face seen on frames 0 and 2
+    only never gets one; another tracker counts its own ids from 1 again."""
+    first = make_tracker()
+    ids = [first.assign(np.array([[100.0 + 2 * i, 100, 140 + 2 * i, 140]]), np.array([0.9]))[0] for i in range(4)]
+    assert ids == [None, 1, 1, 1]
+    second = make_tracker()
+    box, nothing = np.array([[300.0, 300, 340, 340]]), np.zeros((0, 4))
+    seen = [second.assign(b, np.full(len(b), 0.9)) for b in (box, nothing, box, box)]
+    assert seen == [[None], [], [None], [1]]  # frame 1 had no detection: frame 2 is not consecutive to frame 0
+    # a low-score box extends a track but never starts one
+    third = make_tracker()
+    low = [third.assign(np.array([[10.0, 10, 50, 50]]), np.array([0.3]))[0] for _ in range(4)]
+    assert low == [None] * 4

@@ -73,7 +73,7 @@ def _video(path: Path, colours, n: int = 24) -> Path:
 
 
 def test_the_stream_engine_counts_the_third_class_as_non_compliant(tmp_path):
-    pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
+    pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
     from maskwatch.stream import StreamEngine
     from maskwatch.stream.events import SourceSummary, StatsBucket, TrackEnded
 

@@ -21,6 +21,7 @@ from maskwatch import __version__
 from maskwatch.commands import agent as _agent
 from maskwatch.commands import calibrate as _calibrate
 from maskwatch.commands import detect as _detect
+from maskwatch.commands import doctor as _doctor
 from maskwatch.commands import insight as _insight
 from maskwatch.commands import mine as _mine
 from maskwatch.commands import runtime as _runtime
@@ -402,6 +403,7 @@ app.command("evaluate-detection")(_scenes.evaluate_detection)
 app.command("serve")(_serve.serve)
 app.command("agent")(_agent.agent)
 app.command("mine")(_mine.mine)
+app.command("doctor")(_doctor.doctor)
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def agent(
     (maskwatch/NODE/CAMERA/...) through a durable outbox on disk, so an outage loses nothing. When every
     camera is a file, exits once the broker has acknowledged the last event. SIGTERM stops it (what is not
     acknowledged stays in the outbox for the next start)."""
-    require_extra(["paho.mqtt"], "maskwatch agent", extra="fleet")
+    require_extra(["paho.mqtt", "edgefirst.tracker"], "maskwatch agent", extra="edge")
     import signal
 
     from maskwatch.fleet.agent import Agent, parse_camera

@@ -99,9 +99,17 @@ def finish(failed: int, total: int, what: str = "inputs") -> None:
         fail(f"{failed} of {total} {what} failed", code=EXIT_FAILED)
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported (looked up, not imported; a missing parent package is a no too)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def require_extra(modules: Sequence[str], feature: str, extra: str = "train") -> None:
     """Exit 2 with the pip command to run when a module of an optional extra is not installed."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if not _importable(m)]
     if missing:
         fail(f"{feature} needs {' and '.join(missing)}, which this install lacks: pip install 'maskwatch[{extra}]'")
 

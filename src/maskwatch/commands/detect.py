@@ -283,7 +283,7 @@ def detect(
         show_default="the model's",
     ),
     min_face: float = typer.Option(0, help="Ignore faces whose longest side is below N pixels."),
-    batch_size: int = typer.Option(32, help="Faces per classifier batch."),
+    batch_size: int = typer.Option(8, help="Faces per classifier batch (larger: more memory, no faster)."),
     stride: int = typer.Option(1, help="Videos: analyse every N-th frame."),
     fps: Optional[float] = typer.Option(
         None,
@@ -352,6 +352,13 @@ def detect(
         specs = _specs(sources, stride=stride, fps=fps, max_frames=max_frames, track=track)
     except (SourceError, ValueError) as exc:
         fail(str(exc))
+    if any(spec.track and not spec.paths for spec in specs):  # videos and streams track people
+        from maskwatch.stream.tracking import TrackerUnavailableError, bytetrack_backend
+
+        try:
+            bytetrack_backend()
+        except TrackerUnavailableError as exc:
+            fail(str(exc))
     viewer = None
     if show:
         try:

@@ -294,7 +294,7 @@ class MaskDetector:
         detector_model: str | os.PathLike[str] | None = None,
         candidate_threshold: float = 0.1,
         threads: int = 2,
-        batch_size: int = 32,
+        batch_size: int = 8,  # faces per classifier run; 32 held 190 MB more at peak, no faster (BENCHMARKS.md)
         spin: bool = False,
         int8_detector: bool = True,
         int8_classifier: bool = True,
@@ -332,7 +332,7 @@ class MaskDetector:
             spin=spin,
         )
         int8_model = default_int8_model_path() if int8_classifier and model is None and backend is None else None
-        if int8_model is not None:
+        if int8_model is not None and int8_model != model_path:  # a wheel install's only classifier: loaded once
             options.setdefault("int8_classifier", load_classifier(int8_model, **kwargs))
         int8_path = find_centerface_int8_model() if int8_detector and detector_model is None else None
         if int8_path is not None:
@@ -391,7 +391,10 @@ class MaskDetector:
     @property
     def classifier_precision(self) -> str:
         """``int8`` when the INT8 classifier runs, else ``fp32``."""
-        return "int8" if self.int8_classifier is not None and self.active_classifier is self.int8_classifier else "fp32"
+        active = self.active_classifier
+        if self.int8_classifier is not None and active is self.int8_classifier:
+            return "int8"
+        return "int8" if getattr(active, "backend", "") == "onnx-int8" else "fp32"  # e.g. a wheel's only one
 
     @property
     def detector_precision(self) -> str:

@@ -27,6 +27,11 @@ throughput relative to these defaults, each variant interleaved with the default
   is a chain of operators, there is nothing to run side by side.
 * ``enable_cpu_mem_arena`` and ``enable_mem_pattern`` on (ONNX Runtime's defaults): turning the arena off
   gave 0.62-0.67x at batch 32, the memory pattern off 0.91-0.94x.
+* One CPU memory arena shared by every session of the process (``session.use_env_allocators``, an arena
+  registered once with ONNX Runtime's environment) instead of one per session: a session's arena keeps the
+  peak of its largest run, so the face detector's and the classifier's peaks added up. Sharing cut the peak
+  resident memory of ``maskwatch agent`` with one 640x480 camera from 248 to 212 MB
+  (``benchmarks/bench_memory.py``, BENCHMARKS.md); ``shared_arena=False`` gives a session its own.
 * ``session.intra_op.allow_spinning``: ONNX Runtime's default (on). On an idle machine spinning off cost
   about 7 %; on a machine shared with other CPU-heavy processes it *halved* batch-1 latency, and one
   thread beat two by 1.3x: there, pass ``spin=False`` (and/or ``threads=1``). Two sessions in one
@@ -43,8 +48,10 @@ classifier, the CenterFace detector, training's frozen-feature extractor, Grad-C
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +154,7 @@ def session_options(
     parallel: bool = False,
     mem_arena: bool = True,
     mem_pattern: bool = True,
+    shared_arena: bool = True,
     spin: bool | None = None,
     optimized_model_path: str | os.PathLike[str] | None = None,
 ):
@@ -157,6 +165,7 @@ def session_options(
         optimization: ``disable`` | ``basic`` | ``extended`` | ``all`` graph optimisations.
         parallel: run independent operators in parallel (ORT_PARALLEL); no gain for chain-shaped CNNs.
         mem_arena, mem_pattern: ONNX Runtime's CPU memory arena and memory-pattern planning.
+        shared_arena: use the process's one shared arena (see the module doc) rather than one of its own.
         spin: allow intra-op worker threads to busy-wait; None keeps ONNX Runtime's default (on).
         optimized_model_path: also write the optimised graph there (for inspection).
     """
@@ -177,12 +186,36 @@ def session_options(
     options.graph_optimization_level = levels[optimization]
     options.enable_cpu_mem_arena = bool(mem_arena)
     options.enable_mem_pattern = bool(mem_pattern)
+    if mem_arena and shared_arena and _shared_arena():
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers etc. are noise here
     if spin is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
     return options
+
+
+_shared_arena_lock = threading.Lock()
+_shared_arena_state: list[bool] = []  # [registered?] once tried
+
+
+def _shared_arena() -> bool:
+    """Register one CPU arena with ONNX Runtime's environment (once per process); whether it is there."""
+    with _shared_arena_lock:
+        if not _shared_arena_state:
+            import onnxruntime as ort
+
+            try:
+                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+                # max_mem 0: no limit; strategy 0: grow by powers of two (kSameAsRequested measured worse:
+                # 250 vs 212 MB); initial chunk and dead bytes per chunk: ONNX Runtime's defaults (-1)
+                ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 0, -1, -1))
+                _shared_arena_state.append(True)
+            except Exception as exc:  # an onnxruntime that cannot (its own exception types): one arena per session
+                logging.getLogger("maskwatch").debug("no shared ONNX Runtime arena: %s", exc)
+                _shared_arena_state.append(False)
+        return _shared_arena_state[0]
 
 
 def create_session(

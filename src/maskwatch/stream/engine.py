@@ -410,15 +410,15 @@ class _Runner:
 
     # -- buckets -----------------------------------------------------------------------------------------
 
-    def _new_bucket(self, now: float) -> _Bucket:
+    def _new_bucket(self, now: float, dropped: int | None = None) -> _Bucket:
         interval = self.engine.config.stats_interval
         start = math.floor(now / interval) * interval
-        return _Bucket(
-            start, start + interval, dict.fromkeys(self.engine.classes, 0), dropped_at_start=self.buffer.dropped
-        )
+        dropped = self.buffer.dropped if dropped is None else dropped
+        return _Bucket(start, start + interval, dict.fromkeys(self.engine.classes, 0), dropped_at_start=dropped)
 
     def flush_bucket(self, now: float, *, final: bool = False) -> StatsBucket:
         b = self.bucket
+        dropped = self.buffer.dropped  # read once: the capture thread may drop more meanwhile (next bucket's)
         end = min(now, b.end) if final else b.end
         span = max(1e-6, end - max(b.start, self.started_wall))
         n_people = sum(b.people.values())
@@ -433,13 +433,13 @@ class _Runner:
             compliance=None if n_people == 0 else round(b.compliant / n_people, 4),
             present_max=b.present_max,
             frames_analysed=b.frames,
-            frames_dropped=self.buffer.dropped - b.dropped_at_start,
+            frames_dropped=dropped - b.dropped_at_start,
             faces_classified=b.faces_classified,
             analysed_fps=round(b.frames / span, 3),
             lag=_lag_stats(b.lags),
             final=final,
         )
-        self.bucket = self._new_bucket(max(now, b.end))
+        self.bucket = self._new_bucket(max(now, b.end), dropped)
         return event
 
     @property

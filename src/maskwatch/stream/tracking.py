@@ -1,8 +1,11 @@
 """Following faces across video frames, so each person is counted once (torch-free).
 
-Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the implementation of Roboflow's
-``trackers`` package (``trackers.ByteTrackTracker``, the maintained successor of ``supervision.ByteTrack``,
-which supervision ≥ 0.27 no longer ships), with supervision's ``Detections`` as its input.
+Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the compiled (Rust) implementation of
+the ``edgefirst-tracker`` package (Apache-2.0; it needs numpy only, where the pure-Python ones pull in scipy,
+matplotlib and PyAV: a tenth of the edge install). This module only adapts it: boxes and scores in, one id per
+box out, with the settings of the ByteTrack it replaced (Roboflow's ``trackers``): a new track gets its id on
+its second consecutive frame, a lost one is kept ``lost_track_buffer`` frames at 30 FPS. People counts agree
+with that one side by side on the benchmark videos (``benchmarks/bench_tracker.py``, BENCHMARKS.md).
 
 On top of the tracker, each track *votes*: the class probabilities of its faces are averaged over the
 frames it was seen in (soft voting), and the track's verdict is the class with the highest mean. One
@@ -47,19 +50,103 @@ __all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "Transition", "byt
 
 
 class TrackerUnavailableError(ImportError):
-    """Roboflow's ``trackers`` package (ByteTrack) is not installed."""
+    """The ByteTrack package (``edgefirst-tracker``) is not installed."""
 
 
 def bytetrack_backend() -> str:
-    """The ByteTrack implementation in use (``trackers``), or :class:`TrackerUnavailableError`."""
+    """The ByteTrack implementation in use (``edgefirst-tracker``), or :class:`TrackerUnavailableError`."""
     try:
-        import trackers  # noqa: F401
+        import edgefirst.tracker  # noqa: F401
     except ImportError as exc:
         raise TrackerUnavailableError(
-            "tracking needs ByteTrack: pip install 'maskwatch[video]' (Roboflow's trackers and supervision), "
-            "or pass --no-track"
+            "tracking needs ByteTrack: pip install 'maskwatch[video]' (or 'maskwatch[edge]'; the edgefirst-tracker "
+            "package), or pass --no-track"
         ) from exc
-    return "trackers"
+    return "edgefirst-tracker"
+
+
+# edgefirst's Kalman measurement gain (0..1; its default 0.25 trusts the motion model more): chosen on half
+# of the benchmark videos as the gain whose people counts agree best, video by video, with the ByteTrack this
+# replaced; agreement reported on the other half (``benchmarks/bench_tracker.py --gains``, BENCHMARKS.md)
+KALMAN_GAIN = 0.9
+
+
+class _ByteTrack:
+    """``edgefirst.tracker.ByteTrack`` behind the interface this module needs: ``ids(boxes, scores)``, one id
+    (or None) per box, called once per frame.
+
+    Two conventions of the ByteTrack it replaced are kept here, so counts and settings mean what they did:
+    time is counted in frames (``frame_rate`` turns them into the timestamps edgefirst expects), and a new
+    track is *tentative* until it is matched on ``minimum_consecutive_frames`` consecutive frames (one that
+    misses a frame starts counting again), so one-frame false detections never get an id. edgefirst names
+    tracks by UUID; ids here are small integers, counted per tracker."""
+
+    def __init__(
+        self,
+        *,
+        frame_rate: float,
+        lost_track_buffer: int,
+        high_confidence_threshold: float,
+        minimum_matching_iou: float,
+        minimum_consecutive_frames: int,
+    ) -> None:
+        from edgefirst.tracker import ByteTrack
+
+        self._frame_ns = 1e9 / float(frame_rate)
+        # a lost track can be matched again up to this many frames after its last match
+        max_gap = max(1, int(float(frame_rate) / 30.0 * lost_track_buffer))
+        self._tracker = ByteTrack(
+            high_conf=float(high_confidence_threshold),
+            iou=float(minimum_matching_iou),
+            update=KALMAN_GAIN,
+            lifespan_ns=int((max_gap - 0.5) * self._frame_ns),
+        )
+        self._needed = max(1, int(minimum_consecutive_frames))
+        self._frame = 0
+        self._streak: dict[str, tuple[int, int]] = {}  # tentative uuid -> (consecutive matches, last frame)
+        self._ids: dict[str, int] = {}  # confirmed uuid -> id
+        self._last: dict[str, int] = {}  # uuid -> frame last matched (to forget ended tracks)
+        self._next_id = 0
+        self._forget_after = max_gap + 1
+
+    def ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
+        n = len(scores)
+        tracks = self._tracker.update(
+            np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4),
+            np.ascontiguousarray(scores, dtype=np.float32).reshape(-1),
+            np.zeros(n, dtype=np.uintp),  # one class: faces
+            round(self._frame * self._frame_ns),
+        )
+        out: list[int | None] = [None] * n
+        for index, info in enumerate(tracks):
+            if info is not None:
+                out[index] = self._confirm(info.uuid)
+        self._frame += 1
+        self._forget()
+        return out
+
+    def _confirm(self, uuid: str) -> int | None:
+        """This track's id, or None while it is tentative."""
+        self._last[uuid] = self._frame
+        known = self._ids.get(uuid)
+        if known is not None:
+            return known
+        count, last = self._streak.get(uuid, (0, self._frame - 1))
+        count = count + 1 if last == self._frame - 1 else 1  # a tentative track that missed a frame restarts
+        if count < self._needed:
+            self._streak[uuid] = (count, self._frame)
+            return None
+        self._streak.pop(uuid, None)
+        self._next_id += 1
+        self._ids[uuid] = self._next_id
+        return self._next_id
+
+    def _forget(self) -> None:
+        """Drop the uuids of tracks edgefirst has expired (unmatched for longer than it keeps them)."""
+        for uuid in [u for u, last in self._last.items() if self._frame - last > self._forget_after]:
+            del self._last[uuid]
+            self._ids.pop(uuid, None)
+            self._streak.pop(uuid, None)
 
 
 @dataclass
@@ -165,7 +252,7 @@ class FaceTracker:
             (ByteTrack's convention; scaled by ``frame_rate``).
         track_activation_threshold: detector score needed to start a track.
         high_confidence_threshold: detections below this only extend existing tracks (ByteTrack's
-            second association stage).
+            second association stage). edgefirst's ByteTrack has one threshold for both: the higher one.
         minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
@@ -205,22 +292,17 @@ class FaceTracker:
         # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; twice that, in updates
         self.retire_after = max(2, math.ceil(2 * lost_track_buffer / 30.0 * float(frame_rate)))
         self.backend = bytetrack_backend()
-        from trackers import ByteTrackTracker
-
-        self._tracker = ByteTrackTracker(
-            lost_track_buffer=lost_track_buffer,
+        # edgefirst's ByteTrack starts tracks at the high-confidence threshold (one setting for both)
+        self._bytetrack = _ByteTrack(
             frame_rate=float(frame_rate),
-            track_activation_threshold=track_activation_threshold,
+            lost_track_buffer=lost_track_buffer,
+            high_confidence_threshold=max(track_activation_threshold, high_confidence_threshold),
+            minimum_matching_iou=minimum_matching_iou,
             minimum_consecutive_frames=minimum_consecutive_frames,
-            minimum_iou_threshold=minimum_matching_iou,
-            high_conf_det_threshold=high_confidence_threshold,
         )
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._transitions: list[Transition] = []
-        self._ids: dict[int, int] = {}  # ByteTrack's id -> ours
-        self._id_seen: dict[int, int] = {}  # ByteTrack's id -> update when last seen
-        self._next_id = 0
         self.n_updates = 0
         self._retired_counts = dict.fromkeys(self.classes, 0)
         self._retired_counted = 0
@@ -234,35 +316,7 @@ class FaceTracker:
         )
 
     def _assign_ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
-        import supervision as sv
-
-        n = len(scores)
-        if n:
-            detections = sv.Detections(
-                xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                confidence=np.asarray(scores, dtype=np.float32).reshape(-1),
-                class_id=np.zeros(n, dtype=int),
-                data={"face_index": np.arange(n)},
-            )
-        else:
-            detections = sv.Detections.empty()
-        tracked = self._tracker.update(detections)
-        ids: list[int | None] = [None] * n
-        if len(tracked) and tracked.tracker_id is not None:
-            for index, track_id in zip(tracked.data["face_index"], tracked.tracker_id, strict=True):
-                if int(track_id) >= 0:
-                    ids[int(index)] = self._local_id(int(track_id))
-        return ids
-
-    def _local_id(self, external: int) -> int:
-        """This tracker's own id (1, 2, 3, ... per source) for ByteTrack's: some versions of ``trackers``
-        count ids across every tracker in the process, and a camera's people should not depend on that."""
-        local = self._ids.get(external)
-        if local is None:
-            self._next_id += 1
-            local = self._ids[external] = self._next_id
-        self._id_seen[external] = self.n_updates + 1  # assign() counts the update after asking
-        return local
+        return self._bytetrack.ids(boxes, scores)
 
     def update(self, result: FrameResult) -> FrameResult:
         """Assign track ids to this frame's (classified) faces, add their votes, and return the frame with
@@ -335,10 +389,7 @@ class FaceTracker:
 
     def end_frame(self) -> None:
         """Finish a frame: retire the tracks that can no longer come back (and forget their ids)."""
-        before = self.n_updates - self.retire_after
-        self._retire(before)
-        for external in [e for e, seen in self._id_seen.items() if seen <= before]:
-            del self._id_seen[external], self._ids[external]
+        self._retire(self.n_updates - self.retire_after)
 
     def pop_transitions(self) -> list[Transition]:
         """Persons started, verdicts changed and persons ended since the last call, in order."""
