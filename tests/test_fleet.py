@@ -158,9 +158,39 @@ def test_topics_and_broker_urls():
     for bad in ("http://h", "mqtt://", "mqtt://h:notaport"):
         with pytest.raises(ValueError):
             BrokerURL.parse(bad)
-    for bad in ("a/b", "+", "#", "", "x" * 65, "n:c"):
+    for bad in ("a/b", "+", "#", "", "x" * 65, "n:c", "-x", ".hidden", "_x"):  # one rule: core.names
         with pytest.raises(ValueError):
             check_name(bad)
+        if "/" not in bad:  # a topic level: a node or camera under that name is never ingested
+            assert topics.parse_topic(f"maskwatch/{bad}/status") is None
+            assert topics.parse_topic(f"maskwatch/n1/{bad}/stats") is None
+
+
+def test_reconnect_waits_come_from_one_backoff():
+    """paho's reconnection loop waits what the schedule arms before each try: doubling from 1 s to 5 s,
+    jittered (nodes cut off together do not come back in lockstep), back to 1 s after a connection."""
+    from maskwatch.core.backoff import Backoff
+    from maskwatch.fleet.publisher import ReconnectSchedule
+
+    class Delays:  # records what paho is told (paho's own client would sleep these)
+        def __init__(self):
+            self.set: list[tuple[float, float]] = []
+
+        def reconnect_delay_set(self, min_delay, max_delay):
+            self.set.append((min_delay, max_delay))
+
+    client = Delays()
+    schedule = ReconnectSchedule(client, Backoff(1.0, 5.0, jitter=0.2))
+    for _ in range(5):
+        schedule.arm()
+    schedule.reset()
+    schedule.arm()
+    waits = [low for low, high in client.set if low == high]
+    assert len(waits) == 6 and len(set(waits)) > 1
+    assert all(0.79 <= w / b <= 1.21 for w, b in zip(waits, [1, 2, 4, 5, 5, 1], strict=True))
+    paho = make_client(BrokerURL.parse("mqtt://127.0.0.1:1"), "delays")
+    ReconnectSchedule(paho, Backoff(1.5, 5.0, jitter=0.0)).arm()  # paho takes a fractional wait
+    assert (paho._reconnect_min_delay, paho._reconnect_max_delay) == (1.5, 1.5)
 
 
 def _stats(source: str = "door") -> StatsBucket:

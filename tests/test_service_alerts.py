@@ -66,6 +66,21 @@ def test_active_hours():
     assert not in_active_hours("22:00-06:00", at(12))
 
 
+def test_webhook_retries_wait_doubling_with_jitter():
+    """One backoff for every retry (maskwatch.core.backoff): 1, 2, 4 s between four attempts, each within
+    the 10 % jitter, so the deliveries of many alerts that failed together do not retry in lockstep."""
+    from maskwatch.service.alerts import WebhookSender
+
+    sender = WebhookSender(None, timeout=1.0, attempts=4, backoff=1.0)
+    try:
+        schedule = sender.schedule()
+        waits = [schedule.next() for _ in range(3)]  # between attempts 1-2, 2-3, 3-4
+        assert [round(w) for w in waits] == [1, 2, 4] and all(0.89 < w / round(w) < 1.11 for w in waits)
+        assert len({sender.schedule().next() for _ in range(20)}) > 1  # jittered
+    finally:
+        sender.close()
+
+
 def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack(tmp_path, receiver, caplog):
     with running_service(tmp_path, alerts={"evaluate_every": 3600, "webhook_backoff": 0.05}) as (client, service):
         rule = {"name": "low compliance", "kind": "compliance_below", "camera": "door", "threshold": 0.8,
