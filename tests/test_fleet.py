@@ -261,11 +261,13 @@ def test_node_last_will_marks_its_cameras_lost():
 
 
 class Collector:
-    """A plain subscriber recording (topic, payload) in arrival order."""
+    """A plain subscriber recording (topic, payload) in arrival order. ``persistent``: its session outlives a
+    lost connection (the broker keeps what arrives while it reconnects, as for the control room's ingest)."""
 
-    def __init__(self, broker: MosquittoBroker, pattern: str, user: str = "control"):
+    def __init__(self, broker: MosquittoBroker, pattern: str, user: str = "control", persistent: bool = False):
         self.messages: list[tuple[str, bytes, bool]] = []
-        self.client = make_client(BrokerURL.parse(broker.url(user)), f"collector-{time.monotonic_ns()}")
+        self.client = make_client(BrokerURL.parse(broker.url(user)), f"collector-{time.monotonic_ns()}",
+                                  clean_session=not persistent)  # fmt: skip
         self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.retain))
         self.client.on_connect = lambda c, *_: c.subscribe(pattern, qos=1)
         self.client.connect(broker.host if hasattr(broker, "host") else "127.0.0.1", broker.port)
@@ -288,7 +290,8 @@ def test_publisher_drains_in_order_after_outages(tmp_path, broker):
     assert len(box) == 150 and not publisher.connected.is_set()
     broker.port = port
     broker.start()
-    got = Collector(broker, "maskwatch/#")
+    # persistent: after the outage below the publisher may reconnect before the collector (both back off)
+    got = Collector(broker, "maskwatch/#", persistent=True)
     assert wait_until(publisher.connected.is_set, 10)
     for i in range(150, 300):
         box.put("maskwatch/n1/door/events", f"{i}")
