@@ -137,12 +137,10 @@ def camera_fps(service: Any) -> dict[str, float | None]:
 def ab_concurrency(service: Any, base: str, images: list[bytes], other: int, seconds: float) -> list[dict]:
     """4 clients with the service's /infer concurrency and with ``other``, alternating (twice each) in one
     run, so that both see the same machine."""
-    default = service.infer_concurrency
+    default = service.inference.concurrency
     out = []
     for concurrency in (default, other, default, other):
-        service.infer_pool.shutdown(wait=True)
-        service.infer_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="maskwatch-infer")
-        service.infer_concurrency = concurrency
+        service.inference.resize(concurrency)
         run = {"concurrency": concurrency, "load": _load(), **hammer(base, images, 4, seconds)}
         run["camera_analysed_fps"] = camera_fps(service)  # what the cameras kept meanwhile
         print(json.dumps(run), flush=True)
@@ -201,14 +199,14 @@ def main() -> None:
     while not server.started:
         time.sleep(0.1)
     base = f"http://127.0.0.1:{port}"
-    results["infer_concurrency"] = service.infer_concurrency
-    pipeline = service.infer_detector  # the very analysis /infer runs
+    results["infer_concurrency"] = service.inference.concurrency
+    pipeline = service.inference.detector  # the very analysis /infer runs
     time.sleep(5)  # the cameras are live and analysing
     runs = []
     baseline = in_process(service, pipeline, images, args.baseline_seconds)
     for clients in args.clients:
         run = {"in_process_before": baseline, "load": _load(), **hammer(base, images, clients, args.seconds)}
-        run["camera_states"] = {n: service.live.get(n).state for n in CAMERAS}
+        run["camera_states"] = {n: service.live_state.get(n).state for n in CAMERAS}
         run["camera_analysed_fps"] = camera_fps(service)  # over the last 10 s of the load
         baseline = run["in_process_after"] = in_process(service, pipeline, images, args.baseline_seconds)
         rate = (run["in_process_before"]["images_per_s"] + baseline["images_per_s"]) / 2

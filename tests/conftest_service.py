@@ -224,15 +224,16 @@ def service_settings(tmp_path: Path, db: str | None = None, **sections):
 
 
 @contextlib.contextmanager
-def running_service(tmp_path: Path, *, db: str | None = None, cameras=None, **sections):
-    """(TestClient, service) of an app on fake models and fake cameras, admin token :data:`ADMIN`."""
+def running_service(tmp_path: Path, *, db: str | None = None, cameras=None, fleet=None, **sections):
+    """(TestClient, service) of an app on fake models and fake cameras, admin token :data:`ADMIN`; ``fleet``:
+    a :class:`~maskwatch.service.core.FleetLink` (MQTT ingest)."""
     from fakes import fake_detector
     from fastapi.testclient import TestClient
 
     from maskwatch.service.app import create_app
 
     app = create_app(service_settings(tmp_path, db, **sections), detector=fake_detector(),
-                     capture_factory=fake_cameras(**(cameras or {})), admin_token=ADMIN)  # fmt: skip
+                     capture_factory=fake_cameras(**(cameras or {})), admin_token=ADMIN, fleet=fleet)  # fmt: skip
     with TestClient(app) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN}"
         yield client, app.state.service

@@ -22,6 +22,7 @@ pytest.importorskip("paho.mqtt")
 import conftest_service
 from fakes import fake_detector, make_video
 
+from maskwatch.core.names import check_name
 from maskwatch.core.redaction import redact
 from maskwatch.fleet import topics
 from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto
@@ -157,9 +158,39 @@ def test_topics_and_broker_urls():
     for bad in ("http://h", "mqtt://", "mqtt://h:notaport"):
         with pytest.raises(ValueError):
             BrokerURL.parse(bad)
-    for bad in ("a/b", "+", "#", "", "x" * 65, "n:c"):
+    for bad in ("a/b", "+", "#", "", "x" * 65, "n:c", "-x", ".hidden", "_x"):  # one rule: core.names
         with pytest.raises(ValueError):
-            topics.check_name(bad)
+            check_name(bad)
+        if "/" not in bad:  # a topic level: a node or camera under that name is never ingested
+            assert topics.parse_topic(f"maskwatch/{bad}/status") is None
+            assert topics.parse_topic(f"maskwatch/n1/{bad}/stats") is None
+
+
+def test_reconnect_waits_come_from_one_backoff():
+    """paho's reconnection loop waits what the schedule arms before each try: doubling from 1 s to 5 s,
+    jittered (nodes cut off together do not come back in lockstep), back to 1 s after a connection."""
+    from maskwatch.core.backoff import Backoff
+    from maskwatch.fleet.publisher import ReconnectSchedule
+
+    class Delays:  # records what paho is told (paho's own client would sleep these)
+        def __init__(self):
+            self.set: list[tuple[float, float]] = []
+
+        def reconnect_delay_set(self, min_delay, max_delay):
+            self.set.append((min_delay, max_delay))
+
+    client = Delays()
+    schedule = ReconnectSchedule(client, Backoff(1.0, 5.0, jitter=0.2))
+    for _ in range(5):
+        schedule.arm()
+    schedule.reset()
+    schedule.arm()
+    waits = [low for low, high in client.set if low == high]
+    assert len(waits) == 6 and len(set(waits)) > 1
+    assert all(0.79 <= w / b <= 1.21 for w, b in zip(waits, [1, 2, 4, 5, 5, 1], strict=True))
+    paho = make_client(BrokerURL.parse("mqtt://127.0.0.1:1"), "delays")
+    ReconnectSchedule(paho, Backoff(1.5, 5.0, jitter=0.0)).arm()  # paho takes a fractional wait
+    assert (paho._reconnect_min_delay, paho._reconnect_max_delay) == (1.5, 1.5)
 
 
 def _stats(source: str = "door") -> StatsBucket:
@@ -208,8 +239,8 @@ def test_ingest_validates_and_counts_without_stopping():
     ingest.receive("maskwatch/n1/door/stats", _stats().to_json().encode())  # still ingesting
     assert ingest.accepted == 2 and len(got) == 2
     assert got[0].id == good.id and got[0].source == "n1:door"  # renamed node:camera, id unchanged
-    cam = ingest.fleet()["nodes"]["n1"]["cameras"]["door"]
-    assert cam["fps"] == 4.5 and cam["lag_p95"] == 0.2 and ingest.fleet()["nodes"]["n1"]["state"] == "online"
+    cam = ingest.state().nodes["n1"].cameras["door"]
+    assert cam.fps == 4.5 and cam.lag_p95 == 0.2 and ingest.state().nodes["n1"].state == "online"
 
 
 def test_node_last_will_marks_its_cameras_lost():
@@ -223,18 +254,20 @@ def test_node_last_will_marks_its_cameras_lost():
     ingest.receive("maskwatch/n1/status", json.dumps(offline).encode())
     lost = [e for e in got if isinstance(e, SourceStatus)]
     assert sorted(e.source for e in lost) == ["n1:door", "n1:hall"] and all(e.state == "lost" for e in lost)
-    assert ingest.fleet()["nodes"]["n1"]["state"] == "offline"
+    assert ingest.state().nodes["n1"].state == "offline"
 
 
 # -- with a real broker ------------------------------------------------------------------------------------------
 
 
 class Collector:
-    """A plain subscriber recording (topic, payload) in arrival order."""
+    """A plain subscriber recording (topic, payload) in arrival order. ``persistent``: its session outlives a
+    lost connection (the broker keeps what arrives while it reconnects, as for the control room's ingest)."""
 
-    def __init__(self, broker: MosquittoBroker, pattern: str, user: str = "control"):
+    def __init__(self, broker: MosquittoBroker, pattern: str, user: str = "control", persistent: bool = False):
         self.messages: list[tuple[str, bytes, bool]] = []
-        self.client = make_client(BrokerURL.parse(broker.url(user)), f"collector-{time.monotonic_ns()}")
+        self.client = make_client(BrokerURL.parse(broker.url(user)), f"collector-{time.monotonic_ns()}",
+                                  clean_session=not persistent)  # fmt: skip
         self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.retain))
         self.client.on_connect = lambda c, *_: c.subscribe(pattern, qos=1)
         self.client.connect(broker.host if hasattr(broker, "host") else "127.0.0.1", broker.port)
@@ -257,7 +290,8 @@ def test_publisher_drains_in_order_after_outages(tmp_path, broker):
     assert len(box) == 150 and not publisher.connected.is_set()
     broker.port = port
     broker.start()
-    got = Collector(broker, "maskwatch/#")
+    # persistent: after the outage below the publisher may reconnect before the collector (both back off)
+    got = Collector(broker, "maskwatch/#", persistent=True)
     assert wait_until(publisher.connected.is_set, 10)
     for i in range(150, 300):
         box.put("maskwatch/n1/door/events", f"{i}")
@@ -320,7 +354,7 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
     command("frobnicate")
     runner.join(60)
     assert not runner.is_alive() and results[-1]["left"] == 0  # exits once the last event is acknowledged
-    wait_until(lambda: ingest.fleet()["nodes"].get("n1", {}).get("state") == "offline", 10)
+    wait_until(lambda: "n1" in ingest.state().nodes and ingest.state().nodes["n1"].state == "offline", 10)
     answers = {}
     for topic, payload, _ in control.messages:
         if topic == "maskwatch/n1/cmd/result":
@@ -338,16 +372,15 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
     assert len(ended) == 2 and {e.label for e in ended} == {"with_mask", "without_mask"}
     assert all(e.source == "n1:door" for e in stored)
     kinds = {t.rsplit("/", 1)[-1] for t, _, _ in watch.messages if t.startswith("maskwatch/n1/door/")}
-    assert {"status", "events", "stats", "alerts", "compliance"} <= kinds
-    alert = next(json.loads(p) for t, p, _ in watch.messages if t.endswith("/alerts"))
-    assert alert["kind"] == "unmasked_person" and alert["schema"] == topics.ALERT_SCHEMA
+    assert kinds == set(topics.EVENT_CHANNELS)  # only what the control room reads: status, events, stats
     status = [json.loads(p) for t, p, _ in watch.messages if t == "maskwatch/n1/status"]
     assert status[0]["state"] == "online" and status[-1]["state"] == "offline"
-    # retained: a newcomer reads the node's state and each camera's latest compliance at once
+    # retained: a newcomer reads the node's state at once (and nothing else is retained)
     late = Collector(broker, "maskwatch/n1/#", user="viewer")
-    wait_until(lambda: len(late.messages) >= 2, 5)
+    wait_until(lambda: late.messages, 5)
+    time.sleep(0.3)
     retained = {t: json.loads(p) for t, p, r in late.messages if r}
-    assert retained["maskwatch/n1/status"]["state"] == "offline" and "maskwatch/n1/door/compliance" in retained
+    assert set(retained) == {"maskwatch/n1/status"} and retained["maskwatch/n1/status"]["state"] == "offline"
     for client in (late, watch, control):
         client.close()
     ingest.stop()
@@ -449,10 +482,11 @@ def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, brok
     from conftest_service import bucket, person, running_service
     from sqlalchemy import func, select
 
-    from maskwatch.fleet.ingest import attach
+    from maskwatch.service.core import FleetLink
     from maskwatch.service.storage.models import Ingested, PersonEvent
 
-    with running_service(tmp_path, limits={"ingest_buffer": 100}) as (_client, service):
+    link = FleetLink(broker.url("control"), client_id="ingest-full", state_every=0.5)
+    with running_service(tmp_path, limits={"ingest_buffer": 100}, fleet=link) as (_client, service):
         ingestor = service.ingestor
         ingestor.batch = 10
         write, peak = ingestor._write, [0]
@@ -463,7 +497,6 @@ def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, brok
             write(items)
 
         ingestor._write = slow_write
-        attach(service, broker.url("control"), client_id="ingest-full", state_every=0.5)
         assert wait_until(lambda: service.fleet is not None and service.fleet.connected.is_set(), 10)
         box = Outbox(tmp_path / "outbox.db")
         events = [person(f"cam{i % 4}", track_id=i) for i in range(600)]
@@ -475,7 +508,7 @@ def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, brok
         assert publisher.wait_drained(60), f"{len(box)} not acknowledged by the broker"
 
         def stored() -> tuple[int, int, int]:
-            with service.sessions() as s:
+            with service.storage.sessions() as s:
                 people = s.scalar(select(func.count()).select_from(PersonEvent)) or 0
                 distinct = s.scalar(select(func.count(func.distinct(PersonEvent.event_id)))) or 0
                 stats = s.scalar(select(func.count()).select_from(Ingested).where(Ingested.type == "stats")) or 0
@@ -484,10 +517,10 @@ def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, brok
         assert wait_until(lambda: stored() == (600, 600, 60), 60), stored()
         assert peak[0] >= ingestor.capacity - 1, f"the buffer never filled (peak {peak[0]})"
         assert ingestor.dropped == 0 and service.fleet.accepted == 660
-        with service.sessions() as s:
+        with service.storage.sessions() as s:
             ids = set(s.scalars(select(PersonEvent.event_id)))
         assert ids == {e.id for e in events if e.type == "track_ended"}
-        assert wait_until(lambda: service.fleet.fleet()["pending_acks"] == 0, 5)
+        assert wait_until(lambda: service.fleet.state().pending_acks == 0, 5)
         publisher.stop()
         box.close()
 
@@ -526,7 +559,7 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
     from conftest_service import running_service
     from test_service_alerts import Receiver
 
-    from maskwatch.fleet.ingest import attach
+    from maskwatch.service.core import FleetLink
 
     caplog.set_level(logging.WARNING, logger="maskwatch.service")
     receiver = Receiver()
@@ -535,16 +568,21 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
     sections = {"alerts": {"rules": [rule], "evaluate_every": 0.1}}
     node: subprocess.Popen[bytes] | None = None
     try:
+        url = broker.url("control") + "?shared=1"
+        links = [FleetLink(url, client_id=f"worker-{i}", state_every=0.5) for i in (0, 1)]
         with (
-            running_service(tmp_path / "w1", db=db_url, **sections) as (client, one),
-            running_service(tmp_path / "w2", db=db_url, **sections) as (_client2, two),
+            running_service(tmp_path / "w1", db=db_url, fleet=links[0], **sections) as (client, one),
+            running_service(tmp_path / "w2", db=db_url, fleet=links[1], **sections) as (_client2, two),
         ):
             workers = (one, two)
-            for i, service in enumerate(workers):
-                attach(service, broker.url("control") + "?shared=1", client_id=f"worker-{i}", state_every=0.5)
             assert wait_until(lambda: all(w.fleet is not None and w.fleet.connected.is_set() for w in workers), 10)
             node = _node(broker, "n1")
-            assert wait_until(lambda: all(w.fleet.nodes.get("n1", {}).get("state") == "online" for w in workers), 10)
+
+            def online(worker) -> bool:
+                nodes = worker.fleet.state().nodes
+                return "n1" in nodes and nodes["n1"].state == "online"
+
+            assert wait_until(lambda: all(online(w) for w in workers), 10)
 
             def alerts() -> list[dict]:
                 return [a for a in client.get("/api/v1/alerts").json()["items"] if a["kind"] == "node_offline"]
@@ -577,18 +615,16 @@ def test_ingest_into_the_service_api_fleet_view_and_offline_alerts(tmp_path):
     last will firing the camera_offline rule for its cameras and the node_offline rule for the node."""
     from conftest_service import bucket, running_service
 
+    from maskwatch.service.core import FleetLink
+
     rules = [{"name": "camera down", "kind": "camera_offline", "for_s": 0},
              {"name": "node down", "kind": "node_offline", "for_s": 0}]  # fmt: skip
-    with running_service(tmp_path, alerts={"rules": rules, "evaluate_every": 0.1}) as (client, service):
+    link = FleetLink("mqtt://127.0.0.1:1", client_id="ingest-api")  # no broker there: messages are handed in below
+    with running_service(tmp_path, alerts={"rules": rules, "evaluate_every": 0.1}, fleet=link) as (client, service):
         body = client.get("/api/v1/fleet").json()
-        assert not body["enabled"] and body["nodes"] == [] and body["ingest"] is None
-        ingest = FleetIngest(
-            service.handle_event,
-            BrokerURL.parse("mqtt://127.0.0.1:1"),
-            ingestor=service.ingestor,
-            on_node=service.alerts.observe_node,
-        )
-        service.fleet = ingest
+        assert body["enabled"] and body["nodes"] == [] and not body["ingest"]["connected"]
+        ingest = service.fleet
+        assert ingest is not None
         online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door", "hall"],
                   "outbox": {"dropped_stats": 0, "dropped_events": 0}}  # fmt: skip
         ingest.receive("maskwatch/n1/status", json.dumps(online).encode())

@@ -369,9 +369,8 @@ def test_real_scene_with_centerface():
 
 
 def test_results_types_have_one_home_and_two_import_paths():
-    from maskwatch.detection import pipeline, results
-
     from maskwatch.core import contract
+    from maskwatch.detection import pipeline, results
 
     for name in ("FaceResult", "FrameResult", "summarize"):
         assert getattr(pipeline, name) is getattr(results, name)

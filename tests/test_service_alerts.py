@@ -66,6 +66,21 @@ def test_active_hours():
     assert not in_active_hours("22:00-06:00", at(12))
 
 
+def test_webhook_retries_wait_doubling_with_jitter():
+    """One backoff for every retry (maskwatch.core.backoff): 1, 2, 4 s between four attempts, each within
+    the 10 % jitter, so the deliveries of many alerts that failed together do not retry in lockstep."""
+    from maskwatch.service.alerts import WebhookSender
+
+    sender = WebhookSender(None, timeout=1.0, attempts=4, backoff=1.0)
+    try:
+        schedule = sender.schedule()
+        waits = [schedule.next() for _ in range(3)]  # between attempts 1-2, 2-3, 3-4
+        assert [round(w) for w in waits] == [1, 2, 4] and all(0.89 < w / round(w) < 1.11 for w in waits)
+        assert len({sender.schedule().next() for _ in range(20)}) > 1  # jittered
+    finally:
+        sender.close()
+
+
 def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack(tmp_path, receiver, caplog):
     with running_service(tmp_path, alerts={"evaluate_every": 3600, "webhook_backoff": 0.05}) as (client, service):
         rule = {"name": "low compliance", "kind": "compliance_below", "camera": "door", "threshold": 0.8,
@@ -75,29 +90,29 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         assert r.status_code == 201, r.text
         assert "webhook_secret" not in r.json() and r.json()["has_webhook_secret"]
         alerts = service.alerts
-        service.handle_event(person("door", compliant=False))
-        service.handle_event(person("door", compliant=False, track_id=2))
+        service.pipeline.handle_event(person("door", compliant=False))
+        service.pipeline.handle_event(person("door", compliant=False, track_id=2))
         alerts.evaluate()
         assert client.get(f"{API}/alerts").json()["items"] == []  # two people: below min_people, no alert
-        service.handle_event(person("door", compliant=True, track_id=3))
+        service.pipeline.handle_event(person("door", compliant=True, track_id=3))
         alerts.evaluate()
         firing = client.get(f"{API}/alerts?state=firing").json()["items"]
         assert len(firing) == 1 and firing[0]["camera"] == "door" and firing[0]["value"] == pytest.approx(1 / 3)
         assert "ALERT low compliance on door" in caplog.text
         # back to 80 %: still firing (hysteresis needs 85 %)
         for i in range(7):
-            service.handle_event(person("door", compliant=True, track_id=10 + i))
+            service.pipeline.handle_event(person("door", compliant=True, track_id=10 + i))
         alerts.evaluate()
         assert len(client.get(f"{API}/alerts?state=firing").json()["items"]) == 1
         for i in range(4):
-            service.handle_event(person("door", compliant=True, track_id=20 + i))
+            service.pipeline.handle_event(person("door", compliant=True, track_id=20 + i))
         alerts.evaluate()  # 12/14 = 86 %
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
         alert_id = firing[0]["id"]
         assert client.get(f"{API}/alerts/{alert_id}").status_code in (404, 405)
         # bad again at once: cooldown holds it back
         for i in range(10):
-            service.handle_event(person("door", compliant=False, track_id=40 + i))
+            service.pipeline.handle_event(person("door", compliant=False, track_id=40 + i))
         alerts.evaluate()
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
         # webhooks: firing then resolved; the first attempt got HTTP 500 and was retried
@@ -126,12 +141,12 @@ def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
                      {"name": "night only", "kind": "camera_offline", "for_s": 0, "active_hours": closed}):  # fmt: skip
             assert client.post(f"{API}/alert-rules", json=body).status_code == 201
         assert client.post(f"{API}/alert-rules", json={"name": "x", "kind": "unmasked_person"}).status_code == 422
-        service.handle_event(status("gate", "lost", "no frame for 10 s"))
-        service.handle_event(person("gate", compliant=False))
+        service.pipeline.handle_event(status("gate", "lost", "no frame for 10 s"))
+        service.pipeline.handle_event(person("gate", compliant=False))
         service.alerts.evaluate()
         firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
         assert firing == {"offline", "unmasked"}  # "night only" is outside its hours
-        service.handle_event(status("gate", "live"))
+        service.pipeline.handle_event(status("gate", "live"))
         service.alerts.evaluate()
         firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
         assert firing == {"unmasked"}
@@ -178,7 +193,8 @@ def test_two_alert_engines_on_one_database_fire_and_resolve_once(tmp_path):
         announced: list[str] = []
 
         def worker() -> AlertEngine:
-            engine = AlertEngine(service.sessions, publish=lambda _t, p: announced.append(p["transition"]), sender=None)
+            announce = lambda _t, p: announced.append(p["transition"])
+            engine = AlertEngine(service.storage.alerts, publish=announce, sender=None)
             engine.reload()
             return engine
 

@@ -162,12 +162,15 @@ def test_tokens_are_stored_hashed_and_revocable(svc):
     from maskwatch.service.storage.models import ApiToken
 
     made = client.post(f"{API}/tokens", json={"name": "temp", "role": "viewer"}).json()
-    with service.sessions() as s:
+    with service.storage.sessions() as s:
         hashes = list(s.scalars(select(ApiToken.token_hash)))
     assert made["token"] not in hashes and all(len(h) == 64 for h in hashes)
     listed = client.get(f"{API}/tokens").json()[0]
     assert "token" not in listed or listed["token"] is None
     assert client.get(f"{API}/cameras", headers=bearer(made["token"])).status_code == 200
+    service.auth.write_usage()  # (written every 30 s in the background)
+    used = next(t for t in client.get(f"{API}/tokens").json() if t["id"] == made["id"])
+    assert used["last_used"] is not None and used["last_used"] >= used["created"]
     assert client.delete(f"{API}/tokens/{made['id']}").status_code == 200
     assert client.get(f"{API}/cameras", headers=bearer(made["token"])).status_code == 401
     admin_id = next(t["id"] for t in client.get(f"{API}/tokens").json() if t["role"] == "admin" and not t["revoked"])
@@ -292,9 +295,9 @@ def test_cameras_crud_while_running_blurred_views_events_and_stats(svc):
 def test_events_paging_filters_false_positive_and_stats_csv(svc):
     client, service, tokens = svc
     for i in range(7):
-        service.handle_event(person("lobby", compliant=i % 2 == 0, track_id=i))
-    service.handle_event(bucket("lobby", start=T0, masked=4, unmasked=3))
-    service.handle_event(bucket("lobby", start=T0.replace(minute=30), masked=1, unmasked=0))
+        service.pipeline.handle_event(person("lobby", compliant=i % 2 == 0, track_id=i))
+    service.pipeline.handle_event(bucket("lobby", start=T0, masked=4, unmasked=3))
+    service.pipeline.handle_event(bucket("lobby", start=T0.replace(minute=30), masked=1, unmasked=0))
     assert service.ingestor.flush(10)
     page = client.get(f"{API}/events?camera=lobby&limit=3").json()
     assert len(page["items"]) == 3 and page["next_cursor"]
@@ -333,7 +336,7 @@ def test_compliance_sums_a_minute_and_refuses_answers_with_too_many_points(svc, 
     day = T0 + timedelta(days=10)  # a day of its own in the shared database
     for camera in ("p1", "p2"):  # 30-second buckets: two per minute, summed
         for k in range(4):
-            service.handle_event(bucket(camera, start=day + timedelta(seconds=30 * k), interval=30.0))
+            service.pipeline.handle_event(bucket(camera, start=day + timedelta(seconds=30 * k), interval=30.0))
     assert service.ingestor.flush(10)
     q = {"from": day.isoformat(), "to": (day + timedelta(hours=1)).isoformat(), "bucket": "1m"}
     body = client.get(f"{API}/stats/compliance", params=q).json()
@@ -364,7 +367,7 @@ def test_sse_stream_delivers_live_events(svc):
 
     def later():
         time.sleep(0.5)
-        service.handle_event(person("sse-cam"))
+        service.pipeline.handle_event(person("sse-cam"))
 
     threading.Thread(target=later, daemon=True).start()
     text = ""
@@ -375,6 +378,13 @@ def test_sse_stream_delivers_live_events(svc):
             if "sse-cam" in text:
                 break
     assert "event: hello" in text and "event: track_ended" in text and "sse-cam" in text
+
+
+def test_fleet_view_without_mqtt_ingest(svc):
+    client, service, _ = svc
+    assert service.fleet is None
+    body = client.get(f"{API}/fleet").json()
+    assert not body["enabled"] and body["nodes"] == [] and body["ingest"] is None and body["compliance"] is None
 
 
 def test_openapi_docs_and_dashboard_are_served(svc):

@@ -142,17 +142,17 @@ def fleet_server(tmp_path):
     from fakes import fake_detector
 
     from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto
-    from maskwatch.fleet.ingest import attach
     from maskwatch.service.app import create_app
+    from maskwatch.service.core import FleetLink
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
     broker = MosquittoBroker(tmp_path / "broker", {"agent": "agent-secret", "control": "control-secret"})
     broker.start()
     settings = service_settings(tmp_path, alerts={"evaluate_every": 0.2})
-    app = create_app(settings, detector=fake_detector(), admin_token=ADMIN)
+    link = FleetLink(broker.url("control"), client_id="browser-ingest", state_every=0.5)
+    app = create_app(settings, detector=fake_detector(), admin_token=ADMIN, fleet=link)
     service = app.state.service
-    attach(service, broker.url("control"), client_id="browser-ingest", state_every=0.5)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

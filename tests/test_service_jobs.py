@@ -137,7 +137,7 @@ def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_pa
         cut = client.post(f"{API}/jobs", json={"path": "long.mp4"}).json()["id"]
         assert wait_until(lambda: client.get(f"{API}/jobs/{cut}").json()["frames"] > 0, 20)
         before, events_before = client.get(f"{API}/jobs/{done}").json(), _events(client, done)
-        sessions = service.sessions
+        sessions = service.storage.sessions
     # the service stopped with `cut` running (graceful stop); a crash leaves a record 'running' and an upload
     with sessions() as s, s.begin():
         s.add(JobRecord(id="crashed00001", name="x.mp4", state="running", created_ts=1.0, frames=5, n_events=0))
@@ -159,7 +159,7 @@ def test_jobs_survive_a_restart_and_cut_short_ones_are_marked_interrupted(tmp_pa
         assert {done, cut, "crashed00001"} <= {j["id"] for j in client.get(f"{API}/jobs").json()}
         assert client.get(f"{API}/jobs/nope").status_code == 404
         assert client.get(f"{API}/jobs/a%00b").status_code == 404  # not looked up (NUL: an error on PostgreSQL)
-        with service.sessions() as s:
+        with service.storage.sessions() as s:
             assert not list(s.scalars(select(JobRecord).where(JobRecord.state.in_(("queued", "running")))))
-        assert service.purge(now=2e10)["jobs"] == 3  # retention removes old jobs and their event files
+        assert service.retention.purge(now=2e10)["jobs"] == 3  # retention removes old jobs and their event files
         assert not list((service.settings.data_dir / "jobs").glob("*.events.jsonl"))

@@ -102,19 +102,19 @@ def test_snapshots_blurred_served_shown_and_purged_with_retention(tmp_path):
         x0, y0, x1, y1 = (int(v) for v in latest.result.faces[0].box)
         face = latest.frame.image[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
         assert _texture(_centre(shot)) < 8 < 20 < _texture(face)  # the face in the snapshot is blurred
-        path = service.snapshots_dir / event["event"]["snapshot"]
+        path = service.media.root / event["event"]["snapshot"]
         assert path.is_file() and not path.name.endswith(".unblurred.jpg")
         assert path.resolve().is_relative_to((service.settings.data_dir / "snapshots").resolve())
         client.delete(f"{API}/cameras/door")
         # retention: media after media_days (the event stays), events (and any media) after events_days
-        counts = service.purge(now=time.time() + 8 * 86400)
+        counts = service.retention.purge(now=time.time() + 8 * 86400)
         assert counts["snapshots"] >= 1 and not path.exists()
         again = client.get(f"{API}/events/{event['id']}").json()
         assert again["has_snapshot"] is False
         assert client.get(f"{API}/events/{event['id']}/snapshot").status_code == 404
-        service.purge(now=time.time() + 31 * 86400)
+        service.retention.purge(now=time.time() + 31 * 86400)
         assert client.get(f"{API}/events/{event['id']}").status_code == 404
-        assert not list(service.snapshots_dir.rglob("*.jpg"))
+        assert not list(service.media.root.rglob("*.jpg"))
         # the dashboard's gallery shows snapshots (an <img> per event that has one)
         assert "/snapshot" in client.get("/static/app.js").text
 
@@ -122,12 +122,12 @@ def test_snapshots_blurred_served_shown_and_purged_with_retention(tmp_path):
 def test_a_snapshot_whose_event_is_refused_is_not_left_on_disk(tmp_path):
     with running_service(tmp_path, privacy={"snapshots": True}) as (_, service):
         rgb = np.zeros((40, 40, 3), np.uint8)
-        kept, refused = service.store_snapshot("door", 1, rgb), service.store_snapshot("door", 2, rgb)
-        assert service.handle_event(person(track_id=1).model_copy(update={"snapshot": kept}))
+        kept, refused = service.media.store("door", 1, rgb), service.media.store("door", 2, rgb)
+        assert service.pipeline.handle_event(person(track_id=1).model_copy(update={"snapshot": kept}))
         service.ingestor.capacity = 0  # the buffer is full (the database has been away for long)
-        assert not service.handle_event(person(track_id=2).model_copy(update={"snapshot": refused}))
+        assert not service.pipeline.handle_event(person(track_id=2).model_copy(update={"snapshot": refused}))
         service.ingestor.capacity = 1000
-        assert (service.snapshots_dir / kept).is_file() and not (service.snapshots_dir / refused).exists()
+        assert (service.media.root / kept).is_file() and not (service.media.root / refused).exists()
         assert service.ingestor.dropped == 1
 
 

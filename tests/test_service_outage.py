@@ -38,7 +38,7 @@ def test_postgresql_outage_while_cameras_run_loses_nothing_and_duplicates_nothin
             assert client.post(f"{API}/cameras", json={"name": name, "url": f"rtsp://fake/{name}"}).status_code == 201
 
         def stored_people():
-            with service.sessions() as s:
+            with service.storage.sessions() as s:
                 return s.scalar(select(func.count()).select_from(PersonEvent))
 
         assert wait_until(lambda: stored_people() >= 1, 20)
@@ -63,7 +63,7 @@ def test_postgresql_outage_while_cameras_run_loses_nothing_and_duplicates_nothin
             people = {e.id for e in produced["track_ended"]}
             buckets = list(produced["stats"])
         assert len(people) == len(produced["track_ended"]) >= 3
-        with service.sessions() as s:
+        with service.storage.sessions() as s:
             stored = list(s.scalars(select(PersonEvent.event_id)))
             bucket_people = s.scalar(select(func.coalesce(func.sum(StatsBucket.n_people), 0)))
         assert len(stored) == len(set(stored))  # no duplicates

@@ -81,3 +81,24 @@ def test_serve_check_exits_2_on_a_typo(tmp_path):
     assert result.exit_code == 2 and "did you mean 'blur_faces'" in result.output
     ok = CliRunner().invoke(app, ["serve", "--config", str(EXAMPLE), "--check", "--port", "8123"])
     assert ok.exit_code == 0 and "port: 8123" in ok.output
+
+
+def test_serve_check_hides_every_credential(tmp_path):
+    """The database URL (a password with '@' in it), camera URLs and webhooks: none is printed."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from typer.testing import CliRunner
+
+    from maskwatch.cli import app
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "cameras:\n  - name: door\n    url: rtsp://cam:s3cr@t-cam@10.0.0.5/stream\n"
+        "alerts:\n  rules:\n    - name: low\n      kind: compliance_below\n      threshold: 0.8\n"
+        "      webhook_url: https://hooks.example/x?token=hook-t0ken\n      webhook_secret: hmac-key\n"
+    )
+    db = "postgresql://maskwatch:db-p@ss@db.local:5432/maskwatch"
+    result = CliRunner().invoke(app, ["serve", "--config", str(config), "--db", db, "--check"])
+    assert result.exit_code == 0, result.output
+    for secret in ("db-p@ss", "p@ss", "s3cr@t", "hook-t0ken", "hmac-key"):
+        assert secret not in result.output, secret
+    assert "db.local:5432/maskwatch" in result.output and "10.0.0.5/stream" in result.output

@@ -130,7 +130,7 @@ def agent(
     settings = load_agent_config(config, overrides)
     try:
         settings.broker_url()
-        from maskwatch.fleet.topics import check_name
+        from maskwatch.core.names import check_name
 
         check_name(settings.node, "node name")
     except ValueError as exc:

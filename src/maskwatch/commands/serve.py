@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from maskwatch.commands.common import console, fail, require_extra, setup_logging
+from maskwatch.commands.common import console, fail, load_mask_detector, require_extra, setup_logging
 
 
 def _server_class() -> type:
@@ -99,28 +99,32 @@ def serve(
     if check:
         import yaml
 
+        from maskwatch.core.redaction import REDACTED, redact
+
         data = settings.model_dump()
         for rule in data["alerts"]["rules"]:
             if rule.get("webhook_secret"):
-                rule["webhook_secret"] = "***"
-        for camera in data["cameras"]:
-            from maskwatch.core.redaction import redact
-
-            camera["url"] = redact(camera["url"])
-        typer.echo(yaml.safe_dump(data, sort_keys=False))
+                rule["webhook_secret"] = REDACTED
+        # every credential in a URL (database, cameras, webhooks) or a password=/token= value is hidden
+        typer.echo(redact(yaml.safe_dump(data, sort_keys=False)))
         return
     import uvicorn
 
     from maskwatch.service.app import create_app
+    from maskwatch.service.core import FleetLink
 
-    app = create_app(settings)
+    fleet = None
     if mqtt:
-        from maskwatch.fleet.ingest import attach
+        from maskwatch.fleet.ingest import parse_ingest_url
 
         try:
-            attach(app.state.service, mqtt, client_id=mqtt_id)
+            parse_ingest_url(mqtt)
         except ValueError as exc:
             fail(str(exc))
+        fleet = FleetLink(mqtt, client_id=mqtt_id)
+    m = settings.model
+    detector = load_mask_detector(m.infer_preset, model=m.path, backend=m.backend, threads=m.threads)
+    app = create_app(settings, detector=detector, fleet=fleet)
     server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
     console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")

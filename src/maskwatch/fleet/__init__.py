@@ -4,5 +4,6 @@
 - :mod:`maskwatch.fleet.outbox`: the node's durable outbox (SQLite, WAL): stored before publish, deleted on PUBACK.
 - :mod:`maskwatch.fleet.publisher`: drains the outbox to the broker in order (QoS 1).
 - :mod:`maskwatch.fleet.agent`: ``maskwatch agent``: engine -> outbox -> broker, commands.
-- :mod:`maskwatch.fleet.ingest`: the control room's subscriber: validate, then ``Service.handle_event``.
+- :mod:`maskwatch.fleet.ingest`: the control room's subscriber: validate, then the event sink it is handed
+  (the service's event pipeline), through typed ports; the fleet never imports the service.
 """

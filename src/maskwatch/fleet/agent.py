@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskwatch.core.names import check_name
 from maskwatch.fleet import topics
 from maskwatch.fleet.outbox import Outbox
 from maskwatch.fleet.publisher import Publisher, TLSOptions
@@ -75,7 +76,7 @@ def parse_camera(text: str) -> tuple[str, str]:
     name, sep, source = text.partition("=")
     if not sep or not source:
         raise ValueError(f"--camera {text!r}: expected NAME=SOURCE (e.g. door=rtsp://cam/stream)")
-    return topics.check_name(name.strip(), "camera name"), source.strip()
+    return check_name(name.strip(), "camera name"), source.strip()
 
 
 def _is_file_source(source: str) -> bool:
@@ -93,7 +94,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, engine: Any) -> None:
         self.config = config
-        self.node = topics.check_name(config.node, "node name")
+        self.node = check_name(config.node, "node name")
         self.engine = engine
         self.outbox = Outbox(
             Path(config.data_dir) / "outbox.db",
@@ -116,7 +117,6 @@ class Agent:
         self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._events_done = threading.Event()
-        self.events_stored = 0
 
     # -- payloads ------------------------------------------------------------------------------------------
 
@@ -132,41 +132,12 @@ class Agent:
     # -- engine events -> outbox ------------------------------------------------------------------------
 
     def on_event(self, event: Any) -> None:
-        """Store one engine event (and what derives from it) in the outbox, to be published in order."""
+        """Store one engine event in the outbox, to be published in order."""
         topic = topics.event_topic(self.node, event.type, event.source)
         if topic is None:
             return
         kind = "stats" if event.type == "stats" else "event"
         self.outbox.put(topic, event.to_json(), kind=kind, key=f"{event.type}:{event.id}")
-        self.events_stored += 1
-        if event.type == "stats":
-            compliance = {
-                "compliance": event.compliance,
-                "people": event.n_people,
-                "present_max": event.present_max,
-                "fps": event.analysed_fps,
-                "time": event.end.timestamp(),
-                "event_id": event.id,
-            }
-            self.outbox.put(
-                topics.camera_topic(self.node, event.source, "compliance"),
-                json.dumps(compliance),
-                kind="stats",
-                retain=True,
-            )
-        elif event.type == "track_ended" and not event.compliant:
-            alert = {
-                "schema": topics.ALERT_SCHEMA,
-                "id": f"{event.id}-alert",
-                "node": self.node,
-                "camera": event.source,
-                "kind": "unmasked_person",
-                "label": event.label,
-                "probability": event.probability,
-                "time": event.last_seen.timestamp(),
-                "event_id": event.id,
-            }
-            self.outbox.put(topics.camera_topic(self.node, event.source, "alerts"), json.dumps(alert))
         self.publisher.wake()
 
     def _pump(self, subscription: Any) -> None:
@@ -227,7 +198,7 @@ class Agent:
         if verb == "status":
             return self.status()
         if verb == "add_camera":
-            name, source = topics.check_name(str(body.get("name", "")), "camera name"), str(body.get("source", ""))
+            name, source = check_name(str(body.get("name", "")), "camera name"), str(body.get("source", ""))
             if not source:
                 raise ValueError("add_camera needs 'name' and 'source'")
             self.add_camera(name, source)
@@ -252,20 +223,16 @@ class Agent:
         latest = self.engine.latest(name)
         if latest is None:
             raise ValueError(f"no analysed frame from camera {name!r} yet")
-        import cv2
-
+        from maskwatch.core.jpeg import encode_jpeg
         from maskwatch.detection.privacy import blur_faces
 
         boxes = [face.box for face in latest.event.faces]
-        blurred = blur_faces(latest.frame.image, boxes)
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
+        jpeg = encode_jpeg(blur_faces(latest.frame.image, boxes), 80)
         return {
             "camera": name,
             "faces_blurred": len(boxes),
             "frame": latest.event.frame,
-            "jpeg_base64": base64.b64encode(jpeg.tobytes()).decode(),
+            "jpeg_base64": base64.b64encode(jpeg).decode(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -285,6 +252,7 @@ class Agent:
             "connected": self.publisher.connected.is_set(),
             "published": self.publisher.published,
             "acknowledged": self.publisher.acknowledged,
+            "connections": self.publisher.connections,
         }
 
     def _announce(self) -> None:
@@ -296,7 +264,7 @@ class Agent:
     def add_camera(self, name: str, source: str) -> None:
         from maskwatch.stream import SourceSpec
 
-        topics.check_name(name, "camera name")
+        check_name(name, "camera name")
         self.engine.add_source(SourceSpec(uri=source, name=name, realtime=self.config.realtime, loop=self.config.loop))
         self.cameras[name] = source
         self._announce()

@@ -1,5 +1,6 @@
 """The control room's MQTT ingest: subscribes to every node's topics, validates each message and feeds the
-valid engine events to ``Service.handle_event`` (storage idempotent by event id, alerts, live dashboard).
+valid engine events to the control room's event pipeline (``EventPipeline.handle_event`` of the service:
+storage idempotent by event id, alerts, live dashboard).
 
 One worker (default) uses a plain subscription in a persistent session: the broker queues for it while it
 is down or restarting, so nothing is lost. Several workers use a shared subscription
@@ -17,42 +18,131 @@ Events are renamed ``{node}:{camera}`` (camera names are only unique within a no
 acknowledged to the broker (manual PUBACK) only once the service has written it, and the session is
 persistent (``clean_session=False``): a control room killed at any moment gets again, on restart, what it
 had not stored. A full ingest buffer slows ingest down instead of dropping: the message callback waits for
-room (``Service.handle_event(..., block=True)``), so paho stops reading, unacknowledged messages stay with
+room (the service hands it ``handle_event(..., block=True)``), so paho stops reading, unacknowledged messages stay with
 the broker (its in-flight window; a wait past 1.5 x keepalive makes it drop the connection and send them
 again on reconnection), and what was refused while stopping is never acknowledged (sent again).
 Acknowledgements pending when the connection drops are forgotten: the broker sends those messages again
 under the same packet ids, and an old id acknowledged on the new connection could release a newer message.
 
-Fleet state (:meth:`FleetIngest.fleet`): nodes online/offline with last seen and their cameras' FPS, lag
-and compliance from the latest stats bucket. A node's state goes to ``on_node`` (the alert engine's
+Fleet state (:meth:`FleetIngest.state`, a :class:`FleetState`): nodes online/offline with last seen and their
+cameras' FPS, lag and compliance from the latest stats bucket; written to ``state_file`` every ``state_every``
+seconds when one is given. A node's state goes to ``on_node`` (the alert engine's
 ``node_offline`` rules), and its last will (``offline``) also becomes a ``source_status`` ``lost`` event for
 each of its cameras, so ``camera_offline`` rules fire for them.
+
+The fleet never imports the service: it is handed three typed ports (``handle_event``, ``progress``,
+``on_node``); the service wires them (ARCHITECTURE.md, rule 4).
 """
 
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
 
+from maskwatch.core.backoff import Backoff
+from maskwatch.core.names import qualified
 from maskwatch.fleet import topics
-from maskwatch.fleet.publisher import TLSOptions, make_client
+from maskwatch.fleet.publisher import ReconnectSchedule, TLSOptions, make_client
 from maskwatch.fleet.topics import BrokerURL
 
-__all__ = ["REJECT_REASONS", "FleetIngest"]
+__all__ = [
+    "REJECT_REASONS",
+    "CameraState",
+    "EventSink",
+    "FleetIngest",
+    "FleetState",
+    "NodeObserver",
+    "NodeState",
+    "WriteProgress",
+    "parse_ingest_url",
+]
 
 log = logging.getLogger("maskwatch.fleet")
 
 REJECT_REASONS = ("oversized", "topic", "json", "schema", "invalid", "mismatch")
 _STORED = ("track_ended", "stats")
 
+NodeStatus = Literal["online", "offline", "unknown"]  # unknown: seen through its events, no status yet
+
+
+# -- the ports: what ingest needs from the control room it feeds ---------------------------------------------
+
+#: takes one typed engine event; False means an event to store was not queued (never acknowledge it)
+EventSink = Callable[[Any], bool | None]
+
+#: ``(node, "online" | "offline", reason)`` on every valid node status (the alert engine's node rules)
+NodeObserver = Callable[[str, str, str | None], None]
+
+
+class WriteProgress(Protocol):
+    """The control room's writer (a FIFO): events it received and dropped so far, and how many still wait.
+    A stored event's message is acknowledged once everything queued before it has been written."""
+
+    @property
+    def received(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+
+# -- fleet state -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CameraState:
+    """A node's camera as this worker last saw it (its status events and latest stats bucket)."""
+
+    state: str | None = None
+    last_seen: float | None = None
+    fps: float | None = None
+    lag_p50: float | None = None
+    lag_p95: float | None = None
+    compliance: float | None = None
+    people: int | None = None
+    frames_dropped: int | None = None
+
+
+@dataclass
+class NodeState:
+    """A node as this worker last saw it: its retained status (last will) and its cameras."""
+
+    state: NodeStatus = "unknown"
+    last_seen: float | None = None
+    since: float | None = None  # when it entered ``state``
+    reason: str | None = None  # why it went offline
+    outbox: dict[str, int] | None = None  # the node's own counters (dropped_stats, dropped_events)
+    cameras: dict[str, CameraState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """Nodes and the ingest counters at one moment (copies: safe to read while ingest goes on)."""
+
+    nodes: dict[str, NodeState]
+    accepted: int
+    rejected: dict[str, int]
+    connected: bool
+    pending_acks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 class _Pending(NamedTuple):
-    """A message waiting for its acknowledgement: sent once the ingestor has written up to ``mark``."""
+    """A message waiting for its acknowledgement: sent once the writer has written up to ``mark``."""
 
     session: int  # the connection it arrived on
     mid: int
@@ -64,60 +154,74 @@ class FleetIngest:
     """Subscriber feeding ``handle_event``.
 
     Args:
-        handle_event: ``Service.handle_event`` (or any callable taking a typed engine event); returning
-            False means an event to store was not queued, so its message is not acknowledged (sent again).
+        handle_event: the control room's event pipeline (any :data:`EventSink`); returning False means an
+            event to store was not queued, so its message is not acknowledged (sent again).
         broker: the broker.
         client_id: stable per worker (its persistent session holds what it has not acknowledged).
-        ingestor: the service's :class:`~maskwatch.service.storage.ingest.Ingestor` (FIFO): a stored event's
-            message is acknowledged only once the ingestor has written it. None: acknowledged as soon as
-            ``handle_event`` returns.
+        progress: the control room's writer (:class:`WriteProgress`): a stored event's message is
+            acknowledged only once it has been written. None: acknowledged as soon as ``handle_event`` returns.
         shared: use the shared subscription (``$share/maskwatch/...``) to split the load between workers.
         max_bytes: larger payloads are rejected.
-        on_node: ``(node, "online" | "offline", reason)`` on every valid node status (alert rules).
+        on_node: told every valid node status (:data:`NodeObserver`).
+        state_file: where to write :meth:`state` (JSON) every ``state_every`` seconds while running.
     """
 
     def __init__(
         self,
-        handle_event: Callable[[Any], bool | None],
+        handle_event: EventSink,
         broker: BrokerURL,
         *,
         client_id: str = "maskwatch-ingest",
-        ingestor: Any = None,
+        progress: WriteProgress | None = None,
         shared: bool = False,
         max_bytes: int = 256 * 1024,
         tls: TLSOptions | None = None,
-        on_node: Callable[[str, str, str | None], None] | None = None,
+        on_node: NodeObserver | None = None,
+        state_file: Path | None = None,
+        state_every: float = 2.0,
     ) -> None:
         self.handle_event = handle_event
         self.on_node = on_node
         self.broker = broker
+        self.client_id = client_id
         self.max_bytes = max_bytes
         self.shared = shared
-        self.ingestor = ingestor
+        self.progress = progress
+        self.state_file = state_file
+        self.state_every = state_every
         self.client = make_client(broker, client_id, clean_session=False, tls=tls, window=1000)
         self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
+        self._reconnect = ReconnectSchedule(self.client, Backoff(1.0, 5.0, jitter=0.2))
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._session = 0  # counts connections: acknowledgements never cross one
         self._closing = threading.Event()  # stop(): new messages are left unacknowledged for the next start
         self._stop = threading.Event()
-        self._acker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.accepted = 0
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, NodeState] = {}
         self.last_error: str | None = None
 
     # -- life cycle --------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Connect in the background (retrying until the broker answers) and acknowledge as writes complete."""
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=10)
         self.client.loop_start()
-        self._acker = threading.Thread(target=self._ack_loop, name="maskwatch-mqtt-ack", daemon=True)
-        self._acker.start()
+        loops = [(self._ack_loop, "maskwatch-mqtt-ack")]
+        if self.state_file is not None:
+            loops.append((self._state_loop, "maskwatch-fleet-state"))
+        for target, name in loops:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("fleet ingest: %s as %s", self.broker, self.client_id)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking messages, acknowledge what has been written (up to ``timeout``), disconnect."""
@@ -126,10 +230,22 @@ class FleetIngest:
         while self._pending and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
-        if self._acker is not None:
-            self._acker.join(2.0)
+        for thread in self._threads:
+            thread.join(2.0)
+        self._threads = []
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _state_loop(self) -> None:
+        assert self.state_file is not None
+        path = self.state_file
+        while not self._stop.wait(self.state_every):
+            try:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self.state().to_dict(), indent=1))
+                os.replace(tmp, path)
+            except OSError:
+                log.exception("fleet state not written")
 
     # -- paho callbacks (network thread) ------------------------------------------------------------------------
 
@@ -138,12 +254,16 @@ class FleetIngest:
             self.last_error = f"connection refused: {reason_code}"
             log.error("broker %s refused the ingest connection: %s", self.broker, reason_code)
             return
+        self._reconnect.reset()
         with self._lock:
             self._session += 1
             self._pending.clear()
         self.connected.set()
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared)])
         log.info("fleet ingest connected to %s", self.broker)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        self._reconnect.arm()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         if self.connected.is_set() and not self._stop.is_set():
@@ -152,6 +272,7 @@ class FleetIngest:
             self._session += 1  # what is pending now is sent again by the broker: never acknowledge it
             self._pending.clear()
         self.connected.clear()
+        self._reconnect.arm()
 
     def _on_message(self, client: Any, _userdata: Any, message: Any) -> None:
         if self._closing.is_set():
@@ -216,104 +337,106 @@ class FleetIngest:
             return self._reject("invalid", topic, str(exc)[:200])
         if event.source != parsed.camera or topics.CHANNEL_OF.get(event.type) != parsed.channel:
             return self._reject("mismatch", topic, f"{event.type} from {event.source!r}")
-        renamed = event.model_copy(update={"source": f"{parsed.node}:{parsed.camera}"})
+        renamed = event.model_copy(update={"source": qualified(parsed.node, parsed.camera)})
         self._observe(parsed.node, parsed.camera, event)
         if self.handle_event(renamed) is False:
             return None  # not queued (stopping): the broker keeps it
         self.accepted += 1
-        if event.type in _STORED and self.ingestor is not None:
-            # this event's place in the ingestor's FIFO (conservative: everything queued so far)
-            return int(self.ingestor.received) + int(self.ingestor.dropped)
+        if event.type in _STORED and self.progress is not None:
+            # this event's place in the writer's FIFO (conservative: everything queued so far)
+            return int(self.progress.received) + int(self.progress.dropped)
         return 0
 
     def _written(self) -> int:
-        """How many events the ingestor has finished with, in arrival order (read ``received`` before
+        """How many events the writer has finished with, in arrival order (read ``received`` before
         ``backlog``, so a concurrent arrival can only make this smaller)."""
-        if self.ingestor is None:
+        if self.progress is None:
             return 1 << 62
-        done = int(self.ingestor.received) + int(self.ingestor.dropped)
-        return done - int(self.ingestor.backlog)
+        done = int(self.progress.received) + int(self.progress.dropped)
+        return done - int(self.progress.backlog)
 
     # -- fleet state -------------------------------------------------------------------------------------------
 
-    def _node(self, node: str) -> dict[str, Any]:
+    def _node(self, node: str) -> NodeState:
         with self._lock:
-            return self.nodes.setdefault(node, {"state": "unknown", "last_seen": None, "since": None, "cameras": {}})
+            return self.nodes.setdefault(node, NodeState())
 
     def _observe(self, node: str, camera: str, event: Any) -> None:
         state = self._node(node)
         now = time.time()
-        state["last_seen"] = now
-        if state["state"] != "online":
-            state["state"], state["since"] = "online", now
-        cam = state["cameras"].setdefault(camera, {})
-        cam["last_seen"] = now
+        state.last_seen = now
+        if state.state != "online":
+            state.state, state.since = "online", now
+        cam = state.cameras.setdefault(camera, CameraState())
+        cam.last_seen = now
         if event.type == "stats":
-            cam.update(
-                fps=event.analysed_fps,
-                lag_p50=event.lag.p50,
-                lag_p95=event.lag.p95,
-                compliance=event.compliance,
-                people=event.n_people,
-                frames_dropped=event.frames_dropped,
-            )
+            cam.fps, cam.lag_p50, cam.lag_p95 = event.analysed_fps, event.lag.p50, event.lag.p95
+            cam.compliance, cam.people, cam.frames_dropped = event.compliance, event.n_people, event.frames_dropped
         elif event.type == "source_status":
-            cam["state"] = event.state
+            cam.state = event.state
 
     def _node_status(self, node: str, body: dict[str, Any], topic: str) -> int:
         if body.get("schema") != topics.NODE_SCHEMA:
             return self._reject("schema", topic, str(body.get("schema"))[:60])
-        if body.get("node") != node or body.get("state") not in ("online", "offline"):
-            return self._reject("mismatch", topic, f"node {body.get('node')!r} state {body.get('state')!r}")
+        status = body.get("state")
+        if body.get("node") != node or status not in ("online", "offline"):
+            return self._reject("mismatch", topic, f"node {body.get('node')!r} state {status!r}")
+        reason = body.get("reason")
+        reason = None if reason is None else str(reason)
         state = self._node(node)
         now = time.time()
-        previous = state["state"]
-        state.update(state=body["state"], last_seen=now, reason=body.get("reason"))
-        if isinstance(body.get("outbox"), dict):
-            state["outbox"] = body["outbox"]
-        if previous != body["state"]:
-            state["since"] = now
+        previous = state.state
+        state.state = "online" if status == "online" else "offline"
+        state.last_seen, state.reason = now, reason
+        outbox = body.get("outbox")
+        if isinstance(outbox, dict):
+            state.outbox = {str(k): int(v) for k, v in outbox.items() if isinstance(v, int)}
+        if previous != state.state:
+            state.since = now
         for camera in body.get("cameras") or []:
             if isinstance(camera, str):
-                state["cameras"].setdefault(camera, {})
+                state.cameras.setdefault(camera, CameraState())
         self.accepted += 1
         if self.on_node is not None:
             try:
-                self.on_node(node, body["state"], body.get("reason"))
+                self.on_node(node, state.state, reason)
             except Exception:
                 log.exception("state of node %s not handled", node)
-        if body["state"] == "offline" and previous != "offline":
-            log.warning("node %s offline (%s)", node, body.get("reason"))
-            self._cameras_lost(node, str(body.get("reason") or "node offline"))
+        if state.state == "offline" and previous != "offline":
+            log.warning("node %s offline (%s)", node, reason)
+            self._cameras_lost(node, reason or "node offline")
         return 0
 
     def _cameras_lost(self, node: str, reason: str) -> None:
         from maskwatch.stream.events import SourceStatus
 
-        for camera, cam in list(self._node(node)["cameras"].items()):
-            if cam.get("state") in ("ended", "failed"):
+        for camera, cam in list(self._node(node).cameras.items()):
+            if cam.state in ("ended", "failed"):
                 continue
-            cam["state"] = "lost"
+            cam.state = "lost"
             try:
                 self.handle_event(
                     SourceStatus(
-                        source=f"{node}:{camera}", state="lost", kind="stream", reason=f"node {node} offline: {reason}"
+                        source=qualified(node, camera),
+                        state="lost",
+                        kind="stream",
+                        reason=f"node {node} offline: {reason}",
                     )
                 )
             except Exception:
                 log.exception("offline status of %s:%s not handled", node, camera)
 
-    def fleet(self) -> dict[str, Any]:
-        """Nodes (state, last seen, cameras with FPS, lag, compliance) and ingest counters."""
+    def state(self) -> FleetState:
+        """Nodes (state, last seen, cameras with FPS, lag, compliance) and ingest counters, copied."""
         with self._lock:
-            nodes = json.loads(json.dumps(self.nodes, default=str))
-        return {
-            "nodes": nodes,
-            "accepted": self.accepted,
-            "rejected": dict(self.rejected),
-            "connected": self.connected.is_set(),
-            "pending_acks": len(self._pending),
-        }
+            nodes = copy.deepcopy(self.nodes)
+        return FleetState(
+            nodes=nodes,
+            accepted=self.accepted,
+            rejected=dict(self.rejected),
+            connected=self.connected.is_set(),
+            pending_acks=len(self._pending),
+        )
 
 
 def parse_ingest_url(url: str) -> tuple[BrokerURL, bool]:
@@ -326,51 +449,3 @@ def parse_ingest_url(url: str) -> tuple[BrokerURL, bool]:
         raise ValueError(f"--mqtt: unknown option(s) {', '.join(sorted(unknown))} (known: shared=1)")
     shared = query.get("shared", ["0"])[-1].lower() in ("1", "true", "yes")
     return BrokerURL.parse(url.split("?", 1)[0]), shared
-
-
-def attach(
-    service: Any, url: str, *, client_id: str | None = None, tls: TLSOptions | None = None, state_every: float = 2.0
-) -> threading.Thread:
-    """Run MQTT ingest inside a :class:`~maskwatch.service.core.Service` (``maskwatch serve --mqtt URL``;
-    ``URL?shared=1``: a worker of several on the shared subscription): starts once the service has started,
-    stops when it stops, and writes the fleet state to ``{data_dir}/fleet.json`` every ``state_every``
-    seconds. Returns the thread."""
-    import os
-    import socket
-
-    from maskwatch.service.alerts import NODE_OFFLINE_RULE
-
-    broker, shared = parse_ingest_url(url)
-    client_id = client_id or f"maskwatch-ingest-{socket.gethostname()}"
-
-    def run() -> None:
-        while not service.started and not service.stopping.is_set():
-            time.sleep(0.05)
-        if service.stopping.is_set():
-            return
-        ingest = FleetIngest(
-            lambda event: service.handle_event(event, block=True),  # a full buffer slows ingest, never drops
-            broker,
-            client_id=client_id,
-            ingestor=service.ingestor,
-            tls=tls,
-            shared=shared,
-            on_node=service.alerts.observe_node,
-        )
-        service.alerts.ensure_rule(NODE_OFFLINE_RULE)
-        service.fleet = ingest
-        ingest.start()
-        log.info("fleet ingest: %s as %s", broker, client_id)
-        path = service.settings.data_dir / "fleet.json"
-        while not service.stopping.wait(state_every):
-            try:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(ingest.fleet(), indent=1))
-                os.replace(tmp, path)
-            except OSError:
-                log.exception("fleet state not written")
-        ingest.stop(timeout=2.0)
-
-    thread = threading.Thread(target=run, name="maskwatch-fleet", daemon=True)
-    thread.start()
-    return thread

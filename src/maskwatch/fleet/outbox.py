@@ -75,7 +75,6 @@ class Outbox:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
-        self.created_at = time.time()
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -187,12 +186,6 @@ class Outbox:
             "dropped_stats": int(rows.get("dropped_stats", 0)),
             "dropped_events": int(rows.get("dropped_events", 0)),
         }
-
-    def oldest_age(self) -> float | None:
-        """Seconds since the oldest waiting message was stored (None when empty)."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(created) FROM outbox").fetchone()
-        return None if row[0] is None else max(0.0, time.time() - row[0])
 
     def close(self) -> None:
         with self._lock:

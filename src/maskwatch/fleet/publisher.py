@@ -4,6 +4,10 @@
 paho-mqtt keeps unacknowledged messages across reconnections and sends them again when the link returns;
 the outbox covers what paho cannot: a restarted process (everything still on disk is published again, in
 order; the control room stores each event once).
+
+paho reconnects by itself; the wait before each try comes from :class:`~maskwatch.core.backoff.Backoff`
+(:class:`ReconnectSchedule`: doubling from 1 s to 5 s, jittered, so nodes cut off together do not come back
+in lockstep).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from maskwatch.core.backoff import Backoff
 from maskwatch.fleet.outbox import Outbox
 from maskwatch.fleet.topics import BrokerURL
 
-__all__ = ["Publisher", "TLSOptions", "make_client"]
+__all__ = ["Publisher", "ReconnectSchedule", "TLSOptions", "make_client"]
 
 log = logging.getLogger("maskwatch.fleet")
 
@@ -60,8 +65,27 @@ def make_client(
         client.will_set(will[0], will[1], qos=1, retain=will[2])
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)
-    client.reconnect_delay_set(min_delay=1, max_delay=5)
+    client.reconnect_delay_set(min_delay=1, max_delay=5)  # until a ReconnectSchedule arms it
     return client
+
+
+class ReconnectSchedule:
+    """The waits of paho's own reconnection loop, drawn from a :class:`Backoff`: :meth:`arm` on every lost
+    or failed connection (paho waits exactly the next backoff before its next try), :meth:`reset` on a
+    successful one."""
+
+    def __init__(self, client: Any, backoff: Backoff) -> None:
+        self.client = client
+        self.backoff = backoff
+
+    def arm(self) -> None:
+        wait = self.backoff.next()
+        # paho waits min_delay after this call (it doubles from there only without a new call); seconds
+        # may be fractional (its annotations say int)
+        self.client.reconnect_delay_set(min_delay=wait, max_delay=wait)
+
+    def reset(self) -> None:
+        self.backoff.reset()
 
 
 class Publisher:
@@ -99,6 +123,8 @@ class Publisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        self._reconnect = ReconnectSchedule(self.client, Backoff(1.0, 5.0, jitter=0.2))
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -120,6 +146,7 @@ class Publisher:
             self.last_error = f"connection refused: {reason_code}"
             log.error("broker %s refused the connection: %s", self.broker, reason_code)
             return
+        self._reconnect.reset()
         self.connections += 1
         self.connected.set()
         self._wake.set()
@@ -134,6 +161,10 @@ class Publisher:
         if self.connected.is_set() and not self._stop.is_set():
             log.warning("disconnected from %s (%s); messages wait in the outbox", self.broker, reason_code)
         self.connected.clear()
+        self._reconnect.arm()
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        self._reconnect.arm()
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _properties: Any) -> None:
         self._acked.append(mid)
@@ -172,10 +203,6 @@ class Publisher:
     def wake(self) -> None:
         """A new message is in the outbox."""
         self._wake.set()
-
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
 
     def drained(self) -> bool:
         """Nothing waits: the outbox is empty and every published message acknowledged."""

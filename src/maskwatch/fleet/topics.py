@@ -9,31 +9,47 @@ topic                                       QoS     retained  payload
 ``maskwatch/{node}/{camera}/status``        1       no        engine event ``source_status``
 ``maskwatch/{node}/{camera}/events``        1       no        engine events ``track_*`` and ``source``
 ``maskwatch/{node}/{camera}/stats``         1       no        engine event ``stats``
-``maskwatch/{node}/{camera}/alerts``        1       no        :data:`ALERT_SCHEMA` (a non-compliant person)
-``maskwatch/{node}/{camera}/compliance``    1       yes       ``{"compliance", "people", "time"}`` (latest)
 ``maskwatch/{node}/cmd/{verb}``             1       no        ``{"request_id", ...}`` (verbs: :data:`VERBS`)
 ``maskwatch/{node}/cmd/result``             1       no        ``{"request_id", "verb", "ok", ...}``
 ==========================================  ======  ========  ===========================================
 
-Engine events travel as their own JSON (``schema: maskwatch.event/1``, a unique ``id``), unchanged.
+Engine events travel as their own JSON (``schema: maskwatch.event/1``, a unique ``id``), unchanged. Node and
+camera names follow :mod:`maskwatch.core.names` (one topic level each; a camera is ``node:camera`` in the
+control room).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from maskwatch.core.names import is_name
 from maskwatch.core.redaction import redact
+
+__all__ = [
+    "CHANNEL_OF",
+    "CMD_SCHEMA",
+    "EVENT_CHANNELS",
+    "NODE_SCHEMA",
+    "ROOT",
+    "SHARE_GROUP",
+    "VERBS",
+    "BrokerURL",
+    "ParsedTopic",
+    "camera_topic",
+    "cmd_topic",
+    "event_topic",
+    "ingest_subscriptions",
+    "node_status",
+    "parse_topic",
+]
 
 ROOT = "maskwatch"
 NODE_SCHEMA = "maskwatch.node/1"
-ALERT_SCHEMA = "maskwatch.alert/1"
 CMD_SCHEMA = "maskwatch.cmd/1"
 VERBS = ("add_camera", "remove_camera", "snapshot", "status")
 EVENT_CHANNELS = ("status", "events", "stats")  # camera channels carrying engine events
 SHARE_GROUP = "maskwatch"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # engine event type -> camera channel
 CHANNEL_OF = {
@@ -44,13 +60,6 @@ CHANNEL_OF = {
     "source": "events",
     "stats": "stats",
 }
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """A node or camera name usable as one topic level (letters, digits, ``_ . -``; at most 64)."""
-    if not _NAME.match(name or ""):
-        raise ValueError(f"{what} {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
-    return name
 
 
 def node_status(node: str) -> str:
@@ -89,9 +98,9 @@ class ParsedTopic:
 def parse_topic(topic: str) -> ParsedTopic | None:
     """``maskwatch/{node}/status`` or ``maskwatch/{node}/{camera}/{channel}``; None for anything else."""
     parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == ROOT and parts[2] == "status" and _NAME.match(parts[1]):
+    if len(parts) == 3 and parts[0] == ROOT and parts[2] == "status" and is_name(parts[1]):
         return ParsedTopic(parts[1], None, "status")
-    if len(parts) == 4 and parts[0] == ROOT and _NAME.match(parts[1]) and parts[2] != "cmd" and _NAME.match(parts[2]):
+    if len(parts) == 4 and parts[0] == ROOT and is_name(parts[1]) and parts[2] != "cmd" and is_name(parts[2]):
         return ParsedTopic(parts[1], parts[2], parts[3])
     return None
 

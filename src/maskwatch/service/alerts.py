@@ -31,22 +31,34 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from pydantic import BaseModel
 
+from maskwatch.core.backoff import Backoff
+from maskwatch.core.redaction import redact
 from maskwatch.service.settings import AlertRuleConfig
-from maskwatch.service.storage.models import Alert, AlertRule, WebhookDelivery
+from maskwatch.service.storage.alerts import AlertRepository, Delivery
+from maskwatch.service.storage.models import Alert, AlertRule
+
+__all__ = [
+    "NODE_OFFLINE_RULE",
+    "SIGNATURE_HEADER",
+    "AlertEngine",
+    "AlertOut",
+    "AlertTransition",
+    "WebhookSender",
+    "in_active_hours",
+    "sign",
+]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -76,21 +88,45 @@ def in_active_hours(spec: str | None, when: datetime) -> bool:
     return a <= minute < b if a <= b else (minute >= a or minute < b)
 
 
-def alert_dict(row: Alert) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "rule_id": row.rule_id,
-        "rule": row.rule_name,
-        "kind": row.kind,
-        "camera": row.camera,
-        "state": row.state,
-        "message": row.message,
-        "value": row.value,
-        "started": row.started_ts,
-        "resolved": row.resolved_ts,
-        "acknowledged_by": row.acknowledged_by,
-        "acknowledged": row.acknowledged_ts,
-    }
+class AlertOut(BaseModel):
+    """An alert as the API, the live stream and webhooks show it."""
+
+    id: int | None
+    rule_id: int | None
+    rule: str
+    kind: str
+    camera: str
+    state: Literal["firing", "resolved"]
+    message: str
+    value: float | None
+    started: float
+    resolved: float | None
+    acknowledged_by: str | None
+    acknowledged: float | None
+
+    @classmethod
+    def of(cls, row: Alert) -> AlertOut:
+        return cls(
+            id=row.id,
+            rule_id=row.rule_id,
+            rule=row.rule_name,
+            kind=row.kind,
+            camera=row.camera,
+            state="resolved" if row.state == "resolved" else "firing",
+            message=row.message,
+            value=row.value,
+            started=row.started_ts,
+            resolved=row.resolved_ts,
+            acknowledged_by=row.acknowledged_by,
+            acknowledged=row.acknowledged_ts,
+        )
+
+
+class AlertTransition(BaseModel):
+    """The ``alert`` message of the live stream and the body of a webhook delivery."""
+
+    transition: Literal["firing", "resolved", "acknowledged"]
+    alert: AlertOut
 
 
 @dataclass
@@ -110,57 +146,56 @@ class _Node:
 
 
 class WebhookSender:
-    """Deliveries, in order, on one thread: ``attempts`` tries with doubling backoff, each one recorded (a
-    receiver sees ``firing`` before ``resolved`` even when the first attempt had to be retried)."""
+    """Deliveries, in order, on one thread: ``attempts`` tries with doubling, jittered waits from ``backoff``
+    seconds (:class:`~maskwatch.core.backoff.Backoff`), each attempt recorded (a receiver sees ``firing``
+    before ``resolved`` even when the first attempt had to be retried)."""
 
     def __init__(
         self,
-        sessions: Any,
+        alerts: AlertRepository,
         *,
         timeout: float,
         attempts: int,
         backoff: float,
         on_attempt: Callable[[bool], None] | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.alerts = alerts
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
         self.on_attempt = on_attempt
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskwatch-webhook")
         self._stop = threading.Event()
 
+    def schedule(self) -> Backoff:
+        """The waits between one delivery's attempts: ``backoff``, doubling, up to the last one."""
+        last = self.backoff * 2 ** max(0, self.attempts - 2)
+        return Backoff(self.backoff, max(self.backoff, last), jitter=0.1)
+
     def send(
         self,
         url: str,
         secret: str | None,
-        payload: dict[str, Any],
+        payload: AlertTransition,
         *,
         alert_id: int | None,
         rule_id: int | None,
-        transition: str,
-    ) -> Any:
-        return self._pool.submit(self._deliver, url, secret, payload, alert_id, rule_id, transition)
+    ) -> Future[bool]:
+        return self._pool.submit(self._deliver, url, secret, payload, alert_id, rule_id)
 
     def _deliver(
-        self,
-        url: str,
-        secret: str | None,
-        payload: dict[str, Any],
-        alert_id: int | None,
-        rule_id: int | None,
-        transition: str,
+        self, url: str, secret: str | None, payload: AlertTransition, alert_id: int | None, rule_id: int | None
     ) -> bool:
         import httpx
 
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        body = json.dumps(payload.model_dump(mode="json"), separators=(",", ":"), sort_keys=True).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "maskwatch-webhook/1",
             "X-Maskwatch-Delivery": uuid.uuid4().hex,
-            "X-Maskwatch-Event": transition,
+            "X-Maskwatch-Event": payload.transition,
         }
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body)
-        wait = self.backoff
+        waits = self.schedule()
         for attempt in range(1, self.attempts + 1):
             began = time.monotonic()
             status, error, ok = None, None, False
@@ -171,46 +206,33 @@ class WebhookSender:
                 if not ok:
                     error = f"HTTP {status}"
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            self._record(alert_id, rule_id, url, transition, attempt, ok, status, error, time.monotonic() - began)
+                error = redact(f"{type(exc).__name__}: {exc}")[:500]
+            self._record(
+                Delivery(
+                    alert_id=alert_id,
+                    rule_id=rule_id,
+                    url=url,
+                    transition=payload.transition,
+                    attempt=attempt,
+                    ok=ok,
+                    status_code=status,
+                    error=error,
+                    ts=time.time(),
+                    duration_ms=round((time.monotonic() - began) * 1000, 1),
+                )
+            )
             if self.on_attempt is not None:
                 self.on_attempt(ok)
             if ok:
                 return True
             log.warning("webhook delivery %d/%d for alert %s failed: %s", attempt, self.attempts, alert_id, error)
-            if attempt < self.attempts and self._stop.wait(wait):
+            if attempt < self.attempts and self._stop.wait(waits.next()):
                 break
-            wait *= 2
         return False
 
-    def _record(
-        self,
-        alert_id: int | None,
-        rule_id: int | None,
-        url: str,
-        transition: str,
-        attempt: int,
-        ok: bool,
-        status: int | None,
-        error: str | None,
-        seconds: float,
-    ) -> None:
+    def _record(self, delivery: Delivery) -> None:
         try:
-            with self.sessions() as s, s.begin():
-                s.add(
-                    WebhookDelivery(
-                        alert_id=alert_id,
-                        rule_id=rule_id,
-                        url=url,
-                        transition=transition,
-                        attempt=attempt,
-                        ok=ok,
-                        status_code=status,
-                        error=error,
-                        ts=time.time(),
-                        duration_ms=round(seconds * 1000, 1),
-                    )
-                )
+            self.alerts.record_delivery(delivery)
         except Exception:
             log.exception("webhook delivery not recorded")
 
@@ -225,7 +247,7 @@ class AlertEngine:
 
     def __init__(
         self,
-        sessions: Any,
+        alerts: AlertRepository,
         *,
         publish: Callable[[str, Any], None],
         sender: WebhookSender | None,
@@ -233,7 +255,7 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.alerts = alerts
         self.publish = publish
         self.sender = sender
         self.evaluate_every = evaluate_every
@@ -248,16 +270,14 @@ class AlertEngine:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     # -- inputs ----------------------------------------------------------------------------------------
 
     def reload(self) -> None:
         """Read the rules again (after a change through the API); alerts of deleted or disabled rules resolve."""
-        with self.sessions() as s:
-            seen = self._rules_version(s)
-            rules = list(s.scalars(select(AlertRule).order_by(AlertRule.id)))
-            firing = list(s.scalars(select(Alert).where(Alert.state == "firing")))
+        seen = self.alerts.rules_version()
+        rules = self.alerts.rules()
+        firing = self.alerts.firing()
         with self._lock:
             self._rules_seen = seen
             self.rules = rules
@@ -293,31 +313,18 @@ class AlertEngine:
                         elif event.lag.p95 < rule.threshold * (1 - rule.hysteresis):
                             cam.lag_bad_since = None
 
-    @staticmethod
-    def _rules_version(session: Any) -> tuple[int, float | None]:
-        count, changed = session.execute(select(func.count(AlertRule.id), func.max(AlertRule.updated_ts))).one()
-        return int(count), changed
-
     def reload_if_changed(self) -> bool:
         """Reload when the rules changed in the database (through another worker's API); True if it did."""
-        with self.sessions() as s:
-            if self._rules_version(s) == self._rules_seen:
-                return False
+        if self.alerts.rules_version() == self._rules_seen:
+            return False
         self.reload()
         return True
 
     def ensure_rule(self, config: AlertRuleConfig) -> bool:
         """Create a built-in rule unless one of its kind (or its name) exists; True when created. Disabled, it
         stays disabled; deleted, it comes back at the next start."""
-        now = time.time()
-        try:
-            with self.sessions() as s, s.begin():
-                exists = select(AlertRule.id).where((AlertRule.kind == config.kind) | (AlertRule.name == config.name))
-                if s.scalars(exists.limit(1)).first() is not None:
-                    return False
-                s.add(AlertRule(**config.model_dump(), created_ts=now, updated_ts=now))
-        except IntegrityError:
-            return False  # another worker created it at the same moment
+        if not self.alerts.ensure_rule(config.model_dump(), time.time()):
+            return False
         log.info("alert rule %r (%s) created", config.name, config.kind)
         self.reload()
         return True
@@ -418,7 +425,6 @@ class AlertEngine:
         """Store and announce a new alert, unless another worker has one firing (adopted, not announced) or
         resolved one within the cooldown."""
         key = (rule.id, camera)
-        mine = (Alert.rule_id == rule.id, Alert.camera == camera)
         row = Alert(
             rule_id=rule.id,
             rule_name=rule.name,
@@ -430,23 +436,18 @@ class AlertEngine:
             started_ts=now,
         )
         try:
-            with self.sessions() as s, s.begin():
-                if rule.cooldown_s > 0:
-                    recent = s.scalars(
-                        select(func.max(Alert.resolved_ts)).where(*mine, Alert.resolved_ts >= now - rule.cooldown_s)
-                    ).first()
-                    if recent is not None:
-                        self._resolved_at[key] = recent
-                        return
-                s.add(row)
-        except IntegrityError:  # the one firing alert of this rule and camera exists (another worker's)
-            with self.sessions() as s:
-                existing = s.scalars(select(Alert.id).where(*mine, Alert.state == "firing")).first()
-            if existing is not None:
-                self._active[key] = existing
-            return
+            fired = self.alerts.fire(row, cooldown_s=rule.cooldown_s, now=now)
         except Exception:
             log.exception("alert not stored (database unreachable?)")
+        else:
+            if fired.outcome == "cooldown":
+                if fired.resolved_at is not None:
+                    self._resolved_at[key] = fired.resolved_at
+                return
+            if fired.outcome == "firing":  # another worker's
+                if fired.alert_id is not None:
+                    self._active[key] = fired.alert_id
+                return
         self._active[key] = row.id
         log.warning("ALERT %s on %s: %s", rule.name, camera, message)
         self._announce(rule, row, "firing")
@@ -459,14 +460,7 @@ class AlertEngine:
         row = None
         if alert_id is not None:
             try:
-                with self.sessions() as s, s.begin():
-                    done = s.execute(
-                        update(Alert)
-                        .where(Alert.id == alert_id, Alert.state == "firing")
-                        .values(state="resolved", resolved_ts=now)
-                        .returning(Alert.id)
-                    ).first()
-                    row = s.get(Alert, alert_id) if done is not None else None
+                row = self.alerts.resolve(alert_id, now)
             except Exception:
                 log.exception("alert resolution not stored")
         if row is None:
@@ -475,13 +469,11 @@ class AlertEngine:
         rule = next((r for r in self.rules if r.id == key[0]), None)
         self._announce(rule, row, "resolved")
 
-    def _announce(self, rule: AlertRule | None, row: Alert, transition: str) -> None:
-        payload = {"transition": transition, "alert": alert_dict(row)}
-        self.publish("alert", payload)
+    def _announce(self, rule: AlertRule | None, row: Alert, transition: Literal["firing", "resolved"]) -> None:
+        payload = AlertTransition(transition=transition, alert=AlertOut.of(row))
+        self.publish("alert", payload.model_dump(mode="json"))
         if self.sender is not None and rule is not None and rule.webhook_url:
-            self.sender.send(
-                rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id, transition=transition
-            )
+            self.sender.send(rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id)
 
     @property
     def firing(self) -> int:

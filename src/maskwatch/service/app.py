@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app(settings)`` builds it around a :class:`~maskwatch.service.core.Service`
-(started and stopped with the app's lifespan). API under ``/api/v1`` (OpenAPI at ``/docs``), the dashboard
-at ``/``."""
+(the composition root; started and stopped with the app's lifespan). API under ``/api/v1`` (OpenAPI at
+``/docs``; every answer, errors included, has a schema), the dashboard at ``/``. Routers get the service's
+components through the typed dependencies of :mod:`maskwatch.service.deps`."""
 
 from __future__ import annotations
 
@@ -8,20 +9,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from maskwatch import __version__
-from maskwatch.service.core import Service
-from maskwatch.service.errors import error_body, install_error_handlers
-from maskwatch.service.routers import alerts, auth, cameras, events, fleet, infer, jobs, stats, system
+from maskwatch.service.core import FleetLink, Service
+from maskwatch.service.errors import ERROR_RESPONSES, error_body, install_error_handlers
+from maskwatch.service.routers import alerts, auth, cameras, events, infer, jobs, stats, system
+from maskwatch.service.routers import fleet as fleet_router
 from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.uploads import BodyLimit
+
+if TYPE_CHECKING:
+    from maskwatch.detection.pipeline import MaskDetector
+    from maskwatch.stream.sources import CaptureFactory
+
+__all__ = ["API", "create_app"]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -35,22 +43,35 @@ CSP = (
 
 
 def create_app(
-    settings: ServiceSettings, *, detector: Any = None, capture_factory: Any = None, admin_token: str | None = None
+    settings: ServiceSettings,
+    *,
+    detector: MaskDetector | None = None,
+    capture_factory: CaptureFactory | None = None,
+    admin_token: str | None = None,
+    fleet: FleetLink | None = None,
 ) -> FastAPI:
-    """The app; the service starts with the app's lifespan (``uvicorn`` or ``TestClient`` as a context)."""
-    service = Service(settings, detector=detector, capture_factory=capture_factory, admin_token=admin_token)
+    """The app; the service starts with the app's lifespan (``uvicorn`` or ``TestClient`` as a context).
+    ``fleet``: also ingest the edge nodes' events from an MQTT broker (``serve --mqtt``)."""
+    service = Service(
+        settings, detector=detector, capture_factory=capture_factory, admin_token=admin_token, fleet=fleet
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(service.start)
-        if service.generated_admin_token:
-            log.warning(
-                "first start: admin token %s (shown once; make more under Settings)", service.generated_admin_token
-            )
+        # a lifespan inside a running one (a second test client on the same app) leaves the service alone
+        owner = not service.started
+        if owner:
+            await asyncio.to_thread(service.start)
+            if service.auth.generated_admin_token:
+                log.warning(
+                    "first start: admin token %s (shown once; make more under Settings)",
+                    service.auth.generated_admin_token,
+                )
         try:
             yield
         finally:
-            await asyncio.to_thread(service.stop)
+            if owner:
+                await asyncio.to_thread(service.stop)
 
     app = FastAPI(
         title="maskwatch",
@@ -66,8 +87,8 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet):
-        app.include_router(module.router, prefix=API)
+    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router):
+        app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     app.add_api_route("/healthz", system.healthz, include_in_schema=False)
 
     limits = settings.limits
@@ -80,7 +101,7 @@ def create_app(
         return 1_000_000
 
     @app.middleware("http")
-    async def timing(request: Request, call_next: Any) -> Any:
+    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         began = time.perf_counter()
         streaming = request.url.path.endswith(STREAMING)
         try:

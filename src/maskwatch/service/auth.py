@@ -7,30 +7,51 @@ per-token rate limit.
   another site can make the browser send the cookie, but cannot read the CSRF value.
 * Roles, each including the ones below it: ``viewer`` reads, ``operator`` also acknowledges alerts,
   uploads and marks false positives, ``admin`` also manages cameras, rules and tokens.
+* When a token was last used is kept in memory and written every :data:`USAGE_EVERY_S` seconds (and at
+  stop), so a request never waits for a database write.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 from fastapi import Request
-from sqlalchemy import select
 
 from maskwatch.service.errors import ApiError
-from maskwatch.service.storage.models import ApiToken, AuditEntry
+from maskwatch.service.storage.models import ApiToken
 from maskwatch.service.storage.models import Session as SessionRow
+from maskwatch.service.storage.tokens import TokenRepository
 
-ROLES = ("viewer", "operator", "admin")
+__all__ = [
+    "CSRF_COOKIE",
+    "CSRF_HEADER",
+    "ROLES",
+    "SESSION_COOKIE",
+    "Auth",
+    "Principal",
+    "RateLimiter",
+    "Role",
+    "hash_token",
+    "new_token",
+]
+
+log = logging.getLogger("maskwatch.service")
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 SESSION_COOKIE = "mw_session"
 CSRF_COOKIE = "mw_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+USAGE_EVERY_S = 30.0
 
 
 def hash_token(token: str) -> str:
@@ -56,7 +77,7 @@ class Principal:
 class RateLimiter:
     """Token bucket per API token: ``per_minute`` sustained, ``burst`` at once."""
 
-    def __init__(self, per_minute: float, burst: int):
+    def __init__(self, per_minute: float, burst: int) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self._state: dict[int, tuple[float, float]] = {}
@@ -76,23 +97,97 @@ class RateLimiter:
 
 
 class Auth:
-    """Token and session checks with a short cache (so reads keep working through a database blip)."""
+    """Token and session checks with a short cache (so reads keep working through a database blip).
+
+    ``admin_token``: a preset admin token (``$MASKWATCH_ADMIN_TOKEN``) made the token named ``admin`` at
+    :meth:`start`; without one, a new admin token is made when none exists (``generated_admin_token``,
+    printed once)."""
 
     CACHE_SECONDS = 10.0
 
-    def __init__(self, sessions: Any, limiter: RateLimiter, session_hours: float):
-        self.sessions = sessions
+    def __init__(
+        self, tokens: TokenRepository, limiter: RateLimiter, session_hours: float, *, admin_token: str | None = None
+    ) -> None:
+        self.tokens = tokens
         self.limiter = limiter
         self.session_seconds = session_hours * 3600
+        self.admin_preset = admin_token
+        self.generated_admin_token: str | None = None
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+        self._used: dict[int, float] = {}  # token id -> last use, not yet written
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifetime ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Make sure an admin token exists, then write token usage every :data:`USAGE_EVERY_S` seconds."""
+        self.generated_admin_token = self.ensure_admin(self.admin_preset)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="maskwatch-token-usage", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+        self.write_usage()
+
+    def _run(self) -> None:
+        while not self._stop.wait(USAGE_EVERY_S):
+            self.write_usage()
+
+    def write_usage(self) -> None:
+        """Store when each token used since the last call was last used (best effort: kept on failure)."""
+        with self._lock:
+            used, self._used = self._used, {}
+        try:
+            self.tokens.record_use(used)
+        except Exception:
+            with self._lock:
+                for token_id, ts in used.items():
+                    self._used[token_id] = max(ts, self._used.get(token_id, 0.0))
+            log.warning("token usage not written (database unreachable?)")
+
+    # -- tokens ------------------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str, token: str | None = None) -> tuple[ApiToken, str]:
+        """A new token (its value returned once; only its hash is stored)."""
+        if role not in ROLES:
+            raise ApiError(422, "invalid", f"role must be one of {', '.join(ROLES)}")
+        token = token or new_token()
+        row = ApiToken(name=name, role=role, token_hash=hash_token(token), prefix=token[:7], created_ts=time.time())
+        return self.tokens.add(row), token
+
+    def ensure_admin(self, preset: str | None) -> str | None:
+        """The admin token at start: ``preset`` becomes the token named ``admin`` (replacing an older one of
+        that name); without it, a new admin token is made when none exists and returned (to print once).
+        Returns None when an admin token existed already."""
+        if preset:
+            row = ApiToken(
+                name="admin", role="admin", token_hash=hash_token(preset), prefix=preset[:7], created_ts=time.time()
+            )
+            self.tokens.replace_named(row)
+            return None
+        if self.tokens.has_admin():
+            return None
+        return self.create_token("admin", "admin")[1]
+
+    def revoke(self, token_id: int) -> ApiToken | None:
+        row = self.tokens.revoke(token_id)
+        self.forget()
+        return row
+
+    # -- checks ------------------------------------------------------------------------------------------
 
     def forget(self) -> None:
         """Drop cached lookups (a token was revoked or a session ended)."""
         with self._lock:
             self._cache.clear()
 
-    def _cached(self, key: str, load: Any) -> Principal | None:
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
@@ -112,11 +207,8 @@ class Auth:
         digest = hash_token(token)
 
         def load() -> Principal | None:
-            with self.sessions() as s:
-                row = s.scalars(
-                    select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
-                ).first()
-                return None if row is None else Principal(row.id, row.name, row.role, "bearer")
+            row = self.tokens.active(digest)
+            return None if row is None else Principal(row.id, row.name, row.role, "bearer")
 
         return self._cached("t:" + digest, load)
 
@@ -124,14 +216,11 @@ class Auth:
         digest = hash_token(value)
 
         def load() -> Principal | None:
-            with self.sessions() as s:
-                row = s.scalars(select(SessionRow).where(SessionRow.session_hash == digest)).first()
-                if row is None or row.expires_ts < time.time():
-                    return None
-                token = s.get(ApiToken, row.token_id)
-                if token is None or token.revoked:
-                    return None
-                return Principal(token.id, token.name, token.role, "session", row.csrf)
+            found = self.tokens.session(digest, time.time())
+            if found is None:
+                return None
+            token, csrf = found
+            return Principal(token.id, token.name, token.role, "session", csrf)
 
         return self._cached("s:" + digest, load)
 
@@ -163,10 +252,12 @@ class Auth:
                 f"too many requests; retry in {wait:.1f} s",
                 headers={"Retry-After": str(max(1, round(wait)))},
             )
+        with self._lock:
+            self._used[principal.token_id] = time.time()
         request.state.principal = principal
         return principal
 
-    # -- sessions and tokens ---------------------------------------------------------------------------
+    # -- browser sessions --------------------------------------------------------------------------------
 
     def login(self, token: str) -> tuple[str, str, Principal]:
         principal = self.by_token(token)
@@ -174,79 +265,19 @@ class Auth:
             raise ApiError(401, "unauthorized", "unknown or revoked token")
         value, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         now = time.time()
-        with self.sessions() as s, s.begin():
-            s.add(
-                SessionRow(
-                    session_hash=hash_token(value),
-                    token_id=principal.token_id,
-                    csrf=csrf,
-                    created_ts=now,
-                    expires_ts=now + self.session_seconds,
-                )
+        self.tokens.add_session(
+            SessionRow(
+                session_hash=hash_token(value),
+                token_id=principal.token_id,
+                csrf=csrf,
+                created_ts=now,
+                expires_ts=now + self.session_seconds,
             )
+        )
+        with self._lock:
+            self._used[principal.token_id] = now
         return value, csrf, principal
 
     def logout(self, value: str) -> None:
-        with self.sessions() as s, s.begin():
-            row = s.scalars(select(SessionRow).where(SessionRow.session_hash == hash_token(value))).first()
-            if row is not None:
-                s.delete(row)
+        self.tokens.delete_session(hash_token(value))
         self.forget()
-
-
-def create_token(sessions: Any, name: str, role: str, token: str | None = None) -> tuple[ApiToken, str]:
-    if role not in ROLES:
-        raise ApiError(422, "invalid", f"role must be one of {', '.join(ROLES)}")
-    token = token or new_token()
-    row = ApiToken(name=name, role=role, token_hash=hash_token(token), prefix=token[:7], created_ts=time.time())
-    with sessions() as s, s.begin():
-        s.add(row)
-    return row, token
-
-
-def ensure_admin(sessions: Any, preset: str | None) -> str | None:
-    """The admin token at start: ``preset`` ($MASKWATCH_ADMIN_TOKEN) becomes the token named ``admin``
-    (replacing an older one of that name); without it, a new admin token is made when none exists and
-    returned (to print once). Returns None when an admin token existed already."""
-    with sessions() as s, s.begin():
-        if preset:
-            digest = hash_token(preset)
-            if s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first() is None:
-                for old in s.scalars(select(ApiToken).where(ApiToken.name == "admin")):
-                    old.revoked = True
-                s.add(
-                    ApiToken(name="admin", role="admin", token_hash=digest, prefix=preset[:7], created_ts=time.time())
-                )
-            return None
-        exists = s.scalars(select(ApiToken).where(ApiToken.role == "admin", ApiToken.revoked.is_(False))).first()
-        if exists is not None:
-            return None
-    return create_token(sessions, "admin", "admin")[1]
-
-
-def audit(
-    sessions: Any,
-    principal: Principal | None,
-    action: str,
-    target: str | None = None,
-    detail: dict[str, Any] | None = None,
-    ip: str | None = None,
-) -> None:
-    """Record who did what (best effort: an unreachable database must not fail the action itself)."""
-    try:
-        with sessions() as s, s.begin():
-            s.add(
-                AuditEntry(
-                    ts=time.time(),
-                    actor=principal.name if principal else "system",
-                    role=principal.role if principal else "system",
-                    action=action,
-                    target=target,
-                    detail=detail,
-                    ip=ip,
-                )
-            )
-    except Exception:
-        import logging
-
-        logging.getLogger("maskwatch.service").exception("audit entry not written: %s %s", action, target)

@@ -8,19 +8,23 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
+from maskwatch.core.names import check_name
 from maskwatch.core.redaction import redact
 from maskwatch.service.errors import ApiError
-from maskwatch.service.settings import CAMERA_NAME
+from maskwatch.service.storage.cameras import CAMERA_FIELDS, CameraRepository, CameraSource
 from maskwatch.service.storage.models import Camera
 from maskwatch.stream import SourceSpec
 
-log = logging.getLogger("maskwatch.service")
+if TYPE_CHECKING:
+    from maskwatch.service.live import LiveState
+    from maskwatch.stream import StreamEngine
 
-FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
+__all__ = ["CameraManager", "spec_for"]
+
+log = logging.getLogger("maskwatch.service")
 
 
 def spec_for(camera: Camera, hold: float = 4.0) -> SourceSpec:
@@ -37,9 +41,20 @@ def spec_for(camera: Camera, hold: float = 4.0) -> SourceSpec:
 
 
 class CameraManager:
-    def __init__(self, sessions: Any, engine: Any, live: Any, *, on_removed: Any = None, hold: float = 4.0):
+    """Adds, changes and removes cameras in the engine and the database together; ``on_removed(name)`` is
+    told about each camera removed (the alert engine forgets it)."""
+
+    def __init__(
+        self,
+        cameras: CameraRepository,
+        engine: StreamEngine,
+        live: LiveState,
+        *,
+        on_removed: Callable[[str], None] | None = None,
+        hold: float = 4.0,
+    ) -> None:
         self.hold = hold
-        self.sessions = sessions
+        self.cameras = cameras
         self.engine = engine
         self.live = live
         self.on_removed = on_removed
@@ -53,86 +68,66 @@ class CameraManager:
             self.engine.add_source(spec_for(camera, self.hold))
         except Exception as exc:  # SourceError, ValueError
             raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact(str(exc))}") from exc
-        self.live.get(camera.name).state = "connecting"
+        self.live.set_state(camera.name, "connecting")
 
     def _stop(self, name: str) -> None:
         with contextlib.suppress(KeyError):  # not running (disabled, ended or failed)
             self.engine.remove_source(name, wait=3.0)
-        self.live.get(name).state = "disabled"
-
-    def running(self, name: str) -> bool:
-        return name in self.engine.sources or name in self.engine.source_states()
+        self.live.set_state(name, "disabled")
 
     # -- start-up --------------------------------------------------------------------------------------
 
-    def seed(self, cameras: list[Any]) -> None:
+    def seed(self, cameras: Iterable[CameraSource]) -> None:
         """Cameras of the config file that the database does not have yet (by name) are created."""
-        now = time.time()
-        with self.sessions() as s, s.begin():
-            have = set(s.scalars(select(Camera.name)))
-            for c in cameras:
-                if c.name not in have:
-                    s.add(
-                        Camera(
-                            name=c.name,
-                            url=c.url,
-                            enabled=c.enabled,
-                            preset=c.preset,
-                            target_fps=c.target_fps,
-                            realtime=c.realtime,
-                            loop=c.loop,
-                            created_ts=now,
-                            updated_ts=now,
-                        )
-                    )
+        self.cameras.add_missing(cameras, time.time())
 
     def resume(self) -> None:
         """Start every enabled camera; one that cannot start is reported (state failed), the rest go on."""
-        with self.sessions() as s:
-            cameras = list(s.scalars(select(Camera).order_by(Camera.id)))
-        for camera in cameras:
+        for camera in self.cameras.all(by="id"):
             if not camera.enabled:
-                self.live.get(camera.name).state = "disabled"
+                self.live.set_state(camera.name, "disabled")
                 continue
             try:
                 self._start(camera)
             except ApiError as exc:
-                live = self.live.get(camera.name)
-                live.state, live.reason = "failed", exc.detail
+                self.live.set_state(camera.name, "failed", exc.detail)
                 log.error("camera %s not started: %s", camera.name, exc.detail)
 
     # -- API -------------------------------------------------------------------------------------------
 
     def list(self) -> list[Camera]:
-        with self.sessions() as s:
-            return list(s.scalars(select(Camera).order_by(Camera.name)))
+        return self.cameras.all()
 
     def get(self, name: str) -> Camera:
-        with self.sessions() as s:
-            camera = s.scalars(select(Camera).where(Camera.name == name)).first()
+        camera = self.cameras.get(name)
         if camera is None:
             raise ApiError(404, "not_found", f"no camera named {name!r}")
         return camera
 
-    def create(self, data: dict[str, Any]) -> Camera:
-        name = data["name"]
-        if not CAMERA_NAME.match(name):
-            raise ApiError(422, "invalid", "camera names are 1-64 letters, digits, '.', '_' or '-'")
+    def create(self, source: CameraSource) -> Camera:
+        try:
+            name = check_name(source.name, "camera name")
+        except ValueError as exc:
+            raise ApiError(422, "invalid", str(exc)) from exc
         now = time.time()
         camera = Camera(
-            name=name, created_ts=now, updated_ts=now, **{k: data.get(k) for k in FIELDS if data.get(k) is not None}
+            name=name,
+            url=source.url,
+            enabled=source.enabled,
+            preset=source.preset,
+            target_fps=source.target_fps,
+            realtime=source.realtime,
+            loop=source.loop,
+            created_ts=now,
+            updated_ts=now,
         )
-        camera.enabled = data.get("enabled", True) is not False
-        camera.realtime, camera.loop = bool(data.get("realtime")), bool(data.get("loop"))
         with self._lock:
-            with self.sessions() as s:
-                if s.scalars(select(Camera).where(Camera.name == name)).first() is not None:
-                    raise ApiError(409, "conflict", f"a camera named {name!r} exists")
+            if self.cameras.get(name) is not None:
+                raise ApiError(409, "conflict", f"a camera named {name!r} exists")
             if camera.enabled:
                 self._start(camera)
             try:
-                with self.sessions() as s, s.begin():
-                    s.add(camera)
+                self.cameras.add(camera)
             except Exception as exc:
                 if camera.enabled:
                     self._stop(name)
@@ -140,15 +135,17 @@ class CameraManager:
         log.info("camera %s added (%s)", name, "enabled" if camera.enabled else "disabled")
         return camera
 
-    def update(self, name: str, changes: dict[str, Any]) -> Camera:
+    def update(self, name: str, changes: Mapping[str, object]) -> Camera:
+        """Change a camera's source fields (``url``, ``enabled``, ...); its source restarts when they change,
+        and the old one is put back when the new one cannot start."""
         with self._lock:
             old = self.get(name)
-            new = Camera(**{k: getattr(old, k) for k in ("id", "name", "created_ts", *FIELDS)})
+            new = Camera(**{k: getattr(old, k) for k in ("id", "name", "created_ts", *CAMERA_FIELDS)})
             for key, value in changes.items():
-                if key in FIELDS:
+                if key in CAMERA_FIELDS:
                     setattr(new, key, value)
             new.updated_ts = time.time()
-            restart = any(getattr(new, k) != getattr(old, k) for k in FIELDS)
+            restart = any(getattr(new, k) != getattr(old, k) for k in CAMERA_FIELDS)
             if restart:
                 self._stop(name)
                 if new.enabled:
@@ -158,10 +155,7 @@ class CameraManager:
                         if old.enabled:  # put the old source back
                             self._start(old)
                         raise
-            with self.sessions() as s, s.begin():
-                row = s.get(Camera, old.id)
-                for key in (*FIELDS, "updated_ts"):
-                    setattr(row, key, getattr(new, key))
+            self.cameras.save(new, (*CAMERA_FIELDS, "updated_ts"))
         log.info("camera %s updated", name)
         return self.get(name)
 
@@ -169,10 +163,7 @@ class CameraManager:
         with self._lock:
             camera = self.get(name)
             self._stop(name)
-            with self.sessions() as s, s.begin():
-                row = s.get(Camera, camera.id)
-                if row is not None:
-                    s.delete(row)
+            self.cameras.delete(camera.id)
             self.live.forget(name)
             if self.on_removed is not None:
                 self.on_removed(name)

@@ -1,25 +1,137 @@
-"""Dependencies shared by the routers: the running service and the caller's role."""
+"""Typed dependencies for the routers: each component of the running service (FastAPI ``Depends`` on the
+app's :class:`~maskwatch.service.core.Service`, as ``Annotated`` aliases), the caller's role, and path and
+cursor parameters. A router names what it uses (``cameras: CamerasDep``); nothing hands it the whole
+service."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, cast
 
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from maskwatch.service.auth import Principal
+from maskwatch.fleet.ingest import FleetState
+from maskwatch.service.alerts import AlertEngine
+from maskwatch.service.auth import Auth, Principal
+from maskwatch.service.cameras import CameraManager
+from maskwatch.service.core import Service
 from maskwatch.service.errors import ApiError
+from maskwatch.service.inference import InferenceGate
+from maskwatch.service.jobs import JobManager
+from maskwatch.service.live import Live
+from maskwatch.service.media import Media
+from maskwatch.service.metrics import Metrics
+from maskwatch.service.settings import ServiceSettings
+from maskwatch.service.storage import Storage
+from maskwatch.service.storage.audit import AuditLog
+from maskwatch.service.storage.ingest import Ingestor
+
+__all__ = [
+    "MAX_ID",
+    "Admin",
+    "AlertsDep",
+    "AuditDep",
+    "Auditor",
+    "AuthDep",
+    "CamerasDep",
+    "FleetDep",
+    "IdPath",
+    "InferenceDep",
+    "IngestorDep",
+    "JobsDep",
+    "LiveDep",
+    "MediaDep",
+    "MetricsDep",
+    "Operator",
+    "SettingsDep",
+    "StorageDep",
+    "Viewer",
+    "client_ip",
+    "require",
+]
 
 bearer = HTTPBearer(auto_error=False, description="an API token: Authorization: Bearer TOKEN")
 
 
-def get_service(request: Request) -> Any:
-    return request.app.state.service
+def get_service(request: Request) -> Service:
+    return cast(Service, request.app.state.service)
 
 
-def require(role: str) -> Any:
-    def dependency(request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
-        principal = request.app.state.service.auth.authenticate(request)
+_Service = Annotated[Service, Depends(get_service)]
+
+
+def get_settings(service: _Service) -> ServiceSettings:
+    return service.settings
+
+
+def get_storage(service: _Service) -> Storage:
+    return service.storage
+
+
+def get_auth(service: _Service) -> Auth:
+    return service.auth
+
+
+def get_cameras(service: _Service) -> CameraManager:
+    return service.cameras
+
+
+def get_alerts(service: _Service) -> AlertEngine:
+    return service.alerts
+
+
+def get_jobs(service: _Service) -> JobManager:
+    return service.jobs
+
+
+def get_inference(service: _Service) -> InferenceGate:
+    return service.inference
+
+
+def get_media(service: _Service) -> Media:
+    return service.media
+
+
+def get_live(service: _Service) -> Live:
+    return service.live
+
+
+def get_metrics(service: _Service) -> Metrics:
+    return service.metrics
+
+
+def get_ingestor(service: _Service) -> Ingestor:
+    return service.ingestor
+
+
+def get_fleet(service: _Service) -> FleetState | None:
+    """The fleet as this worker's MQTT ingest sees it now; None without MQTT ingest."""
+    return None if service.fleet is None else service.fleet.state()
+
+
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+AuthDep = Annotated[Auth, Depends(get_auth)]
+CamerasDep = Annotated[CameraManager, Depends(get_cameras)]
+AlertsDep = Annotated[AlertEngine, Depends(get_alerts)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+InferenceDep = Annotated[InferenceGate, Depends(get_inference)]
+MediaDep = Annotated[Media, Depends(get_media)]
+LiveDep = Annotated[Live, Depends(get_live)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+FleetDep = Annotated[FleetState | None, Depends(get_fleet)]
+
+
+def require(role: str) -> Callable[[Request, Auth, HTTPAuthorizationCredentials | None], Principal]:
+    """A dependency: the caller's principal when its role includes ``role``, else 401/403/429."""
+
+    def dependency(
+        request: Request, auth: AuthDep, _credentials: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> Principal:
+        principal = auth.authenticate(request)
         if not principal.allows(role):
             raise ApiError(403, "forbidden", f"this needs the {role} role; your token has {principal.role}")
         return principal
@@ -31,11 +143,30 @@ def require(role: str) -> Any:
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
-ServiceDep = Annotated[Any, Depends(get_service)]
 
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """The audit log, bound to the request's client address: who did what, from where."""
+
+    log: AuditLog
+    ip: str | None
+
+    def record(
+        self, principal: Principal, action: str, target: str | None = None, detail: Mapping[str, object] | None = None
+    ) -> None:
+        self.log.record(principal.name, principal.role, action, target, detail, self.ip)
+
+
+def get_auditor(request: Request, storage: StorageDep) -> Auditor:
+    return Auditor(storage.audit, client_ip(request))
+
+
+AuditDep = Annotated[Auditor, Depends(get_auditor)]
 
 
 #: database ids in paths and cursors: bounded so that no value overflows a 64-bit column

@@ -1,4 +1,6 @@
-"""JSON errors with a reason: ``{"error": CODE, "detail": "what went wrong and what to do"}``."""
+"""JSON errors with a reason: ``{"error": CODE, "detail": "what went wrong and what to do"}``, one shape for
+every error the API answers (its own, FastAPI's, Starlette's, the body limit's, a database outage's).
+:data:`ERROR_RESPONSES` documents them on every route of the OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -8,19 +10,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["ERROR_RESPONSES", "ApiError", "ErrorBody", "error_body", "errors", "install_error_handlers"]
 
 log = logging.getLogger("maskwatch.service")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None):
+    """An answer other than success: HTTP ``status``, a short machine ``code`` and a ``detail`` for people."""
+
+    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str = Field(description="a short code: not_found, invalid, unauthorized, rate_limited, busy, ...")
+    detail: str = Field(description="what went wrong and what to do")
+
+
 def error_body(code: str, detail: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail}
+    return ErrorBody(error=code, detail=detail if isinstance(detail, str) else str(detail)).model_dump()
+
+
+#: the error answers of every route (client errors and server-side ones, e.g. 503 while the database is away)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "refused: the error code and the reason"},
+    "5XX": {"model": ErrorBody, "description": "failed or unavailable (503: database away or busy; 504: timeout)"},
+}
+
+
+def errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a route's particular errors, each an :class:`ErrorBody`: ``errors(e413="too large")``."""
+    return {int(code.lstrip("e")): {"model": ErrorBody, "description": text} for code, text in described.items()}
 
 
 _CODES = {
@@ -60,6 +87,16 @@ def install_error_handlers(app: FastAPI) -> None:
             loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "request"
             problems.append(f"{loc}: {item.get('msg', 'invalid')}")
         return JSONResponse(error_body("invalid", "; ".join(problems) or "invalid request"), status_code=422)
+
+    async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        """A database outage is a 503 with a reason, not a 500 (repositories let it through)."""
+        log.warning("database unreachable: %s", type(exc).__name__)
+        return JSONResponse(
+            error_body("database_unavailable", "the database is unreachable; try again shortly"), status_code=503
+        )
+
+    app.add_exception_handler(OperationalError, _database)
+    app.add_exception_handler(InterfaceError, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
 import time
@@ -21,17 +20,23 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import delete, select, update
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
 
+from maskwatch.core.names import is_job_id
 from maskwatch.data.images import has_image_extension
 from maskwatch.service.errors import ApiError
+from maskwatch.service.storage.jobs import JobRepository
 from maskwatch.service.storage.models import JobRecord
 from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
 from maskwatch.stream.sources import VIDEO_EXTENSIONS
+
+if TYPE_CHECKING:
+    from maskwatch.detection.pipeline import MaskDetector
+
+__all__ = ["FINISHED", "Job", "JobManager", "JobOut", "allowed_path", "extract_images"]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -39,7 +44,7 @@ log = logging.getLogger("maskwatch.service")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 #: events of a job kept in its file (the rest are counted only)
 KEPT_TYPES = ("track_ended", "stats", "source", "source_status")
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 INTERRUPTED = "interrupted: the service stopped before the job finished; send it again to re-run it"
 
 
@@ -84,13 +89,30 @@ def extract_images(archive: Path, into: Path, max_bytes: int) -> int:
     return n
 
 
-@dataclass
-class Job:
-    """A job's record; the same fields as its ``jobs`` row."""
+class JobOut(BaseModel):
+    """A job as the API shows it."""
 
     id: str
     name: str
-    state: str = "queued"  # queued | running | done | failed | cancelled | interrupted
+    state: JobState
+    created: float
+    started: float | None
+    finished: float | None
+    frames: int = Field(description="frames analysed so far")
+    expected_frames: int | None = Field(description="frames the source will deliver, when known")
+    progress: float | None = Field(description="0..1, when the number of frames is known")
+    error: str | None
+    summary: dict[str, Any] | None = Field(description="the engine's summary of the source (a `source` event)")
+    n_events: int = Field(description="events kept for GET /jobs/{id}/events")
+
+
+@dataclass
+class Job:
+    """A job's record; the same fields as its ``jobs`` row, plus its engine and upload folder while it runs."""
+
+    id: str
+    name: str
+    state: JobState = "queued"
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
@@ -100,29 +122,29 @@ class Job:
     summary: dict[str, Any] | None = None
     n_events: int = 0
     events_file: str | None = None  # relative to the jobs folder
-    engine: Any = None
+    engine: StreamEngine | None = None
     workdir: Path | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def out(self) -> JobOut:
         progress = None
         if self.expected:
             progress = round(min(1.0, self.frames / self.expected), 4)
         if self.state == "done":
             progress = 1.0
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            "frames": self.frames,
-            "expected_frames": self.expected,
-            "progress": progress,
-            "error": self.error,
-            "summary": self.summary,
-            "n_events": self.n_events,
-        }
+        return JobOut(
+            id=self.id,
+            name=self.name,
+            state=self.state,
+            created=self.created,
+            started=self.started,
+            finished=self.finished,
+            frames=self.frames,
+            expected_frames=self.expected,
+            progress=progress,
+            error=self.error,
+            summary=self.summary,
+            n_events=self.n_events,
+        )
 
     def row(self) -> dict[str, Any]:
         return {
@@ -145,7 +167,7 @@ class Job:
         return cls(
             id=row.id,
             name=row.name,
-            state=row.state,
+            state=cast(JobState, row.state),
             created=row.created_ts,
             started=row.started_ts,
             finished=row.finished_ts,
@@ -162,7 +184,7 @@ class JobManager:
     """Runs jobs (at most ``max_running`` at once) and keeps their records in the database.
 
     Args:
-        sessions: a ``sessionmaker`` bound to the service's database.
+        jobs: the jobs' records.
         detector, config: the models and engine settings every job's engine runs.
         workdir: ``DATA_DIR/jobs``: each job's upload folder (removed when it ends) and events file.
         keep_events: events stored per job (``GET /jobs/{id}/events``); later ones are counted only.
@@ -171,16 +193,16 @@ class JobManager:
 
     def __init__(
         self,
-        sessions: sessionmaker,
-        detector: Any,
+        jobs: JobRepository,
+        detector: MaskDetector,
         config: EngineConfig,
         workdir: Path,
         *,
         max_running: int,
         keep_events: int,
         save_every: float = 1.0,
-    ):
-        self.sessions = sessions
+    ) -> None:
+        self.jobs = jobs
         self.detector = detector
         self.config = config
         self.workdir = workdir
@@ -195,8 +217,7 @@ class JobManager:
     def _save(self, job: Job) -> None:
         """Write the job's record; a database outage is logged, not raised (the job goes on)."""
         try:
-            with self.sessions() as s, s.begin():
-                s.merge(JobRecord(**job.row()))
+            self.jobs.save(job.row())
         except SQLAlchemyError as exc:
             log.warning("job %s: record not saved (%s)", job.id, type(exc).__name__)
 
@@ -204,15 +225,7 @@ class JobManager:
         """At start: jobs left queued or running by the previous process were interrupted; mark them so and
         remove every upload folder left behind. Returns how many jobs."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        with self.sessions() as s, s.begin():
-            ids = list(s.scalars(select(JobRecord.id).where(JobRecord.state.in_(("queued", "running")))))
-            if ids:
-                s.execute(
-                    update(JobRecord)
-                    .where(JobRecord.id.in_(ids))
-                    .values(state="interrupted", error=INTERRUPTED, finished_ts=now)
-                )
+        ids = self.jobs.interrupt_unfinished(INTERRUPTED, time.time())
         for leftover in self.workdir.iterdir():  # uploads of jobs cut short (no job of this process yet)
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -224,16 +237,15 @@ class JobManager:
         job = self.active.get(job_id)
         if job is not None:
             return job
-        with self.sessions() as s:  # (an id that no job can have is not looked up: NUL is an error on PostgreSQL)
-            row = s.get(JobRecord, job_id) if JOB_ID.match(job_id) else None
+        # an id that no job can have is not looked up (a NUL is an error on PostgreSQL)
+        row = self.jobs.get(job_id) if is_job_id(job_id) else None
         if row is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         return Job.from_row(row)
 
     def recent(self, limit: int = 100) -> list[Job]:
         """The newest jobs, running ones with their live progress."""
-        with self.sessions() as s:
-            rows = list(s.scalars(select(JobRecord).order_by(JobRecord.created_ts.desc()).limit(limit)))
+        rows = self.jobs.newest(limit)
         return [self.active.get(row.id) or Job.from_row(row) for row in rows]
 
     def events(self, job: Job) -> list[dict[str, Any]]:
@@ -255,14 +267,7 @@ class JobManager:
 
     def purge(self, before: float) -> int:
         """Retention: finished jobs older than ``before`` and their event files."""
-        with self.sessions() as s, s.begin():
-            rows = s.execute(
-                select(JobRecord.id, JobRecord.events_file).where(
-                    JobRecord.state.in_(FINISHED), JobRecord.created_ts < before
-                )
-            ).all()
-            for i in range(0, len(rows), 500):
-                s.execute(delete(JobRecord).where(JobRecord.id.in_([r.id for r in rows[i : i + 500]])))
+        rows = self.jobs.delete_finished_before(FINISHED, before)
         for _, events_file in rows:
             if events_file:
                 (self.workdir / events_file).unlink(missing_ok=True)
@@ -271,12 +276,15 @@ class JobManager:
     # -- running ---------------------------------------------------------------------------------------
 
     def new_dir(self) -> tuple[str, Path]:
+        """A new job id and its upload folder."""
         job_id = uuid.uuid4().hex[:12]
         path = self.workdir / job_id
         path.mkdir(parents=True, exist_ok=True)
         return job_id, path
 
     def submit(self, source: Path, name: str, job_id: str | None = None, workdir: Path | None = None) -> Job:
+        """Start a job on a video, an image, a folder of images or a zip of images (extracted into the job's
+        folder); ``job_id`` and ``workdir`` come from :meth:`new_dir` when the source was uploaded there."""
         if source.is_file() and source.suffix.lower() == ".zip":
             job_id, workdir = (job_id, workdir) if job_id and workdir else self.new_dir()
             extract_images(source, workdir / "images", 2_000_000_000)
@@ -316,6 +324,7 @@ class JobManager:
         job.state, job.started = "running", time.time()
         self._save(job)
         engine = job.engine
+        assert engine is not None
         sub = engine.events(frames=True, maxsize=64)
         engine.start()
         saved = time.monotonic()
@@ -345,7 +354,7 @@ class JobManager:
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", job.id)
 
-    def cancel(self, job_id: str, *, state: str = "cancelled", error: str | None = None) -> Job:
+    def cancel(self, job_id: str, *, state: JobState = "cancelled", error: str | None = None) -> Job:
         job = self.get(job_id)
         if job.state in ("queued", "running"):
             job.state, job.error = state, error

@@ -1,23 +1,46 @@
-"""Live data for the dashboard: a fan-out hub for server-sent events, each camera's current state, and
-annotated, face-blurred JPEG frames."""
+"""Live data for the dashboard: a fan-out hub for server-sent events, each camera's state as the engine last
+reported it, and the 1-second loop that refreshes the engine's live figures and pushes a ``live`` message
+(:class:`LiveSnapshot`) to every SSE client.
+
+:class:`Live` is the component (started after the engine, stopped before it); :class:`Hub` and
+:class:`LiveState` are its parts, also handed to the event pipeline and the alert engine (which publish).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-import cv2
-import numpy as np
+from pydantic import BaseModel, Field
 
 from maskwatch.core.redaction import redact
-from maskwatch.detection.drawing import draw_result
-from maskwatch.detection.privacy import blur_faces
 
+if TYPE_CHECKING:
+    from maskwatch.service.metrics import Metrics
+    from maskwatch.service.storage.ingest import Ingestor
+    from maskwatch.stream import AnalysedFrame, StreamEngine
+
+__all__ = [
+    "SSE_TYPES",
+    "CameraLive",
+    "CameraNow",
+    "Hub",
+    "Live",
+    "LiveSnapshot",
+    "LiveState",
+    "event_for_client",
+]
+
+log = logging.getLogger("maskwatch.service")
+
+#: engine event types pushed to SSE clients as they come (besides ``alert`` and ``live``)
 SSE_TYPES = ("track_started", "track_ended", "stats", "source_status")
 
 
@@ -25,7 +48,7 @@ class Hub:
     """Publish from any thread; each SSE client reads its own bounded asyncio queue (a slow client loses
     messages, counted, and never slows the others)."""
 
-    def __init__(self, maxsize: int = 1000):
+    def __init__(self, maxsize: int = 1000) -> None:
         self.maxsize = maxsize
         self._clients: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = []
         self._lock = threading.Lock()
@@ -57,7 +80,11 @@ class Hub:
                 self._clients.remove((loop, q))
 
     async def stream(
-        self, hello: dict[str, Any], stopped: Any = None, keepalive: float = 15.0, limit: int | None = None
+        self,
+        hello: Mapping[str, Any],
+        stopped: Callable[[], bool] | None = None,
+        keepalive: float = 15.0,
+        limit: int | None = None,
     ) -> AsyncIterator[str]:
         """The SSE text of one client: a hello, then every message, keep-alive comments when quiet; ends
         when ``stopped()`` turns true (service shutdown) or after ``limit`` messages (tests)."""
@@ -66,7 +93,7 @@ class Hub:
         with self._lock:
             self._clients.append((loop, q))
         try:
-            yield f"retry: 2000\nevent: hello\ndata: {json.dumps(hello, default=str)}\n\n"
+            yield f"retry: 2000\nevent: hello\ndata: {json.dumps(dict(hello), default=str)}\n\n"
             quiet, sent = 0.0, 0
             while not (stopped is not None and stopped()) and (limit is None or sent < limit):
                 try:
@@ -81,8 +108,57 @@ class Hub:
             self._remove(loop, q)
 
 
+class LiveFigures(Protocol):
+    """A running source's figures over the last 10 s (``StreamEngine.source_stats()`` values)."""
+
+    @property
+    def analysed_fps(self) -> float: ...
+
+    @property
+    def lag_p95(self) -> float | None: ...
+
+    @property
+    def people_now(self) -> int: ...
+
+    @property
+    def last_analysed(self) -> datetime | None: ...
+
+
+class CameraNow(BaseModel):
+    """A camera now: its state as last reported and the engine's figures over the last 10 s."""
+
+    state: str = Field(description="connecting, live, lost, reconnecting, ended, failed or disabled")
+    reason: str | None = Field(None, description="why it is not live (credentials hidden)")
+    since: float = Field(description="when it entered that state (epoch seconds)")
+    kind: str | None = Field(None, description="stream, webcam, video, image, files")
+    fps: float | None = None
+    lag_p50: float | None = None
+    lag_p95: float | None = None
+    frames_dropped: int = 0
+    people_since_start: int = 0
+    compliant_since_start: int = 0
+    people_now: int = 0
+    last_analysed: float | None = None
+    present: int = Field(0, description="people in view now")
+    lag_now: float | None = Field(None, description="lag p95 over the last 10 s")
+    fps_now: float | None = Field(None, description="analysed FPS over the last 10 s")
+    compliance_now: float | None = Field(None, description="compliance of the latest frame (within 10 s)")
+
+
+class LiveSnapshot(BaseModel):
+    """Every camera now, firing alerts and ingest health: the ``live`` SSE message and the overview's base."""
+
+    time: float
+    cameras: dict[str, CameraNow]
+    alerts_firing: int
+    ingest_backlog: int
+    database_ok: bool
+
+
 @dataclass
 class CameraLive:
+    """A camera's state as the engine last reported it (events and live figures)."""
+
     state: str = "connecting"
     reason: str | None = None
     since: float = field(default_factory=time.time)
@@ -98,22 +174,6 @@ class CameraLive:
     last_analysed: float | None = None  # wall time of the latest analysed frame
     live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "reason": self.reason,
-            "since": self.since,
-            "kind": self.kind,
-            "fps": self.fps,
-            "lag_p50": self.lag_p50,
-            "lag_p95": self.lag_p95,
-            "frames_dropped": self.dropped,
-            "people_since_start": self.people,
-            "compliant_since_start": self.compliant,
-            "people_now": self.people_now,
-            "last_analysed": self.last_analysed,
-        }
-
 
 class LiveState:
     """Each camera's state as the engine last reported it."""
@@ -126,11 +186,15 @@ class LiveState:
         with self._lock:
             return self.cameras.setdefault(name, CameraLive())
 
+    def set_state(self, name: str, state: str, reason: str | None = None) -> None:
+        live = self.get(name)
+        live.state, live.reason = state, reason
+
     def forget(self, name: str) -> None:
         with self._lock:
             self.cameras.pop(name, None)
 
-    def apply_live(self, stats: dict[str, Any]) -> None:
+    def apply_live(self, stats: Mapping[str, LiveFigures]) -> None:
         """The engine's live figures (``StreamEngine.source_stats()``, last 10 s): FPS, lag p95, people in
         view, last analysed frame; they replace the stats buckets' values, which come once per interval."""
         now = time.time()
@@ -166,35 +230,110 @@ class LiveState:
 
 
 def event_for_client(event: Any) -> dict[str, Any]:
-    data = event.to_dict()
-    if "reason" in data:
-        data["reason"] = redact(data["reason"]) if data["reason"] else data["reason"]
+    """An engine event as pushed to SSE clients (any reason with credentials hidden)."""
+    data: dict[str, Any] = event.to_dict()
+    if data.get("reason"):
+        data["reason"] = redact(data["reason"])
     return data
 
 
-def render_jpeg(
-    image_rgb: np.ndarray,
-    result: Any,
-    *,
-    blur: bool = True,
-    annotate: bool = True,
-    quality: int = 80,
-    max_side: int | None = 960,
-) -> bytes:
-    """The frame with every face blurred (unless ``blur`` is False) and the detections drawn, as JPEG."""
-    image = image_rgb
-    if blur and result is not None and result.faces:
-        image = blur_faces(image, [f.box for f in result.faces])
-    if annotate and result is not None:
-        image = draw_result(image, result)
-    if max_side and max(image.shape[:2]) > max_side:
-        scale = max_side / max(image.shape[:2])
-        image = cv2.resize(
-            image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+class Live:
+    """The live view of the cameras: ``state`` (per camera), ``hub`` (SSE), the engine's latest frames and
+    figures, and a loop (1 s) that refreshes them, updates the Prometheus gauges and pushes ``live``.
+
+    ``firing`` and ``ingest`` say how many alerts fire and how storage keeps up (the snapshot shows both)."""
+
+    def __init__(
+        self,
+        engine: StreamEngine,
+        state: LiveState,
+        hub: Hub,
+        metrics: Metrics,
+        *,
+        firing: Callable[[], int],
+        ingest: Ingestor,
+        every: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.state = state
+        self.hub = hub
+        self.metrics = metrics
+        self.firing = firing
+        self.ingest = ingest
+        self.every = every
+        self.closing = threading.Event()  # set by stop(): SSE streams and MJPEG views end
+        self._thread: threading.Thread | None = None
+
+    def latest(self, name: str) -> AnalysedFrame | None:
+        """The camera's latest analysed frame (pixels and result), None before the first."""
+        return self.engine.latest(name)
+
+    def refresh(self) -> Mapping[str, LiveFigures]:
+        """The engine's live figures (last 10 s) into the live state and the Prometheus gauges."""
+        stats = self.engine.source_stats()
+        self.state.apply_live(stats)
+        self.metrics.observe_live(stats)
+        return stats
+
+    def snapshot(self) -> LiveSnapshot:
+        """Each camera now (the engine's figures over the last 10 s): state, people in view, FPS, lag p95,
+        compliance of its latest frame."""
+        stats = self.refresh()
+        now = time.time()
+        cameras = {}
+        for name, live in list(self.state.cameras.items()):
+            source = stats.get(name)
+            latest = self.engine.latest(name)
+            compliance = None
+            if latest is not None and now - latest.event.time.timestamp() < 10:
+                compliance = latest.event.compliance
+            cameras[name] = CameraNow(
+                state=live.state,
+                reason=live.reason,
+                since=live.since,
+                kind=live.kind,
+                fps=live.fps,
+                lag_p50=live.lag_p50,
+                lag_p95=live.lag_p95,
+                frames_dropped=live.dropped,
+                people_since_start=live.people,
+                compliant_since_start=live.compliant,
+                people_now=live.people_now,
+                last_analysed=live.last_analysed,
+                present=0 if source is None else source.people_now,
+                lag_now=None if source is None else source.lag_p95,
+                fps_now=None if source is None else source.analysed_fps,
+                compliance_now=compliance,
+            )
+        return LiveSnapshot(
+            time=now,
+            cameras=cameras,
+            alerts_firing=self.firing(),
+            ingest_backlog=self.ingest.backlog,
+            database_ok=self.ingest.healthy,
         )
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return data.tobytes()
+
+    # -- lifetime ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.closing.clear()
+        self._thread = threading.Thread(target=self._run, name="maskwatch-live", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.closing.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self.closing.wait(self.every):
+            try:
+                self.metrics.ingest_backlog.set(self.ingest.backlog)
+                self.metrics.ingest_dropped.set(self.ingest.dropped)
+                if self.hub.clients:
+                    self.hub.publish("live", self.snapshot().model_dump())
+                else:
+                    self.refresh()
+            except Exception:
+                log.exception("live update failed")

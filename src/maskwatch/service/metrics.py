@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from maskwatch.service.live import LiveFigures
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -69,7 +75,7 @@ class Metrics:
             if event.state in ("lost", "reconnecting", "failed"):
                 self.errors.labels(camera, event.state).inc()
 
-    def observe_live(self, stats: dict[str, Any]) -> None:
+    def observe_live(self, stats: Mapping[str, LiveFigures]) -> None:
         """The engine's live figures per camera (``StreamEngine.source_stats()``, last 10 s)."""
         for name, source in stats.items():
             self.fps.labels(name).set(source.analysed_fps)
@@ -77,4 +83,4 @@ class Metrics:
                 self.lag.labels(name, "p95").set(source.lag_p95)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return bytes(generate_latest(self.registry))

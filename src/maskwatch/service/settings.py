@@ -16,18 +16,16 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.errors import ConfigError
+from maskwatch.core.names import MAX_NAME, is_name
 from maskwatch.core.settings import RootSettings, Section
 
 __all__ = [
-    "CAMERA_NAME",
     "AlertRuleConfig",
     "CameraConfig",
     "ServiceSettings",
     "load_settings",
 ]
 
-#: camera names: they appear in URLs, metrics labels and MQTT topics
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTIVE_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 
@@ -69,8 +67,10 @@ class CameraConfig(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not CAMERA_NAME.match(value):
-            raise ValueError("camera names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if not is_name(value):  # names appear in URLs, metrics labels and MQTT topics
+            raise ValueError(
+                f"camera names are 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
         return value
 
 

@@ -7,6 +7,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from maskwatch.service.errors import error_body
+
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff")
 
 
@@ -56,11 +60,11 @@ class BodyLimit:
     """Refuse request bodies over ``limit_for(path)`` bytes with a JSON 413: at once when Content-Length says
     so, else as soon as the streamed body passes it."""
 
-    def __init__(self, app: Any, limit_for: Callable[[str], int]):
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
         self.app = app
         self.limit_for = limit_for
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -78,7 +82,7 @@ class BodyLimit:
         seen = 0
         refused = False
 
-        async def limited_receive() -> dict:
+        async def limited_receive() -> Message:
             nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
@@ -90,7 +94,7 @@ class BodyLimit:
 
         started = False
 
-        async def tracking_send(message: dict) -> None:
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -108,8 +112,8 @@ class BodyLimit:
                 raise
 
     @staticmethod
-    async def _refuse(send: Callable, limit: int) -> None:
-        body = json.dumps({"error": "too_large", "detail": f"request body over the limit of {limit} bytes"}).encode()
+    async def _refuse(send: Send, limit: int) -> None:
+        body = json.dumps(error_body("too_large", f"request body over the limit of {limit} bytes")).encode()
         await send(
             {
                 "type": "http.response.start",

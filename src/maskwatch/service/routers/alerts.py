@@ -1,82 +1,82 @@
-"""Alerts (list, acknowledge) and alert rules (CRUD)."""
+"""Alerts (list, acknowledge, webhook deliveries) and alert rules (CRUD)."""
 
 from __future__ import annotations
 
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from maskwatch.service.alerts import alert_dict
-from maskwatch.service.auth import audit
-from maskwatch.service.deps import MAX_ID, Admin, IdPath, Operator, ServiceDep, Viewer, client_ip
+from maskwatch.core.settings import describe
+from maskwatch.service.alerts import AlertOut, AlertTransition
+from maskwatch.service.deps import MAX_ID, Admin, AlertsDep, AuditDep, IdPath, LiveDep, Operator, StorageDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.routers.common import db_errors
 from maskwatch.service.settings import AlertRuleConfig
-from maskwatch.service.storage.models import Alert, AlertRule, WebhookDelivery
+from maskwatch.service.storage.alerts import AlertFilter
+from maskwatch.service.storage.models import AlertRule
+
+__all__ = ["AlertPage", "DeliveryOut", "RuleIn", "RuleOut", "RulePatch", "router"]
 
 router = APIRouter(tags=["alerts"])
 
 
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    next_cursor: int | None = Field(description="`cursor` of the next page; None on the last page")
+
+
 @router.get("/alerts", summary="Alerts, newest first")
 def list_alerts(
-    service: ServiceDep,
+    storage: StorageDep,
     _: Viewer,
     state: Literal["firing", "resolved"] | None = None,
     camera: str | None = None,
     acknowledged: bool | None = None,
     limit: int = Query(50, ge=1, le=500),
     cursor: int | None = Query(None, ge=0, le=MAX_ID),
-) -> dict:
-    q = select(Alert).order_by(Alert.id.desc()).limit(limit)
-    if state:
-        q = q.where(Alert.state == state)
-    if camera:
-        q = q.where(Alert.camera == camera)
-    if acknowledged is not None:
-        q = q.where(Alert.acknowledged_ts.is_not(None) if acknowledged else Alert.acknowledged_ts.is_(None))
-    if cursor is not None:
-        q = q.where(Alert.id < cursor)
-    with db_errors(), service.sessions() as s:
-        rows = s.scalars(q).all()
-    return {"items": [alert_dict(r) for r in rows], "next_cursor": rows[-1].id if len(rows) == limit else None}
+) -> AlertPage:
+    rows = storage.alerts.page(AlertFilter(state, camera, acknowledged), before=cursor, limit=limit)
+    return AlertPage(items=[AlertOut.of(r) for r in rows], next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge an alert")
-def acknowledge(alert_id: IdPath, request: Request, service: ServiceDep, principal: Operator) -> dict:
-    with db_errors(), service.sessions() as s, s.begin():
-        row = s.get(Alert, alert_id)
-        if row is None:
-            raise ApiError(404, "not_found", f"no alert {alert_id}")
-        if row.acknowledged_ts is None:
-            row.acknowledged_by, row.acknowledged_ts = principal.name, time.time()
-        out = alert_dict(row)
-    service.hub.publish("alert", {"transition": "acknowledged", "alert": out})
-    audit(service.sessions, principal, "alert.ack", f"alert:{alert_id}", None, client_ip(request))
+def acknowledge(alert_id: IdPath, storage: StorageDep, live: LiveDep, audit: AuditDep, principal: Operator) -> AlertOut:
+    row = storage.alerts.acknowledge(alert_id, principal.name, time.time())
+    if row is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    out = AlertOut.of(row)
+    live.hub.publish("alert", AlertTransition(transition="acknowledged", alert=out).model_dump(mode="json"))
+    audit.record(principal, "alert.ack", f"alert:{alert_id}")
     return out
 
 
+class DeliveryOut(BaseModel):
+    id: int
+    transition: str
+    attempt: int
+    ok: bool
+    status_code: int | None
+    error: str | None
+    time: float
+    duration_ms: float
+
+
 @router.get("/alerts/{alert_id}/deliveries", summary="Webhook delivery attempts of an alert")
-def deliveries(alert_id: IdPath, service: ServiceDep, _: Admin) -> list[dict]:
-    with db_errors(), service.sessions() as s:
-        rows = s.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.alert_id == alert_id).order_by(WebhookDelivery.id)
-        ).all()
+def deliveries(alert_id: IdPath, storage: StorageDep, _: Admin) -> list[DeliveryOut]:
     return [
-        {
-            "id": r.id,
-            "transition": r.transition,
-            "attempt": r.attempt,
-            "ok": r.ok,
-            "status_code": r.status_code,
-            "error": r.error,
-            "time": r.ts,
-            "duration_ms": r.duration_ms,
-        }
-        for r in rows
+        DeliveryOut(
+            id=r.id,
+            transition=r.transition,
+            attempt=r.attempt,
+            ok=r.ok,
+            status_code=r.status_code,
+            error=r.error,
+            time=r.ts,
+            duration_ms=r.duration_ms,
+        )
+        for r in storage.alerts.deliveries(alert_id)
     ]
 
 
@@ -100,27 +100,42 @@ class RulePatch(BaseModel):
     webhook_secret: str | None = None
 
 
-def rule_out(row: AlertRule) -> dict:
-    out = {
-        c: getattr(row, c)
-        for c in (
-            "id",
-            "name",
-            "kind",
-            "camera",
-            "threshold",
-            "window_s",
-            "min_people",
-            "for_s",
-            "hysteresis",
-            "cooldown_s",
-            "active_hours",
-            "enabled",
-            "webhook_url",
+class RuleOut(BaseModel):
+    """A rule as stored; its webhook secret is never shown (``has_webhook_secret`` says whether it has one)."""
+
+    id: int
+    name: str
+    kind: str
+    camera: str | None
+    threshold: float | None
+    window_s: float
+    min_people: int
+    for_s: float
+    hysteresis: float
+    cooldown_s: float
+    active_hours: str | None
+    enabled: bool
+    webhook_url: str | None
+    has_webhook_secret: bool
+
+    @classmethod
+    def of(cls, row: AlertRule) -> RuleOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            camera=row.camera,
+            threshold=row.threshold,
+            window_s=row.window_s,
+            min_people=row.min_people,
+            for_s=row.for_s,
+            hysteresis=row.hysteresis,
+            cooldown_s=row.cooldown_s,
+            active_hours=row.active_hours,
+            enabled=row.enabled,
+            webhook_url=row.webhook_url,
+            has_webhook_secret=bool(row.webhook_secret),
         )
-    }
-    out["has_webhook_secret"] = bool(row.webhook_secret)
-    return out
 
 
 def _check(rule: AlertRuleConfig) -> None:
@@ -133,67 +148,49 @@ def _check(rule: AlertRuleConfig) -> None:
 
 
 @router.get("/alert-rules", summary="Alert rules (webhook secrets are never shown)")
-def list_rules(service: ServiceDep, _: Viewer) -> list[dict]:
-    with db_errors(), service.sessions() as s:
-        return [rule_out(r) for r in s.scalars(select(AlertRule).order_by(AlertRule.id))]
+def list_rules(storage: StorageDep, _: Viewer) -> list[RuleOut]:
+    return [RuleOut.of(r) for r in storage.alerts.rules()]
 
 
 @router.post("/alert-rules", status_code=201, summary="Add an alert rule")
-def create_rule(body: RuleIn, request: Request, service: ServiceDep, principal: Admin) -> dict:
+def create_rule(body: RuleIn, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin) -> RuleOut:
     _check(body)
-    now = time.time()
-    with db_errors(), service.sessions() as s, s.begin():
-        if s.scalars(select(AlertRule).where(AlertRule.name == body.name)).first() is not None:
-            raise ApiError(409, "conflict", f"a rule named {body.name!r} exists")
-        row = AlertRule(**body.model_dump(), created_ts=now, updated_ts=now)
-        s.add(row)
-    service.alerts.reload()
-    audit(
-        service.sessions,
-        principal,
-        "rule.create",
-        f"rule:{row.id}",
-        {"name": row.name, "kind": row.kind},
-        client_ip(request),
-    )
-    return rule_out(row)
+    row = storage.alerts.create_rule(body.model_dump(), time.time())
+    if row is None:
+        raise ApiError(409, "conflict", f"a rule named {body.name!r} exists")
+    alerts.reload()
+    audit.record(principal, "rule.create", f"rule:{row.id}", {"name": row.name, "kind": row.kind})
+    return RuleOut.of(row)
 
 
 @router.patch("/alert-rules/{rule_id}", summary="Change an alert rule")
-def update_rule(rule_id: IdPath, body: RulePatch, request: Request, service: ServiceDep, principal: Admin) -> dict:
+def update_rule(
+    rule_id: IdPath, body: RulePatch, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin
+) -> RuleOut:
     changes = body.model_dump(exclude_unset=True)
-    with db_errors(), service.sessions() as s, s.begin():
-        row = s.get(AlertRule, rule_id)
-        if row is None:
-            raise ApiError(404, "not_found", f"no rule {rule_id}")
-        merged = {c: getattr(row, c) for c in AlertRuleConfig.model_fields} | changes
-        try:
-            checked = AlertRuleConfig.model_validate(merged)
-        except Exception as exc:
-            raise ApiError(422, "invalid", str(exc).splitlines()[0] if str(exc) else "invalid rule") from exc
-        _check(checked)
-        for key, value in checked.model_dump().items():
-            setattr(row, key, value)
-        row.updated_ts = time.time()
-    service.alerts.reload()
-    audit(
-        service.sessions,
-        principal,
-        "rule.update",
-        f"rule:{rule_id}",
-        {k: v for k, v in changes.items() if k != "webhook_secret"},
-        client_ip(request),
+    old = storage.alerts.rule(rule_id)
+    if old is None:
+        raise ApiError(404, "not_found", f"no rule {rule_id}")
+    merged = {c: getattr(old, c) for c in AlertRuleConfig.model_fields} | changes
+    try:
+        checked = AlertRuleConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid", describe(exc)) from exc
+    _check(checked)
+    row = storage.alerts.replace_rule(rule_id, checked.model_dump(), time.time())
+    if row is None:
+        raise ApiError(404, "not_found", f"no rule {rule_id}")
+    alerts.reload()
+    audit.record(
+        principal, "rule.update", f"rule:{rule_id}", {k: v for k, v in changes.items() if k != "webhook_secret"}
     )
-    return rule_out(row)
+    return RuleOut.of(row)
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alerts resolve)")
-def delete_rule(rule_id: IdPath, request: Request, service: ServiceDep, principal: Admin) -> Response:
-    with db_errors(), service.sessions() as s, s.begin():
-        row = s.get(AlertRule, rule_id)
-        if row is None:
-            raise ApiError(404, "not_found", f"no rule {rule_id}")
-        s.delete(row)
-    service.alerts.reload()
-    audit(service.sessions, principal, "rule.delete", f"rule:{rule_id}", None, client_ip(request))
+def delete_rule(rule_id: IdPath, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin) -> Response:
+    if not storage.alerts.delete_rule(rule_id):
+        raise ApiError(404, "not_found", f"no rule {rule_id}")
+    alerts.reload()
+    audit.record(principal, "rule.delete", f"rule:{rule_id}")
     return Response(status_code=204)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from maskwatch.service.auth import Principal, audit
-from maskwatch.service.deps import Admin, ServiceDep, Viewer, client_ip
+from maskwatch.core.names import NAME_PATTERN
+from maskwatch.service.auth import Principal
+from maskwatch.service.deps import Admin, AuditDep, Auditor, CamerasDep, LiveDep, MediaDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.live import render_jpeg
+from maskwatch.service.live import LiveState
+from maskwatch.service.media import Media, render_jpeg
+from maskwatch.service.routers.common import binary
+from maskwatch.service.settings import CameraConfig
 from maskwatch.service.storage.models import Camera
+
+__all__ = ["CameraIn", "CameraOut", "CameraPatch", "router"]
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
 
@@ -23,7 +29,7 @@ Preset = Literal["fast", "balanced", "accurate"]
 
 class CameraIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=NAME_PATTERN)
     url: str = Field(min_length=1, max_length=2000, description="rtsp://, http(s)://, webcam:N, a video or a folder")
     enabled: bool = True
     preset: Preset | None = None
@@ -60,8 +66,8 @@ class CameraOut(BaseModel):
     updated: float
 
 
-def camera_out(service: Any, camera: Camera, principal: Principal) -> CameraOut:
-    live = service.live.get(camera.name)
+def camera_out(live: LiveState, camera: Camera, principal: Principal) -> CameraOut:
+    now = live.get(camera.name)
     return CameraOut(
         name=camera.name,
         url=camera.url if principal.allows("admin") else None,
@@ -70,79 +76,74 @@ def camera_out(service: Any, camera: Camera, principal: Principal) -> CameraOut:
         target_fps=camera.target_fps,
         realtime=camera.realtime,
         loop=camera.loop,
-        state=live.state if camera.enabled else "disabled",
-        reason=live.reason,
-        fps=live.fps,
-        lag_p95=live.lag_p95,
-        frames_dropped=live.dropped,
-        people_since_start=live.people,
+        state=now.state if camera.enabled else "disabled",
+        reason=now.reason,
+        fps=now.fps,
+        lag_p95=now.lag_p95,
+        frames_dropped=now.dropped,
+        people_since_start=now.people,
         created=camera.created_ts,
         updated=camera.updated_ts,
     )
 
 
-@router.get("", response_model=list[CameraOut], summary="Every camera with its state")
-def list_cameras(service: ServiceDep, principal: Viewer) -> list[CameraOut]:
-    return [camera_out(service, c, principal) for c in service.cameras.list()]
+@router.get("", summary="Every camera with its state")
+def list_cameras(cameras: CamerasDep, live: LiveDep, principal: Viewer) -> list[CameraOut]:
+    return [camera_out(live.state, c, principal) for c in cameras.list()]
 
 
-@router.post("", response_model=CameraOut, status_code=201, summary="Add a camera (starts at once when enabled)")
-def create_camera(body: CameraIn, request: Request, service: ServiceDep, principal: Admin) -> CameraOut:
-    camera = service.cameras.create(body.model_dump())
-    audit(service.sessions, principal, "camera.create", camera.name, {"enabled": camera.enabled}, client_ip(request))
-    return camera_out(service, camera, principal)
+@router.post("", status_code=201, summary="Add a camera (starts at once when enabled)")
+def create_camera(body: CameraIn, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
+    camera = cameras.create(CameraConfig(**body.model_dump()))
+    audit.record(principal, "camera.create", camera.name, {"enabled": camera.enabled})
+    return camera_out(live.state, camera, principal)
 
 
-@router.get("/{name}", response_model=CameraOut, summary="One camera")
-def get_camera(name: str, service: ServiceDep, principal: Viewer) -> CameraOut:
-    return camera_out(service, service.cameras.get(name), principal)
+@router.get("/{name}", summary="One camera")
+def get_camera(name: str, cameras: CamerasDep, live: LiveDep, principal: Viewer) -> CameraOut:
+    return camera_out(live.state, cameras.get(name), principal)
 
 
-@router.patch("/{name}", response_model=CameraOut, summary="Change a camera (restarts its source)")
-def update_camera(name: str, body: CameraPatch, request: Request, service: ServiceDep, principal: Admin) -> CameraOut:
+@router.patch("/{name}", summary="Change a camera (restarts its source)")
+def update_camera(
+    name: str, body: CameraPatch, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin
+) -> CameraOut:
     changes = body.model_dump(exclude_unset=True)
     for key in ("url", "enabled", "realtime", "loop"):
         if key in changes and changes[key] is None:
             raise ApiError(422, "invalid", f"{key} cannot be null")
-    camera = service.cameras.update(name, changes)
-    audit(
-        service.sessions,
-        principal,
-        "camera.update",
-        name,
-        {k: v for k, v in changes.items() if k != "url"},
-        client_ip(request),
-    )
-    return camera_out(service, camera, principal)
+    camera = cameras.update(name, changes)
+    audit.record(principal, "camera.update", name, {k: v for k, v in changes.items() if k != "url"})
+    return camera_out(live.state, camera, principal)
 
 
-@router.post("/{name}/enable", response_model=CameraOut, summary="Enable (start) a camera")
-def enable_camera(name: str, request: Request, service: ServiceDep, principal: Admin) -> CameraOut:
-    camera = service.cameras.update(name, {"enabled": True})
-    audit(service.sessions, principal, "camera.enable", name, None, client_ip(request))
-    return camera_out(service, camera, principal)
+@router.post("/{name}/enable", summary="Enable (start) a camera")
+def enable_camera(name: str, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
+    camera = cameras.update(name, {"enabled": True})
+    audit.record(principal, "camera.enable", name)
+    return camera_out(live.state, camera, principal)
 
 
-@router.post("/{name}/disable", response_model=CameraOut, summary="Disable (stop) a camera; kept in the list")
-def disable_camera(name: str, request: Request, service: ServiceDep, principal: Admin) -> CameraOut:
-    camera = service.cameras.update(name, {"enabled": False})
-    audit(service.sessions, principal, "camera.disable", name, None, client_ip(request))
-    return camera_out(service, camera, principal)
+@router.post("/{name}/disable", summary="Disable (stop) a camera; kept in the list")
+def disable_camera(name: str, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
+    camera = cameras.update(name, {"enabled": False})
+    audit.record(principal, "camera.disable", name)
+    return camera_out(live.state, camera, principal)
 
 
 @router.delete("/{name}", status_code=204, summary="Remove a camera (its events and stats are kept)")
-def delete_camera(name: str, request: Request, service: ServiceDep, principal: Admin) -> Response:
-    service.cameras.delete(name)
-    audit(service.sessions, principal, "camera.delete", name, None, client_ip(request))
+def delete_camera(name: str, cameras: CamerasDep, audit: AuditDep, principal: Admin) -> Response:
+    cameras.delete(name)
+    audit.record(principal, "camera.delete", name)
     return Response(status_code=204)
 
 
-def _blur_for(service: Any, principal: Principal, request: Request, name: str) -> bool:
+def _blur_for(media: Media, audit: Auditor, principal: Principal, request: Request, name: str) -> bool:
     """Faces are blurred unless an admin turned blurring off in the settings and an admin is looking;
     every unblurred view is audited."""
-    if service.settings.privacy.blur_faces or not principal.allows("admin"):
+    if media.must_blur(admin=principal.allows("admin")):
         return True
-    audit(service.sessions, principal, "media.unblurred_view", name, {"path": request.url.path}, client_ip(request))
+    audit.record(principal, "media.unblurred_view", name, {"path": request.url.path})
     return False
 
 
@@ -150,14 +151,16 @@ def _blur_for(service: Any, principal: Principal, request: Request, name: str) -
     "/{name}/latest.jpg",
     summary="The latest analysed frame, annotated, faces blurred",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses=binary("image/jpeg", "a JPEG"),
 )
-async def latest_jpeg(name: str, request: Request, service: ServiceDep, principal: Viewer) -> Response:
-    service.cameras.get(name)
-    frame = service.engine.latest(name)
+async def latest_jpeg(
+    name: str, request: Request, cameras: CamerasDep, live: LiveDep, media: MediaDep, audit: AuditDep, principal: Viewer
+) -> Response:
+    cameras.get(name)
+    frame = live.latest(name)
     if frame is None:
         raise ApiError(404, "no_frame", f"camera {name!r} has no analysed frame yet")
-    blur = _blur_for(service, principal, request, name)
+    blur = _blur_for(media, audit, principal, request, name)
     data = await asyncio.to_thread(render_jpeg, frame.frame.image, frame.result, blur=blur)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
@@ -166,20 +169,28 @@ async def latest_jpeg(name: str, request: Request, service: ServiceDep, principa
     "/{name}/live.mjpeg",
     summary="Live annotated view (MJPEG), faces blurred",
     response_class=StreamingResponse,
-    responses={200: {"content": {"multipart/x-mixed-replace; boundary=frame": {}}}},
+    responses=binary("multipart/x-mixed-replace; boundary=frame", "JPEG frames, streamed until the client leaves"),
 )
 async def live_mjpeg(
-    name: str, request: Request, service: ServiceDep, principal: Viewer, fps: float = 4.0, frames: int | None = None
+    name: str,
+    request: Request,
+    cameras: CamerasDep,
+    live: LiveDep,
+    media: MediaDep,
+    audit: AuditDep,
+    principal: Viewer,
+    fps: float = 4.0,
+    frames: int | None = None,
 ) -> StreamingResponse:
-    service.cameras.get(name)
+    cameras.get(name)
     if not 0 < fps <= 15:
         raise ApiError(422, "invalid", "fps must be in (0, 15]")
-    blur = _blur_for(service, principal, request, name)
+    blur = _blur_for(media, audit, principal, request, name)
 
     async def parts() -> AsyncIterator[bytes]:
         last, sent = None, 0
-        while not service.stopping.is_set() and (frames is None or sent < frames):
-            frame = service.engine.latest(name)
+        while not live.closing.is_set() and (frames is None or sent < frames):
+            frame = live.latest(name)
             if frame is not None and frame is not last:
                 last = frame
                 data = await asyncio.to_thread(render_jpeg, frame.frame.image, frame.result, blur=blur)

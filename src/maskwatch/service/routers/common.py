@@ -1,14 +1,28 @@
-"""Small helpers shared by the routers: time parameters and database errors."""
+"""Small pieces shared by the routers: time parameters, and the answers several routes give."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from pydantic import BaseModel
 
 from maskwatch.service.errors import ApiError
+
+__all__ = ["BINARY", "Ok", "binary", "to_ts"]
+
+#: an OpenAPI schema for bytes (images, CSV, Prometheus text, streams)
+BINARY: dict[str, object] = {"type": "string", "format": "binary"}
+
+
+def binary(media_type: str, description: str) -> dict[int | str, dict[str, object]]:
+    """The ``responses`` of a route answering ``media_type`` bytes (its errors stay JSON)."""
+    return {200: {"description": description, "content": {media_type: {"schema": BINARY}}}}
+
+
+class Ok(BaseModel):
+    """An action done, nothing more to say."""
+
+    ok: bool = True
 
 
 def to_ts(value: datetime | None) -> float | None:
@@ -21,16 +35,3 @@ def to_ts(value: datetime | None) -> float | None:
         return value.timestamp()
     except (OverflowError, OSError, ValueError) as exc:
         raise ApiError(422, "invalid", f"time out of range: {value}") from exc
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-@contextlib.contextmanager
-def db_errors() -> Iterator[None]:
-    """A database outage is a 503 with a reason, not a 500."""
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        raise ApiError(503, "database_unavailable", "the database is unreachable; try again shortly") from exc

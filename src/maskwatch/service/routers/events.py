@@ -1,20 +1,24 @@
-"""Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks."""
+"""Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks;
+their snapshots."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from maskwatch.service.auth import audit
-from maskwatch.service.deps import Operator, ServiceDep, Viewer, client_ip
+from maskwatch.core.timeutil import iso
+from maskwatch.service.deps import AuditDep, MediaDep, Operator, StorageDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.routers.common import db_errors, iso, to_ts
+from maskwatch.service.media import pixelate_whole
+from maskwatch.service.routers.common import binary, to_ts
+from maskwatch.service.storage import Storage
+from maskwatch.service.storage.events import EventFilter, row_id
 from maskwatch.service.storage.models import PersonEvent
+
+__all__ = ["EventOut", "EventPage", "router"]
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -31,7 +35,7 @@ class EventOut(BaseModel):
     n_frames: int
     false_positive: bool
     has_snapshot: bool
-    event: dict[str, Any]
+    event: dict[str, JsonValue] = Field(description="the engine's track_ended event as published (maskwatch.event/1)")
 
 
 class EventPage(BaseModel):
@@ -56,9 +60,9 @@ def event_out(row: PersonEvent) -> EventOut:
     )
 
 
-@router.get("", response_model=EventPage, summary="Person events with filters, newest first, cursor paging")
+@router.get("", summary="Person events with filters, newest first, cursor paging")
 def list_events(
-    service: ServiceDep,
+    storage: StorageDep,
     _: Viewer,
     camera: str | None = None,
     verdict: str | None = Query(None, description="a class name (with_mask, ...), or compliant / noncompliant"),
@@ -68,54 +72,26 @@ def list_events(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> EventPage:
-    q = select(PersonEvent).order_by(PersonEvent.id.desc()).limit(limit)
-    if camera:
-        q = q.where(PersonEvent.camera == camera)
-    if verdict == "compliant":
-        q = q.where(PersonEvent.compliant.is_(True))
-    elif verdict == "noncompliant":
-        q = q.where(PersonEvent.compliant.is_(False))
-    elif verdict:
-        q = q.where(PersonEvent.label == verdict)
-    start, end = to_ts(from_), to_ts(to)
-    if start is not None:
-        q = q.where(PersonEvent.ts >= start)
-    if end is not None:
-        q = q.where(PersonEvent.ts < end)
-    if false_positive is not None:
-        q = q.where(PersonEvent.false_positive.is_(false_positive))
+    before = None
     if cursor:
-        before = _row_id(cursor)
+        before = row_id(cursor)
         if before is None:
             raise ApiError(422, "invalid", "cursor must be a next_cursor value from a previous page")
-        q = q.where(PersonEvent.id < before)
-    with db_errors(), service.sessions() as s:
-        rows = s.scalars(q).all()
-    items = [event_out(r) for r in rows]
-    return EventPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+    where = EventFilter(camera, verdict, to_ts(from_), to_ts(to), false_positive)
+    rows = storage.events.page(where, before=before, limit=limit)
+    return EventPage(items=[event_out(r) for r in rows], next_cursor=str(rows[-1].id) if len(rows) == limit else None)
 
 
-def _row_id(text: str) -> int | None:
-    """A database row id written in ASCII digits (``'¹'.isdigit()`` is true too), small enough for SQLite."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
-
-
-def _find(s: Any, key: str) -> PersonEvent:
-    row = None
-    row_id = _row_id(key)
-    if row_id is not None:
-        row = s.get(PersonEvent, row_id)
-    if row is None:
-        row = s.scalars(select(PersonEvent).where(PersonEvent.event_id == key[:64])).first()
+def _find(storage: Storage, key: str) -> PersonEvent:
+    row = storage.events.find(key)
     if row is None:
         raise ApiError(404, "not_found", f"no event {key!r}")
     return row
 
 
-@router.get("/{key}", response_model=EventOut, summary="One event (by id or event id)")
-def get_event(key: str, service: ServiceDep, _: Viewer) -> EventOut:
-    with db_errors(), service.sessions() as s:
-        return event_out(_find(s, key))
+@router.get("/{key}", summary="One event (by id or event id)")
+def get_event(key: str, storage: StorageDep, _: Viewer) -> EventOut:
+    return event_out(_find(storage, key))
 
 
 class Mark(BaseModel):
@@ -123,57 +99,41 @@ class Mark(BaseModel):
     false_positive: bool = True
 
 
-@router.post("/{key}/false-positive", response_model=EventOut, summary="Mark (or unmark) as a false positive")
+@router.post("/{key}/false-positive", summary="Mark (or unmark) as a false positive")
 def mark_false_positive(
-    key: str, request: Request, service: ServiceDep, principal: Operator, body: Mark | None = None
+    key: str, storage: StorageDep, audit: AuditDep, principal: Operator, body: Mark | None = None
 ) -> EventOut:
     value = True if body is None else body.false_positive
-    with db_errors(), service.sessions() as s, s.begin():
-        row = _find(s, key)
-        row.false_positive = value
-        out = event_out(row)
-    audit(service.sessions, principal, "event.false_positive", row.event_id, {"value": value}, client_ip(request))
-    return out
+    row = storage.events.mark_false_positive(key, value)
+    if row is None:
+        raise ApiError(404, "not_found", f"no event {key!r}")
+    audit.record(principal, "event.false_positive", row.event_id, {"value": value})
+    return event_out(row)
 
 
 @router.get(
     "/{key}/snapshot",
     summary="The event's snapshot (when privacy.snapshots is on): the person's best view, faces blurred",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses=binary("image/jpeg", "a JPEG"),
 )
-def snapshot(key: str, request: Request, service: ServiceDep, principal: Viewer) -> Response:
-    with db_errors(), service.sessions() as s:
-        row = _find(s, key)
+def snapshot(
+    key: str, request: Request, storage: StorageDep, media: MediaDep, audit: AuditDep, principal: Viewer
+) -> Response:
+    row = _find(storage, key)
     if row.snapshot is None:
         raise ApiError(404, "no_snapshot", "this event has no snapshot (privacy.snapshots is off by default)")
-    root = service.snapshots_dir.resolve()
-    path = (root / row.snapshot).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    stored = media.read(row.snapshot)
+    if stored is None:
         raise ApiError(404, "no_snapshot", "the snapshot file is gone (retention)")
-    data = path.read_bytes()
     headers = {"Cache-Control": "private, no-store"}
-    if path.name.endswith(".unblurred.jpg"):
+    if stored.unblurred:
         # stored unblurred (an admin turned blurring off): admins see it while blurring stays off, and each
         # view is audited; everyone else (or everyone once blurring is back on) gets it pixelated whole
-        if service.settings.privacy.blur_faces or not principal.allows("admin"):
-            return Response(_pixelated(data), media_type="image/jpeg", headers=headers)
-        details = {"path": request.url.path}
-        audit(service.sessions, principal, "media.unblurred_view", row.event_id, details, client_ip(request))
-    return Response(data, media_type="image/jpeg", headers=headers)
-
-
-def _pixelated(jpeg: bytes) -> bytes:
-    import cv2
-    import numpy as np
-
-    from maskwatch.detection.privacy import blur_faces
-
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ApiError(404, "no_snapshot", "the snapshot file is unreadable")
-    h, w = image.shape[:2]
-    ok, out = cv2.imencode(".jpg", blur_faces(image, [(0.0, 0.0, float(w), float(h))]))
-    if not ok:
-        raise ApiError(404, "no_snapshot", "the snapshot could not be encoded")
-    return out.tobytes()
+        if media.must_blur(admin=principal.allows("admin")):
+            pixelated = pixelate_whole(stored.data)
+            if pixelated is None:
+                raise ApiError(404, "no_snapshot", "the snapshot file is unreadable")
+            return Response(pixelated, media_type="image/jpeg", headers=headers)
+        audit.record(principal, "media.unblurred_view", row.event_id, {"path": request.url.path})
+    return Response(stored.data, media_type="image/jpeg", headers=headers)

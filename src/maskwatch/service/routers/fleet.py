@@ -10,19 +10,19 @@ every worker answers the same when several share the load (each receives only pa
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import and_, func, select
 
-from maskwatch.service.deps import ServiceDep, Viewer
-from maskwatch.service.routers.common import db_errors
-from maskwatch.service.storage.models import StatsBucket
+from maskwatch.core.names import split_qualified
+from maskwatch.fleet.ingest import CameraState, FleetState, NodeState
+from maskwatch.service.deps import FleetDep, StorageDep, Viewer
+from maskwatch.service.storage.stats import FleetCameraStats
+
+__all__ = ["FleetCamera", "FleetNode", "FleetView", "fleet_view", "router"]
 
 router = APIRouter(tags=["fleet"])
-
-SEP = ":"  # fleet cameras are stored as NODE:CAMERA (local camera names cannot hold a colon)
 
 
 class FleetCamera(BaseModel):
@@ -72,98 +72,68 @@ def _share(ok: int, n: int) -> float | None:
     return None if n == 0 else round(ok / n, 4)
 
 
-def _stored(service: Any, since: float) -> dict[str, dict[str, Any]]:
-    """Per fleet camera over the window: people, compliant, and the latest bucket's FPS, lag and end."""
-    fleet_camera = StatsBucket.camera.contains(SEP)
-    window = [StatsBucket.start_ts >= since, fleet_camera]
-    totals = (
-        select(
-            StatsBucket.camera,
-            func.sum(StatsBucket.n_people).label("people"),
-            func.sum(StatsBucket.compliant_people).label("ok"),
-            func.max(StatsBucket.start_ts).label("latest"),
-        )
-        .where(*window)
-        .group_by(StatsBucket.camera)
-        .subquery()
+def _camera(node: str, name: str, seen: CameraState | None, stored: FleetCameraStats | None) -> FleetCamera:
+    """One camera from what this worker saw (state, last seen) and what is stored (FPS, lag, people)."""
+    seen = seen or CameraState()
+    times = [t for t in (seen.last_seen, stored.end if stored else None) if t is not None]
+    return FleetCamera(
+        name=name,
+        camera=f"{node}:{name}",
+        state=seen.state,
+        last_seen=max(times) if times else None,
+        fps=stored.fps if stored else seen.fps,
+        lag_p50=stored.lag_p50 if stored else seen.lag_p50,
+        lag_p95=stored.lag_p95 if stored else seen.lag_p95,
+        people=stored.people if stored else 0,
+        compliance=_share(stored.compliant, stored.people) if stored else None,
     )
-    latest = select(
-        totals.c.camera,
-        totals.c.people,
-        totals.c.ok,
-        StatsBucket.analysed_fps,
-        StatsBucket.lag_p50,
-        StatsBucket.lag_p95,
-        StatsBucket.end_ts,
-    ).join(StatsBucket, and_(StatsBucket.camera == totals.c.camera, StatsBucket.start_ts == totals.c.latest))
-    with db_errors(), service.sessions() as s:
-        rows = s.execute(latest).all()
-    return {
-        camera: {"people": int(n or 0), "ok": int(ok or 0), "fps": fps, "p50": p50, "p95": p95, "end": end}
-        for camera, n, ok, fps, p50, p95, end in rows
-    }
 
 
-def fleet_view(service: Any, window_s: float) -> FleetView:
-    now = time.time()
-    ingest = service.fleet
-    raw = ingest.fleet() if ingest is not None else {"nodes": {}}
-    live: dict[str, dict[str, Any]] = raw["nodes"]
-    stored = _stored(service, now - window_s)
-    names = set(live) | {camera.split(SEP, 1)[0] for camera in stored}
+def fleet_view(fleet: FleetState | None, stored: dict[str, FleetCameraStats], window_s: float) -> FleetView:
+    """The fleet from this worker's MQTT ingest (``fleet``; None without) and the stored buckets of the
+    window (``stored``: per ``node:camera``)."""
+    live: dict[str, NodeState] = {} if fleet is None else fleet.nodes
+    by_node: dict[str, dict[str, FleetCameraStats]] = {}
+    for full, figures in stored.items():
+        node, camera = split_qualified(full)
+        if node is not None:
+            by_node.setdefault(node, {})[camera] = figures
     nodes = []
-    for name in sorted(names):
-        info = live.get(name, {})
-        state = info.get("state") if info.get("state") in ("online", "offline") else "unknown"
-        cameras = set(info.get("cameras", {})) | {c.split(SEP, 1)[1] for c in stored if c.split(SEP, 1)[0] == name}
-        rows = []
-        for cam in sorted(cameras):
-            full = f"{name}{SEP}{cam}"
-            mem = info.get("cameras", {}).get(cam, {})
-            db = stored.get(full, {})
-            seen = [t for t in (mem.get("last_seen"), db.get("end")) if t is not None]
-            rows.append(
-                FleetCamera(
-                    name=cam,
-                    camera=full,
-                    state=mem.get("state"),
-                    last_seen=max(seen) if seen else None,
-                    fps=db.get("fps", mem.get("fps")),
-                    lag_p50=db.get("p50", mem.get("lag_p50")),
-                    lag_p95=db.get("p95", mem.get("lag_p95")),
-                    people=db.get("people", 0),
-                    compliance=_share(db.get("ok", 0), db.get("people", 0)),
-                )
-            )
-        seen = [t for t in (info.get("last_seen"), *(c.last_seen for c in rows)) if t is not None]
-        people = sum(c.people for c in rows)
-        ok = sum(stored.get(c.camera, {}).get("ok", 0) for c in rows)
+    for name in sorted(set(live) | set(by_node)):
+        info = live.get(name) or NodeState()
+        kept = by_node.get(name, {})
+        cameras = [
+            _camera(name, cam, info.cameras.get(cam), kept.get(cam)) for cam in sorted(set(info.cameras) | set(kept))
+        ]
+        seen = [t for t in (info.last_seen, *(c.last_seen for c in cameras)) if t is not None]
+        people = sum(c.people for c in cameras)
+        ok = sum(kept[c.name].compliant for c in cameras if c.name in kept)
         nodes.append(
             FleetNode(
                 name=name,
-                state=state,
-                since=info.get("since"),
+                state=info.state,
+                since=info.since,
                 last_seen=max(seen) if seen else None,
-                reason=info.get("reason") if state == "offline" else None,
-                outbox=info.get("outbox"),
+                reason=info.reason if info.state == "offline" else None,
+                outbox=info.outbox,
                 people=people,
                 compliance=_share(ok, people),
-                cameras=rows,
+                cameras=cameras,
             )
         )
     counters = None
-    if ingest is not None:
+    if fleet is not None:
         counters = IngestCounters(
-            connected=raw["connected"],
-            accepted=raw["accepted"],
-            rejected=raw["rejected"],
-            pending_acks=raw["pending_acks"],
+            connected=fleet.connected,
+            accepted=fleet.accepted,
+            rejected=fleet.rejected,
+            pending_acks=fleet.pending_acks,
         )
     people = sum(n.people for n in nodes)
-    ok = sum(v["ok"] for v in stored.values())
+    ok = sum(figures.compliant for figures in stored.values())
     return FleetView(
-        enabled=ingest is not None,
-        time=now,
+        enabled=fleet is not None,
+        time=time.time(),
         window_s=window_s,
         nodes=nodes,
         online=sum(n.state == "online" for n in nodes),
@@ -175,9 +145,10 @@ def fleet_view(service: Any, window_s: float) -> FleetView:
 
 
 @router.get("/fleet", summary="Edge nodes and their cameras: state, last seen, FPS, lag, compliance (MQTT ingest)")
-def fleet(
-    service: ServiceDep,
+def get_fleet(
+    fleet: FleetDep,
+    storage: StorageDep,
     _: Viewer,
     window_s: float = Query(3600.0, ge=60, le=7 * 86400, description="people and compliance over this many seconds"),
 ) -> FleetView:
-    return fleet_view(service, window_s)
+    return fleet_view(fleet, storage.stats.fleet_cameras(time.time() - window_s), window_s)

@@ -6,14 +6,15 @@ import json
 import re
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, JsonValue
 from starlette.datastructures import UploadFile
 
-from maskwatch.service.auth import audit
-from maskwatch.service.deps import Operator, ServiceDep, Viewer, client_ip
+from maskwatch.service.deps import AuditDep, JobsDep, Operator, SettingsDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.jobs import allowed_path
-from maskwatch.service.routers.common import db_errors
+from maskwatch.service.jobs import JobOut, JobState, allowed_path
 from maskwatch.service.uploads import IMAGE_TYPES, VIDEO_SUFFIX, sniff, upload_body
+
+__all__ = ["JobEvents", "router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -28,9 +29,10 @@ _BODY = upload_body(
     summary="Start a job on an upload or an allow-listed server path",
     openapi_extra={"requestBody": _BODY},
 )
-async def create_job(request: Request, service: ServiceDep, principal: Operator) -> dict:
+async def create_job(
+    request: Request, jobs: JobsDep, settings: SettingsDep, audit: AuditDep, principal: Operator
+) -> JobOut:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    jobs = service.jobs
     if ctype == "application/json":
         try:
             payload = json.loads(await request.body())
@@ -38,7 +40,7 @@ async def create_job(request: Request, service: ServiceDep, principal: Operator)
             raise ApiError(400, "bad_request", "body is not valid JSON") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
             raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
-        source = allowed_path(payload["path"], service.settings.jobs.allowed_dirs)
+        source = allowed_path(payload["path"], settings.jobs.allowed_dirs)
         job = jobs.submit(source, source.name)
     elif ctype == "multipart/form-data":
         try:
@@ -65,32 +67,34 @@ async def create_job(request: Request, service: ServiceDep, principal: Operator)
         job = jobs.submit(target, safe, job_id=job_id, workdir=workdir)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field 'file') or {\"path\": ...}")
-    audit(service.sessions, principal, "job.create", f"job:{job.id}", {"name": job.name}, client_ip(request))
-    return job.to_dict()
+    audit.record(principal, "job.create", f"job:{job.id}", {"name": job.name})
+    return job.out()
 
 
 @router.get("", summary="The newest jobs (kept across restarts)")
-def list_jobs(service: ServiceDep, _: Viewer) -> list[dict]:
-    with db_errors():
-        return [job.to_dict() for job in service.jobs.recent()]
+def list_jobs(jobs: JobsDep, _: Viewer) -> list[JobOut]:
+    return [job.out() for job in jobs.recent()]
 
 
 @router.get("/{job_id}", summary="A job's progress and summary")
-def get_job(job_id: str, service: ServiceDep, _: Viewer) -> dict:
-    with db_errors():
-        return service.jobs.get(job_id).to_dict()
+def get_job(job_id: str, jobs: JobsDep, _: Viewer) -> JobOut:
+    return jobs.get(job_id).out()
+
+
+class JobEvents(BaseModel):
+    items: list[dict[str, JsonValue]] = Field(description="the engine's events as published (maskwatch.event/1)")
+    summary: dict[str, JsonValue] | None
+    state: JobState
 
 
 @router.get("/{job_id}/events", summary="A job's events (the engine's, as published)")
-def job_events(job_id: str, service: ServiceDep, _: Viewer) -> dict:
-    with db_errors():
-        job = service.jobs.get(job_id)
-    return {"items": service.jobs.events(job), "summary": job.summary, "state": job.state}
+def job_events(job_id: str, jobs: JobsDep, _: Viewer) -> JobEvents:
+    job = jobs.get(job_id)
+    return JobEvents(items=jobs.events(job), summary=job.summary, state=job.state)
 
 
 @router.delete("/{job_id}", summary="Cancel a job")
-def cancel_job(job_id: str, request: Request, service: ServiceDep, principal: Operator) -> dict:
-    with db_errors():
-        job = service.jobs.cancel(job_id)
-    audit(service.sessions, principal, "job.cancel", f"job:{job_id}", None, client_ip(request))
-    return job.to_dict()
+def cancel_job(job_id: str, jobs: JobsDep, audit: AuditDep, principal: Operator) -> JobOut:
+    job = jobs.cancel(job_id)
+    audit.record(principal, "job.cancel", f"job:{job_id}")
+    return job.out()

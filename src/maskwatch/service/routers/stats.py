@@ -4,8 +4,8 @@ once (in the bucket where their track ended). JSON as points (``format=json``) o
 (``format=columns``, a fifth of the bytes: the dashboard's), or CSV (``format=csv``).
 
 Kept fast for the dashboard (``benchmarks/bench_compliance.py``: 30 days x 50 cameras): the rows come from
-covering indexes in time order (no table lookups, no SQL sort or GROUP BY, which cost more than the scan),
-are summed per (camera, slot) here, and the points are written straight to JSON. A request may ask for at
+covering indexes in time order (:meth:`StatsRepository.series`), and the points are written straight to JSON
+(the answer's schema is :class:`CompliancePoints` or :class:`ComplianceColumns`). A request may ask for at
 most :data:`MAX_POINTS_PER_CAMERA` points per camera and :data:`MAX_POINTS` in all; more is a 422 that
 says what to change.
 """
@@ -21,36 +21,88 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlalchemy import distinct, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from pydantic import BaseModel, Field
 
-from maskwatch.service.deps import ServiceDep, Viewer
-from maskwatch.service.errors import ApiError
-from maskwatch.service.routers.common import db_errors, iso, to_ts
-from maskwatch.service.storage.models import StatsBucket, StatsRollup
+from maskwatch.core.timeutil import iso
+from maskwatch.service.deps import StorageDep, Viewer
+from maskwatch.service.errors import ApiError, errors
+from maskwatch.service.routers.common import BINARY, to_ts
+from maskwatch.service.storage.stats import GRAINS, Point, StatsRepository
+
+__all__ = [
+    "GRAINS",
+    "MAX_POINTS",
+    "MAX_POINTS_PER_CAMERA",
+    "ComplianceColumns",
+    "CompliancePoints",
+    "check_size",
+    "router",
+    "series_columns",
+    "series_json",
+]
 
 router = APIRouter(prefix="/stats", tags=["stats"])
 
-GRAINS = {"1m": 60, "1h": 3600, "1d": 86400}
 #: points per camera in one answer: 1m covers 2 days, 1h 120 days, 1d about 8 years
 MAX_POINTS_PER_CAMERA = 2880
 #: points in one answer over all cameras: 50 cameras x 12 h at 1m or x 30 days at 1h; about 150 ms on 2 busy
 #: cores with format=columns (twice as many took 450 ms: benchmarks/bench_compliance.py)
 MAX_POINTS = 40_000
 
-#: a point: (slot start, people, compliant people, frames analysed, most people present)
-Point = tuple[int, int, int, int, int]
+
+class CompliancePoint(BaseModel):
+    start: str = Field(description="slot start, ISO 8601 UTC")
+    t: int = Field(description="slot start, epoch seconds")
+    n_people: int
+    compliant_people: int
+    compliance: float | None
+    frames_analysed: int
+    present_max: int
 
 
-def _cameras_in_range(s: Session, start: float, end: float) -> int:
-    """How many cameras have stats in [start, end) (from the daily rollups: a few rows per camera)."""
-    day = GRAINS["1d"]
-    t = StatsRollup.__table__.c
-    q = select(func.count(distinct(t.camera))).where(t.grain == day, t.start_ts >= int(start // day * day))
-    return int(s.scalar(q.where(t.start_ts < end)) or 0)
+class CameraPoints(BaseModel):
+    camera: str
+    points: list[CompliancePoint]
 
 
-def check_size(s: Session, *, cameras: list[str] | None, start: float, end: float, bucket: str) -> None:
+class CameraColumns(BaseModel):
+    """One array per field, index by index (compliance is compliant_people / n_people)."""
+
+    camera: str
+    t: list[int]
+    n_people: list[int]
+    compliant_people: list[int]
+    frames_analysed: list[int]
+    present_max: list[int]
+
+
+class ComplianceTotal(BaseModel):
+    n_people: int
+    compliant_people: int
+    compliance: float | None
+
+
+class CompliancePoints(BaseModel):
+    """``format=json``."""
+
+    bucket: Literal["1m", "1h", "1d"]
+    from_: str = Field(alias="from")
+    to: str
+    cameras: list[CameraPoints]
+    total: ComplianceTotal
+
+
+class ComplianceColumns(BaseModel):
+    """``format=columns``."""
+
+    bucket: Literal["1m", "1h", "1d"]
+    from_: str = Field(alias="from")
+    to: str
+    cameras: list[CameraColumns]
+    total: ComplianceTotal
+
+
+def check_size(stats: StatsRepository, *, cameras: list[str] | None, start: float, end: float, bucket: str) -> None:
     """A 422 with the reason when the answer would hold too many points (before any heavy query)."""
     slots = (end - start) / GRAINS[bucket]
     if slots > MAX_POINTS_PER_CAMERA:
@@ -62,7 +114,7 @@ def check_size(s: Session, *, cameras: list[str] | None, start: float, end: floa
             f"bucket={bucket} covers at most {span} per request ({MAX_POINTS_PER_CAMERA} points per camera); "
             "use a larger bucket or a shorter range",
         )
-    n_cameras = len(set(cameras)) if cameras else _cameras_in_range(s, start, end)
+    n_cameras = len(set(cameras)) if cameras else stats.cameras_in_range(start, end)
     if slots * n_cameras > MAX_POINTS:
         raise ApiError(
             422,
@@ -70,40 +122,6 @@ def check_size(s: Session, *, cameras: list[str] | None, start: float, end: floa
             f"{n_cameras} cameras x {slots:.0f} points is over {MAX_POINTS} points per request; "
             "name fewer cameras (camera=...), use a larger bucket or a shorter range",
         )
-
-
-def compliance_series(
-    sessions: sessionmaker, *, cameras: list[str] | None, start: float, end: float, bucket: str
-) -> dict[str, list[Point]]:
-    """Points per camera, sorted by slot: 1m from the buckets (summed per minute when the engine's stats
-    interval is shorter), 1h and 1d from the rollups."""
-    grain = GRAINS[bucket]
-    if bucket == "1m":
-        t = StatsBucket.__table__.c
-        where = [t.start_ts >= start, t.start_ts < end]
-    else:
-        t = StatsRollup.__table__.c
-        where = [t.grain == grain, t.start_ts >= int(start // grain * grain), t.start_ts < end]
-    if cameras:
-        where.append(t.camera.in_(cameras))
-    columns = (t.camera, t.start_ts, t.n_people, t.compliant_people, t.frames_analysed, t.present_max)
-    with sessions() as s:
-        result = s.connection().execute(select(*columns).where(*where).order_by(t.start_ts))  # the index's order
-        # plain numbers: the driver's tuples as they are (SQLAlchemy's Row objects cost a third of the time)
-        rows = result.cursor.fetchall()
-        result.close()
-    series: dict[str, list[Point]] = {}
-    for camera, ts, n, ok, frames, present in rows:
-        slot = int(ts) // grain * grain
-        points = series.get(camera)
-        if points is None:
-            points = series[camera] = []
-        if points and points[-1][0] == slot:  # several buckets in one minute: summed
-            last = points[-1]
-            points[-1] = (slot, last[1] + n, last[2] + ok, last[3] + frames, max(last[4], present))
-        else:
-            points.append((slot, n, ok, frames, present))
-    return dict(sorted(series.items()))
 
 
 _POINT = (
@@ -122,7 +140,7 @@ def series_json(series: dict[str, list[Point]]) -> str:
         for slot, n, ok, frames, present in rows:
             stamp = stamps.get(slot)
             if stamp is None:
-                stamp = stamps[slot] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slot))
+                stamp = stamps[slot] = iso(slot) or ""
             ratio = ratios.get((ok, n))
             if ratio is None:
                 ratio = ratios[(ok, n)] = "null" if n == 0 else repr(round(ok / n, 4))
@@ -161,13 +179,18 @@ def _csv(series: dict[str, list[Point]], bucket: str) -> Response:
 @router.get(
     "/compliance",
     summary="Compliance and people per camera over time (from stored buckets)",
+    response_class=Response,
     responses={
-        200: {"content": {"application/json": {}, "text/csv": {}}},
-        422: {"description": "bad range, or more points than one answer holds (the reason says what to change)"},
+        200: {
+            "model": CompliancePoints | ComplianceColumns,
+            "description": "format=json: CompliancePoints; format=columns: ComplianceColumns; format=csv: CSV",
+            "content": {"text/csv": {"schema": BINARY}},
+        },
+        **errors(e422="bad range, or more points than one answer holds (the reason says what to change)"),
     },
 )
 def compliance(
-    service: ServiceDep,
+    storage: StorageDep,
     _: Viewer,
     camera: list[str] | None = Query(None, description="one or more cameras (repeat the parameter); default all"),
     from_: datetime | None = Query(None, alias="from", description="default: 24 hours before `to`"),
@@ -185,10 +208,8 @@ def compliance(
     start = to_ts(from_) if from_ is not None else end - 86400
     if start is None or start >= end:
         raise ApiError(422, "invalid", "'from' must be before 'to'")
-    with db_errors():
-        with service.sessions() as s:
-            check_size(s, cameras=camera, start=start, end=end, bucket=bucket)
-        series = compliance_series(service.sessions, cameras=camera, start=start, end=end, bucket=bucket)
+    check_size(storage.stats, cameras=camera, start=start, end=end, bucket=bucket)
+    series = storage.stats.series(cameras=camera, start=start, end=end, bucket=bucket)
     if format == "csv":
         return _csv(series, bucket)
     total_n = sum(p[1] for rows in series.values() for p in rows)

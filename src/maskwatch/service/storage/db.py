@@ -12,11 +12,25 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = [
+    "MIGRATIONS",
+    "Sessions",
+    "alembic_config",
+    "current_revision",
+    "migrate",
+    "normalise_url",
+    "open_db",
+    "session_factory",
+]
 
 log = logging.getLogger("maskwatch.service")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+#: what every repository holds: a factory of sessions bound to the service's database
+Sessions = sessionmaker[Session]
 
 
 def normalise_url(url: str) -> str:
@@ -50,7 +64,8 @@ def open_db(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
 
 
-def session_factory(engine: Engine) -> sessionmaker:
+def session_factory(engine: Engine) -> Sessions:
+    """Sessions whose objects stay readable after commit (repositories hand rows to their callers)."""
     return sessionmaker(engine, expire_on_commit=False)
 
 

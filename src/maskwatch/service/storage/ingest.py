@@ -24,8 +24,11 @@ from typing import Any
 
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from maskwatch.core.backoff import Backoff
+from maskwatch.core.redaction import redact
+from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import Ingested, PersonEvent, StatsBucket, StatsRollup
 from maskwatch.stream.events import StatsBucket as StatsEvent
 from maskwatch.stream.events import TrackEnded, parse_event
@@ -251,7 +254,7 @@ class Ingestor:
 
     def __init__(
         self,
-        sessions: sessionmaker,
+        sessions: Sessions,
         *,
         capacity: int = 200_000,
         batch: int = 500,
@@ -277,7 +280,6 @@ class Ingestor:
         self.received = 0
         self.dropped = 0
         self.rejected = 0  # malformed events (never retried)
-        self.retries = 0
 
     # -- the one entry point -----------------------------------------------------------------------------
 
@@ -364,7 +366,7 @@ class Ingestor:
             self._inflight = 0
 
     def _run(self) -> None:
-        wait = self.backoff
+        waits = Backoff(self.backoff, max(self.backoff, self.max_backoff), jitter=0.1)
         while True:
             items = self._take()
             if not items:
@@ -377,7 +379,8 @@ class Ingestor:
                     self._write(items)
                     if not self.healthy:
                         log.warning("database reachable again; ingest resumed")
-                    self.healthy, wait = True, self.backoff
+                    self.healthy = True
+                    waits.reset()
                     break
                 except Exception as exc:
                     if self.on_error is not None:
@@ -386,11 +389,10 @@ class Ingestor:
                         if self.healthy:
                             log.error("database unreachable, buffering events and retrying: %s", type(exc).__name__)
                         self.healthy = False
-                        self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                        self.retries += 1
-                        if self._stop.wait(wait):
+                        first = str(exc).splitlines()[0] if str(exc) else ""
+                        self.last_error = redact(f"{type(exc).__name__}: {first}")[:240]
+                        if self._stop.wait(waits.next()):
                             return  # stop() has waited for the flush already; what is left is reported
-                        wait = min(self.max_backoff, wait * 2)
                         continue
                     self._write_each(items)  # one bad event must not block the others
                     break

@@ -1,0 +1,99 @@
+"""The cameras table: what the service runs. A camera's URL may hold credentials: it is stored as given,
+shown to admins only and never logged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from sqlalchemy import select
+
+from maskwatch.service.storage.db import Sessions
+from maskwatch.service.storage.models import Camera
+
+__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource"]
+
+#: the fields of a camera that its source is made of (a change restarts it)
+CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
+
+
+class CameraSource(Protocol):
+    """A camera as configured (``CameraConfig`` of the settings, or an API body)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def preset(self) -> str | None: ...
+
+    @property
+    def target_fps(self) -> float | None: ...
+
+    @property
+    def realtime(self) -> bool: ...
+
+    @property
+    def loop(self) -> bool: ...
+
+
+class CameraRepository:
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    def all(self, *, by: str = "name") -> list[Camera]:
+        """Every camera, by name (lists) or by id (the order they were added: resuming)."""
+        order = Camera.id if by == "id" else Camera.name
+        with self.sessions() as s:
+            return list(s.scalars(select(Camera).order_by(order)))
+
+    def get(self, name: str) -> Camera | None:
+        with self.sessions() as s:
+            return s.scalars(select(Camera).where(Camera.name == name)).first()
+
+    def add(self, camera: Camera) -> None:
+        with self.sessions() as s, s.begin():
+            s.add(camera)
+
+    def save(self, camera: Camera, fields: Iterable[str]) -> None:
+        """Write ``fields`` of ``camera`` (a detached copy) to its row."""
+        with self.sessions() as s, s.begin():
+            row = s.get(Camera, camera.id)
+            if row is not None:
+                for key in fields:
+                    setattr(row, key, getattr(camera, key))
+
+    def delete(self, camera_id: int) -> None:
+        with self.sessions() as s, s.begin():
+            row = s.get(Camera, camera_id)
+            if row is not None:
+                s.delete(row)
+
+    def add_missing(self, cameras: Iterable[CameraSource], now: float) -> list[str]:
+        """Create the cameras whose names the table does not have yet; returns their names."""
+        added = []
+        with self.sessions() as s, s.begin():
+            have = set(s.scalars(select(Camera.name)))
+            for c in cameras:
+                if c.name in have:
+                    continue
+                s.add(
+                    Camera(
+                        name=c.name,
+                        url=c.url,
+                        enabled=c.enabled,
+                        preset=c.preset,
+                        target_fps=c.target_fps,
+                        realtime=c.realtime,
+                        loop=c.loop,
+                        created_ts=now,
+                        updated_ts=now,
+                    )
+                )
+                added.append(c.name)
+        return added
