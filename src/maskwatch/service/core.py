@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maskwatch.service")
 
+#: what ``engine.journal`` keeps of this service's own cameras (what it stores, and their states)
+JOURNAL_TYPES = ("track_ended", "stats", "source_status")
+
 
 def demo_images(settings: ServiceSettings) -> Path | None:
     """The demo camera's folder of still images (the shared scene images by default), played by the engine
@@ -234,11 +237,20 @@ class Service:
         return queued
 
     def _consume(self, subscription: Any) -> None:
-        for event in subscription:
-            try:
-                self.handle_event(event)
-            except Exception:
-                log.exception("event %s not handled", getattr(event, "type", "?"))
+        journal = None
+        if self.settings.engine.journal:  # line-buffered: each event reaches the OS before it is handled
+            journal = open(self.settings.data_dir / "journal.jsonl", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        try:
+            for event in subscription:
+                try:
+                    if journal is not None and event.type in JOURNAL_TYPES:
+                        journal.write(event.to_json() + "\n")
+                    self.handle_event(event)
+                except Exception:
+                    log.exception("event %s not handled", getattr(event, "type", "?"))
+        finally:
+            if journal is not None:
+                journal.close()
 
     # -- start-up helpers ------------------------------------------------------------------------------
 
