@@ -39,5 +39,20 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null \
     || echo "maskwatch: could not install mosquitto; the fleet broker tests will be skipped" >&2
 fi
+# GStreamer's RTSP server (run by Debian's /usr/bin/python3) for the RTSP cameras of the tests and the chaos
+# soak (tests/camera_servers.py; their tests skip with the reason when it is missing).
+RTSP_PKGS="python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good gstreamer1.0-plugins-base"
+MISSING=""
+for pkg in $RTSP_PKGS; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || MISSING="$MISSING $pkg"
+done
+if [ -n "$MISSING" ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "maskwatch: installing GStreamer's RTSP server (RTSP test cameras):$MISSING" >&2
+  # shellcheck disable=SC2086 # one word per package
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null \
+    || echo "maskwatch: could not install GStreamer's RTSP server; the RTSP camera tests will be skipped" >&2
+fi
 echo "$KEY" > "$STAMP"
 echo "maskwatch: set-up done" >&2

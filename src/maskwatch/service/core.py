@@ -206,6 +206,7 @@ class Service:
             media=self.media,
             alerts=self.alerts,
             hub=self.hub,
+            journal=s.data_dir / "journal.jsonl" if s.engine.journal else None,
         )
         self.live = Live(
             self.engine,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maskwatch.service.live import SSE_TYPES, event_for_client
@@ -38,6 +39,8 @@ log = logging.getLogger("maskwatch.service")
 
 #: event types the service does not consume (per-frame records and end-of-run summaries)
 SKIPPED_TYPES = ("frame", "summary")
+#: what ``engine.journal`` keeps of this service's own cameras (what it stores, and their states)
+JOURNAL_TYPES = ("track_ended", "stats", "source_status")
 
 
 class EventPipeline:
@@ -52,6 +55,7 @@ class EventPipeline:
         media: Media,
         alerts: AlertEngine,
         hub: Hub,
+        journal: Path | None = None,
     ) -> None:
         self.metrics = metrics
         self.live = live
@@ -59,6 +63,7 @@ class EventPipeline:
         self.media = media
         self.alerts = alerts
         self.hub = hub
+        self.journal = journal  # engine.journal: DATA_DIR/journal.jsonl, or None (off)
         self._pump: threading.Thread | None = None
 
     def handle_event(self, event: Any, *, block: bool = False) -> bool:
@@ -97,8 +102,17 @@ class EventPipeline:
             self._pump = None
 
     def _consume(self, subscription: Iterable[Any]) -> None:
-        for event in subscription:
-            try:
-                self.handle_event(event)
-            except Exception:
-                log.exception("event %s not handled", getattr(event, "type", "?"))
+        journal = None
+        if self.journal is not None:  # line-buffered: each event reaches the OS before it is handled
+            journal = open(self.journal, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        try:
+            for event in subscription:
+                try:
+                    if journal is not None and event.type in JOURNAL_TYPES:
+                        journal.write(event.to_json() + "\n")
+                    self.handle_event(event)
+                except Exception:
+                    log.exception("event %s not handled", getattr(event, "type", "?"))
+        finally:
+            if journal is not None:
+                journal.close()

@@ -53,6 +53,9 @@ class EngineSettings(Section):
     give_up_after: float = Field(30.0, gt=0)  # ... and "failed" after this long down
     backoff: float = Field(0.5, gt=0)
     max_backoff: float = Field(8.0, gt=0)
+    # append every track_ended, stats and source_status of this service's own cameras to DATA_DIR/journal.jsonl
+    # before handling it: what the engine reported, for audits and the chaos soak (benchmarks/soak.py)
+    journal: bool = False
 
 
 class CameraConfig(Section):
