@@ -74,15 +74,14 @@ def test_a_model_is_not_scored_on_the_images_it_was_trained_on(tiny_dataset, tmp
 
     run = tmp_path / "run"
     fit(load_config(data=str(tiny_dataset), out=str(run), image_size=64, epochs=1, views=1, workers=0, calibrate=False))
-    record = load_checkpoint(run / "model.pt")["training_data"]
-    assert record["datasets"][0]["name"] == "tiny" and len(record["images"]["train"]) == 24
-    assert len(record["images"]["valid"]) == 24
-
     runner = CliRunner()
     refused = runner.invoke(app, ["evaluate", "--model", str(run / "model.pt"), "--data", str(tiny_dataset),
                                   "--split", "train", "--backend", "torch"])
     assert refused.exit_code == 2, refused.output
     assert "used to train or validate this model" in refused.output and "--include-training-data" in refused.output
+    record = load_checkpoint(run / "model.pt")["training_data"]
+    assert record["datasets"][0]["name"] == "tiny" and len(record["images"]["train"]) == 24
+    assert len(record["images"]["valid"]) == 24
 
     evaluation = evaluate_module.evaluate_dataset(run / "model.pt", tiny_dataset, split="all", backend="torch")
     assert len(evaluation.samples) == 24  # the 24 test images only
