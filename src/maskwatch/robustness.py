@@ -13,17 +13,22 @@ be compared face by face (a *paired* bootstrap).
 
 **Noise, and the rule.** A difference between two models on a few hundred faces is mostly chance. For each
 population x condition x metric (accuracy, with_mask recall, without_mask recall) the candidate's
-difference to the baseline is resampled B times (the faces drawn with replacement, the same draw for both
-models, stratified by class); the 95 % percentile interval of the difference is its noise. A candidate is
-**worse beyond noise** where the whole interval lies below zero (:func:`compare`). It may become the bundled
-model only if it is worse beyond noise nowhere, against every baseline (:func:`passes`).
+difference to the baseline is resampled B = 10 000 times (the faces drawn with replacement, the same draw for
+both models, stratified by class): its 95 % percentile interval is reported, and the share of resamples in
+which the candidate is not worse is a one-sided p-value. One comparison in forty would look "worse" by
+chance alone, and a candidate meets a baseline in a few hundred comparisons, so the p-values of one
+candidate against one baseline are corrected together (Benjamini-Hochberg, false discovery rate 5 %): a
+comparison is **worse beyond noise** when it survives that correction (its interval then lies below zero
+too). A candidate may become the bundled model only if it is worse beyond noise nowhere, against every
+baseline (:func:`passes`). Training-seed noise is not in these intervals (one model per recipe was trained,
+CPU budget): the rule compares the two trained models as they are.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,10 +44,13 @@ __all__ = [
     "FaceSet",
     "Interval",
     "Verdict",
+    "average_hash",
+    "benjamini_hochberg",
     "bootstrap_interval",
     "compare",
     "evaluate_conditions",
     "load_faces",
+    "near_duplicates",
     "paired_difference",
     "passes",
     "two_class_predictions",
@@ -50,8 +58,9 @@ __all__ = [
 
 TWO_CLASSES = ("with_mask", "without_mask")  # compliant, not compliant: what the engine counts
 METRICS = ("accuracy", "with_mask_recall", "without_mask_recall")
-BOOTSTRAP = 2000
+BOOTSTRAP = 10_000
 LEVEL = 0.95
+FALSE_DISCOVERY_RATE = 0.05
 
 
 @dataclass
@@ -192,19 +201,23 @@ def paired_difference(
     *,
     rounds: int = BOOTSTRAP,
     seed: int = 0,
-) -> Interval:
+    draws: np.ndarray | None = None,
+) -> tuple[Interval, float]:
     """candidate - baseline on the same faces, with the 95 % interval of a paired bootstrap (both models
-    scored on the same resampled faces)."""
+    scored on the same resampled faces), and the one-sided p-value of "the candidate is worse": the share of
+    resamples in which it is not, ``(k + 1) / (B + 1)``. ``draws`` reuses resamples of the same faces."""
     labels, candidate, baseline = np.asarray(labels), np.asarray(candidate), np.asarray(baseline)
     if not (len(labels) == len(candidate) == len(baseline)):
         raise ValueError("paired comparison needs the same faces for both models")
     value = _metric(metric, labels, candidate) - _metric(metric, labels, baseline)
     if not len(labels) or np.isnan(value):
-        return Interval(value, value, value)
-    draws = _resamples(labels, rounds, seed)
+        return Interval(value, value, value), 1.0
+    if draws is None:
+        draws = _resamples(labels, rounds, seed)
     deltas = _batched(metric, labels, candidate, draws) - _batched(metric, labels, baseline, draws)
     low, high = np.nanpercentile(deltas, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
-    return Interval(value, float(low), float(high))
+    p_worse = (np.count_nonzero(~(deltas < 0)) + 1) / (len(deltas) + 1)
+    return Interval(value, float(low), float(high)), float(p_worse)
 
 
 def evaluate_conditions(
@@ -221,25 +234,37 @@ def evaluate_conditions(
 
 @dataclass(frozen=True)
 class Verdict:
-    """Candidate vs one baseline on one population, condition and metric."""
+    """Candidate vs one baseline on one population, condition and metric. ``worse``: worse beyond noise
+    (set by :func:`compare` after the false-discovery-rate correction)."""
 
     baseline: str
     population: str
     condition: str
     metric: str
     difference: Interval
-
-    @property
-    def worse(self) -> bool:
-        """Worse beyond noise: the whole 95 % interval of the difference lies below zero."""
-        return self.difference.high < 0
+    p_worse: float = 1.0  # one-sided bootstrap p-value of "the candidate is worse"
+    worse: bool = False
 
     @property
     def better(self) -> bool:
+        """Better beyond the face-sampling noise of this one comparison (its interval above zero)."""
         return self.difference.low > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "worse": self.worse, "better": self.better}
+        return {**asdict(self), "better": self.better}
+
+
+def benjamini_hochberg(p_values: Sequence[float], rate: float = FALSE_DISCOVERY_RATE) -> np.ndarray:
+    """Which of ``p_values`` are discoveries at false discovery rate ``rate`` (the step-up procedure)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if not len(p):
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p, kind="stable")
+    passed = p[order] <= rate * np.arange(1, len(p) + 1) / len(p)
+    out = np.zeros(len(p), dtype=bool)
+    if passed.any():
+        out[order[: int(np.flatnonzero(passed).max()) + 1]] = True
+    return out
 
 
 def compare(
@@ -251,21 +276,26 @@ def compare(
     rounds: int = BOOTSTRAP,
     seed: int = 0,
 ) -> list[Verdict]:
-    """A verdict for every population x condition x metric both hold (``{population: {condition: result}}``)."""
+    """A verdict for every population x condition x metric both hold (``{population: {condition: result}}``),
+    with ``worse`` set where the candidate is worse beyond noise (Benjamini-Hochberg over all of them)."""
     verdicts = []
     for population, conditions in candidate.items():
+        draws = None
         for label, mine in conditions.items():
             theirs = baseline.get(population, {}).get(label)
             if theirs is None:
                 continue
             if not np.array_equal(mine.labels, theirs.labels):
                 raise ValueError(f"{population} / {label}: the two models were not scored on the same faces")
+            if draws is None:  # the same resampled faces for every condition and metric of a population
+                draws = _resamples(mine.labels, rounds, seed)
             for metric in metrics:
-                difference = paired_difference(
-                    mine.labels, mine.predictions, theirs.predictions, metric, rounds=rounds, seed=seed
+                difference, p_worse = paired_difference(
+                    mine.labels, mine.predictions, theirs.predictions, metric, draws=draws
                 )
-                verdicts.append(Verdict(baseline_name, population, label, metric, difference))
-    return verdicts
+                verdicts.append(Verdict(baseline_name, population, label, metric, difference, p_worse))
+    flagged = benjamini_hochberg([v.p_worse for v in verdicts])
+    return [replace(v, worse=bool(f and v.difference.value < 0)) for v, f in zip(verdicts, flagged)]
 
 
 def passes(verdicts: Sequence[Verdict]) -> bool:
