@@ -48,7 +48,7 @@ def test_selection_rule_fails_only_beyond_noise():
     same_but_noisy[flip] = 1 - same_but_noisy[flip]
     much_worse = np.where(rng.uniform(size=600) < 0.85, labels, 1 - labels)
     verdicts = compare(_results(same_but_noisy, labels), _results(baseline, labels), baseline_name="b")
-    assert passes(verdicts) and {v.metric for v in verdicts} == {"accuracy", "with_mask_recall", "without_mask_recall"}
+    assert passes(verdicts) and {v.metric for v in verdicts} == {"accuracy", "balanced_accuracy"}
     worse = compare(_results(much_worse, labels), _results(baseline, labels), baseline_name="b")
     assert not passes(worse)
     failing = [v for v in worse if v.worse]
@@ -59,8 +59,14 @@ def test_selection_rule_fails_only_beyond_noise():
     swapped[wearers] = 1
     bare = np.flatnonzero((labels == 1) & (baseline == 0))
     swapped[bare] = 1
-    verdicts = {v.metric: v for v in compare(_results(swapped, labels), _results(baseline, labels))}
+    recalls = ("with_mask_recall", "without_mask_recall", "balanced_accuracy")
+    verdicts = {v.metric: v for v in compare(_results(swapped, labels), _results(baseline, labels), metrics=recalls)}
     assert verdicts["with_mask_recall"].worse and not verdicts["without_mask_recall"].worse
+    assert verdicts["balanced_accuracy"].worse  # a real loss of recall shows in the gated metric too
+    # a model that calls everything masked keeps with_mask recall; balanced accuracy sees through it
+    biased = np.zeros_like(labels)
+    verdicts = {v.metric: v for v in compare(_results(baseline, labels), _results(biased, labels), metrics=recalls)}
+    assert verdicts["with_mask_recall"].difference.value < 0 and verdicts["balanced_accuracy"].better
 
 
 def test_paired_difference_is_zero_for_the_same_predictions_and_refuses_other_faces():

@@ -12,7 +12,7 @@ by the face's index and the condition, so two models see the very same corrupted
 be compared face by face (a *paired* bootstrap).
 
 **Noise, and the rule.** A difference between two models on a few hundred faces is mostly chance. For each
-population x condition x metric (accuracy, with_mask recall, without_mask recall) the candidate's
+population x condition x gated metric (accuracy and balanced accuracy, :data:`GATE_METRICS`) the candidate's
 difference to the baseline is resampled B = 10 000 times (the faces drawn with replacement, the same draw for
 both models, stratified by class): its 95 % percentile interval is reported, and the share of resamples in
 which the candidate is not worse is a one-sided p-value. One comparison in forty would look "worse" by
@@ -39,6 +39,7 @@ from maskwatch.data.images import Skipped
 from maskwatch.runtime.types import Classifier, softmax
 
 __all__ = [
+    "GATE_METRICS",
     "TWO_CLASSES",
     "ConditionResult",
     "FaceSet",
@@ -57,7 +58,12 @@ __all__ = [
 ]
 
 TWO_CLASSES = ("with_mask", "without_mask")  # compliant, not compliant: what the engine counts
-METRICS = ("accuracy", "with_mask_recall", "without_mask_recall")
+METRICS = ("accuracy", "with_mask_recall", "without_mask_recall", "balanced_accuracy")
+#: what the selection rule gates on: accuracy, and balanced accuracy (the mean of the two recalls). Each class's
+#: recall alone is reported, not gated: a model that calls every blurred face masked keeps a high with_mask
+#: recall there (the faces-only model: 0.99, with without_mask recall 0.30 on blurred scene crops), and gating
+#: on it would demand that every successor keep that bias.
+GATE_METRICS = ("accuracy", "balanced_accuracy")
 BOOTSTRAP = 10_000
 LEVEL = 0.95
 FALSE_DISCOVERY_RATE = 0.05
@@ -150,6 +156,10 @@ class ConditionResult:
 def _metric(name: str, labels: np.ndarray, predictions: np.ndarray) -> float:
     if name == "accuracy":
         return float((labels == predictions).mean()) if len(labels) else float("nan")
+    if name == "balanced_accuracy":
+        recalls = [_metric(m, labels, predictions) for m in ("with_mask_recall", "without_mask_recall")]
+        present = [r for r in recalls if not np.isnan(r)]
+        return float(np.mean(present)) if present else float("nan")
     cls = 0 if name == "with_mask_recall" else 1
     mask = labels == cls
     return float((predictions[mask] == cls).mean()) if mask.any() else float("nan")
@@ -174,6 +184,9 @@ def _batched(name: str, labels: np.ndarray, predictions: np.ndarray, draws: np.n
     y, p = labels[draws], predictions[draws]
     if name == "accuracy":
         return (y == p).mean(axis=1)
+    if name == "balanced_accuracy":
+        recalls = [_batched(m, labels, predictions, draws) for m in ("with_mask_recall", "without_mask_recall")]
+        return np.nanmean(np.stack(recalls), axis=0)
     cls = 0 if name == "with_mask_recall" else 1
     member = y == cls
     with np.errstate(invalid="ignore"):
@@ -272,7 +285,7 @@ def compare(
     baseline: dict[str, dict[str, ConditionResult]],
     *,
     baseline_name: str = "baseline",
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = GATE_METRICS,
     rounds: int = BOOTSTRAP,
     seed: int = 0,
 ) -> list[Verdict]:
