@@ -163,7 +163,7 @@ def test_sets(shared: Path, scene_splits: Path | None) -> list[TestSet]:
             "pis/test",
             shared / "pis",
             "test",
-            note="synthetic masks; its unmasked photos also occur in faces/",
+            note="synthetic masks; its images that are copies of faces/ train or valid images are left out",
         ),
     ]
     if scene_splits is not None:
@@ -583,8 +583,9 @@ def _int8_section(s: Mapping[str, Any]) -> str | None:
     return (
         f"Made by `maskwatch export --format onnx-int8` from the bundled file (static QDQ, per-channel INT8 "
         f"weights, UINT8 activations, MinMax, calibrated on {int8['calibration']}); its ONNX metadata carries the "
-        "classes, preprocessing, crop margin, compliant classes, temperature and the sha256 of the checkpoint it "
-        f"came from. {int8['size_bytes'] / 1e6:.1f} MB, sha256 `{int8['sha256']}`. Accuracy deltas, measured by "
+        "classes, preprocessing, crop margin, compliant classes, temperature, the training-data record and the "
+        f"sha256 of the checkpoint it came from. {int8['size_bytes'] / 1e6:.1f} MB, sha256 `{int8['sha256']}`. "
+        "Accuracy deltas, measured by "
         "`benchmarks/bundled_model.py` (as `benchmarks/bench_runtime.py --accuracy` does):\n\n" + "\n".join(rows)
     )
 
