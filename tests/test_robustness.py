@@ -37,6 +37,11 @@ def test_bootstrap_interval_covers_the_value_and_narrows_with_more_faces():
     assert (large.high - large.low) < (small.high - small.low) / 2
     recall = bootstrap_interval(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), "with_mask_recall")
     assert recall.value == 0.5 and 0.0 <= recall.low <= recall.high <= 1.0
+    from sklearn.metrics import f1_score
+
+    labels, predictions = np.array([0, 0, 0, 1, 1, 0, 1]), np.array([0, 1, 0, 1, 0, 0, 1])
+    f1 = bootstrap_interval(labels, predictions, "macro_f1")
+    assert f1.value == pytest.approx(f1_score(labels, predictions, average="macro"))
 
 
 def test_selection_rule_fails_only_beyond_noise():

@@ -148,7 +148,7 @@ class ConditionResult:
     def summary(self) -> dict[str, Any]:
         """n, accuracy and each class's recall, with bootstrap intervals (JSON-ready)."""
         out: dict[str, Any] = {"n": self.n, "n_with_mask": int((self.labels == 0).sum())}
-        for name in METRICS:
+        for name in (*METRICS, "macro_f1"):
             out[name] = asdict(bootstrap_interval(self.labels, self.predictions, name))
         return out
 
@@ -160,6 +160,8 @@ def _metric(name: str, labels: np.ndarray, predictions: np.ndarray) -> float:
         recalls = [_metric(m, labels, predictions) for m in ("with_mask_recall", "without_mask_recall")]
         present = [r for r in recalls if not np.isnan(r)]
         return float(np.mean(present)) if present else float("nan")
+    if name == "macro_f1":
+        return float(_batched(name, labels, predictions, np.arange(len(labels))[None, :])[0])
     cls = 0 if name == "with_mask_recall" else 1
     mask = labels == cls
     return float((predictions[mask] == cls).mean()) if mask.any() else float("nan")
@@ -187,6 +189,13 @@ def _batched(name: str, labels: np.ndarray, predictions: np.ndarray, draws: np.n
     if name == "balanced_accuracy":
         recalls = [_batched(m, labels, predictions, draws) for m in ("with_mask_recall", "without_mask_recall")]
         return np.nanmean(np.stack(recalls), axis=0)
+    if name == "macro_f1":  # the two classes' F1 = 2 TP / (2 TP + FP + FN), averaged (scikit-learn's definition)
+        scores = []
+        for cls in (0, 1):
+            tp = ((p == cls) & (y == cls)).sum(axis=1)
+            wrong = ((p == cls) != (y == cls)).sum(axis=1)
+            scores.append(np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0))
+        return np.mean(np.stack(scores), axis=0)
     cls = 0 if name == "with_mask_recall" else 1
     member = y == cls
     with np.errstate(invalid="ignore"):
