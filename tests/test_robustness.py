@@ -53,11 +53,11 @@ def test_selection_rule_fails_only_beyond_noise():
     same_but_noisy[flip] = 1 - same_but_noisy[flip]
     much_worse = np.where(rng.uniform(size=600) < 0.85, labels, 1 - labels)
     verdicts = compare(_results(same_but_noisy, labels), _results(baseline, labels), baseline_name="b")
-    assert passes(verdicts) and {v.metric for v in verdicts} == {"accuracy", "balanced_accuracy"}
+    assert passes(verdicts) and {v.metric for v in verdicts} == {"accuracy", "with_mask_recall", "without_mask_recall"}
     worse = compare(_results(much_worse, labels), _results(baseline, labels), baseline_name="b")
     assert not passes(worse)
     failing = [v for v in worse if v.worse]
-    assert failing and all(v.difference.high < 0 and v.p_worse < 0.01 for v in failing) and failing[0].baseline == "b"
+    assert failing and all(v.difference.high < 0 and v.p_worse < 0.05 for v in failing) and failing[0].baseline == "b"
     # a class recall that falls is caught even when accuracy holds (masked people called unmasked)
     swapped = baseline.copy()
     wearers = np.flatnonzero(labels == 0)[:40]
@@ -127,9 +127,10 @@ def test_near_duplicates_find_re_encoded_copies_only():
     assert found.tolist() == [True, False]
 
 
-def test_many_comparisons_are_corrected_together():
-    """Chance alone makes one comparison in forty look worse: over 200 comparisons of two models that differ
-    by chance the rule flags nothing, while a real drop among them is still caught."""
+def test_the_looser_corrected_reading_is_reported_beside_the_rule():
+    """Chance alone makes one comparison in forty look worse: over 210 comparisons of two models that differ by
+    chance the rule (each comparison's interval) flags some, the corrected reading (Benjamini-Hochberg) none;
+    a real drop is flagged by both."""
     from maskwatch.robustness import benjamini_hochberg
 
     assert benjamini_hochberg([0.001, 0.04, 0.5]).tolist() == [True, False, False]
@@ -143,8 +144,7 @@ def test_many_comparisons_are_corrected_together():
         candidate[f"c{i}"] = ConditionResult("faces", f"c{i}", labels, a)
         baseline[f"c{i}"] = ConditionResult("faces", f"c{i}", labels, b)
     verdicts = compare({"faces": candidate}, {"faces": baseline}, rounds=2000)
-    assert passes(verdicts)
-    assert sum(v.difference.high < 0 for v in verdicts) >= 1  # uncorrected, chance would have failed it
+    assert not passes(verdicts) and passes(verdicts, corrected=True)
     candidate["c0"] = ConditionResult("faces", "c0", labels, np.where(rng.uniform(size=300) < 0.80, labels, 1 - labels))
     verdicts = compare({"faces": candidate}, {"faces": baseline}, rounds=2000)
-    assert not passes(verdicts) and {v.condition for v in verdicts if v.worse} == {"c0"}
+    assert not passes(verdicts, corrected=True) and {v.condition for v in verdicts if v.fdr_worse} == {"c0"}
