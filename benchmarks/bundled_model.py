@@ -55,6 +55,9 @@ SECTIONS = (
     ("calibration", "the temperature and the ECE with and without it"),
     ("cross_dataset", "a model trained on faces only, on every scene crop"),
     ("fp16", "fp16 vs fp32 accuracy"),
+    # written by benchmarks/robustness.py --card (this script keeps their text)
+    ("robustness_select", "the robustness protocol on valid data: populations, conditions, folds, selection"),
+    ("robustness_report", "the robustness protocol on the test splits, read once after the choice"),
     ("int8", "the INT8 export shipped next to the model, and its accuracy deltas"),
 )
 _MARKER = re.compile(r"<!-- generated: ([A-Za-z0-9_-]+) -->\n(.*?)<!-- /generated -->", re.S)
@@ -294,6 +297,8 @@ def card_sections(s: Mapping[str, Any]) -> dict[str, str | None]:
         "calibration": _calibration_section(s),
         "cross_dataset": _cross_dataset_section(s),
         "fp16": _fp16_section(s),
+        "robustness_select": None,  # benchmarks/robustness.py writes these two
+        "robustness_report": None,
         "int8": _int8_section(s),
     }
     return {name: None if text is None else _wrap(text) for name, text in sections.items()}
