@@ -1,7 +1,8 @@
 """Grad-CAM lower-face share of the bundled model on all scene crops >= 32 px.
 
-    .venv/bin/python benchmarks/bench_cam_mass.py   # writes benchmarks/results/cam_mass_scenes.json
+.venv/bin/python benchmarks/bench_cam_mass.py   # writes benchmarks/results/cam_mass_scenes.json
 """
+
 import json
 import time
 

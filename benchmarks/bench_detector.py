@@ -27,9 +27,10 @@ from maskwatch.data.voc import read_voc
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, CenterFaceDetector
 from maskwatch.detection.evaluation import SIZE_BUCKETS, evaluate_detection, voc_target
 
-DEFAULT_DATA = Path(
-    os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-) / "scenes"
+DEFAULT_DATA = (
+    Path(os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    / "scenes"
+)
 
 
 def cpu_model() -> str:

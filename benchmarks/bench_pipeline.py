@@ -149,10 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
     p.add_argument("--video-images", type=int, default=20, help="scenes images the video is made from")
     p.add_argument("--video-hold", type=int, default=15, help="frames per image in the video")
-    p.add_argument("--video-backends", default="default", help="classifier backends timed on the video, e.g. "
-                   "default,onnx-int8 (default: --backend, or the runtime's choice)")
-    p.add_argument("--spin-ab", action="store_true", help="also break a video frame down with the ONNX Runtime "
-                   "sessions' threads spinning (ONNX Runtime's default) and not (maskwatch's), in turn")
+    p.add_argument(
+        "--video-backends",
+        default="default",
+        help="classifier backends timed on the video, e.g. "
+        "default,onnx-int8 (default: --backend, or the runtime's choice)",
+    )
+    p.add_argument(
+        "--spin-ab",
+        action="store_true",
+        help="also break a video frame down with the ONNX Runtime "
+        "sessions' threads spinning (ONNX Runtime's default) and not (maskwatch's), in turn",
+    )
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-images", action="store_true")
     p.add_argument("--skip-video", action="store_true")
@@ -176,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "data": str(args.data),
         "model": str(args.model) if args.model else "bundled",
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "opencv": cv2.__version__, "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "opencv": cv2.__version__,
+            "load_average_at_start": os.getloadavg(),
+        },
         "commands": [],
     }
 
@@ -266,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 ab = [breakdown(video, args.model, args.backend if backend == "default" else backend, spin=spin)
                       for spin in (True, False, True, False)]  # fmt: skip
                 run_info["spin_ab_ms"] = ab
-                print(f"[video {tag}] spin on/off/on/off, detector + classifier ms per frame: " + ", ".join(
-                    f"{b['detector_ms_per_frame'] + b['classifier_ms_per_frame']:.1f}" for b in ab), file=sys.stderr)
+                print(
+                    f"[video {tag}] spin on/off/on/off, detector + classifier ms per frame: "
+                    + ", ".join(f"{b['detector_ms_per_frame'] + b['classifier_ms_per_frame']:.1f}" for b in ab),
+                    file=sys.stderr,
+                )
             result["video"]["runs"][tag] = run_info
             result["commands"].append(shlex.join(cmd))
             print(f"[video {tag}] {s['n_frames']} frames of 640x480 ({n_out} written), every frame processed, "

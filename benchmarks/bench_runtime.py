@@ -58,8 +58,10 @@ def bench_options(model: Path, rounds: int, backends: list[str]) -> dict[str, ob
     for backend in backends:
         path = load_classifier(model, backend=backend).path
         size = load_classifier(path).preprocessing.size
-        sessions = {k: ort.InferenceSession(str(path), session_options(**v), providers=PROVIDERS)
-                    for k, v in OPTION_VARIANTS.items()}
+        sessions = {
+            k: ort.InferenceSession(str(path), session_options(**v), providers=PROVIDERS)
+            for k, v in OPTION_VARIANTS.items()
+        }
         x32 = np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32)
         x1 = x32[:1]
         for s in sessions.values():
@@ -70,7 +72,7 @@ def bench_options(model: Path, rounds: int, backends: list[str]) -> dict[str, ob
         names = list(sessions)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 s = sessions[name]
                 start = time.perf_counter()
                 s.run(None, {"input": x32})
@@ -91,9 +93,12 @@ def bench_options(model: Path, rounds: int, backends: list[str]) -> dict[str, ob
                 "latency_p50_ms": round(1000 * statistics.median(t1[name]), 2),
                 "latency_speed_vs_default": round(statistics.median(b / a for a, b in zip(t1[name], t1["default"])), 3),
             }
-            print(f"{backend:9s} {name:15s} b32 {rows[name]['throughput_ips']:7.1f} img/s "
-                  f"(x{rows[name]['speed_vs_default']:.2f})  b1 p50 {rows[name]['latency_p50_ms']:7.2f} ms "
-                  f"(x{rows[name]['latency_speed_vs_default']:.2f})", flush=True)
+            print(
+                f"{backend:9s} {name:15s} b32 {rows[name]['throughput_ips']:7.1f} img/s "
+                f"(x{rows[name]['speed_vs_default']:.2f})  b1 p50 {rows[name]['latency_p50_ms']:7.2f} ms "
+                f"(x{rows[name]['latency_speed_vs_default']:.2f})",
+                flush=True,
+            )
         out[backend] = {"variants": rows, "cpu_share": round(share, 3), "rounds": rounds}
     return out
 
@@ -124,9 +129,12 @@ def accuracy(variants: dict[str, tuple[Path, str]], sets: dict[str, dict[str, An
             evaluation = evaluate_dataset(model, kw.pop("data"), backend=backend, **kw)
             report = evaluation.report
             predicted = evaluation.probabilities.argmax(1)
-            row = {"n": report["n_images"], "accuracy": round(report["accuracy"], 4),
-                   "macro_f1": round(report["macro_f1"], 4),
-                   "recall": {c: round(v["recall"], 4) for c, v in report["per_class"].items()}}
+            row = {
+                "n": report["n_images"],
+                "accuracy": round(report["accuracy"], 4),
+                "macro_f1": round(report["macro_f1"], 4),
+                "recall": {c: round(v["recall"], 4) for c, v in report["per_class"].items()},
+            }
             if reference is None:
                 reference = (name, predicted, report)
             else:
@@ -148,9 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=40, help="scene images for detector/pipeline (0: skip)")
     p.add_argument("--pipeline-preset", default="fast", help="detector views of the pipeline timing")
     p.add_argument("--accuracy", action="store_true", help="INT8 vs fp32 accuracy instead of speed")
-    p.add_argument("--splits", type=Path, default=None,
-                   help="--accuracy: scene crops of this split-list folder's test split (e.g. data/splits/scenes, "
-                        "for a model trained on scene crops) instead of every scene")
+    p.add_argument(
+        "--splits",
+        type=Path,
+        default=None,
+        help="--accuracy: scene crops of this split-list folder's test split (e.g. data/splits/scenes, "
+        "for a model trained on scene crops) instead of every scene",
+    )
     p.add_argument("--options", action="store_true", help="ONNX Runtime session options instead of speed")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
@@ -163,17 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.accuracy:
         chosen = [b for b in backends if b != "torch"] or ["onnx", "onnx-int8"]
         sets = accuracy_sets(args.splits)
-        result: dict[str, object] = {"accuracy": accuracy({b: (args.model, b) for b in chosen}, sets),
-                                     "sets": {k: {n: str(v) for n, v in kw.items()} for k, kw in sets.items()}}
+        result: dict[str, object] = {
+            "accuracy": accuracy({b: (args.model, b) for b in chosen}, sets),
+            "sets": {k: {n: str(v) for n, v in kw.items()} for k, kw in sets.items()},
+        }
     elif args.options:
         result = {"options": bench_options(args.model, args.rounds, [b for b in backends if b != "torch"])}
     else:
         runs = []
         for size in [int(s) for s in args.sizes.split(",") if s] or [None]:
-            r = run_bench(args.model, progress=lambda m: print(m, file=sys.stderr, flush=True), backends=backends,
-                          size=size, rounds=args.rounds, threads=args.threads, scenes=args.scenes,
-                          faces_dir=shared_data_dir() / "faces" / "test",
-                          scenes_dir=shared_data_dir() / "scenes" / "images", pipeline_preset=args.pipeline_preset)
+            r = run_bench(
+                args.model,
+                progress=lambda m: print(m, file=sys.stderr, flush=True),
+                backends=backends,
+                size=size,
+                rounds=args.rounds,
+                threads=args.threads,
+                scenes=args.scenes,
+                faces_dir=shared_data_dir() / "faces" / "test",
+                scenes_dir=shared_data_dir() / "scenes" / "images",
+                pipeline_preset=args.pipeline_preset,
+            )
             print(format_table(r), flush=True)
             runs.append(r)
         result = runs[0] if len(runs) == 1 else {"runs": runs}

@@ -63,12 +63,11 @@ def main() -> None:
                 "val_macro_f1": run.history[-1]["val_macro_f1"],
                 "timings": run.timings,
             }
-        finetune = fit(load_config(out=str(work / "finetune"), **common, fast_path=True, finetune=2,
-                                   finetune_epochs=3))
+        finetune = fit(load_config(out=str(work / "finetune"), **common, fast_path=True, finetune=2, finetune_epochs=3))
         stage2 = [row["seconds"] for row in finetune.history if row["stage"] == 2]
         report = {
-            "command": "benchmarks/bench_training.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("data", "json")),
+            "command": "benchmarks/bench_training.py "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("data", "json")),
             "n_train_images": 2 * args.per_class,
             "epochs": args.epochs,
             "views": args.views,

@@ -55,6 +55,9 @@ SECTIONS = (
     ("calibration", "the temperature and the ECE with and without it"),
     ("cross_dataset", "a model trained on faces only, on every scene crop"),
     ("fp16", "fp16 vs fp32 accuracy"),
+    # written by benchmarks/robustness.py --card (this script keeps their text)
+    ("robustness_select", "the robustness protocol on valid data: populations, conditions, folds, selection"),
+    ("robustness_report", "the robustness protocol on the test splits, read once after the choice"),
     ("int8", "the INT8 export shipped next to the model, and its accuracy deltas"),
 )
 _MARKER = re.compile(r"<!-- generated: ([A-Za-z0-9_-]+) -->\n(.*?)<!-- /generated -->", re.S)
@@ -163,7 +166,7 @@ def test_sets(shared: Path, scene_splits: Path | None) -> list[TestSet]:
             "pis/test",
             shared / "pis",
             "test",
-            note="synthetic masks; its unmasked photos also occur in faces/",
+            note="synthetic masks; its images that are copies of faces/ train or valid images are left out",
         ),
     ]
     if scene_splits is not None:
@@ -294,6 +297,8 @@ def card_sections(s: Mapping[str, Any]) -> dict[str, str | None]:
         "calibration": _calibration_section(s),
         "cross_dataset": _cross_dataset_section(s),
         "fp16": _fp16_section(s),
+        "robustness_select": None,  # benchmarks/robustness.py writes these two
+        "robustness_report": None,
         "int8": _int8_section(s),
     }
     return {name: None if text is None else _wrap(text) for name, text in sections.items()}
@@ -364,8 +369,23 @@ def _recipe(cfg: Mapping[str, Any]) -> str:
             f"{get('jitter')}, random crop >= {get('crop_scale')} of the area, blur (p={get('blur_prob')}), "
             f"downscale to {get('lowres_min')}-{get('lowres_max')} px then upscale (p={get('lowres_prob')})"
         )
+    camera = {
+        name: get(f"{name}_prob", 0)
+        for name in ("grayscale", "infrared", "motion_blur", "jpeg", "low_light", "noise")
+        if get(f"{name}_prob", 0)
+    }
+    if camera:
+        parts.append(
+            "camera conditions of `maskwatch.data.corruptions`, severity 1-3: "
+            + ", ".join(f"{name.replace('_', ' ')} (p={p})" for name, p in camera.items())
+        )
     if get("class_weights", "none") not in ("none", None):
         parts.append(f"class weights {get('class_weights')}")
+    if get("balance", "none") not in ("none", None):
+        parts.append(f"sampling balanced by {get('balance').replace('_', ' and ')}")
+    if float(get("wise_alpha", 1.0)) < 1.0:
+        alpha = float(get("wise_alpha"))
+        parts.append(f"weight averaging (WiSE-FT): {1 - alpha:g} x the frozen-backbone model + {alpha:g} x fine-tuned")
     return "; ".join(parts)
 
 
@@ -407,10 +427,26 @@ def _summary_section(s: Mapping[str, Any]) -> str:
         data_lines,
         f"- **Command** (from the repository root, after `make setup`): `{s['command']}`{time_note}",
         f"- **Recipe** ([`configs/`](../configs/) and the run's `config.yaml`): {_recipe(cfg)}.",
+        _training_data_line(s),
         f"- **Best epoch** (validation loss): {s.get('validation')}",
         f"- **Versions**: {s.get('versions')}",
     ]
     return "\n".join(line for line in lines if line is not None)
+
+
+def _training_data_line(s: Mapping[str, Any]) -> str | None:
+    record = s.get("training_data")
+    if not record:
+        return None
+    images = record.get("images") or {}
+    counts = {k: v if isinstance(v, int) else len(v) for k, v in images.items()}
+    names = ", ".join(str(d.get("name")) for d in record.get("datasets") or [])
+    return (
+        f"- **Training data record** (`training_data` in the checkpoint and the ONNX metadata): datasets {names}, "
+        f"content digests of {counts.get('train', 0)} train and {counts.get('valid', 0)} valid "
+        "images, split-list sha256s; `maskwatch evaluate` leaves those images out (`--include-training-data` "
+        "scores them)."
+    )
 
 
 def _sets(s: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -552,8 +588,9 @@ def _int8_section(s: Mapping[str, Any]) -> str | None:
     return (
         f"Made by `maskwatch export --format onnx-int8` from the bundled file (static QDQ, per-channel INT8 "
         f"weights, UINT8 activations, MinMax, calibrated on {int8['calibration']}); its ONNX metadata carries the "
-        "classes, preprocessing, crop margin, compliant classes, temperature and the sha256 of the checkpoint it "
-        f"came from. {int8['size_bytes'] / 1e6:.1f} MB, sha256 `{int8['sha256']}`. Accuracy deltas, measured by "
+        "classes, preprocessing, crop margin, compliant classes, temperature, the training-data record and the "
+        f"sha256 of the checkpoint it came from. {int8['size_bytes'] / 1e6:.1f} MB, sha256 `{int8['sha256']}`. "
+        "Accuracy deltas, measured by "
         "`benchmarks/bundled_model.py` (as `benchmarks/bench_runtime.py --accuracy` does):\n\n" + "\n".join(rows)
     )
 
@@ -632,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
     if train_seconds is None and (run / "timings.json").is_file():
         train_seconds = json.loads((run / "timings.json").read_text()).get("total_s")
     checkpoint = load_checkpoint(run / "model.pt")
+    if not checkpoint.get("training_data"):  # models trained before the record existed: rebuilt from the config
+        from maskwatch.provenance import training_data_from_config
+
+        checkpoint["training_data"] = training_data_from_config(checkpoint["config"], checkpoint["classes"])
+        atomic_torch_save(checkpoint, run / "model.pt")
     half = {
         **checkpoint,
         "state_dict": {k: (v.half() if v.is_floating_point() else v) for k, v in checkpoint["state_dict"].items()},
@@ -694,6 +736,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": checkpoint["config"],
         "data": json.loads(data_json.read_text()) if data_json.is_file() else None,
         "validation": (checkpoint.get("metrics") or {}).get("validation"),
+        "training_data": {
+            "datasets": checkpoint["training_data"].get("datasets"),
+            "images": {k: len(v) for k, v in (checkpoint["training_data"].get("images") or {}).items()},
+        },
+        "averaging": checkpoint.get("averaging"),
         "versions": checkpoint["versions"],
     }
     args.results.write_text(json.dumps(summary, indent=2, default=str) + "\n")

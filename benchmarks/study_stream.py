@@ -165,7 +165,7 @@ def interleaved(variants: dict[str, Callable[[], int]], rounds: int, baseline: s
     names = list(variants)
     per: dict[str, list[float]] = {n: [] for n in names}
     for k in range(rounds):
-        order = names[k % len(names):] + names[: k % len(names)]
+        order = names[k % len(names) :] + names[: k % len(names)]
         for name in order:
             t0 = time.perf_counter()
             units = variants[name]()
@@ -214,6 +214,7 @@ def part_sizes(args, scenes, camera: bool) -> dict[str, Any]:
                 for f in frames:
                     det.find_faces(f)
                 return len(frames)
+
             return go
 
         for det in detectors.values():
@@ -323,6 +324,7 @@ def part_int8det(args, scenes) -> dict[str, Any]:
             for fr in frames:
                 det.find_faces(fr)
             return len(frames)
+
         return go
 
     for f in finders.values():
@@ -390,6 +392,7 @@ def part_int8cls(args, scenes) -> dict[str, Any]:
                 for ch in chunks:
                     c.predict_proba(ch)
                 return len(crops)
+
             return go
 
         def session_only(c, batches=batches):
@@ -397,6 +400,7 @@ def part_int8cls(args, scenes) -> dict[str, Any]:
                 for b in batches:
                     c._logits(b)
                 return len(crops)
+
             return go
 
         variants = {}
@@ -417,6 +421,7 @@ def part_costs(args, scenes) -> dict[str, Any]:
 
     from maskwatch.detection.drawing import draw_result
     from maskwatch.detection.pipeline import FaceResult, FrameResult
+
     try:
         from maskwatch.stream.tracking import FaceTracker
     except ImportError:  # before the move to maskwatch.stream
@@ -525,8 +530,9 @@ def part_costs(args, scenes) -> dict[str, Any]:
             draw_result(rgb, r)
         return len(frames_rgb)
 
-    drawn = [cv2.cvtColor(draw_result(rgb, r), cv2.COLOR_RGB2BGR)
-             for rgb, r in zip(frames_rgb, tracked_results, strict=True)]
+    drawn = [
+        cv2.cvtColor(draw_result(rgb, r), cv2.COLOR_RGB2BGR) for rgb, r in zip(frames_rgb, tracked_results, strict=True)
+    ]
 
     def encode_jpeg():
         for f in drawn:
@@ -567,6 +573,7 @@ def part_threads(args, scenes) -> dict[str, Any]:
             for fr in frames:
                 f.detect(fr)
             return len(frames)
+
         return go
 
     def concurrent(fa, fb):
@@ -577,6 +584,7 @@ def part_threads(args, scenes) -> dict[str, Any]:
             for t in ts:
                 t.join()
             return 2 * len(frames)
+
         return go
 
     variants = {"1_session_2_threads": serial(two), "1_session_1_thread": serial(one_a),
@@ -630,6 +638,7 @@ def part_batch(args, scenes) -> dict[str, Any]:
                 for g in groups:
                     sess.run(None, {inp: g})
                 return len(blobs)
+
             return go
 
         variants = {f"batch_{bs}": run(bs) for bs in (1, 2, 4)}
@@ -694,6 +703,7 @@ def part_e2e(args, scenes) -> dict[str, Any]:
                     result = FrameResult(faces=faces, classes=md.classes, width=rgb.shape[1], height=rgb.shape[0])
                 draw_result(rgb, tracker.update(result))
             return len(frames)
+
         return go
 
     def parallel(mds: list[MaskDetector]):
@@ -704,6 +714,7 @@ def part_e2e(args, scenes) -> dict[str, Any]:
             for t in ts:
                 t.join()
             return len(mds) * len(frames)
+
         return go
 
     base = "A_fp32det640_fp32cls_today_fast"
@@ -748,6 +759,7 @@ def part_dettime(args, scenes) -> dict[str, Any]:
             for fr in frames:
                 det.find_faces(fr)
             return len(frames)
+
         return go
 
     for d in detectors.values():
@@ -785,8 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="VOC scenes (images/ + annotations/)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
-    p.add_argument("--sizes", default="640,576,512,480,448,416,384",
-                   help="detector longest sides; the first is the reference")
+    p.add_argument(
+        "--sizes", default="640,576,512,480,448,416,384", help="detector longest sides; the first is the reference"
+    )
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--frames", type=int, default=10, help="640x480 frames per timing round")
     p.add_argument("--int8-sizes", default="640,512", help="detector longest sides for the INT8 comparison")
@@ -795,8 +808,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", type=int, default=50, help="scenes used to calibrate the INT8 detector")
     p.add_argument("--batches", default="1,4,8", help="classifier batch sizes")
     p.add_argument("--limit", type=int, default=0, help="only the first N scenes (0: all)")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mw-stream-study",
-                   help="quantized models, videos")
+    p.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "mw-stream-study", help="quantized models, videos"
+    )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results, merged part by part")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]

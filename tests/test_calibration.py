@@ -39,7 +39,12 @@ def _synthetic(n: int, true_temperature: float, classes: int = 3, seed: int = 0)
 def test_fit_recovers_a_known_temperature(true_temperature):
     logits, labels = _synthetic(20_000, true_temperature)
     result = fit_temperature(logits, labels)
-    assert result.fitted and result.n == 20_000
+    assert result.n == 20_000
+    if true_temperature == 1.0:  # already calibrated: a fitted T does not help on held-out halves, T 1 is kept
+        assert not result.fitted and result.temperature == 1.0 and "does not help" in result.note
+        assert result.cv_nll_after >= result.cv_nll_before
+        return
+    assert result.fitted and result.cv_nll_after < result.cv_nll_before
     assert result.temperature == pytest.approx(true_temperature, rel=0.05)
     assert result.nll_after <= result.nll_before + 1e-12
     assert result.ece_after < 0.02  # calibrated: confidence matches accuracy
@@ -62,6 +67,32 @@ def test_before_is_the_previous_temperature():
     assert result.previous_temperature == 1.5
     assert result.nll_before == pytest.approx(negative_log_likelihood(logits, labels, 1.5))
     assert "1.5 → 2" in result.summary()
+
+
+def _confident(n: int, errors: int, wrong_margin: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A small validation set of a strong model: confident and right, but for a few confidently wrong faces."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    margin = rng.normal(6.0, 1.5, n)
+    margin[:errors] = wrong_margin
+    signed = np.where(labels == 0, margin, -margin) / 2
+    return np.stack([signed, -signed], axis=1), labels
+
+
+@pytest.mark.parametrize(("errors", "wrong_margin"), [(1, -4.0), (1, -6.0), (1, -8.0), (3, -3.0)])
+def test_a_temperature_that_does_not_help_on_held_out_data_is_not_kept(errors, wrong_margin):
+    """The pis case: 150 valid faces, one to three confident mistakes. The full-data fit finds a T (the old
+    rule kept it), but one fitted on half of the faces makes the other half's NLL or ECE worse: T is kept at
+    its previous value and the note says why."""
+    logits, labels = _confident(150, errors, wrong_margin)
+    unchecked = fit_temperature(logits, labels, check=False)
+    assert unchecked.fitted and unchecked.temperature != pytest.approx(1.0, abs=1e-3)
+    result = fit_temperature(logits, labels)
+    assert not result.fitted and result.temperature == 1.0 and "does not help on the other half" in result.note
+    worse_nll = result.cv_nll_after >= result.cv_nll_before
+    worse_ece = result.cv_ece_after > result.cv_ece_before + 0.005
+    assert worse_nll or worse_ece
+    assert "kept:" in result.summary()
 
 
 def test_no_mistakes_means_no_fit():

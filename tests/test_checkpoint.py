@@ -100,3 +100,26 @@ def test_checkpoint_carries_crop_margin_compliant_classes_and_temperature(tmp_pa
     assert (loaded["crop_margin"], loaded["compliant_classes"], loaded["temperature"]) == (0.3, ["with_mask"], 1.8)
     with pytest.raises(ValueError, match="temperature"):
         make_checkpoint(model.state_dict(), arch="mobilenet_v2", classes=classes, preprocessing=prep, temperature=0)
+
+
+def test_weight_averaging_interpolates_weights_and_records_it():
+    import torch
+
+    from maskwatch.checkpoint import interpolate_checkpoints, make_checkpoint
+
+    def checkpoint(value: float) -> dict:
+        state = {"w": torch.full((2, 2), value), "bn.num_batches_tracked": torch.tensor(7)}
+        return make_checkpoint(state, arch="mobilenet_v2", classes=["a", "b"], preprocessing={}, temperature=1.5)
+
+    frozen, finetuned = checkpoint(0.0), checkpoint(4.0)
+    averaged = interpolate_checkpoints(frozen, finetuned, 0.25)
+    assert torch.allclose(averaged["state_dict"]["w"], torch.full((2, 2), 1.0))
+    assert int(averaged["state_dict"]["bn.num_batches_tracked"]) == 7
+    assert averaged["averaging"]["alpha"] == 0.25 and averaged["temperature"] == 1.5
+    assert torch.equal(interpolate_checkpoints(frozen, finetuned, 1.0)["state_dict"]["w"], finetuned["state_dict"]["w"])
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_checkpoints(frozen, finetuned, 1.5)
+    other = checkpoint(1.0)
+    other["state_dict"] = {"v": torch.zeros(1)}
+    with pytest.raises(ValueError, match="same architecture"):
+        interpolate_checkpoints(frozen, other, 0.5)

@@ -55,3 +55,50 @@ def test_train_and_evaluate_report_the_same_skipped_files(tiny_dataset, tmp_path
         "zz_corrupt.jpg", "zz_empty.jpg", "zz_notes.txt"}
     assert evaluated == trained
     assert metrics <= trained  # train's own test evaluation only meets files that passed verification
+
+
+def test_a_model_is_not_scored_on_the_images_it_was_trained_on(tiny_dataset, tmp_path):
+    """The model records its train/valid images by content; evaluate leaves them out (also when copied
+    elsewhere, and in the ONNX export), refuses with exit 2 when nothing else is left, and scores them only
+    when asked."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from maskwatch.checkpoint import load_checkpoint
+    from maskwatch.cli import app
+    from maskwatch.config import load_config
+    from maskwatch.runtime.export import export_onnx
+    from maskwatch.training import fit
+
+    run = tmp_path / "run"
+    fit(load_config(data=str(tiny_dataset), out=str(run), image_size=64, epochs=1, views=1, workers=0, calibrate=False))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["evaluate", "--model", str(run / "model.pt"), "--data", str(tiny_dataset),
+                                  "--split", "train", "--backend", "torch"])
+    assert refused.exit_code == 2, refused.output
+    assert "used to train or validate this model" in refused.output and "--include-training-data" in refused.output
+    record = load_checkpoint(run / "model.pt")["training_data"]
+    assert record["datasets"][0]["name"] == "tiny" and len(record["images"]["train"]) == 24
+    assert len(record["images"]["valid"]) == 24
+
+    evaluation = evaluate_module.evaluate_dataset(run / "model.pt", tiny_dataset, split="all", backend="torch")
+    assert len(evaluation.samples) == 24  # the 24 test images only
+    assert evaluation.info["left_out_training_data"] == {"faces": 48, "images": 48, "by_split": {"train": 24,
+                                                                                                  "valid": 24}}
+    everything = evaluate_module.evaluate_dataset(run / "model.pt", tiny_dataset, split="all", backend="torch",
+                                                  include_training_data=True)
+    assert len(everything.samples) == 72 and everything.info["left_out_training_data"] is None
+
+    copy = tmp_path / "copy"  # the same pictures under another folder and name are still recognised
+    shutil.copytree(tiny_dataset / "train", copy / "test")
+    shutil.copytree(tiny_dataset / "test", copy / "valid")
+    onnx = export_onnx(run / "model.pt", tmp_path / "model.onnx")
+    result = runner.invoke(app, ["evaluate", "--model", str(onnx), "--data", str(copy), "--split", "test"])
+    assert result.exit_code == 2 and "used to train or validate this model" in result.output
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(onnx), "--data", str(copy), "--split", "test",
+                                 "--include-training-data", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["n_images"] == 24

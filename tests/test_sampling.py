@@ -64,3 +64,31 @@ def test_cached_and_live_batches_draw_by_the_weights(tmp_path):
                          weights=[1.0, 4.0])
     drawn = np.concatenate([g.numpy() for _, _, g in live()])
     assert np.bincount(drawn).tolist() == [10, 20]  # 20 x 0.5 and 10 x 2
+
+
+def _cell_shares(order: np.ndarray, groups: np.ndarray, labels: np.ndarray) -> dict[tuple[int, int], float]:
+    cells = list(zip(groups[order].tolist(), labels[order].tolist()))
+    return {cell: cells.count(cell) / len(cells) for cell in set(cells)}
+
+
+def test_balancing_gives_every_class_and_dataset_its_share():
+    # faces: 300 masked, 250 bare; scenes: 900 masked, 150 bare (the shared data's imbalance, scaled)
+    groups = np.repeat([0, 0, 1, 1], [300, 250, 900, 150])
+    labels = np.repeat([0, 1, 0, 1], [300, 250, 900, 150])
+    rng = np.random.default_rng(0)
+    plain = _cell_shares(epoch_order(groups, [1, 1], rng, labels=labels), groups, labels)
+    assert plain[(1, 1)] == pytest.approx(150 / 1600, abs=1e-9)
+    classes = _cell_shares(epoch_order(groups, [1, 1], rng, labels=labels, balance="classes"), groups, labels)
+    assert classes[(1, 0)] == pytest.approx(classes[(1, 1)], abs=2e-3)  # within scenes: half and half
+    assert classes[(1, 0)] + classes[(1, 1)] == pytest.approx(1050 / 1600, abs=2e-3)  # dataset share unchanged
+    both = epoch_order(groups, [1, 1], rng, labels=labels, balance="datasets_classes")
+    assert len(both) == len(groups)  # the epoch keeps its length
+    assert all(share == pytest.approx(0.25, abs=2e-3) for share in _cell_shares(both, groups, labels).values())
+    datasets = _cell_shares(epoch_order(groups, [2, 1], rng, labels=labels, balance="datasets"), groups, labels)
+    assert datasets[(0, 0)] + datasets[(0, 1)] == pytest.approx(2 / 3, abs=2e-3)  # by weight, whatever the size
+    counts = np.bincount(both, minlength=len(groups))  # stratified: each rare face drawn floor or ceil of its rate
+    assert set(counts[(groups == 1) & (labels == 1)]) <= {2, 3}
+    with pytest.raises(ValueError, match="needs the samples' labels"):
+        epoch_order(groups, [1, 1], rng, balance="classes")
+    with pytest.raises(ValueError, match="balance must be one of"):
+        epoch_order(groups, [1, 1], rng, labels=labels, balance="everything")

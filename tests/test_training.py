@@ -339,12 +339,12 @@ def test_feature_cache_key_follows_the_dataset_mix(tiny_dataset, tmp_path, monke
     def voc(**options):
         return DataSource(str(scenes), crops=True, splits=str(split_dir), **{"min_face": 12, **options})
 
-    assert run("a", str(tiny_dataset), voc()) == 2
-    assert run("b", str(tiny_dataset), voc(weight=3, name="crowds")) == 2  # weights, names: same features
-    assert run("c", str(tiny_dataset), voc(crop_margin=0.3)) == 4  # other boxes
-    assert run("d", voc(), str(tiny_dataset)) == 6  # same datasets, other mix (order of the samples)
-    assert run("e", str(tiny_dataset)) == 8  # one dataset alone
-    assert run("f", str(tiny_dataset), voc()) == 8  # the first mix again: its entry is reused
+    assert run("a", str(tiny_dataset), voc()) == 4  # one entry per dataset: train + valid of each
+    assert run("b", str(tiny_dataset), voc(weight=3, name="crowds")) == 4  # weights, names: same features
+    assert run("c", str(tiny_dataset), voc(crop_margin=0.3)) == 6  # other boxes: the scenes' entry only
+    assert run("d", voc(), str(tiny_dataset)) == 6  # same datasets in another order: both entries reused
+    assert run("e", str(tiny_dataset)) == 6  # one dataset left out (a leave-one-source-out fold): reused
+    assert run("f", voc(crop_margin=0.25), str(tiny_dataset)) == 8  # other scene boxes: that entry only
 
 
 def test_cli_trains_on_two_datasets_and_evaluates_one_listed_split(tiny_dataset, tmp_path):
@@ -391,3 +391,25 @@ def test_run_fits_a_temperature_on_valid_unless_told_not_to(tiny_dataset, tmp_pa
     assert plain.calibration is None
     checkpoint = load_checkpoint(tmp_path / "plain" / "model.pt")
     assert "calibration" not in checkpoint and checkpoint["temperature"] == 1.0
+
+
+def test_weight_averaging_and_camera_conditions_in_a_run(tiny_dataset, tmp_path):
+    """wise_alpha < 1 keeps the fine-tuned model beside the averaged one; camera conditions change the views."""
+    import torch
+
+    from maskwatch.checkpoint import interpolate_checkpoints
+
+    out = tmp_path / "run"
+    fit(_config(tiny_dataset, out, epochs=2, finetune=1, finetune_epochs=1, wise_alpha=0.5, grayscale_prob=0.5,
+                infrared_prob=0.5, balance="classes", calibrate=False, evaluate_test=False))
+    stage1, finetuned, averaged = (torch.load(out / name, weights_only=True)
+                                   for name in ("model-stage1.pt", "model-finetuned.pt", "model.pt"))
+    expected = interpolate_checkpoints(stage1, finetuned, 0.5)["state_dict"]
+    for key, value in averaged["state_dict"].items():
+        assert torch.allclose(value.float(), expected[key].float()), key
+    assert averaged["averaging"]["alpha"] == 0.5
+    changed = [k for k in finetuned["state_dict"] if not torch.equal(finetuned["state_dict"][k],
+                                                                     stage1["state_dict"][k])]
+    assert changed and all(k.startswith(("features.18", "classifier")) for k in changed)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["grayscale_prob"] == 0.5 and saved["balance"] == "classes" and saved["wise_alpha"] == 0.5

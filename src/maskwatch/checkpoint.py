@@ -3,7 +3,8 @@
 A checkpoint is a plain dict saved with ``torch.save``: weights, architecture, class names,
 preprocessing, the face crop margin, the compliant classes and the temperature that calibrates its
 probabilities (see :mod:`maskwatch.runtime.types`), the
-run's config, its metrics and the library versions that made it. It is written to a
+run's config, its metrics, what it was trained on (``training_data``: datasets and image digests, see
+:mod:`maskwatch.provenance`) and the library versions that made it. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the target (atomic on POSIX), so a
 reader sees either the old file or the new one, never half of one.
 """
@@ -77,10 +78,12 @@ def make_checkpoint(
     crop_margin: float | None = None,
     compliant_classes: list[str] | None = None,
     temperature: float | None = None,
+    training_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``half`` stores floating weights as fp16 (loaded back as fp32).
     ``crop_margin`` (the face framing trained on), ``compliant_classes`` and ``temperature`` (set by
-    :mod:`maskwatch.calibration`) travel with the model; None stores the defaults."""
+    :mod:`maskwatch.calibration`) travel with the model; None stores the defaults. ``training_data`` is the
+    record of :mod:`maskwatch.provenance` (datasets and image digests), stored when given."""
     from maskwatch.core.contract import model_fields
 
     fields = model_fields(
@@ -101,6 +104,7 @@ def make_checkpoint(
         "metrics": dict(metrics or {}),
         "versions": library_versions(),
         "created": now_iso(),
+        **({"training_data": training_data} if training_data else {}),
     }
 
 
@@ -134,3 +138,35 @@ def build_model(checkpoint: dict[str, Any]):
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in checkpoint["state_dict"].items()}
     model.load_state_dict(state)
     return model.eval()
+
+
+def interpolate_checkpoints(
+    frozen: dict[str, Any], finetuned: dict[str, Any], alpha: float, *, note: str = ""
+) -> dict[str, Any]:
+    """WiSE-FT weight averaging (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"): the
+    weights ``(1 - alpha) * frozen + alpha * finetuned`` of two checkpoints of one network, e.g. the
+    frozen-backbone model of training's stage 1 and the fine-tuned model of stage 2 (the fine-tuned model
+    starts from the other, so the straight line between them stays in one basin). Fine-tuning moves a model
+    towards its training sources; going part of the way back keeps more of what ImageNet taught, which holds
+    up better on sources and conditions the training data lacks. Everything but the weights is the
+    fine-tuned checkpoint's; ``averaging`` records what was done."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    a, b = frozen["state_dict"], finetuned["state_dict"]
+    if set(a) != set(b) or frozen.get("arch") != finetuned.get("arch"):
+        raise ValueError("weight averaging needs two checkpoints of the same architecture and layers")
+    state = {}
+    for key, tensor in b.items():
+        other = a[key]
+        if tensor.shape != other.shape:
+            raise ValueError(f"weight averaging: {key} has shapes {tuple(other.shape)} and {tuple(tensor.shape)}")
+        if tensor.is_floating_point():
+            mixed = (1.0 - alpha) * other.float() + alpha * tensor.float()
+            state[key] = mixed.to(tensor.dtype)
+        else:
+            state[key] = tensor.clone()
+    return {
+        **finetuned,
+        "state_dict": state,
+        "averaging": {"method": "WiSE-FT (linear interpolation of weights)", "alpha": float(alpha), "note": note},
+    }

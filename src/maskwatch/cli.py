@@ -349,6 +349,12 @@ def evaluate(
         help="With --report: model card (Markdown) to include.",
         show_default="MODEL_CARD.md beside the model",
     ),
+    include_training_data: bool = typer.Option(
+        False,
+        "--include-training-data",
+        help="Also score images the model was trained or validated on (a model that records its training "
+        "data leaves them out by default, and refuses when nothing else is left).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Measure a model on a dataset: accuracy, per-class scores, confusion matrix, ROC AUC, calibration."""
@@ -374,6 +380,7 @@ def evaluate(
             crop_margin=crop_margin,
             backend=backend,
             split_lists=splits,
+            include_training_data=include_training_data,
         )
     except ImportError as exc:
         fail(f"{exc}; the torch backend and .pt models need: pip install 'maskwatch[train]'")

@@ -56,6 +56,9 @@ class TrainConfig(RootSettings):
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     class_weights: str = "none"  # none | balanced
+    # what an epoch draws: none (each dataset by its weight, as the data comes) | classes (within each dataset,
+    # every class as often) | datasets (every dataset as often, times its weight) | datasets_classes (both)
+    balance: str = "none"
     patience: int = 4  # early stopping: epochs without validation-loss improvement
     seed: int = 0
 
@@ -66,6 +69,9 @@ class TrainConfig(RootSettings):
     finetune: int = 0
     finetune_epochs: int = 6
     finetune_lr: float = 1e-4
+    # weight averaging (WiSE-FT): the model is (1 - a) x the frozen-backbone model of stage 1 + a x the
+    # fine-tuned one; 1 keeps the fine-tuned model. Lower values trade a little in-source skill for other sources
+    wise_alpha: float = 1.0
 
     # augmentation
     augment: bool = True
@@ -79,6 +85,13 @@ class TrainConfig(RootSettings):
     lowres_min: int = 14  # smallest side of that downscale (px)
     lowres_max: int = 56
     blur_prob: float = 0.2  # probability of a Gaussian blur
+    # camera conditions (maskwatch.data.corruptions), each with its own probability, at a random severity 1-3
+    grayscale_prob: float = 0.0  # a black-and-white camera
+    infrared_prob: float = 0.0  # a night camera under its infrared illuminator (grey, high contrast, vignetting)
+    motion_blur_prob: float = 0.0  # a person moving past a slow shutter
+    jpeg_prob: float = 0.0  # a starved stream bitrate (JPEG quality 30, 20, 12)
+    low_light_prob: float = 0.0  # dusk, a dim room (gamma and exposure; the darkest level adds sensor noise)
+    noise_prob: float = 0.0  # gain noise
 
     # speed
     fast_path: bool = True  # cache frozen-backbone features instead of running it every epoch
@@ -131,6 +144,15 @@ class TrainConfig(RootSettings):
             (self.finetune >= 0, "finetune must be >= 0"),
             (self.finetune_lr > 0, "finetune_lr must be > 0"),
             (self.class_weights in ("none", "balanced"), "class_weights must be 'none' or 'balanced'"),
+            (
+                self.balance in ("none", "classes", "datasets", "datasets_classes"),
+                "balance must be none | classes | datasets | datasets_classes",
+            ),
+            (0 <= self.wise_alpha <= 1, "wise_alpha must be in [0, 1]"),
+            *[
+                (0 <= getattr(self, f"{name}_prob") <= 1, f"{name}_prob must be in [0, 1]")
+                for name in ("grayscale", "infrared", "motion_blur", "jpeg", "low_light", "noise")
+            ],
             (self.feature_backend in ("auto", "onnx", "torch"), "feature_backend must be auto|onnx|torch"),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto|cpu|cuda"),
             (0 < self.crop_scale <= 1, "crop_scale must be in (0, 1]"),

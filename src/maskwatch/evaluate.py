@@ -24,6 +24,7 @@ import numpy as np
 from maskwatch.data.datasets import DatasetError, LabeledSet, Sample, open_dataset
 from maskwatch.data.images import BadImageError, Skipped
 from maskwatch.metrics import classification_report, expected_calibration_error, plot_confusion_matrix
+from maskwatch.provenance import training_data_of
 from maskwatch.runtime.base import Classifier, load_classifier
 from maskwatch.runtime.types import softmax
 
@@ -129,12 +130,17 @@ def evaluate_dataset(
     workers: int = 2,
     backend: str = "auto",
     split_lists: str | Path | None = None,
+    include_training_data: bool = False,
 ) -> Evaluation:
     """Evaluate a model on a dataset split; ``split=None`` means ``test``, or every image of a dataset
     that has no split folders (such as VOC scenes used as a cross-dataset test). ``crop_margin=None`` cuts
     VOC face crops with the model's own margin (the framing it was trained on). ``split_lists`` (a folder of
     ``train.txt`` / ``valid.txt`` / ``test.txt``) assigns a dataset without split folders to splits, as
-    ``train`` does with the same folder."""
+    ``train`` does with the same folder.
+
+    A model that records its training data (:mod:`maskwatch.provenance`) is not scored on the images it was
+    trained or validated on: they are left out, logged and counted in ``info["left_out_training_data"]``
+    (``DatasetError`` when nothing is left), unless ``include_training_data``."""
     classifier = load_classifier(model_path, backend=backend)
     crop_margin = classifier.crop_margin if crop_margin is None else crop_margin
     dataset: LabeledSet = open_dataset(
@@ -149,6 +155,17 @@ def evaluate_dataset(
     if split is None:
         split = "test" if "test" in dataset.predefined_splits else "all"
     samples = dataset.split(split)
+    left_out = None
+    trained_on = training_data_of(model_path) if Path(model_path).is_file() else None
+    if trained_on is not None and not include_training_data:
+        samples, left_out = trained_on.leave_out(samples)
+        if left_out.faces and not samples:
+            raise DatasetError(
+                f"{data} [{split}]: every image was used to train or validate this model ({left_out.summary()}); "
+                "its figures would not be held-out figures. Pass --include-training-data to score them anyway"
+            )
+        if left_out.faces:
+            log.warning("left out %s; --include-training-data scores them too", left_out.summary())
     present = sorted({s.label for s in samples})
     if len(present) < 2:
         # per-class scores and macro F1 mean little with one class: refuse before any work (exit code 2)
@@ -168,6 +185,8 @@ def evaluate_dataset(
         "crop_margin": crop_margin if crops else None,
         "split_lists": str(split_lists) if split_lists is not None else None,
         "backend": classifier.backend,
+        "training_data_known": trained_on is not None,
+        "left_out_training_data": left_out.to_dict() if left_out is not None else None,
     }
     return evaluation
 

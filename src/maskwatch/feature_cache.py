@@ -3,14 +3,15 @@
 ``train`` computes the frozen prefix's outputs once per run (several augmented views per training image).
 They depend only on the images, the prefix's weights and the settings that shape the views, so a second run
 on the same data with another head recipe (learning rate, epochs, dropout, class weights, ...) can load
-them instead of recomputing them.
+them instead of recomputing them. There is one entry per dataset of a run, so a run on another mix of the
+same datasets (another order, one dataset left out: the folds of the robustness protocol) reuses them too.
 
-The key is a sha256 of: a format revision; every training setting except those that only affect the head
-(:data:`HEAD_ONLY`); the dataset mix (each split's datasets by root folder and sample count, in order); each sample
-of the train and valid splits in order (path, label, face box, file size and mtime: the box carries the crop
-margin, ``min_face`` and split lists decide which samples there are); and every tensor of the frozen prefix
+The key of one dataset's entry is a sha256 of: a format revision; every training setting except those that
+only affect the head (:data:`HEAD_ONLY`); each of the dataset's samples of the train and valid splits in
+order (path, label, face box, file size and mtime: the box carries the crop margin, ``min_face`` and split
+lists decide which samples there are); and every tensor of the frozen prefix
 (so the architecture, the ImageNet weights file and the ``--finetune`` cut are all covered). Changing the
-data or its mix, a view or augmentation setting, the image size or the weights gives a new key, so a stale
+data, a view or augmentation setting, the image size or the weights gives a new key, so a stale
 entry is never used. The datasets' sampling weights are not part of it: they only choose which cached
 views an epoch draws, so recipes that differ only in weights share one entry.
 
@@ -32,10 +33,11 @@ from typing import Any
 
 log = logging.getLogger("maskwatch.training")
 
-FORMAT = "maskwatch-features/2"
-KEEP = 4  # entries kept (a MobileNetV2 cache of a few thousand images at 224 px is a few hundred MB)
+FORMAT = "maskwatch-features/3"  # 3: one entry per dataset of a mix
+KEEP = 12  # entries kept (one per dataset; a MobileNetV2 cache of a few thousand images at 224 px is a few hundred MB)
 
-#: Training settings that do not change the cached features (they only shape the head's training).
+#: Training settings that do not change the cached features (they shape the head's training, or decide which
+#: samples there are, which the key covers sample by sample).
 HEAD_ONLY = frozenset(
     {
         "out",
@@ -52,8 +54,20 @@ HEAD_ONLY = frozenset(
         "workers",
         "half",
         "cache_features",
-        "data",  # the samples themselves and the mix of datasets are hashed
+        "data",  # the samples themselves are hashed
         "evaluate_test",
+        "calibrate",
+        "balance",
+        "wise_alpha",
+        # which samples there are and their boxes and labels: hashed with the samples themselves, so a
+        # dataset alone (its options folded to the top level) shares its entry with the same dataset in a mix
+        "crops",
+        "min_face",
+        "crop_margin",
+        "splits",
+        "classes",
+        "val_ratio",
+        "test_ratio",
     }
 )
 

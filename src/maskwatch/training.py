@@ -9,8 +9,9 @@ gets its pooled features by running the (still frozen) K blocks once over the ca
 the K blocks and the head at a lower learning rate. ``fast_path=False`` is the notebook-style loop that
 runs the whole network on freshly augmented images every epoch (same stages, same results within noise).
 
-The features are also kept between runs (:mod:`maskwatch.feature_cache`, keyed by content), so another
-head recipe on the same data, backbone and views skips the extraction.
+The features are also kept between runs (:mod:`maskwatch.feature_cache`, keyed by content, one entry per
+dataset), so another head recipe, another mix of the same datasets or a leave-one-source-out fold on the
+same backbone and views skips the extraction.
 
 Several datasets train together (``--data A --data B``, :class:`~maskwatch.data.datasets.DatasetMix`):
 each keeps its own splits, epochs draw their training samples by the datasets' sampling weights
@@ -59,6 +60,7 @@ from maskwatch.data.transforms import eval_transform, train_transform_from_confi
 from maskwatch.metrics import accuracy_and_macro_f1
 from maskwatch.models import create_model, set_trainable, split_model
 from maskwatch.preprocess import Preprocessing
+from maskwatch.provenance import describe_training_data
 
 if TYPE_CHECKING:
     from maskwatch.calibration import CalibrationResult
@@ -234,38 +236,71 @@ def _features(
     train_tf: Callable,
     val_tf: Callable,
 ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray, str]:
-    """The frozen prefix's outputs for the train views and the valid images: from the content-keyed cache
-    of an earlier run when one matches, else computed (and kept for the next run)."""
+    """The frozen prefix's outputs for the train views and the valid images, dataset by dataset: each from
+    the content-keyed cache of an earlier run when one matches (another mix, another head recipe, a
+    leave-one-source-out fold), else computed (and kept for the next run)."""
+    mix = run.dataset
+    train_groups, val_groups = mix.groups("train"), mix.groups("valid")
+    train_parts, train_oks, val_parts, val_oks, sources = [], [], [], [], []
+    for index, part in enumerate(mix.parts):
+        part_train = [s for s, g in zip(train_samples, train_groups) if g == index]
+        part_val = [s for s, g in zip(val_samples, val_groups) if g == index]
+        train_cache, train_ok, val_cache, val_ok, source = _part_features(
+            cfg, run, prefix, part.name, part_train, part_val, train_tf, val_tf
+        )
+        train_parts.append(train_cache)
+        train_oks.append(train_ok)
+        val_parts.append(val_cache)
+        val_oks.append(val_ok)
+        sources.append(source)
+    nonempty_train = [c for c in train_parts if c is not None]
+    nonempty_val = [c for c in val_parts if c is not None]
+    if not nonempty_train or not nonempty_val:
+        raise RuntimeError("no image could be decoded")
+    return (
+        torch.cat(nonempty_train, dim=1),
+        np.concatenate(train_oks),
+        torch.cat(nonempty_val, dim=1),
+        np.concatenate(val_oks),
+        ", ".join(sorted(set(sources))),
+    )
+
+
+def _part_features(
+    cfg: TrainConfig,
+    run: _Run,
+    prefix: nn.Module,
+    name: str,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    train_tf: Callable,
+    val_tf: Callable,
+) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor | None, np.ndarray, str]:
+    """One dataset's cached or computed features (None for a split it has no samples in)."""
     from maskwatch import feature_cache
 
     key = None
     if cfg.cache_features:
         settings = {**cfg.to_dict(), "device": run.device.type}
-        mix = run.dataset
-        parts = {  # the mix: each dataset's root and number of samples, in order
-            split: list(
-                zip([p.data.root for p in mix.parts], np.bincount(mix.groups(split), minlength=len(mix.parts)).tolist())
-            )
-            for split in ("train", "valid")
-        }
-        key = feature_cache.feature_key(settings, {"train": train_samples, "valid": val_samples}, prefix, parts=parts)
+        key = feature_cache.feature_key(settings, {"train": train_samples, "valid": val_samples}, prefix)
         entry = feature_cache.load(key)
         if entry is not None:
-            log.info("feature cache reused (%s)", feature_cache.cache_root() / f"{key}.pt")
-            return (
-                entry["train"],
-                entry["train_ok"].numpy(),
-                entry["valid"],
-                entry["valid_ok"].numpy(),
-                "reused",
-            )
+            log.info("feature cache reused for %s (%s)", name, feature_cache.cache_root() / f"{key}.pt")
+            return entry["train"], entry["train_ok"].numpy(), entry["valid"], entry["valid_ok"].numpy(), "reused"
     runner = PrefixRunner(prefix, cfg.feature_backend, run.device, cfg.image_size)
     views = cfg.views if cfg.augment else 1
     options = {"seed": cfg.seed, "batch_size": cfg.batch_size, "workers": cfg.workers}
-    train_cache, train_ok = extract_views(
-        runner, train_samples, train_tf, views=views, desc="features train", **options
+    empty = np.zeros(0, dtype=bool)
+    train_cache, train_ok = (
+        extract_views(runner, train_samples, train_tf, views=views, desc=f"features {name} train", **options)
+        if train_samples
+        else (None, empty)
     )
-    val_cache, val_ok = extract_views(runner, val_samples, val_tf, views=1, desc="features valid", **options)
+    val_cache, val_ok = (
+        extract_views(runner, val_samples, val_tf, views=1, desc=f"features {name} valid", **options)
+        if val_samples
+        else (None, empty)
+    )
     if key is not None:
         entry = {
             "train": train_cache,
@@ -397,15 +432,19 @@ def _cached_batches(
     rng: np.random.Generator,
     shuffle: bool,
     weights: list[float] | None = None,
+    balance: str = "none",
 ) -> Batches:
-    """Batches from a (views, N, ...) cache: each epoch draws its samples by the datasets' ``weights``
-    (:func:`~maskwatch.data.sampling.epoch_order`; every sample once when they are equal) and takes one
-    random view of each draw."""
+    """Batches from a (views, N, ...) cache: each epoch draws its samples by the datasets' ``weights`` and
+    ``balance`` (:func:`~maskwatch.data.sampling.epoch_order`; every sample once when the weights are equal and
+    nothing is balanced) and takes one random view of each draw."""
     group_tensor = torch.from_numpy(np.asarray(groups, dtype=np.int64))
+    label_array = labels.numpy()
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = features.shape[1]
-        order = epoch_order(groups, weights or [1.0], rng) if shuffle else np.arange(n)
+        order = (
+            epoch_order(groups, weights or [1.0], rng, labels=label_array, balance=balance) if shuffle else np.arange(n)
+        )
         views = rng.integers(0, features.shape[0], size=len(order)) if shuffle else np.zeros(n, dtype=np.int64)
         for start in range(0, len(order), batch_size):
             idx = torch.from_numpy(order[start : start + batch_size])
@@ -427,14 +466,19 @@ def _live_batches(
     weights: list[float] | None = None,
 ) -> Batches:
     """Notebook-style batches: decode, augment and run the frozen prefix anew every epoch. Unequal dataset
-    ``weights`` draw each epoch's samples as the cached path does (:func:`~maskwatch.data.sampling.epoch_order`)."""
+    ``weights`` and ``cfg.balance`` draw each epoch's samples as the cached path does
+    (:func:`~maskwatch.data.sampling.epoch_order`)."""
     groups = np.asarray(groups, dtype=np.int64)
-    weighted = shuffle and weights is not None and len(set(weights)) > 1
+    sample_labels = np.array([s.label for s in samples], dtype=np.int64)
+    weighted = shuffle and ((weights is not None and len(set(weights)) > 1) or cfg.balance != "none")
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         seed_counter[0] += 1
         seed = cfg.seed * 7919 + seed_counter[0]
-        order = epoch_order(groups, weights or [1.0], np.random.default_rng(seed)) if weighted else None
+        rng = np.random.default_rng(seed)
+        order = (
+            epoch_order(groups, weights or [1.0], rng, labels=sample_labels, balance=cfg.balance) if weighted else None
+        )
         loader = make_loader(
             samples if order is None else [samples[i] for i in order],
             transform,
@@ -472,6 +516,9 @@ class _Run:
             self.model.load_state_dict(resume["model"])
         self.class_weights = self._class_weights()
         self.model_path = run_dir / "model.pt"
+        self.stage1_path = run_dir / "model-stage1.pt"  # the best frozen-backbone model (with --finetune)
+        # what the model learnt from and was chosen on (maskwatch.provenance), stored in every checkpoint
+        self.training_data: dict[str, Any] | None = None
         extra = [per_dataset_field(name) for name in dataset.names] if len(dataset.parts) > 1 else []
         self.history_fields = HISTORY_FIELDS + extra
 
@@ -537,6 +584,7 @@ class _Run:
             metrics={"validation": metrics},
             half=self.cfg.half,
             crop_margin=self.cfg.crop_margin,
+            training_data=self.training_data,
         )
         atomic_torch_save(checkpoint, self.model_path)
 
@@ -552,6 +600,18 @@ class _Run:
             "history": self.history,
         }
         atomic_torch_save(state, self.run_dir / "last.pt")
+
+    def average_with_stage1(self, alpha: float) -> None:
+        """WiSE-FT: model.pt becomes ``(1 - alpha) * stage 1 + alpha * fine-tuned``; the fine-tuned model is kept
+        as ``model-finetuned.pt``."""
+        from maskwatch.checkpoint import interpolate_checkpoints
+
+        finetuned = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        frozen = torch.load(self.stage1_path, map_location="cpu", weights_only=True)
+        atomic_torch_save(finetuned, self.run_dir / "model-finetuned.pt")
+        averaged = interpolate_checkpoints(frozen, finetuned, alpha, note="stage 1 (frozen backbone) and stage 2")
+        atomic_torch_save(averaged, self.model_path)
+        log.info("weight averaging (WiSE-FT): model.pt = %.2f x stage 1 + %.2f x fine-tuned", 1 - alpha, alpha)
 
     def load_best(self) -> None:
         checkpoint = torch.load(self.model_path, map_location="cpu", weights_only=True)
@@ -688,6 +748,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
     _describe_data(dataset, run_dir)
 
     run = _Run(cfg, run_dir, dataset, resume_state)
+    run.training_data = describe_training_data(dataset, cfg.sources(), workers=max(1, cfg.workers))
     if resume_state is not None:
         run.rewrite_history()
     model = run.model
@@ -750,9 +811,13 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
                 )
         else:
             head_train, head_val = train_cache, val_cache
-        stage1_train = _cached_batches(head_train, train_labels, train_groups, cfg.batch_size, rng, True, weights)
+        stage1_train = _cached_batches(
+            head_train, train_labels, train_groups, cfg.batch_size, rng, True, weights, cfg.balance
+        )
         stage1_val = _cached_batches(head_val, val_labels, val_groups, 1024, rng, shuffle=False)
-        stage2_train = _cached_batches(train_cache, train_labels, train_groups, cfg.batch_size, rng, True, weights)
+        stage2_train = _cached_batches(
+            train_cache, train_labels, train_groups, cfg.batch_size, rng, True, weights, cfg.balance
+        )
         stage2_val = _cached_batches(val_cache, val_labels, val_groups, 256, rng, shuffle=False)
     else:
         counter = [0]
@@ -777,6 +842,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
         t0 = time.perf_counter()
         if run.model_path.exists():
             run.load_best()  # fine-tune from the best head, not the last epoch's
+            if not resume_state or resumed_stage == 1:  # the frozen-backbone model, for weight averaging
+                atomic_write(run.stage1_path, lambda tmp: tmp.write_bytes(run.model_path.read_bytes()))
         set_trainable(model, cfg.arch, k)
         stage = _Stage(run, 2, tail_k, cfg.finetune_lr, cfg.finetune_epochs)
         if resume_state and resumed_stage == 2:
@@ -784,6 +851,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume_state: dict | None, progress: d
             stage.resume_from(resume_state)
         stage.fit(stage2_train, stage2_val)
         timings["stage2_s"] = time.perf_counter() - t0
+        if cfg.wise_alpha < 1.0:
+            run.average_with_stage1(cfg.wise_alpha)
     timings["total_s"] = time.perf_counter() - started
     report_skipped([s for s in dataset.skipped if "during feature extraction" in s.reason])
 

@@ -27,6 +27,7 @@ __all__ = [
     "META_TEMPERATURE",
     "META_VERSION",
     "TEMPERATURE",
+    "TRAINING_DATA",
     "check_temperature",
     "compliance_rate",
     "default_compliant_classes",
@@ -42,6 +43,9 @@ COMPLIANT_CLASSES = "compliant_classes"  # list of class names that count as a m
 # float: probabilities are softmax(logits / temperature), fitted on validation data (maskwatch.calibration);
 # the network itself (and an exported graph's ``logits`` output) stays uncalibrated, 1.0 = no scaling
 TEMPERATURE = "temperature"
+# what the model was trained on (datasets, split lists, image digests: maskwatch.provenance); an evaluation
+# leaves those images out
+TRAINING_DATA = "training_data"
 
 # ONNX metadata_props keys (plain keys: Netron and `onnx` show them as is)
 META_CLASSES = "classes"  # JSON list of class names, in output order

@@ -1,7 +1,9 @@
 """Train and eval transform presets (PIL image in, normalised CHW tensor out).
 
 Train: random crop (framing varies between datasets), rotation +/-15 deg, horizontal flip, colour jitter,
-occasional blur, and a downscale-then-upscale view that imitates the small, far faces of real scenes.
+occasional blur, a downscale-then-upscale view that imitates the small, far faces of real scenes, and the
+camera conditions of :mod:`maskwatch.data.corruptions` (grayscale and infrared night cameras, motion blur,
+JPEG, low light, noise; :class:`RandomCameraConditions`), each with its own probability.
 Eval: the deployment preprocessing of :mod:`maskwatch.preprocess`, so training measures what users get.
 """
 
@@ -81,6 +83,35 @@ class RandomLowResolution:
         return Image.fromarray(array)
 
 
+class RandomCameraConditions:
+    """Each camera condition of :mod:`maskwatch.data.corruptions` with its own probability, at a random
+    severity, in a fixed order (how a camera makes a picture: light, optics and motion, sensor noise, colour
+    mode, compression). The protocol tests the same functions, so what a model was trained for is known."""
+
+    ORDER = ("low_light", "motion_blur", "noise", "infrared", "grayscale", "jpeg")
+
+    def __init__(self, probabilities: dict[str, float]):
+        unknown = set(probabilities) - set(self.ORDER)
+        if unknown:
+            raise ValueError(f"unknown camera conditions {sorted(unknown)}; known: {', '.join(self.ORDER)}")
+        self.probabilities = {name: float(probabilities.get(name, 0.0)) for name in self.ORDER}
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from maskwatch.data.corruptions import corrupt
+
+        chosen = [name for name, p in self.probabilities.items() if p and random.random() < p]
+        if not chosen:
+            return image
+        if "infrared" in chosen and "grayscale" in chosen:
+            chosen.remove("grayscale")  # the infrared picture is grey already
+        array = np.asarray(image.convert("RGB"))
+        rng = np.random.default_rng(random.getrandbits(63))
+        for name in chosen:
+            corruption = "dark" if name == "low_light" else name
+            array = corrupt(array, corruption, random.randint(1, 3), rng)
+        return Image.fromarray(array)
+
+
 class ToModelInput:
     """PIL image -> normalised CHW float tensor, exactly as deployment preprocesses a face."""
 
@@ -108,6 +139,7 @@ def train_transform(
     lowres_min: int = 14,
     lowres_max: int = 56,
     blur_prob: float = 0.0,
+    camera: dict[str, float] | None = None,
 ) -> Transform:
     fill = tuple(round(255 * m) for m in IMAGENET_MEAN)  # rotated-in corners normalise to ~0
     steps: list[Callable] = [RandomAreaCrop(crop_scale)]
@@ -123,6 +155,8 @@ def train_transform(
         steps.append(tvt.RandomApply([tvt.GaussianBlur(5, sigma=(0.3, 1.5))], p=blur_prob))
     if lowres_prob:
         steps.append(RandomLowResolution(lowres_prob, lowres_min, lowres_max))
+    if camera and any(camera.values()):
+        steps.append(RandomCameraConditions(camera))
     steps.append(ToModelInput(Preprocessing(size=size)))
     return tvt.Compose(steps)
 
@@ -142,4 +176,10 @@ def train_transform_from_config(cfg) -> Transform:
         lowres_min=cfg.lowres_min,
         lowres_max=cfg.lowres_max,
         blur_prob=cfg.blur_prob,
+        camera=camera_probabilities(cfg),
     )
+
+
+def camera_probabilities(cfg) -> dict[str, float]:
+    """The config's camera-condition probabilities (``grayscale_prob``, ``infrared_prob``, ...), by condition."""
+    return {name: float(getattr(cfg, f"{name}_prob", 0.0)) for name in RandomCameraConditions.ORDER}

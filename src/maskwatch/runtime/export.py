@@ -10,7 +10,8 @@ MobileNetV2, numerically equal to torch within 1e-5), opset 17, one input ``inpu
 normalised as the file's preprocessing says) with a dynamic batch axis, one output ``logits``. The file's
 ``metadata_props`` hold ``classes`` and ``preprocessing`` (JSON), ``crop_margin``, ``compliant_classes`` and
 ``temperature`` (JSON; see :mod:`maskwatch.runtime.types`), ``arch``, ``precision`` (fp32|int8),
-``maskwatch_version``, ``source_sha256`` (of the checkpoint file) and, for INT8, how it was calibrated, so
+``maskwatch_version``, ``source_sha256`` (of the checkpoint file), ``training_data`` (JSON: the datasets and
+image digests it was trained on, :mod:`maskwatch.provenance`) and, for INT8, how it was calibrated, so
 the file alone is enough to run it (:class:`maskwatch.runtime.onnx_backend.OnnxClassifier`).
 
 INT8: static quantization with ONNX Runtime's quantizer: QDQ format, per-channel symmetric int8 weights,
@@ -61,6 +62,7 @@ from maskwatch.core.contract import (
     META_TEMPERATURE,
     META_VERSION,
     TEMPERATURE,
+    TRAINING_DATA,
     model_fields,
 )
 from maskwatch.data.sampling import sample_stratified
@@ -81,8 +83,9 @@ __all__ = [
 ]
 
 DEFAULT_OPSET = 17
-# part of the cache key: bump when the export recipe changes (3: crop margin, compliant classes; 4: temperature)
-EXPORT_REVISION = 4
+# part of the cache key: bump when the export recipe changes (3: crop margin, compliant classes; 4: temperature;
+# 5: training data)
+EXPORT_REVISION = 5
 CACHE_KEEP = 16  # exports kept in the cache (least recently used go first)
 # INT8: the stem (first convolution and first inverted-residual block of MobileNetV2, the first convolution
 # of ResNet18) stays fp32. Measured on the shared data: the stem works at 112 px with a few channels whose
@@ -324,6 +327,8 @@ def export_onnx(
         META_SOURCE_SHA256: file_sha256(checkpoint_path),
         "opset": str(opset),
     }
+    if checkpoint.get(TRAINING_DATA):  # what it was trained on, so `evaluate` can leave those images out
+        metadata[TRAINING_DATA] = json.dumps(checkpoint[TRAINING_DATA], separators=(",", ":"))
     if int8:
         step("loading calibration images")
         images, described = calibration_images(calibration, checkpoint=checkpoint, size=calibration_size, seed=seed)
