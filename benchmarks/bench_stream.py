@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import DEFAULT_DATA, cpu_model, make_video
 
 from maskwatch.bench import rss_mb
+from maskwatch.core.events import SourceSummary, StatsBucket, TrackEnded
 from maskwatch.detection.pipeline import MaskDetector
 from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
-from maskwatch.stream.events import SourceSummary, StatsBucket, TrackEnded
 
 
 def run_engine(

@@ -156,7 +156,7 @@ class ViewSpec:
 
 def tiled_view(detector: Any, rgb: np.ndarray, spec: ViewSpec, tile: int, overlap: int) -> View:
     """One view cut into overlapping tiles of the resized image (each tile one detector run)."""
-    from maskwatch.detection.geometry import nms
+    from maskwatch.core.geometry import nms
     from maskwatch.detection.pipeline import _faces_to_arrays, _resize
 
     h, w = rgb.shape[:2]
@@ -349,7 +349,7 @@ def part_views(base: Any, cache: ViewCache, scenes: Sequence[Scene], specs: Sequ
     """Each view alone: face recall (IoU 0.5, VOC framing) by face size at the candidate threshold and at the
     operating point; and for each variant the recall of the union of its views at the candidate threshold:
     the most its fusion could keep."""
-    from maskwatch.detection.geometry import box_iou, finish_boxes
+    from maskwatch.core.geometry import box_iou, finish_boxes
 
     buckets = {"<12": (0, 12), "12-16": (12, 16), "16-20": (16, 20), "<20": (0, 20), "20-32": (20, 32),
                ">=20": (20, 1e9)}  # fmt: skip

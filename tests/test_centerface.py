@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from maskwatch.core.geometry import box_iou, nms
 from maskwatch.data.voc import read_voc
 from maskwatch.detection.centerface import (
     ENV_VAR,
@@ -19,7 +20,6 @@ from maskwatch.detection.centerface import (
     find_centerface_model,
     make_dynamic,
 )
-from maskwatch.detection.geometry import box_iou, nms
 
 SHARED = Path(
     os.environ.get("MASKWATCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")

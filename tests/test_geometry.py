@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from maskwatch.detection.geometry import adjust_boxes, box_iou, crop_box, finish_boxes, grow_box, nms
+from maskwatch.core.geometry import adjust_boxes, box_iou, crop_box, finish_boxes, grow_box, nms
 
 
 def test_grow_then_clip():
@@ -16,6 +16,10 @@ def test_grow_then_clip():
     assert crop_box((0, 0, 10, 10), 0.5, 12, 12) == (0, 0, 12, 12)
     left, top, right, bottom = crop_box((20, 20, 30, 30), 0.0, 10, 10)  # outside the image
     assert right > left and bottom > top  # never an empty slice
+    # outward: the pixels cover the grown box entirely (what a blurred region needs), still clipped
+    assert grow_box((10.4, 10.6, 20.2, 20.5), 0.0) == (10, 11, 20, 20)
+    assert grow_box((10.4, 10.6, 20.2, 20.5), 0.0, outward=True) == (10, 10, 21, 21)
+    assert crop_box((0.5, 1.5, 9.5, 9.5), 0.1, 9, 20, outward=True) == (0, 0, 9, 11)
 
 
 def test_iou_and_nms():
@@ -37,6 +41,6 @@ def test_finish_boxes_adjusts_clips_filters_and_leaves_the_input_alone():
 
 
 def test_geometry_imports_only_numpy():
-    code = ("import sys; import maskwatch.detection.geometry; "
+    code = ("import sys; import maskwatch.core.geometry; "
             "heavy = {'cv2', 'PIL', 'torch', 'onnxruntime'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

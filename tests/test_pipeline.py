@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from maskwatch.core.geometry import crop_box
 from maskwatch.detection.centerface import Face
 from maskwatch.detection.evaluation import evaluate_voc
-from maskwatch.detection.geometry import crop_box
 from maskwatch.detection.pipeline import (
     PRESETS,
     FaceResult,
@@ -347,8 +347,8 @@ def test_top_level_export_is_lazy_and_torch_free():
 
 
 def test_real_scene_with_centerface():
+    from maskwatch.core.geometry import box_iou
     from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
-    from maskwatch.detection.geometry import box_iou
 
     path = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
     if not path.is_file():
@@ -456,6 +456,7 @@ def test_fast_preset_runs_the_int8_detector_and_the_others_fp32():
 
 
 def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path):
+    from maskwatch.core.geometry import box_iou
     from maskwatch.detection.centerface import (
         CENTERFACE_INT8_SHA256,
         CenterFaceDetector,
@@ -463,7 +464,6 @@ def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path)
         ModelNotFoundError,
         find_centerface_int8_model,
     )
-    from maskwatch.detection.geometry import box_iou
 
     path = find_centerface_int8_model()
     assert path is not None and path.name == "centerface-int8.onnx"

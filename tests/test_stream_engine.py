@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from fakes import FakeCamera, fake_detector, make_video
 
+from maskwatch.core.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream import AnalysedFrame, EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
-from maskwatch.stream.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream.sources import SourceError
 
 pytest.importorskip("supervision", reason="tracking needs supervision (pip install supervision trackers)")
@@ -265,7 +265,7 @@ def test_engine_config_is_validated():
 
 def test_published_schema_file_is_current():
     """docs/schema/maskwatch.event-1.json is what json_schema() produces (regenerate it when events change:
-    python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json)."""
+    python -m maskwatch.core.events > docs/schema/maskwatch.event-1.json)."""
     path = Path(__file__).resolve().parents[1] / "docs" / "schema" / "maskwatch.event-1.json"
     assert json.loads(path.read_text()) == json_schema()
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskwatch.core.geometry import grow_box
 from maskwatch.data.datasets import open_dataset
 from maskwatch.data.voc import parse_voc, read_voc, voc_image_for
 from maskwatch.detection.centerface import Face
 from maskwatch.detection.evaluation import evaluate_voc
-from maskwatch.detection.geometry import grow_box
 from maskwatch.detection.pipeline import MaskDetector
 
 # corners written the wrong way round and fractional; a second face in order; one box without height

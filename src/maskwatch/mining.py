@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.detection.geometry import Box, box_iou, crop_box
+from maskwatch.core.geometry import Box, box_iou, crop_box
 from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, FaceResult, MaskDetector
 from maskwatch.stream.engine import EngineConfig, SourceSpec, StreamEngine, Subscription
 from maskwatch.stream.sources import VIDEO_EXTENSIONS, Frame, ImageSource, SourceError, parse_source
@@ -311,7 +311,7 @@ def _candidate(
     timestamp: float | None, score: float | None, track_id: int | None, probability: float,
 ) -> _Candidate:  # fmt: skip
     """Cut the box grown by ``margin`` (the widest view) out of the image: every view cut from the patch
-    equals the view cut from the whole image (:func:`~maskwatch.detection.geometry.crop_box`, whole-pixel
+    equals the view cut from the whole image (:func:`~maskwatch.core.geometry.crop_box`, whole-pixel
     offsets), so a video person's frame need not be kept whole."""
     h, w = image.shape[:2]
     left, top, right, bottom = crop_box(box, margin, w, h)
@@ -547,8 +547,8 @@ def _mine_scenes(
     on_frame: FrameCallback | None,
 ) -> None:
     """Run the engine over the inputs and turn its analysed frames into candidates."""
+    from maskwatch.core.events import SourceSummary
     from maskwatch.stream.engine import AnalysedFrame
-    from maskwatch.stream.events import SourceSummary
 
     config = EngineConfig(
         classify_every=None,  # every face classified on every frame: a person's least sure frame is wanted

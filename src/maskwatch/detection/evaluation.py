@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maskwatch.core.geometry import Box, box_iou
 from maskwatch.data.voc import parse_voc, read_voc
-from maskwatch.detection.geometry import Box, box_iou
 
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector

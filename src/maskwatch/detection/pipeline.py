@@ -34,7 +34,7 @@ probabilities, and ``confidence`` = score × probability, the ranking score used
 no face was found).
 
 This module holds the detector only; its results are :mod:`maskwatch.detection.results`, the box arithmetic
-:mod:`maskwatch.detection.geometry`, the evaluation on VOC scenes :mod:`maskwatch.detection.evaluation`.
+:mod:`maskwatch.core.geometry`, the evaluation on VOC scenes :mod:`maskwatch.detection.evaluation`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ import cv2
 import numpy as np
 
 from maskwatch.core.contract import DEFAULT_CROP_MARGIN, MASK_CLASSES, compliance_rate, default_compliant_classes
+from maskwatch.core.geometry import as_box, box_iou, crop_box, finish_boxes, nms
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
-from maskwatch.detection.geometry import as_box, box_iou, crop_box, finish_boxes, nms
 from maskwatch.detection.results import FaceResult, FrameResult, summarize
 
 __all__ = [

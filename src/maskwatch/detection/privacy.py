@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
+from maskwatch.core.geometry import crop_box
+
 __all__ = ["blur_faces"]
 
 
@@ -19,10 +21,7 @@ def blur_faces(
     out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     h, w = out.shape[:2]
     for box in boxes:
-        x0, y0, x1, y1 = (float(v) for v in box[:4])
-        dx, dy = (x1 - x0) * grow, (y1 - y0) * grow
-        a, b = max(0, int(np.floor(x0 - dx))), max(0, int(np.floor(y0 - dy)))
-        c, d = min(w, int(np.ceil(x1 + dx))), min(h, int(np.ceil(y1 + dy)))
+        a, b, c, d = crop_box(box[:4], grow, w, h, outward=True)
         if c - a < 2 or d - b < 2:
             continue
         region = out[b:d, a:c]

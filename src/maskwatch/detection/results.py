@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maskwatch.core.contract import compliance_rate
-from maskwatch.detection.geometry import Box
+from maskwatch.core.geometry import Box
 
 __all__ = ["FaceResult", "FrameResult", "summarize"]
 

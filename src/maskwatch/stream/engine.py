@@ -23,7 +23,7 @@ How it runs (one process, any number of sources):
 * **Classification budget**: a track whose verdict is decided is re-classified only every
   ``classify_every`` frames (its other frames reuse the verdict); off when the preset classifies with
   test-time augmentation (``accurate``), where accuracy is the point.
-* **Events** (:mod:`maskwatch.stream.events`) go to every subscriber's bounded queue; a full queue makes the
+* **Events** (:mod:`maskwatch.core.events`) go to every subscriber's bounded queue; a full queue makes the
   analysis wait (back-pressure; a live source then drops frames instead of lagging). Consumers iterate
   (:meth:`StreamEngine.events`) or register callbacks (:meth:`StreamEngine.subscribe`).
 * **Control from any thread**: :meth:`~StreamEngine.start`, :meth:`~StreamEngine.stop` (graceful: open
@@ -51,9 +51,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from maskwatch.core.redaction import redact
-from maskwatch.detection.pipeline import PRESETS, FaceResult, FrameResult, MaskDetector
-from maskwatch.stream.events import (
+from maskwatch.core.events import (
     FaceRecord,
     FrameAnalysed,
     LagStats,
@@ -65,6 +63,8 @@ from maskwatch.stream.events import (
     TrackEnded,
     TrackStarted,
 )
+from maskwatch.core.redaction import redact
+from maskwatch.detection.pipeline import PRESETS, FaceResult, FrameResult, MaskDetector
 from maskwatch.stream.sources import (
     VIDEO_EXTENSIONS,
     CaptureFactory,
@@ -1129,7 +1129,7 @@ class StreamEngine:
 def _snapshot(image: np.ndarray, box: Sequence[float], boxes: np.ndarray, blur: bool) -> np.ndarray:
     """A person's view: their face box grown by half its size on each side, cut from the frame, with every
     face in it blurred when ``blur`` (privacy by default)."""
-    from maskwatch.detection.geometry import crop_box
+    from maskwatch.core.geometry import crop_box
     from maskwatch.detection.privacy import blur_faces
 
     h, w = image.shape[:2]

@@ -26,9 +26,9 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from maskwatch.core.events import StatsBucket as StatsEvent
+from maskwatch.core.events import TrackEnded, parse_event
 from maskwatch.service.storage.models import Ingested, PersonEvent, StatsBucket, StatsRollup
-from maskwatch.stream.events import StatsBucket as StatsEvent
-from maskwatch.stream.events import TrackEnded, parse_event
 
 __all__ = ["STORED_TYPES", "Ingestor", "write_events"]
 
