@@ -30,6 +30,8 @@ def loaded_after(code: str) -> set[str]:
         "from maskwatch.stream import SCHEMA, json_schema, parse_event; json_schema()",
         "from maskwatch.core.faces import Faces; Faces.empty(['with_mask']).counts()",
         "import maskwatch.core.geometry, maskwatch.core.contract, maskwatch.core.names, maskwatch.core.timeutil",
+        # the engine's settings are checked without loading the engine (serve/agent/detect settings embed them)
+        "from maskwatch.stream import EngineConfig, SourceSpec; EngineConfig(video_preset='balanced')",
     ],
 )
 def test_reading_events_and_faces_loads_no_vision_stack(code):

@@ -230,7 +230,7 @@ def test_budget_is_off_for_the_accurate_preset(tmp_path):
     engine.add_source(str(make_video(tmp_path / "v.mp4", 3)), name="v")
     runner = engine._pending.get_nowait()[1]
     assert runner.detector.classify_tta
-    assert engine._tracker_for(runner).classify_every is None
+    assert runner.make_tracker(engine.compliant_classes).classify_every is None
 
 
 def test_frame_subscribers_get_pixels_and_bad_specs_fail_at_once(tmp_path):

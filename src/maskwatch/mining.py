@@ -53,8 +53,11 @@ import numpy as np
 
 from maskwatch.core.geometry import Box, box_iou, crop_box
 from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, FaceResult, MaskDetector
-from maskwatch.stream.engine import EngineConfig, SourceSpec, StreamEngine, Subscription
+from maskwatch.stream.config import EngineConfig, SourceSpec
+from maskwatch.stream.detectors import PresetDetectors
+from maskwatch.stream.engine import StreamEngine
 from maskwatch.stream.sources import VIDEO_EXTENSIONS, Frame, ImageSource, SourceError, parse_source
+from maskwatch.stream.subscriptions import Subscription
 
 __all__ = [
     "LEDGER_FIELDS",
@@ -467,14 +470,6 @@ class _Judge:
 # the run
 
 
-class _MiningEngine(StreamEngine):
-    """The stream engine with one crop per face: the views are judged afterwards, on the few faces kept,
-    so the ``accurate`` preset's six crops would be classified twice."""
-
-    def detector_for(self, preset: str) -> MaskDetector:
-        return super().detector_for(preset).configured(classify_tta=False)
-
-
 FrameCallback = Callable[[str, int | None], None]  # (source name, frames expected) per analysed frame
 
 
@@ -558,7 +553,9 @@ def _mine_scenes(
         stop_when_done=True,
         stats_interval=3600.0,
     )
-    engine = _MiningEngine(detector, config)
+    # one crop per face: the views are judged afterwards, on the few faces kept, so the ``accurate``
+    # preset's six crops would be classified twice
+    engine = StreamEngine(detector, config, detectors=PresetDetectors(detector, classify_tta=False))
     if inputs.images:
         name = str(inputs.images[0]) if len(inputs.images) == 1 else f"{len(inputs.images)} images"
         engine.add_source(SourceSpec(uri=name, name=name, paths=list(inputs.images)))

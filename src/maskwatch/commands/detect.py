@@ -183,7 +183,7 @@ class _Outputs:
 def _specs(sources: list[str], *, stride: int, fps: float | None, max_frames: int | None, track: bool) -> list[Any]:
     """The engine's sources for the SOURCE arguments: consecutive still images form one source (named by
     the folder or glob they came from, or the file), each video, webcam and stream one of its own."""
-    from maskwatch.stream.engine import SourceSpec
+    from maskwatch.stream.config import SourceSpec
     from maskwatch.stream.sources import VIDEO_EXTENSIONS, parse_source
 
     specs: list[SourceSpec] = []
@@ -415,7 +415,8 @@ def _load_engine(
     batch_size: int,
     **options: Any,
 ) -> Any:
-    from maskwatch.stream.engine import EngineConfig, StreamEngine
+    from maskwatch.stream.config import EngineConfig
+    from maskwatch.stream.engine import StreamEngine
 
     detector = load_mask_detector(
         preset,

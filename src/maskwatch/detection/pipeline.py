@@ -50,6 +50,7 @@ import numpy as np
 from maskwatch.core.contract import DEFAULT_CROP_MARGIN, MASK_CLASSES, compliance_rate, default_compliant_classes
 from maskwatch.core.geometry import as_box, box_iou, crop_box, finish_boxes, nms
 from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
+from maskwatch.detection.presets import DETECTOR_PRECISIONS, PRESETS, TTA_MARGIN_OFFSETS, check_preset
 from maskwatch.detection.results import FaceResult, FrameResult, summarize
 
 __all__ = [
@@ -62,29 +63,6 @@ __all__ = [
     "fuse_views",
     "summarize",
 ]
-
-# detector views (longest sides of the network input, also run mirrored) and classifier views (see
-# ``classify_tta``: each face classified on 6 crops instead of 1)
-# and the face detector's precision: ``fast`` runs the INT8 CenterFace shipped in maskwatch/assets (about 2x
-# faster, about half a point of face recall: models/MODEL_CARD.md), the others the fp32 original
-PRESETS: dict[str, dict[str, Any]] = {
-    # one detector run: video and streams
-    "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8", "classifier": "int8"},
-    # two runs
-    "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32", "classifier": "fp32"},
-    # six runs: still images, evaluation (1280 px added for faces under 20 px: benchmarks/study_small_faces.py)
-    "accurate": {
-        "scales": (640, 1024, 1280),
-        "flip": True,
-        "classify_tta": True,
-        "detector": "fp32",
-        "classifier": "fp32",
-    },
-}
-DETECTOR_PRECISIONS = ("fp32", "int8")
-
-# classifier test-time augmentation: crop margins relative to ``crop_margin``, each crop also mirrored
-TTA_MARGIN_OFFSETS = (-0.05, 0.0, 0.05)
 
 
 class FaceFinder(Protocol):
@@ -231,9 +209,7 @@ class MaskDetector:
         classifier_precision: str | None = None,
     ) -> None:
         if isinstance(scales, str):
-            if scales not in PRESETS:
-                raise ValueError(f"unknown preset {scales!r}; choose one of {', '.join(PRESETS)}")
-            preset = PRESETS[scales]
+            preset = PRESETS[check_preset(scales)]
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
             detector = preset["detector"] if detector is None else detector
