@@ -301,6 +301,36 @@ def test_snapshots_are_blurred_views_handed_to_the_sink(tmp_path):
         assert sharpness(blurred[e.track_id]) < 0.5 * sharpness(raw[e.track_id])  # the face is blurred
 
 
+def test_a_person_who_leaves_mid_video_gets_their_snapshot(tmp_path):
+    """A person whose track is retired while the source runs (not closed at its end) still has their
+    snapshot handed to the sink."""
+    import cv2
+    from fakes import GREEN, scene
+
+    path = tmp_path / "leaves.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for i in range(60):  # in view for 12 frames, then gone for 48 (retired after 20 at 10 FPS)
+        rgb = scene([(20 + 5 * i, 60, 50, GREEN)] if i < 12 else [])
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    stored = {}
+
+    def sink(source, track_id, rgb):
+        stored[track_id] = rgb
+        return f"snap/{track_id}.jpg"
+
+    engine = StreamEngine(fake_detector(), stop_when_done=True, snapshots=True, snapshot_sink=sink, emit_frames=True)
+    events = engine.events()
+    engine.add_source(str(path), name="v")
+    engine.start()
+    got = list(events)
+    ended = by_type(got, TrackEnded)
+    assert len(ended) == 1 and ended[0].last_frame == 11
+    frames = [e for e in got if e.type == "frame"]
+    assert got.index(ended[0]) < got.index(frames[-1])  # retired while the video ran, not closed at its end
+    assert ended[0].snapshot == f"snap/{ended[0].track_id}.jpg" and set(stored) == {ended[0].track_id}
+
+
 def test_live_stats_redaction_and_a_still_image_slideshow(tmp_path):
     from fakes import GREEN, save_rgb, scene
 

@@ -51,8 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.core.faces import Faces
 from maskwatch.core.geometry import Box, box_iou, crop_box
-from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, FaceResult, MaskDetector
+from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, MaskDetector
 from maskwatch.stream.config import EngineConfig, SourceSpec
 from maskwatch.stream.detectors import PresetDetectors
 from maskwatch.stream.engine import StreamEngine
@@ -363,31 +364,33 @@ class _VideoPeople:
         best = int(np.argmax(overlap))
         return recent[best] if overlap[best] >= self.settings.dedupe_iou else None
 
-    def add_frame(self, frame: Frame, faces: Sequence[FaceResult], margin: float) -> list[_Candidate]:
+    def add_frame(self, frame: Frame, faces: Faces, margin: float) -> list[_Candidate]:
         self.tick += 1
         used: set[int] = set()
-        for face in sorted(faces, key=lambda f: f.track_id is None):  # tracked faces claim their people first
-            box = np.asarray(face.box, dtype=np.float64)
-            known = self.by_track.get(face.track_id) if face.track_id is not None else None
+        probabilities = faces.best_probabilities
+        for row in np.argsort(~faces.tracked, kind="stable"):  # tracked faces claim their people first
+            box = faces.boxes[row]
+            track_id = int(faces.track_ids[row]) if faces.tracked[row] else None
+            known = self.by_track.get(track_id) if track_id is not None else None
             # a track whose person was already judged and returns late is a new candidate
-            key = known if known in self.open else self._match(box, used, face.track_id is not None)
+            key = known if known in self.open else self._match(box, used, track_id is not None)
             if key is None:
                 key, self._next = self._next, self._next + 1
             person = self.open.get(key)
-            if person is None or face.probability < person.best.probability:
+            probability = float(probabilities[row])
+            if person is None or probability < person.best.probability:
                 candidate = _candidate(
-                    frame.image, face.box, margin, source=frame.source, frame=frame.index,
-                    timestamp=frame.timestamp, score=face.score, track_id=face.track_id,
-                    probability=face.probability,
+                    frame.image, box, margin, source=frame.source, frame=frame.index, timestamp=frame.timestamp,
+                    score=float(faces.scores[row]), track_id=track_id, probability=probability,
                 )  # fmt: skip
                 if person is None:
-                    person = self.open[key] = _Person(candidate, box, self.tick, face.track_id)
+                    person = self.open[key] = _Person(candidate, box, self.tick, track_id)
                 person.best = candidate
             person.last_box, person.last_seen = box, self.tick
-            if face.track_id is not None:
+            if track_id is not None:
                 if person.track_id is None:
-                    person.track_id = face.track_id
-                self.by_track[face.track_id] = key
+                    person.track_id = track_id
+                self.by_track[track_id] = key
             used.add(key)
         stale = [k for k, p in self.open.items() if self.tick - p.last_seen > self.settings.close_after]
         if not stale:
@@ -573,10 +576,10 @@ def _mine_scenes(
                     result.faces_seen += len(faces)
                     if item.frame.kind == "image":
                         judge.add(
-                            _candidate(item.frame.image, f.box, judge.margin, source=item.frame.source, frame=0,
-                                       timestamp=None, score=f.score, track_id=None,
-                                       probability=f.probability)
-                            for f in faces
+                            _candidate(item.frame.image, faces.boxes[i], judge.margin, source=item.frame.source,
+                                       frame=0, timestamp=None, score=float(faces.scores[i]), track_id=None,
+                                       probability=float(faces.best_probabilities[i]))
+                            for i in range(len(faces))
                         )  # fmt: skip
                     else:
                         group = people.setdefault(item.source, _VideoPeople(judge.settings))

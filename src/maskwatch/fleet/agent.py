@@ -254,10 +254,10 @@ class Agent:
             raise ValueError(f"no analysed frame from camera {name!r} yet")
         import cv2
 
-        from maskwatch.detection.privacy import blur_faces
+        from maskwatch.detection.privacy import blur_faces, blur_regions
 
-        boxes = [face.box for face in latest.event.faces]
-        blurred = blur_faces(latest.frame.image, boxes)
+        boxes = blur_regions(latest.result.candidates)
+        blurred = blur_faces(latest.frame.image, latest.result.candidates)
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
         if not ok:
             raise RuntimeError("JPEG encoding failed")

@@ -184,7 +184,7 @@ def render_jpeg(
     """The frame with every face blurred (unless ``blur`` is False) and the detections drawn, as JPEG."""
     image = image_rgb
     if blur and result is not None and result.faces:
-        image = blur_faces(image, [f.box for f in result.faces])
+        image = blur_faces(image, result.candidates)
     if annotate and result is not None:
         image = draw_result(image, result)
     if max_side and max(image.shape[:2]) > max_side:

@@ -320,8 +320,8 @@ class StreamEngine:
     def _analyse(self, batch: list[tuple[SourceRunner, Frame]]) -> None:
         try:
             outcomes = analyse_round(
-                batch, classes=self.classes, compliant_classes=self.compliant_classes,
-                snapshots=self.config.snapshots, snapshot_blur=self.config.snapshot_blur, clock=self._clock,
+                batch, compliant_classes=self.compliant_classes, snapshots=self.config.snapshots,
+                snapshot_blur=self.config.snapshot_blur, clock=self._clock,
             )  # fmt: skip
             for outcome in outcomes:
                 self._account(outcome)
@@ -352,7 +352,7 @@ class StreamEngine:
             self._publish(due)
         bucket = runner.bucket
         bucket.frames += 1
-        bucket.faces_classified += outcome.faces_classified
+        bucket.faces_classified += int(result.candidates.classified.sum())
         bucket.present_max = max(bucket.present_max, len(result.faces))
         runner.present = len(result.faces)
         if lag is not None:
@@ -360,7 +360,7 @@ class StreamEngine:
         want_frames = self._subscribers.want_frames
         if want_frames or runner.live or self.config.emit_frames:
             path = frame.source if runner.kind == "image" else None
-            event = frame_event(runner.name, frame.index, frame.timestamp, path, result, outcome.classified, lag)
+            event = frame_event(runner.name, frame.index, frame.timestamp, path, result, lag)
             analysed = AnalysedFrame(runner.name, frame, result, event, runner.output_fps, len(runner.source) or None)
             self._latest[runner.name] = analysed
             if want_frames:

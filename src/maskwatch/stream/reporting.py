@@ -26,6 +26,7 @@ from maskwatch.core.events import (
     TrackEnded,
     TrackStarted,
 )
+from maskwatch.core.faces import NO_TRACK, Faces
 from maskwatch.core.timeutil import utc
 from maskwatch.detection.results import FrameResult
 from maskwatch.stream.sources import SourceStats
@@ -34,6 +35,7 @@ from maskwatch.stream.tracking import FaceTracker, Transition
 __all__ = [
     "Bucket",
     "box_of",
+    "face_records",
     "frame_event",
     "lag_stats",
     "percentile",
@@ -161,27 +163,38 @@ def person_event(
     )
 
 
-def frame_event(
-    source: str, index: int, timestamp: float | None, path: str | None, result: FrameResult,
-    classified: list[bool], lag: float | None,
-) -> FrameAnalysed:  # fmt: skip
-    """An analysed frame's ``frame`` event: its faces as :class:`~maskwatch.core.events.FaceRecord`."""
-    faces = [
-        FaceRecord(
-            box=box_of(f.box) or (0.0, 0.0, 0.0, 0.0),
-            score=round(f.score, 4),
-            label=f.label,
-            probability=round(f.probability, 4),
-            probabilities={k: round(v, 4) for k, v in f.probabilities.items()},
-            confidence=round(f.confidence, 4),
-            landmarks=[(round(x, 1), round(y, 1)) for x, y in f.landmarks],
-            classified=c,
-            track_id=f.track_id,
-            track_label=f.track_label,
-            track_probability=rounded(f.track_probability),
+def face_records(faces: Faces) -> list[FaceRecord]:
+    """Faces in the wire format (the event boundary: the only place they become per-face records)."""
+    classes = faces.classes
+    labels, best = faces.labels, faces.best_probabilities
+    confidence, verdict_labels = faces.confidence, faces.track_labels
+    records = []
+    for i in range(len(faces)):
+        label = int(labels[i])
+        track_id = int(faces.track_ids[i])
+        verdict = int(verdict_labels[i])
+        records.append(
+            FaceRecord(
+                box=box_of(faces.boxes[i]) or (0.0, 0.0, 0.0, 0.0),
+                score=round(float(faces.scores[i]), 4),
+                label=classes[label],
+                probability=round(float(best[i]), 4),
+                probabilities={c: round(float(v), 4) for c, v in zip(classes, faces.probabilities[i], strict=True)},
+                confidence=round(float(confidence[i]), 4),
+                landmarks=[(round(float(x), 1), round(float(y), 1)) for x, y in faces.landmarks[i]],
+                classified=bool(faces.classified[i]),
+                track_id=None if track_id == NO_TRACK else track_id,
+                track_label=None if verdict < 0 else classes[verdict],
+                track_probability=None if verdict < 0 else round(float(faces.track_probabilities[i, verdict]), 4),
+            )
         )
-        for f, c in zip(result.faces, classified, strict=True)
-    ]
+    return records
+
+
+def frame_event(
+    source: str, index: int, timestamp: float | None, path: str | None, result: FrameResult, lag: float | None
+) -> FrameAnalysed:
+    """An analysed frame's ``frame`` event: the faces that count, as :class:`~maskwatch.core.events.FaceRecord`."""
     return FrameAnalysed(
         source=source,
         frame=index,
@@ -192,7 +205,7 @@ def frame_event(
         n_faces=len(result.faces),
         counts=result.counts,
         compliance=rounded(result.compliance),
-        faces=faces,
+        faces=face_records(result.faces),
         lag=rounded(lag),
     )
 

@@ -167,13 +167,13 @@ def _pixelated(jpeg: bytes) -> bytes:
     import cv2
     import numpy as np
 
-    from maskwatch.detection.privacy import blur_faces
+    from maskwatch.detection.privacy import pixelate
 
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ApiError(404, "no_snapshot", "the snapshot file is unreadable")
     h, w = image.shape[:2]
-    ok, out = cv2.imencode(".jpg", blur_faces(image, [(0.0, 0.0, float(w), float(h))]))
+    ok, out = cv2.imencode(".jpg", pixelate(image, [(0.0, 0.0, float(w), float(h))]))
     if not ok:
         raise ApiError(404, "no_snapshot", "the snapshot could not be encoded")
     return out.tobytes()
