@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import os
 import queue
 import re
@@ -53,6 +52,7 @@ import numpy as np
 
 from maskwatch.core.faces import Faces
 from maskwatch.core.geometry import Box, box_iou, crop_box
+from maskwatch.core.jpeg import encode_jpeg
 from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, MaskDetector
 from maskwatch.stream.config import EngineConfig, SourceSpec
 from maskwatch.stream.detectors import PresetDetectors
@@ -662,14 +662,6 @@ def _present(folder: Path) -> set[str]:
     return {p.name for sub in folder.iterdir() if sub.is_dir() for p in sub.rglob("*.jpg") if p.is_file()}
 
 
-def _encode_jpeg(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 def _write_bytes(data: bytes, path: Path) -> None:
     path.write_bytes(data)
 
@@ -695,8 +687,8 @@ def write_review(
             continue
         target = folder / face.label / face.name
         try:
-            atomic_write(target, partial(_write_bytes, _encode_jpeg(face.crop)))
-        except (OSError, ValueError) as exc:
+            atomic_write(target, partial(_write_bytes, encode_jpeg(face.crop, quality=95)))
+        except (OSError, ValueError) as exc:  # JpegError is a ValueError
             report.errors.append(f"{target}: {exc}")
             continue
         known.add(face.name)

@@ -121,14 +121,15 @@ class _Outputs:
 
     def image(self, source_path: str, rgb: Any) -> str | None:
         """Write an annotated still image; its path, or None (failure counted) when it could not be written."""
-        import cv2
+        from maskwatch.core.jpeg import JpegError, encode_jpeg
 
         path = self.unique(Path(source_path).stem + ".jpg")
         try:
-            ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        except cv2.error as exc:
+            path.write_bytes(encode_jpeg(rgb, quality=95))  # OpenCV's default quality, as before
+            ok = True
+        except (OSError, JpegError) as exc:
             ok = False
-            log.debug("imwrite %s: %s", path, exc)
+            log.debug("writing %s: %s", path, exc)
         if not ok or not path.is_file() or path.stat().st_size == 0:
             self.write_errors.append(str(path))
             log.error("could not write %s (disk full or not writable?)", path)
