@@ -1,8 +1,9 @@
 """Reading events, faces and names stays light: no OpenCV, ONNX Runtime or torch behind these imports
-(each checked in a fresh interpreter, whose ``sys.modules`` says what was loaded)."""
+(checked in a fresh interpreter, whose ``sys.modules`` says what was loaded after each step)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,34 +14,37 @@ import pytest
 HEAVY = ("cv2", "onnxruntime", "torch", "torchvision", "supervision", "trackers")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+LIGHT_STEPS = [
+    "import maskwatch",
+    "import maskwatch.core.events as e; e.parse_event(e.SourceStatus(source='a', state='live', kind='x').to_json())",
+    "from maskwatch.stream import SCHEMA, json_schema, parse_event; json_schema()",
+    "from maskwatch.core.faces import Faces; Faces.empty(['with_mask']).counts()",
+    "import maskwatch.core.geometry, maskwatch.core.contract, maskwatch.core.names, maskwatch.core.timeutil",
+    # the engine's settings are checked without loading the engine (serve/agent/detect settings embed them)
+    "from maskwatch.stream import EngineConfig, SourceSpec; EngineConfig(video_preset='balanced')",
+]
 
-def loaded_after(code: str) -> set[str]:
-    """The heavy modules present in ``sys.modules`` after running ``code`` in a fresh interpreter."""
-    probe = f"{code}\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+
+def heavy_after_each(steps: list[str]) -> list[list[str]]:
+    """For each step, run in order in one fresh interpreter: the heavy modules loaded so far."""
+    probe = "import json, sys\nseen = []\n" + "".join(
+        f"{step}\nseen.append([m for m in {HEAVY!r} if m in sys.modules])\n" for step in steps
+    ) + "print(json.dumps(seen))\n"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
-    return {name for name in done.stdout.strip().split(",") if name}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import maskwatch.core.events as e;e.parse_event(e.SourceStatus(source='a', state='live', kind='x').to_json())",
-        "import maskwatch",
-        "from maskwatch.stream import SCHEMA, json_schema, parse_event; json_schema()",
-        "from maskwatch.core.faces import Faces; Faces.empty(['with_mask']).counts()",
-        "import maskwatch.core.geometry, maskwatch.core.contract, maskwatch.core.names, maskwatch.core.timeutil",
-        # the engine's settings are checked without loading the engine (serve/agent/detect settings embed them)
-        "from maskwatch.stream import EngineConfig, SourceSpec; EngineConfig(video_preset='balanced')",
-    ],
-)
-def test_reading_events_and_faces_loads_no_vision_stack(code):
-    assert loaded_after(code) == set()
+def test_reading_events_faces_and_settings_loads_no_vision_stack():
+    loaded = heavy_after_each(LIGHT_STEPS)
+    for step, heavy in zip(LIGHT_STEPS, loaded, strict=True):
+        assert heavy == [], f"{step!r} loaded {heavy}"
 
 
 def test_the_heavy_parts_still_load_on_first_use():
     # the probe can see a heavy import: the lazy names really resolve to the engine and the pipeline
-    assert "cv2" in loaded_after("from maskwatch.stream import StreamEngine; from maskwatch import MaskDetector")
+    loaded = heavy_after_each(["from maskwatch.stream import StreamEngine; from maskwatch import MaskDetector"])
+    assert "cv2" in loaded[0]
 
 
 def test_type_checkers_see_the_lazy_exports():
@@ -54,3 +58,4 @@ def test_type_checkers_see_the_lazy_exports():
     assert maskwatch.MaskDetector is MaskDetector and maskwatch.stream.StreamEngine is StreamEngine
     with pytest.raises(AttributeError):
         maskwatch.stream.NoSuchThing  # noqa: B018
+    assert (SRC / "maskwatch" / "py.typed").is_file()  # installed, the package's own types are used

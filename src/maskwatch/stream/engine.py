@@ -55,7 +55,7 @@ from maskwatch.stream.detectors import DetectorFactory, PresetDetectors
 from maskwatch.stream.reporting import frame_event, person_event
 from maskwatch.stream.runner import SourceLive, SourceRunner, make_runner
 from maskwatch.stream.sources import CaptureFactory, Frame, SourceError
-from maskwatch.stream.subscriptions import Subscribers, Subscription
+from maskwatch.stream.subscriptions import Audience, Subscribers, Subscription
 from maskwatch.stream.tracking import Transition
 
 __all__ = ["AnalysedFrame", "EngineConfig", "SourceLive", "SourceSpec", "StreamEngine", "Subscription"]
@@ -276,7 +276,7 @@ class StreamEngine:
     def _past_stop_deadline(self) -> bool:
         return self._stop.is_set() and time.monotonic() > self._stop_deadline
 
-    def _publish(self, item: Any, *, audience: Any = "all") -> None:
+    def _publish(self, item: Any, *, audience: Audience = "all") -> None:
         self._subscribers.publish(item, audience)
 
     def _emit_status(self, runner: SourceRunner, state: str, reason: str | None = None, attempts: int = 0) -> None:
