@@ -1,9 +1,7 @@
-"""Box geometry: one framing for training crops and deployment crops, IoU, NMS, detector box finishing."""
+"""Box geometry: one framing for training crops and deployment crops, IoU, NMS, detector box finishing.
+(That it imports numpy only is checked with the other leaf modules in test_light_imports.py.)"""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 
@@ -38,9 +36,3 @@ def test_finish_boxes_adjusts_clips_filters_and_leaves_the_input_alone():
     np.testing.assert_array_equal(boxes, original)
     moved = adjust_boxes(np.array([[0.0, 0, 10, 20]]), (0.1, 0.0, 2.0, 1.0))
     assert moved[0].tolist() == [-4.0, 0.0, 16.0, 20.0]
-
-
-def test_geometry_imports_only_numpy():
-    code = ("import sys; import maskwatch.core.geometry; "
-            "heavy = {'cv2', 'PIL', 'torch', 'onnxruntime'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True)
