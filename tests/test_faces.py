@@ -139,7 +139,10 @@ def test_row_views_read_the_columns():
     assert set(masked.to_dict()) == {"box", "score", "label", "probability", "probabilities", "confidence", "landmarks"}
 
 
-def test_equality_compares_every_column():
-    assert sample() == sample()
+def test_equality_compares_every_column_and_copies_are_equal():
+    import copy
+    import pickle
+
+    assert sample() == sample() == pickle.loads(pickle.dumps(sample())) == copy.deepcopy(sample())
     assert sample() != sample().replace(classified=[True, True, True])
     assert sample() != sample()[:2]

@@ -129,6 +129,11 @@ class Faces:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Faces is immutable: use replace(...) for a copy with other columns")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling and copying rebuild through the constructor (the columns are read-only by convention)."""
+        columns = {name: getattr(self, name) for name in _COLUMNS if name not in ("boxes", "scores", "landmarks")}
+        return (_rebuild, (self.boxes, self.scores, self.landmarks, self.classes, columns))
+
     @classmethod
     def _of(cls, columns: Mapping[str, np.ndarray], classes: tuple[str, ...]) -> Faces:
         """A ``Faces`` from columns known to be consistent (selections): no checks, no conversion."""
@@ -325,6 +330,12 @@ class Faces:
         """Faces of a compliant class / faces counted (None without any; see
         :func:`~maskwatch.core.contract.compliance_rate`)."""
         return compliance_rate(self.counts(), self.classes, compliant_classes)
+
+
+def _rebuild(
+    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, classes: Sequence[str], columns: dict[str, Any]
+) -> Faces:
+    return Faces(boxes, scores, landmarks, classes=classes, **columns)
 
 
 def _argmax(probabilities: np.ndarray, ok: np.ndarray) -> np.ndarray:
