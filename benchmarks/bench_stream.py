@@ -204,8 +204,8 @@ def agreement(detector: MaskDetector, choose_video: Path, report_video: Path, cl
     rule = {k: best[k] for k in ("classify_every", "decided_votes", "decided_probability")}
     default = {
         "classify_every": classify_every,
-        "decided_votes": EngineConfig.decided_votes,
-        "decided_probability": EngineConfig.decided_probability,
+        "decided_votes": EngineConfig().decided_votes,
+        "decided_probability": EngineConfig().decided_probability,
     }
     report = agreement_runs(detector, report_video, [default] if default == rule else [default, rule])
     return {

@@ -221,11 +221,21 @@ class Faces:
         unknown = set(columns) - {*_COLUMNS, "classes"}
         if unknown:
             raise TypeError(f"unknown Faces columns: {sorted(unknown)}")
-        values: dict[str, Any] = {name: getattr(self, name) for name in _COLUMNS}
-        values.update(columns)
-        classes = values.pop("classes", self.classes)
-        boxes, scores = values.pop("boxes"), values.pop("scores")
-        return Faces(boxes, scores, classes=classes, **values)
+        if "classes" in columns or "boxes" in columns:  # the row count or the class columns may change
+            values: dict[str, Any] = {name: getattr(self, name) for name in _COLUMNS}
+            values.update(columns)
+            classes = values.pop("classes", self.classes)
+            boxes, scores = values.pop("boxes"), values.pop("scores")
+            return Faces(boxes, scores, classes=classes, **values)
+        # the common case on every frame (flags, probabilities, track ids): only the new columns are checked
+        out = {name: getattr(self, name) for name in _COLUMNS}
+        for name, value in columns.items():
+            old = out[name]
+            array = np.asarray(value, dtype=old.dtype)
+            if array.shape != old.shape:
+                raise ValueError(f"Faces.{name} must have shape {old.shape}, got {array.shape}")
+            out[name] = array
+        return Faces._of(out, self.classes)
 
     def with_classes(self, classes: Sequence[str]) -> Faces:
         """These faces with probability columns for ``classes``: unchanged when they already have them, and
