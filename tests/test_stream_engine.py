@@ -331,6 +331,39 @@ def test_a_person_who_leaves_mid_video_gets_their_snapshot(tmp_path):
     assert ended[0].snapshot == f"snap/{ended[0].track_id}.jpg" and set(stored) == {ended[0].track_id}
 
 
+def test_frames_dropped_between_two_buckets_are_counted_in_one_of_them(tmp_path):
+    """A camera drops frames while the analysis thread flushes a bucket: every drop lands in exactly one
+    bucket (the count is read once per flush; two reads let a drop in between fall through)."""
+    import threading
+
+    from maskwatch.stream import EngineConfig
+    from maskwatch.stream.runner import make_runner
+
+    class Dropping:  # the buffer's counter, as a capture thread racing the flush would move it
+        def __init__(self):
+            self.reads = 0
+
+        @property
+        def dropped(self):
+            self.reads += 1
+            return self.reads  # one more drop each time anyone looks
+
+    now = [1000.0]
+    runner = make_runner(
+        SourceSpec(uri="rtsp://fake/cam"), config=EngineConfig(stats_interval=10), detectors=lambda _: fake_detector(),
+        classes=["with_mask", "without_mask"], clock=lambda: now[0], wake=threading.Event(),
+    )  # fmt: skip
+    counter = Dropping()
+    runner.buffer = counter  # type: ignore[assignment]
+    runner.bucket.dropped_at_start = counter.dropped
+    events = []
+    for _ in range(5):
+        now[0] += 10
+        events.extend(runner.due_buckets(now[0]))
+    events.append(runner.flush_bucket(now[0], final=True))
+    assert sum(e.frames_dropped for e in events) == runner.bucket.dropped_at_start - 1
+
+
 def test_live_stats_redaction_and_a_still_image_slideshow(tmp_path):
     from fakes import GREEN, save_rgb, scene
 

@@ -184,11 +184,11 @@ class SourceRunner:
     def flush_bucket(self, now: float, *, final: bool = False) -> StatsBucket:
         """The current bucket as an event, and a new bucket from where it ended (or from ``now``)."""
         interval = self.config.stats_interval
+        dropped = self.buffer.dropped  # read once: a drop between two reads would fall between the buckets
         event = self.bucket.event(
-            self.name, now=now, interval=interval, dropped=self.buffer.dropped, started_wall=self.started_wall,
-            final=final,
-        )  # fmt: skip
-        self.bucket = Bucket.at(max(now, self.bucket.end), interval, self.classes, self.buffer.dropped)
+            self.name, now=now, interval=interval, dropped=dropped, started_wall=self.started_wall, final=final
+        )
+        self.bucket = Bucket.at(max(now, self.bucket.end), interval, self.classes, dropped)
         return event
 
     def due_buckets(self, now: float) -> list[StatsBucket]:
