@@ -73,7 +73,7 @@ def _load() -> list[float]:
 
 def _events(days: int, cameras: int, interval: float) -> Iterator[Any]:
     """Stats events in the order cameras send them (every camera's minute, then the next minute)."""
-    from maskwatch.stream.events import LagStats, StatsBucket
+    from maskwatch.core.events import LagStats, StatsBucket
 
     lag = LagStats(p50=0.1, p95=0.2, max=0.3)
     start = END - days * DAY

@@ -40,12 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from maskwatch.core.events import LagStats, StatsBucket, TrackEnded, new_event_id  # noqa: E402
 from maskwatch.fleet import topics  # noqa: E402
 from maskwatch.fleet.broker import MosquittoBroker, free_port  # noqa: E402
 from maskwatch.fleet.outbox import Outbox  # noqa: E402
 from maskwatch.fleet.publisher import Publisher  # noqa: E402
 from maskwatch.fleet.topics import BrokerURL  # noqa: E402
-from maskwatch.stream.events import LagStats, StatsBucket, TrackEnded, new_event_id  # noqa: E402
 
 USERS = {"agent": "agent-secret", "control": "control-secret"}
 TOKEN = "b" * 32

@@ -115,8 +115,8 @@ def breakdown(video: Path, model: Path | None, backend: str | None, frames: int 
             break
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         t0 = time.perf_counter()
-        boxes, scores, _ = detector.find_faces(rgb)
-        boxes = boxes[scores >= detector.score_threshold]
+        found = detector.find_faces(rgb)
+        boxes = found.boxes[found.scores >= detector.score_threshold]
         t1 = time.perf_counter()
         detector.classify(detector.crops(rgb, boxes))
         t2 = time.perf_counter()

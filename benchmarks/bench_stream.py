@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import DEFAULT_DATA, cpu_model, make_video
 
 from maskwatch.bench import rss_mb
+from maskwatch.core.events import SourceSummary, StatsBucket, TrackEnded
 from maskwatch.detection.pipeline import MaskDetector
 from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
-from maskwatch.stream.events import SourceSummary, StatsBucket, TrackEnded
 
 
 def run_engine(
@@ -204,8 +204,8 @@ def agreement(detector: MaskDetector, choose_video: Path, report_video: Path, cl
     rule = {k: best[k] for k in ("classify_every", "decided_votes", "decided_probability")}
     default = {
         "classify_every": classify_every,
-        "decided_votes": EngineConfig.decided_votes,
-        "decided_probability": EngineConfig.decided_probability,
+        "decided_votes": EngineConfig().decided_votes,
+        "decided_probability": EngineConfig().decided_probability,
     }
     report = agreement_runs(detector, report_video, [default] if default == rule else [default, rule])
     return {

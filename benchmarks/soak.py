@@ -1730,9 +1730,9 @@ def publish_poison(inst: Installation) -> dict[str, str]:
     """Messages a node may send that the control room must store or dead-letter, never acknowledge and lose:
     a person event with a field this version does not know, and one from a camera whose name is valid on MQTT
     (64 characters) but too long for the database once prefixed with its node."""
+    from maskwatch.core.events import TrackEnded, new_event_id
     from maskwatch.fleet.publisher import make_client
     from maskwatch.fleet.topics import BrokerURL
-    from maskwatch.stream.events import TrackEnded, new_event_id
 
     assert inst.broker is not None
     node = NODES[0]

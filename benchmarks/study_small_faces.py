@@ -86,7 +86,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "accurate+1600 tiled": (*ACCURATE, "1600t"),
 }
 
-View = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N,4), scores (N,), landmarks (N,5,2), original pixels
+View = Any  # maskwatch.core.faces.Faces: boxes (N,4), scores (N,), landmarks (N,5,2), original pixels
 
 
 def log(msg: str) -> None:
@@ -156,8 +156,9 @@ class ViewSpec:
 
 def tiled_view(detector: Any, rgb: np.ndarray, spec: ViewSpec, tile: int, overlap: int) -> View:
     """One view cut into overlapping tiles of the resized image (each tile one detector run)."""
-    from maskwatch.detection.geometry import nms
-    from maskwatch.detection.pipeline import _faces_to_arrays, _resize
+    from maskwatch.core.faces import Faces
+    from maskwatch.core.geometry import nms
+    from maskwatch.detection.pipeline import _resize
 
     h, w = rgb.shape[:2]
     resized, sx, sy = _resize(rgb, spec.scale(h, w))
@@ -177,7 +178,8 @@ def tiled_view(detector: Any, rgb: np.ndarray, spec: ViewSpec, tile: int, overla
     for y0 in starts(rh):
         for x0 in starts(rw):
             part = np.ascontiguousarray(resized[y0 : y0 + tile, x0 : x0 + tile])
-            boxes, scores, marks = _faces_to_arrays(detector.active_finder.detect(part))
+            found = detector.active_finder.detect(part)
+            boxes, scores, marks = found.boxes, found.scores, found.landmarks
             if not len(scores):
                 continue
             ph, pw = part.shape[:2]
@@ -195,7 +197,7 @@ def tiled_view(detector: Any, rgb: np.ndarray, spec: ViewSpec, tile: int, overla
             all_scores.append(scores[keep])
             all_marks.append(marks[keep] + [x0, y0])
     if not all_scores or not sum(len(s) for s in all_scores):
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        return Faces.empty()
     boxes, scores, marks = np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_marks)
     keep = nms(boxes, scores, detector.fusion_iou)
     boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
@@ -203,7 +205,7 @@ def tiled_view(detector: Any, rgb: np.ndarray, spec: ViewSpec, tile: int, overla
         boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
         marks = marks[:, [1, 0, 2, 4, 3]].copy()
         marks[..., 0] = rw - marks[..., 0]
-    return boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]
+    return Faces(boxes / [sx, sy, sx, sy], scores, marks / [sx, sy])
 
 
 class ViewCache:
@@ -230,8 +232,10 @@ class ViewCache:
             return self.memory[key]
         path = self._path(scene.stem, spec)
         if path.is_file():
+            from maskwatch.core.faces import Faces
+
             with np.load(path) as z:
-                item = ((z["boxes"], z["scores"], z["marks"]), float(z["seconds"]))
+                item = (Faces(z["boxes"], z["scores"], z["marks"]), float(z["seconds"]))
         elif not compute:
             raise KeyError(f"view {spec} of {scene.stem} is not cached; run --parts cache")
         else:
@@ -243,7 +247,7 @@ class ViewCache:
                 view = self.detector.detect_view(scene.rgb, view_spec.side, view_spec.mirrored)
             seconds = time.perf_counter() - start
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, boxes=view[0], scores=view[1], marks=view[2], seconds=seconds)
+            np.savez(path, boxes=view.boxes, scores=view.scores, marks=view.landmarks, seconds=seconds)
             item = (view, seconds)
         self.memory[key] = item
         return item
@@ -308,7 +312,7 @@ def replay(base: Any, classifier: CachingClassifier, cache: ViewCache, scenes: S
         def find_faces(self, image: Any) -> View:
             h, w = self.scene.rgb.shape[:2]
             got = [cache.get(self.scene, spec, compute=False)[0] for spec in views]
-            return self.fuse(got, w, h)
+            return self.fuse(got, w, h).with_classes(self.classes)
 
     pipeline = Replay(classifier, base.face_finder, scales="accurate", score_threshold=base.score_threshold,
                       crop_margin=base.crop_margin)  # fmt: skip
@@ -349,7 +353,7 @@ def part_views(base: Any, cache: ViewCache, scenes: Sequence[Scene], specs: Sequ
     """Each view alone: face recall (IoU 0.5, VOC framing) by face size at the candidate threshold and at the
     operating point; and for each variant the recall of the union of its views at the candidate threshold:
     the most its fusion could keep."""
-    from maskwatch.detection.geometry import box_iou, finish_boxes
+    from maskwatch.core.geometry import box_iou, finish_boxes
 
     buckets = {"<12": (0, 12), "12-16": (12, 16), "16-20": (16, 20), "<20": (0, 20), "20-32": (20, 32),
                ">=20": (20, 1e9)}  # fmt: skip
@@ -557,8 +561,8 @@ def run_variant(pipeline: Any, rgb: np.ndarray, views: Sequence[str], tile: int,
     specs = [ViewSpec.parse(v) for v in views]
     got = [tiled_view(pipeline, rgb, s, tile, overlap) if s.tiled else pipeline.detect_view(rgb, s.side, s.mirrored)
            for s in specs]  # fmt: skip
-    boxes, scores, _ = pipeline.fuse(got, w, h)
-    boxes = boxes[scores >= pipeline.score_threshold]  # as detect: the faces kept are classified
+    fused = pipeline.fuse(got, w, h)
+    boxes = fused.boxes[fused.scores >= pipeline.score_threshold]  # as detect: the faces kept are classified
     return [boxes, pipeline.classify(pipeline.face_views(rgb, boxes), pipeline.views_per_face)]
 
 

@@ -145,7 +145,8 @@ def face_scores(detector, samples: list[tuple[np.ndarray, dict[str, Any]]]) -> d
 
     operating, candidates, targets = [], [], []
     for rgb, target in samples:
-        boxes, scores, _ = detector.find_faces(rgb)
+        faces = detector.find_faces(rgb)
+        boxes, scores = faces.boxes, faces.scores
         keep = scores >= OPERATING_THRESHOLD
         operating.append({"boxes": boxes[keep], "scores": scores[keep]})
         candidates.append({"boxes": boxes, "scores": scores, "labels": [0] * len(scores)})
@@ -419,9 +420,9 @@ def part_costs(args, scenes) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_pipeline import make_video
 
+    from maskwatch.core.faces import Faces
     from maskwatch.detection.drawing import draw_result
-    from maskwatch.detection.pipeline import FaceResult, FrameResult
-
+    from maskwatch.detection.results import FrameResult
     try:
         from maskwatch.stream.tracking import FaceTracker
     except ImportError:  # before the move to maskwatch.stream
@@ -447,21 +448,18 @@ def part_costs(args, scenes) -> dict[str, Any]:
     det = pipeline(finder, 640)
     found = []
     for rgb in frames_rgb:
-        boxes, scores, marks = det.find_faces(rgb)
-        keep = scores >= OPERATING_THRESHOLD
-        found.append((boxes[keep], scores[keep], marks[keep]))
+        faces = det.find_faces(rgb)
+        keep = faces.scores >= OPERATING_THRESHOLD
+        found.append((faces.boxes[keep], faces.scores[keep], faces.landmarks[keep]))
     classes = ["with_mask", "without_mask"]
     rng = np.random.default_rng(0)
 
     def frame_result(k):
         boxes, scores, marks = found[k]
-        faces = []
-        for b, s, lm in zip(boxes, scores, marks, strict=True):
-            p = float(rng.uniform(0.5, 1.0))
-            faces.append(FaceResult(box=tuple(map(float, b)), score=float(s), label=classes[0], probability=p,
-                                    probabilities={classes[0]: p, classes[1]: 1 - p},
-                                    landmarks=tuple((float(x), float(y)) for x, y in lm)))  # fmt: skip
-        return FrameResult(faces=faces, classes=classes, width=FRAME_W, height=FRAME_H, frame=k)
+        p = rng.uniform(0.5, 1.0, len(scores))
+        faces = Faces(boxes, scores, marks, classes=classes, probabilities=np.stack([p, 1 - p], axis=1).reshape(-1, 2),
+                      classified=np.ones(len(scores), bool))  # fmt: skip
+        return FrameResult(faces, width=FRAME_W, height=FRAME_H, frame=k)
 
     results = [frame_result(k) for k in range(len(frames_rgb))]
     n_faces = float(np.mean([len(r.faces) for r in results]))
@@ -694,13 +692,13 @@ def part_e2e(args, scenes) -> dict[str, Any]:
                 if classify:
                     result = md.detect(rgb, frame=k)
                 else:  # detector only: the bound a per-track classification budget approaches
-                    from maskwatch.detection.pipeline import FaceResult, FrameResult
+                    from maskwatch.detection.results import FrameResult
 
-                    boxes, scores, _ = md.find_faces(rgb)
-                    faces = [FaceResult(box=tuple(map(float, b)), score=float(sc), label=md.classes[0], probability=1.0,
-                                        probabilities={c: float(c == md.classes[0]) for c in md.classes})
-                             for b, sc in zip(boxes, scores, strict=True) if sc >= md.score_threshold]  # fmt: skip
-                    result = FrameResult(faces=faces, classes=md.classes, width=rgb.shape[1], height=rgb.shape[0])
+                    faces = md.gate(md.find_faces(rgb))  # every kept face "classified" as the first class
+                    first = np.zeros((len(faces), len(md.classes)))
+                    first[:, 0] = 1.0
+                    faces = faces.replace(probabilities=first, classified=faces.kept)
+                    result = FrameResult(faces, width=rgb.shape[1], height=rgb.shape[0])
                 draw_result(rgb, tracker.update(result))
             return len(frames)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.stream.events import LagStats, SourceStatus, StatsBucket, TrackEnded
+from maskwatch.core.events import LagStats, SourceStatus, StatsBucket, TrackEnded
 
 
 def _free_port() -> int:

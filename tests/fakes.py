@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch.detection.centerface import Face
+from maskwatch.core.faces import Faces
 from maskwatch.detection.pipeline import MaskDetector
 
 CLASSES = ["with_mask", "without_mask"]
@@ -32,11 +32,9 @@ class BlobFinder:
             time.sleep(self.delay)
         mask = (image_rgb.max(axis=2) > 20).astype(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-        out = []
-        for x, y, w, h, _ in stats[1:n]:
-            score = float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0
-            out.append(Face((float(x), float(y), float(x + w), float(y + h)), score, np.zeros((5, 2), np.float32)))
-        return out
+        boxes = [(float(x), float(y), float(x + w), float(y + h)) for x, y, w, h, _ in stats[1:n]]
+        scores = [float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0 for x, y, w, h, _ in stats[1:n]]
+        return Faces(boxes, scores)
 
 
 class ColourClassifier:

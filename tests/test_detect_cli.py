@@ -239,15 +239,19 @@ def test_failed_annotated_writes_are_counted_and_fail_the_run(tmp_path, monkeypa
     folder = tmp_path / "in"
     for k in range(4):
         save_rgb(folder / f"{k}.png", scene([(20, 20, 40, GREEN)]))
-    real = cv2.imwrite
+    out, jsonl = tmp_path / "out", tmp_path / "r.jsonl"
+    real = Path.write_bytes
     calls = []
 
-    def full_disk(path, image, *args):
+    def full_disk(path, data):
+        if path.parent != out:
+            return real(path, data)
         calls.append(path)
-        return False if len(calls) % 2 == 0 else real(path, image, *args)  # every second write fails
+        if len(calls) % 2 == 0:  # every second annotated image: the disk is full
+            raise OSError(28, "No space left on device")
+        return real(path, data)
 
-    monkeypatch.setattr(cv2, "imwrite", full_disk)
-    out, jsonl = tmp_path / "out", tmp_path / "r.jsonl"
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     res = runner.invoke(app, ["detect", str(folder), "--save", str(out), "--json", str(jsonl), "--no-progress"])
     assert res.exit_code == 1 and "2 file(s) not written" in text(res)
     records = read_jsonl(jsonl)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from maskwatch.core.geometry import box_iou
 from maskwatch.data.voc import read_voc
 from maskwatch.detection.evaluation import (
     average_precision,
@@ -14,7 +15,6 @@ from maskwatch.detection.evaluation import (
     match_greedy,
     voc_target,
 )
-from maskwatch.detection.geometry import box_iou
 
 CLASSES = ["with_mask", "without_mask"]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from maskwatch.core.faces import Faces
 from maskwatch.detection.drawing import _legend_rect, _overlaps, class_color, draw_result, label_layout
-from maskwatch.detection.results import FaceResult, FrameResult
+from maskwatch.detection.results import FrameResult
 
 CLASSES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 
@@ -13,7 +14,7 @@ CLASSES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 def crowd(n: int = 42, width: int = 400, height: int = 267, seed: int = 0) -> FrameResult:
     """``n`` small faces (12-26 px) packed over a ``width`` x ``height`` photo, all three classes."""
     rng = np.random.default_rng(seed)
-    faces = []
+    boxes, probabilities = [], []
     cols = 8
     for i in range(n):
         size = float(rng.integers(12, 27))
@@ -21,10 +22,13 @@ def crowd(n: int = 42, width: int = 400, height: int = 267, seed: int = 0) -> Fr
         cy = (i // cols + 0.5) * height / (n // cols + 1) + rng.uniform(-6, 6)
         box = (max(0.0, cx - size / 2), max(0.0, cy - size / 2), min(width - 1.0, cx + size / 2),
                min(height - 1.0, cy + size / 2))  # fmt: skip
-        label = CLASSES[i % 3]
         p = float(rng.uniform(0.5, 1.0))
-        faces.append(FaceResult(box=box, score=0.9, label=label, probability=p, probabilities={label: p}))
-    return FrameResult(faces=faces, classes=CLASSES, width=width, height=height)
+        row = np.full(3, (1 - p) / 2)
+        row[i % 3] = p  # the label: CLASSES[i % 3]
+        boxes.append(box)
+        probabilities.append(row)
+    faces = Faces(boxes, np.full(n, 0.9), classes=CLASSES, probabilities=probabilities, classified=np.ones(n, bool))
+    return FrameResult(faces, width=width, height=height)
 
 
 def test_crowd_labels_stay_inside_and_never_overlap():

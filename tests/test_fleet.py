@@ -22,6 +22,7 @@ pytest.importorskip("paho.mqtt")
 import conftest_service
 from fakes import fake_detector, make_video
 
+from maskwatch.core.events import SourceStatus, StatsBucket, TrackEnded, parse_event
 from maskwatch.core.names import check_name
 from maskwatch.core.redaction import redact
 from maskwatch.fleet import topics
@@ -30,7 +31,6 @@ from maskwatch.fleet.ingest import FleetIngest
 from maskwatch.fleet.outbox import Outbox
 from maskwatch.fleet.publisher import Publisher, make_client
 from maskwatch.fleet.topics import BrokerURL
-from maskwatch.stream.events import SourceStatus, StatsBucket, TrackEnded, parse_event
 
 db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the fixtures
 

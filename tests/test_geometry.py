@@ -1,13 +1,11 @@
-"""Box geometry: one framing for training crops and deployment crops, IoU, NMS, detector box finishing."""
+"""Box geometry: one framing for training crops and deployment crops, IoU, NMS, detector box finishing.
+(That it imports numpy only is checked with the other leaf modules in test_light_imports.py.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 
-from maskwatch.detection.geometry import adjust_boxes, box_iou, crop_box, finish_boxes, grow_box, nms
+from maskwatch.core.geometry import adjust_boxes, box_iou, crop_box, finish_boxes, grow_box, nms
 
 
 def test_grow_then_clip():
@@ -16,6 +14,10 @@ def test_grow_then_clip():
     assert crop_box((0, 0, 10, 10), 0.5, 12, 12) == (0, 0, 12, 12)
     left, top, right, bottom = crop_box((20, 20, 30, 30), 0.0, 10, 10)  # outside the image
     assert right > left and bottom > top  # never an empty slice
+    # outward: the pixels cover the grown box entirely (what a blurred region needs), still clipped
+    assert grow_box((10.4, 10.6, 20.2, 20.5), 0.0) == (10, 11, 20, 20)
+    assert grow_box((10.4, 10.6, 20.2, 20.5), 0.0, outward=True) == (10, 10, 21, 21)
+    assert crop_box((0.5, 1.5, 9.5, 9.5), 0.1, 9, 20, outward=True) == (0, 0, 9, 11)
 
 
 def test_iou_and_nms():
@@ -34,9 +36,3 @@ def test_finish_boxes_adjusts_clips_filters_and_leaves_the_input_alone():
     np.testing.assert_array_equal(boxes, original)
     moved = adjust_boxes(np.array([[0.0, 0, 10, 20]]), (0.1, 0.0, 2.0, 1.0))
     assert moved[0].tolist() == [-4.0, 0.0, 16.0, 20.0]
-
-
-def test_geometry_imports_only_numpy():
-    code = ("import sys; import maskwatch.detection.geometry; "
-            "heavy = {'cv2', 'PIL', 'torch', 'onnxruntime'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -362,19 +362,20 @@ def test_video_person_merging_is_bounded_by_frames_and_overlap(tmp_path, fake_mo
 
 
 def test_a_person_unseen_for_long_is_judged_at_their_least_sure_frame_with_their_track_id():
-    from maskwatch.detection.results import FaceResult
+    from maskwatch.core.faces import NO_TRACK, Faces
     from maskwatch.mining import _VideoPeople
     from maskwatch.stream.sources import Frame
 
     people = _VideoPeople(MineSettings(dedupe_frames=1, close_after=5))
     image = np.zeros((100, 100, 3), np.uint8)
+    classes = ["with_mask", "without_mask"]
 
     def frame(i, faces):
-        return people.add_frame(Frame(image, "v.mp4", i, i / 10, "video"), faces, 0.2)
+        return people.add_frame(Frame(image, "v.mp4", i, i / 10, "video"), Faces.concat(faces, classes), 0.2)
 
     def face(x, p, track):
-        probabilities = {"with_mask": p, "without_mask": 1 - p}
-        return FaceResult((x, 10.0, x + 20.0, 30.0), 0.9, "with_mask", p, probabilities, track_id=track)
+        return Faces([(x, 10.0, x + 20.0, 30.0)], [0.9], classes=classes, probabilities=[[p, 1 - p]],
+                     track_ids=[NO_TRACK if track is None else track], classified=[True])  # fmt: skip
 
     handed = frame(0, [face(10, 0.6, None)])  # least sure before the tracker confirmed the person
     handed += frame(1, [face(12, 0.9, 7)])  # overlaps: the same person, now with a track id

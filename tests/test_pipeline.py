@@ -12,18 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from maskwatch.detection.centerface import Face
+from maskwatch.core.contract import compliance_rate
+from maskwatch.core.faces import Faces, FaceView
+from maskwatch.core.geometry import crop_box
 from maskwatch.detection.evaluation import evaluate_voc
-from maskwatch.detection.geometry import crop_box
-from maskwatch.detection.pipeline import (
-    PRESETS,
-    FaceResult,
-    FrameResult,
-    MaskDetector,
-    compliance_rate,
-    fuse_views,
-    summarize,
-)
+from maskwatch.detection.pipeline import PRESETS, MaskDetector, fuse_views
+from maskwatch.detection.results import FrameResult, summarize
 from maskwatch.paths import shared_data_dir
 
 CLASSES = ["with_mask", "without_mask"]
@@ -38,17 +32,18 @@ class BlobFinder:
     def __init__(self) -> None:
         self.calls = 0
 
-    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+    def detect(self, image_rgb: np.ndarray) -> Faces:
         self.calls += 1
         mask = (image_rgb.max(axis=2) > 20).astype(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-        faces = []
+        boxes, scores, marks = [], [], []
         for x, y, w, h, _area in stats[1:n]:
-            score = float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0
-            lm = np.array([[x + 0.3 * w, y + 0.4 * h], [x + 0.7 * w, y + 0.4 * h], [x + 0.5 * w, y + 0.6 * h],
-                           [x + 0.35 * w, y + 0.8 * h], [x + 0.65 * w, y + 0.8 * h]], dtype=np.float32)  # fmt: skip
-            faces.append(Face((float(x), float(y), float(x + w), float(y + h)), score, lm))
-        return sorted(faces, key=lambda f: -f.score)
+            scores.append(float(image_rgb[y + h // 2, x + w // 2].max()) / 255.0)
+            marks.append([[x + 0.3 * w, y + 0.4 * h], [x + 0.7 * w, y + 0.4 * h], [x + 0.5 * w, y + 0.6 * h],
+                          [x + 0.35 * w, y + 0.8 * h], [x + 0.65 * w, y + 0.8 * h]])  # fmt: skip
+            boxes.append((float(x), float(y), float(x + w), float(y + h)))
+        faces = Faces(boxes, scores, np.array(marks).reshape(-1, 5, 2))
+        return faces[np.argsort(-faces.scores, kind="stable")]
 
 
 class ColourClassifier:
@@ -93,24 +88,22 @@ GREEN, RED = (0, 230, 0), (220, 0, 0)
 
 def test_fuse_single_view_is_nms():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
-    scores = np.array([0.9, 0.8, 0.7])
-    b, s, _ = fuse_views([(boxes, scores, np.zeros((3, 5, 2)))], iou=0.3)
-    assert s.tolist() == [0.9, 0.7] and b[0].tolist() == [0, 0, 10, 10]
+    fused = fuse_views([Faces(boxes, [0.9, 0.8, 0.7])], iou=0.3)
+    assert fused.scores.tolist() == [0.9, 0.7] and fused.boxes[0].tolist() == [0, 0, 10, 10]
 
 
 def test_fuse_two_views_averages_scores_and_boxes():
-    a = (np.array([[0, 0, 10, 10], [50, 50, 60, 60]], float), np.array([0.8, 0.6]), np.zeros((2, 5, 2)))
-    b = (np.array([[2, 0, 12, 10]], float), np.array([0.8]), np.ones((1, 5, 2)))
-    boxes, scores, marks = fuse_views([a, b], iou=0.3)
-    assert scores.tolist() == pytest.approx([0.8, 0.3])  # seen by both; seen by one view of two
-    assert boxes[0].tolist() == pytest.approx([1, 0, 11, 10])
-    assert marks[0, 0].tolist() == pytest.approx([0.5, 0.5])
+    a = Faces([[0, 0, 10, 10], [50, 50, 60, 60]], [0.8, 0.6], np.zeros((2, 5, 2)))
+    b = Faces([[2, 0, 12, 10]], [0.8], np.ones((1, 5, 2)))
+    fused = fuse_views([a, b], iou=0.3)
+    assert fused.scores.tolist() == pytest.approx([0.8, 0.3])  # seen by both; seen by one view of two
+    assert fused.boxes[0].tolist() == pytest.approx([1, 0, 11, 10])
+    assert fused.landmarks[0, 0].tolist() == pytest.approx([0.5, 0.5])
 
 
 def test_fuse_empty_views():
-    empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-    boxes, scores, marks = fuse_views([empty, empty])
-    assert boxes.shape == (0, 4) and scores.shape == (0,) and marks.shape == (0, 5, 2)
+    fused = fuse_views([Faces.empty(), Faces.empty()])
+    assert fused.boxes.shape == (0, 4) and fused.scores.shape == (0,) and fused.landmarks.shape == (0, 5, 2)
 
 
 def test_accurate_preset_runs_six_views_and_find_faces_fuses_them():
@@ -123,13 +116,14 @@ def test_accurate_preset_runs_six_views_and_find_faces_fuses_them():
 
     detector = MaskDetector(ColourClassifier(), Spy(), scales="accurate", box_adjust=None)
     image = scene([(40, 40, 20, GREEN)], size=(150, 200))
-    boxes, scores, _ = detector.find_faces(image)
+    found = detector.find_faces(image)
     assert sides == [640, 640, 1024, 1024, 1280, 1280]  # each scale as is and mirrored
-    assert boxes.tolist() == [pytest.approx([40, 40, 60, 60], abs=0.5)]
+    assert found.boxes.tolist() == [pytest.approx([40, 40, 60, 60], abs=0.5)]
+    assert found.classes == tuple(CLASSES) and found.kept.all() and not found.classified.any()  # not yet gated
     views = [detector.detect_view(image, side, mirrored) for side in (640, 1024, 1280) for mirrored in (False, True)]
     again = detector.fuse(views, 200, 150)
-    np.testing.assert_allclose(again[0], boxes)
-    np.testing.assert_allclose(again[1], scores)
+    np.testing.assert_allclose(again.boxes, found.boxes)
+    np.testing.assert_allclose(again.scores, found.scores)
 
 
 def test_crop_box_matches_the_dataset_crop_framing():
@@ -171,7 +165,8 @@ def test_detect_returns_typed_results_with_the_json_schema():
     detector = fake_detector()
     image = scene([(20, 30, 40, GREEN), (150, 40, 30, RED), (100, 150, 50, GREEN)])
     result = detector.detect(image, source="x.jpg")
-    assert isinstance(result, FrameResult) and all(isinstance(f, FaceResult) for f in result.faces)
+    assert isinstance(result, FrameResult) and isinstance(result.faces, Faces)
+    assert all(isinstance(f, FaceView) for f in result.faces) and result.faces.classified.all()
     assert result.counts == {"with_mask": 2, "without_mask": 1}
     assert result.compliance == pytest.approx(2 / 3)
     d = json.loads(json.dumps(result.to_dict()))
@@ -189,7 +184,7 @@ def test_detect_returns_typed_results_with_the_json_schema():
 
 def test_no_faces():
     result = fake_detector().detect(np.zeros((64, 80, 3), np.uint8))
-    assert result.faces == [] and result.counts == {"with_mask": 0, "without_mask": 0}
+    assert len(result.faces) == 0 and result.counts == {"with_mask": 0, "without_mask": 0}
     assert result.compliance is None and result.to_dict()["compliance"] is None
 
 
@@ -347,8 +342,8 @@ def test_top_level_export_is_lazy_and_torch_free():
 
 
 def test_real_scene_with_centerface():
+    from maskwatch.core.geometry import box_iou
     from maskwatch.detection.centerface import CenterFaceDetector, ModelNotFoundError
-    from maskwatch.detection.geometry import box_iou
 
     path = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
     if not path.is_file():
@@ -368,16 +363,18 @@ def test_real_scene_with_centerface():
 # -- one home per concern, both import paths -------------------------------------------------------------
 
 
-def test_results_types_have_one_home_and_two_import_paths():
-    from maskwatch.core import contract
-    from maskwatch.detection import pipeline, results
+def test_faces_have_one_currency():
+    """The detector, the pipeline and the results share Faces: no per-face result type and no detector Face
+    that data is converted into; the per-image result has one home."""
+    from maskwatch.detection import centerface, pipeline, results
 
-    for name in ("FaceResult", "FrameResult", "summarize"):
-        assert getattr(pipeline, name) is getattr(results, name)
-    for name in ("compliance_rate", "MASK_CLASSES"):  # the model contract's, one home in the leaf layer
-        assert getattr(pipeline, name) is getattr(contract, name)
+    assert not hasattr(results, "FaceResult") and not hasattr(centerface, "Face")
+    assert pipeline.FrameResult is results.FrameResult
     # evaluate_voc and write_html_report have one home each, no longer re-exported by the pipeline
     assert not hasattr(pipeline, "evaluate_voc") and not hasattr(pipeline, "write_html_report")
+    # the dead frame helpers are gone
+    assert not hasattr(pipeline.MaskDetector, "detect_frames")
+    assert not hasattr(pipeline.MaskDetector, "detect_frame_batch")
 
 
 def test_detect_accepts_encoded_bytes_and_files(tmp_path):
@@ -459,6 +456,7 @@ def test_fast_preset_runs_the_int8_detector_and_the_others_fp32():
 
 
 def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path):
+    from maskwatch.core.geometry import box_iou
     from maskwatch.detection.centerface import (
         CENTERFACE_INT8_SHA256,
         CenterFaceDetector,
@@ -466,7 +464,6 @@ def test_shipped_int8_centerface_is_found_checked_and_agrees_with_fp32(tmp_path)
         ModelNotFoundError,
         find_centerface_int8_model,
     )
-    from maskwatch.detection.geometry import box_iou
 
     path = find_centerface_int8_model()
     assert path is not None and path.name == "centerface-int8.onnx"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from fakes import FakeCamera, fake_detector, make_video
 
+from maskwatch.core.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream import AnalysedFrame, EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
-from maskwatch.stream.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream.sources import SourceError
 
 pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
@@ -230,7 +230,7 @@ def test_budget_is_off_for_the_accurate_preset(tmp_path):
     engine.add_source(str(make_video(tmp_path / "v.mp4", 3)), name="v")
     runner = engine._pending.get_nowait()[1]
     assert runner.detector.classify_tta
-    assert engine._tracker_for(runner).classify_every is None
+    assert runner.make_tracker(engine.compliant_classes).classify_every is None
 
 
 def test_frame_subscribers_get_pixels_and_bad_specs_fail_at_once(tmp_path):
@@ -265,7 +265,7 @@ def test_engine_config_is_validated():
 
 def test_published_schema_file_is_current():
     """docs/schema/maskwatch.event-1.json is what json_schema() produces (regenerate it when events change:
-    python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json)."""
+    python -m maskwatch.core.events > docs/schema/maskwatch.event-1.json)."""
     path = Path(__file__).resolve().parents[1] / "docs" / "schema" / "maskwatch.event-1.json"
     assert json.loads(path.read_text()) == json_schema()
 
@@ -299,6 +299,69 @@ def test_snapshots_are_blurred_views_handed_to_the_sink(tmp_path):
         assert blurred[e.track_id].shape == raw[e.track_id].shape
         assert blurred[e.track_id].shape[0] > 40  # the face grown by half its size on each side
         assert sharpness(blurred[e.track_id]) < 0.5 * sharpness(raw[e.track_id])  # the face is blurred
+
+
+def test_a_person_who_leaves_mid_video_gets_their_snapshot(tmp_path):
+    """A person whose track is retired while the source runs (not closed at its end) still has their
+    snapshot handed to the sink."""
+    import cv2
+    from fakes import GREEN, scene
+
+    path = tmp_path / "leaves.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for i in range(60):  # in view for 12 frames, then gone for 48 (retired after 20 at 10 FPS)
+        rgb = scene([(20 + 5 * i, 60, 50, GREEN)] if i < 12 else [])
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    stored = {}
+
+    def sink(source, track_id, rgb):
+        stored[track_id] = rgb
+        return f"snap/{track_id}.jpg"
+
+    engine = StreamEngine(fake_detector(), stop_when_done=True, snapshots=True, snapshot_sink=sink, emit_frames=True)
+    events = engine.events()
+    engine.add_source(str(path), name="v")
+    engine.start()
+    got = list(events)
+    ended = by_type(got, TrackEnded)
+    assert len(ended) == 1 and ended[0].last_frame == 11
+    frames = [e for e in got if e.type == "frame"]
+    assert got.index(ended[0]) < got.index(frames[-1])  # retired while the video ran, not closed at its end
+    assert ended[0].snapshot == f"snap/{ended[0].track_id}.jpg" and set(stored) == {ended[0].track_id}
+
+
+def test_frames_dropped_between_two_buckets_are_counted_in_one_of_them(tmp_path):
+    """A camera drops frames while the analysis thread flushes a bucket: every drop lands in exactly one
+    bucket (the count is read once per flush; two reads let a drop in between fall through)."""
+    import threading
+
+    from maskwatch.stream import EngineConfig
+    from maskwatch.stream.runner import make_runner
+
+    class Dropping:  # the buffer's counter, as a capture thread racing the flush would move it
+        def __init__(self):
+            self.reads = 0
+
+        @property
+        def dropped(self):
+            self.reads += 1
+            return self.reads  # one more drop each time anyone looks
+
+    now = [1000.0]
+    runner = make_runner(
+        SourceSpec(uri="rtsp://fake/cam"), config=EngineConfig(stats_interval=10), detectors=lambda _: fake_detector(),
+        classes=["with_mask", "without_mask"], clock=lambda: now[0], wake=threading.Event(),
+    )  # fmt: skip
+    counter = Dropping()
+    runner.buffer = counter  # type: ignore[assignment]
+    runner.bucket.dropped_at_start = counter.dropped
+    events = []
+    for _ in range(5):
+        now[0] += 10
+        events.extend(runner.due_buckets(now[0]))
+    events.append(runner.flush_bucket(now[0], final=True))
+    assert sum(e.frames_dropped for e in events) == runner.bucket.dropped_at_start - 1
 
 
 def test_live_stats_redaction_and_a_still_image_slideshow(tmp_path):

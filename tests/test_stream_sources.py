@@ -20,7 +20,6 @@ from maskwatch.stream.sources import (
     StreamSource,
     VideoSource,
     parse_source,
-    resolve_sources,
 )
 
 
@@ -104,17 +103,7 @@ def test_parse_sources(tmp_path):
         parse_source(str(tmp_path / "notes.txt"))
     with pytest.raises(SourceError, match="webcam:N"):
         parse_source("webcam:front")
-    with pytest.raises(SourceError, match="no images or videos"):
-        resolve_sources([str(tmp_path / "*.gif")])
-
-
-def test_resolve_groups_images_and_keeps_order(tmp_path):
-    for name in ("a.jpg", "b.jpg"):
-        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
-    video = write_video(tmp_path / "v.mp4", 3)
-    sources = resolve_sources([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), str(video), "webcam:0"])
-    assert [type(s).__name__ for s in sources] == ["ImageSource", "VideoSource", "StreamSource"]
-    assert len(sources[0]) == 2 and sources[2].name == "webcam:0"
+    assert parse_source(str(tmp_path / "*.gif")) == ("files", [])  # a glob matching nothing: the caller says so
 
 
 # -- images and video files ------------------------------------------------------------------------------
@@ -182,6 +171,7 @@ def test_stream_reconnects_with_exponential_backoff():
         "rtsp://cam/1",
         backoff=0.5,
         max_backoff=8,
+        jitter=0.0,
         give_up_after=30,
         max_frames=5,
         capture_factory=factory,
@@ -204,6 +194,7 @@ def test_stream_that_stays_down_gives_up_with_a_clear_error():
         "rtsp://cam/2",
         backoff=0.5,
         max_backoff=4,
+        jitter=0.0,
         give_up_after=20,
         capture_factory=factory,
         clock=clock,
@@ -218,6 +209,23 @@ def test_stream_that_stays_down_gives_up_with_a_clear_error():
     assert sum(clock.sleeps) == pytest.approx(20.0)  # the last wait is cut to the give-up time
     message = str(info.value)
     assert "rtsp://cam/2" in message and "gave up after 20 s" in message and "attempt" in message
+
+
+def test_reconnection_waits_are_spread_so_cameras_do_not_retry_in_lockstep():
+    """Streams that drop together (one switch, one recorder) reopen at spread times: each wait is the doubling
+    schedule within +-10 %, and two streams' waits differ."""
+    waits = []
+    for _ in range(2):
+        clock = FakeClock()
+        source = StreamSource("rtsp://cam/3", backoff=0.5, max_backoff=4, give_up_after=30, clock=clock,
+                              sleep=clock.sleep, capture_factory=lambda _: FakeCapture([], opened=False))  # fmt: skip
+        with pytest.raises(StreamLostError):
+            list(source)
+        waits.append(clock.sleeps[:5])
+    for got in waits:
+        for wait, planned in zip(got, [0.5, 1.0, 2.0, 4.0, 4.0], strict=True):
+            assert planned * 0.9 <= wait <= planned * 1.1
+    assert waits[0] != waits[1]
 
 
 def test_unreadable_stream_frames_are_skipped():

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from maskwatch.detection.pipeline import FaceResult, FrameResult
+from maskwatch.core.faces import NO_TRACK, Faces
+from maskwatch.detection.results import FrameResult
 
 pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
 from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError
@@ -15,19 +16,15 @@ from maskwatch.stream.tracking import FaceTracker, TrackerUnavailableError
 CLASSES = ["with_mask", "without_mask"]
 
 
-def face(x: float, y: float, p_mask: float, side: float = 40, score: float = 0.9) -> FaceResult:
-    label = "with_mask" if p_mask >= 0.5 else "without_mask"
-    return FaceResult(
-        box=(x, y, x + side, y + side),
-        score=score,
-        label=label,
-        probability=max(p_mask, 1 - p_mask),
-        probabilities={"with_mask": p_mask, "without_mask": 1 - p_mask},
-    )
+def face(x: float, y: float, p_mask: float, side: float = 40, score: float = 0.9) -> Faces:
+    """One classified face."""
+    return Faces([(x, y, x + side, y + side)], [score], classes=CLASSES, probabilities=[[p_mask, 1 - p_mask]],
+                 classified=[True])  # fmt: skip
 
 
-def frame(i: int, faces: list[FaceResult]) -> FrameResult:
-    return FrameResult(faces=faces, classes=CLASSES, width=640, height=480, source="v.mp4", frame=i, timestamp=i / 10)
+def frame(i: int, faces: list[Faces]) -> FrameResult:
+    return FrameResult(Faces.concat(faces, classes=CLASSES), width=640, height=480, source="v.mp4", frame=i,
+                       timestamp=i / 10)  # fmt: skip
 
 
 def make_tracker(**options) -> FaceTracker:
@@ -77,7 +74,7 @@ def test_person_leaving_and_empty_frames(tracker):
         tracker.update(frame(i, [face(100, 100 + 2 * i, 0.1)]))
     for i in range(5, 8):
         result = tracker.update(frame(i, []))
-        assert result.faces == []
+        assert len(result.faces) == 0
     summary = tracker.summary()
     assert summary["n_tracks"] == 1 and summary["counts"]["without_mask"] == 1
     assert [t.kind for t in tracker.pop_transitions()] == ["started"]  # still open: it could come back
@@ -117,14 +114,41 @@ def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
 def test_ids_are_small_per_tracker_and_come_on_the_second_consecutive_frame():
     """A new face is tentative on its first frame (no id), gets id 1 on its second; a face seen on frames 0 and 2
     only never gets one; another tracker counts its own ids from 1 again."""
+    def ids(tracker: FaceTracker, boxes: list[list[float]], score: float = 0.9) -> list[int | None]:
+        faces = Faces(np.array(boxes, dtype=np.float32).reshape(-1, 4), np.full(len(boxes), score), classes=CLASSES)
+        return [None if t == NO_TRACK else int(t) for t in tracker.assign(faces).track_ids]
+
     first = make_tracker()
-    ids = [first.assign(np.array([[100.0 + 2 * i, 100, 140 + 2 * i, 140]]), np.array([0.9]))[0] for i in range(4)]
-    assert ids == [None, 1, 1, 1]
+    assert [ids(first, [[100.0 + 2 * i, 100, 140 + 2 * i, 140]])[0] for i in range(4)] == [None, 1, 1, 1]
     second = make_tracker()
-    box, nothing = np.array([[300.0, 300, 340, 340]]), np.zeros((0, 4))
-    seen = [second.assign(b, np.full(len(b), 0.9)) for b in (box, nothing, box, box)]
+    box: list[list[float]] = [[300.0, 300, 340, 340]]
+    seen = [ids(second, b) for b in (box, [], box, box)]
     assert seen == [[None], [], [None], [1]]  # frame 1 had no detection: frame 2 is not consecutive to frame 0
     # a low-score box extends a track but never starts one
     third = make_tracker()
-    low = [third.assign(np.array([[10.0, 10, 50, 50]]), np.array([0.3]))[0] for _ in range(4)]
-    assert low == [None] * 4
+    assert [ids(third, [[10.0, 10, 50, 50]], 0.3)[0] for _ in range(4)] == [None] * 4
+
+
+def test_the_step_by_step_form_tracks_kept_faces_and_skips_decided_ones():
+    """What the engine does each frame: assign ids to the faces that count, classify only the faces the
+    budget wants, give the others their track's verdict, and vote only with the faces classified now."""
+    tracker = make_tracker(classify_every=3, decided_votes=2, decided_probability=0.8)
+    wanted = []
+    for i in range(9):
+        faces = Faces.concat([face(100 + 2 * i, 100, 0.95), face(400, 300, 0.95, score=0.2)], classes=CLASSES)
+        faces = faces.replace(kept=[True, False], classified=[False, False])  # the second is under the gate
+        faces = tracker.assign(faces)
+        assert faces.track_ids[1] == NO_TRACK  # candidates that do not count are not tracked
+        want = tracker.wants_classification(faces)
+        assert not want[1]
+        wanted.append(bool(want[0]))
+        verdicts = tracker.verdicts(faces)
+        faces = faces.replace(classified=want, probabilities=np.where(want[:, None], faces.probabilities, verdicts))
+        faces = tracker.observe(faces, i, i / 10)
+        tracker.end_frame()
+        if faces.tracked[0]:
+            assert faces[0].track_label == "with_mask" and faces[0].track_probability == pytest.approx(0.95)
+    # ByteTrack confirms the track on its second frame; decided after 2 votes; then every 3rd frame
+    assert wanted == [True, True, True, False, False, True, False, False, True]
+    track = next(iter(tracker.tracks.values()))
+    assert track.n_frames == 8 and track.n_classified == 4  # seen on every tracked frame, voted on 4

@@ -74,8 +74,8 @@ def _video(path: Path, colours, n: int = 24) -> Path:
 
 def test_the_stream_engine_counts_the_third_class_as_non_compliant(tmp_path):
     pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra (pip install edgefirst-tracker)")
+    from maskwatch.core.events import SourceSummary, StatsBucket, TrackEnded
     from maskwatch.stream import StreamEngine
-    from maskwatch.stream.events import SourceSummary, StatsBucket, TrackEnded
 
     video = _video(tmp_path / "three.mp4", [GREEN, BLUE, RED])
     engine = StreamEngine(fake_three_class_detector(), stop_when_done=True, stats_interval=60)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskwatch.core.faces import Faces
+from maskwatch.core.geometry import grow_box
 from maskwatch.data.datasets import open_dataset
 from maskwatch.data.voc import parse_voc, read_voc, voc_image_for
-from maskwatch.detection.centerface import Face
 from maskwatch.detection.evaluation import evaluate_voc
-from maskwatch.detection.geometry import grow_box
 from maskwatch.detection.pipeline import MaskDetector
 
 # corners written the wrong way round and fractional; a second face in order; one box without height
@@ -56,8 +56,8 @@ def test_incomplete_box_is_an_unreadable_annotation(tmp_path):
 class FixedFinder:
     """'Finds' exactly the annotated faces (so evaluation shows which boxes it took as ground truth)."""
 
-    def detect(self, image_rgb: np.ndarray) -> list[Face]:
-        return [Face(box, 0.9, np.zeros((5, 2), np.float32)) for box in (SWAPPED, ORDERED)]
+    def detect(self, image_rgb: np.ndarray) -> Faces:
+        return Faces([SWAPPED, ORDERED], [0.9, 0.9])
 
 
 class Labeller:

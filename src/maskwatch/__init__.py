@@ -10,8 +10,11 @@ __version__ = "0.1.0"
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type checkers see the lazy exports; at run time ``__getattr__`` loads them
+    from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.runtime.base import Classifier
+
+__all__ = ["MaskDetector", "__version__", "load"]
 
 
 def load(path: str | Path | None = None, backend: str = "auto", **options: Any) -> Classifier:
@@ -33,7 +36,7 @@ def load(path: str | Path | None = None, backend: str = "auto", **options: Any) 
 def __getattr__(name: str) -> Any:
     """Lazy exports, so ``import maskwatch`` stays light: ``from maskwatch import MaskDetector``."""
     if name == "MaskDetector":
-        from maskwatch.detection.pipeline import MaskDetector
+        from maskwatch.detection import pipeline
 
-        return MaskDetector
+        return pipeline.MaskDetector
     raise AttributeError(f"module 'maskwatch' has no attribute {name!r}")

@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import os
 import queue
 import re
@@ -51,10 +50,15 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.detection.geometry import Box, box_iou, crop_box
-from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, FaceResult, MaskDetector
-from maskwatch.stream.engine import EngineConfig, SourceSpec, StreamEngine, Subscription
+from maskwatch.core.faces import Faces
+from maskwatch.core.geometry import Box, box_iou, crop_box
+from maskwatch.core.jpeg import encode_jpeg
+from maskwatch.detection.pipeline import PRESETS, TTA_MARGIN_OFFSETS, MaskDetector
+from maskwatch.stream.config import EngineConfig, SourceSpec
+from maskwatch.stream.detectors import PresetDetectors
+from maskwatch.stream.engine import StreamEngine
 from maskwatch.stream.sources import VIDEO_EXTENSIONS, Frame, ImageSource, SourceError, parse_source
+from maskwatch.stream.subscriptions import Subscription
 
 __all__ = [
     "LEDGER_FIELDS",
@@ -311,7 +315,7 @@ def _candidate(
     timestamp: float | None, score: float | None, track_id: int | None, probability: float,
 ) -> _Candidate:  # fmt: skip
     """Cut the box grown by ``margin`` (the widest view) out of the image: every view cut from the patch
-    equals the view cut from the whole image (:func:`~maskwatch.detection.geometry.crop_box`, whole-pixel
+    equals the view cut from the whole image (:func:`~maskwatch.core.geometry.crop_box`, whole-pixel
     offsets), so a video person's frame need not be kept whole."""
     h, w = image.shape[:2]
     left, top, right, bottom = crop_box(box, margin, w, h)
@@ -360,31 +364,33 @@ class _VideoPeople:
         best = int(np.argmax(overlap))
         return recent[best] if overlap[best] >= self.settings.dedupe_iou else None
 
-    def add_frame(self, frame: Frame, faces: Sequence[FaceResult], margin: float) -> list[_Candidate]:
+    def add_frame(self, frame: Frame, faces: Faces, margin: float) -> list[_Candidate]:
         self.tick += 1
         used: set[int] = set()
-        for face in sorted(faces, key=lambda f: f.track_id is None):  # tracked faces claim their people first
-            box = np.asarray(face.box, dtype=np.float64)
-            known = self.by_track.get(face.track_id) if face.track_id is not None else None
+        probabilities = faces.best_probabilities
+        for row in np.argsort(~faces.tracked, kind="stable"):  # tracked faces claim their people first
+            box = faces.boxes[row]
+            track_id = int(faces.track_ids[row]) if faces.tracked[row] else None
+            known = self.by_track.get(track_id) if track_id is not None else None
             # a track whose person was already judged and returns late is a new candidate
-            key = known if known in self.open else self._match(box, used, face.track_id is not None)
+            key = known if known in self.open else self._match(box, used, track_id is not None)
             if key is None:
                 key, self._next = self._next, self._next + 1
             person = self.open.get(key)
-            if person is None or face.probability < person.best.probability:
+            probability = float(probabilities[row])
+            if person is None or probability < person.best.probability:
                 candidate = _candidate(
-                    frame.image, face.box, margin, source=frame.source, frame=frame.index,
-                    timestamp=frame.timestamp, score=face.score, track_id=face.track_id,
-                    probability=face.probability,
+                    frame.image, box, margin, source=frame.source, frame=frame.index, timestamp=frame.timestamp,
+                    score=float(faces.scores[row]), track_id=track_id, probability=probability,
                 )  # fmt: skip
                 if person is None:
-                    person = self.open[key] = _Person(candidate, box, self.tick, face.track_id)
+                    person = self.open[key] = _Person(candidate, box, self.tick, track_id)
                 person.best = candidate
             person.last_box, person.last_seen = box, self.tick
-            if face.track_id is not None:
+            if track_id is not None:
                 if person.track_id is None:
-                    person.track_id = face.track_id
-                self.by_track[face.track_id] = key
+                    person.track_id = track_id
+                self.by_track[track_id] = key
             used.add(key)
         stale = [k for k, p in self.open.items() if self.tick - p.last_seen > self.settings.close_after]
         if not stale:
@@ -467,14 +473,6 @@ class _Judge:
 # the run
 
 
-class _MiningEngine(StreamEngine):
-    """The stream engine with one crop per face: the views are judged afterwards, on the few faces kept,
-    so the ``accurate`` preset's six crops would be classified twice."""
-
-    def detector_for(self, preset: str) -> MaskDetector:
-        return super().detector_for(preset).configured(classify_tta=False)
-
-
 FrameCallback = Callable[[str, int | None], None]  # (source name, frames expected) per analysed frame
 
 
@@ -547,8 +545,8 @@ def _mine_scenes(
     on_frame: FrameCallback | None,
 ) -> None:
     """Run the engine over the inputs and turn its analysed frames into candidates."""
+    from maskwatch.core.events import SourceSummary
     from maskwatch.stream.engine import AnalysedFrame
-    from maskwatch.stream.events import SourceSummary
 
     config = EngineConfig(
         classify_every=None,  # every face classified on every frame: a person's least sure frame is wanted
@@ -558,7 +556,9 @@ def _mine_scenes(
         stop_when_done=True,
         stats_interval=3600.0,
     )
-    engine = _MiningEngine(detector, config)
+    # one crop per face: the views are judged afterwards, on the few faces kept, so the ``accurate``
+    # preset's six crops would be classified twice
+    engine = StreamEngine(detector, config, detectors=PresetDetectors(detector, classify_tta=False))
     if inputs.images:
         name = str(inputs.images[0]) if len(inputs.images) == 1 else f"{len(inputs.images)} images"
         engine.add_source(SourceSpec(uri=name, name=name, paths=list(inputs.images)))
@@ -576,10 +576,10 @@ def _mine_scenes(
                     result.faces_seen += len(faces)
                     if item.frame.kind == "image":
                         judge.add(
-                            _candidate(item.frame.image, f.box, judge.margin, source=item.frame.source, frame=0,
-                                       timestamp=None, score=f.score, track_id=None,
-                                       probability=f.probability)
-                            for f in faces
+                            _candidate(item.frame.image, faces.boxes[i], judge.margin, source=item.frame.source,
+                                       frame=0, timestamp=None, score=float(faces.scores[i]), track_id=None,
+                                       probability=float(faces.best_probabilities[i]))
+                            for i in range(len(faces))
                         )  # fmt: skip
                     else:
                         group = people.setdefault(item.source, _VideoPeople(judge.settings))
@@ -662,14 +662,6 @@ def _present(folder: Path) -> set[str]:
     return {p.name for sub in folder.iterdir() if sub.is_dir() for p in sub.rglob("*.jpg") if p.is_file()}
 
 
-def _encode_jpeg(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 def _write_bytes(data: bytes, path: Path) -> None:
     path.write_bytes(data)
 
@@ -695,8 +687,8 @@ def write_review(
             continue
         target = folder / face.label / face.name
         try:
-            atomic_write(target, partial(_write_bytes, _encode_jpeg(face.crop)))
-        except (OSError, ValueError) as exc:
+            atomic_write(target, partial(_write_bytes, encode_jpeg(face.crop, quality=95)))
+        except (OSError, ValueError) as exc:  # JpegError is a ValueError
             report.errors.append(f"{target}: {exc}")
             continue
         known.add(face.name)

@@ -121,14 +121,15 @@ class _Outputs:
 
     def image(self, source_path: str, rgb: Any) -> str | None:
         """Write an annotated still image; its path, or None (failure counted) when it could not be written."""
-        import cv2
+        from maskwatch.core.jpeg import JpegError, encode_jpeg
 
         path = self.unique(Path(source_path).stem + ".jpg")
         try:
-            ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        except cv2.error as exc:
+            path.write_bytes(encode_jpeg(rgb, quality=95))  # OpenCV's default quality, as before
+            ok = True
+        except (OSError, JpegError) as exc:
             ok = False
-            log.debug("imwrite %s: %s", path, exc)
+            log.debug("writing %s: %s", path, exc)
         if not ok or not path.is_file() or path.stat().st_size == 0:
             self.write_errors.append(str(path))
             log.error("could not write %s (disk full or not writable?)", path)
@@ -183,7 +184,7 @@ class _Outputs:
 def _specs(sources: list[str], *, stride: int, fps: float | None, max_frames: int | None, track: bool) -> list[Any]:
     """The engine's sources for the SOURCE arguments: consecutive still images form one source (named by
     the folder or glob they came from, or the file), each video, webcam and stream one of its own."""
-    from maskwatch.stream.engine import SourceSpec
+    from maskwatch.stream.config import SourceSpec
     from maskwatch.stream.sources import VIDEO_EXTENSIONS, parse_source
 
     specs: list[SourceSpec] = []
@@ -422,7 +423,8 @@ def _load_engine(
     batch_size: int,
     **options: Any,
 ) -> Any:
-    from maskwatch.stream.engine import EngineConfig, StreamEngine
+    from maskwatch.stream.config import EngineConfig
+    from maskwatch.stream.engine import StreamEngine
 
     detector = load_mask_detector(
         preset,
@@ -452,9 +454,9 @@ def _load_engine(
 def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progress: bool) -> Any:
     """Write every event as it comes; annotated frames to --save / --show. Ctrl-C stops the engine
     gracefully (open tracks end, buckets flush) and the remaining events are still written."""
+    from maskwatch.core.events import SourceStatus, SourceSummary
     from maskwatch.detection.drawing import draw_result
     from maskwatch.stream.engine import AnalysedFrame
-    from maskwatch.stream.events import SourceStatus, SourceSummary
 
     want_pixels = outputs.save is not None or viewer is not None
     subscription = engine.events(frames=True)
@@ -525,7 +527,7 @@ def _run_summary(
     summaries: dict[str, Any], seconds: float, interrupted: bool, classes: list[str], compliant: list[str]
 ) -> Any:
     from maskwatch.core.contract import compliance_rate
-    from maskwatch.stream.events import PeopleSummary, RunSummary
+    from maskwatch.core.events import PeopleSummary, RunSummary
 
     counts = dict.fromkeys(classes, 0)
     people = dict.fromkeys(classes, 0)

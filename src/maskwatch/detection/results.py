@@ -1,8 +1,12 @@
-"""What the scene pipeline returns: one face, one frame, and the compliance rate over them (nothing heavy imported).
+"""What the scene pipeline returns for one image or video frame, and totals over many (nothing heavy
+imported).
 
-These types are the pipeline's output and the stream engine's input, so they live apart from the detector
-and import nothing heavy. Which classes count as compliant is the model's to say (``compliant_classes``,
-stored with the model); files that predate that field get :func:`maskwatch.core.contract.default_compliant_classes`.
+A :class:`FrameResult` holds the frame's :class:`~maskwatch.core.faces.Faces`: every candidate the
+detector returned, with ``kept`` marking the faces that count (past the score and confidence gates). Its
+``faces`` are those kept; counts and compliance are over them; privacy blurs from the candidates
+(:mod:`maskwatch.detection.privacy`). Which classes count as compliant is the model's to say
+(``compliant_classes``, stored with the model); files that predate that field get
+:func:`maskwatch.core.contract.default_compliant_classes`.
 """
 
 from __future__ import annotations
@@ -10,88 +14,50 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from maskwatch.core.contract import compliance_rate
-from maskwatch.detection.geometry import Box
+from maskwatch.core.faces import Faces
 
-__all__ = ["FaceResult", "FrameResult", "summarize"]
+__all__ = ["FrameResult", "summarize"]
 
 
 def _r(value: float, digits: int = 4) -> float:
     return float(round(float(value), digits))
 
 
-@dataclass(frozen=True)
-class FaceResult:
-    """One face: where it is, how sure the detector is, and what the classifier says about its mask."""
-
-    box: Box  # x0, y0, x1, y1 in image pixels
-    score: float  # detector score (fused over views), 0..1
-    label: str  # most likely class
-    probability: float  # that class's probability
-    probabilities: dict[str, float]  # every class
-    landmarks: tuple[tuple[float, float], ...] = ()  # eyes (image left, right), nose, mouth (left, right)
-    track_id: int | None = None  # set by a tracker in videos
-    track_label: str | None = None  # the track's verdict so far (votes over its frames)
-    track_probability: float | None = None
-
-    @property
-    def confidence(self) -> float:
-        """Detector score × class probability: the score faces are ranked by (AP, filters)."""
-        return self.score * self.probability
-
-    @property
-    def size(self) -> float:
-        """Longest side of the box in pixels."""
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
-    @property
-    def display_label(self) -> str:
-        """The track's verdict when tracked, else this frame's label."""
-        return self.track_label or self.label
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "box": [_r(v, 1) for v in self.box],
-            "score": _r(self.score),
-            "label": self.label,
-            "probability": _r(self.probability),
-            "probabilities": {k: _r(v) for k, v in self.probabilities.items()},
-            "confidence": _r(self.confidence),
-            "landmarks": [[_r(x, 1), _r(y, 1)] for x, y in self.landmarks],
-        }
-        if self.track_id is not None:
-            out["track_id"] = self.track_id
-            out["track_label"] = self.track_label
-            out["track_probability"] = None if self.track_probability is None else _r(self.track_probability)
-        return out
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FrameResult:
     """All faces of one image or video frame, with counts per class and the compliance rate.
 
+    ``candidates``: every face the detector returned (``kept`` marks those that count);
     ``compliant_classes``: the classes that count as wearing a mask correctly (the model's); None means
-    the default for ``classes`` (:func:`maskwatch.core.contract.default_compliant_classes`)."""
+    the default for the classes (:func:`maskwatch.core.contract.default_compliant_classes`)."""
 
-    faces: list[FaceResult]
-    classes: list[str]
+    candidates: Faces
     width: int
     height: int
     source: str | None = None
     frame: int = 0  # frame number in a video (0 for still images)
     timestamp: float | None = None  # seconds into a video
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict)
     compliant_classes: tuple[str, ...] | None = None
+
+    @cached_property
+    def faces(self) -> Faces:
+        """The faces that count (the candidates kept), best detector score first."""
+        kept = self.candidates.kept
+        return self.candidates if kept.all() else self.candidates[kept]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.candidates.classes)
 
     @property
     def counts(self) -> dict[str, int]:
         """Faces per class (every class of the model, zeros included)."""
-        tally = dict.fromkeys(self.classes, 0)
-        for face in self.faces:
-            tally[face.label] = tally.get(face.label, 0) + 1
-        return tally
+        return self.faces.counts()
 
     @property
     def compliance(self) -> float | None:

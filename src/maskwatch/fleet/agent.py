@@ -224,10 +224,10 @@ class Agent:
         if latest is None:
             raise ValueError(f"no analysed frame from camera {name!r} yet")
         from maskwatch.core.jpeg import encode_jpeg
-        from maskwatch.detection.privacy import blur_faces
+        from maskwatch.detection.privacy import blur_faces, blur_regions
 
-        boxes = [face.box for face in latest.event.faces]
-        jpeg = encode_jpeg(blur_faces(latest.frame.image, boxes), 80)
+        boxes = blur_regions(latest.result.candidates)
+        jpeg = encode_jpeg(blur_faces(latest.frame.image, latest.result.candidates), 80)
         return {
             "camera": name,
             "faces_blurred": len(boxes),

@@ -327,7 +327,7 @@ class FleetIngest:
             return self._reject("json", topic, "not an object")
         if parsed.camera is None:
             return self._node_status(parsed.node, body, topic)
-        from maskwatch.stream.events import SCHEMA, parse_event
+        from maskwatch.core.events import SCHEMA, parse_event
 
         if body.get("schema") != SCHEMA:
             return self._reject("schema", topic, str(body.get("schema"))[:60])
@@ -408,7 +408,7 @@ class FleetIngest:
         return 0
 
     def _cameras_lost(self, node: str, reason: str) -> None:
-        from maskwatch.stream.events import SourceStatus
+        from maskwatch.core.events import SourceStatus
 
         for camera, cam in list(self._node(node).cameras.items()):
             if cam.state in ("ended", "failed"):

@@ -318,10 +318,6 @@ class OnnxClassifier(Classifier):
         if isinstance(n_out, int) and n_out != len(self.classes):
             raise ValueError(f"model outputs {n_out} scores but its metadata lists {len(self.classes)} classes")
 
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> OnnxClassifier:
-        return cls(path, **kwargs)
-
     @property
     def threads(self) -> int:
         return int(self.session.get_session_options().intra_op_num_threads)

@@ -126,7 +126,7 @@ class InferenceGate:
                     box=[round(v, 1) for v in f.box],
                     score=round(f.score, 4),
                     label=f.label,
-                    probability=round(f.probability, 4),
+                    probability=0.0 if f.probability is None else round(f.probability, 4),  # kept: classified
                     probabilities={k: round(v, 4) for k, v in f.probabilities.items()},
                 )
                 for f in result.faces

@@ -52,8 +52,8 @@ def render_jpeg(
     from maskwatch.detection.privacy import blur_faces
 
     image = image_rgb
-    if blur and result is not None and result.faces:
-        image = blur_faces(image, [f.box for f in result.faces])
+    if blur and result is not None:
+        image = blur_faces(image, result.candidates)  # the one box source (detection.privacy.blur_regions)
     if annotate and result is not None:
         image = draw_result(image, result)
     if max_side and max(image.shape[:2]) > max_side:
@@ -127,11 +127,11 @@ def pixelate_whole(jpeg: bytes) -> bytes | None:
     """The image blurred whole (an unblurred snapshot shown to someone who may not see faces); None when the
     bytes are not an image."""
     from maskwatch.data.images import BadImageError, decode_rgb
-    from maskwatch.detection.privacy import blur_faces
+    from maskwatch.detection.privacy import pixelate
 
     try:
         image = decode_rgb(jpeg)
     except BadImageError:
         return None
     h, w = image.shape[:2]
-    return encode_jpeg(blur_faces(image, [(0.0, 0.0, float(w), float(h))]), 90)
+    return encode_jpeg(pixelate(image, [(0.0, 0.0, float(w), float(h))]), 90)

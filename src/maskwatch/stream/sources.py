@@ -13,14 +13,16 @@ cares what it is reading. Still images go through maskwatch's one image decoder
   ``target_fps`` derives the stride from the file's frame rate. A frame that fails to decode before the
   file's end is skipped and counted; many failures in a row end the file.
 * **Live sources** (``webcam:N``, ``rtsp://``, ``http(s)://``): a dropped connection is reopened with
-  exponential backoff (``backoff``, doubling up to ``max_backoff`` seconds) until a frame arrives again;
+  exponential backoff (:class:`~maskwatch.core.backoff.Backoff`: ``backoff``, doubling up to ``max_backoff``
+  seconds, each wait spread by ``jitter`` so cameras that dropped together do not retry in lockstep) until
+  a frame arrives again;
   when none has arrived for ``give_up_after`` seconds the source raises :class:`StreamLostError`, whose
   message says what was tried. ``target_fps`` drops frames by their arrival time. Network streams are
   opened with FFmpeg open/read timeouts (the give-up time), so a server that accepts the connection and
   then sends nothing cannot hang a reader past it; ``webcam:N`` without ``/dev/videoN`` fails at once.
   ``on_status`` hears every state change (``live``, ``lost``, ``reconnecting``) for the engine's events.
 
-    >>> for frame in open_sources(["photos/", "clip.mp4"], stride=2):      # doctest: +SKIP
+    >>> for frame in VideoSource("clip.mp4", stride=2):                    # doctest: +SKIP
     ...     print(frame.source, frame.index, frame.image.shape)
 """
 
@@ -31,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +41,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from maskwatch.core.backoff import Backoff
 from maskwatch.core.redaction import redact
 
 __all__ = [
@@ -51,9 +54,7 @@ __all__ = [
     "StreamLostError",
     "StreamSource",
     "VideoSource",
-    "open_sources",
     "parse_source",
-    "resolve_sources",
 ]
 
 log = logging.getLogger("maskwatch")
@@ -101,10 +102,6 @@ class Frame:
     kind: str = "image"  # image | video | stream
     captured: float | None = None  # time.monotonic() when it was read (capture-to-result lag)
 
-    @property
-    def is_video(self) -> bool:
-        return self.kind != "image"
-
 
 @dataclass
 class SourceStats:
@@ -120,15 +117,6 @@ class SourceStats:
         self.skipped += 1
         if len(self.reasons) < 100:
             self.reasons.append(reason)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "frames": self.frames,
-            "skipped": self.skipped,
-            "reconnects": self.reconnects,
-            "attempts": self.attempts,
-            "skipped_reasons": list(self.reasons),
-        }
 
 
 def _bgr_to_rgb(frame: Any) -> np.ndarray | None:
@@ -314,6 +302,7 @@ class StreamSource:
         target_fps: keep at most about this many frames per second of arrival time (``None``: all).
         backoff: first wait before reopening a dropped source, in seconds; doubled after each failed try.
         max_backoff: the longest wait between two tries.
+        jitter: each wait spread by up to this fraction (0: exact waits).
         give_up_after: raise :class:`StreamLostError` when no frame has arrived for this many seconds; also
             the FFmpeg open/read timeout of network streams.
         max_frames: stop after this many delivered frames (``None``: run until the stream ends or is lost).
@@ -333,6 +322,7 @@ class StreamSource:
         target_fps: float | None = None,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
+        jitter: float = 0.1,
         give_up_after: float = 30.0,
         max_frames: int | None = None,
         capture_factory: CaptureFactory | None = None,
@@ -350,6 +340,8 @@ class StreamSource:
         self.target_fps = target_fps
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.jitter = float(jitter)
+        Backoff(self.backoff, self.max_backoff, self.jitter)  # checks the schedule now, not at the first drop
         self.give_up_after = float(give_up_after)
         self.max_frames = max_frames
         self.stats = SourceStats()
@@ -408,7 +400,7 @@ class StreamSource:
     def _reconnect(self, since: float, reason: str) -> Capture | None:
         """Reopen the source with exponential backoff; raise StreamLostError past ``give_up_after``
         (None when ``stop`` is set meanwhile)."""
-        wait, attempts = self.backoff, 0
+        schedule, attempts = Backoff(self.backoff, self.max_backoff, self.jitter), 0
         while not self._stopped():
             elapsed = self._clock() - since
             if elapsed >= self.give_up_after:
@@ -417,7 +409,7 @@ class StreamSource:
                     f"reconnection attempt(s) with backoff {self.backoff:g}-{self.max_backoff:g} s; gave up "
                     f"after {self.give_up_after:g} s (raise --reconnect-timeout to wait longer)"
                 )
-            self._wait(min(wait, max(0.0, self.give_up_after - elapsed)))
+            self._wait(min(schedule.next(), max(0.0, self.give_up_after - elapsed)))
             if self._stopped():
                 return None
             attempts += 1
@@ -427,13 +419,7 @@ class StreamSource:
             if capture is not None:
                 log.warning("%s: reconnected after %d attempt(s)", self.name, attempts)
                 return capture
-            log.info(
-                "%s: reconnection attempt %d failed; next in %.1f s",
-                self.name,
-                attempts,
-                min(wait * 2, self.max_backoff),
-            )
-            wait = min(wait * 2, self.max_backoff)
+            log.info("%s: reconnection attempt %d failed; next in about %.1f s", self.name, attempts, schedule.current)
         return None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -529,65 +515,3 @@ def parse_source(spec: str) -> tuple[str, Any]:
         matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
         return "files", [p for p in matches if p.is_file() and _media_kind(p)]
     raise SourceError(f"{spec}: no such file or folder (and not webcam:N, rtsp:// or http(s)://)")
-
-
-SourceLike = ImageSource | VideoSource | StreamSource
-
-
-def resolve_sources(
-    specs: Iterable[str],
-    *,
-    stride: int = 1,
-    target_fps: float | None = None,
-    give_up_after: float = 30.0,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    capture_factory: CaptureFactory | None = None,
-) -> list[SourceLike]:
-    """Turn SOURCE arguments into sources, in order; consecutive still images are grouped into one.
-
-    Raises :class:`SourceError` for a source that does not exist or holds no image or video.
-    """
-    out: list[SourceLike] = []
-    pending_images: list[Path] = []
-
-    def flush() -> None:
-        if pending_images:
-            out.append(ImageSource(list(pending_images)))
-            pending_images.clear()
-
-    for spec in specs:
-        kind, value = parse_source(spec)
-        items: list[tuple[str, Any]]
-        if kind == "files":
-            if not value:
-                raise SourceError(f"{spec}: no images or videos found there")
-            items = [(_media_kind(p) or "image", p) for p in value]
-        else:
-            items = [(kind, value)]
-        for item_kind, item in items:
-            if item_kind == "image":
-                pending_images.append(item)
-                continue
-            flush()
-            if item_kind == "video":
-                out.append(VideoSource(item, stride=stride, target_fps=target_fps, capture_factory=capture_factory))
-            else:  # webcam or stream
-                out.append(
-                    StreamSource(
-                        item,
-                        target_fps=target_fps,
-                        give_up_after=give_up_after,
-                        backoff=backoff,
-                        max_backoff=max_backoff,
-                        capture_factory=capture_factory,
-                    )
-                )
-    flush()
-    return out
-
-
-def open_sources(specs: Iterable[str], **options: Any) -> Iterator[Frame]:
-    """All frames of all SOURCE arguments, one after the other (see :func:`resolve_sources`)."""
-    for source in resolve_sources(specs, **options):
-        yield from source

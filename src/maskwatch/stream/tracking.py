@@ -18,16 +18,18 @@ list of the last ``keep_tracks`` finished tracks (older ones leave the list, not
 keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
 consumers hear of a person as they leave instead of only when the stream ends.
 
-The stream engine drives the tracker in two steps, so that it can skip classifying faces whose verdict is
-settled (the *classification budget*): :meth:`FaceTracker.assign` gives each detected box its track id,
-:meth:`FaceTracker.wants_classification` says whether a track's face needs the classifier on this frame,
-and :meth:`FaceTracker.observe` records the face (a vote only when it was classified). The tracker keeps a
-list of transitions (a track becoming a person, its verdict changing, its end) that the engine turns into
-events (:meth:`FaceTracker.pop_transitions`).
+Faces come and go as :class:`~maskwatch.core.faces.Faces` (columns, not objects). The stream engine
+drives the tracker in steps, so that it can skip classifying faces whose verdict is settled (the
+*classification budget*): :meth:`FaceTracker.assign` fills the ``track_ids`` of the faces that count
+(``kept``), :meth:`FaceTracker.wants_classification` says which of them need the classifier on this
+frame, :meth:`FaceTracker.verdicts` gives the others their track's verdict, and :meth:`FaceTracker.observe`
+records the frame (a vote for each face classified now) and fills ``track_probabilities``. The tracker
+keeps a list of transitions (a track becoming a person, its verdict changing, its end) that the engine turns
+into events (:meth:`FaceTracker.pop_transitions`).
 
     >>> tracker = FaceTracker(classes=["with_mask", "without_mask"], frame_rate=25)   # doctest: +SKIP
     >>> for frame in frames:                                                          # doctest: +SKIP
-    ...     result = tracker.update(detector.detect(frame.image))   # faces get track_id / track_label
+    ...     result = tracker.update(detector.detect(frame.image))   # faces get track ids and verdicts
     >>> tracker.summary()["counts"]                                                   # doctest: +SKIP
     {'with_mask': 3, 'without_mask': 1}
 """
@@ -44,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from maskwatch.core.contract import compliance_rate
-from maskwatch.detection.results import FaceResult, FrameResult
+from maskwatch.core.faces import NO_TRACK, Faces
+from maskwatch.detection.results import FrameResult
 
 __all__ = ["FaceTracker", "Track", "TrackerUnavailableError", "Transition", "bytetrack_backend"]
 
@@ -173,33 +176,44 @@ class Track:
 
     def add(
         self,
-        face: FaceResult,
+        box: Sequence[float],
+        score: float,
+        probabilities: np.ndarray,
         frame: int,
         timestamp: float | None,
         *,
         classified: bool = True,
         wall: float | None = None,
     ) -> None:
-        """Record this frame's face; its probabilities are a vote only when it was ``classified``."""
+        """Record this frame's face (its box, detector score and class probabilities, in ``classes``
+        order); its probabilities are a vote only when it was ``classified``."""
         if classified:
-            p = np.array([face.probabilities.get(c, 0.0) for c in self.classes], dtype=np.float64)
-            self.probability_sum = p if self.n_classified == 0 else self.probability_sum + p
+            p = np.asarray(probabilities, dtype=np.float64)
+            self.probability_sum = p.copy() if self.n_classified == 0 else self.probability_sum + p
             self.n_classified += 1
-            self.frame_votes[face.label] = self.frame_votes.get(face.label, 0) + 1
+            label = self.classes[int(np.argmax(p))]
+            self.frame_votes[label] = self.frame_votes.get(label, 0) + 1
         self.n_frames += 1
         self.last_frame = frame
         self.last_timestamp = timestamp
         if wall is not None:
             self.first_seen = wall if self.first_seen is None else self.first_seen
             self.last_seen = wall
-        if face.score >= self.best_score:
-            self.best_score, self.best_box = face.score, face.box
+        if score >= self.best_score:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            self.best_score, self.best_box = float(score), (x0, y0, x1, y1)
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The verdict's probabilities (mean over the classified frames, ``classes`` order); None before
+        any vote."""
+        return None if self.n_classified == 0 else self.probability_sum / self.n_classified
 
     @property
     def mean_probabilities(self) -> dict[str, float]:
-        if self.n_classified == 0:
+        mean = self.mean
+        if mean is None:
             return dict.fromkeys(self.classes, 0.0)
-        mean = self.probability_sum / self.n_classified
         return {c: float(v) for c, v in zip(self.classes, mean, strict=True)}
 
     @property
@@ -243,7 +257,7 @@ class Transition:
 
 
 class FaceTracker:
-    """ByteTrack over the faces of consecutive :class:`FrameResult` objects, with per-track voting.
+    """ByteTrack over the faces of consecutive frames, with per-track voting.
 
     Args:
         classes: the classifier's classes (the order of the vote vectors).
@@ -252,7 +266,7 @@ class FaceTracker:
             (ByteTrack's convention; scaled by ``frame_rate``).
         track_activation_threshold: detector score needed to start a track.
         high_confidence_threshold: detections below this only extend existing tracks (ByteTrack's
-            second association stage). edgefirst's ByteTrack has one threshold for both: the higher one.
+            second association stage).
         minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
@@ -308,87 +322,80 @@ class FaceTracker:
         self._retired_counted = 0
         self._retired_short = 0
 
-    def _track_ids(self, faces: Sequence[FaceResult]) -> list[int | None]:
-        """The tracker's id for each face (None: not part of a confirmed track)."""
-        return self._assign_ids(
-            np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
-            np.array([f.score for f in faces], dtype=np.float32),
-        )
-
-    def _assign_ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
-        return self._bytetrack.ids(boxes, scores)
-
     def update(self, result: FrameResult) -> FrameResult:
-        """Assign track ids to this frame's (classified) faces, add their votes, and return the frame with
-        each face's ``track_id``, ``track_label`` and ``track_probability`` filled in (untracked faces keep
-        None). The one-call form of :meth:`assign` + :meth:`observe` + :meth:`end_frame`."""
-        ids = self.assign(
-            np.array([f.box for f in result.faces], dtype=np.float32).reshape(-1, 4),
-            np.array([f.score for f in result.faces], dtype=np.float32),
-        )
-        faces = [
-            face if track_id is None else self.observe(track_id, face, result.frame, result.timestamp)
-            for face, track_id in zip(result.faces, ids, strict=True)
-        ]
+        """Track this frame's (classified) faces, add their votes, and return the frame with each kept
+        face's ``track_ids`` and ``track_probabilities`` filled in (untracked faces keep none). The
+        one-call form of :meth:`assign` + :meth:`observe` + :meth:`end_frame`."""
+        faces = self.observe(self.assign(result.candidates), result.frame, result.timestamp)
         self.end_frame()
-        return dataclasses.replace(result, faces=faces)
+        return dataclasses.replace(result, candidates=faces)
 
-    def assign(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
-        """Start a frame: ByteTrack's id for each detected box (None: not part of a confirmed track)."""
-        ids = self._assign_ids(boxes, scores)
+    def assign(self, faces: Faces) -> Faces:
+        """Start a frame: the faces with ByteTrack's id in ``track_ids`` for each face that counts
+        (``kept``; :data:`~maskwatch.core.faces.NO_TRACK` for the others and for faces not part of a
+        confirmed track)."""
+        rows = np.flatnonzero(faces.kept)
+        ids = np.full(len(faces), NO_TRACK, dtype=np.int64)
+        for row, track_id in zip(rows, self._bytetrack.ids(faces.boxes[rows], faces.scores[rows]), strict=True):
+            if track_id is not None:
+                ids[row] = track_id
         self.n_updates += 1
-        return ids
+        return faces.replace(track_ids=ids)
 
-    def wants_classification(self, track_id: int | None) -> bool:
-        """Whether this frame's face of ``track_id`` should be classified (the classification budget)."""
-        if track_id is None or not self.classify_every or self.classify_every <= 1:
-            return True
-        track = self.tracks.get(track_id)
-        if track is None or track.n_classified < self.decided_votes or track.probability < self.decided_probability:
-            return True
-        return self.n_updates - track.last_classified >= self.classify_every
+    def wants_classification(self, faces: Faces) -> np.ndarray:
+        """(n,) bool: the faces to classify on this frame (the classification budget): every face that
+        counts, except those of a track whose verdict is decided and was classified less than
+        ``classify_every`` frames ago."""
+        want = faces.kept.copy()
+        if not self.classify_every or self.classify_every <= 1:
+            return want
+        for row in np.flatnonzero(want & faces.tracked):
+            track = self.tracks.get(int(faces.track_ids[row]))
+            if track is None or track.n_classified < self.decided_votes or track.probability < self.decided_probability:
+                continue
+            want[row] = self.n_updates - track.last_classified >= self.classify_every
+        return want
 
-    def verdict(self, track_id: int) -> tuple[str, dict[str, float]] | None:
-        """A track's current verdict and mean probabilities (None: unknown track or no vote yet)."""
-        track = self.tracks.get(track_id)
-        if track is None or track.n_classified == 0:
-            return None
-        return track.label, track.mean_probabilities
+    def verdicts(self, faces: Faces) -> np.ndarray:
+        """(n, classes): each tracked face's track verdict so far (mean probabilities); NaN without one."""
+        out = np.full((len(faces), len(self.classes)), np.nan)
+        for row in np.flatnonzero(faces.tracked):
+            track = self.tracks.get(int(faces.track_ids[row]))
+            if track is not None and track.mean is not None:
+                out[row] = track.mean
+        return out
 
-    def observe(
-        self,
-        track_id: int,
-        face: FaceResult,
-        frame: int,
-        timestamp: float | None,
-        *,
-        classified: bool = True,
-        wall: float | None = None,
-    ) -> FaceResult:
-        """Record ``face`` as this frame's view of ``track_id`` (a vote when ``classified``) and return it
-        with the track's id and verdict filled in."""
-        track = self.tracks.get(track_id)
-        if track is None:
-            track = self.tracks[track_id] = Track(track_id, self.classes, frame, frame, timestamp, timestamp)
-        track.add(face, frame, timestamp, classified=classified, wall=wall)
-        track.last_update = self.n_updates
-        if classified:
-            track.last_classified = self.n_updates
-        if track.n_classified:
-            if track.announced is None and track.n_frames >= self.min_frames:
-                self._transitions.append(Transition("started", track))
-                track.announced = track.label
-            elif track.announced is not None and track.label != track.announced:
-                self._transitions.append(Transition("changed", track, track.announced))
-                track.announced = track.label
-        if track.n_classified == 0:
-            return dataclasses.replace(face, track_id=track_id)
-        return dataclasses.replace(
-            face, track_id=track_id, track_label=track.label, track_probability=track.probability
-        )
+    def observe(self, faces: Faces, frame: int, timestamp: float | None, *, wall: float | None = None) -> Faces:
+        """Record this frame: every tracked face with class probabilities is its track's view (a vote when
+        ``classified`` now, else only seen). Returns the faces with ``track_probabilities`` (the verdict
+        after this frame) filled in for tracked faces whose track has a vote."""
+        if not len(faces):
+            return faces
+        verdicts = faces.track_probabilities.copy()
+        has_probabilities = faces.has_probabilities
+        for row in np.flatnonzero(faces.tracked & has_probabilities):
+            track_id = int(faces.track_ids[row])
+            track = self.tracks.get(track_id)
+            if track is None:
+                track = self.tracks[track_id] = Track(track_id, self.classes, frame, frame, timestamp, timestamp)
+            classified = bool(faces.classified[row])
+            track.add(faces.boxes[row], float(faces.scores[row]), faces.probabilities[row], frame, timestamp,
+                      classified=classified, wall=wall)  # fmt: skip
+            track.last_update = self.n_updates
+            if classified:
+                track.last_classified = self.n_updates
+            if track.n_classified:
+                if track.announced is None and track.n_frames >= self.min_frames:
+                    self._transitions.append(Transition("started", track))
+                    track.announced = track.label
+                elif track.announced is not None and track.label != track.announced:
+                    self._transitions.append(Transition("changed", track, track.announced))
+                    track.announced = track.label
+                verdicts[row] = track.mean
+        return faces.replace(track_probabilities=verdicts)
 
     def end_frame(self) -> None:
-        """Finish a frame: retire the tracks that can no longer come back (and forget their ids)."""
+        """Finish a frame: retire the tracks that can no longer come back."""
         self._retire(self.n_updates - self.retire_after)
 
     def pop_transitions(self) -> list[Transition]:

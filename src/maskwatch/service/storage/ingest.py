@@ -27,11 +27,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from maskwatch.core.backoff import Backoff
+from maskwatch.core.events import StatsBucket as StatsEvent
+from maskwatch.core.events import TrackEnded, parse_event
 from maskwatch.core.redaction import redact
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import Ingested, PersonEvent, StatsBucket, StatsRollup
-from maskwatch.stream.events import StatsBucket as StatsEvent
-from maskwatch.stream.events import TrackEnded, parse_event
 
 __all__ = ["STORED_TYPES", "Ingestor", "write_events"]
 

@@ -1,17 +1,19 @@
-"""Box geometry shared by training crops, the face detector, the scene pipeline and the evaluation.
+"""Box geometry shared by training crops, the face detector, the scene pipeline, blurring and the evaluation.
 
 One home for the arithmetic on ``(x0, y0, x1, y1)`` pixel boxes (continuous coordinates, x1/y1 exclusive),
-so the crop a model is trained on and the crop it sees in deployment are cut by the same code. numpy and
-the standard library only: the lean (torch-free) install and the stream engine import it.
+so the crop a model is trained on and the crop it sees in deployment are cut by the same code, and a blurred
+region is grown the same way wherever an image leaves the machine. numpy and the standard library only
+(the leaf layer: the data loaders, the lean install and the stream engine import it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Box", "adjust_boxes", "box_iou", "crop_box", "finish_boxes", "grow_box", "nms"]
+__all__ = ["Box", "adjust_boxes", "as_box", "box_iou", "crop_box", "finish_boxes", "grow_box", "nms"]
 
 Box = tuple[float, float, float, float]
 
@@ -22,19 +24,24 @@ def as_box(values: Sequence[float]) -> Box:
     return x0, y0, x1, y1
 
 
-def grow_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
-    """A face box grown by ``margin`` × its width / height on each side and rounded to whole pixels, not
-    clipped: the framing of every face crop, in training and evaluation (VOC crops) and in the scene
-    pipeline (:func:`crop_box`)."""
+def grow_box(box: Sequence[float], margin: float, *, outward: bool = False) -> tuple[int, int, int, int]:
+    """A face box grown by ``margin`` × its width / height on each side, in whole pixels, not clipped: the
+    framing of every face crop, in training and evaluation (VOC crops) and in the scene pipeline
+    (:func:`crop_box`), rounded to the nearest pixel. ``outward`` rounds the start down and the end up
+    instead, so the pixels cover the grown box entirely (blurring: no sliver of a face is left)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    if outward:
+        return math.floor(x0 - mx), math.floor(y0 - my), math.ceil(x1 + mx), math.ceil(y1 + my)
     return round(x0 - mx), round(y0 - my), round(x1 + mx), round(y1 + my)
 
 
-def crop_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def crop_box(
+    box: Sequence[float], margin: float, width: int, height: int, *, outward: bool = False
+) -> tuple[int, int, int, int]:
     """The crop of a face box grown by ``margin`` (:func:`grow_box`), clipped to a ``width`` × ``height``
     image and at least one pixel wide and high, so slicing never yields an empty array."""
-    left, top, right, bottom = grow_box(box, margin)
+    left, top, right, bottom = grow_box(box, margin, outward=outward)
     left, top, right, bottom = max(0, left), max(0, top), min(width, right), min(height, bottom)
     return left, top, max(right, left + 1), max(bottom, top + 1)
 

@@ -1,5 +1,6 @@
 """The engine's typed, versioned events: what every consumer (``maskwatch detect``, the service, the edge
-agent) reads, and what travels as JSON (JSON Lines, the REST API, MQTT).
+agent) reads, and what travels as JSON (JSON Lines, the REST API, MQTT). pydantic only (the leaf layer):
+reading an event never imports OpenCV, ONNX Runtime or torch.
 
 Every event carries ``schema`` (:data:`SCHEMA`, bumped on any incompatible change), a unique ``id``, its
 ``type``, the ``source`` (camera) name and ``time`` (UTC wall clock when it was emitted). The published
@@ -268,7 +269,7 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-if __name__ == "__main__":  # python -m maskwatch.stream.events > docs/schema/maskwatch.event-1.json
+if __name__ == "__main__":  # python -m maskwatch.core.events > docs/schema/maskwatch.event-1.json
     import json
     import sys
 

@@ -1,0 +1,76 @@
+"""The buffer between a source's capture thread and the analysis thread.
+
+A live source keeps only its **latest frame** (a newer frame replaces one not yet analysed, counted as
+dropped), so the analysed frame is never more than one frame old and the lag cannot grow when analysis is
+slower than the camera. A file keeps a small queue and its capture thread waits when the queue is full
+(back-pressure): every frame (or every ``stride``-th) is analysed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from maskwatch.stream.sources import Frame
+
+__all__ = ["FrameBuffer"]
+
+
+class FrameBuffer:
+    """A small buffer of frames. ``latest_wins``: a new frame replaces the oldest waiting one (live
+    sources; counted in ``dropped``); otherwise ``put`` waits for room (files: back-pressure). ``wake`` is
+    set whenever a frame arrives or the buffer closes (the analysis thread waits on it)."""
+
+    def __init__(self, capacity: int, *, latest_wins: bool, wake: threading.Event):
+        self.capacity = max(1, int(capacity))
+        self.latest_wins = latest_wins
+        self.dropped = 0
+        self._items: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._wake = wake
+        self.closed = False
+        self.error: str | None = None
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Add a frame; False when ``stop`` was set while waiting for room, or the buffer is closed."""
+        with self._cond:
+            if self.closed:
+                return False
+            while len(self._items) >= self.capacity:
+                if self.latest_wins:
+                    self._items.popleft()
+                    self.dropped += 1
+                    break
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.05)
+            self._items.append(frame)
+        self._wake.set()
+        return True
+
+    def take(self) -> Frame | None:
+        with self._cond:
+            if not self._items:
+                return None
+            frame = self._items.popleft()
+            self._cond.notify()
+        return frame
+
+    def close(self, error: str | None = None) -> None:
+        """No more frames (the reader ended; ``error``: why it failed)."""
+        with self._cond:
+            self.closed, self.error = True, error
+        self._wake.set()
+
+    def seal(self) -> None:
+        """Refuse further frames and forget waiting ones (the source is being finished: its counts are final)."""
+        with self._cond:
+            self.closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        """Closed and drained."""
+        with self._cond:
+            return self.closed and not self._items

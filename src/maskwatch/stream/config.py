@@ -1,0 +1,88 @@
+"""What the engine is told: its settings (:class:`EngineConfig`, one pydantic section that ``detect``, the
+service and the agent embed) and one source to run (:class:`SourceSpec`).
+
+Light on purpose (pydantic and the preset names only): a settings file naming the engine's options is
+checked without loading OpenCV or a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from maskwatch.core.settings import Section
+from maskwatch.detection.presets import PresetName
+
+__all__ = ["EngineConfig", "SourceSpec"]
+
+
+class EngineConfig(Section):
+    """Every engine setting in one place (the service and the agent keep it in their YAML)."""
+
+    stats_interval: float = Field(60.0, gt=0, description="seconds per stats bucket (aligned to the wall clock)")
+    classify_every: int | None = Field(
+        5, ge=1, description="classification budget: decided tracks every N frames (None: every frame)"
+    )
+    decided_votes: int = Field(3, ge=1, description="a verdict is decided after this many classified frames ...")
+    decided_probability: float = Field(0.8, ge=0, le=1, description="... with a mean probability at least this")
+    min_track_frames: int = Field(3, ge=1, description="frames a track needs to count as a person")
+    image_preset: PresetName = Field("accurate", description="default preset of still images")
+    video_preset: PresetName = Field("fast", description="default preset of videos and streams")
+    file_queue: int = Field(4, ge=1, description="frames a file's capture thread reads ahead")
+    subscriber_queue: int = Field(
+        10_000, ge=1, description="events a subscriber may lag behind before the engine waits"
+    )
+    frame_queue: int = Field(4, ge=1, description="analysed frames (with images) a frame subscriber may lag behind")
+    stall_timeout: float = Field(10.0, gt=0, description="a live source with no frame for this long is reported lost")
+    give_up_after: float = Field(30.0, gt=0, description="a live source that stays down this long has failed")
+    backoff: float = Field(0.5, gt=0, description="first wait before reopening a live source (doubles)")
+    max_backoff: float = Field(8.0, gt=0, description="... up to this")
+    stop_when_done: bool = Field(
+        False, description="end the engine when every source has ended (files); else wait for more"
+    )
+    emit_frames: bool = Field(False, description="also send a ``frame`` event per analysed frame to event subscribers")
+    snapshots: bool = Field(False, description="keep each person's best face view for ``snapshot_sink`` (privacy: off)")
+    snapshot_blur: bool = Field(True, description="blur every face in a snapshot (privacy by default)")
+    lag_window: int = Field(2048, ge=1, description="recent lag samples kept per source for percentiles")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> EngineConfig:
+        if self.max_backoff < self.backoff:
+            raise ValueError(f"max_backoff ({self.max_backoff}) must be >= backoff ({self.backoff})")
+        return self
+
+
+@dataclass
+class SourceSpec:
+    """One source for the engine.
+
+    Args:
+        uri: what ``maskwatch detect`` takes: an image, a folder or glob of images, a video file,
+            ``webcam:N``, ``rtsp://...`` or ``http(s)://...``.
+        name: the camera name in events (default: the uri).
+        preset: detector preset (``fast``, ``balanced``, ``accurate``); default: the engine's
+            ``image_preset`` for still images, ``video_preset`` for videos and streams.
+        stride / target_fps: analyse every N-th frame of a file, or about this many frames per second.
+        realtime: play a file at its own frame rate as if it were a camera (latest frame wins); still
+            images played ``realtime`` are a slow slideshow: each is shown ``hold`` seconds at
+            ``target_fps`` (default 5) frames per second, and people in it are tracked and counted.
+        hold: seconds each still image is shown when played ``realtime``.
+        loop: start a file again when it ends (demo cameras); implies nothing else.
+        max_frames: stop after this many frames (live sources: a bounded test run).
+        track: follow faces across frames and count people (videos and streams).
+    """
+
+    uri: str
+    name: str | None = None
+    paths: Sequence[str | Path] | None = None  # still images given one by one (``uri`` then only names them)
+    preset: str | None = None
+    stride: int = 1
+    target_fps: float | None = None
+    realtime: bool = False
+    hold: float = 4.0
+    loop: bool = False
+    max_frames: int | None = None
+    track: bool = True
