@@ -8,7 +8,7 @@ What runs (every process real, every log under the run folder ``runs/soak-<time>
   ``persistence true``, ``autosave_interval 60``, queue and in-flight limits), on 127.0.0.1 without TLS;
 * two ``maskwatch serve --mqtt ...?shared=1 --mqtt-id maskwatch-ingest-N`` workers on that PostgreSQL (the
   documented multi-worker setup), sharing one ``serve.yaml`` with two local cameras (RTSP and HTTP), the
-  ``engine.journal`` switched on, a ``camera_offline`` and an ``unmasked_person`` rule (besides the built-in
+  ``server.journal`` switched on, a ``camera_offline`` and an ``unmasked_person`` rule (besides the built-in
   ``node offline``) and ``jobs.allowed_dirs``;
 * two ``maskwatch agent`` nodes (``journal: true``), two cameras each: ``edge-a`` an HTTP camera and a file
   played in real time, ``edge-b`` an RTSP and an HTTP camera, with a small ``outbox_mb`` budget;
@@ -29,7 +29,7 @@ Ground truth ("people the engines reported, per camera"):
 
 * agents: their outbox ``journal`` table (``journal: true``): ``type:id`` and topic of every event, written
   in the same transaction as the outbox row, before it is published;
-* the control room's own cameras: ``engine.journal: true`` makes each ``serve`` process append every
+* the control room's own cameras: ``server.journal: true`` makes each ``serve`` process append every
   ``track_ended``, ``stats`` and ``source_status`` of its own engine to ``DATA_DIR/journal.jsonl`` (one
   ``maskwatch.event/1`` JSON per line, line-buffered, written before the event is handed on); the soak reads
   every ``journal*.jsonl`` under a worker's data dir, so per-camera processes may each keep their own;
@@ -509,7 +509,8 @@ class Installation:
             yaml.safe_dump(
                 {
                     "model": {"threads": 1},
-                    "engine": {"stats_interval": self.o.stats_interval, "journal": True},
+                    "server": {"journal": True},
+                    "engine": {"stats_interval": self.o.stats_interval},
                     "demo": {"enabled": False},
                     "cameras": [{"name": c.name, "url": self.sources[c.key], "target_fps": self.o.fps} for c in local],
                     "alerts": {"rules": SOAK_RULES},
@@ -551,9 +552,10 @@ class Installation:
                 "cameras": {c.name: self.sources[c.key] for c in CAMERAS if c.owner == node},
                 "data_dir": str(self.dir / f"agent-{node}"),
                 "journal": True,
-                "realtime": True,
-                "loop": False,
-                "stats_interval": self.o.stats_interval,
+                "engine": {
+                    "stats_interval": self.o.stats_interval,
+                    "camera_defaults": {"realtime": True, "loop": False},
+                },
                 "status_every": 5.0,
                 "outbox_mb": budget,
             }

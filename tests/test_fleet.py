@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import typer
 
 pytest.importorskip("paho.mqtt")
 
@@ -331,8 +332,7 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
         node="n1",
         data_dir=str(tmp_path / "agent"),
         journal=True,
-        stats_interval=0.5,
-        realtime=True,
+        engine={"stats_interval": 0.5, "camera_defaults": {"realtime": True}},
     )
     engine = StreamEngine(fake_detector(), EngineConfig(stats_interval=0.5, stop_when_done=True, min_track_frames=3))
     agent = Agent(config, engine)
@@ -456,8 +456,21 @@ def test_agent_cli_config_and_usage_errors(tmp_path):
     from maskwatch.commands.agent import load_agent_config
 
     config = load_agent_config(Path("configs/agent.yaml"), {"node": "n1", "cameras": {"door": "a.mp4"}})
-    assert config.node == "n1" and config.cameras == {"door": "a.mp4"} and config.outbox_mb == 256
+    assert config.node == "n1" and config.camera_sources() == [("door", "a.mp4")] and config.outbox_mb == 256
     assert not config.snapshots  # privacy by default
+    # the engine block is the one shared with serve and detect; older top-level keys name their new place
+    moved = tmp_path / "old.yaml"
+    moved.write_text("stats_interval: 5\ncameras:\n  hall: {url: b.mp4, target_fps: 2}\n")
+    with pytest.raises(typer.Exit):
+        load_agent_config(moved, {})
+    moved.write_text(
+        "engine:\n  stats_interval: 5\n  camera_defaults: {realtime: true}\n"
+        "cameras:\n  hall: {url: b.mp4, target_fps: 2}\n"
+    )
+    config = load_agent_config(moved, {"cameras": {"door": "a.mp4"}})
+    assert config.engine.stats_interval == 5 and [n for n, _ in config.camera_sources()] == ["hall", "door"]
+    hall = config.engine.source("b.mp4", "hall", config.cameras["hall"])
+    assert (hall.target_fps, hall.realtime) == (2.0, True)  # its own setting, and the default it inherits
     runner = CliRunner()
     bad = tmp_path / "bad.yaml"
     bad.write_text("brokr: mqtt://x\n")

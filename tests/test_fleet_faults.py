@@ -58,7 +58,9 @@ class Fleet:
         self.agent: subprocess.Popen[bytes] | None = None  # the latest started
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.db = root / "control" / "control.db"
-        (root / "agent.yaml").write_text("journal: true\nstats_interval: 1.0\nrealtime: true\n")
+        (root / "agent.yaml").write_text(
+            "journal: true\nengine:\n  stats_interval: 1.0\n  camera_defaults:\n    realtime: true\n"
+        )
 
     def _log(self, name: str):
         return open(self.root / f"{name}.log", "ab")

@@ -197,7 +197,7 @@ def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_
     other.loop_stop()
     video = make_video(tmp_path / "walk.mp4", 200, people=2)  # 20 s in real time
     config = AgentConfig(broker=broker.url("agent"), node="gate-a", data_dir=str(tmp_path / "agent"),
-                         stats_interval=1.0, realtime=True)  # fmt: skip
+                         engine={"stats_interval": 1.0, "camera_defaults": {"realtime": True}})  # fmt: skip
     agent = Agent(config, StreamEngine(fake_detector(), EngineConfig(stats_interval=1.0, stop_when_done=True)))
     runner = threading.Thread(target=agent.run, args=([("door", str(video)), ("hall", str(video))],), daemon=True)
     runner.start()

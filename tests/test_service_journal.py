@@ -1,4 +1,4 @@
-"""``engine.journal``: the service's own cameras' events, as the engine reported them, in
+"""``server.journal``: the service's own cameras' events, as the engine reported them, in
 ``DATA_DIR/journal.jsonl`` (the chaos soak's ground truth for the control room's cameras); off by default."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _lines(path):
 
 def test_journal_keeps_every_person_the_engine_reported(tmp_path):
     journal = tmp_path / "data" / "journal.jsonl"
-    with running_service(tmp_path, engine={"journal": True}) as (client, service):
+    with running_service(tmp_path, server={"journal": True}) as (client, service):
         assert client.post(f"{API}/cameras", json={"name": "door", "url": "rtsp://fake/door"}).status_code == 201
 
         def stored():

@@ -53,3 +53,30 @@ def test_bad_values_name_their_path_whatever_the_layer(tmp_path: Path) -> None:
     path.write_text("engine:\n  stats_intervl: 3\n")
     with pytest.raises(ConfigError, match="did you mean 'stats_interval'"):
         ServiceSettings.load(path, env={})
+
+
+def test_the_engine_block_is_one_model_shared_by_detect_serve_and_agent(tmp_path: Path) -> None:
+    """One `engine:` block (maskwatch.stream.EngineConfig) reads the same in serve, agent and detect
+    settings, and a camera's own settings inherit the engine's camera defaults."""
+    from maskwatch.fleet.agent import AgentConfig
+    from maskwatch.stream.config import CameraSettings, DetectSettings, EngineConfig
+
+    block = "engine:\n  stats_interval: 15\n  classify_every: 2\n  camera_defaults:\n    target_fps: 4\n"
+    path = tmp_path / "x.yaml"
+    path.write_text(block)
+    engines = [cls.load(path, env={}).engine for cls in (ServiceSettings, AgentConfig, DetectSettings)]
+    assert all(type(e) is EngineConfig for e in engines)
+    assert {(e.stats_interval, e.classify_every, e.camera_defaults.target_fps) for e in engines} == {(15, 2, 4)}
+    spec = engines[0].source("rtsp://cam/1", "door", CameraSettings(realtime=True))
+    assert (spec.target_fps, spec.realtime, spec.track) == (4, True, True)  # inherited, own, default
+    env = {"MASKWATCH_AGENT_ENGINE__CAMERA_DEFAULTS__LOOP": "true", "MASKWATCH_DETECT_ENGINE__STATS_INTERVAL": "7"}
+    assert AgentConfig.load(env=env).engine.camera_defaults.loop is True
+    assert DetectSettings.load(env=env).engine.stats_interval == 7
+    with pytest.raises(ConfigError, match="did you mean 'stats_interval'"):
+        DetectSettings.load(env={"MASKWATCH_DETECT_ENGINE__STATS_INTERVL": "7"})
+
+
+def test_serve_privacy_decides_the_engine_snapshots() -> None:
+    s = ServiceSettings.load(env={}, overrides={"privacy": {"snapshots": True, "blur_faces": True}})
+    assert s.engine.snapshots is True and s.engine.snapshot_blur is True
+    assert ServiceSettings.load(env={}).engine.snapshots is False  # privacy by default

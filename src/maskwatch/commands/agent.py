@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,35 +11,19 @@ from maskwatch.commands.common import console, fail, require_extra, setup_loggin
 
 
 def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> Any:
-    """``AgentConfig`` from an optional YAML file, then the given (non-None) overrides; unknown keys fail
-    with a "did you mean"."""
-    import difflib
-
-    import yaml
-
+    """``AgentConfig`` in the one settings model's layers: defaults, the YAML file, ``MASKWATCH_AGENT_*``
+    environment, then the given (non-None) flags; a bad file, key or value is a one-line error (exit 2)."""
+    from maskwatch.core.errors import ConfigError
     from maskwatch.fleet.agent import AgentConfig
 
-    known = {f.name for f in dataclasses.fields(AgentConfig)}
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            fail(f"{path}: {exc}")
-        if not isinstance(loaded, dict):
-            fail(f"{path}: expected a mapping of settings")
-        for key in loaded:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                fail(f"{path}: unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        data.update(loaded)
-    cameras = dict(data.get("cameras") or {})
-    cameras.update(overrides.pop("cameras", None) or {})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    data["cameras"] = {str(k): str(v) for k, v in cameras.items()}
+    flags = dict(overrides)
+    engine: dict[str, Any] = {"stats_interval": flags.pop("stats_interval", None)}
+    engine["camera_defaults"] = {"realtime": flags.pop("realtime", None)}
+    flags["engine"] = engine
+    flags["cameras"] = {name: {"url": source} for name, source in (flags.pop("cameras", None) or {}).items()}
     try:
-        return AgentConfig(**data)
-    except TypeError as exc:
+        return AgentConfig.load(path, overrides=flags)
+    except ConfigError as exc:
         fail(str(exc))
 
 
@@ -137,12 +120,10 @@ def agent(
         fail(str(exc))
     if not settings.cameras:
         fail("no camera: give --camera NAME=SOURCE (or cameras: in --config)")
-    pairs = list(settings.cameras.items())
+    pairs = settings.camera_sources()
     from maskwatch.stream import StreamEngine
 
-    engine = StreamEngine.load(
-        settings.model, stats_interval=settings.stats_interval, stop_when_done=Agent.all_files(pairs)
-    )
+    engine = StreamEngine.load(settings.model, config=settings.engine, stop_when_done=Agent.all_files(pairs))
     node_agent = Agent(settings, engine)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: node_agent.stop())

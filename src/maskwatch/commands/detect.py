@@ -297,18 +297,31 @@ def detect(
         "--track/--no-track",
         help="Videos and streams: follow faces (ByteTrack) and count each person once, by a vote over their frames.",
     ),
-    min_track_frames: int = typer.Option(3, help="Frames a track needs to be counted as a person."),
-    classify_every: int = typer.Option(
-        5,
+    min_track_frames: Optional[int] = typer.Option(
+        None, help="Frames a track needs to be counted as a person.", show_default="3"
+    ),
+    classify_every: Optional[int] = typer.Option(
+        None,
         help="Classification budget: a person whose verdict is settled is "
         "classified again every N frames (1: every frame; off with the "
         "accurate preset).",
+        show_default="5",
     ),
-    stats_interval: float = typer.Option(60.0, help="Seconds per stats bucket (people, compliance, FPS, lag)."),
-    reconnect_timeout: float = typer.Option(
-        30.0,
+    stats_interval: Optional[float] = typer.Option(
+        None, help="Seconds per stats bucket (people, compliance, FPS, lag).", show_default="60"
+    ),
+    reconnect_timeout: Optional[float] = typer.Option(
+        None,
         help="Streams: give up after this many seconds without a frame "
         "(reconnecting with exponential backoff meanwhile).",
+        show_default="30",
+    ),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML with an `engine:` block, the same as serve's and the agent's (configs/serve.yaml lists "
+        "every key); MASKWATCH_DETECT_ENGINE__<KEY> variables too; these flags win.",
     ),
     max_frames: Optional[int] = typer.Option(
         None, help="Streams and webcams: stop after N analysed frames.", show_default="until the stream ends"
@@ -334,7 +347,7 @@ def detect(
         ("--min-track-frames", min_track_frames, 1),
         ("--classify-every", classify_every, 1),
     ):
-        if value < low:
+        if value is not None and value < low:
             fail(f"{option} must be >= {low}, got {value}")
     for option, fvalue in (
         ("--fps", fps),
@@ -347,6 +360,23 @@ def detect(
         fail(f"--max-frames must be >= 1, got {max_frames}")
     if not 0.0 <= score_threshold <= 1.0:
         fail(f"--score-threshold must be in [0, 1], got {score_threshold:g}")
+    from maskwatch.core.errors import ConfigError
+    from maskwatch.stream.config import DetectSettings
+
+    engine_flags: dict[str, Any] = {
+        "classify_every": classify_every,
+        "stats_interval": stats_interval,
+        "min_track_frames": min_track_frames,
+        "give_up_after": reconnect_timeout,
+        "stall_timeout": None if reconnect_timeout is None else min(10.0, reconnect_timeout),
+        "stop_when_done": True,
+    }
+    if preset != "auto":
+        engine_flags.update(image_preset=preset, video_preset=preset)
+    try:
+        settings = DetectSettings.load(config, overrides={"engine": engine_flags})
+    except ConfigError as exc:
+        fail(str(exc))
     save = check_output_path(save, "dir", option="--save")
     json_out = check_output_path(json_out, "file", option="--json", stdout_ok=True)
     try:
@@ -377,10 +407,7 @@ def detect(
         min_confidence=min_confidence,
         crop_margin=crop_margin,
         min_face=min_face,
-        classify_every=classify_every,
-        stats_interval=stats_interval,
-        min_track_frames=min_track_frames,
-        reconnect_timeout=reconnect_timeout,
+        engine_config=settings.engine,
     )
     for spec in specs:
         engine.add_source(spec)
@@ -423,7 +450,6 @@ def _load_engine(
     batch_size: int,
     **options: Any,
 ) -> Any:
-    from maskwatch.stream.config import EngineConfig
     from maskwatch.stream.engine import StreamEngine
 
     detector = load_mask_detector(
@@ -438,17 +464,7 @@ def _load_engine(
         crop_margin=options["crop_margin"],
         min_face=options["min_face"],
     )
-    config = EngineConfig(
-        stats_interval=options["stats_interval"],
-        classify_every=options["classify_every"],
-        min_track_frames=options["min_track_frames"],
-        give_up_after=options["reconnect_timeout"],
-        image_preset="accurate" if preset == "auto" else preset,
-        video_preset="fast" if preset == "auto" else preset,
-        stop_when_done=True,
-        stall_timeout=min(10.0, options["reconnect_timeout"]),
-    )
-    return StreamEngine(detector, config)
+    return StreamEngine(detector, options["engine_config"])
 
 
 def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progress: bool) -> Any:

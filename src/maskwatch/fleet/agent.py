@@ -19,28 +19,51 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.names import check_name
+from maskwatch.core.settings import RootSettings
 from maskwatch.fleet import topics
 from maskwatch.fleet.outbox import Outbox
 from maskwatch.fleet.publisher import Publisher, TLSOptions
 from maskwatch.fleet.topics import BrokerURL
+from maskwatch.stream.config import CameraSettings, EngineConfig
 
-__all__ = ["Agent", "AgentConfig", "parse_camera"]
+__all__ = ["Agent", "AgentCamera", "AgentConfig", "parse_camera"]
 
 log = logging.getLogger("maskwatch.fleet")
 
 
-@dataclass
-class AgentConfig:
-    """Every setting of an edge agent (``configs/agent.yaml`` documents each)."""
+class AgentCamera(CameraSettings):
+    """One camera of a node: its source and its own settings (each unset one inherits
+    ``engine.camera_defaults``). In YAML a bare source string stands for ``{url: SOURCE}``."""
+
+    url: str = Field(min_length=1)  # a video file, a folder of images, rtsp://..., http(s)://..., webcam:N
+
+
+#: top-level keys of older agent files, now inside the engine block (an error names the new place)
+MOVED_KEYS = {
+    "stats_interval": ("engine", "stats_interval"),
+    "realtime": ("engine", "camera_defaults", "realtime"),
+    "loop": ("engine", "camera_defaults", "loop"),
+}
+
+
+class AgentConfig(RootSettings):
+    """Every setting of an edge agent (``configs/agent.yaml`` documents each). Environment overrides:
+    ``MASKWATCH_AGENT_<KEY>`` (nested keys joined by ``__``), and ``MASKWATCH_MQTT_PASSWORD`` for the broker
+    password."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKWATCH_AGENT_")
+    legacy_env: ClassVar[dict[str, tuple[str, ...]]] = {"MASKWATCH_MQTT_PASSWORD": ("password",)}
 
     broker: str = "mqtt://127.0.0.1:1883"
-    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    cameras: dict[str, str] = field(default_factory=dict)  # name -> source (file, rtsp://, webcam:N)
+    node: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
+    cameras: dict[str, AgentCamera] = Field(default_factory=dict)  # name -> source (and its own settings)
     data_dir: str = "runs/agent"
     username: str | None = None
     password: str | None = None
@@ -48,16 +71,30 @@ class AgentConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_insecure: bool = False
-    outbox_mb: float = 256.0  # disk budget of the outbox
+    outbox_mb: float = Field(256.0, gt=0)  # disk budget of the outbox
     durable: bool = False  # fsync every outbox write (survives power loss)
-    window: int = 100  # messages in flight (published, not yet acknowledged)
-    stats_interval: float = 60.0
-    realtime: bool = False  # play files at their frame rate (a recorded camera) instead of as fast as possible
-    loop: bool = False  # loop files forever
+    window: int = Field(100, ge=1)  # messages in flight (published, not yet acknowledged)
     snapshots: bool = False  # allow the snapshot command (faces always blurred)
     model: str | None = None
-    status_every: float = 30.0  # republish the retained node status this often (seconds)
+    status_every: float = Field(30.0, gt=0)  # republish the retained node status this often (seconds)
     journal: bool = False  # keep "type:id" of every published event in the outbox's journal table (audits, tests)
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # the same block as serve's and detect's
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _short_form(cls, cameras: Any) -> Any:
+        """A camera given as a bare source string is ``{url: SOURCE}``."""
+        if isinstance(cameras, dict):
+            return {str(k): {"url": v} if isinstance(v, str) else v for k, v in cameras.items()}
+        return cameras
+
+    @classmethod
+    def suggest(cls, key: str) -> str | None:
+        return ".".join(MOVED_KEYS[key]) if key in MOVED_KEYS else None
+
+    def camera_sources(self) -> list[tuple[str, str]]:
+        """``(name, source)`` of every configured camera."""
+        return [(name, camera.url) for name, camera in self.cameras.items()]
 
     def broker_url(self) -> BrokerURL:
         url = BrokerURL.parse(self.broker)
@@ -261,18 +298,18 @@ class Agent:
 
     # -- cameras and life cycle ---------------------------------------------------------------------------
 
-    def add_camera(self, name: str, source: str) -> None:
-        from maskwatch.stream import SourceSpec
-
+    def add_camera(self, name: str, source: str, settings: CameraSettings | None = None) -> None:
+        """Run a camera: its own settings (those of the config file by default) over the engine's defaults."""
         check_name(name, "camera name")
-        self.engine.add_source(SourceSpec(uri=source, name=name, realtime=self.config.realtime, loop=self.config.loop))
+        own = settings if settings is not None else self.config.cameras.get(name)
+        self.engine.add_source(self.config.engine.source(source, name, own))
         self.cameras[name] = source
         self._announce()
 
     def run(self, cameras: Sequence[tuple[str, str]] | None = None, *, drain_timeout: float | None = None) -> int:
         """Run until stopped (:meth:`stop`) or, when every camera is a file, until the last event is
         acknowledged by the broker. Returns the number of messages left in the outbox."""
-        cameras = list(cameras if cameras is not None else self.config.cameras.items())
+        cameras = list(cameras if cameras is not None else self.config.camera_sources())
         subscription = self.engine.events()
         pump = threading.Thread(target=self._pump, args=(subscription,), name="maskwatch-agent-events", daemon=True)
         pump.start()

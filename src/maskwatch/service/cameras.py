@@ -16,7 +16,7 @@ from maskwatch.core.redaction import redact
 from maskwatch.service.errors import ApiError
 from maskwatch.service.storage.cameras import CAMERA_FIELDS, CameraRepository, CameraSource
 from maskwatch.service.storage.models import Camera
-from maskwatch.stream import SourceSpec
+from maskwatch.stream.config import CameraSettings, EngineConfig, SourceSpec
 
 if TYPE_CHECKING:
     from maskwatch.service.live import LiveState
@@ -27,17 +27,13 @@ __all__ = ["CameraManager", "spec_for"]
 log = logging.getLogger("maskwatch.service")
 
 
-def spec_for(camera: Camera, hold: float = 4.0) -> SourceSpec:
-    """A camera's engine source; still images played ``realtime`` are a slideshow, each held ``hold`` s."""
-    return SourceSpec(
-        hold=hold,
-        uri=camera.url,
-        name=camera.name,
-        preset=camera.preset,
-        target_fps=camera.target_fps,
-        realtime=camera.realtime,
-        loop=camera.loop,
+def spec_for(camera: Camera, config: EngineConfig, hold: float | None = None) -> SourceSpec:
+    """A camera's engine source: its own settings over ``config.camera_defaults`` (still images played
+    ``realtime`` are a slideshow, each held ``hold`` s: the demo camera's, else the defaults')."""
+    own = CameraSettings(
+        preset=camera.preset, target_fps=camera.target_fps, realtime=camera.realtime, loop=camera.loop, hold=hold
     )
+    return config.source(camera.url, camera.name, own)
 
 
 class CameraManager:
@@ -51,9 +47,11 @@ class CameraManager:
         live: LiveState,
         *,
         on_removed: Callable[[str], None] | None = None,
-        hold: float = 4.0,
+        config: EngineConfig | None = None,
+        demo: tuple[str, float] | None = None,
     ) -> None:
-        self.hold = hold
+        self.config = config or EngineConfig()
+        self.demo = demo  # (name, seconds per image) of the demo slideshow camera
         self.cameras = cameras
         self.engine = engine
         self.live = live
@@ -65,10 +63,13 @@ class CameraManager:
     def _start(self, camera: Camera) -> None:
         """Add to the engine; a bad source is a 422 with the engine's reason (credentials hidden)."""
         try:
-            self.engine.add_source(spec_for(camera, self.hold))
+            self.engine.add_source(spec_for(camera, self.config, self._hold(camera.name)))
         except Exception as exc:  # SourceError, ValueError
             raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact(str(exc))}") from exc
         self.live.set_state(camera.name, "connecting")
+
+    def _hold(self, name: str) -> float | None:
+        return self.demo[1] if self.demo is not None and self.demo[0] == name else None
 
     def _stop(self, name: str) -> None:
         with contextlib.suppress(KeyError):  # not running (disabled, ended or failed)
@@ -79,7 +80,16 @@ class CameraManager:
 
     def seed(self, cameras: Iterable[CameraSource]) -> None:
         """Cameras of the config file that the database does not have yet (by name) are created."""
-        self.cameras.add_missing(cameras, time.time())
+        self.cameras.add_missing([self._resolved(c) for c in cameras], time.time())
+
+    def _resolved(self, source: CameraSource) -> CameraSource:
+        """``realtime`` and ``loop`` are fixed when a camera is created: unset ones take the defaults now."""
+        defaults = self.config.camera_defaults
+        realtime = defaults.realtime if source.realtime is None else source.realtime
+        loop = defaults.loop if source.loop is None else source.loop
+        if (realtime, loop) == (source.realtime, source.loop):
+            return source
+        return _Resolved(source, realtime, loop)
 
     def resume(self) -> None:
         """Start every enabled camera; one that cannot start is reported (state failed), the rest go on."""
@@ -105,6 +115,7 @@ class CameraManager:
         return camera
 
     def create(self, source: CameraSource) -> Camera:
+        source = self._resolved(source)
         try:
             name = check_name(source.name, "camera name")
         except ValueError as exc:
@@ -168,3 +179,12 @@ class CameraManager:
             if self.on_removed is not None:
                 self.on_removed(name)
         log.info("camera %s deleted", name)
+
+
+class _Resolved:
+    """A camera source with ``realtime`` and ``loop`` filled in from the engine's camera defaults."""
+
+    def __init__(self, source: CameraSource, realtime: bool, loop: bool) -> None:
+        self.name, self.url, self.enabled = source.name, source.url, source.enabled
+        self.preset, self.target_fps = source.preset, source.target_fps
+        self.realtime, self.loop = realtime, loop

@@ -50,7 +50,7 @@ from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.ingest import Ingestor
 from maskwatch.service.storage.models import Camera
-from maskwatch.stream import EngineConfig, StreamEngine
+from maskwatch.stream import StreamEngine
 
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
@@ -99,23 +99,6 @@ def demo_images(settings: ServiceSettings) -> Path | None:
     return folder
 
 
-def engine_config(settings: ServiceSettings) -> EngineConfig:
-    """The stream engine's settings from the service's (``engine`` and ``privacy`` sections)."""
-    e, privacy = settings.engine, settings.privacy
-    return EngineConfig(
-        stats_interval=e.stats_interval,
-        classify_every=e.classify_every,
-        video_preset=e.video_preset,
-        min_track_frames=e.min_track_frames,
-        stall_timeout=e.stall_timeout,
-        give_up_after=e.give_up_after,
-        backoff=e.backoff,
-        max_backoff=e.max_backoff,
-        snapshots=privacy.snapshots,
-        snapshot_blur=privacy.blur_faces,  # unblurred only when an admin turned blurring off
-    )
-
-
 class Service:
     """Every component behind the API, wired. ``detector`` and ``capture_factory`` let tests use fake models
     and cameras; ``admin_token`` presets the admin token (default ``$MASKWATCH_ADMIN_TOKEN``); ``fleet``
@@ -140,7 +123,7 @@ class Service:
                 s.model.path, backend=s.model.backend, preset=s.model.infer_preset, threads=s.model.threads
             )
         self.detector: MaskDetector = detector
-        self.engine_config = engine_config(s)
+        self.engine_config = s.engine
 
         self.metrics = Metrics()
         self.storage = Storage(s.db_url)
@@ -180,7 +163,8 @@ class Service:
             self.engine,
             self.live_state,
             on_removed=self.alerts.forget_camera,
-            hold=s.demo.seconds_per_image,
+            config=s.engine,
+            demo=(s.demo.name, s.demo.seconds_per_image),
         )
         self.jobs = JobManager(
             self.storage.jobs,
@@ -206,7 +190,7 @@ class Service:
             media=self.media,
             alerts=self.alerts,
             hub=self.hub,
-            journal=s.data_dir / "journal.jsonl" if s.engine.journal else None,
+            journal=s.data_dir / "journal.jsonl" if s.server.journal else None,
         )
         self.live = Live(
             self.engine,

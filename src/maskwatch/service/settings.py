@@ -12,12 +12,13 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.errors import ConfigError
 from maskwatch.core.names import MAX_NAME, is_name
 from maskwatch.core.settings import RootSettings, Section
+from maskwatch.stream.config import CameraSettings, EngineConfig
 
 __all__ = [
     "AlertRuleConfig",
@@ -31,6 +32,9 @@ ACTIVE_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 class ServerSettings(Section):
     host: str = "127.0.0.1"  # bind address (0.0.0.0 exposes the service on every interface)
+    # append every track_ended, stats and source_status of this service's own cameras to DATA_DIR/journal.jsonl
+    # before handling it: what the engine reported, for audits and the chaos soak (benchmarks/soak.py)
+    journal: bool = False
     port: int = Field(8000, ge=0, le=65535)
     data_dir: str = "runs/serve"  # SQLite database, demo video, snapshots
     db: str | None = None  # SQLAlchemy URL; default sqlite:///DATA_DIR/maskwatch.db (WAL)
@@ -44,28 +48,14 @@ class ModelSettings(Section):
     threads: int = Field(2, ge=1, le=64)
 
 
-class EngineSettings(Section):
-    stats_interval: float = Field(60.0, gt=0)  # seconds per stats bucket
-    classify_every: int | None = Field(5, ge=1)  # classification budget for decided tracks
-    video_preset: Literal["fast", "balanced", "accurate"] = "fast"
-    min_track_frames: int = Field(3, ge=1)
-    stall_timeout: float = Field(10.0, gt=0)  # a camera with no frame this long is "lost"
-    give_up_after: float = Field(30.0, gt=0)  # ... and "failed" after this long down
-    backoff: float = Field(0.5, gt=0)
-    max_backoff: float = Field(8.0, gt=0)
-    # append every track_ended, stats and source_status of this service's own cameras to DATA_DIR/journal.jsonl
-    # before handling it: what the engine reported, for audits and the chaos soak (benchmarks/soak.py)
-    journal: bool = False
+class CameraConfig(CameraSettings):
+    """A camera of the config file: its name and source, and its own settings (each unset one inherits
+    ``engine.camera_defaults``: ``preset``, ``target_fps``, ``hold`` and ``track`` at every start,
+    ``realtime`` and ``loop`` when the camera is created)."""
 
-
-class CameraConfig(Section):
     name: str
     url: str  # rtsp://..., http(s)://..., webcam:N, a video file or a folder of images
     enabled: bool = True
-    preset: Literal["fast", "balanced", "accurate"] | None = None
-    target_fps: float | None = Field(None, gt=0)
-    realtime: bool = False  # play a file as a camera would deliver it
-    loop: bool = False  # start a file again at its end
 
     @field_validator("name")
     @classmethod
@@ -178,7 +168,7 @@ class ServiceSettings(RootSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # the engine's settings (shared with detect, agent)
     cameras: list[CameraConfig] = Field(default_factory=list)  # created at start when missing (by name)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
@@ -187,6 +177,21 @@ class ServiceSettings(RootSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @model_validator(mode="after")
+    def _privacy_drives_the_engine(self) -> ServiceSettings:
+        """Snapshots and their blurring are privacy settings: the ``privacy`` section decides them for the
+        engine (``engine.snapshots`` / ``engine.snapshot_blur`` are not set separately in serve)."""
+        engine = self.engine
+        if (engine.snapshots, engine.snapshot_blur) != (self.privacy.snapshots, self.privacy.blur_faces):
+            object.__setattr__(
+                self,
+                "engine",
+                engine.model_copy(
+                    update={"snapshots": self.privacy.snapshots, "snapshot_blur": self.privacy.blur_faces}
+                ),
+            )
+        return self
 
     @property
     def data_dir(self) -> Path:

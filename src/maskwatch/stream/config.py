@@ -12,15 +12,45 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from maskwatch.core.settings import Section
+from maskwatch.core.settings import RootSettings, Section
 from maskwatch.detection.presets import PresetName
 
-__all__ = ["EngineConfig", "SourceSpec"]
+__all__ = ["CameraDefaults", "CameraSettings", "DetectSettings", "EngineConfig", "SourceSpec"]
+
+
+class CameraDefaults(Section):
+    """What every camera (source) of an engine gets unless it says otherwise (``engine.camera_defaults``)."""
+
+    preset: PresetName | None = Field(None, description="None: the engine's image_preset / video_preset")
+    target_fps: float | None = Field(None, gt=0, le=120, description="analyse about this many frames/s (None: all)")
+    realtime: bool = Field(False, description="play a file as a camera would deliver it (latest frame wins)")
+    loop: bool = Field(False, description="start a file again at its end")
+    hold: float = Field(4.0, gt=0, description="seconds each still image is shown when played realtime")
+    track: bool = Field(True, description="follow faces across frames and count people (videos, streams)")
+
+
+class CameraSettings(Section):
+    """One camera's own settings: each None inherits :class:`CameraDefaults` (Frigate-style: cameras inherit
+    the global defaults and override what differs)."""
+
+    preset: PresetName | None = None
+    target_fps: float | None = Field(None, gt=0, le=120)
+    realtime: bool | None = None
+    loop: bool | None = None
+    hold: float | None = Field(None, gt=0)
+    track: bool | None = None
+
+    def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
+        """These settings over ``defaults``: what the camera runs with."""
+        own = {k: v for k, v in self.model_dump().items() if v is not None and k in CameraDefaults.model_fields}
+        return defaults.model_copy(update=own)
 
 
 class EngineConfig(Section):
-    """Every engine setting in one place (the service and the agent keep it in their YAML)."""
+    """Every engine setting in one place, embedded once as ``engine:`` in the settings of ``detect``
+    (``--config``), ``serve`` and ``agent``; ``camera_defaults`` is what each camera inherits."""
 
     stats_interval: float = Field(60.0, gt=0, description="seconds per stats bucket (aligned to the wall clock)")
     classify_every: int | None = Field(
@@ -47,6 +77,21 @@ class EngineConfig(Section):
     snapshots: bool = Field(False, description="keep each person's best face view for ``snapshot_sink`` (privacy: off)")
     snapshot_blur: bool = Field(True, description="blur every face in a snapshot (privacy by default)")
     lag_window: int = Field(2048, ge=1, description="recent lag samples kept per source for percentiles")
+    camera_defaults: CameraDefaults = Field(default_factory=CameraDefaults, description="what each camera inherits")
+
+    def source(self, uri: str, name: str | None = None, camera: CameraSettings | None = None) -> SourceSpec:
+        """The engine's source for a camera: its own settings over :attr:`camera_defaults`."""
+        settings = (camera or CameraSettings()).resolved(self.camera_defaults)
+        return SourceSpec(
+            uri=uri,
+            name=name,
+            preset=settings.preset,
+            target_fps=settings.target_fps,
+            realtime=settings.realtime,
+            loop=settings.loop,
+            hold=settings.hold,
+            track=settings.track,
+        )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> EngineConfig:
@@ -86,3 +131,12 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+
+
+class DetectSettings(RootSettings):
+    """``maskwatch detect --config FILE``: the engine block shared with serve and the agent (environment:
+    ``MASKWATCH_DETECT_ENGINE__<KEY>``); the command's flags override it."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKWATCH_DETECT_")
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -143,13 +143,15 @@ class StreamEngine:
         detector_model: str | Path | None = None,
         threads: int = 2,
         detector_options: dict[str, Any] | None = None,
-        **config: Any,
+        config: EngineConfig | None = None,
+        **options: Any,
     ) -> StreamEngine:
-        """An engine on :meth:`MaskDetector.load` (the bundled classifier and CenterFace by default)."""
+        """An engine on :meth:`MaskDetector.load` (the bundled classifier and CenterFace by default), with
+        ``config`` (and ``options``, fields of :class:`EngineConfig` over it)."""
         detector = MaskDetector.load(
             model, backend=backend, detector_model=detector_model, threads=threads, **(detector_options or {})
         )
-        return cls(detector, EngineConfig(**config))
+        return cls(detector, config, **options)
 
     # -- consumers -----------------------------------------------------------------------------------
 

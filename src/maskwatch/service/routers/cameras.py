@@ -33,9 +33,9 @@ class CameraIn(BaseModel):
     url: str = Field(min_length=1, max_length=2000, description="rtsp://, http(s)://, webcam:N, a video or a folder")
     enabled: bool = True
     preset: Preset | None = None
-    target_fps: float | None = Field(None, gt=0, le=120)
-    realtime: bool = False
-    loop: bool = False
+    target_fps: float | None = Field(None, gt=0, le=120, description="unset: engine.camera_defaults")
+    realtime: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
+    loop: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
 
 
 class CameraPatch(BaseModel):
