@@ -54,6 +54,7 @@ import numpy as np
 from maskwatch.core.redaction import redact
 from maskwatch.detection.pipeline import PRESETS, FaceResult, FrameResult, MaskDetector
 from maskwatch.stream.events import (
+    ENDED_BY_STOP,
     FaceRecord,
     FrameAnalysed,
     LagStats,
@@ -358,6 +359,8 @@ class _Runner:
     # -- capture thread ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # a source added before its engine started (a queued job) counts its time from here, not from then
+        self.started = self.last_frame_at = time.monotonic()
         self.thread = threading.Thread(target=self._capture, name=f"maskwatch-capture-{self.name}", daemon=True)
         self.thread.start()
 
@@ -915,7 +918,7 @@ class StreamEngine:
 
     def _shutdown(self) -> None:
         for runner in list(self._runners):
-            self._finish(runner, reason="engine stopped")
+            self._finish(runner, reason=ENDED_BY_STOP)
         while True:  # sources added but never picked up
             try:
                 action, value = self._pending.get_nowait()
