@@ -43,7 +43,7 @@ class FleetWorld:
         from maskwatch.stream import EngineConfig, StreamEngine
 
         spec = NODES[node]
-        frames = 300 if spec["loop"] else 30
+        frames = 50 if spec["loop"] else 30  # 5 s loops: someone is in view most of the time
         video = make_video(self.root / f"{node}.mp4", frames, people=2)
         config = AgentConfig(broker=self.broker.url("agent"), node=node, data_dir=str(self.root / node),
                              stats_interval=1.0, realtime=True, loop=bool(spec["loop"]),

@@ -60,6 +60,8 @@ def test_remote_cameras_are_listed_like_local_ones_and_filtered_by_node(world):
     cams, overview = _cameras(client), client.get(f"{API}/overview").json()
     assert overview["people_today"] == sum(c["people_today"] for c in cams.values())
     assert {"gate-a", "gate-b"} <= set(client.get(f"{API}/console").json()["nodes"])
+    # people in view now: a remote camera's open tracks (track_started without its track_ended yet)
+    assert wait_until(lambda: _cameras(client)["gate-a:door"]["present"] > 0, 30)
 
 
 def test_a_remote_frame_comes_from_its_node_or_a_reason(world):

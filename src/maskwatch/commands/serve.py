@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -148,9 +149,7 @@ def serve(
             access_log=False,
         )
     )
-    try:
+    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when it cannot start (a port in use): we say 1
         server.run()
-    except SystemExit:  # uvicorn exits 3 when it cannot start (a port in use): the contract says 1, one line
-        pass
     if getattr(server, "started", False) is False:
         fail(f"the service did not start (is port {settings.server.port} free?)", code=1)

@@ -23,14 +23,14 @@ RoleName = Literal["viewer", "operator", "admin"]
 
 #: every action of the dashboard: (least role, what it is, the API route it calls)
 ACTIONS: dict[str, tuple[RoleName, str, str]] = {
-    "upload": ("operator", "analyse an uploaded image", "POST /infer"),
-    "jobs": ("operator", "start or cancel a batch job", "POST /jobs"),
-    "acknowledge": ("operator", "acknowledge an alert", "POST /alerts/{alert_id}/ack"),
-    "false_positive": ("operator", "mark an event as a false positive", "POST /events/{key}/false-positive"),
-    "cameras": ("admin", "add, change, enable or remove cameras", "POST /cameras"),
-    "rules": ("admin", "add, edit, enable or test-fire alert rules", "POST /alert-rules"),
-    "tokens": ("admin", "make and revoke API tokens", "POST /tokens"),
-    "audit": ("admin", "read the audit log", "GET /audit"),
+    "upload": ("operator", "analysing an uploaded image", "POST /infer"),
+    "jobs": ("operator", "starting or cancelling a batch job", "POST /jobs"),
+    "acknowledge": ("operator", "acknowledging an alert", "POST /alerts/{alert_id}/ack"),
+    "false_positive": ("operator", "marking an event as a false positive", "POST /events/{key}/false-positive"),
+    "cameras": ("admin", "adding, changing, enabling or removing cameras", "POST /cameras"),
+    "rules": ("admin", "adding, editing, enabling or test-firing alert rules", "POST /alert-rules"),
+    "tokens": ("admin", "making and revoking API tokens", "POST /tokens"),
+    "audit": ("admin", "reading the audit log", "GET /audit"),
 }
 
 
@@ -57,7 +57,8 @@ def console(principal: Viewer, settings: SettingsDep, view: CameraViewDep) -> Co
     actions = {}
     for name, (role, what, _route) in ACTIONS.items():
         allowed = principal.allows(role)
-        reason = None if allowed else f"to {what} needs the {role} role; you are signed in as {principal.role}"
+        you = principal.role
+        reason = None if allowed else f"{what.capitalize()} needs the {role} role; you are signed in as {you}"
         actions[name] = Action(allowed=allowed, needs=role, reason=reason)
     return ConsoleInfo(
         user=principal.name,

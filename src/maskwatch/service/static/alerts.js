@@ -39,11 +39,12 @@ function ruleForm(cams, nodes, onsaved) {
     el("label", { class: "check" }, el("input", { type: "checkbox", name: "enabled", checked: true }), " enabled"),
     el("div", { class: "actions" }, submit, cancel));
   let editing = null; // the rule being edited, or null when adding
-  const reset = () => { editing = null; form.reset(); camera.replaceChildren(...cameraChoices(kind.value)); title.textContent = "Add a rule"; submit.textContent = "Add rule"; cancel.hidden = true; form.elements.webhook_secret.placeholder = "signs deliveries (none)"; };
+  const reset = () => { editing = null; form.reset(); kind.disabled = false; camera.replaceChildren(...cameraChoices(kind.value)); title.textContent = "Add a rule"; submit.textContent = "Add rule"; cancel.hidden = true; form.elements.webhook_secret.placeholder = "signs deliveries (none)"; };
   cancel.addEventListener("click", reset);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const f = form.elements, body = { name: f.name.value, kind: f.kind.value, enabled: f.enabled.checked };
+    const f = form.elements, body = { name: f.name.value, enabled: f.enabled.checked };
+    if (!editing) body.kind = f.kind.value; // a rule keeps its kind (make a new rule for another)
     body.camera = f.camera.value || null;
     for (const [name] of RULE_NUMBERS) if (f[name].value !== "") body[name] = Number(f[name].value); else if (editing && name === "threshold") body.threshold = null;
     body.active_hours = f.active_hours.value || null;
@@ -57,7 +58,7 @@ function ruleForm(cams, nodes, onsaved) {
   });
   const edit = (r) => {
     editing = r; const f = form.elements;
-    f.name.value = r.name; f.kind.value = r.kind; camera.replaceChildren(...cameraChoices(r.kind)); f.camera.value = r.camera || "";
+    f.name.value = r.name; f.kind.value = r.kind; kind.disabled = true; camera.replaceChildren(...cameraChoices(r.kind)); f.camera.value = r.camera || "";
     for (const [name] of RULE_NUMBERS) f[name].value = r[name] ?? "";
     f.active_hours.value = r.active_hours || ""; f.webhook_url.value = r.webhook_url || ""; f.webhook_secret.value = "";
     f.webhook_secret.placeholder = r.has_webhook_secret ? "set: type to replace" : "signs deliveries (none)";

@@ -17,7 +17,7 @@ function snapshotsNote(camera) {
 }
 
 function eventGallery(items) {
-  return el("div", { class: "gallery", id: "events" }, items.length ? items.map((e) => el("div", { class: `ev ${e.compliant ? "good" : "bad"}`, "data-id": e.id },
+  return el("div", { class: "gallery", id: "events" }, items.length ? items.map((e) => el("div", { class: `ev ${e.compliant ? "good" : "bad"}`, "data-id": e.id, "data-camera": e.camera },
     e.has_snapshot ? el("img", { class: "snap", loading: "lazy", alt: `person ${e.id} (faces blurred)`, src: `${API}/events/${e.id}/snapshot` })
       : el("div", { class: "nosnap" }, noSnapshotReason(e)),
     el("b", {}, e.label), ` ${pct(e.probability)}`, el("div", { class: "muted" }, `${e.camera} · ${when(e.time)} · ${e.n_frames} frames`),
