@@ -86,6 +86,9 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         rule = {"name": "low compliance", "kind": "compliance_below", "camera": "door", "threshold": 0.8,
                 "min_people": 3, "window_s": 600, "hysteresis": 0.05, "cooldown_s": 3600,
                 "webhook_url": receiver.url, "webhook_secret": "s3cret"}  # fmt: skip
+        assert client.post(f"{API}/alert-rules", json=rule).json()["error"] == "unknown_camera"  # no such camera
+        camera = {"name": "door", "url": "rtsp://fake/door", "enabled": False}  # its events are sent by hand
+        assert client.post(f"{API}/cameras", json=camera).status_code == 201
         r = client.post(f"{API}/alert-rules", json=rule)
         assert r.status_code == 201, r.text
         assert "webhook_secret" not in r.json() and r.json()["has_webhook_secret"]
@@ -136,6 +139,8 @@ def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
         now = datetime.now()
         closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"
+        camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
+        assert client.post(f"{API}/cameras", json=camera).status_code == 201
         for body in ({"name": "offline", "kind": "camera_offline", "for_s": 0, "cooldown_s": 0},
                      {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 60},
                      {"name": "night only", "kind": "camera_offline", "for_s": 0, "active_hours": closed}):  # fmt: skip

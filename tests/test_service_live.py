@@ -116,7 +116,7 @@ def test_snapshots_blurred_served_shown_and_purged_with_retention(tmp_path):
         assert client.get(f"{API}/events/{event['id']}").status_code == 404
         assert not list(service.media.root.rglob("*.jpg"))
         # the dashboard's gallery shows snapshots (an <img> per event that has one)
-        assert "/snapshot" in client.get("/static/app.js").text
+        assert "/snapshot" in client.get("/static/events.js").text
 
 
 def test_a_snapshot_whose_event_is_refused_is_not_left_on_disk(tmp_path):

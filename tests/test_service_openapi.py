@@ -23,6 +23,7 @@ BINARY_ROUTES = {
     ("get", f"{API}/cameras/{{name}}/latest.jpg"): "image/jpeg",
     ("get", f"{API}/cameras/{{name}}/live.mjpeg"): "multipart/x-mixed-replace; boundary=frame",
     ("get", f"{API}/events/{{key}}/snapshot"): "image/jpeg",
+    ("get", f"{API}/events/export.csv"): "text/csv",
 }
 
 
@@ -97,7 +98,7 @@ def test_every_json_answer_has_a_typed_schema(spec):
 def test_errors_are_documented_as_the_one_error_shape(spec):
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # the service never answers that shape
     error = spec["components"]["schemas"]["ErrorBody"]
-    assert set(error["required"]) == {"error", "detail"}
+    assert set(error["required"]) == {"status", "error", "detail"}
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]

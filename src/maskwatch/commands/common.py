@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ProgressReport",
     "check_output_path",
     "console",
     "debug_enabled",
@@ -97,6 +99,66 @@ def finish(failed: int, total: int, what: str = "inputs") -> None:
     """End a command that ran over ``total`` inputs: exit code 1 naming how many failed, if any did."""
     if failed:
         fail(f"{failed} of {total} {what} failed", code=EXIT_FAILED)
+
+
+class ProgressReport:
+    """Progress of a long count (images, files): a live bar with the count and the time left on a terminal,
+    and plain lines elsewhere (a pipe, a log, CI), where a live bar prints nothing at all: one at the start,
+    then one every ``every`` seconds and at each tenth, with the rate and the time left.
+
+    Use as a context manager; call :meth:`update` with ``(done, total)``."""
+
+    def __init__(self, what: str, unit: str, *, enabled: bool = True, every: float = 30.0) -> None:
+        self.what, self.unit, self.enabled, self.every = what, unit, enabled, every
+        self.live = enabled and console.is_terminal
+        self._bar: Any = None
+        self._task: Any = None
+        self._began = self._said = 0.0
+        self._tenth = 0
+
+    def __enter__(self) -> ProgressReport:
+        self._began = self._said = time.monotonic()
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=console, transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.what, total=None)
+        elif self.enabled:
+            self._say(f"{self.what}: started")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def _say(self, text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        tenth = int(10 * done / total) if total else 0
+        if done != total and tenth <= self._tenth and now - self._said < self.every:
+            return
+        self._tenth, self._said = tenth, now
+        elapsed = now - self._began
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = f"{self.what}: {done}" + (
+            f"/{total} {self.unit} ({100 * done / total:.0f} %)" if total else f" {self.unit}"
+        )
+        line += f", {rate:.2f} {self.unit}/s"
+        if total and rate > 0 and done < total:
+            left = (total - done) / rate
+            line += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        self._say(line)
 
 
 def _importable(module: str) -> bool:

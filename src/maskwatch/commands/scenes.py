@@ -12,7 +12,15 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from maskwatch.commands.common import EXIT_FAILED, check_output_path, console, fail, json_target, setup_logging
+from maskwatch.commands.common import (
+    EXIT_FAILED,
+    ProgressReport,
+    check_output_path,
+    console,
+    fail,
+    json_target,
+    setup_logging,
+)
 
 
 def evaluate_detection(
@@ -87,16 +95,12 @@ def evaluate_detection(
     missing = [c for c in class_list if c not in detector.classes]
     if missing:
         fail(f"class(es) {missing} are not classes of the model {detector.classes}")
-    from rich.progress import Progress
-
-    with Progress(console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("evaluating", total=None)
-
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    # a live bar on a terminal; in a log or a pipe a line every 30 s and at each tenth (a full run is minutes)
+    with ProgressReport("evaluate-detection", "images", enabled=progress) as tracker:
         try:
-            metrics = evaluate_voc(detector, data, classes=class_list, images=subset, limit=limit, on_progress=tick)
+            metrics = evaluate_voc(
+                detector, data, classes=class_list, images=subset, limit=limit, on_progress=tracker.update
+            )
         except ValueError as exc:
             fail(str(exc))
     with json_target(json_path) as handle:

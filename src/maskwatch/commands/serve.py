@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -105,6 +106,8 @@ def serve(
         for rule in data["alerts"]["rules"]:
             if rule.get("webhook_secret"):
                 rule["webhook_secret"] = REDACTED
+        if data["auth"].get("scrape_token"):
+            data["auth"]["scrape_token"] = REDACTED
         # every credential in a URL (database, cameras, webhooks) or a password=/token= value is hidden
         typer.echo(redact(yaml.safe_dump(data, sort_keys=False)))
         return
@@ -127,7 +130,15 @@ def serve(
     app = create_app(settings, detector=detector, fleet=fleet)
     server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
-    console.print(f"maskwatch serve: dashboard {url}  API {url}docs  data {settings.data_dir}")
+    # one line each, never wrapped: a URL cut across lines cannot be copied or clicked
+    for line in (
+        "maskwatch serve",
+        f"  dashboard  {url}",
+        f"  API        {url}api/v1  (OpenAPI: {url}docs)",
+        f"  probes     {url}healthz  {url}readyz  {url}metrics",
+        f"  data       {settings.data_dir}",
+    ):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     server = server_class(
         uvicorn.Config(
             app,
@@ -138,6 +149,7 @@ def serve(
             access_log=False,
         )
     )
-    server.run()
+    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when it cannot start (a port in use): we say 1
+        server.run()
     if getattr(server, "started", False) is False:
         fail(f"the service did not start (is port {settings.server.port} free?)", code=1)

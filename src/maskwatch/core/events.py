@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "ENDED_BY_STOP",
     "SCHEMA",
     "SOURCE_STATES",
     "Event",
@@ -51,6 +52,8 @@ SCHEMA = "maskwatch.event/1"
 # reconnecting: reopening with backoff; ended: finished (file done, removed, stopped); failed: given up
 SOURCE_STATES = ("connecting", "live", "lost", "reconnecting", "ended", "failed")
 SourceState = Literal["connecting", "live", "lost", "reconnecting", "ended", "failed"]
+#: the ``reason`` of a source ``ended`` because its engine stopped (not because the source itself ended)
+ENDED_BY_STOP = "engine stopped"
 Box = tuple[float, float, float, float]
 
 

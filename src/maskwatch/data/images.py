@@ -51,6 +51,16 @@ class BadImageError(ValueError):
         self.reason = reason
 
 
+class TooManyPixelsError(BadImageError):
+    """An image over the pixel limit (a possible decompression bomb), refused before decoding: its size and
+    the limit in force, so that a caller with its own setting for the limit can name it."""
+
+    def __init__(self, path: str | Path, width: int, height: int, limit: int):
+        super().__init__(path, f"too many pixels ({width}x{height}), possible decompression bomb "
+                               f"(limit {limit}; ${MAX_PIXELS_ENV} or max_pixels= changes it)")  # fmt: skip
+        self.width, self.height, self.limit = width, height, limit
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A file left out of a dataset, and why."""
@@ -159,8 +169,7 @@ def _decode(source: ImageInput, max_pixels: int | None) -> Image.Image:
     try:
         width, height = image.size
         if limit is not None and width * height > limit:
-            raise BadImageError(name, f"too many pixels ({width}x{height}), possible decompression bomb "
-                                      f"(limit {limit}; ${MAX_PIXELS_ENV} or max_pixels= changes it)")  # fmt: skip
+            raise TooManyPixelsError(name, width, height, limit)
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
     except BadImageError:

@@ -228,7 +228,7 @@ class Agent:
             answer["result"] = self._run_command(verb, body)
             answer["ok"] = True
         except Exception as exc:
-            answer.update(ok=False, error=str(exc))
+            answer.update(ok=False, error=str(exc), code=exc.code if isinstance(exc, topics.CommandError) else "error")
         return answer
 
     def _run_command(self, verb: str, body: dict[str, Any]) -> Any:
@@ -256,10 +256,12 @@ class Agent:
         """The camera's latest analysed frame as a JPEG (base64) with every face blurred; refused unless
         snapshots are enabled on this node."""
         if not self.config.snapshots:
-            raise PermissionError("snapshots disabled on this node (enable with --snapshots)")
+            raise topics.CommandError(
+                topics.SNAPSHOTS_DISABLED, "snapshots disabled on this node (enable with --snapshots)"
+            )
         latest = self.engine.latest(name)
         if latest is None:
-            raise ValueError(f"no analysed frame from camera {name!r} yet")
+            raise topics.CommandError(topics.NO_FRAME, f"no analysed frame from camera {name!r} yet")
         from maskwatch.core.jpeg import encode_jpeg
         from maskwatch.detection.privacy import blur_faces, blur_regions
 

@@ -106,6 +106,7 @@ class CameraState:
     """A node's camera as this worker last saw it (its status events and latest stats bucket)."""
 
     state: str | None = None
+    reason: str | None = None  # of its last source status
     last_seen: float | None = None
     fps: float | None = None
     lag_p50: float | None = None
@@ -373,7 +374,7 @@ class FleetIngest:
             cam.fps, cam.lag_p50, cam.lag_p95 = event.analysed_fps, event.lag.p50, event.lag.p95
             cam.compliance, cam.people, cam.frames_dropped = event.compliance, event.n_people, event.frames_dropped
         elif event.type == "source_status":
-            cam.state = event.state
+            cam.state, cam.reason = event.state, event.reason
 
     def _node_status(self, node: str, body: dict[str, Any], topic: str) -> int:
         if body.get("schema") != topics.NODE_SCHEMA:
@@ -408,12 +409,14 @@ class FleetIngest:
         return 0
 
     def _cameras_lost(self, node: str, reason: str) -> None:
-        from maskwatch.core.events import SourceStatus
+        """Every camera of a node gone offline turns ``lost`` (connection lost or stopped cleanly: nobody
+        watches it now), except those whose own source had ended or failed before (a file played to its end)."""
+        from maskwatch.core.events import ENDED_BY_STOP, SourceStatus
 
         for camera, cam in list(self._node(node).cameras.items()):
-            if cam.state in ("ended", "failed"):
+            if cam.state == "failed" or (cam.state == "ended" and cam.reason != ENDED_BY_STOP):
                 continue
-            cam.state = "lost"
+            cam.state, cam.reason = "lost", f"node {node} offline: {reason}"
             try:
                 self.handle_event(
                     SourceStatus(

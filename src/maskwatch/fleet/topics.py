@@ -31,10 +31,13 @@ __all__ = [
     "CMD_SCHEMA",
     "EVENT_CHANNELS",
     "NODE_SCHEMA",
+    "NO_FRAME",
     "ROOT",
     "SHARE_GROUP",
+    "SNAPSHOTS_DISABLED",
     "VERBS",
     "BrokerURL",
+    "CommandError",
     "ParsedTopic",
     "camera_topic",
     "cmd_topic",
@@ -48,6 +51,9 @@ ROOT = "maskwatch"
 NODE_SCHEMA = "maskwatch.node/1"
 CMD_SCHEMA = "maskwatch.cmd/1"
 VERBS = ("add_camera", "remove_camera", "snapshot", "status")
+# an answer's ``code`` when ``ok`` is false, for the errors a caller acts on (others: ``error``)
+SNAPSHOTS_DISABLED = "snapshots_disabled"  # the node runs without --snapshots: no image leaves it
+NO_FRAME = "no_frame"  # the camera has no analysed frame (yet)
 EVENT_CHANNELS = ("status", "events", "stats")  # camera channels carrying engine events
 SHARE_GROUP = "maskwatch"
 
@@ -86,6 +92,14 @@ def ingest_subscriptions(shared: bool = False) -> list[str]:
     keeps the fleet state)."""
     prefix = f"$share/{SHARE_GROUP}/" if shared else ""
     return [f"{prefix}{ROOT}/+/+/{channel}" for channel in EVENT_CHANNELS] + [f"{ROOT}/+/status"]
+
+
+class CommandError(Exception):
+    """A command refused with a machine ``code`` (the answer's ``code``; the message is its ``error``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)

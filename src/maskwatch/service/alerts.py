@@ -50,6 +50,7 @@ from maskwatch.service.storage.alerts import AlertRepository, Delivery
 from maskwatch.service.storage.models import Alert, AlertRule
 
 __all__ = [
+    "NODE_KINDS",
     "NODE_OFFLINE_RULE",
     "SIGNATURE_HEADER",
     "AlertEngine",
@@ -123,9 +124,10 @@ class AlertOut(BaseModel):
 
 
 class AlertTransition(BaseModel):
-    """The ``alert`` message of the live stream and the body of a webhook delivery."""
+    """The ``alert`` message of the live stream and the body of a webhook delivery (``test``: a sample sent
+    by the rules editor's test-fire, not a real alert)."""
 
-    transition: Literal["firing", "resolved", "acknowledged"]
+    transition: Literal["firing", "resolved", "acknowledged", "test"]
     alert: AlertOut
 
 
@@ -181,11 +183,10 @@ class WebhookSender:
     ) -> Future[bool]:
         return self._pool.submit(self._deliver, url, secret, payload, alert_id, rule_id)
 
-    def _deliver(
-        self, url: str, secret: str | None, payload: AlertTransition, alert_id: int | None, rule_id: int | None
-    ) -> bool:
-        import httpx
-
+    @staticmethod
+    def _request(secret: str | None, payload: AlertTransition) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of a delivery, signed with the rule's secret: every delivery (real alerts
+        and test-fires) is built here."""
         body = json.dumps(payload.model_dump(mode="json"), separators=(",", ":"), sort_keys=True).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -195,40 +196,74 @@ class WebhookSender:
         }
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body)
+        return body, headers
+
+    def _attempt(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        transition: str,
+        attempt: int,
+        alert_id: int | None,
+        rule_id: int | None,
+    ) -> Delivery:
+        """One POST, recorded (and counted) whatever its outcome."""
+        import httpx
+
+        began = time.monotonic()
+        status, error, ok = None, None, False
+        try:
+            with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
+                response = client.post(url, content=body, headers=headers)
+            status, ok = response.status_code, 200 <= response.status_code < 300
+            if not ok:
+                error = f"HTTP {status}"
+        except Exception as exc:
+            error = redact(f"{type(exc).__name__}: {exc}")[:500]
+        delivery = Delivery(
+            alert_id=alert_id,
+            rule_id=rule_id,
+            url=url,
+            transition=transition,
+            attempt=attempt,
+            ok=ok,
+            status_code=status,
+            error=error,
+            ts=time.time(),
+            duration_ms=round((time.monotonic() - began) * 1000, 1),
+        )
+        self._record(delivery)
+        if self.on_attempt is not None:
+            self.on_attempt(ok)
+        return delivery
+
+    def _deliver(
+        self, url: str, secret: str | None, payload: AlertTransition, alert_id: int | None, rule_id: int | None
+    ) -> bool:
+        body, headers = self._request(secret, payload)
         waits = self.schedule()
         for attempt in range(1, self.attempts + 1):
-            began = time.monotonic()
-            status, error, ok = None, None, False
-            try:
-                with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
-                    response = client.post(url, content=body, headers=headers)
-                status, ok = response.status_code, 200 <= response.status_code < 300
-                if not ok:
-                    error = f"HTTP {status}"
-            except Exception as exc:
-                error = redact(f"{type(exc).__name__}: {exc}")[:500]
-            self._record(
-                Delivery(
-                    alert_id=alert_id,
-                    rule_id=rule_id,
-                    url=url,
-                    transition=payload.transition,
-                    attempt=attempt,
-                    ok=ok,
-                    status_code=status,
-                    error=error,
-                    ts=time.time(),
-                    duration_ms=round((time.monotonic() - began) * 1000, 1),
-                )
+            delivery = self._attempt(
+                url, body, headers, transition=payload.transition, attempt=attempt, alert_id=alert_id, rule_id=rule_id
             )
-            if self.on_attempt is not None:
-                self.on_attempt(ok)
-            if ok:
+            if delivery.ok:
                 return True
-            log.warning("webhook delivery %d/%d for alert %s failed: %s", attempt, self.attempts, alert_id, error)
+            log.warning(
+                "webhook delivery %d/%d for alert %s failed: %s", attempt, self.attempts, alert_id, delivery.error
+            )
             if attempt < self.attempts and self._stop.wait(waits.next()):
                 break
         return False
+
+    def test_fire(self, url: str, secret: str | None, payload: AlertTransition, *, rule_id: int) -> Delivery:
+        """One signed sample delivery now, on the caller's thread (the rules editor waits for its outcome),
+        recorded like every attempt; not retried."""
+        body, headers = self._request(secret, payload)
+        return self._attempt(
+            url, body, headers, transition=payload.transition, attempt=1, alert_id=None, rule_id=rule_id
+        )
 
     def _record(self, delivery: Delivery) -> None:
         try:
@@ -468,6 +503,29 @@ class AlertEngine:
         log.warning("RESOLVED %s on %s: %s", row.rule_name, row.camera, message)
         rule = next((r for r in self.rules if r.id == key[0]), None)
         self._announce(rule, row, "resolved")
+
+    def test_fire(self, rule: AlertRule) -> Delivery:
+        """A sample alert of ``rule`` sent to its webhook (signed with its secret) as a ``test`` delivery; the
+        rule must have a webhook URL."""
+        if self.sender is None or not rule.webhook_url:
+            raise ValueError(f"rule {rule.name!r} has no webhook_url")
+        now = self.clock()
+        sample = AlertOut(
+            id=None,
+            rule_id=rule.id,
+            rule=rule.name,
+            kind=rule.kind,
+            camera=rule.camera or "sample-camera",
+            state="firing",
+            message=f"test delivery of rule {rule.name!r} from maskwatch: not a real alert",
+            value=None,
+            started=now,
+            resolved=None,
+            acknowledged_by=None,
+            acknowledged=None,
+        )
+        payload = AlertTransition(transition="test", alert=sample)
+        return self.sender.test_fire(rule.webhook_url, rule.webhook_secret, payload, rule_id=rule.id)
 
     def _announce(self, rule: AlertRule | None, row: Alert, transition: Literal["firing", "resolved"]) -> None:
         payload = AlertTransition(transition=transition, alert=AlertOut.of(row))

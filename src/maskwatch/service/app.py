@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from maskwatch import __version__
 from maskwatch.service.core import FleetLink, Service
-from maskwatch.service.errors import ERROR_RESPONSES, error_body, install_error_handlers
-from maskwatch.service.routers import alerts, auth, cameras, events, infer, jobs, stats, system
+from maskwatch.service.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from maskwatch.service.routers import alerts, auth, cameras, console, events, infer, jobs, stats, system
 from maskwatch.service.routers import fleet as fleet_router
 from maskwatch.service.settings import ServiceSettings
-from maskwatch.service.uploads import BodyLimit
+from maskwatch.service.uploads import BodyCap, BodyLimit
 
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
@@ -87,18 +87,22 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router):
+    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router, console):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
+    # probes and scrapers at the root (outside the schema): /healthz and /readyz without a token, /metrics
+    # with the scrape token, an allow-listed address or an API token
     app.add_api_route("/healthz", system.healthz, include_in_schema=False)
+    app.add_api_route("/readyz", system.readyz_probe, include_in_schema=False)
+    app.add_api_route("/metrics", system.metrics_scrape, include_in_schema=False)
 
     limits = settings.limits
 
-    def body_limit(path: str) -> int:
+    def body_cap(path: str) -> BodyCap:
         if path.startswith(f"{API}/jobs"):
-            return limits.job_upload_bytes
-        if path.startswith(f"{API}/infer"):
-            return limits.upload_bytes * 4 // 3 + 65536  # base64 and multipart overhead
-        return 1_000_000
+            return BodyCap(limits.job_upload_bytes + 65536, "limits.job_upload_bytes", limits.job_upload_bytes)
+        if path.startswith(f"{API}/infer"):  # base64 and multipart overhead on top of the image
+            return BodyCap(limits.upload_bytes * 4 // 3 + 65536, "limits.upload_bytes", limits.upload_bytes)
+        return BodyCap(limits.body_bytes, "limits.body_bytes", limits.body_bytes)
 
     @app.middleware("http")
     async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -110,8 +114,8 @@ def create_app(
             else:
                 response = await asyncio.wait_for(call_next(request), limits.request_timeout_s)
         except TimeoutError:
-            response = JSONResponse(
-                error_body("timeout", f"no answer within {limits.request_timeout_s:g} s"), status_code=504
+            response = error_response(
+                504, "timeout", f"no answer within {limits.request_timeout_s:g} s (limits.request_timeout_s)"
             )
         route = request.scope.get("route")
         label = getattr(route, "path", None) or ("static" if request.url.path.startswith("/static") else "other")
@@ -125,7 +129,7 @@ def create_app(
             response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
-    app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(BodyLimit, cap_for=body_cap)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -19,6 +19,8 @@ attribute       job                                                    runs
 ``live``        live state, SSE hub, the 1 s live loop                 live thread
 ``retention``   purge of old data                                      purge thread
 ``fleet``       MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
+``commander``   asks edge nodes (a remote camera's frame), or None     paho's thread
+``camera_view`` one view of every camera, local and remote             -
 ==============  =====================================================  ===================================
 
 Data flow (top-down): the stream engine publishes typed events -> :class:`EventPipeline` (metrics, live
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING
 from maskwatch.runtime.onnx_backend import physical_cores
 from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter
+from maskwatch.service.camera_view import CameraView
 from maskwatch.service.cameras import CameraManager
 from maskwatch.service.inference import InferenceGate
 from maskwatch.service.jobs import JobManager
@@ -54,7 +57,8 @@ from maskwatch.stream import StreamEngine
 
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
-    from maskwatch.fleet.ingest import FleetIngest
+    from maskwatch.fleet.commands import FleetCommander
+    from maskwatch.fleet.ingest import FleetIngest, FleetState
     from maskwatch.fleet.publisher import TLSOptions
     from maskwatch.stream.sources import CaptureFactory
 
@@ -202,6 +206,24 @@ class Service:
         )
         self.retention = Retention(self.storage, self.media, self.jobs, s.retention)
         self.fleet: FleetIngest | None = None if fleet is None else self._fleet(fleet)
+        self.commander: FleetCommander | None = None if fleet is None else self._commander(fleet)
+        self.camera_view = CameraView(
+            self.cameras, self.live, self.storage.stats, fleet=self.fleet_state, commander=self.commander
+        )
+
+    def fleet_state(self) -> FleetState | None:
+        """The fleet as this worker's MQTT ingest sees it now; None without MQTT ingest."""
+        return None if self.fleet is None else self.fleet.state()
+
+    def _commander(self, link: FleetLink) -> FleetCommander:
+        import socket
+
+        from maskwatch.fleet.commands import FleetCommander
+        from maskwatch.fleet.ingest import parse_ingest_url
+
+        broker, _ = parse_ingest_url(link.url)
+        ingest_id = link.client_id or f"maskwatch-ingest-{socket.gethostname()}"
+        return FleetCommander(broker, client_id=f"{ingest_id}-cmd", tls=link.tls)
 
     def _fleet(self, link: FleetLink) -> FleetIngest:
         import socket
@@ -248,6 +270,8 @@ class Service:
         if self.fleet is not None:
             self.alerts.ensure_rule(NODE_OFFLINE_RULE)
             self.fleet.start()
+        if self.commander is not None:
+            self.commander.start()
         self.started = True
         log.info("maskwatch service started (database %s)", self.storage.display_url)
 
@@ -257,6 +281,8 @@ class Service:
         every event reached the database."""
         if not self.started:
             return True
+        if self.commander is not None:
+            self.commander.stop()
         if self.fleet is not None:
             self.fleet.stop(timeout=2.0)
         self.live.stop()

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from maskwatch.fleet.ingest import FleetState
 from maskwatch.service.alerts import AlertEngine
 from maskwatch.service.auth import Auth, Principal
+from maskwatch.service.camera_view import CameraView
 from maskwatch.service.cameras import CameraManager
 from maskwatch.service.core import Service
 from maskwatch.service.errors import ApiError
@@ -35,7 +36,9 @@ __all__ = [
     "AuditDep",
     "Auditor",
     "AuthDep",
+    "CameraViewDep",
     "CamerasDep",
+    "ClassesDep",
     "FleetDep",
     "IdPath",
     "InferenceDep",
@@ -106,6 +109,15 @@ def get_ingestor(service: _Service) -> Ingestor:
     return service.ingestor
 
 
+def get_classes(service: _Service) -> tuple[str, ...]:
+    """The class names of the service's model (what a verdict filter may name besides compliant/noncompliant)."""
+    return tuple(service.detector.classes)
+
+
+def get_camera_view(service: _Service) -> CameraView:
+    return service.camera_view
+
+
 def get_fleet(service: _Service) -> FleetState | None:
     """The fleet as this worker's MQTT ingest sees it now; None without MQTT ingest."""
     return None if service.fleet is None else service.fleet.state()
@@ -123,6 +135,8 @@ LiveDep = Annotated[Live, Depends(get_live)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 FleetDep = Annotated[FleetState | None, Depends(get_fleet)]
+ClassesDep = Annotated[tuple[str, ...], Depends(get_classes)]
+CameraViewDep = Annotated[CameraView, Depends(get_camera_view)]
 
 
 def require(role: str) -> Callable[[Request, Auth, HTTPAuthorizationCredentials | None], Principal]:

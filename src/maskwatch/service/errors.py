@@ -1,10 +1,18 @@
-"""JSON errors with a reason: ``{"error": CODE, "detail": "what went wrong and what to do"}``, one shape for
-every error the API answers (its own, FastAPI's, Starlette's, the body limit's, a database outage's).
-:data:`ERROR_RESPONSES` documents them on every route of the OpenAPI schema."""
+"""JSON errors with a reason: ``{"status": 422, "error": CODE, "detail": "what went wrong and what to do"}``,
+one shape for every error the API answers (its own, FastAPI's validation and JSON decode errors, Starlette's,
+the body limit's, a timeout's, a database outage's): the HTTP status, a short machine code and a message for
+people. Every error answer is built by :func:`error_response`; :data:`ERROR_RESPONSES` documents them on
+every route of the OpenAPI schema.
+
+A body that is not JSON is a 400 ``invalid_json`` on every route (FastAPI's own decoding and the routes that
+read their body themselves, through :func:`parse_json_body`); a body or parameter that does not validate
+is a 422 ``invalid`` naming the field."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +22,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ERROR_RESPONSES", "ApiError", "ErrorBody", "error_body", "errors", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ApiError",
+    "ErrorBody",
+    "error_body",
+    "error_response",
+    "errors",
+    "install_error_handlers",
+    "parse_json_body",
+]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -28,14 +45,37 @@ class ApiError(Exception):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer."""
+    """Every error answer: status, code, message."""
 
-    error: str = Field(description="a short code: not_found, invalid, unauthorized, rate_limited, busy, ...")
+    status: int = Field(description="the HTTP status of the answer (also in the body, for logs and proxies)")
+    error: str = Field(description="a short code: not_found, invalid, invalid_json, unauthorized, rate_limited, ...")
     detail: str = Field(description="what went wrong and what to do")
 
 
-def error_body(code: str, detail: Any) -> dict[str, Any]:
-    return ErrorBody(error=code, detail=detail if isinstance(detail, str) else str(detail)).model_dump()
+def error_body(status: int, code: str, detail: Any) -> dict[str, Any]:
+    """The JSON of an error answer (:class:`ErrorBody`)."""
+    text = detail if isinstance(detail, str) else str(detail)
+    return ErrorBody(status=status, error=code, detail=text).model_dump()
+
+
+def error_response(status: int, code: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error answer: every error of the service goes through here."""
+    return JSONResponse(error_body(status, code, detail), status_code=status, headers=dict(headers or {}) or None)
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    return str(exc) or type(exc).__name__
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON of a body a route reads itself; a 400 ``invalid_json`` (the same answer as FastAPI's own
+    decoding gets) when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({_json_problem(exc)})") from exc
 
 
 #: the error answers of every route (client errors and server-side ones, e.g. 503 while the database is away)
@@ -70,30 +110,32 @@ _CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status, headers=exc.headers)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(_CODES.get(exc.status_code, "error"), exc.detail),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        code = exc.status_code
+        return error_response(code, _CODES.get(code, "error"), exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        items = list(exc.errors())
+        broken = next((item for item in items if item.get("type") == "json_invalid"), None)
+        if broken is not None:  # FastAPI could not decode the body: the answer every route gives
+            where = broken.get("ctx", {}).get("error", "") or broken.get("msg", "")
+            position = next((p for p in broken.get("loc", ()) if isinstance(p, int)), None)
+            at = f" at character {position}" if position is not None else ""
+            return error_response(400, "invalid_json", f"the body is not valid JSON ({where}{at})")
         problems = []
-        for item in exc.errors():
+        for item in items:
             loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "request"
             problems.append(f"{loc}: {item.get('msg', 'invalid')}")
-        return JSONResponse(error_body("invalid", "; ".join(problems) or "invalid request"), status_code=422)
+        return error_response(422, "invalid", "; ".join(problems) or "invalid request")
 
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
         """A database outage is a 503 with a reason, not a 500 (repositories let it through)."""
         log.warning("database unreachable: %s", type(exc).__name__)
-        return JSONResponse(
-            error_body("database_unavailable", "the database is unreachable; try again shortly"), status_code=503
-        )
+        return error_response(503, "database_unavailable", "the database is unreachable; try again shortly")
 
     app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(InterfaceError, _database)
@@ -101,6 +143,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal", f"unexpected error ({type(exc).__name__}); see the server log"), status_code=500
-        )
+        return error_response(500, "internal", f"unexpected error ({type(exc).__name__}); see the server log")

@@ -100,14 +100,19 @@ class InferenceGate:
     def analyse(self, data: bytes, annotated: bool, queued: float) -> InferResult:
         """Decode, detect, and (``annotated``) render; ``queued``: when the request was accepted
         (``time.perf_counter``)."""
-        from maskwatch.data.images import BadImageError, decode_rgb
+        from maskwatch.data.images import BadImageError, TooManyPixelsError, decode_rgb
 
         began = time.perf_counter()
         try:
             rgb = decode_rgb(data, max_pixels=self.max_pixels)
+        except TooManyPixelsError as exc:  # the service's own setting, not the CLI's variable
+            raise ApiError(
+                413,
+                "too_large",
+                f"the image has too many pixels ({exc.width}x{exc.height}): limits.upload_pixels is {exc.limit}",
+            ) from exc
         except BadImageError as exc:
-            status = 413 if "too many pixels" in exc.reason else 422
-            raise ApiError(status, "too_large" if status == 413 else "bad_image", exc.reason) from exc
+            raise ApiError(422, "bad_image", exc.reason) from exc
         decoded = time.perf_counter()
         result = self.detector.detect(rgb)
         detected = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -36,14 +37,16 @@ from maskwatch.stream.sources import VIDEO_EXTENSIONS
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
 
-__all__ = ["FINISHED", "Job", "JobManager", "JobOut", "allowed_path", "extract_images"]
+__all__ = ["FINISHED", "Job", "JobImage", "JobManager", "JobOut", "allowed_path", "extract_images"]
 
 log = logging.getLogger("maskwatch.service")
 
 #: states of a job that has finished, one way or another
 FINISHED = ("done", "failed", "cancelled", "interrupted")
-#: events of a job kept in its file (the rest are counted only)
+#: events of a job kept in its file (the rest are counted only); still images also keep their ``frame``
+#: event (faces per image: GET /jobs/{id}/images)
 KEPT_TYPES = ("track_ended", "stats", "source", "source_status")
+UPLOAD_PREFIX = re.compile(r"^\d{6}_")  # extract_images numbers the members of an archive
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 INTERRUPTED = "interrupted: the service stopped before the job finished; send it again to re-run it"
 
@@ -101,9 +104,25 @@ class JobOut(BaseModel):
     frames: int = Field(description="frames analysed so far")
     expected_frames: int | None = Field(description="frames the source will deliver, when known")
     progress: float | None = Field(description="0..1, when the number of frames is known")
+    queued_s: float | None = Field(description="seconds it waited for a free slot (jobs.max_running)")
+    analysis_s: float | None = Field(description="seconds of analysis, from its start (not its submission)")
     error: str | None
-    summary: dict[str, Any] | None = Field(description="the engine's summary of the source (a `source` event)")
-    n_events: int = Field(description="events kept for GET /jobs/{id}/events")
+    summary: dict[str, Any] | None = Field(
+        description="the engine's summary of the source (a `source` event; its `seconds` count analysis only)"
+    )
+    n_events: int = Field(description="events kept for GET /jobs/{id}/events (a still image's faces: one each)")
+
+
+class JobImage(BaseModel):
+    """One image of an image job (a zip, a folder or one image): its faces."""
+
+    index: int = Field(description="its place in the job, from 0")
+    name: str = Field(description="the image's file name (in the archive or the folder)")
+    width: int
+    height: int
+    n_faces: int
+    counts: dict[str, int] = Field(description="faces per class")
+    compliance: float | None = Field(description="share of its faces wearing a mask; None without faces")
 
 
 @dataclass
@@ -131,6 +150,9 @@ class Job:
             progress = round(min(1.0, self.frames / self.expected), 4)
         if self.state == "done":
             progress = 1.0
+        queued = None if self.started is None else round(max(0.0, self.started - self.created), 3)
+        end = self.finished if self.finished is not None else time.time()
+        analysis = None if self.started is None else round(max(0.0, end - self.started), 3)
         return JobOut(
             id=self.id,
             name=self.name,
@@ -141,6 +163,8 @@ class Job:
             frames=self.frames,
             expected_frames=self.expected,
             progress=progress,
+            queued_s=queued,
+            analysis_s=analysis,
             error=self.error,
             summary=self.summary,
             n_events=self.n_events,
@@ -265,6 +289,25 @@ class JobManager:
             pass
         return out
 
+    def images(self, job: Job) -> list[JobImage]:
+        """The faces of each image of an image job, in the order analysed (from its stored ``frame`` events)."""
+        out: list[JobImage] = []
+        for event in self.events(job):
+            if event.get("type") != "frame" or event.get("path") is None:
+                continue
+            out.append(
+                JobImage(
+                    index=len(out),
+                    name=str(event["path"]),
+                    width=int(event.get("width", 0)),
+                    height=int(event.get("height", 0)),
+                    n_faces=int(event.get("n_faces", 0)),
+                    counts={str(k): int(v) for k, v in (event.get("counts") or {}).items()},
+                    compliance=event.get("compliance"),
+                )
+            )
+        return out
+
     def purge(self, before: float) -> int:
         """Retention: finished jobs older than ``before`` and their event files."""
         rows = self.jobs.delete_finished_before(FINISHED, before)
@@ -335,6 +378,12 @@ class JobManager:
                     if hasattr(item, "frame") and hasattr(item, "result"):  # AnalysedFrame
                         job.frames += 1
                         job.expected = item.expected or job.expected
+                        path = item.event.path
+                        if path is not None and job.n_events < self.keep_events:  # a still image: its faces
+                            name = UPLOAD_PREFIX.sub("", Path(path).name)  # never the server's path
+                            out.write(item.event.model_copy(update={"path": name}).to_json() + "\n")
+                            out.flush()
+                            job.n_events += 1
                     else:
                         if item.type == "source":
                             job.summary = item.to_dict()

@@ -173,6 +173,7 @@ class CameraLive:
     people_now: int = 0  # people in view now (engine's live figures)
     last_analysed: float | None = None  # wall time of the latest analysed frame
     live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
+    open_tracks: set[int] = field(default_factory=set)  # people in view by their events (a remote camera)
 
 
 class LiveState:
@@ -219,6 +220,10 @@ class LiveState:
                 event.kind,
                 time.time(),
             )
+            if event.state != "live":
+                live.open_tracks.clear()
+        elif event.type == "track_started":
+            live.open_tracks.add(event.track_id)
         elif event.type == "stats":
             live.lag_p50 = event.lag.p50
             if live.live_at is None or time.time() - live.live_at > 10.0:  # no live figures (a remote camera)
@@ -227,6 +232,7 @@ class LiveState:
         elif event.type == "track_ended":
             live.people += 1
             live.compliant += int(event.compliant)
+            live.open_tracks.discard(event.track_id)
 
 
 def event_for_client(event: Any) -> dict[str, Any]:
@@ -300,7 +306,8 @@ class Live:
                 compliant_since_start=live.compliant,
                 people_now=live.people_now,
                 last_analysed=live.last_analysed,
-                present=0 if source is None else source.people_now,
+                # a camera of this engine: people in its latest frame; a remote one: its open tracks
+                present=len(live.open_tracks) if source is None else source.people_now,
                 lag_now=None if source is None else source.lag_p95,
                 fps_now=None if source is None else source.analysed_fps,
                 compliance_now=compliance,

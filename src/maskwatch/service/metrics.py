@@ -1,8 +1,15 @@
-"""Prometheus metrics of one service instance (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one service instance (its own registry, so several apps can live in one process),
+and who may scrape them at ``GET /metrics`` (the root path Prometheus expects): a scrape token of its own
+(``auth.scrape_token``), an allow-listed address (``auth.scrape_allow``), or any API token.
+
+``docs/grafana/maskwatch.json`` is a Grafana dashboard built from these metrics (``tests/test_console_api.py``
+checks that every query names one of them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hmac
+import ipaddress
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -10,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 if TYPE_CHECKING:
     from maskwatch.service.live import LiveFigures
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "scrape_allowed"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -84,3 +91,17 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+def scrape_allowed(*, token: str | None, address: str | None, scrape_token: str | None, allow: Sequence[str]) -> bool:
+    """Whether a scrape of ``GET /metrics`` may go on without an API token: its bearer ``token`` is the
+    configured ``scrape_token`` (compared in constant time), or its client ``address`` is in ``allow``."""
+    if scrape_token and token and hmac.compare_digest(token.encode(), scrape_token.encode()):
+        return True
+    if address and allow:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in allow)
+    return False

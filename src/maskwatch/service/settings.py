@@ -134,6 +134,7 @@ class LimitSettings(Section):
     upload_bytes: int = Field(10_000_000, ge=1024)  # POST /infer body
     upload_pixels: int = Field(40_000_000, ge=1024)  # decoded image size
     job_upload_bytes: int = Field(500_000_000, ge=1024)  # POST /jobs uploads
+    body_bytes: int = Field(1_000_000, ge=1024)  # any other request body (JSON of cameras, rules, ...)
     # images analysed at once by /infer; None: physical cores // model.threads (each analysis already runs on
     # model.threads cores; on 2 cores a second one took the CPU from the cameras: /infer +40 %, camera FPS
     # -40 %, BENCHMARKS.md). Raise it to favour /infer over the cameras.
@@ -148,6 +149,20 @@ class LimitSettings(Section):
 class AuthSettings(Section):
     session_hours: float = Field(12.0, gt=0)
     cookie_secure: bool = False  # set True behind HTTPS
+    scrape_token: str | None = Field(None, min_length=16)  # Prometheus: GET /metrics with Bearer <this>
+    scrape_allow: list[str] = Field(default_factory=list)  # addresses or networks GET /metrics needs no token from
+
+    @field_validator("scrape_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"scrape_allow: {item!r} is not an IP address or network (10.0.0.0/8)") from exc
+        return value
 
 
 class JobSettings(Section):

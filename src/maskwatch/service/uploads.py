@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maskwatch.service.errors import error_body
+
+__all__ = ["IMAGE_TYPES", "VIDEO_SUFFIX", "BodyCap", "BodyLimit", "sniff", "upload_body"]
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff")
 
@@ -56,28 +59,44 @@ def upload_body(json_schema: dict[str, Any], *media: str) -> dict[str, Any]:
 VIDEO_SUFFIX = {"video/mp4": ".mp4", "video/x-msvideo": ".avi", "video/x-matroska": ".mkv", "application/zip": ".zip"}
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit_for(path)`` bytes with a JSON 413: at once when Content-Length says
-    so, else as soon as the streamed body passes it."""
+@dataclass(frozen=True)
+class BodyCap:
+    """A route's cap on request bodies: ``bytes`` is what the body may carry (the configured limit plus its
+    encoding's overhead: base64 and multipart add up to a third); a refusal quotes the configured limit,
+    ``setting`` = ``configured`` bytes, which is what the operator can change."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    bytes: int
+    setting: str
+    configured: int
+
+    def refusal(self, declared: int | None = None) -> str:
+        size = "" if declared is None else f" of {declared} bytes"
+        return f"request body{size} is over the limit: {self.setting} is {self.configured} bytes"
+
+
+class BodyLimit:
+    """Refuse request bodies over ``cap_for(path).bytes`` with a JSON 413 that quotes the configured limit: at
+    once when Content-Length says so, else as soon as the streamed body passes it."""
+
+    def __init__(self, app: ASGIApp, cap_for: Callable[[str], BodyCap]) -> None:
         self.app = app
-        self.limit_for = limit_for
+        self.cap_for = cap_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
+        cap = self.cap_for(scope["path"])
+        limit = cap.bytes
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > limit
+                size: int | None = int(declared)
             except ValueError:
-                too_big = False
-            if too_big:
-                await self._refuse(send, limit)
+                size = None
+            if size is not None and size > limit:
+                await self._refuse(send, cap.refusal(size))
                 return
         seen = 0
         refused = False
@@ -104,16 +123,16 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLargeError:
             if not started:
-                await self._refuse(send, limit)
+                await self._refuse(send, cap.refusal())
         except Exception:
             if refused and not started:
-                await self._refuse(send, limit)
+                await self._refuse(send, cap.refusal())
             else:
                 raise
 
     @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        body = json.dumps(error_body("too_large", f"request body over the limit of {limit} bytes")).encode()
+    async def _refuse(send: Send, reason: str) -> None:
+        body = json.dumps(error_body(413, "too_large", reason)).encode()
         await send(
             {
                 "type": "http.response.start",

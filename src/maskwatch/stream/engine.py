@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.core.contract import default_compliant_classes
-from maskwatch.core.events import FrameAnalysed, SourceStatus, SourceSummary
+from maskwatch.core.events import ENDED_BY_STOP, FrameAnalysed, SourceStatus, SourceSummary
 from maskwatch.detection.pipeline import MaskDetector
 from maskwatch.detection.presets import check_preset
 from maskwatch.detection.results import FrameResult
@@ -467,7 +467,7 @@ class StreamEngine:
 
     def _shutdown(self) -> None:
         for runner in list(self._runners):
-            self._finish(runner, reason="engine stopped")
+            self._finish(runner, reason=ENDED_BY_STOP)
         while True:  # sources added but never picked up
             try:
                 action, value = self._pending.get_nowait()

@@ -111,6 +111,8 @@ class SourceRunner:
     # -- capture thread ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # a source added before its engine started (a queued job) counts its time from here, not from then
+        self.started = self.last_frame_at = time.monotonic()
         self.thread = threading.Thread(target=self._capture, name=f"maskwatch-capture-{self.name}", daemon=True)
         self.thread.start()
 

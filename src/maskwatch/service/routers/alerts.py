@@ -1,4 +1,6 @@
-"""Alerts (list, acknowledge, webhook deliveries) and alert rules (CRUD)."""
+"""Alerts (list, acknowledge, webhook deliveries) and alert rules (CRUD, test-fire). A rule names a camera
+(local or ``node:camera``) or, for ``node_offline``, a node that this server knows; a webhook URL is shown to
+admins only (it may hold a credential): everyone else sees whether a rule has one."""
 
 from __future__ import annotations
 
@@ -10,14 +12,26 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maskwatch.core.settings import describe
-from maskwatch.service.alerts import AlertOut, AlertTransition
-from maskwatch.service.deps import MAX_ID, Admin, AlertsDep, AuditDep, IdPath, LiveDep, Operator, StorageDep, Viewer
-from maskwatch.service.errors import ApiError
+from maskwatch.service.alerts import NODE_KINDS, AlertOut, AlertTransition
+from maskwatch.service.camera_view import CameraView
+from maskwatch.service.deps import (
+    MAX_ID,
+    Admin,
+    AlertsDep,
+    AuditDep,
+    CameraViewDep,
+    IdPath,
+    LiveDep,
+    Operator,
+    StorageDep,
+    Viewer,
+)
+from maskwatch.service.errors import ApiError, errors
 from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.alerts import AlertFilter
 from maskwatch.service.storage.models import AlertRule
 
-__all__ = ["AlertPage", "DeliveryOut", "RuleIn", "RuleOut", "RulePatch", "router"]
+__all__ = ["AlertPage", "DeliveryOut", "RuleIn", "RuleOut", "RulePatch", "TestDelivery", "router"]
 
 router = APIRouter(tags=["alerts"])
 
@@ -101,7 +115,9 @@ class RulePatch(BaseModel):
 
 
 class RuleOut(BaseModel):
-    """A rule as stored; its webhook secret is never shown (``has_webhook_secret`` says whether it has one)."""
+    """A rule as stored. Its webhook secret is never shown (``has_webhook_secret`` says whether it has one);
+    its webhook URL only to admins (it may hold a credential; ``has_webhook`` says whether it has one): for
+    everyone else both are write-only."""
 
     id: int
     name: str
@@ -115,11 +131,12 @@ class RuleOut(BaseModel):
     cooldown_s: float
     active_hours: str | None
     enabled: bool
-    webhook_url: str | None
+    webhook_url: str | None = Field(description="admins only; None for everyone else")
+    has_webhook: bool
     has_webhook_secret: bool
 
     @classmethod
-    def of(cls, row: AlertRule) -> RuleOut:
+    def of(cls, row: AlertRule, *, admin: bool) -> RuleOut:
         return cls(
             id=row.id,
             name=row.name,
@@ -133,8 +150,29 @@ class RuleOut(BaseModel):
             cooldown_s=row.cooldown_s,
             active_hours=row.active_hours,
             enabled=row.enabled,
-            webhook_url=row.webhook_url,
+            webhook_url=row.webhook_url if admin else None,
+            has_webhook=bool(row.webhook_url),
             has_webhook_secret=bool(row.webhook_secret),
+        )
+
+
+def _check_target(rule: AlertRuleConfig, view: CameraView) -> None:
+    """A rule on a camera (or node) this server does not know is refused: it would never fire."""
+    if rule.camera is None:
+        return
+    if rule.kind in NODE_KINDS:
+        nodes = view.nodes()
+        if rule.camera not in nodes:
+            known = ", ".join(nodes) or "none yet"
+            raise ApiError(422, "unknown_node", f"no node named {rule.camera!r} (known nodes: {known})")
+    elif not view.known(rule.camera):
+        names = [c.name for c in view.every(admin=False)]
+        known = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "") if names else "none"
+        raise ApiError(
+            422,
+            "unknown_camera",
+            f"no camera named {rule.camera!r} (known: {known}); a rule names a camera of GET /cameras, "
+            "or none for every camera",
         )
 
 
@@ -147,25 +185,35 @@ def _check(rule: AlertRuleConfig) -> None:
         raise ApiError(422, "invalid", "unmasked_person is opt-in per camera: give a camera")
 
 
-@router.get("/alert-rules", summary="Alert rules (webhook secrets are never shown)")
-def list_rules(storage: StorageDep, _: Viewer) -> list[RuleOut]:
-    return [RuleOut.of(r) for r in storage.alerts.rules()]
+@router.get("/alert-rules", summary="Alert rules (webhook secrets never shown, webhook URLs to admins only)")
+def list_rules(storage: StorageDep, principal: Viewer) -> list[RuleOut]:
+    admin = principal.allows("admin")
+    return [RuleOut.of(r, admin=admin) for r in storage.alerts.rules()]
 
 
-@router.post("/alert-rules", status_code=201, summary="Add an alert rule")
-def create_rule(body: RuleIn, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin) -> RuleOut:
+@router.post("/alert-rules", status_code=201, summary="Add an alert rule (on a camera or node that exists)")
+def create_rule(
+    body: RuleIn, storage: StorageDep, alerts: AlertsDep, view: CameraViewDep, audit: AuditDep, principal: Admin
+) -> RuleOut:
     _check(body)
+    _check_target(body, view)
     row = storage.alerts.create_rule(body.model_dump(), time.time())
     if row is None:
         raise ApiError(409, "conflict", f"a rule named {body.name!r} exists")
     alerts.reload()
     audit.record(principal, "rule.create", f"rule:{row.id}", {"name": row.name, "kind": row.kind})
-    return RuleOut.of(row)
+    return RuleOut.of(row, admin=True)
 
 
-@router.patch("/alert-rules/{rule_id}", summary="Change an alert rule")
+@router.patch("/alert-rules/{rule_id}", summary='Change an alert rule (enable/disable: {"enabled": ...})')
 def update_rule(
-    rule_id: IdPath, body: RulePatch, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin
+    rule_id: IdPath,
+    body: RulePatch,
+    storage: StorageDep,
+    alerts: AlertsDep,
+    view: CameraViewDep,
+    audit: AuditDep,
+    principal: Admin,
 ) -> RuleOut:
     changes = body.model_dump(exclude_unset=True)
     old = storage.alerts.rule(rule_id)
@@ -177,14 +225,53 @@ def update_rule(
     except ValidationError as exc:
         raise ApiError(422, "invalid", describe(exc)) from exc
     _check(checked)
+    if "camera" in changes or "kind" in changes:
+        _check_target(checked, view)
     row = storage.alerts.replace_rule(rule_id, checked.model_dump(), time.time())
     if row is None:
         raise ApiError(404, "not_found", f"no rule {rule_id}")
     alerts.reload()
     audit.record(
-        principal, "rule.update", f"rule:{rule_id}", {k: v for k, v in changes.items() if k != "webhook_secret"}
+        principal,
+        "rule.update",
+        f"rule:{rule_id}",
+        {k: v for k, v in changes.items() if k not in ("webhook_secret", "webhook_url")},
     )
-    return RuleOut.of(row)
+    return RuleOut.of(row, admin=True)
+
+
+class TestDelivery(BaseModel):
+    """The outcome of a test-fire: one signed sample delivery to the rule's webhook (recorded, not retried)."""
+
+    ok: bool
+    status_code: int | None = Field(description="the receiver's HTTP status; None when it could not be reached")
+    error: str | None
+    duration_ms: float
+    signed: bool = Field(description="sent with X-Maskwatch-Signature (the rule has a webhook secret)")
+
+
+@router.post(
+    "/alert-rules/{rule_id}/test",
+    summary="Test-fire: send a signed sample delivery to the rule's webhook now",
+    responses=errors(e422="the rule has no webhook URL"),
+)
+def test_rule(
+    rule_id: IdPath, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin
+) -> TestDelivery:
+    rule = storage.alerts.rule(rule_id)
+    if rule is None:
+        raise ApiError(404, "not_found", f"no rule {rule_id}")
+    if not rule.webhook_url:
+        raise ApiError(422, "no_webhook", f"rule {rule.name!r} has no webhook URL: set webhook_url first")
+    delivery = alerts.test_fire(rule)
+    audit.record(principal, "rule.test", f"rule:{rule_id}", {"ok": delivery.ok, "status": delivery.status_code})
+    return TestDelivery(
+        ok=delivery.ok,
+        status_code=delivery.status_code,
+        error=delivery.error,
+        duration_ms=delivery.duration_ms,
+        signed=bool(rule.webhook_secret),
+    )
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alerts resolve)")

@@ -1,4 +1,6 @@
-"""Cameras: CRUD while running, enable/disable, live MJPEG and latest JPEG with faces blurred."""
+"""Cameras, local and remote (``node:camera``) in one list with one shape (:class:`CameraOut`): CRUD of local
+cameras while running, enable/disable, live MJPEG and latest JPEG with faces blurred; a remote camera's
+latest frame is asked from its node."""
 
 from __future__ import annotations
 
@@ -6,19 +8,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from maskwatch.core.names import NAME_PATTERN
+from maskwatch.core.names import NAME_PATTERN, NODE_SEPARATOR
 from maskwatch.service.auth import Principal
-from maskwatch.service.deps import Admin, AuditDep, Auditor, CamerasDep, LiveDep, MediaDep, Viewer
+from maskwatch.service.camera_view import CameraKind, CameraOut
+from maskwatch.service.deps import Admin, AuditDep, Auditor, CamerasDep, CameraViewDep, LiveDep, MediaDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.live import LiveState
 from maskwatch.service.media import Media, render_jpeg
 from maskwatch.service.routers.common import binary
 from maskwatch.service.settings import CameraConfig
-from maskwatch.service.storage.models import Camera
 
 __all__ = ["CameraIn", "CameraOut", "CameraPatch", "router"]
 
@@ -48,91 +49,63 @@ class CameraPatch(BaseModel):
     loop: bool | None = None
 
 
-class CameraOut(BaseModel):
-    name: str
-    url: str | None = Field(None, description="admins only (it may hold credentials)")
-    enabled: bool
-    preset: str | None
-    target_fps: float | None
-    realtime: bool
-    loop: bool
-    state: str
-    reason: str | None
-    fps: float | None
-    lag_p95: float | None
-    frames_dropped: int
-    people_since_start: int
-    created: float
-    updated: float
-
-
-def camera_out(live: LiveState, camera: Camera, principal: Principal) -> CameraOut:
-    now = live.get(camera.name)
-    return CameraOut(
-        name=camera.name,
-        url=camera.url if principal.allows("admin") else None,
-        enabled=camera.enabled,
-        preset=camera.preset,
-        target_fps=camera.target_fps,
-        realtime=camera.realtime,
-        loop=camera.loop,
-        state=now.state if camera.enabled else "disabled",
-        reason=now.reason,
-        fps=now.fps,
-        lag_p95=now.lag_p95,
-        frames_dropped=now.dropped,
-        people_since_start=now.people,
-        created=camera.created_ts,
-        updated=camera.updated_ts,
-    )
-
-
-@router.get("", summary="Every camera with its state")
-def list_cameras(cameras: CamerasDep, live: LiveDep, principal: Viewer) -> list[CameraOut]:
-    return [camera_out(live.state, c, principal) for c in cameras.list()]
+@router.get("", summary="Every camera, local and remote (node:camera), with its state and people today")
+def list_cameras(
+    view: CameraViewDep,
+    principal: Viewer,
+    node: str | None = Query(None, max_length=64, description="only this edge node's cameras"),
+    kind: CameraKind | None = Query(None, description="local: this server's; remote: the fleet's"),
+) -> list[CameraOut]:
+    return view.every(admin=principal.allows("admin"), node=node, kind=kind)
 
 
 @router.post("", status_code=201, summary="Add a camera (starts at once when enabled)")
-def create_camera(body: CameraIn, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
+def create_camera(
+    body: CameraIn, cameras: CamerasDep, view: CameraViewDep, audit: AuditDep, principal: Admin
+) -> CameraOut:
     camera = cameras.create(CameraConfig(**body.model_dump()))
     audit.record(principal, "camera.create", camera.name, {"enabled": camera.enabled})
-    return camera_out(live.state, camera, principal)
+    return view.get(camera.name, admin=True)
 
 
-@router.get("/{name}", summary="One camera")
-def get_camera(name: str, cameras: CamerasDep, live: LiveDep, principal: Viewer) -> CameraOut:
-    return camera_out(live.state, cameras.get(name), principal)
+@router.get("/{name}", summary="One camera, local or remote (node:camera)")
+def get_camera(name: str, view: CameraViewDep, principal: Viewer) -> CameraOut:
+    return view.get(name, admin=principal.allows("admin"))
 
 
-@router.patch("/{name}", summary="Change a camera (restarts its source)")
+@router.patch("/{name}", summary="Change a local camera (restarts its source)")
 def update_camera(
-    name: str, body: CameraPatch, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin
+    name: str, body: CameraPatch, cameras: CamerasDep, view: CameraViewDep, audit: AuditDep, principal: Admin
 ) -> CameraOut:
+    view.require_local(name)
     changes = body.model_dump(exclude_unset=True)
     for key in ("url", "enabled", "realtime", "loop"):
         if key in changes and changes[key] is None:
             raise ApiError(422, "invalid", f"{key} cannot be null")
-    camera = cameras.update(name, changes)
+    cameras.update(name, changes)
     audit.record(principal, "camera.update", name, {k: v for k, v in changes.items() if k != "url"})
-    return camera_out(live.state, camera, principal)
+    return view.get(name, admin=True)
 
 
-@router.post("/{name}/enable", summary="Enable (start) a camera")
-def enable_camera(name: str, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
-    camera = cameras.update(name, {"enabled": True})
+@router.post("/{name}/enable", summary="Enable (start) a local camera")
+def enable_camera(name: str, cameras: CamerasDep, view: CameraViewDep, audit: AuditDep, principal: Admin) -> CameraOut:
+    view.require_local(name)
+    cameras.update(name, {"enabled": True})
     audit.record(principal, "camera.enable", name)
-    return camera_out(live.state, camera, principal)
+    return view.get(name, admin=True)
 
 
-@router.post("/{name}/disable", summary="Disable (stop) a camera; kept in the list")
-def disable_camera(name: str, cameras: CamerasDep, live: LiveDep, audit: AuditDep, principal: Admin) -> CameraOut:
-    camera = cameras.update(name, {"enabled": False})
+@router.post("/{name}/disable", summary="Disable (stop) a local camera; kept in the list")
+def disable_camera(name: str, cameras: CamerasDep, view: CameraViewDep, audit: AuditDep, principal: Admin) -> CameraOut:
+    view.require_local(name)
+    cameras.update(name, {"enabled": False})
     audit.record(principal, "camera.disable", name)
-    return camera_out(live.state, camera, principal)
+    return view.get(name, admin=True)
 
 
-@router.delete("/{name}", status_code=204, summary="Remove a camera (its events and stats are kept)")
-def delete_camera(name: str, cameras: CamerasDep, audit: AuditDep, principal: Admin) -> Response:
+@router.delete("/{name}", status_code=204, summary="Remove a local camera (its events and stats are kept)")
+def delete_camera(name: str, cameras: CamerasDep, view: CameraViewDep, audit: AuditDep, principal: Admin) -> Response:
+    view.require_local(name)
     cameras.delete(name)
     audit.record(principal, "camera.delete", name)
     return Response(status_code=204)
@@ -149,13 +122,27 @@ def _blur_for(media: Media, audit: Auditor, principal: Principal, request: Reque
 
 @router.get(
     "/{name}/latest.jpg",
-    summary="The latest analysed frame, annotated, faces blurred",
+    summary="The latest analysed frame, faces blurred (a remote camera's is asked from its node now)",
+    description="A local camera: its latest analysed frame, annotated. A remote camera (`node:camera`): its "
+    "node is asked for its latest frame (the agent's `snapshot` command), every face blurred on the node; "
+    "refused with the reason when the node runs without `--snapshots` (409 `snapshots_disabled`), is "
+    "offline (503 `node_offline`) or does not answer (504 `node_timeout`).",
     response_class=Response,
     responses=binary("image/jpeg", "a JPEG"),
 )
 async def latest_jpeg(
-    name: str, request: Request, cameras: CamerasDep, live: LiveDep, media: MediaDep, audit: AuditDep, principal: Viewer
+    name: str,
+    request: Request,
+    cameras: CamerasDep,
+    view: CameraViewDep,
+    live: LiveDep,
+    media: MediaDep,
+    audit: AuditDep,
+    principal: Viewer,
 ) -> Response:
+    if NODE_SEPARATOR in name:
+        data = await asyncio.to_thread(view.remote_frame, name)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     cameras.get(name)
     frame = live.latest(name)
     if frame is None:
@@ -175,16 +162,16 @@ async def live_mjpeg(
     name: str,
     request: Request,
     cameras: CamerasDep,
+    view: CameraViewDep,
     live: LiveDep,
     media: MediaDep,
     audit: AuditDep,
     principal: Viewer,
-    fps: float = 4.0,
-    frames: int | None = None,
+    fps: float = Query(4.0, gt=0, le=15, description="frames per second sent"),
+    frames: int | None = Query(None, ge=1, description="end after this many frames (default: until closed)"),
 ) -> StreamingResponse:
+    view.require_local(name)  # a remote camera has no live stream here: its latest.jpg asks its node
     cameras.get(name)
-    if not 0 < fps <= 15:
-        raise ApiError(422, "invalid", "fps must be in (0, 15]")
     blur = _blur_for(media, audit, principal, request, name)
 
     async def parts() -> AsyncIterator[bytes]:

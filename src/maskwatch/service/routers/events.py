@@ -1,16 +1,20 @@
-"""Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks;
-their snapshots."""
+"""Person events (the engine's ``track_ended``), newest first with cursor paging; the same filters (camera,
+verdict, time range, false positives) for a CSV export of the filtered list; false-positive marks; their
+snapshots."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from maskwatch.core.timeutil import iso
-from maskwatch.service.deps import AuditDep, MediaDep, Operator, StorageDep, Viewer
+from maskwatch.service.deps import AuditDep, ClassesDep, MediaDep, Operator, StorageDep, Viewer
 from maskwatch.service.errors import ApiError
 from maskwatch.service.media import pixelate_whole
 from maskwatch.service.routers.common import binary, to_ts
@@ -60,15 +64,34 @@ def event_out(row: PersonEvent) -> EventOut:
     )
 
 
+VERDICTS = ("compliant", "noncompliant")
+
+
+def event_filter(
+    classes: ClassesDep,
+    camera: str | None = Query(None, max_length=200, description="a camera (local, or node:camera)"),
+    verdict: str | None = Query(None, description="compliant, noncompliant, or a class of the model (with_mask, ...)"),
+    from_: datetime | None = Query(None, alias="from", description="events from this time on (ISO 8601)"),
+    to: datetime | None = Query(None, description="events before this time (ISO 8601)"),
+    false_positive: bool | None = None,
+) -> EventFilter:
+    """The filters of the event list and of its CSV export, checked the same way for both."""
+    if verdict is not None and verdict not in (*VERDICTS, *classes):
+        raise ApiError(422, "invalid", f"verdict must be one of {', '.join((*VERDICTS, *classes))}; got {verdict!r}")
+    start, end = to_ts(from_), to_ts(to)
+    if start is not None and end is not None and start >= end:
+        raise ApiError(422, "invalid", "'from' must be before 'to'")
+    return EventFilter(camera, verdict, start, end, false_positive)
+
+
+EventFilterDep = Annotated[EventFilter, Depends(event_filter)]
+
+
 @router.get("", summary="Person events with filters, newest first, cursor paging")
 def list_events(
     storage: StorageDep,
     _: Viewer,
-    camera: str | None = None,
-    verdict: str | None = Query(None, description="a class name (with_mask, ...), or compliant / noncompliant"),
-    from_: datetime | None = Query(None, alias="from"),
-    to: datetime | None = None,
-    false_positive: bool | None = None,
+    where: EventFilterDep,
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> EventPage:
@@ -77,9 +100,45 @@ def list_events(
         before = row_id(cursor)
         if before is None:
             raise ApiError(422, "invalid", "cursor must be a next_cursor value from a previous page")
-    where = EventFilter(camera, verdict, to_ts(from_), to_ts(to), false_positive)
     rows = storage.events.page(where, before=before, limit=limit)
     return EventPage(items=[event_out(r) for r in rows], next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+
+
+CSV_COLUMNS = ("id", "event_id", "time", "camera", "label", "compliant", "probability", "n_frames",
+               "false_positive", "has_snapshot")  # fmt: skip
+
+
+@router.get(
+    "/export.csv",
+    summary="The filtered list of events as CSV (the same filters as GET /events), newest first",
+    response_class=Response,
+    responses=binary("text/csv", f"one row per event: {', '.join(CSV_COLUMNS)}"),
+)
+def export_events(
+    storage: StorageDep,
+    _: Viewer,
+    where: EventFilterDep,
+    limit: int = Query(10_000, ge=1, le=100_000, description="at most this many events (the newest)"),
+) -> Response:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    before = None
+    left = limit
+    while left > 0:  # in pages: the id index, newest first
+        rows = storage.events.page(where, before=before, limit=min(left, 1000))
+        for r in rows:
+            writer.writerow([r.id, r.event_id, iso(r.ts), r.camera, r.label, r.compliant, round(r.probability, 4),
+                             r.n_frames, r.false_positive, r.snapshot is not None])  # fmt: skip
+        if len(rows) < min(left, 1000):
+            break
+        left -= len(rows)
+        before = rows[-1].id
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="maskwatch-events.csv"', "Cache-Control": "no-store"},
+    )
 
 
 def _find(storage: Storage, key: str) -> PersonEvent:

@@ -15,7 +15,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from maskwatch.core.names import split_qualified
+from maskwatch.core.names import qualified, split_qualified
 from maskwatch.fleet.ingest import CameraState, FleetState, NodeState
 from maskwatch.service.deps import FleetDep, StorageDep, Viewer
 from maskwatch.service.storage.stats import FleetCameraStats
@@ -30,8 +30,8 @@ class FleetCamera(BaseModel):
     camera: str  # as stored and shown elsewhere: NODE:CAMERA
     state: str | None  # the camera's last source status seen by this worker (lost when its node went offline)
     last_seen: float | None  # epoch seconds
-    fps: float | None  # analysed frames per second, latest stats bucket
-    lag_p50: float | None  # seconds, latest stats bucket
+    fps: float | None  # analysed frames per second, latest stats bucket; None while its node is offline
+    lag_p50: float | None  # seconds, latest stats bucket; None while its node is offline
     lag_p95: float | None
     people: int  # people counted in the window
     compliance: float | None  # share of them wearing a mask; None without people
@@ -72,18 +72,22 @@ def _share(ok: int, n: int) -> float | None:
     return None if n == 0 else round(ok / n, 4)
 
 
-def _camera(node: str, name: str, seen: CameraState | None, stored: FleetCameraStats | None) -> FleetCamera:
-    """One camera from what this worker saw (state, last seen) and what is stored (FPS, lag, people)."""
+def _camera(
+    node: str, name: str, seen: CameraState | None, stored: FleetCameraStats | None, *, offline: bool
+) -> FleetCamera:
+    """One camera from what this worker saw (state, last seen) and what is stored (FPS, lag, people). A
+    camera of an offline node has no FPS or lag: its last bucket's figures are not what it does now."""
     seen = seen or CameraState()
     times = [t for t in (seen.last_seen, stored.end if stored else None) if t is not None]
+    figures = None if offline else (stored or seen)
     return FleetCamera(
         name=name,
-        camera=f"{node}:{name}",
+        camera=qualified(node, name),
         state=seen.state,
         last_seen=max(times) if times else None,
-        fps=stored.fps if stored else seen.fps,
-        lag_p50=stored.lag_p50 if stored else seen.lag_p50,
-        lag_p95=stored.lag_p95 if stored else seen.lag_p95,
+        fps=figures.fps if figures else None,
+        lag_p50=figures.lag_p50 if figures else None,
+        lag_p95=figures.lag_p95 if figures else None,
         people=stored.people if stored else 0,
         compliance=_share(stored.compliant, stored.people) if stored else None,
     )
@@ -102,8 +106,10 @@ def fleet_view(fleet: FleetState | None, stored: dict[str, FleetCameraStats], wi
     for name in sorted(set(live) | set(by_node)):
         info = live.get(name) or NodeState()
         kept = by_node.get(name, {})
+        offline = info.state == "offline"
         cameras = [
-            _camera(name, cam, info.cameras.get(cam), kept.get(cam)) for cam in sorted(set(info.cameras) | set(kept))
+            _camera(name, cam, info.cameras.get(cam), kept.get(cam), offline=offline)
+            for cam in sorted(set(info.cameras) | set(kept))
         ]
         seen = [t for t in (info.last_seen, *(c.last_seen for c in cameras)) if t is not None]
         people = sum(c.people for c in cameras)

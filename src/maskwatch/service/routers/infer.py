@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from maskwatch.service.deps import InferenceDep, Operator, SettingsDep
-from maskwatch.service.errors import ApiError, errors
+from maskwatch.service.errors import ApiError, errors, parse_json_body
 from maskwatch.service.inference import InferResult
 from maskwatch.service.uploads import IMAGE_TYPES, sniff, upload_body
 
@@ -46,10 +45,7 @@ async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]
         if form.get("annotated") is not None:
             annotated = str(form.get("annotated")).lower() in ("1", "true", "yes", "on")
     elif ctype == "application/json":
-        try:
-            payload = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_request", "body is not valid JSON") from exc
+        payload = parse_json_body(await request.body())
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             raise ApiError(422, "invalid", 'JSON body must be {"image": "<base64>"}')
         extra = set(payload) - {"image", "annotated"}
@@ -74,7 +70,7 @@ async def _read_image(request: Request, limit: int) -> tuple[bytes, bool | None]
             "send multipart/form-data (field 'file'), application/json ({\"image\": base64}) or an image",
         )
     if len(data) > limit:
-        raise ApiError(413, "too_large", f"image over the limit of {limit} bytes")
+        raise ApiError(413, "too_large", f"the image is over the limit: limits.upload_bytes is {limit} bytes")
     if not data:
         raise ApiError(422, "invalid", "empty image")
     return data, annotated

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from fastapi import APIRouter, Request
@@ -10,11 +9,11 @@ from pydantic import BaseModel, Field, JsonValue
 from starlette.datastructures import UploadFile
 
 from maskwatch.service.deps import AuditDep, JobsDep, Operator, SettingsDep, Viewer
-from maskwatch.service.errors import ApiError
-from maskwatch.service.jobs import JobOut, JobState, allowed_path
+from maskwatch.service.errors import ApiError, parse_json_body
+from maskwatch.service.jobs import JobImage, JobOut, JobState, allowed_path
 from maskwatch.service.uploads import IMAGE_TYPES, VIDEO_SUFFIX, sniff, upload_body
 
-__all__ = ["JobEvents", "router"]
+__all__ = ["JobEvents", "JobImages", "router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -34,10 +33,7 @@ async def create_job(
 ) -> JobOut:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        try:
-            payload = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_request", "body is not valid JSON") from exc
+        payload = parse_json_body(await request.body())
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
             raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
         source = allowed_path(payload["path"], settings.jobs.allowed_dirs)
@@ -91,6 +87,17 @@ class JobEvents(BaseModel):
 def job_events(job_id: str, jobs: JobsDep, _: Viewer) -> JobEvents:
     job = jobs.get(job_id)
     return JobEvents(items=jobs.events(job), summary=job.summary, state=job.state)
+
+
+class JobImages(BaseModel):
+    items: list[JobImage]
+    state: JobState
+
+
+@router.get("/{job_id}/images", summary="An image job's faces per image (a zip, a folder or one image)")
+def job_images(job_id: str, jobs: JobsDep, _: Viewer) -> JobImages:
+    job = jobs.get(job_id)
+    return JobImages(items=jobs.images(job), state=job.state)
 
 
 @router.delete("/{job_id}", summary="Cancel a job")

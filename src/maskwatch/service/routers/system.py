@@ -1,23 +1,38 @@
-"""Health, readiness, Prometheus metrics, the dashboard's overview tiles, and the live event stream."""
+"""Health, readiness, Prometheus metrics, the dashboard's overview tiles, and the live event stream.
+
+Probes and scrapers use the root paths (outside the OpenAPI schema): ``/healthz`` and ``/readyz`` need no
+token; ``/metrics`` takes the scrape token, an allow-listed address or an API token. The same answers stay
+under ``/api/v1`` with an API token."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from maskwatch import __version__
-from maskwatch.service.deps import IngestorDep, LiveDep, MetricsDep, StorageDep, Viewer
+from maskwatch.service.camera_view import PEOPLE_TODAY, day_start
+from maskwatch.service.deps import (
+    AuthDep,
+    CameraViewDep,
+    IngestorDep,
+    LiveDep,
+    MetricsDep,
+    SettingsDep,
+    StorageDep,
+    Viewer,
+    client_ip,
+)
 from maskwatch.service.errors import ApiError
 from maskwatch.service.live import CameraNow
-from maskwatch.service.metrics import CONTENT_TYPE
+from maskwatch.service.metrics import CONTENT_TYPE, scrape_allowed
 from maskwatch.service.routers.common import binary
 
-__all__ = ["Health", "Overview", "Readiness", "healthz", "router"]
+__all__ = ["Health", "Overview", "Readiness", "healthz", "metrics_scrape", "readyz_probe", "router"]
 
 router = APIRouter(tags=["system"])
 
@@ -40,9 +55,10 @@ class Readiness(BaseModel):
 
 
 class Overview(BaseModel):
-    people_now: int
-    people_today: int = Field(description="people counted since 00:00 UTC")
+    people_now: int = Field(description="people in view now, over every camera (local and remote)")
+    people_today: int = Field(description=f"{PEOPLE_TODAY}: the sum of every camera's people_today")
     compliance_today: float | None
+    day_start: float = Field(description="the start of 'today' (epoch seconds, 00:00 UTC)")
     alerts_firing: int
     cameras: dict[str, CameraNow]
     database_ok: bool
@@ -62,6 +78,11 @@ def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "not ready, with the reasons"}},
 )
 def readyz(storage: StorageDep, live: LiveDep, ingestor: IngestorDep, _: Viewer) -> Response:
+    return readyz_probe(storage, live, ingestor)
+
+
+def readyz_probe(storage: StorageDep, live: LiveDep, ingestor: IngestorDep) -> Response:
+    """``GET /readyz`` at the root: the same answer, no token (load balancers and orchestrators probe it)."""
     checks = ReadyChecks(database=storage.ping(), engine=live.engine.running, ingest=ingestor.healthy)
     ok = checks.database and checks.engine and checks.ingest
     body = Readiness(status="ready" if ok else "not ready", checks=checks, ingest_backlog=ingestor.backlog)
@@ -78,18 +99,35 @@ def metrics(registry: MetricsDep, _: Viewer) -> Response:
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
 
+def metrics_scrape(request: Request, registry: MetricsDep, settings: SettingsDep, auth: AuthDep) -> Response:
+    """``GET /metrics`` at the root, for Prometheus: the scrape token (``auth.scrape_token``), an address in
+    ``auth.scrape_allow``, or any API token (viewer and up); else 401."""
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    if not scrape_allowed(
+        token=token,
+        address=client_ip(request),
+        scrape_token=settings.auth.scrape_token,
+        allow=settings.auth.scrape_allow,
+    ):
+        auth.authenticate(request)  # an API token (401 / 429 with the reason otherwise)
+    return Response(registry.render(), media_type=CONTENT_TYPE)
+
+
 @router.get("/overview", summary="Dashboard tiles: people now and today, compliance today, alerts, cameras")
-def overview(live: LiveDep, storage: StorageDep, _: Viewer) -> Overview:
+def overview(live: LiveDep, view: CameraViewDep, _: Viewer) -> Overview:
     snapshot = live.snapshot()
-    day = int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
-    try:
-        people, compliant = storage.stats.day_totals(day)
-    except Exception as exc:
+    try:  # the same rows as GET /cameras: the tiles are the sums of the camera table
+        cameras = view.every(admin=False)
+    except SQLAlchemyError as exc:
         raise ApiError(503, "database_unavailable", "the database is unreachable") from exc
+    people = sum(c.people_today for c in cameras)
+    compliant = sum(c.compliant_today for c in cameras)
     return Overview(
-        people_now=sum(c.present for c in snapshot.cameras.values()),
+        people_now=sum(c.present for c in cameras),
         people_today=people,
         compliance_today=None if not people else round(compliant / people, 4),
+        day_start=day_start(),
         alerts_firing=snapshot.alerts_firing,
         cameras=snapshot.cameras,
         database_ok=snapshot.database_ok,

@@ -1,9 +1,12 @@
 // maskwatch dashboard: plain JS, no CDN, no build step. Talks to /api/v1 with the session cookie and the
 // CSRF header; live numbers come from the server-sent event stream (/api/v1/stream).
+// This file: helpers, login, the router, the chart, the upload and settings pages. The pages of the camera
+// view (cameras.js), events (events.js), alerts and rules (alerts.js) and the fleet (fleet.js) are loaded
+// after it and register themselves in PAGES.
 "use strict";
 const API = "/api/v1";
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { me: null, source: null, live: {}, page: null };
+const state = { me: null, console: null, source: null, live: {}, page: null };
 const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#ca8a04", "#475569"];
 
 function el(tag, attrs = {}, ...children) {
@@ -36,8 +39,31 @@ async function api(path, opts = {}) {
   if (r.status === 401 && path !== "/auth/me") { showLogin(); throw new Error("log in first"); }
   if (r.status === 204) return null;
   const data = (r.headers.get("content-type") || "").includes("json") ? await r.json() : await r.text();
-  if (!r.ok) throw new Error((data && data.detail) || `HTTP ${r.status}`);
+  if (!r.ok) { // every error is {status, error, detail}
+    const err = new Error((data && data.detail) || `HTTP ${r.status}`);
+    err.status = r.status; err.code = data && data.error;
+    throw err;
+  }
   return data;
+}
+
+// -- roles: what the caller may do (GET /console); controls it may not use are disabled with the reason ----
+function can(action) { const a = state.console && state.console.actions[action]; return !!(a && a.allowed); }
+function whyNot(action) { const a = state.console && state.console.actions[action]; return a && !a.allowed ? a.reason : null; }
+// a button for an action: enabled when the role allows it, else disabled with the reason (title and a note)
+function actionButton(action, label, attrs, onclick) {
+  if (can(action)) return el("button", Object.assign({}, attrs, { onclick }), label);
+  return el("button", Object.assign({}, attrs, { disabled: true, title: whyNot(action), "data-needs": state.console.actions[action].needs }), label);
+}
+// a form control with its label always visible (a placeholder is no label: it goes when one types)
+function field(label, input) { return el("label", { class: "field" }, el("span", {}, label), input); }
+function roleNote(action) { return can(action) ? null : el("p", { class: "muted role-note" }, `${whyNot(action)}.`); }
+function gateNav() {
+  for (const a of document.querySelectorAll("#nav a[data-action]")) {
+    const action = a.dataset.action;
+    a.classList.toggle("disabled", !can(action));
+    if (can(action)) a.removeAttribute("title"); else a.title = whyNot(action);
+  }
 }
 
 // -- login ---------------------------------------------------------------------------------------------
@@ -61,9 +87,10 @@ async function boot() {
   const r = await fetch(API + "/auth/me", { credentials: "same-origin" });
   if (!r.ok) { showLogin(); return; }
   state.me = await r.json();
+  state.console = await api("/console");
   $("#login").hidden = true; $("#main").hidden = false; $("#nav").hidden = false; $("#logout").hidden = false;
   $("#who").textContent = `${state.me.name} (${state.me.role})`;
-  connect(); route();
+  gateNav(); connect(); route();
 }
 
 // -- live stream ---------------------------------------------------------------------------------------
@@ -79,13 +106,13 @@ function connect() {
 }
 
 // -- router --------------------------------------------------------------------------------------------
-const PAGES = { "": overview, events: eventsPage, alerts: alertsPage, upload: uploadPage, settings: settingsPage, camera: cameraPage };
+const PAGES = { upload: uploadPage, settings: settingsPage }; // and those the other files register
 async function route() {
   if (!state.me) return;
   const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#/${name}`);
   const main = $("#main"); main.replaceChildren();
-  const page = PAGES[name] || overview;
+  const page = PAGES[name] || PAGES[""];
   state.page = {};
   try { await page(main, arg ? decodeURIComponent(arg) : null); } catch (err) { main.append(el("p", { class: "error" }, err.message)); }
 }
@@ -116,13 +143,15 @@ function chart(series, { from, to }) {
   svg.append(cap);
   return svg;
 }
+// cameras: the cameras to draw (the chart never shows a camera that is not listed: a deleted one leaves it)
 async function chartCard(cameras, hours = 6) {
   const to = Date.now() / 1000, from = to - hours * 3600;
   const q = new URLSearchParams({ bucket: hours > 48 ? "1h" : "1m", from: new Date(from * 1000).toISOString(), to: new Date(to * 1000).toISOString() });
-  for (const c of cameras || []) q.append("camera", c);
+  if (!cameras.length) return el("div", { class: "card", id: "chart" }, el("h2", {}, `Compliance over time (last ${hours} h)`), el("p", { class: "muted" }, "No camera to draw."));
+  for (const c of cameras) q.append("camera", c);
   const data = await api(`/stats/compliance?${q}&format=columns`); // an array per field: a fifth of the bytes
   const series = data.cameras.map((s) => ({ camera: s.camera, points: s.t.map((t, k) => ({ t, n_people: s.n_people[k], compliance: s.n_people[k] ? s.compliant_people[k] / s.n_people[k] : null })) }));
-  const legend = el("div", { class: "legend" }, data.cameras.map((s, i) => el("span", {}, el("b", { class: "swatch" }, "■ "), s.camera)));
+  const legend = el("div", { class: "legend" }, data.cameras.map((s, i) => el("span", { "data-camera": s.camera }, el("b", { class: "swatch" }, "■ "), s.camera)));
   legend.querySelectorAll("b").forEach((b, i) => { b.style.color = COLORS[i % COLORS.length]; });
   return el("div", { class: "card", id: "chart" }, el("h2", {}, `Compliance over time (last ${hours} h)`), chart(series, { from, to }), legend,
     el("p", { class: "muted" }, `total: ${data.total.n_people} people, compliance ${pct(data.total.compliance)} · `,
@@ -130,153 +159,9 @@ async function chartCard(cameras, hours = 6) {
 }
 
 // -- pages ---------------------------------------------------------------------------------------------
-async function overview(main) {
-  const mine = state.page; // this page's handlers; the router replaces it when the user moves on
-  const gone = () => state.page !== mine;
-  main.append(el("h1", {}, "Overview"));
-  const tiles = el("div", { class: "tiles" },
-    ["people-now", "people-today", "compliance", "alerts"].map((k) => el("div", { class: "tile" }, el("div", { class: "v", id: `tile-${k}` }, "–"),
-      el("div", { class: "l" }, { "people-now": "people now", "people-today": "people today", compliance: "compliance today", alerts: "active alerts" }[k]))));
-  main.append(tiles);
-  const list = el("div", { class: "card" }, el("h2", {}, "Cameras"), el("table", { id: "camera-list" }));
-  main.append(list);
-  const refresh = async () => {
-    const o = await api("/overview");
-    const cams = await api("/cameras");
-    if (gone()) return; // the user moved to another page while this was loading
-    $("#tile-people-now").textContent = o.people_now; $("#tile-people-today").textContent = o.people_today;
-    $("#tile-compliance").textContent = pct(o.compliance_today); $("#tile-alerts").textContent = o.alerts_firing;
-    $("#camera-list").replaceChildren(el("tr", {}, ["camera", "state", "people now", "FPS", "lag p95 (s)", "people since start"].map((h) => el("th", {}, h))),
-      ...cams.map((c) => el("tr", { "data-camera": c.name }, el("td", {}, el("a", { href: `#/camera/${encodeURIComponent(c.name)}` }, c.name)),
-        el("td", { class: `st state-${c.state}` }, c.state), el("td", { class: "present" }, (o.cameras[c.name] || {}).present ?? 0),
-        el("td", { class: "fps" }, num(c.fps)), el("td", { class: "lag" }, num(c.lag_p95, 2)), el("td", { class: "people" }, c.people_since_start))));
-  };
-  await refresh();
-  main.append(await chartCard(null));
-  // the chart follows the stored buckets: redrawn when a stats bucket arrives (at most every 5 s) and at
-  // least every 30 s (polled, in case the event stream is down)
-  let busy = false, charting = false, chartAt = Date.now(), redraws = 0;
-  const redrawChart = async () => {
-    if (charting) return;
-    charting = true; chartAt = Date.now();
-    try {
-      const card = await chartCard(null);
-      if (gone()) return;
-      card.dataset.redraws = String(++redraws);
-      const old = $("#chart"); if (old) old.replaceWith(card);
-    } finally { charting = false; }
-  };
-  const page = state.page;
-  const poll = setInterval(() => { if (state.page !== page) { clearInterval(poll); return; } if (Date.now() - chartAt >= 30000) redrawChart(); }, 5000);
-  state.page.onLive = async (live) => {
-    if (gone()) return;
-    $("#tile-people-now").textContent = Object.values(live.cameras).reduce((a, c) => a + (c.present || 0), 0);
-    $("#tile-alerts").textContent = live.alerts_firing;
-    for (const [name, c] of Object.entries(live.cameras)) {
-      const row = document.querySelector(`#camera-list tr[data-camera="${CSS.escape(name)}"]`);
-      if (row) {
-        row.querySelector(".present").textContent = c.present; row.querySelector(".people").textContent = c.people_since_start;
-        row.querySelector(".fps").textContent = num(c.fps_now ?? c.fps); row.querySelector(".lag").textContent = num(c.lag_now ?? c.lag_p95, 2);
-        const st = row.querySelector(".st"); st.textContent = c.state; st.className = `st state-${c.state}`;
-      }
-    }
-  };
-  state.page.onEvent = async (type) => {
-    if (type !== "stats") return;
-    if (!busy) { busy = true; try { await refresh(); } finally { busy = false; } }
-    if (Date.now() - chartAt >= 5000) await redrawChart();
-  };
-}
-
-async function cameraPage(main, name) {
-  const c = await api(`/cameras/${encodeURIComponent(name)}`);
-  main.append(el("h1", {}, `Camera ${c.name}`), el("p", { id: "camera-state", class: `state-${c.state}` }, `${c.state}${c.reason ? ` (${c.reason})` : ""}`));
-  main.append(el("div", { class: "card" }, el("h2", {}, "Live (faces blurred)"),
-    el("img", { class: "live", id: "live-view", alt: `live view of ${c.name}`, src: `${API}/cameras/${encodeURIComponent(name)}/live.mjpeg?fps=3` })));
-  main.append(await chartCard([name], 6));
-  const events = await api(`/events?camera=${encodeURIComponent(name)}&limit=20`);
-  main.append(el("div", { class: "card" }, el("h2", {}, "Recent people"), eventGallery(events.items)));
-  state.page.onEvent = (type, data) => { const p = $("#camera-state"); if (p && type === "source_status" && data.source === name) { p.textContent = data.state; p.className = `state-${data.state}`; } };
-}
-
-function eventGallery(items) {
-  return el("div", { class: "gallery", id: "events" }, items.length ? items.map((e) => el("div", { class: `ev ${e.compliant ? "good" : "bad"}`, "data-id": e.id },
-    e.has_snapshot ? el("img", { class: "snap", loading: "lazy", alt: `person ${e.id} (faces blurred)`, src: `${API}/events/${e.id}/snapshot` }) : null,
-    el("b", {}, e.label), ` ${pct(e.probability)}`, el("div", { class: "muted" }, `${e.camera} · ${when(e.time)} · ${e.n_frames} frames`),
-    e.false_positive ? el("div", { class: "muted" }, "marked false positive") :
-      (state.me.role !== "viewer" ? el("button", { class: "fp", onclick: async (ev) => { await api(`/events/${e.id}/false-positive`, { method: "POST" }); ev.target.replaceWith("marked false positive"); } }, "false positive") : null)))
-    : el("p", { class: "muted" }, "No people yet."));
-}
-
-async function eventsPage(main) {
-  main.append(el("h1", {}, "Events"));
-  const cams = await api("/cameras");
-  const form = el("form", { class: "inline", id: "event-filter" },
-    el("select", { name: "camera" }, el("option", { value: "" }, "all cameras"), cams.map((c) => el("option", { value: c.name }, c.name))),
-    el("select", { name: "verdict" }, el("option", { value: "" }, "any verdict"), el("option", { value: "compliant" }, "compliant"), el("option", { value: "noncompliant" }, "not compliant")),
-    el("button", {}, "Filter"));
-  const holder = el("div");
-  let cursor = null;
-  const more = el("button", { id: "more", hidden: true }, "More");
-  const load = async (reset) => {
-    const q = new URLSearchParams({ limit: 30 });
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
-    if (!reset && cursor) q.set("cursor", cursor);
-    const page = await api(`/events?${q}`);
-    if (reset) holder.replaceChildren();
-    holder.append(eventGallery(page.items)); cursor = page.next_cursor; more.hidden = !cursor;
-  };
-  form.addEventListener("submit", (e) => { e.preventDefault(); load(true); });
-  more.addEventListener("click", () => load(false));
-  main.append(form, holder, more);
-  await load(true);
-}
-
-async function alertsPage(main) {
-  main.append(el("h1", {}, "Alerts"));
-  const list = el("table", { id: "alert-list" });
-  const refresh = async () => {
-    const data = await api("/alerts?limit=100");
-    list.replaceChildren(el("tr", {}, ["state", "rule", "camera", "message", "since", ""].map((h) => el("th", {}, h))),
-      ...data.items.map((a) => el("tr", { "data-alert": a.id }, el("td", { class: a.state }, a.state), el("td", {}, a.rule), el("td", {}, a.camera),
-        el("td", {}, a.message), el("td", {}, when(a.started)),
-        el("td", {}, a.acknowledged_by ? `ack by ${a.acknowledged_by}` : (state.me.role === "viewer" ? "" :
-          el("button", { class: "ack", onclick: async () => { await api(`/alerts/${a.id}/ack`, { method: "POST" }); refresh(); } }, "Acknowledge"))))));
-  };
-  main.append(el("div", { class: "card" }, list));
-  await refresh();
-  state.page.onEvent = (type) => { if (type === "alert") refresh(); };
-  main.append(el("h2", {}, "Rules"));
-  const rules = el("table", { id: "rule-list" });
-  const loadRules = async () => {
-    const data = await api("/alert-rules");
-    rules.replaceChildren(el("tr", {}, ["name", "kind", "camera", "threshold", "min people", "window (s)", "enabled", ""].map((h) => el("th", {}, h))),
-      ...data.map((r) => el("tr", {}, el("td", {}, r.name), el("td", {}, r.kind), el("td", {}, r.camera || "all"), el("td", {}, r.threshold ?? "–"),
-        el("td", {}, r.min_people), el("td", {}, r.window_s), el("td", {}, r.enabled ? "yes" : "no"),
-        el("td", {}, state.me.role === "admin" ? el("button", { onclick: async () => { await api(`/alert-rules/${r.id}`, { method: "DELETE" }); loadRules(); } }, "Delete") : ""))));
-  };
-  main.append(el("div", { class: "card" }, rules));
-  await loadRules();
-  if (state.me.role === "admin") {
-    const err = el("p", { class: "error" });
-    const form = el("form", { class: "inline", id: "rule-form" },
-      el("input", { name: "name", placeholder: "name", required: true }),
-      el("select", { name: "kind" }, ["compliance_below", "unmasked_person", "camera_offline", "camera_lagging", "node_offline"].map((k) => el("option", { value: k }, k))),
-      el("input", { name: "camera", placeholder: "camera (empty: all)" }), el("input", { name: "threshold", placeholder: "threshold", type: "number", step: "any" }),
-      el("input", { name: "min_people", placeholder: "min people", type: "number", value: 5 }), el("input", { name: "window_s", placeholder: "window s", type: "number", value: 600 }),
-      el("input", { name: "for_s", placeholder: "for s", type: "number", value: 60 }), el("button", {}, "Add rule"));
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      const body = {};
-      for (const [k, v] of new FormData(form)) if (v !== "") body[k] = ["threshold", "min_people", "window_s", "for_s"].includes(k) ? Number(v) : v;
-      try { await api("/alert-rules", { method: "POST", body }); form.reset(); err.textContent = ""; loadRules(); } catch (x) { err.textContent = x.message; }
-    });
-    main.append(el("div", { class: "card" }, el("h2", {}, "Add a rule"), form, err));
-  }
-}
-
 async function uploadPage(main) {
   main.append(el("h1", {}, "Upload an image"));
+  if (!can("upload")) { main.append(el("p", { class: "error", id: "upload-refused" }, `${whyNot("upload")}.`)); return; }
   const input = el("input", { type: "file", id: "file", accept: "image/*" });
   const out = el("div", { class: "result", id: "result" });
   const send = async (file) => {
@@ -301,19 +186,19 @@ async function settingsPage(main) {
   const load = async () => {
     const cams = await api("/cameras");
     table.replaceChildren(el("tr", {}, ["camera", "source", "state", ""].map((h) => el("th", {}, h))),
-      ...cams.map((c) => el("tr", { "data-camera": c.name }, el("td", {}, c.name), el("td", {}, c.url ?? "(admins only)"), el("td", { class: `state-${c.state}` }, c.state),
-        el("td", {}, state.me.role === "admin" ? [
-          el("button", { onclick: async () => { await api(`/cameras/${encodeURIComponent(c.name)}/${c.enabled ? "disable" : "enable"}`, { method: "POST" }); load(); } }, c.enabled ? "Disable" : "Enable"), " ",
-          el("button", { onclick: async () => { await api(`/cameras/${encodeURIComponent(c.name)}`, { method: "DELETE" }); load(); } }, "Remove")] : ""))));
+      ...cams.map((c) => el("tr", { "data-camera": c.name }, el("td", {}, c.name), el("td", {}, c.kind === "remote" ? `on node ${c.node}` : c.url ?? "(admins only)"), el("td", { class: `state-${c.state}` }, c.state),
+        el("td", {}, c.kind === "remote" ? el("span", { class: "muted" }, `managed on node ${c.node}`) : [
+          actionButton("cameras", c.enabled ? "Disable" : "Enable", {}, async () => { await api(`/cameras/${encodeURIComponent(c.name)}/${c.enabled ? "disable" : "enable"}`, { method: "POST" }); load(); }), " ",
+          actionButton("cameras", "Remove", { class: "remove" }, async () => { await api(`/cameras/${encodeURIComponent(c.name)}`, { method: "DELETE" }); load(); })]))));
   };
-  main.append(el("div", { class: "card" }, el("h2", {}, "Cameras"), table));
+  main.append(el("div", { class: "card" }, el("h2", {}, "Cameras"), table, roleNote("cameras")));
   await load();
-  if (state.me.role !== "admin") return;
+  if (!can("cameras")) return;
   const err = el("p", { class: "error", id: "camera-error" });
-  const form = el("form", { class: "inline", id: "camera-form" }, el("input", { name: "name", placeholder: "name", required: true }),
-    el("input", { name: "url", placeholder: "rtsp://… or a video file", required: true, size: 40 }),
-    el("label", {}, el("input", { type: "checkbox", name: "realtime" }), " play file in real time"), el("label", {}, el("input", { type: "checkbox", name: "loop" }), " loop"),
-    el("button", {}, "Add camera"));
+  const form = el("form", { class: "fields", id: "camera-form" }, field("Name", el("input", { name: "name", required: true })),
+    field("Source", el("input", { name: "url", placeholder: "rtsp://… or a video file", required: true, size: 40 })),
+    el("label", { class: "check" }, el("input", { type: "checkbox", name: "realtime" }), " play file in real time"), el("label", { class: "check" }, el("input", { type: "checkbox", name: "loop" }), " loop"),
+    el("div", { class: "actions" }, el("button", {}, "Add camera")));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const f = new FormData(form);
@@ -331,8 +216,8 @@ async function settingsPage(main) {
         el("td", {}, el("button", { onclick: async () => { try { await api(`/tokens/${t.id}`, { method: "DELETE" }); loadTokens(); } catch (x) { alert(x.message); } } }, "Revoke")))));
   };
   const made = el("p", { id: "new-token" });
-  const tform = el("form", { class: "inline", id: "token-form" }, el("input", { name: "name", placeholder: "token name", required: true }),
-    el("select", { name: "role" }, ["viewer", "operator", "admin"].map((r) => el("option", { value: r }, r))), el("button", {}, "Make token"));
+  const tform = el("form", { class: "fields", id: "token-form" }, field("Token name", el("input", { name: "name", required: true })),
+    field("Role", el("select", { name: "role" }, ["viewer", "operator", "admin"].map((r) => el("option", { value: r }, r)))), el("div", { class: "actions" }, el("button", {}, "Make token")));
   tform.addEventListener("submit", async (e) => {
     e.preventDefault(); const f = new FormData(tform);
     const t = await api("/tokens", { method: "POST", body: { name: f.get("name"), role: f.get("role") } });

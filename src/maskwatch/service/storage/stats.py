@@ -92,6 +92,17 @@ class StatsRepository:
             ).one()
         return int(people), int(compliant)
 
+    def day_totals_by_camera(self, day_start: int) -> dict[str, tuple[int, int]]:
+        """Per camera, (people, compliant people) of the UTC day starting at ``day_start`` (daily rollups)."""
+        query = (
+            select(StatsRollup.camera, func.sum(StatsRollup.n_people), func.sum(StatsRollup.compliant_people))
+            .where(StatsRollup.grain == 86400, StatsRollup.start_ts == day_start)
+            .group_by(StatsRollup.camera)
+        )
+        with self.sessions() as s:
+            rows = s.execute(query).all()
+        return {camera: (int(n or 0), int(ok or 0)) for camera, n, ok in rows}
+
     def fleet_cameras(self, since: float) -> dict[str, FleetCameraStats]:
         """Per fleet camera (a name holding :data:`~maskwatch.core.names.NODE_SEPARATOR`) since ``since``:
         people, compliant, and the latest bucket's FPS, lag and end."""
