@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maskwatch.core.credentials import env_secret, write_secret
 from maskwatch.runtime.onnx_backend import physical_cores
 from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSender
-from maskwatch.service.auth import Auth, RateLimiter
+from maskwatch.service.auth import Auth, RateLimiter, check_token_strength
 from maskwatch.service.cameras import CameraManager
 from maskwatch.service.inference import InferenceGate
 from maskwatch.service.jobs import JobManager
@@ -144,9 +144,18 @@ class Service:
 
         self.metrics = Metrics()
         self.storage = Storage(s.db_url)
-        preset = admin_token if admin_token is not None else os.environ.get("MASKWATCH_ADMIN_TOKEN")
+        preset = admin_token if admin_token is not None else env_secret("MASKWATCH_ADMIN_TOKEN")
+        if preset:
+            check_token_strength(preset, s.auth.min_token_bits)  # ValueError: refused before anything starts
         limiter = RateLimiter(s.limits.rate_per_minute, s.limits.rate_burst)
-        self.auth = Auth(self.storage.tokens, limiter, s.auth.session_hours, admin_token=preset)
+        self.auth = Auth(
+            self.storage.tokens,
+            limiter,
+            s.auth.session_hours,
+            admin_token=preset,
+            failures=RateLimiter(s.auth.failed_per_minute, s.auth.failed_burst),
+            token_days=s.auth.token_days,
+        )
         self.media = Media(s.data_dir / "snapshots", s.privacy)
         self.engine = StreamEngine(
             detector,
@@ -167,6 +176,7 @@ class Service:
             attempts=s.alerts.webhook_attempts,
             backoff=s.alerts.webhook_backoff,
             on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc(),
+            policy=s.security.webhooks.policy,  # read at every send
         )
         self.alerts = AlertEngine(
             self.storage.alerts,
@@ -175,12 +185,15 @@ class Service:
             evaluate_every=s.alerts.evaluate_every,
             on_change=self.metrics.alerts_firing.set,
         )
+        demo_folder = demo_images(s)
         self.cameras = CameraManager(
             self.storage.cameras,
             self.engine,
             self.live_state,
             on_removed=self.alerts.forget_camera,
             hold=s.demo.seconds_per_image,
+            policy=s.security.sources.policy(),
+            trusted=[c.url for c in s.cameras] + ([str(demo_folder.resolve())] if demo_folder else []),
         )
         self.jobs = JobManager(
             self.storage.jobs,
@@ -248,6 +261,8 @@ class Service:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage.start()
         self.auth.start()
+        if self.auth.generated_admin_token:  # the first start: to a file only the service user reads, not the log
+            write_secret(s.admin_token_path, self.auth.generated_admin_token + "\n")
         self.storage.alerts.add_missing_rules([rule.model_dump() for rule in s.alerts.rules], time.time())
         self.jobs.recover()
         self.cameras.seed(s.cameras)

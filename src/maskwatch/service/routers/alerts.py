@@ -9,11 +9,24 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from maskwatch.core.netpolicy import RefusedError, check_url
 from maskwatch.core.settings import describe
 from maskwatch.service.alerts import AlertOut, AlertTransition
-from maskwatch.service.deps import MAX_ID, Admin, AlertsDep, AuditDep, IdPath, LiveDep, Operator, StorageDep, Viewer
+from maskwatch.service.auth import Principal
+from maskwatch.service.deps import (
+    MAX_ID,
+    Admin,
+    AlertsDep,
+    AuditDep,
+    IdPath,
+    LiveDep,
+    Operator,
+    SettingsDep,
+    StorageDep,
+    Viewer,
+)
 from maskwatch.service.errors import ApiError
-from maskwatch.service.settings import AlertRuleConfig
+from maskwatch.service.settings import AlertRuleConfig, ServiceSettings
 from maskwatch.service.storage.alerts import AlertFilter
 from maskwatch.service.storage.models import AlertRule
 
@@ -101,7 +114,8 @@ class RulePatch(BaseModel):
 
 
 class RuleOut(BaseModel):
-    """A rule as stored; its webhook secret is never shown (``has_webhook_secret`` says whether it has one)."""
+    """A rule as stored; its webhook secret is never shown (``has_webhook_secret`` says whether it has one),
+    its webhook URL only to admins (chat webhooks carry their credential in the URL): ``has_webhook``."""
 
     id: int
     name: str
@@ -115,11 +129,12 @@ class RuleOut(BaseModel):
     cooldown_s: float
     active_hours: str | None
     enabled: bool
-    webhook_url: str | None
+    webhook_url: str | None = Field(description="admins only (it may hold a credential)")
+    has_webhook: bool
     has_webhook_secret: bool
 
     @classmethod
-    def of(cls, row: AlertRule) -> RuleOut:
+    def of(cls, row: AlertRule, principal: Principal) -> RuleOut:
         return cls(
             id=row.id,
             name=row.name,
@@ -133,39 +148,53 @@ class RuleOut(BaseModel):
             cooldown_s=row.cooldown_s,
             active_hours=row.active_hours,
             enabled=row.enabled,
-            webhook_url=row.webhook_url,
+            webhook_url=row.webhook_url if principal.allows("admin") else None,
+            has_webhook=bool(row.webhook_url),
             has_webhook_secret=bool(row.webhook_secret),
         )
 
 
-def _check(rule: AlertRuleConfig) -> None:
+def _check(rule: AlertRuleConfig, settings: ServiceSettings) -> None:
     if rule.kind == "compliance_below" and (rule.threshold is None or not 0 <= rule.threshold <= 1):
         raise ApiError(422, "invalid", "compliance_below needs a threshold between 0 and 1")
     if rule.kind == "camera_lagging" and (rule.threshold is None or rule.threshold <= 0):
         raise ApiError(422, "invalid", "camera_lagging needs a threshold in seconds (> 0)")
     if rule.kind == "unmasked_person" and not rule.camera:
         raise ApiError(422, "invalid", "unmasked_person is opt-in per camera: give a camera")
+    if rule.webhook_url:
+        try:  # checked again at every send (the name may point elsewhere by then)
+            check_url(rule.webhook_url, settings.security.webhooks.policy())
+        except RefusedError as exc:
+            raise ApiError(422, "invalid", f"webhook_url refused: {exc}") from exc
 
 
 @router.get("/alert-rules", summary="Alert rules (webhook secrets are never shown)")
-def list_rules(storage: StorageDep, _: Viewer) -> list[RuleOut]:
-    return [RuleOut.of(r) for r in storage.alerts.rules()]
+def list_rules(storage: StorageDep, principal: Viewer) -> list[RuleOut]:
+    return [RuleOut.of(r, principal) for r in storage.alerts.rules()]
 
 
 @router.post("/alert-rules", status_code=201, summary="Add an alert rule")
-def create_rule(body: RuleIn, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin) -> RuleOut:
-    _check(body)
+def create_rule(
+    body: RuleIn, storage: StorageDep, alerts: AlertsDep, settings: SettingsDep, audit: AuditDep, principal: Admin
+) -> RuleOut:
+    _check(body, settings)
     row = storage.alerts.create_rule(body.model_dump(), time.time())
     if row is None:
         raise ApiError(409, "conflict", f"a rule named {body.name!r} exists")
     alerts.reload()
     audit.record(principal, "rule.create", f"rule:{row.id}", {"name": row.name, "kind": row.kind})
-    return RuleOut.of(row)
+    return RuleOut.of(row, principal)
 
 
 @router.patch("/alert-rules/{rule_id}", summary="Change an alert rule")
 def update_rule(
-    rule_id: IdPath, body: RulePatch, storage: StorageDep, alerts: AlertsDep, audit: AuditDep, principal: Admin
+    rule_id: IdPath,
+    body: RulePatch,
+    storage: StorageDep,
+    alerts: AlertsDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    principal: Admin,
 ) -> RuleOut:
     changes = body.model_dump(exclude_unset=True)
     old = storage.alerts.rule(rule_id)
@@ -176,15 +205,18 @@ def update_rule(
         checked = AlertRuleConfig.model_validate(merged)
     except ValidationError as exc:
         raise ApiError(422, "invalid", describe(exc)) from exc
-    _check(checked)
+    _check(checked, settings)
     row = storage.alerts.replace_rule(rule_id, checked.model_dump(), time.time())
     if row is None:
         raise ApiError(404, "not_found", f"no rule {rule_id}")
     alerts.reload()
     audit.record(
-        principal, "rule.update", f"rule:{rule_id}", {k: v for k, v in changes.items() if k != "webhook_secret"}
+        principal,
+        "rule.update",
+        f"rule:{rule_id}",
+        {k: v for k, v in changes.items() if k not in ("webhook_secret", "webhook_url")},
     )
-    return RuleOut.of(row)
+    return RuleOut.of(row, principal)
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alerts resolve)")
