@@ -40,7 +40,7 @@ from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSend
 from maskwatch.service.auth import Auth, RateLimiter, check_token_strength
 from maskwatch.service.cameras import CameraManager
 from maskwatch.service.inference import InferenceGate
-from maskwatch.service.jobs import JobManager
+from maskwatch.service.jobs import JobLimits, JobManager
 from maskwatch.service.live import Hub, Live, LiveState
 from maskwatch.service.media import Media
 from maskwatch.service.metrics import Metrics
@@ -202,6 +202,15 @@ class Service:
             s.data_dir / "jobs",
             max_running=s.jobs.max_running,
             keep_events=s.jobs.keep_events,
+            limits=JobLimits(
+                archive_members=s.limits.archive_members,
+                archive_bytes=s.limits.archive_bytes,
+                archive_ratio=s.limits.archive_ratio,
+                image_pixels=s.limits.upload_pixels,  # the same limit as POST /infer
+                frame_pixels=s.limits.frame_pixels,
+                max_queued=s.jobs.max_queued,
+                max_queued_bytes=s.jobs.max_queued_bytes,
+            ),
         )
         self.inference = InferenceGate(
             detector.configured(scales=s.model.infer_preset),
