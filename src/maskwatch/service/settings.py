@@ -160,7 +160,7 @@ class LimitSettings(Section):
     archive_bytes: int = Field(2_000_000_000, ge=1024)  # their total size once extracted
     archive_ratio: float = Field(100.0, ge=1)  # per member: extracted size / compressed size (zip bombs)
     frame_pixels: int = Field(33_177_600, ge=1024)  # a video's frame size (8K UHD), checked before decoding
-    streams_per_token: int = Field(4, ge=1)  # live MJPEG + SSE streams one token may hold open at once
+    streams_per_token: int = Field(8, ge=1)  # live MJPEG + SSE streams one token may hold open at once (429 past)
     metric_cameras: int = Field(500, ge=1)  # cameras with their own Prometheus series; later ones share "_other"
     # the fleet's MQTT ingest: what remote nodes may create, and which times they may report
     fleet_nodes: int = Field(1000, ge=1)  # nodes tracked; messages of further nodes are rejected ("cap")
