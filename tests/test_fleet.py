@@ -235,7 +235,8 @@ def test_ingest_validates_and_counts_without_stopping():
             )
             ingest.receive(topic, payload)
     ingest.receive("maskwatch/n1/door/events", good.to_json().encode())  # stats on the events channel
-    assert ingest.rejected == {"oversized": 1, "topic": 1, "json": 3, "schema": 1, "invalid": 1, "mismatch": 2}
+    assert ingest.rejected == {"oversized": 1, "topic": 1, "json": 3, "schema": 1, "invalid": 1, "mismatch": 2,
+                               "cap": 0, "remote": 0}  # fmt: skip
     ingest.receive("maskwatch/n1/door/stats", _stats().to_json().encode())  # still ingesting
     assert ingest.accepted == 2 and len(got) == 2
     assert got[0].id == good.id and got[0].source == "n1:door"  # renamed node:camera, id unchanged

@@ -81,7 +81,7 @@ class Fleet:
         ]
         log = self._log("serve")
         self.serve = subprocess.Popen(
-            args, stdout=log, stderr=log, env={**os.environ, "MASKWATCH_ADMIN_TOKEN": "t" * 32}
+            args, stdout=log, stderr=log, env={**os.environ, "MASKWATCH_ADMIN_TOKEN": "mw_fleet_faults_" + "0123456789abcdef" * 2}
         )
         assert wait_until(lambda: (self.root / "control" / "fleet.json").exists(), 60), self.logs("serve")
 

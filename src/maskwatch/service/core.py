@@ -245,6 +245,7 @@ class Service:
         import socket
 
         from maskwatch.fleet.ingest import FleetIngest, parse_ingest_url
+        from maskwatch.fleet.validation import RemoteLimits
 
         broker, shared = parse_ingest_url(link.url)
         return FleetIngest(
@@ -257,6 +258,12 @@ class Service:
             on_node=self.alerts.observe_node,
             state_file=self.settings.data_dir / "fleet.json",
             state_every=link.state_every,
+            limits=RemoteLimits(
+                max_nodes=self.settings.limits.fleet_nodes,
+                max_cameras_per_node=self.settings.limits.fleet_cameras_per_node,
+                future_s=self.settings.limits.remote_future_s,
+                past_s=self.settings.limits.remote_past_s,
+            ),
         )
 
     # -- life cycle ------------------------------------------------------------------------------------
