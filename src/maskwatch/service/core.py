@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,11 +66,13 @@ log = logging.getLogger("maskwatch.service")
 @dataclass(frozen=True)
 class FleetLink:
     """MQTT ingest of the fleet's edge nodes (``serve --mqtt URL [--mqtt-id ID]``): ``url`` is
-    ``mqtt://USER:PASS@HOST:PORT`` (``mqtts://`` for TLS; ``?shared=1``: one worker of several on the shared
-    subscription). The fleet state goes to ``DATA_DIR/fleet.json`` every ``state_every`` seconds."""
+    ``mqtt://USER@HOST:PORT`` (``mqtts://`` for TLS; ``?shared=1``: one worker of several on the shared
+    subscription); ``password`` (``$MASKWATCH_MQTT_PASSWORD`` or ``_FILE``) replaces one in the URL. The fleet
+    state goes to ``DATA_DIR/fleet.json`` every ``state_every`` seconds."""
 
     url: str
     client_id: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: TLSOptions | None = None
     state_every: float = 2.0
 
@@ -142,7 +144,7 @@ class Service:
         self.detector: MaskDetector = detector
         self.engine_config = engine_config(s)
 
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_cameras=s.limits.metric_cameras)
         self.storage = Storage(s.db_url)
         preset = admin_token if admin_token is not None else env_secret("MASKWATCH_ADMIN_TOKEN")
         if preset:
@@ -248,6 +250,8 @@ class Service:
         from maskwatch.fleet.validation import RemoteLimits
 
         broker, shared = parse_ingest_url(link.url)
+        if link.password:
+            broker = replace(broker, password=link.password)
         return FleetIngest(
             functools.partial(self.pipeline.handle_event, block=True),  # a full buffer slows ingest, never drops
             broker,

@@ -250,6 +250,34 @@ class ServiceSettings(RootSettings):
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
 
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with every credential hidden (``serve --check``): passwords in URLs and
+        ``password=``/``token=`` values (:func:`maskwatch.core.redaction.redact`, on each value), webhook
+        secrets, and webhook URLs past their host (a chat webhook's path is its credential)."""
+        from urllib.parse import urlsplit
+
+        from maskwatch.core.redaction import REDACTED, redact
+
+        def hide(value: Any, key: str = "") -> Any:
+            if isinstance(value, dict):
+                return {k: hide(v, str(k)) for k, v in value.items()}
+            if isinstance(value, list):
+                return [hide(v, key) for v in value]
+            if isinstance(value, str):
+                if key == "webhook_secret":
+                    return REDACTED
+                if key == "webhook_url":
+                    try:
+                        parts = urlsplit(value)
+                        return f"{parts.scheme}://{parts.hostname or ''}/{REDACTED}"
+                    except ValueError:
+                        return REDACTED
+                return redact(value)
+            return value
+
+        data: dict[str, Any] = hide(self.model_dump(mode="json"))
+        return data
+
     @property
     def admin_token_path(self) -> Path:
         return Path(self.auth.admin_token_file) if self.auth.admin_token_file else self.data_dir / "admin-token"
