@@ -67,10 +67,10 @@ class Listener:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_GET(self):  # noqa: N802 - the handler's names
+            def do_GET(self):
                 self._record()
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self._record()
 
             def log_message(self, *args):
