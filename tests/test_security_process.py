@@ -134,3 +134,48 @@ def test_no_secret_in_logs_command_lines_or_environments_of_serve_and_agent(tmp_
             assert secret not in text, f"a secret in {where}"
     assert "admin-token" in texts["serve"]  # the log says where the token is, not what it is
     assert "postgres:***@" in texts["check"] or "***@127.0.0.1" in texts["check"]
+
+
+def test_docs_render_in_chromium_under_the_content_policy(tmp_path):
+    """Swagger UI from the installed assets works under the dashboard's content policy: every operation is
+    listed and Chromium reports no policy violation and no request outside the service."""
+    from test_service_browser import CHROMIUM_ARGS, _browser_or_skip
+
+    chromium, sync_playwright = _browser_or_skip()
+    import socket
+    import threading
+
+    import uvicorn
+    from conftest_service import ADMIN, service_settings
+    from fakes import fake_detector
+
+    from maskwatch.service.app import create_app
+
+    app = create_app(service_settings(tmp_path), detector=fake_detector(), admin_token=ADMIN)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        messages: list[str] = []
+        hosts: set[str] = set()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.on("console", lambda m: messages.append(m.text))
+            page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+            page.goto(f"http://127.0.0.1:{port}/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            operations = page.locator(".opblock").count()
+            browser.close()
+        assert operations >= 40
+        assert not [m for m in messages if "Content Security Policy" in m], messages
+        assert hosts == {f"127.0.0.1:{port}"}
+    finally:
+        srv.should_exit = True
+        thread.join(15)
