@@ -19,8 +19,8 @@ SERVE_DIR := runs/serve
 run: setup
 	@mkdir -p $(SERVE_DIR)
 	@[ -s $(SERVE_DIR)/admin-token ] || (umask 077; $(BIN)/python -c "import secrets; print('mw_' + secrets.token_urlsafe(32))" > $(SERVE_DIR)/admin-token)
-	@echo "maskwatch: open http://127.0.0.1:8000/ and log in with the admin token: $$(cat $(SERVE_DIR)/admin-token)"
-	@MASKWATCH_ADMIN_TOKEN="$$(cat $(SERVE_DIR)/admin-token)" $(BIN)/maskwatch serve --host 127.0.0.1 --port 8000 --data-dir $(SERVE_DIR)
+	@echo "maskwatch: open http://127.0.0.1:8000/ and log in with the admin token (made by make run, kept in $(SERVE_DIR)/admin-token): $$(cat $(SERVE_DIR)/admin-token)"
+	@MASKWATCH_ADMIN_TOKEN_FILE=$(SERVE_DIR)/admin-token $(BIN)/maskwatch serve --host 127.0.0.1 --port 8000 --data-dir $(SERVE_DIR)
 
 # The training job: train the default recipe on ../shared/data/faces, evaluate on its test split and on
 # face crops of the shared scenes (cross-dataset).

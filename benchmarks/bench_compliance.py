@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "mw_bench_admin_token"
+ADMIN = "mw_bench_admin_token_0123456789abcdef"  # a preset admin token must be strong
 HOUR, DAY = 3600, 86400
 END = time.time() // DAY * DAY  # the data ends at midnight today (inside every retention); so do the queries
 

@@ -48,7 +48,7 @@ from maskwatch.fleet.publisher import Publisher  # noqa: E402
 from maskwatch.fleet.topics import BrokerURL  # noqa: E402
 
 USERS = {"agent": "agent-secret", "control": "control-secret"}
-TOKEN = "b" * 32
+TOKEN = "mw_bench_fleet_" + "0123456789abcdef" * 2  # a preset admin token must be strong
 CLI = [sys.executable, "-c", "from maskwatch.cli import main; main()"]
 
 

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ADMIN = "mw_bench_admin_token"
+ADMIN = "mw_bench_admin_token_0123456789abcdef"  # a preset admin token must be strong
 CAMERAS = ("cam0", "cam1")
 
 

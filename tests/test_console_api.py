@@ -41,7 +41,8 @@ GRAFANA = ROOT / "docs" / "grafana" / "maskwatch.json"
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     limits = {"rate_per_minute": 100000, "rate_burst": 10000, "upload_bytes": 20_000, "upload_pixels": 100_000}
-    with running_service(tmp_path_factory.mktemp("console"), limits=limits) as (client, service):
+    security = {"webhooks": {"hosts": ["127.0.0.1"]}}  # the test's webhook receiver, listed like an admin would
+    with running_service(tmp_path_factory.mktemp("console"), limits=limits, security=security) as (client, service):
         tokens = {"admin": ADMIN}
         for role in ("viewer", "operator"):
             tokens[role] = client.post(f"{API}/tokens", json={"name": role, "role": role}).json()["token"]
@@ -256,7 +257,7 @@ def test_people_today_per_camera_adds_up_to_the_overview(svc):
 
 
 def test_rules_need_an_existing_camera_hide_webhook_urls_and_test_fire_signed(svc):
-    from maskwatch.service.alerts import SIGNATURE_HEADER, sign
+    from maskwatch.service.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
     client, _, tokens = svc
     receiver = Receiver()
@@ -294,7 +295,8 @@ def test_rules_need_an_existing_camera_hide_webhook_urls_and_test_fire_signed(sv
         assert fired.status_code == 200, fired.text
         assert fired.json()["ok"] and fired.json()["status_code"] == 200 and fired.json()["signed"]
         headers, body = receiver.requests[-1]
-        assert headers[SIGNATURE_HEADER.lower()] == sign("hook-secret", body)  # the one signer
+        timestamp = int(headers[TIMESTAMP_HEADER.lower()])
+        assert headers[SIGNATURE_HEADER.lower()] == sign("hook-secret", body, timestamp)  # the one signer
         sent = json.loads(body)
         assert headers["x-maskwatch-event"] == "test" and sent["transition"] == "test"
         assert sent["alert"]["rule"] == "door low" and sent["alert"]["camera"] == "door"

@@ -57,7 +57,9 @@ def shots(tmp_path_factory):
 def world(tmp_path_factory):
     """The control room (snapshots on, a local camera "door") with gate-a (--snapshots), gate-b and gate-c."""
     cameras = [{"name": "door", "url": "rtsp://fake/door"}]
-    with fleet_world(tmp_path_factory.mktemp("world"), cameras=cameras, privacy={"snapshots": True}) as w:
+    security = {"webhooks": {"hosts": ["127.0.0.1"]}, "sources": {"hosts": ["fake"]}}  # the test's own, listed
+    with fleet_world(tmp_path_factory.mktemp("world"), cameras=cameras, privacy={"snapshots": True},
+                     security=security) as w:  # fmt: skip
         base, server, thread = _serve(w.app)
         start_nodes(w)
         try:
@@ -198,7 +200,7 @@ def test_a_remote_cameras_page_beside_a_local_one(world, browser, shots):
 
 
 def test_rules_editor_labels_webhooks_edit_toggle_and_test_fire(world, browser, shots):
-    from maskwatch.service.alerts import SIGNATURE_HEADER, sign
+    from maskwatch.service.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
     w, base = world
     receiver = Receiver()
@@ -238,7 +240,8 @@ def test_rules_editor_labels_webhooks_edit_toggle_and_test_fire(world, browser, 
         assert ui.poll(lambda: "HTTP 200" in page.text_content("#rule-test-result"))
         assert "signed" in page.text_content("#rule-test-result")
         headers, body = receiver.requests[-1]
-        assert headers[SIGNATURE_HEADER.lower()] == sign("hook-secret", body)
+        timestamp = int(headers[TIMESTAMP_HEADER.lower()])
+        assert headers[SIGNATURE_HEADER.lower()] == sign("hook-secret", body, timestamp)
         assert json.loads(body)["transition"] == "test"
         page.screenshot(path=str(shots / "rules-editor.png"), full_page=True)
         # a resolved alert has no Acknowledge button, a firing one has

@@ -5,6 +5,7 @@ breaks a URL across lines."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_serve_banner_keeps_every_url_on_one_line(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         data = tmp_path / ("a-rather-long-folder-name-for-the-service-data-" * 2) / "data"
-        env = {**os.environ, "MASKWATCH_OFFLINE": "1", "COLUMNS": "80", "MASKWATCH_ADMIN_TOKEN": "mw_" + "x" * 30}
+        token = secrets.token_urlsafe(32)  # strong enough for auth.min_token_bits
+        env = {**os.environ, "MASKWATCH_OFFLINE": "1", "COLUMNS": "80", "MASKWATCH_ADMIN_TOKEN": token}
         cmd = [
             sys.executable,
             "-m",

@@ -236,7 +236,8 @@ def test_ingest_validates_and_counts_without_stopping():
             )
             ingest.receive(topic, payload)
     ingest.receive("maskwatch/n1/door/events", good.to_json().encode())  # stats on the events channel
-    assert ingest.rejected == {"oversized": 1, "topic": 1, "json": 3, "schema": 1, "invalid": 1, "mismatch": 2}
+    assert ingest.rejected == {"oversized": 1, "topic": 1, "json": 3, "schema": 1, "invalid": 1, "mismatch": 2,
+                               "cap": 0, "remote": 0}  # fmt: skip
     ingest.receive("maskwatch/n1/door/stats", _stats().to_json().encode())  # still ingesting
     assert ingest.accepted == 2 and len(got) == 2
     assert got[0].id == good.id and got[0].source == "n1:door"  # renamed node:camera, id unchanged
@@ -499,7 +500,8 @@ def test_full_ingest_buffer_holds_messages_back_and_loses_nothing(tmp_path, brok
     from maskwatch.service.storage.models import Ingested, PersonEvent
 
     link = FleetLink(broker.url("control"), client_id="ingest-full", state_every=0.5)
-    with running_service(tmp_path, limits={"ingest_buffer": 100}, fleet=link) as (_client, service):
+    limits = {"ingest_buffer": 100, "remote_past_s": 10 * 365 * 86400}  # the events are dated 2026-03-02
+    with running_service(tmp_path, limits=limits, fleet=link) as (_client, service):
         ingestor = service.ingestor
         ingestor.batch = 10
         write, peak = ingestor._write, [0]
@@ -578,7 +580,8 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
     receiver = Receiver()
     rule = {"name": "node offline", "kind": "node_offline", "for_s": 0.5, "cooldown_s": 60,
             "webhook_url": receiver.url}  # fmt: skip
-    sections = {"alerts": {"rules": [rule], "evaluate_every": 0.1}}
+    sections = {"alerts": {"rules": [rule], "evaluate_every": 0.1},
+                "security": {"sources": {"hosts": ["fake"]}, "webhooks": {"hosts": ["127.0.0.1"]}}}  # fmt: skip
     node: subprocess.Popen[bytes] | None = None
     try:
         url = broker.url("control") + "?shared=1"

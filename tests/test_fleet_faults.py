@@ -82,9 +82,8 @@ class Fleet:
             "control-room",
         ]
         log = self._log("serve")
-        self.serve = subprocess.Popen(
-            args, stdout=log, stderr=log, env={**os.environ, "MASKWATCH_ADMIN_TOKEN": "t" * 32}
-        )
+        token = "mw_fleet_faults_" + "0123456789abcdef" * 2  # a preset admin token must be strong
+        self.serve = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, "MASKWATCH_ADMIN_TOKEN": token})
         assert wait_until(lambda: (self.root / "control" / "fleet.json").exists(), 60), self.logs("serve")
 
     def start_agent(self, node: str = "n1") -> None:

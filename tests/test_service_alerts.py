@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -82,7 +83,8 @@ def test_webhook_retries_wait_doubling_with_jitter():
 
 
 def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack(tmp_path, receiver, caplog):
-    with running_service(tmp_path, alerts={"evaluate_every": 3600, "webhook_backoff": 0.05}) as (client, service):
+    with running_service(tmp_path, alerts={"evaluate_every": 3600, "webhook_backoff": 0.05},
+                         security={"webhooks": {"hosts": ["127.0.0.1"]}}) as (client, service):  # fmt: skip
         rule = {"name": "low compliance", "kind": "compliance_below", "camera": "door", "threshold": 0.8,
                 "min_people": 3, "window_s": 600, "hysteresis": 0.05, "cooldown_s": 3600,
                 "webhook_url": receiver.url, "webhook_secret": "s3cret"}  # fmt: skip
@@ -122,7 +124,9 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         assert wait_until(lambda: len(receiver.requests) >= 3, 10)
         transitions = []
         for headers, body in receiver.requests:
-            expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+            stamp = headers["x-maskwatch-timestamp"]  # signed with the body: a replay is stale after 5 minutes
+            assert abs(int(stamp) - time.time()) < 60
+            expected = "sha256=" + hmac.new(b"s3cret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
             assert hmac.compare_digest(headers["x-maskwatch-signature"], expected)
             transitions.append(json.loads(body)["transition"])
         assert transitions[:3] == ["firing", "firing", "resolved"]

@@ -60,6 +60,7 @@ FACE_JPEG = jpeg(scene([(40, 40, 60, GREEN)]))
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     with running_service(tmp_path_factory.mktemp("svc"), limits={"rate_per_minute": 100000, "rate_burst": 10000},
+                         auth={"failed_burst": 10000},  # the role matrix sends hundreds of wrong tokens
                          jobs={"allowed_dirs": [str(tmp_path_factory.mktemp("allowed"))]}) as pair:  # fmt: skip
         client, service = pair
         tokens = {"admin": ADMIN}

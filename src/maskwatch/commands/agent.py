@@ -49,7 +49,8 @@ def agent(
     password: Optional[str] = typer.Option(
         None,
         "--password",
-        help="Broker password (overrides the URL's; prefer the config file or $MASKWATCH_MQTT_PASSWORD).",
+        help="Broker password (overrides the URL's). A flag is visible in every process listing: prefer "
+        "$MASKWATCH_MQTT_PASSWORD, a file named by $MASKWATCH_MQTT_PASSWORD_FILE, or the config file.",
         envvar="MASKWATCH_MQTT_PASSWORD",
     ),
     tls_ca: Optional[str] = typer.Option(None, "--tls-ca", help="CA bundle to verify the broker (turns TLS on)."),
@@ -111,6 +112,13 @@ def agent(
         "cameras": cameras,
     }
     settings = load_agent_config(config, overrides)
+    if settings.password is None:  # $MASKWATCH_MQTT_PASSWORD_FILE: the password in a file (never a flag)
+        from maskwatch.core.credentials import env_secret
+
+        try:
+            settings.password = env_secret("MASKWATCH_MQTT_PASSWORD")
+        except ValueError as exc:
+            fail(str(exc))
     try:
         settings.broker_url()
         from maskwatch.core.names import check_name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -39,6 +41,35 @@ def _server_class() -> type:
     return Server
 
 
+def _show_admin_token(token: str, path: Path) -> None:
+    """The first start's admin token: on a terminal only (never into a log file or a journal); the file
+    ``path`` (mode 600) holds it either way."""
+    if sys.stdout.isatty():
+        console.print(f"first start: admin token {token} (also in {path}, mode 600; make more under Settings)")
+    else:
+        console.print(f"first start: an admin token was written to {path} (mode 600)")
+
+
+def _warn_listed_secrets(args: list[str]) -> None:
+    """Warn when a password was given as a flag (visible to every user in ``ps``)."""
+    from urllib.parse import urlsplit
+
+    from maskwatch.commands.common import log
+
+    for arg in args:
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
+        try:
+            password = urlsplit(value).password if "://" in value else None
+        except ValueError:
+            password = None
+        if password:
+            log.warning(
+                "a password was given on the command line, where every user sees it (ps); use $MASKWATCH_DB / "
+                "$MASKWATCH_DB_FILE, $MASKWATCH_MQTT_PASSWORD / $MASKWATCH_MQTT_PASSWORD_FILE instead"
+            )
+            return
+
+
 def serve(
     config: Optional[Path] = typer.Option(
         None,
@@ -50,7 +81,8 @@ def serve(
     db: Optional[str] = typer.Option(
         None,
         "--db",
-        help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB ($MASKWATCH_DB).",
+        help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB. With a password, prefer "
+        "$MASKWATCH_DB or $MASKWATCH_DB_FILE (a flag is visible in every process listing).",
         show_default="sqlite in the data dir",
     ),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address.", show_default="127.0.0.1"),
@@ -69,8 +101,10 @@ def serve(
     mqtt: Optional[str] = typer.Option(
         None,
         "--mqtt",
-        help="Ingest the fleet's edge agents from this broker: "
-        "mqtt://USER:PASS@HOST:PORT (mqtts:// for TLS); see docs/deploy.md.",
+        help="Ingest the fleet's edge agents from this broker: mqtt://USER@HOST:PORT (mqtts:// for TLS), "
+        "the password in $MASKWATCH_MQTT_PASSWORD or a file named by $MASKWATCH_MQTT_PASSWORD_FILE (never in "
+        "the URL: a flag is visible in every process listing); see docs/deploy.md.",
+        envvar="MASKWATCH_MQTT",
     ),
     mqtt_id: Optional[str] = typer.Option(
         None,
@@ -88,6 +122,14 @@ def serve(
     from maskwatch.service.settings import load_settings
 
     setup_logging(verbose)
+    from maskwatch.core.credentials import env_secret
+
+    try:
+        if db is None and not os.environ.get("MASKWATCH_DB"):
+            db = env_secret("MASKWATCH_DB")  # $MASKWATCH_DB_FILE: the URL in a file
+        mqtt_password = env_secret("MASKWATCH_MQTT_PASSWORD")
+    except ValueError as exc:
+        fail(str(exc))
     overrides = {
         "server": {"db": db, "host": host, "port": port, "data_dir": None if data_dir is None else str(data_dir)},
         "demo": {"enabled": demo},
@@ -100,17 +142,10 @@ def serve(
     if check:
         import yaml
 
-        from maskwatch.core.redaction import REDACTED, redact
-
-        data = settings.model_dump()
-        for rule in data["alerts"]["rules"]:
-            if rule.get("webhook_secret"):
-                rule["webhook_secret"] = REDACTED
-        if data["auth"].get("scrape_token"):
-            data["auth"]["scrape_token"] = REDACTED
-        # every credential in a URL (database, cameras, webhooks) or a password=/token= value is hidden
-        typer.echo(redact(yaml.safe_dump(data, sort_keys=False)))
+        # every credential hidden: passwords in URLs, password=/token= values, webhook URLs and secrets
+        typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
         return
+    _warn_listed_secrets(sys.argv[1:])
     import uvicorn
 
     from maskwatch.service.app import create_app
@@ -124,10 +159,13 @@ def serve(
             parse_ingest_url(mqtt)
         except ValueError as exc:
             fail(str(exc))
-        fleet = FleetLink(mqtt, client_id=mqtt_id)
+        fleet = FleetLink(mqtt, client_id=mqtt_id, password=mqtt_password)
     m = settings.model
     detector = load_mask_detector(m.infer_preset, model=m.path, backend=m.backend, threads=m.threads)
-    app = create_app(settings, detector=detector, fleet=fleet)
+    try:
+        app = create_app(settings, detector=detector, fleet=fleet, on_admin_token=_show_admin_token)
+    except ValueError as exc:  # a preset admin token that is too weak
+        fail(str(exc))
     server_class = _server_class()
     url = f"http://{settings.server.host}:{settings.server.port}/"
     # one line each, never wrapped: a URL cut across lines cannot be copied or clicked

@@ -8,9 +8,9 @@ __all__ = ["REDACTED", "redact"]
 
 REDACTED = "***"
 
-# scheme://userinfo@host...: the user info runs to the *last* "@" before the authority ends ("/", "?", "#",
-# whitespace or a quote), so a password holding a raw "@" (``rtsp://cam:p@ss@host``) is hidden whole
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"'<>]*@")
+# scheme://userinfo@host...: the user info runs to the *last* "@" before the authority ends ("/", "?", "#" or
+# whitespace), so a password holding a raw "@", a quote or "<" (``rtsp://cam:p@s's@host``) is hidden whole
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 # key=value secrets in DSNs and query strings (``password=...``, ``?token=...``)
 _KEY_VALUE = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?token)\s*[=:]\s*)(?P<value>[^\s&;,]+)",

@@ -10,8 +10,11 @@ until a member subscribes again), so with shared workers keep at least one of th
 
 Validation, in order; a failure is counted under its reason and never stops ingest:
 ``oversized`` (payload over ``max_bytes``), ``topic`` (not a maskwatch topic), ``json`` (not JSON / truncated),
-``schema`` (unknown ``schema``), ``invalid`` (fails :func:`maskwatch.stream.parse_event`), ``mismatch``
-(the event's ``source`` is not the topic's camera, or its type does not belong on that channel).
+``schema`` (unknown ``schema``), ``invalid`` (fails :func:`maskwatch.stream.parse_event`, or a node status
+fails its schema), ``mismatch`` (the event's ``source`` is not the topic's camera, or its type does not belong
+on that channel), ``cap`` (a node or camera past :class:`~maskwatch.fleet.validation.FleetCaps`), ``remote``
+(times out of the accepted window, negative or inconsistent counts: :mod:`maskwatch.fleet.validation`). A
+remote event's snapshot reference is dropped (it would name a file of the control room).
 Unauthorised publishes never get here: the broker refuses them (password file + ACL).
 
 Events are renamed ``{node}:{camera}`` (camera names are only unique within a node). A message is
@@ -54,6 +57,7 @@ from maskwatch.core.names import qualified
 from maskwatch.fleet import topics
 from maskwatch.fleet.publisher import ReconnectSchedule, TLSOptions, make_client
 from maskwatch.fleet.topics import BrokerURL
+from maskwatch.fleet.validation import FleetCaps, RemoteLimits, check_event, parse_node_status, strip_remote
 
 __all__ = [
     "REJECT_REASONS",
@@ -69,7 +73,7 @@ __all__ = [
 
 log = logging.getLogger("maskwatch.fleet")
 
-REJECT_REASONS = ("oversized", "topic", "json", "schema", "invalid", "mismatch")
+REJECT_REASONS = ("oversized", "topic", "json", "schema", "invalid", "mismatch", "cap", "remote")
 _STORED = ("track_ended", "stats")
 
 NodeStatus = Literal["online", "offline", "unknown"]  # unknown: seen through its events, no status yet
@@ -165,6 +169,8 @@ class FleetIngest:
         max_bytes: larger payloads are rejected.
         on_node: told every valid node status (:data:`NodeObserver`).
         state_file: where to write :meth:`state` (JSON) every ``state_every`` seconds while running.
+        limits: caps on nodes and cameras, and the time window of remote events
+            (:class:`~maskwatch.fleet.validation.RemoteLimits`).
     """
 
     def __init__(
@@ -180,8 +186,11 @@ class FleetIngest:
         on_node: NodeObserver | None = None,
         state_file: Path | None = None,
         state_every: float = 2.0,
+        limits: RemoteLimits | None = None,
     ) -> None:
         self.handle_event = handle_event
+        self.limits = limits or RemoteLimits()
+        self.caps = FleetCaps(self.limits)
         self.on_node = on_node
         self.broker = broker
         self.client_id = client_id
@@ -338,6 +347,15 @@ class FleetIngest:
             return self._reject("invalid", topic, str(exc)[:200])
         if event.source != parsed.camera or topics.CHANNEL_OF.get(event.type) != parsed.channel:
             return self._reject("mismatch", topic, f"{event.type} from {event.source!r}")
+        with self._lock:
+            known = self.nodes.get(parsed.node)
+            capped = self.caps.admit(self.nodes, parsed.node, parsed.camera, set(known.cameras) if known else set())
+        if capped:
+            return self._reject("cap", topic, capped)
+        refused = check_event(event, time.time(), self.limits)
+        if refused:
+            return self._reject("remote", topic, refused)
+        event = strip_remote(event)
         renamed = event.model_copy(update={"source": qualified(parsed.node, parsed.camera)})
         self._observe(parsed.node, parsed.camera, event)
         if self.handle_event(renamed) is False:
@@ -379,24 +397,27 @@ class FleetIngest:
     def _node_status(self, node: str, body: dict[str, Any], topic: str) -> int:
         if body.get("schema") != topics.NODE_SCHEMA:
             return self._reject("schema", topic, str(body.get("schema"))[:60])
-        status = body.get("state")
-        if body.get("node") != node or status not in ("online", "offline"):
-            return self._reject("mismatch", topic, f"node {body.get('node')!r} state {status!r}")
-        reason = body.get("reason")
-        reason = None if reason is None else str(reason)
+        if body.get("node") != node or body.get("state") not in ("online", "offline"):
+            return self._reject("mismatch", topic, f"node {body.get('node')!r} state {body.get('state')!r}")
+        status = parse_node_status(body, self.limits)
+        if isinstance(status, str):
+            return self._reject("invalid", topic, status)
+        with self._lock:
+            capped = self.caps.admit(self.nodes, node, None)
+        if capped:
+            return self._reject("cap", topic, capped)
+        reason = status.reason
         state = self._node(node)
         now = time.time()
         previous = state.state
-        state.state = "online" if status == "online" else "offline"
+        state.state = status.state
         state.last_seen, state.reason = now, reason
-        outbox = body.get("outbox")
-        if isinstance(outbox, dict):
-            state.outbox = {str(k): int(v) for k, v in outbox.items() if isinstance(v, int)}
+        if status.outbox is not None:
+            state.outbox = dict(status.outbox)
         if previous != state.state:
             state.since = now
-        for camera in body.get("cameras") or []:
-            if isinstance(camera, str):
-                state.cameras.setdefault(camera, CameraState())
+        for camera in status.cameras or []:
+            state.cameras.setdefault(camera, CameraState())
         self.accepted += 1
         if self.on_node is not None:
             try:

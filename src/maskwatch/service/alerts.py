@@ -1,6 +1,7 @@
 """Alert rules evaluated on the live event flow, with hysteresis, cooldown and active hours; alerts go to
-the database, the dashboard (SSE), the log and webhooks (HMAC-SHA256 signed, retried with backoff, every
-attempt recorded).
+the database, the dashboard (SSE), the log and webhooks (HMAC-SHA256 signed over a timestamp and the body,
+retried with backoff, every attempt recorded; each target checked against ``security.webhooks`` when it is
+sent to, and the address checked is the one connected to).
 
 Rule kinds (``AlertRule.kind``):
 
@@ -44,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from maskwatch.core.backoff import Backoff
-from maskwatch.core.redaction import redact
+from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_url
 from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.alerts import AlertRepository, Delivery
 from maskwatch.service.storage.models import Alert, AlertRule
@@ -53,18 +54,27 @@ __all__ = [
     "NODE_KINDS",
     "NODE_OFFLINE_RULE",
     "SIGNATURE_HEADER",
+    "SIGNATURE_TOLERANCE_S",
+    "TIMESTAMP_HEADER",
     "AlertEngine",
     "AlertOut",
     "AlertTransition",
     "WebhookSender",
     "in_active_hours",
     "sign",
+    "verify",
 ]
 
 log = logging.getLogger("maskwatch.service")
 
 BAD_STATES = ("lost", "reconnecting", "failed")
 SIGNATURE_HEADER = "X-Maskwatch-Signature"
+TIMESTAMP_HEADER = "X-Maskwatch-Timestamp"
+#: a receiver refuses a delivery whose timestamp is further than this from its clock (replays)
+SIGNATURE_TOLERANCE_S = 300
+#: what a failed attempt records when the target could not be reached: one phrase for every network error,
+#: so that the delivery log does not tell open, closed and filtered ports apart
+UNREACHABLE = "not delivered: no connection or no answer"
 NODE_KINDS = ("node_offline",)  # rules about fleet nodes rather than cameras
 RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
 
@@ -74,9 +84,32 @@ NODE_OFFLINE_RULE = AlertRuleConfig(
 )
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The value of :data:`SIGNATURE_HEADER`: ``sha256=`` + HMAC-SHA256 of the raw body with the secret."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The value of :data:`SIGNATURE_HEADER`: ``sha256=`` + HMAC-SHA256, keyed with the secret, of
+    ``"{timestamp}."`` followed by the raw body (``timestamp``: the :data:`TIMESTAMP_HEADER` value, Unix
+    seconds). Signing the time makes a captured delivery useless once the tolerance window has passed."""
+    signed = str(int(timestamp)).encode("ascii") + b"." + body
+    return "sha256=" + hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def verify(
+    secret: str,
+    body: bytes,
+    timestamp: str,
+    signature: str,
+    *,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does with a delivery: the timestamp is an integer within ``tolerance_s`` of ``now``
+    and the signature matches (compared in constant time). docs/service.md shows the same in a few lines."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - sent) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, sent), signature)
 
 
 def in_active_hours(spec: str | None, when: datetime) -> bool:
@@ -150,7 +183,13 @@ class _Node:
 class WebhookSender:
     """Deliveries, in order, on one thread: ``attempts`` tries with doubling, jittered waits from ``backoff``
     seconds (:class:`~maskwatch.core.backoff.Backoff`), each attempt recorded (a receiver sees ``firing``
-    before ``resolved`` even when the first attempt had to be retried)."""
+    before ``resolved`` even when the first attempt had to be retried).
+
+    Each attempt is signed anew (a fresh timestamp) and checked against ``policy`` (``security.webhooks``;
+    ``policy()`` is read at each attempt, so a changed setting applies at once): the target's host is
+    resolved, every address checked, and the request sent to the first of those addresses (the name goes in
+    ``Host`` and in TLS's SNI, so certificates are still checked against it). A refused target is recorded
+    as such and not retried; network errors are recorded as one phrase (:data:`UNREACHABLE`)."""
 
     def __init__(
         self,
@@ -160,8 +199,10 @@ class WebhookSender:
         attempts: int,
         backoff: float,
         on_attempt: Callable[[bool], None] | None = None,
+        policy: Callable[[], NetPolicy] | None = None,
     ) -> None:
         self.alerts = alerts
+        self.policy = policy
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
         self.on_attempt = on_attempt
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskwatch-webhook")
@@ -183,10 +224,27 @@ class WebhookSender:
     ) -> Future[bool]:
         return self._pool.submit(self._deliver, url, secret, payload, alert_id, rule_id)
 
+    def _target(self, url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+        """(URL to connect to, extra headers, request extensions): the checked address in place of the name
+        (:class:`~maskwatch.core.netpolicy.RefusedError` when the policy refuses it)."""
+        import httpx
+
+        if self.policy is None:
+            return url, {}, {}
+        checked = check_url(url, self.policy())
+        if not checked.addresses:  # a listed name that does not resolve: let the client say so
+            return url, {}, {}
+        address = checked.addresses[0]
+        parsed = httpx.URL(url)
+        pinned = str(parsed.copy_with(host=address))
+        host = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
+        extensions = {"sni_hostname": parsed.host} if checked.scheme == "https" else {}
+        return pinned, {"Host": host}, extensions
+
     @staticmethod
-    def _request(secret: str | None, payload: AlertTransition) -> tuple[bytes, dict[str, str]]:
-        """The body and headers of a delivery, signed with the rule's secret: every delivery (real alerts
-        and test-fires) is built here."""
+    def _request(payload: AlertTransition) -> tuple[bytes, dict[str, str]]:
+        """The body and unsigned headers of a delivery: every delivery (real alerts and test-fires) is built
+        here; each attempt signs it anew (:meth:`_attempt`)."""
         body = json.dumps(payload.model_dump(mode="json"), separators=(",", ":"), sort_keys=True).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -194,13 +252,12 @@ class WebhookSender:
             "X-Maskwatch-Delivery": uuid.uuid4().hex,
             "X-Maskwatch-Event": payload.transition,
         }
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(secret, body)
         return body, headers
 
     def _attempt(
         self,
         url: str,
+        secret: str | None,
         body: bytes,
         headers: dict[str, str],
         *,
@@ -208,20 +265,28 @@ class WebhookSender:
         attempt: int,
         alert_id: int | None,
         rule_id: int | None,
-    ) -> Delivery:
-        """One POST, recorded (and counted) whatever its outcome."""
+    ) -> tuple[Delivery, bool]:
+        """One POST, signed over a fresh timestamp, to the checked address; recorded (and counted) whatever
+        its outcome. Returns the delivery and whether the policy refused the target (not worth retrying)."""
         import httpx
 
         began = time.monotonic()
-        status, error, ok = None, None, False
+        status, error, ok, refused = None, None, False, False
+        timestamp = int(time.time())
+        signed = {**headers, TIMESTAMP_HEADER: str(timestamp)}
+        if secret:
+            signed[SIGNATURE_HEADER] = sign(secret, body, timestamp)
         try:
+            target, extra, extensions = self._target(url)
             with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
-                response = client.post(url, content=body, headers=headers)
+                response = client.post(target, content=body, headers={**signed, **extra}, extensions=extensions)
             status, ok = response.status_code, 200 <= response.status_code < 300
             if not ok:
                 error = f"HTTP {status}"
-        except Exception as exc:
-            error = redact(f"{type(exc).__name__}: {exc}")[:500]
+        except RefusedError as exc:
+            error, refused = f"refused by security.webhooks: {exc}"[:500], True
+        except Exception:
+            error = UNREACHABLE
         delivery = Delivery(
             alert_id=alert_id,
             rule_id=rule_id,
@@ -237,22 +302,31 @@ class WebhookSender:
         self._record(delivery)
         if self.on_attempt is not None:
             self.on_attempt(ok)
-        return delivery
+        return delivery, refused
 
     def _deliver(
         self, url: str, secret: str | None, payload: AlertTransition, alert_id: int | None, rule_id: int | None
     ) -> bool:
-        body, headers = self._request(secret, payload)
+        body, headers = self._request(payload)
         waits = self.schedule()
         for attempt in range(1, self.attempts + 1):
-            delivery = self._attempt(
-                url, body, headers, transition=payload.transition, attempt=attempt, alert_id=alert_id, rule_id=rule_id
+            delivery, refused = self._attempt(
+                url,
+                secret,
+                body,
+                headers,
+                transition=payload.transition,
+                attempt=attempt,
+                alert_id=alert_id,
+                rule_id=rule_id,
             )
             if delivery.ok:
                 return True
             log.warning(
                 "webhook delivery %d/%d for alert %s failed: %s", attempt, self.attempts, alert_id, delivery.error
             )
+            if refused:
+                break
             if attempt < self.attempts and self._stop.wait(waits.next()):
                 break
         return False
@@ -260,10 +334,11 @@ class WebhookSender:
     def test_fire(self, url: str, secret: str | None, payload: AlertTransition, *, rule_id: int) -> Delivery:
         """One signed sample delivery now, on the caller's thread (the rules editor waits for its outcome),
         recorded like every attempt; not retried."""
-        body, headers = self._request(secret, payload)
-        return self._attempt(
-            url, body, headers, transition=payload.transition, attempt=1, alert_id=None, rule_id=rule_id
+        body, headers = self._request(payload)
+        delivery, _ = self._attempt(
+            url, secret, body, headers, transition=payload.transition, attempt=1, alert_id=None, rule_id=rule_id
         )
+        return delivery
 
     def _record(self, delivery: Delivery) -> None:
         try:

@@ -1,12 +1,15 @@
 """The FastAPI application: ``create_app(settings)`` builds it around a :class:`~maskwatch.service.core.Service`
-(the composition root; started and stopped with the app's lifespan). API under ``/api/v1`` (OpenAPI at
-``/docs``; every answer, errors included, has a schema), the dashboard at ``/``. Routers get the service's
-components through the typed dependencies of :mod:`maskwatch.service.deps`."""
+(the composition root; started and stopped with the app's lifespan). API under ``/api/v1`` (OpenAPI schema at
+``/api/v1/openapi.json``; every answer, errors included, has a schema), the dashboard at ``/``, Swagger UI at
+``/docs`` from assets installed with the service (``fastapi-offline``'s copy of Swagger UI; no CDN) under the
+dashboard's content policy (no inline script or style; checked in Chromium: no violation). Routers get the
+service's components through the typed dependencies of :mod:`maskwatch.service.deps`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
     from maskwatch.stream.sources import CaptureFactory
 
-__all__ = ["API", "create_app"]
+__all__ = ["API", "create_app", "swagger_assets"]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -42,6 +45,16 @@ CSP = (
 )
 
 
+def swagger_assets() -> Path | None:
+    """The folder of Swagger UI's JavaScript and CSS installed with the service (the ``fastapi-offline``
+    package of the ``serve`` extra), or None when it is not installed (then ``/docs`` is off)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() and (folder / "swagger-ui.css").is_file() else None
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -49,9 +62,12 @@ def create_app(
     capture_factory: CaptureFactory | None = None,
     admin_token: str | None = None,
     fleet: FleetLink | None = None,
+    on_admin_token: Callable[[str, Path], None] | None = None,
 ) -> FastAPI:
     """The app; the service starts with the app's lifespan (``uvicorn`` or ``TestClient`` as a context).
-    ``fleet``: also ingest the edge nodes' events from an MQTT broker (``serve --mqtt``)."""
+    ``fleet``: also ingest the edge nodes' events from an MQTT broker (``serve --mqtt``). ``on_admin_token``:
+    told ``(token, file)`` when the first start made an admin token (``serve`` shows it on a terminal only);
+    the log only says which file holds it."""
     service = Service(
         settings, detector=detector, capture_factory=capture_factory, admin_token=admin_token, fleet=fleet
     )
@@ -63,21 +79,24 @@ def create_app(
         if owner:
             await asyncio.to_thread(service.start)
             if service.auth.generated_admin_token:
-                log.warning(
-                    "first start: admin token %s (shown once; make more under Settings)",
-                    service.auth.generated_admin_token,
-                )
+                path = settings.admin_token_path
+                log.warning("first start: an admin token was made and written to %s (mode 600)", path)
+                if on_admin_token is not None:
+                    on_admin_token(service.auth.generated_admin_token, path)
         try:
             yield
         finally:
             if owner:
                 await asyncio.to_thread(service.stop)
 
+    assets = swagger_assets() if settings.security.docs else None
+    if settings.security.docs and assets is None:
+        log.warning("/docs is off: Swagger UI's assets (the fastapi-offline package) are not installed")
     app = FastAPI(
         title="maskwatch",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # our own page below: local assets, no inline script
         openapi_url=f"{API}/openapi.json",
         redoc_url=None,
         description="Face-mask monitoring: cameras, people counted once, compliance over time, alerts. "
@@ -125,14 +144,19 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith("/docs"):
-            response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Content-Security-Policy", CSP)  # /docs too: its assets are ours
         return response
 
     app.add_middleware(BodyLimit, cap_for=body_cap)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if assets is not None:
+        app.mount("/docs/assets", StaticFiles(directory=assets), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        def docs() -> FileResponse:
+            return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from maskwatch.core.names import check_name
+from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_source
 from maskwatch.core.redaction import redact
 from maskwatch.service.errors import ApiError
 from maskwatch.service.storage.cameras import CAMERA_FIELDS, CameraRepository, CameraSource
 from maskwatch.service.storage.models import Camera
 from maskwatch.stream.config import CameraSettings, EngineConfig, SourceSpec
+from maskwatch.stream.sources import SourceError, parse_source
 
 if TYPE_CHECKING:
     from maskwatch.service.live import LiveState
@@ -38,7 +40,9 @@ def spec_for(camera: Camera, config: EngineConfig, hold: float | None = None) ->
 
 class CameraManager:
     """Adds, changes and removes cameras in the engine and the database together; ``on_removed(name)`` is
-    told about each camera removed (the alert engine forgets it)."""
+    told about each camera removed (the alert engine forgets it). ``policy``: where a source written through
+    the API may point (:mod:`maskwatch.core.netpolicy`); every write path checks it, enabled or not, except for
+    the ``trusted`` sources (those of the config file and the demo camera, which the operator chose)."""
 
     def __init__(
         self,
@@ -49,14 +53,33 @@ class CameraManager:
         on_removed: Callable[[str], None] | None = None,
         config: EngineConfig | None = None,
         demo: tuple[str, float] | None = None,
+        policy: NetPolicy | None = None,
+        trusted: Iterable[str] = (),
     ) -> None:
         self.config = config or EngineConfig()
         self.demo = demo  # (name, seconds per image) of the demo slideshow camera
+        self.policy = policy
+        self.trusted = frozenset(trusted)  # the config file's own sources (and the demo's): the operator's choice
         self.cameras = cameras
         self.engine = engine
         self.live = live
         self.on_removed = on_removed
         self._lock = threading.RLock()
+
+    # -- checks ----------------------------------------------------------------------------------------
+
+    def check(self, url: str) -> None:
+        """A source given through the API: allowed by the policy, and one the engine can read (a missing file
+        is refused even for a disabled camera); 422 ``bad_source`` with the reason otherwise."""
+        if self.policy is not None and url not in self.trusted:
+            try:
+                check_source(url, self.policy)
+            except RefusedError as exc:
+                raise ApiError(422, "bad_source", f"source refused: {exc}") from exc
+        try:
+            parse_source(url)
+        except (SourceError, ValueError) as exc:
+            raise ApiError(422, "bad_source", redact(str(exc))) from exc
 
     # -- engine side -----------------------------------------------------------------------------------
 
@@ -120,6 +143,7 @@ class CameraManager:
             name = check_name(source.name, "camera name")
         except ValueError as exc:
             raise ApiError(422, "invalid", str(exc)) from exc
+        self.check(source.url)
         now = time.time()
         camera = Camera(
             name=name,
@@ -155,6 +179,8 @@ class CameraManager:
             for key, value in changes.items():
                 if key in CAMERA_FIELDS:
                     setattr(new, key, value)
+            if "url" in changes or (new.enabled and not old.enabled):  # a new source, or one started again
+                self.check(new.url)
             new.updated_ts = time.time()
             restart = any(getattr(new, k) != getattr(old, k) for k in CAMERA_FIELDS)
             if restart:

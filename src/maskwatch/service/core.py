@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maskwatch.core.credentials import env_secret, write_secret
 from maskwatch.runtime.onnx_backend import physical_cores
 from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSender
-from maskwatch.service.auth import Auth, RateLimiter
+from maskwatch.service.auth import Auth, RateLimiter, check_token_strength
 from maskwatch.service.camera_view import CameraView
 from maskwatch.service.cameras import CameraManager
 from maskwatch.service.inference import InferenceGate
-from maskwatch.service.jobs import JobManager
+from maskwatch.service.jobs import JobLimits, JobManager
 from maskwatch.service.live import Hub, Live, LiveState
 from maskwatch.service.media import Media
 from maskwatch.service.metrics import Metrics
@@ -70,11 +70,13 @@ log = logging.getLogger("maskwatch.service")
 @dataclass(frozen=True)
 class FleetLink:
     """MQTT ingest of the fleet's edge nodes (``serve --mqtt URL [--mqtt-id ID]``): ``url`` is
-    ``mqtt://USER:PASS@HOST:PORT`` (``mqtts://`` for TLS; ``?shared=1``: one worker of several on the shared
-    subscription). The fleet state goes to ``DATA_DIR/fleet.json`` every ``state_every`` seconds."""
+    ``mqtt://USER@HOST:PORT`` (``mqtts://`` for TLS; ``?shared=1``: one worker of several on the shared
+    subscription); ``password`` (``$MASKWATCH_MQTT_PASSWORD`` or ``_FILE``) replaces one in the URL. The fleet
+    state goes to ``DATA_DIR/fleet.json`` every ``state_every`` seconds."""
 
     url: str
     client_id: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: TLSOptions | None = None
     state_every: float = 2.0
 
@@ -129,11 +131,20 @@ class Service:
         self.detector: MaskDetector = detector
         self.engine_config = s.engine
 
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_cameras=s.limits.metric_cameras)
         self.storage = Storage(s.db_url)
-        preset = admin_token if admin_token is not None else os.environ.get("MASKWATCH_ADMIN_TOKEN")
+        preset = admin_token if admin_token is not None else env_secret("MASKWATCH_ADMIN_TOKEN")
+        if preset:
+            check_token_strength(preset, s.auth.min_token_bits)  # ValueError: refused before anything starts
         limiter = RateLimiter(s.limits.rate_per_minute, s.limits.rate_burst)
-        self.auth = Auth(self.storage.tokens, limiter, s.auth.session_hours, admin_token=preset)
+        self.auth = Auth(
+            self.storage.tokens,
+            limiter,
+            s.auth.session_hours,
+            admin_token=preset,
+            failures=RateLimiter(s.auth.failed_per_minute, s.auth.failed_burst),
+            token_days=s.auth.token_days,
+        )
         self.media = Media(s.data_dir / "snapshots", s.privacy)
         self.engine = StreamEngine(
             detector,
@@ -154,6 +165,7 @@ class Service:
             attempts=s.alerts.webhook_attempts,
             backoff=s.alerts.webhook_backoff,
             on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc(),
+            policy=s.security.webhooks.policy,  # read at every send
         )
         self.alerts = AlertEngine(
             self.storage.alerts,
@@ -162,6 +174,7 @@ class Service:
             evaluate_every=s.alerts.evaluate_every,
             on_change=self.metrics.alerts_firing.set,
         )
+        demo_folder = demo_images(s)
         self.cameras = CameraManager(
             self.storage.cameras,
             self.engine,
@@ -169,6 +182,8 @@ class Service:
             on_removed=self.alerts.forget_camera,
             config=s.engine,
             demo=(s.demo.name, s.demo.seconds_per_image),
+            policy=s.security.sources.policy(),
+            trusted=[c.url for c in s.cameras] + ([str(demo_folder.resolve())] if demo_folder else []),
         )
         self.jobs = JobManager(
             self.storage.jobs,
@@ -177,6 +192,15 @@ class Service:
             s.data_dir / "jobs",
             max_running=s.jobs.max_running,
             keep_events=s.jobs.keep_events,
+            limits=JobLimits(
+                archive_members=s.limits.archive_members,
+                archive_bytes=s.limits.archive_bytes,
+                archive_ratio=s.limits.archive_ratio,
+                image_pixels=s.limits.upload_pixels,  # the same limit as POST /infer
+                frame_pixels=s.limits.frame_pixels,
+                max_queued=s.jobs.max_queued,
+                max_queued_bytes=s.jobs.max_queued_bytes,
+            ),
         )
         self.inference = InferenceGate(
             detector.configured(scales=s.model.infer_preset),
@@ -203,6 +227,7 @@ class Service:
             self.metrics,
             firing=lambda: self.alerts.firing,
             ingest=self.ingestor,
+            streams_per_token=s.limits.streams_per_token,
         )
         self.retention = Retention(self.storage, self.media, self.jobs, s.retention)
         self.fleet: FleetIngest | None = None if fleet is None else self._fleet(fleet)
@@ -229,8 +254,11 @@ class Service:
         import socket
 
         from maskwatch.fleet.ingest import FleetIngest, parse_ingest_url
+        from maskwatch.fleet.validation import RemoteLimits
 
         broker, shared = parse_ingest_url(link.url)
+        if link.password:
+            broker = replace(broker, password=link.password)
         return FleetIngest(
             functools.partial(self.pipeline.handle_event, block=True),  # a full buffer slows ingest, never drops
             broker,
@@ -241,6 +269,12 @@ class Service:
             on_node=self.alerts.observe_node,
             state_file=self.settings.data_dir / "fleet.json",
             state_every=link.state_every,
+            limits=RemoteLimits(
+                max_nodes=self.settings.limits.fleet_nodes,
+                max_cameras_per_node=self.settings.limits.fleet_cameras_per_node,
+                future_s=self.settings.limits.remote_future_s,
+                past_s=self.settings.limits.remote_past_s,
+            ),
         )
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -255,6 +289,8 @@ class Service:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage.start()
         self.auth.start()
+        if self.auth.generated_admin_token:  # the first start: to a file only the service user reads, not the log
+            write_secret(s.admin_token_path, self.auth.generated_admin_token + "\n")
         self.storage.alerts.add_missing_rules([rule.model_dump() for rule in s.alerts.rules], time.time())
         self.jobs.recover()
         self.cameras.seed(s.cameras)

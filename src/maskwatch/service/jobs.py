@@ -7,6 +7,12 @@ when its state changes and about once a second while it runs, and its events go 
 ``DATA_DIR/jobs/`` as they arrive. A job still queued or running when the service starts was cut short by
 a stop or a crash: it is marked ``interrupted`` (its events so far are kept) and its upload removed; send
 it again to re-run it. Only queued and running jobs are held in memory.
+
+Refused work leaves nothing behind: a job's input is checked before anything is written for it (a zip's
+directory: member count, total extracted size and compression ratios; an image's size in pixels, read from
+its header; a video's frame size, read from its container) and a refused upload's folder is removed. A
+job none of whose inputs could be analysed ends ``failed`` with the reasons. At most ``max_queued`` jobs
+(and ``max_queued_bytes`` of uploads) wait or run at once.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import json
 import logging
 import re
 import shutil
+import struct
 import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -37,7 +46,18 @@ from maskwatch.stream.sources import VIDEO_EXTENSIONS
 if TYPE_CHECKING:
     from maskwatch.detection.pipeline import MaskDetector
 
-__all__ = ["FINISHED", "Job", "JobImage", "JobManager", "JobOut", "allowed_path", "extract_images"]
+__all__ = [
+    "FINISHED",
+    "Job",
+    "JobImage",
+    "JobLimits",
+    "JobManager",
+    "JobOut",
+    "allowed_path",
+    "check_archive",
+    "extract_images",
+    "video_frame_size",
+]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -69,27 +89,128 @@ def allowed_path(raw: str, allowed_dirs: list[str]) -> Path:
     return resolved
 
 
-def extract_images(archive: Path, into: Path, max_bytes: int) -> int:
-    """Image members of a zip archive, flattened to safe names (no traversal), at most ``max_bytes``."""
-    total, n = 0, 0
-    into.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class JobLimits:
+    """What one job may bring (``limits.*`` and ``jobs.*`` settings)."""
+
+    archive_members: int = 10_000  # entries in a zip
+    archive_bytes: int = 2_000_000_000  # its image members' total size once extracted
+    archive_ratio: float = 100.0  # extracted / compressed, per member and for the whole archive
+    image_pixels: int = 40_000_000  # an image's size (the same limit as POST /infer)
+    frame_pixels: int = 33_177_600  # a video's frame size
+    max_queued: int = 20  # jobs waiting or running at once
+    max_queued_bytes: int = 5_000_000_000  # their uploads on disk together
+
+
+#: compressed members smaller than this are not held to the ratio (a few kB of a flat PNG compress well)
+RATIO_FLOOR = 1 << 20
+
+
+def _zip_entries(archive: Path) -> int:
+    """The number of entries a zip's end record declares, read before :mod:`zipfile` parses the directory
+    (a directory of millions of entries would take gigabytes to parse). -1 when there is no end record."""
+    size = archive.stat().st_size
+    with archive.open("rb") as f:
+        f.seek(max(0, size - 65_557))  # the end record (22 bytes) and its comment (at most 65 535)
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return -1
+    (entries,) = struct.unpack("<H", tail[at + 10 : at + 12])
+    if entries == 0xFFFF:  # zip64: the count is in the zip64 end record
+        at64 = tail.rfind(b"PK\x06\x06")
+        if at64 >= 0 and len(tail) >= at64 + 40:
+            (entries,) = struct.unpack("<Q", tail[at64 + 32 : at64 + 40])
+    return int(entries)
+
+
+def check_archive(archive: Path, limits: JobLimits) -> list[zipfile.ZipInfo]:
+    """The image members of a zip, checked from its directory before anything is extracted: at most
+    ``archive_members`` entries, at most ``archive_bytes`` of images once extracted, no member nor the
+    whole archive expanding more than ``archive_ratio`` times (zip bombs). 413/415/422 ApiError otherwise.
+    The declared sizes are then enforced while extracting (:mod:`zipfile` stops at a member's declared
+    size and fails its checksum if there was more)."""
+    entries = _zip_entries(archive)
+    if entries > limits.archive_members:
+        raise ApiError(413, "too_large", f"the archive has {entries} entries; at most {limits.archive_members}")
     try:
         with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
-                name = Path(info.filename).name
-                if info.is_dir() or not name or not has_image_extension(name):
-                    continue
-                total += info.file_size
-                if total > max_bytes:
-                    raise ApiError(413, "too_large", f"archive expands to more than {max_bytes} bytes")
-                n += 1
-                with z.open(info) as src, (into / f"{n:06d}_{name}").open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except zipfile.BadZipFile as exc:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ApiError(415, "unsupported_media_type", "not a zip archive") from exc
-    if n == 0:
+    if len(infos) > limits.archive_members:
+        raise ApiError(413, "too_large", f"the archive has {len(infos)} entries; at most {limits.archive_members}")
+    images = [i for i in infos if not i.is_dir() and Path(i.filename).name and has_image_extension(i.filename)]
+    if not images:
         raise ApiError(422, "invalid", "the archive holds no images")
+    total = sum(i.file_size for i in images)
+    if total > limits.archive_bytes:
+        raise ApiError(413, "too_large", f"the archive expands to {total} bytes; at most {limits.archive_bytes}")
+    for info in images:
+        if info.file_size > RATIO_FLOOR and info.file_size > limits.archive_ratio * max(1, info.compress_size):
+            raise ApiError(
+                413,
+                "too_large",
+                f"{Path(info.filename).name!r} expands {info.file_size / max(1, info.compress_size):.0f} times "
+                f"(at most {limits.archive_ratio:g}): a zip bomb?",
+            )
+    packed = max(1, archive.stat().st_size)
+    if total > RATIO_FLOOR and total > limits.archive_ratio * packed:
+        raise ApiError(
+            413, "too_large", f"the archive expands {total / packed:.0f} times (at most {limits.archive_ratio:g})"
+        )
+    return images
+
+
+def extract_images(archive: Path, into: Path, limits: JobLimits) -> int:
+    """Image members of a zip archive (checked first: :func:`check_archive`), flattened to safe names (no
+    traversal), each image's pixels checked from its header once written."""
+    images = check_archive(archive, limits)
+    into.mkdir(parents=True, exist_ok=True)
+    n = 0
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for info in images:
+                n += 1
+                target = into / f"{n:06d}_{Path(info.filename).name}"
+                with z.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                check_image_pixels(target, limits.image_pixels)
+    except zipfile.BadZipFile as exc:
+        raise ApiError(415, "unsupported_media_type", f"damaged zip archive: {exc}") from exc
     return n
+
+
+def check_image_pixels(path: Path, max_pixels: int) -> None:
+    """413 when an image's header declares more than ``max_pixels`` (nothing is decoded); an image that
+    cannot be read is left to the engine (skipped and counted there)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return
+    if width * height > max_pixels:
+        raise ApiError(
+            413, "too_large", f"{path.name}: {width}x{height} is over the limit of {max_pixels} pixels (upload_pixels)"
+        )
+
+
+def video_frame_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a video's frames as its container declares them, read without decoding a frame
+    (FFmpeg restricted to local files); (0, 0) when it cannot be opened."""
+    import cv2
+
+    from maskwatch.stream.sources import open_capture
+
+    capture = open_capture(str(path), "file")
+    try:
+        if not capture.isOpened():
+            return 0, 0
+        return int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    finally:
+        capture.release()
 
 
 class JobOut(BaseModel):
@@ -225,8 +346,10 @@ class JobManager:
         max_running: int,
         keep_events: int,
         save_every: float = 1.0,
+        limits: JobLimits | None = None,
     ) -> None:
         self.jobs = jobs
+        self.limits = limits or JobLimits()
         self.detector = detector
         self.config = config
         self.workdir = workdir
@@ -318,22 +441,92 @@ class JobManager:
 
     # -- running ---------------------------------------------------------------------------------------
 
-    def new_dir(self) -> tuple[str, Path]:
-        """A new job id and its upload folder."""
+    def queued_bytes(self) -> int:
+        """Bytes of the uploads of the jobs waiting or running (their folders)."""
+        total = 0
+        for job in list(self.active.values()):
+            if job.workdir is not None and job.workdir.is_dir():
+                total += sum(p.stat().st_size for p in job.workdir.rglob("*") if p.is_file())
+        return total
+
+    def admit(self, size: int = 0) -> None:
+        """429 when ``max_queued`` jobs wait or run, or their uploads and ``size`` more bytes would pass
+        ``max_queued_bytes``: checked before an upload is written."""
+        limits = self.limits
+        if len(self.active) >= limits.max_queued:
+            raise ApiError(
+                429,
+                "too_many_jobs",
+                f"{len(self.active)} jobs are queued or running (jobs.max_queued); retry when one has finished",
+                headers={"Retry-After": "30"},
+            )
+        if size and self.queued_bytes() + size > limits.max_queued_bytes:
+            raise ApiError(
+                429,
+                "too_many_jobs",
+                f"the queued jobs' uploads would pass {limits.max_queued_bytes} bytes (jobs.max_queued_bytes)",
+                headers={"Retry-After": "30"},
+            )
+
+    @contextmanager
+    def upload_dir(self) -> Iterator[tuple[str, Path]]:
+        """A new job id and its upload folder, removed again unless a job took it (refused work leaves
+        nothing on disk)."""
         job_id = uuid.uuid4().hex[:12]
         path = self.workdir / job_id
         path.mkdir(parents=True, exist_ok=True)
-        return job_id, path
+        try:
+            yield job_id, path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def _check_input(self, source: Path) -> None:
+        """Pixel limits, from headers only: an image's (and a folder's images'), a video's frames."""
+        limits = self.limits
+        if source.is_dir():
+            for path in sorted(source.rglob("*")):
+                if path.is_file() and has_image_extension(path):
+                    check_image_pixels(path, limits.image_pixels)
+        elif has_image_extension(source):
+            check_image_pixels(source, limits.image_pixels)
+        elif source.suffix.lower() in VIDEO_EXTENSIONS:
+            width, height = video_frame_size(source)
+            if width * height > limits.frame_pixels:
+                raise ApiError(
+                    413,
+                    "too_large",
+                    f"the video's frames are {width}x{height}, over the limit of {limits.frame_pixels} pixels "
+                    "(limits.frame_pixels)",
+                )
 
     def submit(self, source: Path, name: str, job_id: str | None = None, workdir: Path | None = None) -> Job:
         """Start a job on a video, an image, a folder of images or a zip of images (extracted into the job's
-        folder); ``job_id`` and ``workdir`` come from :meth:`new_dir` when the source was uploaded there."""
-        if source.is_file() and source.suffix.lower() == ".zip":
-            job_id, workdir = (job_id, workdir) if job_id and workdir else self.new_dir()
-            extract_images(source, workdir / "images", 2_000_000_000)
-            source = workdir / "images"
-        elif source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS and not has_image_extension(source):
-            raise ApiError(415, "unsupported_media_type", "a job takes a video, an image, a folder or a zip of images")
+        folder); ``job_id`` and ``workdir`` come from :meth:`upload_dir` when the source was uploaded there.
+        Everything is checked before the job is queued; a refused job's folder is removed."""
+        self.admit()
+        made_dir = False
+        try:
+            if source.is_file() and source.suffix.lower() == ".zip":
+                if not (job_id and workdir):
+                    job_id, workdir, made_dir = uuid.uuid4().hex[:12], None, True
+                    workdir = self.workdir / job_id
+                    workdir.mkdir(parents=True, exist_ok=True)
+                check_archive(source, self.limits)  # before anything is extracted
+                extract_images(source, workdir / "images", self.limits)
+                source = workdir / "images"
+            elif source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS and not has_image_extension(source):
+                raise ApiError(
+                    415, "unsupported_media_type", "a job takes a video, an image, a folder or a zip of images"
+                )
+            self._check_input(source)
+            return self._start(source, name, job_id, workdir)
+        except BaseException:
+            if made_dir and workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def _start(self, source: Path, name: str, job_id: str | None, workdir: Path | None) -> Job:
         job_id = job_id or uuid.uuid4().hex[:12]
         job = Job(id=job_id, name=name, created=time.time(), workdir=workdir, events_file=f"{job_id}.events.jsonl")
         engine = StreamEngine(
@@ -397,8 +590,14 @@ class JobManager:
                         saved = time.monotonic()
             engine.join(5)
             if job.state == "running":
-                error = (job.summary or {}).get("error")
-                job.state, job.error = ("failed", error) if error else ("done", None)
+                summary = job.summary or {}
+                error = summary.get("error")
+                if not error and job.frames == 0:  # every input failed (or there was none): not "done"
+                    reasons = summary.get("skipped_reasons") or []
+                    error = f"no input could be analysed ({summary.get('skipped', 0)} skipped)" + (
+                        ": " + "; ".join(str(r) for r in reasons[:3]) if reasons else ""
+                    )
+                job.state, job.error = ("failed", error[:1000]) if error else ("done", None)
         except Exception as exc:
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", job.id)

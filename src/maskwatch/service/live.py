@@ -4,6 +4,8 @@ reported it, and the 1-second loop that refreshes the engine's live figures and 
 
 :class:`Live` is the component (started after the engine, stopped before it); :class:`Hub` and
 :class:`LiveState` are its parts, also handed to the event pipeline and the alert engine (which publish).
+Live views are encoded once per analysed frame and blur mode (:class:`FrameJpegs`) and shared by every
+viewer; the streams a token may hold open at once are capped (:class:`StreamSlots`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,10 +34,12 @@ __all__ = [
     "SSE_TYPES",
     "CameraLive",
     "CameraNow",
+    "FrameJpegs",
     "Hub",
     "Live",
     "LiveSnapshot",
     "LiveState",
+    "StreamSlots",
     "event_for_client",
 ]
 
@@ -106,6 +111,90 @@ class Hub:
                         yield ": keepalive\n\n"
         finally:
             self._remove(loop, q)
+
+
+class StreamSlots:
+    """Live streams (MJPEG views and SSE) each API token holds open, at most ``per_key`` at once."""
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._open: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+
+    def open(self, key: Hashable) -> Callable[[], None] | None:
+        """A slot for ``key``: its release function (safe to call more than once), or None when ``key``
+        holds ``per_key`` streams already."""
+        with self._lock:
+            if self._open.get(key, 0) >= self.per_key:
+                return None
+            self._open[key] = self._open.get(key, 0) + 1
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                left = self._open.get(key, 0) - 1
+                if left > 0:
+                    self._open[key] = left
+                else:
+                    self._open.pop(key, None)
+
+        return release
+
+    def held(self, key: Hashable) -> int:
+        with self._lock:
+            return self._open.get(key, 0)
+
+
+async def released_after(parts: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[Any]:
+    """``parts``, then ``release()`` when the stream ends, fails or the client leaves (and, should the
+    response never start, when the generator is collected)."""
+
+    async def run() -> AsyncIterator[Any]:
+        try:
+            async for part in parts:
+                yield part
+        finally:
+            release()
+
+    stream = run()
+    weakref.finalize(stream, release)
+    return stream
+
+
+class FrameJpegs:
+    """The JPEG of each camera's latest analysed frame, per blur mode, encoded once and shared: every
+    MJPEG viewer and ``latest.jpg`` of a camera get the same bytes, so N viewers cost one encode per frame.
+    ``render(frame, blur)`` is the one place that blurs and encodes (:func:`maskwatch.service.media.render_jpeg`);
+    this class only decides how often it runs."""
+
+    def __init__(self, render: Callable[[AnalysedFrame, bool], bytes]) -> None:
+        self.render = render
+        self.encoded = 0  # encodes so far (tests, metrics)
+        self._latest: dict[tuple[str, bool], tuple[AnalysedFrame, bytes]] = {}
+        self._locks: dict[tuple[str, bool], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, frame: AnalysedFrame, blur: bool) -> bytes:
+        """``frame``'s JPEG (``blur``: faces blurred), encoded now only if nobody asked for it before."""
+        key = (name, blur)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # viewers of one camera wait for the one encode instead of each doing it
+            hit = self._latest.get(key)
+            if hit is not None and hit[0] is frame:
+                return hit[1]
+            data = self.render(frame, blur)
+            self.encoded += 1
+            self._latest[key] = (frame, data)
+            return data
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._latest if k[0] == name]:
+                self._latest.pop(key, None)
 
 
 class LiveFigures(Protocol):
@@ -235,6 +324,12 @@ class LiveState:
             live.open_tracks.discard(event.track_id)
 
 
+def _render(frame: AnalysedFrame, blur: bool) -> bytes:
+    from maskwatch.service.media import render_jpeg
+
+    return render_jpeg(frame.frame.image, frame.result, blur=blur)
+
+
 def event_for_client(event: Any) -> dict[str, Any]:
     """An engine event as pushed to SSE clients (any reason with credentials hidden)."""
     data: dict[str, Any] = event.to_dict()
@@ -259,8 +354,12 @@ class Live:
         firing: Callable[[], int],
         ingest: Ingestor,
         every: float = 1.0,
+        render: Callable[[AnalysedFrame, bool], bytes] | None = None,
+        streams_per_token: int = 8,
     ) -> None:
         self.engine = engine
+        self.jpegs = FrameJpegs(render or _render)
+        self.streams = StreamSlots(streams_per_token)
         self.state = state
         self.hub = hub
         self.metrics = metrics
@@ -273,6 +372,14 @@ class Live:
     def latest(self, name: str) -> AnalysedFrame | None:
         """The camera's latest analysed frame (pixels and result), None before the first."""
         return self.engine.latest(name)
+
+    def jpeg(self, name: str, *, blur: bool) -> tuple[AnalysedFrame, bytes] | None:
+        """The camera's latest analysed frame and its JPEG (encoded once, shared by every viewer); None
+        before the first frame."""
+        frame = self.engine.latest(name)
+        if frame is None:
+            return None
+        return frame, self.jpegs.get(name, frame, blur)
 
     def refresh(self) -> Mapping[str, LiveFigures]:
         """The engine's live figures (last 10 s) into the live state and the Prometheus gauges."""

@@ -22,8 +22,19 @@ __all__ = ["CONTENT_TYPE", "Metrics", "scrape_allowed"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+#: the ``camera`` label of cameras past the cap (``limits.metric_cameras``)
+OTHER = "_other"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """The service's Prometheus metrics. At most ``max_cameras`` cameras get series of their own; later
+    ones (a fleet node inventing camera names) share the ``camera="_other"`` series, so the number of
+    series stays bounded whatever remote nodes send."""
+
+    def __init__(self, max_cameras: int = 500) -> None:
+        self.max_cameras = max_cameras
+        self._cameras: set[str] = set()
+        self._labels: set[str] = set()  # verdict labels (a model has a handful; a remote node may send any)
         r = self.registry = CollectorRegistry()
         self.fps = Gauge(
             "maskwatch_camera_analysed_fps", "analysed frames per second (last 10 s)", ["camera"], registry=r
@@ -65,8 +76,17 @@ class Metrics:
         self.alerts_firing = Gauge("maskwatch_alerts_firing", "alerts firing now", registry=r)
         self.webhooks = Counter("maskwatch_webhook_deliveries", "webhook delivery attempts", ["ok"], registry=r)
 
+    def camera(self, name: str) -> str:
+        """The ``camera`` label for ``name``: itself while there is room, else :data:`OTHER`."""
+        if name in self._cameras:
+            return name
+        if len(self._cameras) >= self.max_cameras:
+            return OTHER
+        self._cameras.add(name)
+        return name
+
     def observe(self, event: Any) -> None:
-        camera = event.source
+        camera = self.camera(event.source)
         self.events.labels(camera, event.type).inc()
         if event.type == "stats":
             for q in ("p50", "max"):  # fps and p95 come live from observe_live
@@ -76,7 +96,9 @@ class Metrics:
             self.frames.labels(camera).inc(event.frames_analysed)
             self.dropped.labels(camera).inc(max(0, event.frames_dropped))
         elif event.type == "track_ended":
-            self.people.labels(camera, event.label).inc()
+            label = event.label if event.label in self._labels or len(self._labels) < 16 else OTHER
+            self._labels.add(label)
+            self.people.labels(camera, label).inc()
         elif event.type == "source_status":
             self.up.labels(camera).set(1 if event.state == "live" else 0)
             if event.state in ("lost", "reconnecting", "failed"):
@@ -84,7 +106,8 @@ class Metrics:
 
     def observe_live(self, stats: Mapping[str, LiveFigures]) -> None:
         """The engine's live figures per camera (``StreamEngine.source_stats()``, last 10 s)."""
-        for name, source in stats.items():
+        for raw, source in stats.items():
+            name = self.camera(raw)
             self.fps.labels(name).set(source.analysed_fps)
             if source.lag_p95 is not None:
                 self.lag.labels(name, "p95").set(source.lag_p95)

@@ -9,6 +9,7 @@ Unknown keys are an error with a "did you mean" hint, as in every maskwatch conf
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -17,13 +18,17 @@ from pydantic_settings import SettingsConfigDict
 
 from maskwatch.core.errors import ConfigError
 from maskwatch.core.names import MAX_NAME, is_name
+from maskwatch.core.netpolicy import NetPolicy, parse_allowed
 from maskwatch.core.settings import RootSettings, Section
 from maskwatch.stream.config import CameraSettings, EngineConfig
 
 __all__ = [
     "AlertRuleConfig",
     "CameraConfig",
+    "NetworkPolicy",
+    "SecuritySettings",
     "ServiceSettings",
+    "SourcePolicySettings",
     "load_settings",
 ]
 
@@ -144,6 +149,18 @@ class LimitSettings(Section):
     rate_per_minute: float = Field(600.0, gt=0)  # requests per token
     rate_burst: int = Field(60, ge=1)
     ingest_buffer: int = Field(200_000, ge=100)  # events held in memory while the database is down
+    # archives (POST /jobs zip uploads): checked from the zip's directory before anything is extracted
+    archive_members: int = Field(10_000, ge=1)  # image members per archive
+    archive_bytes: int = Field(2_000_000_000, ge=1024)  # their total size once extracted
+    archive_ratio: float = Field(100.0, ge=1)  # per member: extracted size / compressed size (zip bombs)
+    frame_pixels: int = Field(33_177_600, ge=1024)  # a video's frame size (8K UHD), checked before decoding
+    streams_per_token: int = Field(8, ge=1)  # live MJPEG + SSE streams one token may hold open at once (429 past)
+    metric_cameras: int = Field(500, ge=1)  # cameras with their own Prometheus series; later ones share "_other"
+    # the fleet's MQTT ingest: what remote nodes may create, and which times they may report
+    fleet_nodes: int = Field(1000, ge=1)  # nodes tracked; messages of further nodes are rejected ("cap")
+    fleet_cameras_per_node: int = Field(64, ge=1)  # cameras per node; events of further cameras are rejected
+    remote_future_s: float = Field(300.0, ge=0)  # a remote event's time may be this far ahead of ours (clocks)
+    remote_past_s: float = Field(30 * 86400.0, gt=0)  # ... and this far back (an outbox emptied after an outage)
 
 
 class AuthSettings(Section):
@@ -164,11 +181,55 @@ class AuthSettings(Section):
                 raise ValueError(f"scrape_allow: {item!r} is not an IP address or network (10.0.0.0/8)") from exc
         return value
 
+    # the admin token made at the first start (when no admin token exists and none is preset): written to this
+    # file (mode 600), never to the log; null: DATA_DIR/admin-token
+    admin_token_file: str | None = None
+    min_token_bits: float = Field(128.0, ge=0)  # a preset token ($MASKWATCH_ADMIN_TOKEN) weaker than this: refused
+    token_days: float | None = Field(365.0, gt=0)  # tokens made through the API expire after this; null: never
+    # failed or unknown credentials per client address: this many per minute, this many at once, then 429
+    # without a database lookup (login included)
+    failed_per_minute: float = Field(10.0, gt=0)
+    failed_burst: int = Field(20, ge=1)
+
 
 class JobSettings(Section):
     allowed_dirs: list[str] = Field(default_factory=list)  # server folders POST /jobs may read from
     max_running: int = Field(1, ge=1)
+    max_queued: int = Field(20, ge=1)  # jobs queued or running at once; more: 429
+    max_queued_bytes: int = Field(5_000_000_000, ge=1024)  # their uploads on disk together; more: 429
     keep_events: int = Field(10_000, ge=0)  # events kept per job for GET /jobs/{id}/events
+
+
+class NetworkPolicy(Section):
+    """Where the service may connect to: URL schemes, and hosts that are allowed although they are loopback,
+    link-local, private or otherwise not public (every other host must resolve to public addresses only)."""
+
+    schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
+    hosts: list[str] = Field(default_factory=list)  # names ("cam1.local"), addresses or networks ("10.2.0.0/16")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        parse_allowed(value)  # raises ValueError with the bad entry
+        return value
+
+    def policy(self, folders: Iterable[str | Path] = ()) -> NetPolicy:
+        """The guard these settings describe (:mod:`maskwatch.core.netpolicy`), with extra ``folders``."""
+        own = getattr(self, "folders", [])
+        return NetPolicy.of(self.schemes, self.hosts, [*own, *folders])
+
+
+class SourcePolicySettings(NetworkPolicy):
+    """Camera sources given through the API (create, change, enable)."""
+
+    schemes: list[str] = Field(default_factory=lambda: ["rtsp", "rtsps", "http", "https"])  # add "webcam" for webcam:N
+    folders: list[str] = Field(default_factory=list)  # local videos / image folders cameras may read (none: no files)
+
+
+class SecuritySettings(Section):
+    sources: SourcePolicySettings = Field(default_factory=SourcePolicySettings)
+    webhooks: NetworkPolicy = Field(default_factory=NetworkPolicy)  # checked when a rule is saved and at each send
+    docs: bool = True  # /docs: Swagger UI from the installed fastapi-offline assets, strict content policy
 
 
 class ServiceSettings(RootSettings):
@@ -192,6 +253,7 @@ class ServiceSettings(RootSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _privacy_drives_the_engine(self) -> ServiceSettings:
@@ -211,6 +273,39 @@ class ServiceSettings(RootSettings):
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with every credential hidden (``serve --check``): passwords in URLs and
+        ``password=``/``token=`` values (:func:`maskwatch.core.redaction.redact`, on each value), webhook
+        secrets, the metrics scrape token, and webhook URLs past their host (a chat webhook's path is its
+        credential)."""
+        from urllib.parse import urlsplit
+
+        from maskwatch.core.redaction import REDACTED, redact
+
+        def hide(value: Any, key: str = "") -> Any:
+            if isinstance(value, dict):
+                return {k: hide(v, str(k)) for k, v in value.items()}
+            if isinstance(value, list):
+                return [hide(v, key) for v in value]
+            if isinstance(value, str):
+                if key in ("webhook_secret", "scrape_token"):
+                    return REDACTED
+                if key == "webhook_url":
+                    try:
+                        parts = urlsplit(value)
+                        return f"{parts.scheme}://{parts.hostname or ''}/{REDACTED}"
+                    except ValueError:
+                        return REDACTED
+                return redact(value)
+            return value
+
+        data: dict[str, Any] = hide(self.model_dump(mode="json"))
+        return data
+
+    @property
+    def admin_token_path(self) -> Path:
+        return Path(self.auth.admin_token_file) if self.auth.admin_token_file else self.data_dir / "admin-token"
 
     @property
     def db_url(self) -> str:

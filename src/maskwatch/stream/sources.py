@@ -21,6 +21,11 @@ cares what it is reading. Still images go through maskwatch's one image decoder
   opened with FFmpeg open/read timeouts (the give-up time), so a server that accepts the connection and
   then sends nothing cannot hang a reader past it; ``webcam:N`` without ``/dev/videoN`` fails at once.
   ``on_status`` hears every state change (``live``, ``lost``, ``reconnecting``) for the engine's events.
+* **FFmpeg's protocols are restricted per kind of source** (:func:`open_capture`): a video file may use
+  the ``file`` protocol only (a playlist or concat file disguised as a video cannot reach the network),
+  a network stream only network protocols (it cannot read local files). OpenCV passes
+  ``$OPENCV_FFMPEG_CAPTURE_OPTIONS`` to FFmpeg at each open, so it is set per open; opens of different
+  kinds take turns (a file open may wait for a network open in flight, at most its open timeout).
 
     >>> for frame in VideoSource("clip.mp4", stride=2):                    # doctest: +SKIP
     ...     print(frame.source, frame.index, frame.image.shape)
@@ -54,6 +59,8 @@ __all__ = [
     "StreamLostError",
     "StreamSource",
     "VideoSource",
+    "ffmpeg_options",
+    "open_capture",
     "parse_source",
 ]
 
@@ -86,9 +93,86 @@ class Capture(Protocol):
 CaptureFactory = Callable[[Any], Capture]
 
 
+#: FFmpeg protocols each kind of source may use (``protocol_whitelist``)
+FFMPEG_PROTOCOLS = {
+    "file": "file",
+    "network": "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https,httpproxy,rtmp,rtmps,crypto",
+}
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+def ffmpeg_options(kind: str, base: str | None) -> str:
+    """``$OPENCV_FFMPEG_CAPTURE_OPTIONS`` for opens of ``kind`` (``file`` or ``network``): the user's own
+    options (``base``) with our ``protocol_whitelist``; RTSP over TCP unless the user chose (OpenCV's
+    default when the variable is unset)."""
+    options = [o for o in (base or "").split("|") if o and not o.startswith("protocol_whitelist;")]
+    if base is None:
+        options.append("rtsp_transport;tcp")
+    options.append(f"protocol_whitelist;{FFMPEG_PROTOCOLS[kind]}")
+    return "|".join(options)
+
+
+class _KindGate:
+    """Opens of one kind run together under that kind's FFmpeg options (set by the first, put back by the
+    last); another kind waits until they are done, and once it waits no new open of the running kind
+    starts, so neither kind starves."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._kind: str | None = None
+        self._active = 0
+        self._waiting: dict[str, int] = {}
+        self._saved: str | None = None
+
+    def _may_enter(self, kind: str) -> bool:
+        if self._kind is None:
+            return True
+        others_wait = any(n for k, n in self._waiting.items() if k != kind)
+        return self._kind == kind and not others_wait
+
+    def enter(self, kind: str) -> None:
+        with self._cond:
+            self._waiting[kind] = self._waiting.get(kind, 0) + 1
+            while not self._may_enter(kind):
+                self._cond.wait()
+            self._waiting[kind] -= 1
+            if self._active == 0:
+                self._saved = os.environ.get(FFMPEG_OPTIONS_ENV)
+                os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_options(kind, self._saved)
+            self._kind = kind
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._kind = None
+                if self._saved is None:
+                    os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+                else:
+                    os.environ[FFMPEG_OPTIONS_ENV] = self._saved
+            self._cond.notify_all()
+
+
+_GATE = _KindGate()
+
+
+def open_capture(target: str, kind: str, params: Sequence[int] = ()) -> Capture:
+    """``cv2.VideoCapture(target, CAP_FFMPEG, params)`` with FFmpeg limited to ``kind``'s protocols
+    (:data:`FFMPEG_PROTOCOLS`); the user's ``$OPENCV_FFMPEG_CAPTURE_OPTIONS`` is kept and put back after."""
+    _GATE.enter(kind)
+    try:
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, list(params))
+    finally:
+        _GATE.leave()
+
+
 def _default_capture(target: Any) -> Capture:
-    """``cv2.VideoCapture`` (looked up at call time, so tests can replace this function)."""
-    return cv2.VideoCapture(target)
+    """A video file through FFmpeg limited to local files, or a webcam (looked up at call time, so tests
+    can replace this function)."""
+    if isinstance(target, int):
+        return cv2.VideoCapture(target)
+    return open_capture(str(target), "file")
 
 
 @dataclass
@@ -289,8 +373,8 @@ StatusCallback = Callable[[str, "str | None", int], None]  # (state, reason, att
 def _network_capture(target: Any, timeout: float) -> Capture:
     """``cv2.VideoCapture`` through FFmpeg with open and read timeouts (a silent server cannot hang a read)."""
     ms = int(max(1.0, timeout) * 1000)
-    return cv2.VideoCapture(
-        target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+    return open_capture(
+        str(target), "network", [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
     )
 
 

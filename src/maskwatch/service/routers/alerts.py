@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from maskwatch.core.netpolicy import RefusedError, check_url
 from maskwatch.core.settings import describe
 from maskwatch.service.alerts import NODE_KINDS, AlertOut, AlertTransition
 from maskwatch.service.camera_view import CameraView
@@ -23,11 +24,12 @@ from maskwatch.service.deps import (
     IdPath,
     LiveDep,
     Operator,
+    SettingsDep,
     StorageDep,
     Viewer,
 )
 from maskwatch.service.errors import ApiError, errors
-from maskwatch.service.settings import AlertRuleConfig
+from maskwatch.service.settings import AlertRuleConfig, ServiceSettings
 from maskwatch.service.storage.alerts import AlertFilter
 from maskwatch.service.storage.models import AlertRule
 
@@ -176,13 +178,18 @@ def _check_target(rule: AlertRuleConfig, view: CameraView) -> None:
         )
 
 
-def _check(rule: AlertRuleConfig) -> None:
+def _check(rule: AlertRuleConfig, settings: ServiceSettings) -> None:
     if rule.kind == "compliance_below" and (rule.threshold is None or not 0 <= rule.threshold <= 1):
         raise ApiError(422, "invalid", "compliance_below needs a threshold between 0 and 1")
     if rule.kind == "camera_lagging" and (rule.threshold is None or rule.threshold <= 0):
         raise ApiError(422, "invalid", "camera_lagging needs a threshold in seconds (> 0)")
     if rule.kind == "unmasked_person" and not rule.camera:
         raise ApiError(422, "invalid", "unmasked_person is opt-in per camera: give a camera")
+    if rule.webhook_url:
+        try:  # checked again at every send (the name may point elsewhere by then)
+            check_url(rule.webhook_url, settings.security.webhooks.policy())
+        except RefusedError as exc:
+            raise ApiError(422, "invalid", f"webhook_url refused: {exc}") from exc
 
 
 @router.get("/alert-rules", summary="Alert rules (webhook secrets never shown, webhook URLs to admins only)")
@@ -193,9 +200,15 @@ def list_rules(storage: StorageDep, principal: Viewer) -> list[RuleOut]:
 
 @router.post("/alert-rules", status_code=201, summary="Add an alert rule (on a camera or node that exists)")
 def create_rule(
-    body: RuleIn, storage: StorageDep, alerts: AlertsDep, view: CameraViewDep, audit: AuditDep, principal: Admin
+    body: RuleIn,
+    storage: StorageDep,
+    alerts: AlertsDep,
+    view: CameraViewDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    principal: Admin,
 ) -> RuleOut:
-    _check(body)
+    _check(body, settings)
     _check_target(body, view)
     row = storage.alerts.create_rule(body.model_dump(), time.time())
     if row is None:
@@ -212,6 +225,7 @@ def update_rule(
     storage: StorageDep,
     alerts: AlertsDep,
     view: CameraViewDep,
+    settings: SettingsDep,
     audit: AuditDep,
     principal: Admin,
 ) -> RuleOut:
@@ -224,7 +238,7 @@ def update_rule(
         checked = AlertRuleConfig.model_validate(merged)
     except ValidationError as exc:
         raise ApiError(422, "invalid", describe(exc)) from exc
-    _check(checked)
+    _check(checked, settings)
     if "camera" in changes or "kind" in changes:
         _check_target(checked, view)
     row = storage.alerts.replace_rule(rule_id, checked.model_dump(), time.time())

@@ -9,7 +9,17 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from maskwatch.service.auth import CSRF_COOKIE, SESSION_COOKIE
-from maskwatch.service.deps import MAX_ID, Admin, AuditDep, AuthDep, IdPath, SettingsDep, StorageDep, Viewer
+from maskwatch.service.deps import (
+    MAX_ID,
+    Admin,
+    AuditDep,
+    AuthDep,
+    IdPath,
+    SettingsDep,
+    StorageDep,
+    Viewer,
+    client_ip,
+)
 from maskwatch.service.errors import ApiError
 from maskwatch.service.routers.common import Ok
 from maskwatch.service.storage.models import ApiToken
@@ -33,8 +43,10 @@ class Me(BaseModel):
 
 
 @router.post("/auth/login", summary="Log in with an API token: sets the session cookie")
-def login(body: Login, response: Response, auth: AuthDep, settings: SettingsDep, audit: AuditDep) -> Me:
-    value, csrf, principal = auth.login(body.token)
+def login(
+    body: Login, request: Request, response: Response, auth: AuthDep, settings: SettingsDep, audit: AuditDep
+) -> Me:
+    value, csrf, principal = auth.login(body.token, client_ip(request))
     secure = settings.auth.cookie_secure
     age = int(settings.auth.session_hours * 3600)
     response.set_cookie(SESSION_COOKIE, value, max_age=age, httponly=True, samesite="strict", secure=secure, path="/")
@@ -62,6 +74,9 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     role: Literal["viewer", "operator", "admin"]
+    expires_days: float | None = Field(
+        None, gt=0, le=3650, description="lifetime in days; default auth.token_days (never more than it)"
+    )
 
 
 class TokenOut(BaseModel):
@@ -71,6 +86,7 @@ class TokenOut(BaseModel):
     prefix: str
     created: float
     last_used: float | None = Field(None, description="when it was last used (written every 30 s)")
+    expires: float | None = Field(None, description="when it stops working (epoch seconds); None: never")
     revoked: bool
     token: str | None = Field(None, description="the token itself: shown once, at creation")
 
@@ -83,6 +99,7 @@ def _token_out(row: ApiToken, token: str | None = None) -> TokenOut:
         prefix=row.prefix,
         created=row.created_ts,
         last_used=row.last_used_ts,
+        expires=row.expires_ts,
         revoked=row.revoked,
         token=token,
     )
@@ -99,8 +116,11 @@ def list_tokens(storage: StorageDep, _: Admin) -> list[TokenOut]:
     tags=["tokens"],
     summary="Make a token (its value is returned once, stored only as a hash)",
 )
-def make_token(body: TokenIn, auth: AuthDep, audit: AuditDep, principal: Admin) -> TokenOut:
-    row, token = auth.create_token(body.name, body.role)
+def make_token(body: TokenIn, auth: AuthDep, settings: SettingsDep, audit: AuditDep, principal: Admin) -> TokenOut:
+    days, cap = body.expires_days, settings.auth.token_days
+    if days is None or (cap is not None and days > cap):
+        days = cap
+    row, token = auth.create_token(body.name, body.role, expires_days=days)
     audit.record(principal, "token.create", f"token:{row.id}", {"name": body.name, "role": body.role})
     return _token_out(row, token)
 

@@ -17,8 +17,9 @@ from maskwatch.service.auth import Principal
 from maskwatch.service.camera_view import CameraKind, CameraOut
 from maskwatch.service.deps import Admin, AuditDep, Auditor, CamerasDep, CameraViewDep, LiveDep, MediaDep, Viewer
 from maskwatch.service.errors import ApiError
-from maskwatch.service.media import Media, render_jpeg
-from maskwatch.service.routers.common import binary
+from maskwatch.service.live import released_after
+from maskwatch.service.media import Media
+from maskwatch.service.routers.common import binary, stream_slot
 from maskwatch.service.settings import CameraConfig
 
 __all__ = ["CameraIn", "CameraOut", "CameraPatch", "router"]
@@ -144,12 +145,13 @@ async def latest_jpeg(
         data = await asyncio.to_thread(view.remote_frame, name)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     cameras.get(name)
-    frame = live.latest(name)
-    if frame is None:
+    if live.latest(name) is None:
         raise ApiError(404, "no_frame", f"camera {name!r} has no analysed frame yet")
     blur = _blur_for(media, audit, principal, request, name)
-    data = await asyncio.to_thread(render_jpeg, frame.frame.image, frame.result, blur=blur)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    found = await asyncio.to_thread(live.jpeg, name, blur=blur)  # the JPEG every viewer shares
+    if found is None:
+        raise ApiError(404, "no_frame", f"camera {name!r} has no analysed frame yet")
+    return Response(found[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get(
@@ -172,20 +174,23 @@ async def live_mjpeg(
 ) -> StreamingResponse:
     view.require_local(name)  # a remote camera has no live stream here: its latest.jpg asks its node
     cameras.get(name)
+    release = stream_slot(live, principal)
     blur = _blur_for(media, audit, principal, request, name)
 
     async def parts() -> AsyncIterator[bytes]:
         last, sent = None, 0
         while not live.closing.is_set() and (frames is None or sent < frames):
-            frame = live.latest(name)
-            if frame is not None and frame is not last:
-                last = frame
-                data = await asyncio.to_thread(render_jpeg, frame.frame.image, frame.result, blur=blur)
-                yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n"
-                yield data + b"\r\n"
-                sent += 1
+            if live.latest(name) is not last:
+                found = await asyncio.to_thread(live.jpeg, name, blur=blur)  # encoded once for every viewer
+                if found is not None and found[0] is not last:
+                    last, data = found
+                    yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode()
+                    yield b"\r\n\r\n" + data + b"\r\n"
+                    sent += 1
             await asyncio.sleep(1.0 / fps)
 
     return StreamingResponse(
-        parts(), media_type="multipart/x-mixed-replace; boundary=frame", headers={"Cache-Control": "no-store"}
+        await released_after(parts(), release),
+        media_type="multipart/x-mixed-replace; boundary=frame",
+        headers={"Cache-Control": "no-store"},
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from maskwatch.service.auth import Principal
 from maskwatch.service.errors import ApiError
+from maskwatch.service.live import Live
 
-__all__ = ["BINARY", "Ok", "binary", "to_ts"]
+__all__ = ["BINARY", "Ok", "binary", "stream_slot", "to_ts"]
 
 #: an OpenAPI schema for bytes (images, CSV, Prometheus text, streams)
 BINARY: dict[str, object] = {"type": "string", "format": "binary"}
@@ -35,3 +38,17 @@ def to_ts(value: datetime | None) -> float | None:
         return value.timestamp()
     except (OverflowError, OSError, ValueError) as exc:
         raise ApiError(422, "invalid", f"time out of range: {value}") from exc
+
+
+def stream_slot(live: Live, principal: Principal) -> Callable[[], None]:
+    """One of the caller's live-stream slots (``limits.streams_per_token``), else 429."""
+    release = live.streams.open(principal.token_id)
+    if release is None:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"this token holds {live.streams.per_key} live streams open already (limits.streams_per_token); "
+            "close one first",
+            headers={"Retry-After": "5"},
+        )
+    return release

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from fastapi import APIRouter, Request
@@ -37,7 +38,7 @@ async def create_job(
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
             raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
         source = allowed_path(payload["path"], settings.jobs.allowed_dirs)
-        job = jobs.submit(source, source.name)
+        job = await asyncio.to_thread(jobs.submit, source, source.name)
     elif ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=5)
@@ -53,14 +54,15 @@ async def create_job(
         suffix = VIDEO_SUFFIX.get(kind) or "." + kind.split("/")[1].replace("jpeg", "jpg")
         if kind in IMAGE_TYPES:
             suffix = ".jpg" if kind == "image/jpeg" else f".{kind.split('/')[1]}"
-        job_id, workdir = jobs.new_dir()
+        jobs.admit(upload.size or 0)  # before anything is written
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", (upload.filename or "upload"))[:60] or "upload"
-        target = workdir / f"upload{suffix}"
-        with target.open("wb") as out:
-            out.write(head)
-            while chunk := await upload.read(1 << 20):
-                out.write(chunk)
-        job = jobs.submit(target, safe, job_id=job_id, workdir=workdir)
+        with jobs.upload_dir() as (job_id, workdir):  # removed again if the job is refused
+            target = workdir / f"upload{suffix}"
+            with target.open("wb") as out:
+                out.write(head)
+                while chunk := await upload.read(1 << 20):
+                    out.write(chunk)
+            job = await asyncio.to_thread(jobs.submit, target, safe, job_id, workdir)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field 'file') or {\"path\": ...}")
     audit.record(principal, "job.create", f"job:{job.id}", {"name": job.name})

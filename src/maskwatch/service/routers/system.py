@@ -28,9 +28,9 @@ from maskwatch.service.deps import (
     client_ip,
 )
 from maskwatch.service.errors import ApiError
-from maskwatch.service.live import CameraNow
+from maskwatch.service.live import CameraNow, released_after
 from maskwatch.service.metrics import CONTENT_TYPE, scrape_allowed
-from maskwatch.service.routers.common import binary
+from maskwatch.service.routers.common import binary, stream_slot
 
 __all__ = ["Health", "Overview", "Readiness", "healthz", "metrics_scrape", "readyz_probe", "router"]
 
@@ -150,9 +150,10 @@ async def stream(
     principal: Viewer,
     limit: int | None = Query(None, ge=0, description="end after this many messages"),
 ) -> StreamingResponse:
+    release = stream_slot(live, principal)
     hello = {"user": principal.name, "role": principal.role, "time": time.time()}
     return StreamingResponse(
-        live.hub.stream(hello, stopped=live.closing.is_set, limit=limit),
+        await released_after(live.hub.stream(hello, stopped=live.closing.is_set, limit=limit), release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -206,6 +206,7 @@ class ApiToken(Base):
     created_ts: Mapped[float] = mapped_column(Double)
     last_used_ts: Mapped[float | None] = mapped_column(Double, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_ts: Mapped[float | None] = mapped_column(Double, nullable=True)  # None: never
 
 
 class Session(Base):
