@@ -23,7 +23,7 @@ API = "/api/v1"
 # every API route, the least role it needs, and a request that passes validation (None: no body)
 MATRIX = [
     ("GET", "/readyz", "viewer", None), ("GET", "/metrics", "viewer", None), ("GET", "/overview", "viewer", None),
-    ("GET", "/fleet", "viewer", None),
+    ("GET", "/fleet", "viewer", None), ("GET", "/site", "viewer", None),
     ("GET", "/stream?limit=0", "viewer", None), ("POST", "/auth/logout", "viewer", None),
     ("GET", "/auth/me", "viewer", None), ("GET", "/tokens", "admin", None),
     ("POST", "/tokens", "admin", {"name": "x", "role": "viewer"}), ("DELETE", "/tokens/999", "admin", None),

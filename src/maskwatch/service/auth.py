@@ -9,6 +9,10 @@ per-token rate limit.
   uploads and marks false positives, ``admin`` also manages cameras, rules and tokens.
 * When a token was last used is kept in memory and written every :data:`USAGE_EVERY_S` seconds (and at
   stop), so a request never waits for a database write.
+* A token or session is checked against the database at most ``cache_s`` seconds (``auth.cache_s``, 2 s)
+  before it is trusted again: a revocation or a logout made through any worker reaches every worker within
+  that time. While the database is unreachable (when nobody can revoke anything), a token checked within
+  ``outage_grace_s`` keeps working, so pages answered from memory (``/fleet``) stay available.
 """
 
 from __future__ import annotations
@@ -97,17 +101,25 @@ class RateLimiter:
 
 
 class Auth:
-    """Token and session checks with a short cache (so reads keep working through a database blip).
+    """Token and session checks with a short cache (see the module docstring for how stale it may be).
 
     ``admin_token``: a preset admin token (``$MASKWATCH_ADMIN_TOKEN``) made the token named ``admin`` at
     :meth:`start`; without one, a new admin token is made when none exists (``generated_admin_token``,
     printed once)."""
 
-    CACHE_SECONDS = 10.0
-
     def __init__(
-        self, tokens: TokenRepository, limiter: RateLimiter, session_hours: float, *, admin_token: str | None = None
+        self,
+        tokens: TokenRepository,
+        limiter: RateLimiter,
+        session_hours: float,
+        *,
+        admin_token: str | None = None,
+        cache_s: float = 2.0,
+        outage_grace_s: float = 3600.0,
     ) -> None:
+        self.cache_s = cache_s
+        self.outage_grace_s = outage_grace_s
+        self._outage = False
         self.tokens = tokens
         self.limiter = limiter
         self.session_seconds = session_hours * 3600
@@ -188,19 +200,27 @@ class Auth:
             self._cache.clear()
 
     def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        """The principal for ``key``, from the cache when checked less than ``cache_s`` ago, else from the
+        database; during an outage, from a check less than ``outage_grace_s`` old."""
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
+            hit = self._cache.get(key)  # (checked at, principal)
+            if hit is not None and now - hit[0] < self.cache_s:
                 return hit[1]
         try:
             value = load()
         except Exception as exc:
+            if hit is not None and now - hit[0] < self.outage_grace_s:
+                if not self._outage:
+                    log.warning("database unreachable: tokens checked before the outage are trusted meanwhile")
+                self._outage = True
+                return hit[1]
             raise ApiError(503, "database_unavailable", "cannot check the token: the database is unreachable") from exc
+        self._outage = False
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key] = (now + self.CACHE_SECONDS, value)
+            self._cache[key] = (now, value)
         return value
 
     def by_token(self, token: str) -> Principal | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Annotated, cast
 
 from fastapi import Depends, Path, Request, Security
@@ -24,9 +25,11 @@ from maskwatch.service.live import Live
 from maskwatch.service.media import Media
 from maskwatch.service.metrics import Metrics
 from maskwatch.service.settings import ServiceSettings
+from maskwatch.service.spool import Spool
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.audit import AuditLog
 from maskwatch.service.storage.ingest import Ingestor
+from maskwatch.service.workers import Coordinator
 
 __all__ = [
     "MAX_ID",
@@ -36,6 +39,7 @@ __all__ = [
     "Auditor",
     "AuthDep",
     "CamerasDep",
+    "CoordinatorDep",
     "FleetDep",
     "IdPath",
     "InferenceDep",
@@ -46,6 +50,8 @@ __all__ = [
     "MetricsDep",
     "Operator",
     "SettingsDep",
+    "SiteZone",
+    "SpoolDep",
     "StorageDep",
     "Viewer",
     "client_ip",
@@ -106,6 +112,19 @@ def get_ingestor(service: _Service) -> Ingestor:
     return service.ingestor
 
 
+def get_coordinator(service: _Service) -> Coordinator:
+    return service.coordinator
+
+
+def get_spool(service: _Service) -> Spool | None:
+    return service.spool
+
+
+def get_zone(service: _Service) -> tzinfo:
+    """The site's time zone (``site.timezone``)."""
+    return service.zone
+
+
 def get_fleet(service: _Service) -> FleetState | None:
     """The fleet as this worker's MQTT ingest sees it now; None without MQTT ingest."""
     return None if service.fleet is None else service.fleet.state()
@@ -123,6 +142,9 @@ LiveDep = Annotated[Live, Depends(get_live)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 FleetDep = Annotated[FleetState | None, Depends(get_fleet)]
+CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+SpoolDep = Annotated[Spool | None, Depends(get_spool)]
+SiteZone = Annotated[tzinfo, Depends(get_zone)]
 
 
 def require(role: str) -> Callable[[Request, Auth, HTTPAuthorizationCredentials | None], Principal]:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from maskwatch.service.storage.db import OutageLog
+
 __all__ = ["ERROR_RESPONSES", "ApiError", "ErrorBody", "error_body", "errors", "install_error_handlers"]
 
 log = logging.getLogger("maskwatch.service")
@@ -88,9 +90,11 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{loc}: {item.get('msg', 'invalid')}")
         return JSONResponse(error_body("invalid", "; ".join(problems) or "invalid request"), status_code=422)
 
+    outage = OutageLog("API", "answering 503 until it is back (logged once per outage)")
+
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
         """A database outage is a 503 with a reason, not a 500 (repositories let it through)."""
-        log.warning("database unreachable: %s", type(exc).__name__)
+        outage.failed(exc)
         return JSONResponse(
             error_body("database_unavailable", "the database is unreachable; try again shortly"), status_code=503
         )

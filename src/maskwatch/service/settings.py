@@ -53,6 +53,9 @@ class EngineSettings(Section):
     give_up_after: float = Field(30.0, gt=0)  # ... and "failed" after this long down
     backoff: float = Field(0.5, gt=0)
     max_backoff: float = Field(8.0, gt=0)
+    # append every track_ended, stats and source_status of this worker's own cameras (those it counts) to
+    # DATA_DIR/journal.jsonl, one JSON per line, before storing them: audits, the chaos soak
+    journal: bool = False
 
 
 class CameraConfig(Section):
@@ -95,7 +98,7 @@ class AlertRuleConfig(Section):
     for_s: float = Field(60.0, ge=0)  # camera_offline / camera_lagging / node_offline: must hold this long
     hysteresis: float = Field(0.05, ge=0)  # resolve only when this far back on the good side
     cooldown_s: float = Field(300.0, ge=0)  # after resolving, no new alert of this rule+camera this long
-    active_hours: str | None = None  # "08:00-18:00" (local time of the server); None: always
+    active_hours: str | None = None  # "08:00-18:00" in the site's time zone (site.timezone); None: always
     enabled: bool = True
     webhook_url: str | None = None
     webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Maskwatch-Signature header
@@ -135,6 +138,8 @@ class RetentionSettings(Section):
     rollups_days: float = Field(730.0, gt=0)  # hourly / daily rollups
     audit_days: float = Field(365.0, gt=0)
     purge_every_s: float = Field(3600.0, gt=0)
+    batch_rows: int = Field(2000, ge=1)  # rows deleted per transaction (writers wait for one batch at most)
+    batch_pause_s: float = Field(0.02, ge=0)  # between batches: writers get the database
 
 
 class LimitSettings(Section):
@@ -155,12 +160,46 @@ class LimitSettings(Section):
 class AuthSettings(Section):
     session_hours: float = Field(12.0, gt=0)
     cookie_secure: bool = False  # set True behind HTTPS
+    # a token or session checked against the database at most this long ago is trusted: a revocation (or a
+    # logout) through any worker reaches every worker within this many seconds
+    cache_s: float = Field(2.0, ge=0, le=60)
+    # while the database is unreachable (nobody can revoke anything then), a token checked within this
+    # many seconds keeps working, so the dashboard and /fleet answer from memory
+    outage_grace_s: float = Field(3600.0, ge=0)
 
 
 class JobSettings(Section):
     allowed_dirs: list[str] = Field(default_factory=list)  # server folders POST /jobs may read from
     max_running: int = Field(1, ge=1)
     keep_events: int = Field(10_000, ge=0)  # events kept per job for GET /jobs/{id}/events
+
+
+class SiteSettings(Section):
+    # the site's time zone (IANA name, e.g. Europe/Paris): what "today", daily rollups (1d points), alert
+    # active hours and the dashboard's clock mean. UTC by default (set it: the server's own zone is never used)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from maskwatch.core.timeutil import site_zone
+
+        site_zone(value)  # raises with the reason
+        return value
+
+
+class WorkerSettings(Section):
+    # this worker's name in leases and jobs; default: made once and kept in DATA_DIR/worker-id
+    id: str | None = Field(None, min_length=1, max_length=100)
+    lease_ttl_s: float = Field(10.0, ge=2)  # a camera (or the alert rules) moves this long after its worker died
+    renew_every_s: float = Field(3.0, gt=0)  # under half of lease_ttl_s
+    dead_after_s: float = Field(120.0, gt=0)  # a worker silent this long is gone: its jobs are interrupted
+
+
+class SpoolSettings(Section):
+    enabled: bool = True  # this worker's cameras' events on disk (DATA_DIR/spool.db) until stored
+    budget_mb: float = Field(1024.0, gt=0)  # beyond it the oldest stats, then the oldest events, are dropped
+    journal: bool = False  # also keep the id of every event spooled (audits, tests)
 
 
 class ServiceSettings(RootSettings):
@@ -184,6 +223,9 @@ class ServiceSettings(RootSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    site: SiteSettings = Field(default_factory=SiteSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -210,4 +252,7 @@ def load_settings(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"cameras: duplicate name(s) {', '.join(dupes)}")
+    w = settings.workers
+    if w.renew_every_s * 2 >= w.lease_ttl_s:
+        raise ConfigError("workers: renew_every_s must be under half of lease_ttl_s")
     return settings

@@ -1,4 +1,7 @@
-"""Batch jobs: upload a video / image / zip of images, or name a server path inside jobs.allowed_dirs."""
+"""Batch jobs: upload a video / image / zip of images, or name a server path inside jobs.allowed_dirs.
+
+The upload is read on the event loop but written, checked, extracted and started on worker threads
+(``run_in_threadpool``), so a large zip or a slow database never stalls the other requests."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import re
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, JsonValue
 from starlette.datastructures import UploadFile
 
@@ -40,8 +44,8 @@ async def create_job(
             raise ApiError(400, "bad_request", "body is not valid JSON") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
             raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
-        source = allowed_path(payload["path"], settings.jobs.allowed_dirs)
-        job = jobs.submit(source, source.name)
+        source = await run_in_threadpool(allowed_path, payload["path"], settings.jobs.allowed_dirs)
+        job = await run_in_threadpool(jobs.submit, source, source.name)
     elif ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=5)
@@ -57,17 +61,20 @@ async def create_job(
         suffix = VIDEO_SUFFIX.get(kind) or "." + kind.split("/")[1].replace("jpeg", "jpg")
         if kind in IMAGE_TYPES:
             suffix = ".jpg" if kind == "image/jpeg" else f".{kind.split('/')[1]}"
-        job_id, workdir = jobs.new_dir()
+        job_id, workdir = await run_in_threadpool(jobs.new_dir)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", (upload.filename or "upload"))[:60] or "upload"
         target = workdir / f"upload{suffix}"
-        with target.open("wb") as out:
-            out.write(head)
+        out = await run_in_threadpool(target.open, "wb")
+        try:
+            await run_in_threadpool(out.write, head)
             while chunk := await upload.read(1 << 20):
-                out.write(chunk)
-        job = jobs.submit(target, safe, job_id=job_id, workdir=workdir)
+                await run_in_threadpool(out.write, chunk)
+        finally:
+            await run_in_threadpool(out.close)
+        job = await run_in_threadpool(jobs.submit, target, safe, job_id=job_id, workdir=workdir)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field 'file') or {\"path\": ...}")
-    audit.record(principal, "job.create", f"job:{job.id}", {"name": job.name})
+    await run_in_threadpool(audit.record, principal, "job.create", f"job:{job.id}", {"name": job.name})
     return job.out()
 
 

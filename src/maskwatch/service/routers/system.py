@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -11,13 +11,24 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from maskwatch import __version__
-from maskwatch.service.deps import IngestorDep, LiveDep, MetricsDep, StorageDep, Viewer
+from maskwatch.core.timeutil import local_day_start
+from maskwatch.service.deps import (
+    CoordinatorDep,
+    FleetDep,
+    IngestorDep,
+    LiveDep,
+    MetricsDep,
+    SiteZone,
+    SpoolDep,
+    StorageDep,
+    Viewer,
+)
 from maskwatch.service.errors import ApiError
 from maskwatch.service.live import CameraNow
 from maskwatch.service.metrics import CONTENT_TYPE
 from maskwatch.service.routers.common import binary
 
-__all__ = ["Health", "Overview", "Readiness", "healthz", "router"]
+__all__ = ["Health", "Overview", "Readiness", "Site", "healthz", "router"]
 
 router = APIRouter(tags=["system"])
 
@@ -28,26 +39,45 @@ class Health(BaseModel):
 
 
 class ReadyChecks(BaseModel):
-    database: bool = Field(description="answers SELECT 1")
-    engine: bool = Field(description="the stream engine runs")
-    ingest: bool = Field(description="events are being stored (False while the database is away)")
+    database: bool = Field(description="the database answers SELECT 1 now (5 s timeout)")
+    engine: bool = Field(description="this worker's stream engine runs")
+    ingest: bool = Field(description="the writer's last write succeeded (False while the database is away)")
+    broker: bool | None = Field(
+        None,
+        description="with --mqtt: connected to the broker and subscribed (False while it is unreachable or "
+        "refuses this worker's login); null without MQTT ingest",
+    )
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: ReadyChecks
-    ingest_backlog: int = Field(description="events waiting to be stored")
+    ingest_backlog: int = Field(description="events waiting in memory to be stored")
+    spool_backlog: int = Field(description="this worker's cameras' events on disk not yet stored")
+    broker_error: str | None = Field(None, description="why the broker connection is down, when it is")
+    worker: str = Field(description="this worker's id (leases, jobs)")
+    alerts_leader: bool = Field(description="this worker evaluates the alert rules")
+
+
+class Site(BaseModel):
+    """The site's clock: what "today", daily points and alert active hours mean (``site.timezone``)."""
+
+    timezone: str = Field(description="IANA name, e.g. Europe/Paris (the dashboard shows times in it)")
+    utc_offset_s: float = Field(description="the zone's offset from UTC now, seconds")
+    day_start: float = Field(description="epoch seconds of today's local midnight")
+    time: float
 
 
 class Overview(BaseModel):
     people_now: int
-    people_today: int = Field(description="people counted since 00:00 UTC")
+    people_today: int = Field(description="people counted since 00:00 in the site's time zone")
     compliance_today: float | None
     alerts_firing: int
     cameras: dict[str, CameraNow]
     database_ok: bool
     ingest_backlog: int
     time: float
+    timezone: str = Field(description="the site's time zone (IANA name)")
 
 
 @router.get("/healthz", summary="Liveness (no token needed)")
@@ -57,15 +87,48 @@ def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    summary="Readiness: database reachable, engine running, ingest not behind",
+    summary="Readiness: database reachable, engine running, ingest not behind, broker connected (--mqtt)",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "not ready, with the reasons"}},
 )
-def readyz(storage: StorageDep, live: LiveDep, ingestor: IngestorDep, _: Viewer) -> Response:
-    checks = ReadyChecks(database=storage.ping(), engine=live.engine.running, ingest=ingestor.healthy)
-    ok = checks.database and checks.engine and checks.ingest
-    body = Readiness(status="ready" if ok else "not ready", checks=checks, ingest_backlog=ingestor.backlog)
+def readyz(
+    storage: StorageDep,
+    live: LiveDep,
+    ingestor: IngestorDep,
+    fleet: FleetDep,
+    spool: SpoolDep,
+    coordinator: CoordinatorDep,
+    _: Viewer,
+) -> Response:
+    checks = ReadyChecks(
+        database=storage.ping(),
+        engine=live.engine.running,
+        ingest=ingestor.healthy,
+        broker=None if fleet is None else fleet.connected,
+    )
+    ok = checks.database and checks.engine and checks.ingest and checks.broker is not False
+    body = Readiness(
+        status="ready" if ok else "not ready",
+        checks=checks,
+        ingest_backlog=ingestor.backlog,
+        spool_backlog=0 if spool is None else spool.backlog,
+        broker_error=None if fleet is None or fleet.connected else fleet.last_error or "not connected",
+        worker=coordinator.worker,
+        alerts_leader=coordinator.leader,
+    )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/site", summary="The site's time zone: what today, daily points and active hours mean")
+def site(zone: SiteZone, _: Viewer) -> Site:
+    now = time.time()
+    offset = datetime.fromtimestamp(now, zone).utcoffset()
+    return Site(
+        timezone=str(zone),
+        utc_offset_s=0.0 if offset is None else offset.total_seconds(),
+        day_start=float(local_day_start(now, zone)),
+        time=now,
+    )
 
 
 @router.get(
@@ -79,9 +142,9 @@ def metrics(registry: MetricsDep, _: Viewer) -> Response:
 
 
 @router.get("/overview", summary="Dashboard tiles: people now and today, compliance today, alerts, cameras")
-def overview(live: LiveDep, storage: StorageDep, _: Viewer) -> Overview:
+def overview(live: LiveDep, storage: StorageDep, zone: SiteZone, _: Viewer) -> Overview:
     snapshot = live.snapshot()
-    day = int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    day = local_day_start(time.time(), zone)
     try:
         people, compliant = storage.stats.day_totals(day)
     except Exception as exc:
@@ -95,6 +158,7 @@ def overview(live: LiveDep, storage: StorageDep, _: Viewer) -> Overview:
         database_ok=snapshot.database_ok,
         ingest_backlog=snapshot.ingest_backlog,
         time=time.time(),
+        timezone=str(zone),
     )
 
 
