@@ -247,7 +247,7 @@ def test_people_today_per_camera_adds_up_to_the_overview(svc):
         assert overview["compliance_today"] == round(4 / 6, 4)
         assert overview["day_start"] <= time.time() < overview["day_start"] + 86400
         info = client.get(f"{API}/console").json()
-        assert "since 00:00 UTC" in info["people_today"]
+        assert "since 00:00 today in the site's time zone" in info["people_today"]
     finally:
         for name in ("lobby-a", "lobby-b"):
             client.delete(f"{API}/cameras/{name}")

@@ -153,7 +153,7 @@ def test_overview_shows_every_camera_with_a_node_filter_and_one_people_count(wor
     # people today: the tile is the sum of the table's column (one definition, said on the page)
     people = lambda: [int(t) for t in _cells(page, "#camera-list td.people")]
     assert ui.poll(lambda: sum(people()) > 0 and int(page.text_content("#tile-people-today")) == sum(people()))
-    assert "since 00:00 UTC" in page.text_content("#people-definition")
+    assert "since 00:00 today in the site's time zone" in page.text_content("#people-definition")
     assert page.text_content("#camera-list tr[data-camera='gate-a:door'] td.where") == "node gate-a"
     assert page.text_content("#camera-list tr[data-camera=door] td.where") == "this server"
     page.wait_for_selector("#chart svg :is(circle, polyline)[data-camera='gate-a:door']", timeout=30000)

@@ -9,7 +9,7 @@ import hmac
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -50,6 +50,17 @@ class Receiver:
 
     def close(self):
         self.server.shutdown()
+
+
+def feed(service, *events):
+    """Events through the pipeline, then stored: the rules read the database."""
+    for event in events:
+        service.pipeline.handle_event(event)
+    assert service.ingestor.flush(10)
+
+
+def now_person(camera: str, **kw):
+    return person(camera, at=datetime.now(UTC), **kw)
 
 
 @pytest.fixture
@@ -95,29 +106,25 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         assert r.status_code == 201, r.text
         assert "webhook_secret" not in r.json() and r.json()["has_webhook_secret"]
         alerts = service.alerts
-        service.pipeline.handle_event(person("door", compliant=False))
-        service.pipeline.handle_event(person("door", compliant=False, track_id=2))
+        feed(service, now_person("door", compliant=False), now_person("door", compliant=False, track_id=2))
         alerts.evaluate()
         assert client.get(f"{API}/alerts").json()["items"] == []  # two people: below min_people, no alert
-        service.pipeline.handle_event(person("door", compliant=True, track_id=3))
+        feed(service, now_person("door", compliant=True, track_id=3))
         alerts.evaluate()
         firing = client.get(f"{API}/alerts?state=firing").json()["items"]
         assert len(firing) == 1 and firing[0]["camera"] == "door" and firing[0]["value"] == pytest.approx(1 / 3)
         assert "ALERT low compliance on door" in caplog.text
         # back to 80 %: still firing (hysteresis needs 85 %)
-        for i in range(7):
-            service.pipeline.handle_event(person("door", compliant=True, track_id=10 + i))
+        feed(service, *(now_person("door", compliant=True, track_id=10 + i) for i in range(7)))
         alerts.evaluate()
         assert len(client.get(f"{API}/alerts?state=firing").json()["items"]) == 1
-        for i in range(4):
-            service.pipeline.handle_event(person("door", compliant=True, track_id=20 + i))
+        feed(service, *(now_person("door", compliant=True, track_id=20 + i) for i in range(4)))
         alerts.evaluate()  # 12/14 = 86 %
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
         alert_id = firing[0]["id"]
         assert client.get(f"{API}/alerts/{alert_id}").status_code in (404, 405)
         # bad again at once: cooldown holds it back
-        for i in range(10):
-            service.pipeline.handle_event(person("door", compliant=False, track_id=40 + i))
+        feed(service, *(now_person("door", compliant=False, track_id=40 + i) for i in range(10)))
         alerts.evaluate()
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
         # webhooks: firing then resolved; the first attempt got HTTP 500 and was retried
@@ -141,7 +148,7 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
 
 def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
-        now = datetime.now()
+        now = datetime.now(UTC)  # active hours are in the site's time zone (UTC by default)
         closed = f"{(now.hour + 2) % 24:02d}:00-{(now.hour + 3) % 24:02d}:00"
         camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
         assert client.post(f"{API}/cameras", json=camera).status_code == 201
@@ -150,12 +157,12 @@ def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
                      {"name": "night only", "kind": "camera_offline", "for_s": 0, "active_hours": closed}):  # fmt: skip
             assert client.post(f"{API}/alert-rules", json=body).status_code == 201
         assert client.post(f"{API}/alert-rules", json={"name": "x", "kind": "unmasked_person"}).status_code == 422
-        service.pipeline.handle_event(status("gate", "lost", "no frame for 10 s"))
-        service.pipeline.handle_event(person("gate", compliant=False))
+        # "yard" is no camera of this server (a disabled camera's state is not watched: it is off on purpose)
+        feed(service, status("yard", "lost", "no frame for 10 s"), now_person("gate", compliant=False))
         service.alerts.evaluate()
         firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
-        assert firing == {"offline", "unmasked"}  # "night only" is outside its hours
-        service.pipeline.handle_event(status("gate", "live"))
+        assert firing == {"offline", "unmasked"}  # "night only" is outside its hours; "camera offline": 60 s
+        feed(service, status("yard", "live"))
         service.alerts.evaluate()
         firing = {a["rule"] for a in client.get(f"{API}/alerts?state=firing").json()["items"]}
         assert firing == {"unmasked"}
@@ -191,36 +198,39 @@ def test_node_offline_rule_built_in_with_hysteresis(tmp_path):
         assert not alerts.ensure_rule(NODE_OFFLINE_RULE)
 
 
-def test_two_alert_engines_on_one_database_fire_and_resolve_once(tmp_path):
-    """Two workers' alert engines see the same node go offline: one alert row, one announcement each way;
-    a cooldown counts the other worker's alert."""
+def test_two_workers_alert_engines_one_evaluates_every_one_follows(tmp_path, caplog):
+    """Two workers' alert engines on one database: only the elected one evaluates (one alert row, one log
+    line each way), every one pushes the stored changes to its own dashboards once; when the elected one
+    goes, the other resolves the alert it fired; a cooldown counts the other worker's alert."""
     from maskwatch.service.alerts import AlertEngine
 
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
         rule = {"name": "nodes", "kind": "node_offline", "for_s": 0, "cooldown_s": 600}
         assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
-        announced: list[str] = []
+        pushed: dict[str, list[str]] = {"a": [], "b": []}
+        elected = {"a": True, "b": False}
 
-        def worker() -> AlertEngine:
-            announce = lambda _t, p: announced.append(p["transition"])
-            engine = AlertEngine(service.storage.alerts, publish=announce, sender=None)
+        def worker(name: str) -> AlertEngine:
+            push = lambda _kind, p: pushed[name].append(p["transition"])
+            engine = AlertEngine(service.storage.alerts, publish=push, sender=None, leader=lambda: elected[name])
             engine.reload()
             return engine
 
-        engines = [worker(), worker()]
-        for engine in engines:
+        a, b = worker("a"), worker("b")
+        for engine in (a, b):
             engine.observe_node("n1", "offline")
-        for engine in (*engines, *engines):
+        for engine in (a, b, a, b):
             engine.evaluate()
         firing = client.get(f"{API}/alerts?state=firing").json()["items"]
-        assert len(firing) == 1 and announced == ["firing"]
-        assert all(e.firing == 1 for e in engines)  # the second adopted the first one's alert
-        for engine in engines:
-            engine.observe_node("n1", "online")
-            engine.evaluate()
+        assert len(firing) == 1 and pushed == {"a": ["firing"], "b": ["firing"]}
+        assert caplog.text.count("ALERT nodes on n1") == 1 and a.firing == b.firing == 1
+        elected.update(a=False, b=True)  # a's lease went to b (a died)
+        b.observe_node("n1", "online")
+        b.evaluate()
+        a.evaluate()
         assert client.get(f"{API}/alerts?state=firing").json()["items"] == []
-        assert announced == ["firing", "resolved"]
-        late = worker()  # a worker (re)started now sees the node down again: the cooldown holds there too
-        late.observe_node("n1", "offline")
-        late.evaluate()
-        assert len(client.get(f"{API}/alerts").json()["items"]) == 1 and announced == ["firing", "resolved"]
+        assert pushed == {"a": ["firing", "resolved"], "b": ["firing", "resolved"]}
+        assert caplog.text.count("RESOLVED nodes on n1") == 1
+        b.observe_node("n1", "offline")  # down again at once: the cooldown holds it back
+        b.evaluate()
+        assert len(client.get(f"{API}/alerts").json()["items"]) == 1

@@ -23,7 +23,7 @@ API = "/api/v1"
 # every API route, the least role it needs, and a request that passes validation (None: no body)
 MATRIX = [
     ("GET", "/readyz", "viewer", None), ("GET", "/metrics", "viewer", None), ("GET", "/overview", "viewer", None),
-    ("GET", "/fleet", "viewer", None), ("GET", "/console", "viewer", None),
+    ("GET", "/fleet", "viewer", None), ("GET", "/console", "viewer", None), ("GET", "/site", "viewer", None),
     ("GET", "/events/export.csv", "viewer", None), ("GET", "/jobs/abc/images", "viewer", None),
     ("POST", "/alert-rules/999/test", "admin", None),
     ("GET", "/stream?limit=0", "viewer", None), ("POST", "/auth/logout", "viewer", None),

@@ -1,11 +1,12 @@
-"""Time in one place: aware UTC datetimes, ISO-8601 text with ``Z``, and compact stamps for file names."""
+"""Time in one place: aware UTC datetimes, ISO-8601 text with ``Z``, compact stamps for file names, and the
+site's time zone (an IANA name: what "today", daily rollups and alert active hours mean)."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
-__all__ = ["day_stamp", "iso", "now_iso", "parse_time", "run_stamp", "utc"]
+__all__ = ["day_stamp", "iso", "local_day_start", "now_iso", "parse_time", "run_stamp", "site_zone", "utc"]
 
 
 def utc(seconds: float) -> datetime:
@@ -43,3 +44,23 @@ def parse_time(value: str | float | datetime) -> datetime:
     else:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def site_zone(name: str | None) -> tzinfo:
+    """The time zone named ``name`` (IANA, e.g. ``Europe/Paris``; ``UTC`` or None: UTC). ValueError for an
+    unknown name."""
+    if not name or name.upper() == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Paris, or UTC)") from exc
+
+
+def local_day_start(seconds: float, zone: tzinfo) -> int:
+    """Epoch seconds of the midnight in ``zone`` that starts the local day holding ``seconds`` (days are
+    23 or 25 hours long across a daylight-saving change)."""
+    local = datetime.fromtimestamp(seconds, zone)
+    return int(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())

@@ -141,6 +141,7 @@ class FleetState:
     rejected: dict[str, int]
     connected: bool
     pending_acks: int
+    last_error: str | None = None  # why the broker refused or dropped the connection, while not connected
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -460,6 +461,7 @@ class FleetIngest:
             rejected=dict(self.rejected),
             connected=self.connected.is_set(),
             pending_acks=len(self._pending),
+            last_error=None if self.connected.is_set() else self.last_error,
         )
 
 

@@ -1,7 +1,8 @@
-"""Alert rules evaluated on the live event flow, with hysteresis, cooldown and active hours; alerts go to
-the database, the dashboard (SSE), the log and webhooks (HMAC-SHA256 signed over a timestamp and the body,
-retried with backoff, every attempt recorded; each target checked against ``security.webhooks`` when it is
-sent to, and the address checked is the one connected to).
+"""Alert rules with hysteresis, cooldown and active hours, evaluated by one elected worker from what is
+stored (every worker's data, complete); alerts go to the database, the dashboard (SSE), the log and
+webhooks (HMAC-SHA256 signed over a timestamp and the body, retried with backoff, every attempt recorded;
+each target checked against ``security.webhooks`` when it is sent to, and the address checked is the one
+connected to).
 
 Rule kinds (``AlertRule.kind``):
 
@@ -10,7 +11,8 @@ Rule kinds (``AlertRule.kind``):
   ``threshold + hysteresis``, or fewer than ``min_people`` people remain in the window.
 * ``unmasked_person`` (opt-in per camera): a person without a mask ended in the last ``window_s`` seconds.
 * ``camera_offline``: the camera has been lost, reconnecting or failed for ``for_s`` seconds; resolves
-  when it is live again.
+  when it is live again (or removed). Built in (:data:`CAMERA_OFFLINE_RULE`, 60 s: a short blip pages
+  nobody) unless a rule of this kind exists.
 * ``camera_lagging``: stats buckets report a p95 lag above ``threshold`` seconds for ``for_s`` seconds;
   resolves when it is below ``threshold * (1 - hysteresis)``.
 * ``node_offline`` (the fleet; ``camera`` names a node, or None for every node): the node's status (its last
@@ -18,16 +20,24 @@ Rule kinds (``AlertRule.kind``):
   with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists.
 
 After an alert resolves, the same rule and camera cannot fire again for ``cooldown_s`` seconds; outside
-``active_hours`` (server local time, ``HH:MM-HH:MM``, may wrap midnight) rules do not fire.
+``active_hours`` (``HH:MM-HH:MM`` in the site's time zone, ``site.timezone``; may wrap midnight) rules do
+not fire.
 
-Several control-room workers on one database evaluate the same rules (every worker sees every node's
-status): the database holds at most one firing alert per rule and camera (a partial unique index), so the
-first worker to fire stores and announces it and the others adopt it silently; resolving is a conditional
-update, so only one worker announces that too, and a cooldown counts alerts resolved by any worker.
+Several workers on one database: only the worker holding the ``alerts`` lease (``leader``) evaluates, from
+the database (people in the window, cameras' stored states, stats buckets' lags) and from its own view of
+the fleet's nodes (every worker receives every node status). The evaluation reads and writes the database
+without holding any lock another thread needs. An alert is stored before anything announces it; the
+leader then announces each stored transition not yet announced (log, webhook) and marks it announced, so an
+alert fired or resolved by a worker that died is announced by the next leader (a webhook may then come
+twice, with the same ``X-Maskwatch-Delivery`` id). A firing alert is resolved as soon as the leader sees
+its cause gone, whoever fired it and whenever the database comes back. Every worker pushes the alerts'
+changes it reads from the database to its own dashboards (SSE).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import hmac
 import json
@@ -35,12 +45,11 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -48,9 +57,16 @@ from maskwatch.core.backoff import Backoff
 from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_url
 from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.alerts import AlertRepository, Delivery
+from maskwatch.service.storage.ingest import BAD_STATES
 from maskwatch.service.storage.models import Alert, AlertRule
 
+if TYPE_CHECKING:
+    from maskwatch.service.storage.cameras import CameraRepository, StoredStatus
+    from maskwatch.service.storage.events import EventRepository, WindowCount
+    from maskwatch.service.storage.stats import LagPoint, StatsRepository
+
 __all__ = [
+    "CAMERA_OFFLINE_RULE",
     "NODE_KINDS",
     "NODE_OFFLINE_RULE",
     "SIGNATURE_HEADER",
@@ -67,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger("maskwatch.service")
 
-BAD_STATES = ("lost", "reconnecting", "failed")
 SIGNATURE_HEADER = "X-Maskwatch-Signature"
 TIMESTAMP_HEADER = "X-Maskwatch-Timestamp"
 #: a receiver refuses a delivery whose timestamp is further than this from its clock (replays)
@@ -76,11 +91,16 @@ SIGNATURE_TOLERANCE_S = 300
 #: so that the delivery log does not tell open, closed and filtered ports apart
 UNREACHABLE = "not delivered: no connection or no answer"
 NODE_KINDS = ("node_offline",)  # rules about fleet nodes rather than cameras
+STATE_KINDS = ("camera_offline", "camera_lagging")  # rules about a camera's running, not about its people
 RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
 
 #: the fleet's built-in rule: 30 s rides out an agent restart; silence it by disabling it
 NODE_OFFLINE_RULE = AlertRuleConfig(
     name="node offline", kind="node_offline", for_s=30.0, hysteresis=0.0, cooldown_s=60.0
+)
+#: built in: a camera down for a minute (a reboot, a PoE switch restart) pages; a short blip does not
+CAMERA_OFFLINE_RULE = AlertRuleConfig(
+    name="camera offline", kind="camera_offline", for_s=60.0, hysteresis=0.0, cooldown_s=300.0
 )
 
 
@@ -164,13 +184,15 @@ class AlertTransition(BaseModel):
     alert: AlertOut
 
 
-@dataclass
-class _Camera:
-    people: deque[tuple[float, bool]] = field(default_factory=deque)  # (arrival, compliant)
-    state: str | None = None
-    bad_since: float | None = None
-    lag_bad_since: float | None = None
-    lag: float | None = None
+@dataclass(frozen=True)
+class _Inputs:
+    """What the camera rules read, from the database, once per evaluation."""
+
+    people: dict[float, dict[str, WindowCount]]  # window_s -> camera -> people in the window
+    statuses: dict[str, StoredStatus]
+    lags: dict[str, list[LagPoint]]
+    cameras: set[str]  # cameras the rules watch (those with data)
+    disabled: set[str]  # local cameras switched off: their state and lag rules are not evaluated
 
 
 @dataclass
@@ -242,14 +264,15 @@ class WebhookSender:
         return pinned, {"Host": host}, extensions
 
     @staticmethod
-    def _request(payload: AlertTransition) -> tuple[bytes, dict[str, str]]:
+    def _request(payload: AlertTransition, alert_id: int | None = None) -> tuple[bytes, dict[str, str]]:
         """The body and unsigned headers of a delivery: every delivery (real alerts and test-fires) is built
-        here; each attempt signs it anew (:meth:`_attempt`)."""
+        here; each attempt signs it anew (:meth:`_attempt`). An alert's transition keeps one delivery id."""
         body = json.dumps(payload.model_dump(mode="json"), separators=(",", ":"), sort_keys=True).encode("utf-8")
+        delivery = f"{alert_id}-{payload.transition}" if alert_id is not None else uuid.uuid4().hex
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "maskwatch-webhook/1",
-            "X-Maskwatch-Delivery": uuid.uuid4().hex,
+            "X-Maskwatch-Delivery": delivery,  # the same for a transition announced again (receivers dedupe)
             "X-Maskwatch-Event": payload.transition,
         }
         return body, headers
@@ -307,7 +330,7 @@ class WebhookSender:
     def _deliver(
         self, url: str, secret: str | None, payload: AlertTransition, alert_id: int | None, rule_id: int | None
     ) -> bool:
-        body, headers = self._request(payload)
+        body, headers = self._request(payload, alert_id)
         waits = self.schedule()
         for attempt in range(1, self.attempts + 1):
             delivery, refused = self._attempt(
@@ -352,8 +375,18 @@ class WebhookSender:
 
 
 class AlertEngine:
-    """Observes events (:meth:`observe`, from the event thread) and evaluates the rules every
-    ``evaluate_every`` seconds on its own thread (:meth:`evaluate` can be called directly in tests)."""
+    """Evaluates the rules every ``evaluate_every`` seconds on its own thread when ``leader()`` says this
+    worker is the elected one (:meth:`evaluate` can be called directly in tests); every worker follows the
+    stored alerts for its dashboards.
+
+    Args:
+        alerts: rules and alerts.
+        cameras, events, stats: what camera rules read (None: no camera rules, e.g. a node-only test).
+        publish: the SSE hub's publish.
+        sender: webhook deliveries (None: none).
+        leader: whether this worker evaluates (the ``alerts`` lease).
+        zone: the site's time zone (active hours).
+    """
 
     def __init__(
         self,
@@ -361,67 +394,53 @@ class AlertEngine:
         *,
         publish: Callable[[str, Any], None],
         sender: WebhookSender | None,
+        cameras: CameraRepository | None = None,
+        events: EventRepository | None = None,
+        stats: StatsRepository | None = None,
         evaluate_every: float = 1.0,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[int], None] | None = None,
+        leader: Callable[[], bool] = lambda: True,
+        zone: tzinfo = UTC,
     ) -> None:
         self.alerts = alerts
+        self.cameras = cameras
+        self.events = events
+        self.stats = stats
         self.publish = publish
         self.sender = sender
         self.evaluate_every = evaluate_every
         self.clock = clock
         self.on_change = on_change
+        self.leader = leader
+        self.zone = zone
         self.rules: list[AlertRule] = []
-        self._cameras: dict[str, _Camera] = {}
         self._nodes: dict[str, _Node] = {}
-        self._active: dict[tuple[int, str], int | None] = {}  # (rule, camera) -> alert id
         self._rules_seen: tuple[int, float | None] | None = None  # (count, last change): reload when it moves
-        self._resolved_at: dict[tuple[int, str], float] = {}
-        self._lock = threading.RLock()
+        self._seen: dict[int, Alert] | None = None  # firing alerts as last read (SSE follows the changes)
+        self._announcing: dict[int, str] = {}  # alert -> its last transition sent (a webhook in flight)
+        self._why: dict[int, str] = {}  # alert id -> why it resolved (for the log line)
+        self._failing = False  # the last evaluation could not reach the database (logged once)
+        self._lock = threading.Lock()  # node states only: never held during database I/O
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- inputs ----------------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Read the rules again (after a change through the API); alerts of deleted or disabled rules resolve."""
+        """Read the rules again (after a change through the API); firing alerts of deleted or disabled
+        rules resolve (announced by the elected worker)."""
         seen = self.alerts.rules_version()
         rules = self.alerts.rules()
-        firing = self.alerts.firing()
-        with self._lock:
-            self._rules_seen = seen
-            self.rules = rules
-            known = {r.id for r in rules if r.enabled}
-            for row in firing:  # alerts left firing by a previous run or a removed rule
-                if row.rule_id in known and (row.rule_id, row.camera) not in self._active:
-                    self._active[(row.rule_id, row.camera)] = row.id
-            for key, alert_id in list(self._active.items()):
-                if key[0] not in known:
-                    self._resolve(key, alert_id, "rule removed or disabled", None)
-
-    def observe(self, event: Any) -> None:
+        self._rules_seen = seen
+        self.rules = rules
+        enabled = {r.id for r in rules if r.enabled}
         now = self.clock()
-        with self._lock:
-            cam = self._cameras.setdefault(event.source, _Camera())
-            if event.type == "track_ended":
-                cam.people.append((now, bool(event.compliant)))
-                while cam.people and now - cam.people[0][0] > 86400:
-                    cam.people.popleft()
-            elif event.type == "source_status":
-                if event.state in BAD_STATES:
-                    if cam.state not in BAD_STATES:
-                        cam.bad_since = now
-                else:
-                    cam.bad_since = None
-                cam.state = event.state
-            elif event.type == "stats" and event.lag.p95 is not None:
-                cam.lag = event.lag.p95
-                for rule in self.rules:
-                    if rule.kind == "camera_lagging" and rule.threshold is not None:
-                        if event.lag.p95 > rule.threshold:
-                            cam.lag_bad_since = cam.lag_bad_since or now
-                        elif event.lag.p95 < rule.threshold * (1 - rule.hysteresis):
-                            cam.lag_bad_since = None
+        for row in self.alerts.firing():
+            if row.rule_id not in enabled and self.alerts.resolve(row.id, now) is not None:
+                self._why[row.id] = "rule removed or disabled"
+        if self._seen is None:
+            self._seen = {row.id: row for row in self.alerts.firing()}
 
     def reload_if_changed(self) -> bool:
         """Reload when the rules changed in the database (through another worker's API); True if it did."""
@@ -451,10 +470,6 @@ class AlertEngine:
                 n.offline_since = None
             n.state, n.reason = state, reason
 
-    def forget_camera(self, name: str) -> None:
-        with self._lock:
-            self._cameras.pop(name, None)
-
     # -- evaluation ------------------------------------------------------------------------------------
 
     @staticmethod
@@ -465,76 +480,134 @@ class AlertEngine:
         why = f": {node.reason}" if node.reason else ""
         return ("bad" if down >= rule.for_s else "hold"), down, f"node {name} offline for {down:.0f} s{why}"
 
-    def _condition(self, rule: AlertRule, cam: _Camera, now: float) -> tuple[str, float | None, str]:
-        """('bad' | 'good' | 'hold', value, message)."""
+    @staticmethod
+    def _condition(rule: AlertRule, name: str, inputs: _Inputs, now: float) -> tuple[str, float | None, str]:
+        """('bad' | 'good' | 'hold', value, message) of a camera rule on camera ``name``."""
         if rule.kind in ("compliance_below", "unmasked_person"):
-            window = [c for t, c in cam.people if now - t <= rule.window_s]
+            window = inputs.people.get(rule.window_s, {}).get(name)
+            n, ok = (window.people, window.compliant) if window is not None else (0, 0)
             if rule.kind == "unmasked_person":
-                unmasked = sum(not c for c in window)
+                unmasked = n - ok
                 return (
                     "bad" if unmasked else "good",
                     float(unmasked),
                     f"{unmasked} person(s) without a mask in the last {rule.window_s:g} s",
                 )
-            n = len(window)
             if n < rule.min_people:
                 return "good", None, f"only {n} people in the window"
-            rate = sum(window) / n
+            rate = ok / n
             threshold = rule.threshold if rule.threshold is not None else 0.8
             message = f"compliance {rate:.0%} over the last {n} people ({rule.window_s:g} s), below {threshold:.0%}"
             if rate < threshold:
                 return "bad", rate, message
             return ("good" if rate >= threshold + rule.hysteresis else "hold"), rate, message
         if rule.kind == "camera_offline":
-            if cam.bad_since is None:
-                return "good", None, "camera live"
-            down = now - cam.bad_since
-            return ("bad" if down >= rule.for_s else "hold"), down, f"camera {cam.state} for {down:.0f} s"
-        if rule.kind == "camera_lagging":
-            if cam.lag_bad_since is None:
-                return "good", cam.lag, "lag back to normal"
-            held = now - cam.lag_bad_since
+            status = inputs.statuses.get(name)
+            if status is None or status.state not in BAD_STATES:
+                return "good", None, "camera live" if status is None or status.state == "live" else "camera up"
+            down = max(0.0, now - status.since)
+            return ("bad" if down >= rule.for_s else "hold"), down, f"camera {status.state} for {down:.0f} s"
+        if rule.kind == "camera_lagging" and rule.threshold is not None:
+            points = inputs.lags.get(name, [])
+            bad_since: float | None = None
+            for point in points:  # the current run of lagging buckets (hysteresis between the two bounds)
+                if point.lag_p95 > rule.threshold:
+                    bad_since = point.end if bad_since is None else bad_since
+                elif point.lag_p95 < rule.threshold * (1 - rule.hysteresis):
+                    bad_since = None
+            lag = points[-1].lag_p95 if points else None
+            if bad_since is None:
+                return "good", lag, "lag back to normal"
+            held = now - bad_since
             return (
                 ("bad" if held >= rule.for_s else "hold"),
-                cam.lag,
-                (f"lag p95 {cam.lag:.2f} s above {rule.threshold:g} s for {held:.0f} s"),
+                lag,
+                f"lag p95 {lag or 0:.2f} s above {rule.threshold:g} s for {held:.0f} s",
             )
         return "good", None, ""
 
+    def _inputs(self, rules: list[AlertRule], now: float) -> _Inputs:
+        """The camera rules' data, read from the database (no lock held). The cameras watched are those with
+        data (people, a state, lags); a disabled local camera's people still count, its state does not."""
+        kinds = {r.kind for r in rules}
+        people: dict[float, dict[str, WindowCount]] = {}
+        statuses: dict[str, StoredStatus] = {}
+        lags: dict[str, list[LagPoint]] = {}
+        disabled: set[str] = set()
+        if self.events is not None:
+            for window in {r.window_s for r in rules if r.kind in ("compliance_below", "unmasked_person")}:
+                people[window] = self.events.people_since(now - window)
+        if self.cameras is not None:
+            disabled = {c.name for c in self.cameras.all() if not c.enabled}
+            if "camera_offline" in kinds:
+                statuses = self.cameras.statuses()
+        if self.stats is not None and "camera_lagging" in kinds:
+            since = now - max(r.for_s for r in rules if r.kind == "camera_lagging") - 600.0
+            lags = self.stats.lags_since(since)
+        names = {*statuses, *lags, *(camera for window in people.values() for camera in window)}
+        return _Inputs(people, statuses, lags, names, disabled)
+
     def evaluate(self, now: float | None = None) -> None:
+        """One evaluation (the elected worker), then the dashboards' follow-up (every worker)."""
         now = self.clock() if now is None else now
-        local = datetime.fromtimestamp(now)
+        try:
+            if self.leader():
+                self._evaluate(now)
+                self._announce()
+            self._follow()
+        except Exception as exc:
+            if not self._failing:
+                log.error("alert evaluation paused (database unreachable?): %s", type(exc).__name__)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("alert evaluation resumed")
+        self._failing = False
+
+    def _evaluate(self, now: float) -> None:
+        rules = [r for r in self.rules if r.enabled]
+        camera_rules = [r for r in rules if r.kind not in NODE_KINDS]
+        inputs = self._inputs(camera_rules, now) if camera_rules else _Inputs({}, {}, {}, set(), set())
         with self._lock:
-            for rule in self.rules:
-                if not rule.enabled:
+            nodes = copy.deepcopy(self._nodes)
+        firing = {(row.rule_id, row.camera): row for row in self.alerts.firing()}
+        local = datetime.fromtimestamp(now, self.zone)
+        checked: set[tuple[int | None, str]] = set()
+        for rule in rules:
+            node_rule = rule.kind in NODE_KINDS
+            targets = set(nodes) if node_rule else inputs.cameras
+            for name in [rule.camera] if rule.camera else sorted(targets):
+                if node_rule:
+                    node = nodes.get(name)
+                    if node is None:
+                        continue  # not heard of yet: a firing alert waits for its status
+                    verdict, value, message = self._node_condition(rule, name, node, now)
+                elif name not in inputs.cameras:
+                    continue  # removed (its firing alert resolves below)
+                elif name in inputs.disabled and rule.kind in STATE_KINDS:
+                    continue  # switched off on purpose: not offline, not lagging (its alert resolves below)
+                else:
+                    verdict, value, message = self._condition(rule, name, inputs, now)
+                key = (rule.id, name)
+                checked.add(key)
+                row = firing.get(key)
+                if row is not None:
+                    if verdict == "good":
+                        self._resolve(row, message, now)
                     continue
-                targets: dict[str, Any] = self._nodes if rule.kind in NODE_KINDS else self._cameras
-                names = [rule.camera] if rule.camera else list(targets)
-                for name in names:
-                    target = targets.get(name)
-                    if target is None:
-                        continue
-                    if rule.kind in NODE_KINDS:
-                        verdict, value, message = self._node_condition(rule, name, target, now)
-                    else:
-                        verdict, value, message = self._condition(rule, target, now)
-                    key = (rule.id, name)
-                    if key in self._active:
-                        if verdict == "good":
-                            self._resolve(key, self._active[key], message, value)
-                        continue
-                    if verdict != "bad" or not in_active_hours(rule.active_hours, local):
-                        continue
-                    if now - self._resolved_at.get(key, -1e18) < rule.cooldown_s:
-                        continue
+                if verdict == "bad" and in_active_hours(rule.active_hours, local):
                     self._fire(rule, name, message, value, now)
-        if self.on_change is not None:
-            self.on_change(len(self._active))
+        enabled = {r.id: r for r in rules}
+        for where, alert in firing.items():  # causes that are gone: rule disabled or removed, camera removed
+            owner = enabled.get(alert.rule_id) if alert.rule_id is not None else None
+            if owner is None:
+                self._resolve(alert, "rule removed or disabled", now)
+            elif where not in checked and owner.kind not in NODE_KINDS:
+                self._resolve(alert, "camera disabled" if where[1] in inputs.disabled else "camera removed", now)
 
     def _fire(self, rule: AlertRule, camera: str, message: str, value: float | None, now: float) -> None:
-        """Store and announce a new alert, unless another worker has one firing (adopted, not announced) or
-        resolved one within the cooldown."""
-        key = (rule.id, camera)
+        """Store a new alert (announced next), unless one of its rule and camera is firing or resolved
+        within the cooldown."""
         row = Alert(
             rule_id=rule.id,
             rule_name=rule.name,
@@ -545,39 +618,69 @@ class AlertEngine:
             value=value,
             started_ts=now,
         )
-        try:
-            fired = self.alerts.fire(row, cooldown_s=rule.cooldown_s, now=now)
-        except Exception:
-            log.exception("alert not stored (database unreachable?)")
-        else:
-            if fired.outcome == "cooldown":
-                if fired.resolved_at is not None:
-                    self._resolved_at[key] = fired.resolved_at
-                return
-            if fired.outcome == "firing":  # another worker's
-                if fired.alert_id is not None:
-                    self._active[key] = fired.alert_id
-                return
-        self._active[key] = row.id
-        log.warning("ALERT %s on %s: %s", rule.name, camera, message)
-        self._announce(rule, row, "firing")
+        self.alerts.fire(row, cooldown_s=rule.cooldown_s, now=now)
 
-    def _resolve(self, key: tuple[int, str], alert_id: int | None, message: str, value: float | None) -> None:
-        """Resolve in the database; announced only by the worker whose update did it."""
-        now = self.clock()
-        self._active.pop(key, None)
-        self._resolved_at[key] = now
-        row = None
-        if alert_id is not None:
-            try:
-                row = self.alerts.resolve(alert_id, now)
-            except Exception:
-                log.exception("alert resolution not stored")
-        if row is None:
-            return
-        log.warning("RESOLVED %s on %s: %s", row.rule_name, row.camera, message)
-        rule = next((r for r in self.rules if r.id == key[0]), None)
-        self._announce(rule, row, "resolved")
+    def _resolve(self, row: Alert, message: str, now: float) -> None:
+        if self.alerts.resolve(row.id, now) is not None:
+            self._why[row.id] = message
+
+    def _announce(self) -> None:
+        """Announce every stored transition not announced yet (log, webhook), in order per alert (one
+        webhook thread: a receiver sees ``firing`` before ``resolved``); each is marked announced once its
+        webhook is done (or at once without one)."""
+        rules = {r.id: r for r in self.rules}
+        for row in self.alerts.unannounced():
+            done = self._announcing.get(row.id, row.announced)  # announced, or on its way
+            transitions: list[Literal["firing", "resolved"]] = [] if done is not None else ["firing"]
+            if row.state == "resolved" and done != "resolved":
+                transitions.append("resolved")
+            if not transitions:
+                continue
+            rule = rules.get(row.rule_id) if row.rule_id is not None else None
+            last: Future[bool] | None = None
+            for transition in transitions:
+                if transition == "firing":
+                    log.warning("ALERT %s on %s: %s", row.rule_name, row.camera, row.message)
+                else:
+                    why = self._why.pop(row.id, "cause gone")
+                    log.warning("RESOLVED %s on %s: %s", row.rule_name, row.camera, why)
+                if self.sender is not None and rule is not None and rule.webhook_url:
+                    payload = AlertTransition(transition=transition, alert=AlertOut.of(row))
+                    last = self.sender.send(
+                        rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id
+                    )
+            final = transitions[-1]
+            self._announcing[row.id] = final
+            if last is not None:
+                last.add_done_callback(functools.partial(self._delivered, row.id, final))
+            else:
+                self._announced(row.id, final)
+
+    def _delivered(self, alert_id: int, transition: str, _future: Future[bool]) -> None:
+        self._announced(alert_id, transition)
+
+    def _announced(self, alert_id: int, transition: str) -> None:
+        try:
+            self.alerts.mark_announced(alert_id, transition)
+        except Exception:
+            log.warning("alert %d: announcement not recorded (announced again later)", alert_id)
+        if self._announcing.get(alert_id) == transition:
+            self._announcing.pop(alert_id, None)
+
+    def _follow(self) -> None:
+        """Push the stored alerts' changes to this worker's dashboards (SSE) and the firing gauge."""
+        firing = {row.id: row for row in self.alerts.firing()}
+        seen, self._seen = self._seen, firing
+        if seen is not None:
+            for alert_id, row in firing.items():
+                if alert_id not in seen:
+                    self._push("firing", row)
+            for alert_id in seen.keys() - firing.keys():
+                resolved = self.alerts.get(alert_id)
+                if resolved is not None:
+                    self._push("resolved", resolved)
+        if self.on_change is not None:
+            self.on_change(len(firing))
 
     def test_fire(self, rule: AlertRule) -> Delivery:
         """A sample alert of ``rule`` sent to its webhook (signed with its secret) as a ``test`` delivery; the
@@ -602,15 +705,13 @@ class AlertEngine:
         payload = AlertTransition(transition="test", alert=sample)
         return self.sender.test_fire(rule.webhook_url, rule.webhook_secret, payload, rule_id=rule.id)
 
-    def _announce(self, rule: AlertRule | None, row: Alert, transition: Literal["firing", "resolved"]) -> None:
-        payload = AlertTransition(transition=transition, alert=AlertOut.of(row))
-        self.publish("alert", payload.model_dump(mode="json"))
-        if self.sender is not None and rule is not None and rule.webhook_url:
-            self.sender.send(rule.webhook_url, rule.webhook_secret, payload, alert_id=row.id, rule_id=rule.id)
+    def _push(self, transition: Literal["firing", "resolved"], row: Alert) -> None:
+        self.publish("alert", AlertTransition(transition=transition, alert=AlertOut.of(row)).model_dump(mode="json"))
 
     @property
     def firing(self) -> int:
-        return len(self._active)
+        """Alerts firing (every worker's, as last read)."""
+        return len(self._seen or {})
 
     # -- thread ----------------------------------------------------------------------------------------
 
@@ -626,9 +727,9 @@ class AlertEngine:
                 if time.monotonic() - checked >= RULES_CHECK_S:
                     checked = time.monotonic()
                     self.reload_if_changed()
-                self.evaluate()
             except Exception:
-                log.exception("alert evaluation failed")
+                pass  # the evaluation below says it once
+            self.evaluate()
 
     def stop(self) -> None:
         self._stop.set()

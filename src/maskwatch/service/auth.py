@@ -10,6 +10,10 @@ per-token rate limit.
 * When a token was last used is kept in memory and written every :data:`USAGE_EVERY_S` seconds (and at
   stop), so a request never waits for a database write. Tokens made through the API expire
   (``auth.token_days``); an expired token is refused like a revoked one.
+* A token or session is checked against the database at most ``cache_s`` seconds (``auth.cache_s``, 2 s)
+  before it is trusted again: a revocation or a logout made through any worker reaches every worker within
+  that time. While the database is unreachable (when nobody can revoke anything), a token checked within
+  ``outage_grace_s`` keeps working, so pages answered from memory (``/fleet``) stay available.
 * Failed or missing credentials are throttled per client address (:class:`RateLimiter` keyed by address,
   ``auth.failed_per_minute`` / ``auth.failed_burst``, login included): past the budget the answer is 429
   at once, without a database lookup. Unknown tokens are remembered in a bounded cache of their own, so a
@@ -182,14 +186,12 @@ def _too_many(wait: float, what: str) -> ApiError:
 
 
 class Auth:
-    """Token and session checks with a short cache (so reads keep working through a database blip).
+    """Token and session checks with a short cache (see the module docstring for how stale it may be).
 
     ``admin_token``: a preset admin token (``$MASKWATCH_ADMIN_TOKEN``) made the token named ``admin`` at
     :meth:`start`; without one, a new admin token is made when none exists (``generated_admin_token``: the
     service writes it to a mode-600 file, never to the log). ``failures``: the per-client budget of failed
     or missing credentials (None: unlimited); ``token_days``: lifetime of tokens made through the API."""
-
-    CACHE_SECONDS = 10.0
 
     def __init__(
         self,
@@ -200,7 +202,12 @@ class Auth:
         admin_token: str | None = None,
         failures: RateLimiter | None = None,
         token_days: float | None = None,
+        cache_s: float = 2.0,
+        outage_grace_s: float = 3600.0,
     ) -> None:
+        self.cache_s = cache_s
+        self.outage_grace_s = outage_grace_s
+        self._outage = False
         self.tokens = tokens
         self.limiter = limiter
         self.failures = failures
@@ -300,13 +307,14 @@ class Auth:
             self._unknown.clear()
 
     def _cached(self, key: str, load: Callable[[], Principal | None], client: str | None) -> Principal | None:
-        """``load()``'s principal, cached :data:`CACHE_SECONDS`; a credential that matched nothing is kept
-        apart (its own bounded cache, so it never pushes known ones out). A lookup needs the client to have a
-        failure left in its budget (else 429, no lookup); the caller spends one per refusal."""
+        """The principal for ``key``, from the cache when checked less than ``cache_s`` ago, else from the
+        database; during an outage, from a check less than ``outage_grace_s`` old. A credential that matched
+        nothing is kept apart (its own bounded cache, so it never pushes known ones out). A lookup needs the
+        client to have a failure left in its budget (else 429, no lookup); the caller spends one per refusal."""
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
+            hit = self._cache.get(key)  # (checked at, principal)
+            if hit is not None and now - hit[0] < self.cache_s:
                 return hit[1]
             unknown = self._unknown.get(key, 0.0) > now
         if unknown:
@@ -315,15 +323,21 @@ class Auth:
         try:
             value = load()
         except Exception as exc:
+            if hit is not None and now - hit[0] < self.outage_grace_s:
+                if not self._outage:
+                    log.warning("database unreachable: tokens checked before the outage are trusted meanwhile")
+                self._outage = True
+                return hit[1]
             raise ApiError(503, "database_unavailable", "cannot check the token: the database is unreachable") from exc
+        self._outage = False
         with self._lock:
             if value is None:
-                self._unknown[key] = now + self.CACHE_SECONDS
+                self._unknown[key] = now + self.cache_s
                 self._unknown.move_to_end(key)
                 while len(self._unknown) > CACHE_ENTRIES:
                     self._unknown.popitem(last=False)
             else:
-                self._cache[key] = (now + self.CACHE_SECONDS, value)
+                self._cache[key] = (now, value)
                 self._cache.move_to_end(key)
                 while len(self._cache) > CACHE_ENTRIES:
                     self._cache.popitem(last=False)

@@ -5,9 +5,13 @@ and alerts). A remote camera is known from this worker's ingest (each node's ret
 cameras), from the events it has received, and from today's stored buckets (so every worker of a shared
 ingest, and a restarted one, lists it).
 
-People are counted one way everywhere: **people today** = people whose track ended since 00:00 UTC
-(:func:`day_start`), each person once, from the stored stats buckets (the daily rollups). A camera's
-``people_today`` and the overview's tile are the same sum over the same rows, so they always agree.
+People are counted one way everywhere: **people today** = people whose track ended since 00:00 in the
+site's time zone (``site.timezone``, :func:`day_start`), each person once, from the stored stats buckets
+(the daily rollups). A camera's ``people_today`` and the overview's tile are the same sum over the same rows,
+so they always agree.
+
+With several workers, a local camera runs on the worker holding its lease: the others show its stored state
+(as that worker reported it) and ``worker`` names it.
 
 A remote camera's latest frame is asked from its node on demand (the agent's ``snapshot`` command): every
 face is blurred on the node, and nothing leaves a node that runs without ``--snapshots``; each refusal is
@@ -19,15 +23,15 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from maskwatch.core.names import NODE_SEPARATOR, qualified, split_qualified
-from maskwatch.core.timeutil import iso
+from maskwatch.core.timeutil import iso, local_day_start
 from maskwatch.service.errors import ApiError
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from maskwatch.fleet.ingest import FleetState
     from maskwatch.service.cameras import CameraManager
     from maskwatch.service.live import CameraNow, Live
+    from maskwatch.service.storage.cameras import StoredStatus
     from maskwatch.service.storage.models import Camera
     from maskwatch.service.storage.stats import StatsRepository
 
@@ -43,13 +48,16 @@ __all__ = ["PEOPLE_TODAY", "CameraKind", "CameraOut", "CameraView", "day_start"]
 CameraKind = Literal["local", "remote"]
 
 #: what "people today" means, said once (the API's descriptions and the dashboard's captions)
-PEOPLE_TODAY = "people whose track ended since 00:00 UTC today, each person counted once (stored stats buckets)"
+PEOPLE_TODAY = (
+    "people whose track ended since 00:00 today in the site's time zone (site.timezone), each person counted "
+    "once (stored stats buckets)"
+)
 
 
-def day_start(now: float | None = None) -> int:
-    """The start of today, 00:00 UTC, in epoch seconds: the one day boundary of "people today"."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return int(moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+def day_start(now: float | None = None, zone: tzinfo = UTC) -> int:
+    """The start of today, 00:00 in the site's time zone, in epoch seconds: the one day boundary of "people
+    today" (and of the daily rollups it reads)."""
+    return local_day_start(time.time() if now is None else now, zone)
 
 
 class CameraOut(BaseModel):
@@ -77,6 +85,7 @@ class CameraOut(BaseModel):
     people_since_start: int = Field(description="tracks ended since this server started (not a people count)")
     created: float | None = Field(description="when it was added here; None for a remote camera")
     updated: float | None
+    worker: str | None = Field(None, description="a local camera: the serve worker that runs it (its lease)")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,8 @@ class CameraView:
         fleet: this worker's MQTT ingest state now (None without ``serve --mqtt``).
         commander: asks nodes for frames (None without ``serve --mqtt``).
         frame_timeout: seconds to wait for a node's frame.
+        zone: the site's time zone ("today").
+        owners: camera -> the worker running it (the leases as of the last round); None: this one.
     """
 
     def __init__(
@@ -114,7 +125,11 @@ class CameraView:
         fleet: Callable[[], FleetState | None],
         commander: FleetCommander | None = None,
         frame_timeout: float = 5.0,
+        zone: tzinfo = UTC,
+        owners: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
+        self.zone = zone
+        self.owners = owners
         self.cameras = cameras
         self.live = live
         self.stats = stats
@@ -128,10 +143,12 @@ class CameraView:
         """Local cameras (by name), then remote ones (by node, then camera); ``node`` keeps one node's,
         ``kind`` one kind."""
         now = self.live.snapshot().cameras
-        today = self.stats.day_totals_by_camera(day_start())
+        today = self.stats.day_totals_by_camera(day_start(zone=self.zone))
         out: list[CameraOut] = []
         if kind in (None, "local") and node is None:
-            out.extend(self._local(camera, now.get(camera.name), today, admin) for camera in self.cameras.list())
+            rows = self.cameras.list()
+            stored = self._stored(rows)
+            out.extend(self._local(camera, now.get(camera.name), today, admin, stored) for camera in rows)
         if kind in (None, "remote"):
             remotes = self._remotes(now, today)
             out.extend(
@@ -144,9 +161,10 @@ class CameraView:
     def get(self, name: str, *, admin: bool) -> CameraOut:
         """One camera, local or remote; 404 when neither."""
         now = self.live.snapshot().cameras
-        today = self.stats.day_totals_by_camera(day_start())
+        today = self.stats.day_totals_by_camera(day_start(zone=self.zone))
         if NODE_SEPARATOR not in name:
-            return self._local(self.cameras.get(name), now.get(name), today, admin)
+            camera = self.cameras.get(name)
+            return self._local(camera, now.get(name), today, admin, self._stored([camera]))
         info = self._remotes(now, today).get(name)
         if info is None:
             raise ApiError(404, "not_found", f"no camera named {name!r} (a remote camera is NODE:CAMERA)")
@@ -267,11 +285,31 @@ class CameraView:
     def _today(name: str, today: dict[str, tuple[int, int]]) -> tuple[int, int]:
         return today.get(name, (0, 0))
 
+    def _stored(self, rows: list[Camera]) -> dict[str, StoredStatus]:
+        """The stored states of the cameras in ``rows`` that another worker runs (read only when needed)."""
+        if all(self.cameras.runs(c.name) or not c.enabled for c in rows):
+            return {}
+        return self.cameras.cameras.statuses()
+
     def _local(
-        self, camera: Camera, now: CameraNow | None, today: dict[str, tuple[int, int]], admin: bool
+        self,
+        camera: Camera,
+        now: CameraNow | None,
+        today: dict[str, tuple[int, int]],
+        admin: bool,
+        stored: Mapping[str, StoredStatus],
     ) -> CameraOut:
-        state = (now.state if now is not None else "connecting") if camera.enabled else "disabled"
+        """A local camera: live figures when this worker runs it, else the state its worker stored."""
+        reason = now.reason if now is not None else None
+        state = now.state if now is not None else "connecting"
+        if not self.cameras.runs(camera.name):
+            now = None
+            status = stored.get(camera.name)
+            state, reason = (status.state, status.reason) if status is not None else ("connecting", None)
+        state = state if camera.enabled else "disabled"
         live = state == "live" and now is not None
+        owners = self.owners() if self.owners is not None else None
+        worker = owners.get(camera.name) if owners is not None and camera.enabled else None
         people, compliant = self._today(camera.name, today)
         return CameraOut(
             name=camera.name,
@@ -284,7 +322,7 @@ class CameraView:
             realtime=camera.realtime,
             loop=camera.loop,
             state=state,
-            reason=now.reason if now is not None else None,
+            reason=reason,
             fps=now.fps if live and now is not None else None,
             lag_p95=now.lag_p95 if live and now is not None else None,
             frames_dropped=now.frames_dropped if now is not None else 0,
@@ -295,6 +333,7 @@ class CameraView:
             people_since_start=now.people_since_start if now is not None else 0,
             created=camera.created_ts,
             updated=camera.updated_ts,
+            worker=worker,
         )
 
     def _remote(self, name: str, info: _Remote, now: CameraNow | None, today: dict[str, tuple[int, int]]) -> CameraOut:

@@ -1,6 +1,8 @@
-"""Cameras: kept in the database, run by the stream engine. Every change goes to both, engine first (a
-source that cannot exist is refused before anything is stored), and cameras are resumed at start.
-A camera's URL may hold credentials: it is never logged (only the camera's name is)."""
+"""Cameras: kept in the database, run by the stream engine of the one worker that holds each camera's lease
+(:mod:`maskwatch.service.workers`). Every change goes to both, engine first when this worker runs the camera
+(a source that cannot exist is refused before anything is stored); a camera run by another worker is
+restarted there at its next lease round (``leases.renew_every`` seconds). A camera's URL may hold
+credentials: it is never logged (only the camera's name is)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from maskwatch.core.names import check_name
 from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_source
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from maskwatch.service.live import LiveState
     from maskwatch.stream import StreamEngine
 
-__all__ = ["CameraManager", "spec_for"]
+__all__ = ["CameraLeases", "CameraManager", "spec_for"]
 
 log = logging.getLogger("maskwatch.service")
 
@@ -38,10 +40,19 @@ def spec_for(camera: Camera, config: EngineConfig, hold: float | None = None) ->
     return config.source(camera.url, camera.name, own)
 
 
+class CameraLeases(Protocol):
+    """Who runs which camera (:class:`maskwatch.service.workers.Coordinator`)."""
+
+    def claim(self, camera: str) -> bool: ...
+
+    def release(self, camera: str) -> None: ...
+
+
 class CameraManager:
-    """Adds, changes and removes cameras in the engine and the database together; ``on_removed(name)`` is
-    told about each camera removed (the alert engine forgets it). ``policy``: where a source written through
-    the API may point (:mod:`maskwatch.core.netpolicy`); every write path checks it, enabled or not, except for
+    """Adds, changes and removes cameras in the engine and the database together, and runs the cameras this
+    worker holds the lease of (:meth:`reconcile`, after each lease round). ``leases``: None runs every
+    enabled camera here (a service without leases: tests). ``policy``: where a source written through the
+    API may point (:mod:`maskwatch.core.netpolicy`); every write path checks it, enabled or not, except for
     the ``trusted`` sources (those of the config file and the demo camera, which the operator chose)."""
 
     def __init__(
@@ -50,11 +61,12 @@ class CameraManager:
         engine: StreamEngine,
         live: LiveState,
         *,
-        on_removed: Callable[[str], None] | None = None,
         config: EngineConfig | None = None,
         demo: tuple[str, float] | None = None,
         policy: NetPolicy | None = None,
         trusted: Iterable[str] = (),
+        leases: CameraLeases | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.demo = demo  # (name, seconds per image) of the demo slideshow camera
@@ -63,8 +75,10 @@ class CameraManager:
         self.cameras = cameras
         self.engine = engine
         self.live = live
-        self.on_removed = on_removed
-        self._lock = threading.RLock()
+        self.leases = leases
+        self._running: dict[str, float] = {}  # cameras run here -> updated_ts of the settings they run with
+        # changes through the API and lease rounds one at a time (the service gives both the same lock)
+        self._lock = lock or threading.RLock()
 
     # -- checks ----------------------------------------------------------------------------------------
 
@@ -90,16 +104,21 @@ class CameraManager:
         except Exception as exc:  # SourceError, ValueError
             raise ApiError(422, "bad_source", f"camera {camera.name!r}: {redact(str(exc))}") from exc
         self.live.set_state(camera.name, "connecting")
+        self._running[camera.name] = camera.updated_ts
 
     def _hold(self, name: str) -> float | None:
         return self.demo[1] if self.demo is not None and self.demo[0] == name else None
 
     def _stop(self, name: str) -> None:
+        self._running.pop(name, None)
         with contextlib.suppress(KeyError):  # not running (disabled, ended or failed)
             self.engine.remove_source(name, wait=3.0)
-        self.live.set_state(name, "disabled")
 
-    # -- start-up --------------------------------------------------------------------------------------
+    def runs(self, name: str) -> bool:
+        """This worker runs camera ``name``."""
+        return name in self._running
+
+    # -- start-up and lease rounds ----------------------------------------------------------------------
 
     def seed(self, cameras: Iterable[CameraSource]) -> None:
         """Cameras of the config file that the database does not have yet (by name) are created."""
@@ -114,17 +133,29 @@ class CameraManager:
             return source
         return _Resolved(source, realtime, loop)
 
+    def reconcile(self, owned: Mapping[str, Camera]) -> None:
+        """Run exactly the cameras in ``owned`` (name -> row): start the new ones, stop the others, restart
+        those whose settings changed. One that cannot start is reported (state failed); the rest go on."""
+        with self._lock:
+            for name in list(self._running):
+                if name not in owned:
+                    self._stop(name)
+                    self.live.forget(name)  # another worker runs it now, or nobody (disabled, removed)
+            for name, camera in owned.items():
+                if self._running.get(name) == camera.updated_ts:
+                    continue
+                if name in self._running:
+                    self._stop(name)
+                try:
+                    self._start(camera)
+                except ApiError as exc:
+                    self._running[name] = camera.updated_ts  # not again until its settings change
+                    self.live.set_state(name, "failed", exc.detail)
+                    log.error("camera %s not started: %s", name, exc.detail)
+
     def resume(self) -> None:
-        """Start every enabled camera; one that cannot start is reported (state failed), the rest go on."""
-        for camera in self.cameras.all(by="id"):
-            if not camera.enabled:
-                self.live.set_state(camera.name, "disabled")
-                continue
-            try:
-                self._start(camera)
-            except ApiError as exc:
-                self.live.set_state(camera.name, "failed", exc.detail)
-                log.error("camera %s not started: %s", camera.name, exc.detail)
+        """Without leases: start every enabled camera here."""
+        self.reconcile({c.name: c for c in self.cameras.all(by="id") if c.enabled})
 
     # -- API -------------------------------------------------------------------------------------------
 
@@ -136,6 +167,20 @@ class CameraManager:
         if camera is None:
             raise ApiError(404, "not_found", f"no camera named {name!r}")
         return camera
+
+    def _claim(self, name: str) -> bool:
+        """This worker may run ``name`` now (its lease taken, or no leases)."""
+        if self.leases is None:
+            return True
+        try:
+            return self.leases.claim(name)
+        except Exception as exc:
+            raise ApiError(503, "database_unavailable", "the database is unreachable") from exc
+
+    def _release(self, name: str) -> None:
+        if self.leases is not None:
+            with contextlib.suppress(Exception):  # expires by itself
+                self.leases.release(name)
 
     def create(self, source: CameraSource) -> Camera:
         source = self._resolved(source)
@@ -159,20 +204,29 @@ class CameraManager:
         with self._lock:
             if self.cameras.get(name) is not None:
                 raise ApiError(409, "conflict", f"a camera named {name!r} exists")
-            if camera.enabled:
-                self._start(camera)
+            # its lease first (this worker counts nothing it does not hold), then the engine: a source that
+            # cannot exist is refused before anything is stored
+            here = camera.enabled and self._claim(name)
+            if here:
+                try:
+                    self._start(camera)
+                except ApiError:
+                    self._release(name)
+                    raise
             try:
                 self.cameras.add(camera)
             except Exception as exc:
-                if camera.enabled:
+                if here:
                     self._stop(name)
+                    self._release(name)
                 raise ApiError(503, "database_unavailable", "camera not saved: the database is unreachable") from exc
         log.info("camera %s added (%s)", name, "enabled" if camera.enabled else "disabled")
         return camera
 
     def update(self, name: str, changes: Mapping[str, object]) -> Camera:
-        """Change a camera's source fields (``url``, ``enabled``, ...); its source restarts when they change,
-        and the old one is put back when the new one cannot start."""
+        """Change a camera's source fields (``url``, ``enabled``, ...). Run here, its source restarts when
+        they change, and the old one is put back when the new one cannot start; run by another worker, it
+        restarts there at that worker's next lease round."""
         with self._lock:
             old = self.get(name)
             new = Camera(**{k: getattr(old, k) for k in ("id", "name", "created_ts", *CAMERA_FIELDS)})
@@ -183,7 +237,8 @@ class CameraManager:
                 self.check(new.url)
             new.updated_ts = time.time()
             restart = any(getattr(new, k) != getattr(old, k) for k in CAMERA_FIELDS)
-            if restart:
+            here = name in self._running or (new.enabled and not old.enabled and self._claim(name))
+            if restart and here:
                 self._stop(name)
                 if new.enabled:
                     try:
@@ -193,6 +248,8 @@ class CameraManager:
                             self._start(old)
                         raise
             self.cameras.save(new, (*CAMERA_FIELDS, "updated_ts"))
+            if restart and not new.enabled and here:
+                self._release(name)
         log.info("camera %s updated", name)
         return self.get(name)
 
@@ -201,9 +258,8 @@ class CameraManager:
             camera = self.get(name)
             self._stop(name)
             self.cameras.delete(camera.id)
+            self._release(name)
             self.live.forget(name)
-            if self.on_removed is not None:
-                self.on_removed(name)
         log.info("camera %s deleted", name)
 
 

@@ -15,7 +15,9 @@ attribute       job                                                    runs
 ``cameras``     cameras in the engine and the database together        resumed at start
 ``jobs``        batch jobs (their own engines)                         a thread per job
 ``inference``   ``POST /infer``'s pool and queue limit                 pool threads on demand
+``spool``       this worker's cameras' events on disk until stored     replay thread
 ``pipeline``    the one entry point for engine events                  the engine subscription's thread
+``coordinator`` leases: who runs which camera, who evaluates alerts    lease thread (every 3 s)
 ``live``        live state, SSE hub, the 1 s live loop                 live thread
 ``retention``   purge of old data                                      purge thread
 ``fleet``       MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
@@ -23,22 +25,25 @@ attribute       job                                                    runs
 ``camera_view`` one view of every camera, local and remote             -
 ==============  =====================================================  ===================================
 
-Data flow (top-down): the stream engine publishes typed events -> :class:`EventPipeline` (metrics, live
-state, storage via the ingestor, alerts, SSE hub). The fleet's MQTT ingest feeds the same pipeline.
+Data flow (top-down): the stream engine publishes typed events -> :class:`EventPipeline` (lease check,
+metrics, live state, the spool, storage via the ingestor, SSE hub). The fleet's MQTT ingest feeds the same
+pipeline. The elected worker's alert engine reads the database.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maskwatch.core.credentials import env_secret, write_secret
+from maskwatch.core.timeutil import site_zone
 from maskwatch.runtime.onnx_backend import physical_cores
-from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSender
+from maskwatch.service.alerts import CAMERA_OFFLINE_RULE, NODE_OFFLINE_RULE, AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter, check_token_strength
 from maskwatch.service.camera_view import CameraView
 from maskwatch.service.cameras import CameraManager
@@ -50,9 +55,11 @@ from maskwatch.service.metrics import Metrics
 from maskwatch.service.pipeline import EventPipeline
 from maskwatch.service.retention import Retention
 from maskwatch.service.settings import ServiceSettings
+from maskwatch.service.spool import Spool
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.ingest import Ingestor
 from maskwatch.service.storage.models import Camera
+from maskwatch.service.workers import Coordinator, DataDirLock, worker_id
 from maskwatch.stream import StreamEngine
 
 if TYPE_CHECKING:
@@ -131,6 +138,9 @@ class Service:
         self.detector: MaskDetector = detector
         self.engine_config = s.engine
 
+        self.zone = site_zone(s.site.timezone)
+        self.worker = worker_id(s.data_dir, s.workers.id)
+        self.data_lock = DataDirLock(s.data_dir)
         self.metrics = Metrics(max_cameras=s.limits.metric_cameras)
         self.storage = Storage(s.db_url)
         preset = admin_token if admin_token is not None else env_secret("MASKWATCH_ADMIN_TOKEN")
@@ -144,6 +154,8 @@ class Service:
             admin_token=preset,
             failures=RateLimiter(s.auth.failed_per_minute, s.auth.failed_burst),
             token_days=s.auth.token_days,
+            cache_s=s.auth.cache_s,
+            outage_grace_s=s.auth.outage_grace_s,
         )
         self.media = Media(s.data_dir / "snapshots", s.privacy)
         self.engine = StreamEngine(
@@ -156,7 +168,17 @@ class Service:
             self.storage.sessions,
             capacity=s.limits.ingest_buffer,
             on_error=lambda _exc: self.metrics.ingest_errors.inc(),
+            on_done=self._stored,
+            zone=self.zone,
         )
+        self.spool: Spool | None = None
+        if s.spool.enabled:
+            self.spool = Spool(
+                s.data_dir / "spool.db",
+                self.ingestor,
+                budget_bytes=int(s.spool.budget_mb * 2**20),
+                journal=s.spool.journal,
+            )
         self.hub = Hub()
         self.live_state = LiveState()
         sender = WebhookSender(
@@ -167,23 +189,42 @@ class Service:
             on_attempt=lambda ok: self.metrics.webhooks.labels(str(ok).lower()).inc(),
             policy=s.security.webhooks.policy,  # read at every send
         )
+        w = s.workers
+        cameras_lock = threading.RLock()  # lease rounds and camera changes through the API, one at a time
+        self.coordinator = Coordinator(
+            self.storage.leases,
+            self.storage.cameras,
+            self.worker,
+            ttl=w.lease_ttl_s,
+            renew_every=w.renew_every_s,
+            dead_after=w.dead_after_s,
+            run_cameras=lambda owned: self.cameras.reconcile(owned),
+            on_workers=self._workers_seen,
+            lock=cameras_lock,
+        )
         self.alerts = AlertEngine(
             self.storage.alerts,
+            cameras=self.storage.cameras,
+            events=self.storage.events,
+            stats=self.storage.stats,
             publish=self.hub.publish,
             sender=sender,
             evaluate_every=s.alerts.evaluate_every,
             on_change=self.metrics.alerts_firing.set,
+            leader=lambda: self.coordinator.leader,
+            zone=self.zone,
         )
         demo_folder = demo_images(s)
         self.cameras = CameraManager(
             self.storage.cameras,
             self.engine,
             self.live_state,
-            on_removed=self.alerts.forget_camera,
             config=s.engine,
             demo=(s.demo.name, s.demo.seconds_per_image),
             policy=s.security.sources.policy(),
             trusted=[c.url for c in s.cameras] + ([str(demo_folder.resolve())] if demo_folder else []),
+            leases=self.coordinator,
+            lock=cameras_lock,
         )
         self.jobs = JobManager(
             self.storage.jobs,
@@ -201,6 +242,7 @@ class Service:
                 max_queued=s.jobs.max_queued,
                 max_queued_bytes=s.jobs.max_queued_bytes,
             ),
+            owner=self.worker,
         )
         self.inference = InferenceGate(
             detector.configured(scales=s.model.infer_preset),
@@ -216,8 +258,9 @@ class Service:
             live=self.live_state,
             ingestor=self.ingestor,
             media=self.media,
-            alerts=self.alerts,
             hub=self.hub,
+            spool=self.spool,
+            admit=self.coordinator.admit,
             journal=s.data_dir / "journal.jsonl" if s.server.journal else None,
         )
         self.live = Live(
@@ -233,7 +276,13 @@ class Service:
         self.fleet: FleetIngest | None = None if fleet is None else self._fleet(fleet)
         self.commander: FleetCommander | None = None if fleet is None else self._commander(fleet)
         self.camera_view = CameraView(
-            self.cameras, self.live, self.storage.stats, fleet=self.fleet_state, commander=self.commander
+            self.cameras,
+            self.live,
+            self.storage.stats,
+            fleet=self.fleet_state,
+            commander=self.commander,
+            zone=self.zone,
+            owners=lambda: self.coordinator.owners,
         )
 
     def fleet_state(self) -> FleetState | None:
@@ -249,6 +298,15 @@ class Service:
         broker, _ = parse_ingest_url(link.url)
         ingest_id = link.client_id or f"maskwatch-ingest-{socket.gethostname()}"
         return FleetCommander(broker, client_id=f"{ingest_id}-cmd", tls=link.tls)
+
+    def _workers_seen(self, alive: set[str]) -> None:
+        """After each lease round: jobs of workers gone for ``workers.dead_after_s`` are interrupted."""
+        self.jobs.recover(alive)
+
+    def _stored(self, events: list[object]) -> None:
+        """The ingestor finished with ``events``: the spool forgets them."""
+        if self.spool is not None:
+            self.spool.done(events)
 
     def _fleet(self, link: FleetLink) -> FleetIngest:
         import socket
@@ -281,40 +339,49 @@ class Service:
 
     def start(self) -> None:
         """Storage first, then what reads it at start, then the flow of events from the inside out: the
-        writer, the pipeline's subscription, the engine and its cameras, alerts and the loops; MQTT ingest
-        last (remote events arrive once everything they reach runs)."""
+        writer, the spool's replay, the pipeline's subscription, this worker's leases (its cameras join the
+        engine), the engine, alerts and the loops; MQTT ingest last (remote events arrive once everything
+        they reach runs)."""
         if self.stopped:
             raise RuntimeError("a stopped service cannot start again: build a new one")
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage.start()
-        self.auth.start()
-        if self.auth.generated_admin_token:  # the first start: to a file only the service user reads, not the log
-            write_secret(s.admin_token_path, self.auth.generated_admin_token + "\n")
-        self.storage.alerts.add_missing_rules([rule.model_dump() for rule in s.alerts.rules], time.time())
-        self.jobs.recover()
-        self.cameras.seed(s.cameras)
-        self._seed_demo()
+        self.data_lock.acquire()
+        try:
+            self.storage.start()
+            self.auth.start()
+            if self.auth.generated_admin_token:  # the first start: to a file only the service user reads
+                write_secret(s.admin_token_path, self.auth.generated_admin_token + "\n")
+            self.storage.alerts.add_missing_rules([rule.model_dump() for rule in s.alerts.rules], time.time())
+            self.cameras.seed(s.cameras)
+            self._seed_demo()
 
-        self.ingestor.start()
-        self.pipeline.start(self.engine)  # subscribes before the engine starts: nothing is missed
-        self.engine.start()
-        self.cameras.resume()
-        self.alerts.start()
-        self.retention.start()
-        self.live.start()
-        if self.fleet is not None:
-            self.alerts.ensure_rule(NODE_OFFLINE_RULE)
-            self.fleet.start()
-        if self.commander is not None:
-            self.commander.start()
+            self.ingestor.start()
+            if self.spool is not None:
+                self.spool.start()  # what the last run left on disk is stored first
+            self.pipeline.start(self.engine)  # subscribes before the engine starts: nothing is missed
+            self.coordinator.start()  # a first round: this worker's cameras, its previous run's jobs
+            self.engine.start()
+            self.alerts.ensure_rule(CAMERA_OFFLINE_RULE)
+            self.alerts.start()
+            self.retention.start()
+            self.live.start()
+            if self.fleet is not None:
+                self.alerts.ensure_rule(NODE_OFFLINE_RULE)
+                self.fleet.start()
+            if self.commander is not None:
+                self.commander.start()
+        except BaseException:
+            self.data_lock.release()
+            raise
         self.started = True
-        log.info("maskwatch service started (database %s)", self.storage.display_url)
+        log.info("maskwatch service started (worker %s, database %s)", self.worker, self.storage.display_url)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Graceful, in the reverse order: MQTT ingest stops taking messages, the loops end, the engine ends
-        open tracks and flushes its last buckets, those events are stored, then everything closes. True when
-        every event reached the database."""
+        open tracks and flushes its last buckets, those events are stored (what cannot be stays in the
+        spool), this worker's leases are given up (other workers take its cameras at once), then everything
+        closes. True when every event reached the database."""
         if not self.started:
             return True
         if self.commander is not None:
@@ -325,12 +392,17 @@ class Service:
         self.retention.stop()
         self.inference.stop()
         self.jobs.stop()
+        self.coordinator.pause()  # no more rounds: the cameras stay as they are while they stop
         self.engine.stop(timeout=min(5.0, timeout))
         self.pipeline.stop(min(5.0, timeout))
         stored = self.ingestor.stop(timeout)
+        if self.spool is not None:
+            self.spool.stop()
         self.alerts.stop()
+        self.coordinator.stop(release=True)
         self.auth.stop()
         self.storage.stop()
+        self.data_lock.release()
         self.started, self.stopped = False, True
         log.info("maskwatch service stopped%s", "" if stored else " (some events were not stored)")
         return stored

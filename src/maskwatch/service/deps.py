@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Annotated, cast
 
 from fastapi import Depends, Path, Request, Security
@@ -25,9 +26,11 @@ from maskwatch.service.live import Live
 from maskwatch.service.media import Media
 from maskwatch.service.metrics import Metrics
 from maskwatch.service.settings import ServiceSettings
+from maskwatch.service.spool import Spool
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.audit import AuditLog
 from maskwatch.service.storage.ingest import Ingestor
+from maskwatch.service.workers import Coordinator
 
 __all__ = [
     "MAX_ID",
@@ -39,6 +42,7 @@ __all__ = [
     "CameraViewDep",
     "CamerasDep",
     "ClassesDep",
+    "CoordinatorDep",
     "FleetDep",
     "IdPath",
     "InferenceDep",
@@ -49,6 +53,8 @@ __all__ = [
     "MetricsDep",
     "Operator",
     "SettingsDep",
+    "SiteZone",
+    "SpoolDep",
     "StorageDep",
     "Viewer",
     "client_ip",
@@ -118,6 +124,19 @@ def get_camera_view(service: _Service) -> CameraView:
     return service.camera_view
 
 
+def get_coordinator(service: _Service) -> Coordinator:
+    return service.coordinator
+
+
+def get_spool(service: _Service) -> Spool | None:
+    return service.spool
+
+
+def get_zone(service: _Service) -> tzinfo:
+    """The site's time zone (``site.timezone``)."""
+    return service.zone
+
+
 def get_fleet(service: _Service) -> FleetState | None:
     """The fleet as this worker's MQTT ingest sees it now; None without MQTT ingest."""
     return None if service.fleet is None else service.fleet.state()
@@ -137,6 +156,9 @@ IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 FleetDep = Annotated[FleetState | None, Depends(get_fleet)]
 ClassesDep = Annotated[tuple[str, ...], Depends(get_classes)]
 CameraViewDep = Annotated[CameraView, Depends(get_camera_view)]
+CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+SpoolDep = Annotated[Spool | None, Depends(get_spool)]
+SiteZone = Annotated[tzinfo, Depends(get_zone)]
 
 
 def require(role: str) -> Callable[[Request, Auth, HTTPAuthorizationCredentials | None], Principal]:

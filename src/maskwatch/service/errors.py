@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from maskwatch.service.storage.db import OutageLog
+
 __all__ = [
     "ERROR_RESPONSES",
     "ApiError",
@@ -132,9 +134,11 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{loc}: {item.get('msg', 'invalid')}")
         return error_response(422, "invalid", "; ".join(problems) or "invalid request")
 
+    outage = OutageLog("API", "answering 503 until it is back (logged once per outage)")
+
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
         """A database outage is a 503 with a reason, not a 500 (repositories let it through)."""
-        log.warning("database unreachable: %s", type(exc).__name__)
+        outage.failed(exc)
         return error_response(503, "database_unavailable", "the database is unreachable; try again shortly")
 
     app.add_exception_handler(OperationalError, _database)

@@ -2,11 +2,13 @@
 analysed by a stream engine of its own on the service's models; progress, the engine's events and a
 summary.
 
-Jobs survive restarts: each job's record (state, progress, summary) lives in the ``jobs`` table, written
-when its state changes and about once a second while it runs, and its events go to a JSON Lines file under
-``DATA_DIR/jobs/`` as they arrive. A job still queued or running when the service starts was cut short by
-a stop or a crash: it is marked ``interrupted`` (its events so far are kept) and its upload removed; send
-it again to re-run it. Only queued and running jobs are held in memory.
+Jobs survive restarts: each job's record (state, progress, summary, the worker that runs it) lives in the
+``jobs`` table, written when its state changes and about once a second while it runs, and its events go to
+a JSON Lines file under ``DATA_DIR/jobs/`` as they arrive. A job belongs to the worker running it: a job
+left queued or running by this worker's previous run (a stop or a crash), or by a worker that has been gone
+for ``dead_after`` seconds (its heartbeat lease not renewed), is marked ``interrupted`` (its events so far
+are kept) and this worker's leftover uploads are removed; send it again to re-run it. Jobs of other live
+workers are never touched. Only queued and running jobs are held in memory.
 
 Refused work leaves nothing behind: a job's input is checked before anything is written for it (a zip's
 directory: member count, total extracted size and compression ratios; an image's size in pixels, read from
@@ -262,6 +264,7 @@ class Job:
     summary: dict[str, Any] | None = None
     n_events: int = 0
     events_file: str | None = None  # relative to the jobs folder
+    owner: str | None = None  # the worker running it
     engine: StreamEngine | None = None
     workdir: Path | None = None
 
@@ -305,6 +308,7 @@ class Job:
             "summary": self.summary,
             "n_events": self.n_events,
             "events_file": self.events_file,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -322,6 +326,7 @@ class Job:
             summary=row.summary,
             n_events=row.n_events,
             events_file=row.events_file,
+            owner=row.owner,
         )
 
 
@@ -334,6 +339,7 @@ class JobManager:
         workdir: ``DATA_DIR/jobs``: each job's upload folder (removed when it ends) and events file.
         keep_events: events stored per job (``GET /jobs/{id}/events``); later ones are counted only.
         save_every: seconds between progress writes while a job runs.
+        owner: this worker's id (recorded with each job).
     """
 
     def __init__(
@@ -347,9 +353,12 @@ class JobManager:
         keep_events: int,
         save_every: float = 1.0,
         limits: JobLimits | None = None,
+        owner: str = "local",
     ) -> None:
         self.jobs = jobs
         self.limits = limits or JobLimits()
+        self.owner = owner
+        self._recovered = False
         self.detector = detector
         self.config = config
         self.workdir = workdir
@@ -368,16 +377,27 @@ class JobManager:
         except SQLAlchemyError as exc:
             log.warning("job %s: record not saved (%s)", job.id, type(exc).__name__)
 
-    def recover(self) -> int:
-        """At start: jobs left queued or running by the previous process were interrupted; mark them so and
-        remove every upload folder left behind. Returns how many jobs."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        ids = self.jobs.interrupt_unfinished(INTERRUPTED, time.time())
-        for leftover in self.workdir.iterdir():  # uploads of jobs cut short (no job of this process yet)
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
+    def recover(self, alive: set[str] | None = None) -> int:
+        """Interrupt the jobs left queued or running by workers that are not ``alive`` (worker ids; None:
+        no worker but this one). The first call (at start) also interrupts this worker's own previous
+        run's jobs and removes its leftover upload folders. Returns how many jobs were interrupted."""
+        others = set(alive or ()) - {self.owner}
+        first = not self._recovered
+        mine = set() if first else {self.owner}  # at start, this worker's own earlier jobs were cut short
+        try:
+            ids = self.jobs.interrupt_unfinished(INTERRUPTED, time.time(), alive=others | mine)
+        except SQLAlchemyError as exc:
+            log.warning("jobs of stopped workers not checked (%s)", type(exc).__name__)
+            return 0
+        if first:
+            self._recovered = True
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            running_elsewhere = self.jobs.unfinished_of(others) if others else set()
+            for leftover in self.workdir.iterdir():  # this worker's uploads of jobs cut short
+                if leftover.is_dir() and leftover.name not in self.active and leftover.name not in running_elsewhere:
+                    shutil.rmtree(leftover, ignore_errors=True)
         if ids:
-            log.warning("%d job(s) interrupted by the last stop: %s", len(ids), ", ".join(ids))
+            log.warning("%d job(s) interrupted (their worker stopped): %s", len(ids), ", ".join(ids))
         return len(ids)
 
     def get(self, job_id: str) -> Job:
@@ -528,7 +548,14 @@ class JobManager:
 
     def _start(self, source: Path, name: str, job_id: str | None, workdir: Path | None) -> Job:
         job_id = job_id or uuid.uuid4().hex[:12]
-        job = Job(id=job_id, name=name, created=time.time(), workdir=workdir, events_file=f"{job_id}.events.jsonl")
+        job = Job(
+            id=job_id,
+            name=name,
+            created=time.time(),
+            workdir=workdir,
+            events_file=f"{job_id}.events.jsonl",
+            owner=self.owner,
+        )
         engine = StreamEngine(
             self.detector, EngineConfig(**{**self.config.__dict__, "stop_when_done": True, "snapshots": False})
         )

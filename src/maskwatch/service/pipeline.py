@@ -4,11 +4,16 @@ subscription) and any other producer (the fleet's MQTT ingest) call :meth:`Event
 One event, top-down:
 
 1. parse (a dict or JSON from the wire becomes a typed event); frame records and run summaries stop here;
-2. metrics (Prometheus counters) and the live state (each camera's state, people since start);
-3. storage: the ingestor's buffer (idempotent by event id); an event it refuses (buffer full) drops its
-   snapshot file, so no file is left without its event;
-4. alerts (the rules' sliding windows);
+2. for this worker's own cameras (``local``): the camera's lease (``admit``: an event of a camera this
+   worker no longer owns is dropped, so a camera taken over by another worker is never counted twice),
+   then the journal (``engine.journal``);
+3. metrics (Prometheus counters) and the live state (each camera's state, people since start);
+4. storage: this worker's own cameras' events go to the durable spool first (on disk before anything else;
+   forgotten once stored), then the ingestor's buffer (idempotent by event id); an event refused (buffer
+   full, no spool) drops its snapshot file, so no file is left without its event;
 5. the dashboard's live stream (SSE) for the types it shows.
+
+Alert rules read the database (complete data from every worker), not this flow.
 
 The return value says whether an event to store was queued: a producer that can resend (MQTT ingest) does
 not acknowledge an event that was not.
@@ -18,18 +23,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from maskwatch.service.live import SSE_TYPES, event_for_client
 from maskwatch.service.storage.ingest import STORED_TYPES
 
 if TYPE_CHECKING:
-    from maskwatch.service.alerts import AlertEngine
+    from pathlib import Path
+
     from maskwatch.service.live import Hub, LiveState
     from maskwatch.service.media import Media
     from maskwatch.service.metrics import Metrics
+    from maskwatch.service.spool import Spool
     from maskwatch.service.storage.ingest import Ingestor
     from maskwatch.stream import StreamEngine
 
@@ -44,7 +51,11 @@ JOURNAL_TYPES = ("track_ended", "stats", "source_status")
 
 
 class EventPipeline:
-    """Metrics, live state, storage, alerts and the live stream, in this order, for every engine event."""
+    """Lease, journal, metrics, live state, storage and the live stream, in this order, for every event.
+
+    ``spool``: this worker's cameras' events go to disk before the ingestor (None: memory only);
+    ``admit(camera)``: whether this worker still owns a local camera (its lease); ``journal``: a file that
+    gets every admitted event of this worker's own engine, one JSON per line (audits, the chaos soak)."""
 
     def __init__(
         self,
@@ -53,35 +64,51 @@ class EventPipeline:
         live: LiveState,
         ingestor: Ingestor,
         media: Media,
-        alerts: AlertEngine,
         hub: Hub,
+        spool: Spool | None = None,
+        admit: Callable[[str], bool] | None = None,
         journal: Path | None = None,
     ) -> None:
         self.metrics = metrics
         self.live = live
         self.ingestor = ingestor
         self.media = media
-        self.alerts = alerts
         self.hub = hub
-        self.journal = journal  # engine.journal: DATA_DIR/journal.jsonl, or None (off)
+        self.spool = spool
+        self.admit = admit
+        self.journal_path = journal
+        self._journal: IO[str] | None = None
+        self.fenced = 0  # events of cameras this worker no longer owned, dropped
         self._pump: threading.Thread | None = None
 
-    def handle_event(self, event: Any, *, block: bool = False) -> bool:
+    def handle_event(self, event: Any, *, block: bool = False, local: bool = False) -> bool:
         """Take one engine event (a typed event, its dict or its JSON). False when an event to store was not
-        queued (buffer full; with ``block``, which waits for room instead, only when stopping)."""
+        queued (buffer full; with ``block``, which waits for room instead, only when stopping). ``local``:
+        an event of this worker's own engine (leased, journaled, spooled)."""
         if not hasattr(event, "type"):
             from maskwatch.stream import parse_event
 
             event = parse_event(event)
         if event.type in SKIPPED_TYPES:
             return True
+        if local:
+            if self.admit is not None and not self.admit(event.source):
+                self.fenced += 1
+                log.debug("%s of %s dropped: this worker no longer runs that camera", event.type, event.source)
+                return True
+            if self._journal is not None and event.type in JOURNAL_TYPES:
+                self._journal.write(event.to_json() + "\n")
         self.metrics.observe(event)
         self.live.observe(event)
-        queued = self.ingestor.ingest(event, block=block) or event.type not in STORED_TYPES
-        snapshot = getattr(event, "snapshot", None)
-        if not queued and snapshot:
-            self.media.delete([snapshot])  # its event was refused: no snapshot left without an event
-        self.alerts.observe(event)
+        if event.type not in STORED_TYPES:
+            queued = True
+        elif local and self.spool is not None:
+            queued = self.spool.store(event)  # on disk first: stored now or after a restart
+        else:
+            queued = self.ingestor.ingest(event, block=block)
+            snapshot = getattr(event, "snapshot", None)
+            if not queued and snapshot:
+                self.media.delete([snapshot])  # its event was refused: no snapshot left without an event
         if event.type in SSE_TYPES:
             self.hub.publish(event.type, event_for_client(event))
         return queued
@@ -91,6 +118,8 @@ class EventPipeline:
     def start(self, engine: StreamEngine) -> None:
         """Subscribe to ``engine`` (before it starts: nothing is missed) and consume on a thread until the
         engine's event stream ends."""
+        if self.journal_path is not None:
+            self._journal = self.journal_path.open("a", encoding="utf-8", buffering=1)  # line-buffered
         subscription = engine.events()
         self._pump = threading.Thread(target=self._consume, args=(subscription,), name="maskwatch-events", daemon=True)
         self._pump.start()
@@ -100,19 +129,13 @@ class EventPipeline:
         if self._pump is not None:
             self._pump.join(timeout)
             self._pump = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def _consume(self, subscription: Iterable[Any]) -> None:
-        journal = None
-        if self.journal is not None:  # line-buffered: each event reaches the OS before it is handled
-            journal = open(self.journal, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        try:
-            for event in subscription:
-                try:
-                    if journal is not None and event.type in JOURNAL_TYPES:
-                        journal.write(event.to_json() + "\n")
-                    self.handle_event(event)
-                except Exception:
-                    log.exception("event %s not handled", getattr(event, "type", "?"))
-        finally:
-            if journal is not None:
-                journal.close()
+        for event in subscription:
+            try:
+                self.handle_event(event, local=True)
+            except Exception:
+                log.exception("event %s not handled", getattr(event, "type", "?"))

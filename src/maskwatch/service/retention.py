@@ -1,6 +1,7 @@
 """Retention: delete what is older than its period (``retention.*`` settings), once per ``purge_every_s``,
-on its own thread. Snapshots go first (after ``media_days``, or with their events after ``events_days``),
-then rows of every table, then finished jobs with their event files."""
+on its own thread, in transactions of ``batch_rows`` rows (a writer waits for one batch at most). Snapshots
+go first (after ``media_days``, or with their events after ``events_days``), then rows of every table, then
+finished jobs with their event files."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class Retention:
             audit=now - r.audit_days * DAY,
             sessions=now,
         )
-        counts = self.storage.retention.purge(cut, self.media.delete)
+        counts = self.storage.retention.purge(
+            cut, self.media.delete, batch=r.batch_rows, pause=r.batch_pause_s, stopping=self._stop.is_set
+        )
         counts["jobs"] = self.jobs.purge(cut.events)  # with their event files
         return counts
 

@@ -93,7 +93,7 @@ class AlertRuleConfig(Section):
     for_s: float = Field(60.0, ge=0)  # camera_offline / camera_lagging / node_offline: must hold this long
     hysteresis: float = Field(0.05, ge=0)  # resolve only when this far back on the good side
     cooldown_s: float = Field(300.0, ge=0)  # after resolving, no new alert of this rule+camera this long
-    active_hours: str | None = None  # "08:00-18:00" (local time of the server); None: always
+    active_hours: str | None = None  # "08:00-18:00" in the site's time zone (site.timezone); None: always
     enabled: bool = True
     webhook_url: str | None = None
     webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Maskwatch-Signature header
@@ -133,6 +133,8 @@ class RetentionSettings(Section):
     rollups_days: float = Field(730.0, gt=0)  # hourly / daily rollups
     audit_days: float = Field(365.0, gt=0)
     purge_every_s: float = Field(3600.0, gt=0)
+    batch_rows: int = Field(2000, ge=1)  # rows deleted per transaction (writers wait for one batch at most)
+    batch_pause_s: float = Field(0.02, ge=0)  # between batches: writers get the database
 
 
 class LimitSettings(Section):
@@ -190,6 +192,12 @@ class AuthSettings(Section):
     # without a database lookup (login included)
     failed_per_minute: float = Field(10.0, gt=0)
     failed_burst: int = Field(20, ge=1)
+    # a token or session checked against the database at most this long ago is trusted: a revocation (or a
+    # logout) through any worker reaches every worker within this many seconds
+    cache_s: float = Field(2.0, ge=0, le=60)
+    # while the database is unreachable (nobody can revoke anything then), a token checked within this
+    # many seconds keeps working, so the dashboard and /fleet answer from memory
+    outage_grace_s: float = Field(3600.0, ge=0)
 
 
 class JobSettings(Section):
@@ -232,6 +240,34 @@ class SecuritySettings(Section):
     docs: bool = True  # /docs: Swagger UI from the installed fastapi-offline assets, strict content policy
 
 
+class SiteSettings(Section):
+    # the site's time zone (IANA name, e.g. Europe/Paris): what "today", daily rollups (1d points), alert
+    # active hours and the dashboard's clock mean. UTC by default (set it: the server's own zone is never used)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from maskwatch.core.timeutil import site_zone
+
+        site_zone(value)  # raises with the reason
+        return value
+
+
+class WorkerSettings(Section):
+    # this worker's name in leases and jobs; default: made once and kept in DATA_DIR/worker-id
+    id: str | None = Field(None, min_length=1, max_length=100)
+    lease_ttl_s: float = Field(10.0, ge=2)  # a camera (or the alert rules) moves this long after its worker died
+    renew_every_s: float = Field(3.0, gt=0)  # under half of lease_ttl_s
+    dead_after_s: float = Field(120.0, gt=0)  # a worker silent this long is gone: its jobs are interrupted
+
+
+class SpoolSettings(Section):
+    enabled: bool = True  # this worker's cameras' events on disk (DATA_DIR/spool.db) until stored
+    budget_mb: float = Field(1024.0, gt=0)  # beyond it the oldest stats, then the oldest events, are dropped
+    journal: bool = False  # also keep the id of every event spooled (audits, tests)
+
+
 class ServiceSettings(RootSettings):
     """Every setting of ``maskwatch serve``; environment overrides: ``MASKWATCH_SERVE_<SECTION>__<KEY>``
     (``MASKWATCH_SERVE_RETENTION__EVENTS_DAYS=14``), plus ``MASKWATCH_DB`` and ``MASKWATCH_DATA_DIR``."""
@@ -269,6 +305,10 @@ class ServiceSettings(RootSettings):
                 ),
             )
         return self
+
+    site: SiteSettings = Field(default_factory=SiteSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -328,4 +368,7 @@ def load_settings(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"cameras: duplicate name(s) {', '.join(dupes)}")
+    w = settings.workers
+    if w.renew_every_s * 2 >= w.lease_ttl_s:
+        raise ConfigError("workers: renew_every_s must be under half of lease_ttl_s")
     return settings

@@ -1,6 +1,8 @@
 """Cameras, local and remote (``node:camera``) in one list with one shape (:class:`CameraOut`): CRUD of local
 cameras while running, enable/disable, live MJPEG and latest JPEG with faces blurred; a remote camera's
-latest frame is asked from its node."""
+latest frame is asked from its node. The database lookups, audits and JPEG encoding of the live views run on
+worker threads, never on the event loop. With several workers, a camera's state comes from the worker that
+runs it (stored), and ``worker`` says which."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,10 +147,10 @@ async def latest_jpeg(
     if NODE_SEPARATOR in name:
         data = await asyncio.to_thread(view.remote_frame, name)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-    cameras.get(name)
+    await run_in_threadpool(cameras.get, name)
     if live.latest(name) is None:
         raise ApiError(404, "no_frame", f"camera {name!r} has no analysed frame yet")
-    blur = _blur_for(media, audit, principal, request, name)
+    blur = await run_in_threadpool(_blur_for, media, audit, principal, request, name)
     found = await asyncio.to_thread(live.jpeg, name, blur=blur)  # the JPEG every viewer shares
     if found is None:
         raise ApiError(404, "no_frame", f"camera {name!r} has no analysed frame yet")
@@ -173,9 +176,9 @@ async def live_mjpeg(
     frames: int | None = Query(None, ge=1, description="end after this many frames (default: until closed)"),
 ) -> StreamingResponse:
     view.require_local(name)  # a remote camera has no live stream here: its latest.jpg asks its node
-    cameras.get(name)
+    await run_in_threadpool(cameras.get, name)
     release = stream_slot(live, principal)
-    blur = _blur_for(media, audit, principal, request, name)
+    blur = await run_in_threadpool(_blur_for, media, audit, principal, request, name)
 
     async def parts() -> AsyncIterator[bytes]:
         last, sent = None, 0

@@ -69,5 +69,5 @@ def console(principal: Viewer, settings: SettingsDep, view: CameraViewDep) -> Co
         fleet=view.commander is not None,
         nodes=view.nodes(),
         people_today=PEOPLE_TODAY,
-        day_start=day_start(),
+        day_start=day_start(zone=view.zone),
     )

@@ -4,7 +4,9 @@ the MQTT ingest counters.
 
 Two sources, each for what it knows best: node state comes from this worker's MQTT ingest (every worker
 subscribes to every node's status); FPS, lag, people and compliance come from the stored stats buckets, so
-every worker answers the same when several share the load (each receives only part of the stats).
+every worker answers the same when several share the load (each receives only part of the stats). While
+the database is unreachable the view answers from memory alone (``database_ok`` false: FPS and lag from the
+latest buckets this worker received, no people counts), and the log says so once per outage.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from maskwatch.core.names import qualified, split_qualified
 from maskwatch.fleet.ingest import CameraState, FleetState, NodeState
 from maskwatch.service.deps import FleetDep, StorageDep, Viewer
+from maskwatch.service.storage.db import OutageLog
 from maskwatch.service.storage.stats import FleetCameraStats
 
 __all__ = ["FleetCamera", "FleetNode", "FleetView", "fleet_view", "router"]
@@ -66,6 +70,7 @@ class FleetView(BaseModel):
     people: int
     compliance: float | None
     ingest: IngestCounters | None
+    database_ok: bool = Field(True, description="False: the database is unreachable, figures from memory only")
 
 
 def _share(ok: int, n: int) -> float | None:
@@ -93,9 +98,11 @@ def _camera(
     )
 
 
-def fleet_view(fleet: FleetState | None, stored: dict[str, FleetCameraStats], window_s: float) -> FleetView:
+def fleet_view(
+    fleet: FleetState | None, stored: dict[str, FleetCameraStats], window_s: float, *, database_ok: bool = True
+) -> FleetView:
     """The fleet from this worker's MQTT ingest (``fleet``; None without) and the stored buckets of the
-    window (``stored``: per ``node:camera``)."""
+    window (``stored``: per ``node:camera``; empty while the database is unreachable: ``database_ok``)."""
     live: dict[str, NodeState] = {} if fleet is None else fleet.nodes
     by_node: dict[str, dict[str, FleetCameraStats]] = {}
     for full, figures in stored.items():
@@ -147,7 +154,11 @@ def fleet_view(fleet: FleetState | None, stored: dict[str, FleetCameraStats], wi
         people=people,
         compliance=_share(ok, people),
         ingest=counters,
+        database_ok=database_ok,
     )
+
+
+_OUTAGE = OutageLog("fleet view", "answering from memory (logged once per outage)")
 
 
 @router.get("/fleet", summary="Edge nodes and their cameras: state, last seen, FPS, lag, compliance (MQTT ingest)")
@@ -157,4 +168,9 @@ def get_fleet(
     _: Viewer,
     window_s: float = Query(3600.0, ge=60, le=7 * 86400, description="people and compliance over this many seconds"),
 ) -> FleetView:
-    return fleet_view(fleet, storage.stats.fleet_cameras(time.time() - window_s), window_s)
+    try:
+        stored = storage.stats.fleet_cameras(time.time() - window_s)
+    except SQLAlchemyError as exc:
+        _OUTAGE.failed(exc)
+        return fleet_view(fleet, {}, window_s, database_ok=False)
+    return fleet_view(fleet, stored, window_s)

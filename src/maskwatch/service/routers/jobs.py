@@ -1,4 +1,7 @@
-"""Batch jobs: upload a video / image / zip of images, or name a server path inside jobs.allowed_dirs."""
+"""Batch jobs: upload a video / image / zip of images, or name a server path inside jobs.allowed_dirs.
+
+The upload is read on the event loop but written, checked, extracted and started on worker threads
+(``run_in_threadpool``), so a large zip or a slow database never stalls the other requests."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import re
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, JsonValue
 from starlette.datastructures import UploadFile
 
@@ -37,7 +41,7 @@ async def create_job(
         payload = parse_json_body(await request.body())
         if not isinstance(payload, dict) or not isinstance(payload.get("path"), str) or set(payload) != {"path"}:
             raise ApiError(422, "invalid", 'JSON body must be {"path": "..."}')
-        source = allowed_path(payload["path"], settings.jobs.allowed_dirs)
+        source = await asyncio.to_thread(allowed_path, payload["path"], settings.jobs.allowed_dirs)
         job = await asyncio.to_thread(jobs.submit, source, source.name)
     elif ctype == "multipart/form-data":
         try:
@@ -54,18 +58,21 @@ async def create_job(
         suffix = VIDEO_SUFFIX.get(kind) or "." + kind.split("/")[1].replace("jpeg", "jpg")
         if kind in IMAGE_TYPES:
             suffix = ".jpg" if kind == "image/jpeg" else f".{kind.split('/')[1]}"
-        jobs.admit(upload.size or 0)  # before anything is written
+        await asyncio.to_thread(jobs.admit, upload.size or 0)  # before anything is written
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", (upload.filename or "upload"))[:60] or "upload"
         with jobs.upload_dir() as (job_id, workdir):  # removed again if the job is refused
             target = workdir / f"upload{suffix}"
-            with target.open("wb") as out:
-                out.write(head)
+            out = await asyncio.to_thread(target.open, "wb")  # disk writes off the event loop
+            try:
+                await asyncio.to_thread(out.write, head)
                 while chunk := await upload.read(1 << 20):
-                    out.write(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                await asyncio.to_thread(out.close)
             job = await asyncio.to_thread(jobs.submit, target, safe, job_id, workdir)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field 'file') or {\"path\": ...}")
-    audit.record(principal, "job.create", f"job:{job.id}", {"name": job.name})
+    await run_in_threadpool(audit.record, principal, "job.create", f"job:{job.id}", {"name": job.name})
     return job.out()
 
 

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import time
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from maskwatch.core.timeutil import iso
-from maskwatch.service.deps import StorageDep, Viewer
+from maskwatch.service.deps import SiteZone, StorageDep, Viewer
 from maskwatch.service.errors import ApiError, errors
 from maskwatch.service.routers.common import BINARY, to_ts
 from maskwatch.service.storage.stats import GRAINS, Point, StatsRepository
@@ -102,7 +102,9 @@ class ComplianceColumns(BaseModel):
     total: ComplianceTotal
 
 
-def check_size(stats: StatsRepository, *, cameras: list[str] | None, start: float, end: float, bucket: str) -> None:
+def check_size(
+    stats: StatsRepository, *, cameras: list[str] | None, start: float, end: float, bucket: str, zone: tzinfo
+) -> None:
     """A 422 with the reason when the answer would hold too many points (before any heavy query)."""
     slots = (end - start) / GRAINS[bucket]
     if slots > MAX_POINTS_PER_CAMERA:
@@ -114,7 +116,7 @@ def check_size(stats: StatsRepository, *, cameras: list[str] | None, start: floa
             f"bucket={bucket} covers at most {span} per request ({MAX_POINTS_PER_CAMERA} points per camera); "
             "use a larger bucket or a shorter range",
         )
-    n_cameras = len(set(cameras)) if cameras else stats.cameras_in_range(start, end)
+    n_cameras = len(set(cameras)) if cameras else stats.cameras_in_range(start, end, zone)
     if slots * n_cameras > MAX_POINTS:
         raise ApiError(
             422,
@@ -191,12 +193,15 @@ def _csv(series: dict[str, list[Point]], bucket: str) -> Response:
 )
 def compliance(
     storage: StorageDep,
+    zone: SiteZone,
     _: Viewer,
     camera: list[str] | None = Query(None, description="one or more cameras (repeat the parameter); default all"),
     from_: datetime | None = Query(None, alias="from", description="default: 24 hours before `to`"),
     to: datetime | None = Query(None, description="default: now"),
     bucket: Literal["1m", "1h", "1d"] = Query(
-        "1h", description="1m: at most 2 days per request; 1h: 120 days; 1d: about 8 years"
+        "1h",
+        description="1m: at most 2 days per request; 1h (UTC hours): 120 days; 1d (days of the site's time "
+        "zone, from its midnight): about 8 years",
     ),
     format: Literal["json", "columns", "csv"] = Query(
         "json",
@@ -208,8 +213,8 @@ def compliance(
     start = to_ts(from_) if from_ is not None else end - 86400
     if start is None or start >= end:
         raise ApiError(422, "invalid", "'from' must be before 'to'")
-    check_size(storage.stats, cameras=camera, start=start, end=end, bucket=bucket)
-    series = storage.stats.series(cameras=camera, start=start, end=end, bucket=bucket)
+    check_size(storage.stats, cameras=camera, start=start, end=end, bucket=bucket, zone=zone)
+    series = storage.stats.series(cameras=camera, start=start, end=end, bucket=bucket, zone=zone)
     if format == "csv":
         return _csv(series, bucket)
     total_n = sum(p[1] for rows in series.values() for p in rows)

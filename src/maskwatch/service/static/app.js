@@ -6,7 +6,7 @@
 "use strict";
 const API = "/api/v1";
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { me: null, console: null, source: null, live: {}, page: null };
+const state = { me: null, console: null, source: null, live: {}, page: null, tz: "UTC" }; // tz: the site's (GET /site)
 const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#ca8a04", "#475569"];
 
 function el(tag, attrs = {}, ...children) {
@@ -25,7 +25,8 @@ const svgEl = (tag, attrs = {}) => {
 };
 const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 100)} %`);
 const num = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
-const when = (t) => (t ? new Date(typeof t === "number" ? t * 1000 : t).toLocaleString() : "–");
+// times are shown in the site's time zone (site.timezone on the server), never the browser's
+const when = (t) => (t ? new Date(typeof t === "number" ? t * 1000 : t).toLocaleString(undefined, { timeZone: state.tz }) : "–");
 function csrf() { const m = document.cookie.match(/(?:^|; )mw_csrf=([^;]+)/); return m ? decodeURIComponent(m[1]) : ""; }
 
 async function api(path, opts = {}) {
@@ -88,6 +89,7 @@ async function boot() {
   if (!r.ok) { showLogin(); return; }
   state.me = await r.json();
   state.console = await api("/console");
+  try { state.tz = (await api("/site")).timezone; } catch (err) { state.tz = "UTC"; }
   $("#login").hidden = true; $("#main").hidden = false; $("#nav").hidden = false; $("#logout").hidden = false;
   $("#who").textContent = `${state.me.name} (${state.me.role})`;
   gateNav(); connect(); route();
@@ -139,7 +141,7 @@ function chart(series, { from, to }) {
     }
   });
   const cap = svgEl("text", { x: left, y: H - 4, "font-size": 11, fill: "#5b6577" });
-  cap.textContent = `people per bucket (max ${maxPeople}) · ${new Date(from * 1000).toLocaleString()} → ${new Date(to * 1000).toLocaleString()}`;
+  cap.textContent = `people per bucket (max ${maxPeople}) · ${when(from)} → ${when(to)} (${state.tz})`;
   svg.append(cap);
   return svg;
 }

@@ -13,6 +13,7 @@ it in :meth:`Storage.start` and closes its pool in :meth:`Storage.stop`. Reposit
 ``audit``          who did what (:class:`AuditLog`)
 ``jobs``           batch jobs' records (:class:`JobRepository`)
 ``retention``      deleting what is older than its period (:class:`RetentionRepository`)
+``leases``         who runs which camera, who evaluates the alerts, which workers live (:class:`LeaseRepository`)
 =================  ========================================================================================
 
 Event *writes* go through :class:`~maskwatch.service.storage.ingest.Ingestor` (buffered, batched, idempotent).
@@ -31,6 +32,7 @@ from maskwatch.service.storage.cameras import CameraRepository
 from maskwatch.service.storage.db import Sessions, migrate, open_db, session_factory
 from maskwatch.service.storage.events import EventRepository
 from maskwatch.service.storage.jobs import JobRepository
+from maskwatch.service.storage.leases import LeaseRepository
 from maskwatch.service.storage.retention import RetentionRepository
 from maskwatch.service.storage.stats import StatsRepository
 from maskwatch.service.storage.tokens import TokenRepository
@@ -55,6 +57,7 @@ class Storage:
         self.audit = AuditLog(self.sessions)
         self.jobs = JobRepository(self.sessions)
         self.retention = RetentionRepository(self.sessions)
+        self.leases = LeaseRepository(self.sessions)
 
     @property
     def display_url(self) -> str:

@@ -3,7 +3,8 @@
 Several control-room workers share one database: at most one alert per rule and camera is firing (a partial
 unique index), so :meth:`AlertRepository.fire` tells the caller whether it stored a new alert, found
 another worker's, or is inside a cooldown; :meth:`AlertRepository.resolve` is a conditional update, so one
-worker resolves each alert.
+worker resolves each alert. ``announced`` records the last transition announced (log, webhook), so one
+that was stored but not announced (a worker died) is announced by the next one.
 """
 
 from __future__ import annotations
@@ -131,6 +132,21 @@ class AlertRepository:
     def firing(self) -> list[Alert]:
         with self.sessions() as s:
             return list(s.scalars(select(Alert).where(Alert.state == "firing")))
+
+    def get(self, alert_id: int) -> Alert | None:
+        with self.sessions() as s:
+            return s.get(Alert, alert_id)
+
+    def unannounced(self) -> list[Alert]:
+        """Alerts whose latest transition has not been announced yet (oldest first)."""
+        with self.sessions() as s:
+            query = select(Alert).where((Alert.announced.is_(None)) | (Alert.announced != Alert.state))
+            return list(s.scalars(query.order_by(Alert.id)))
+
+    def mark_announced(self, alert_id: int, transition: str) -> None:
+        """``transition`` of the alert has been announced (log, webhook)."""
+        with self.sessions() as s, s.begin():
+            s.execute(update(Alert).where(Alert.id == alert_id).values(announced=transition))
 
     def fire(self, row: Alert, *, cooldown_s: float, now: float) -> Fired:
         """Store a new firing alert unless one of its rule and camera resolved within ``cooldown_s`` (by any

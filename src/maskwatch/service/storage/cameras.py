@@ -4,14 +4,15 @@ shown to admins only and never logged."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from maskwatch.service.storage.db import Sessions
-from maskwatch.service.storage.models import Camera
+from maskwatch.service.storage.models import Camera, CameraStatus
 
-__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource"]
+__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource", "StoredStatus"]
 
 #: the fields of a camera that its source is made of (a change restarts it)
 CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
@@ -42,6 +43,17 @@ class CameraSource(Protocol):
     def loop(self) -> bool | None: ...
 
 
+@dataclass(frozen=True)
+class StoredStatus:
+    """A camera's latest state as stored (whichever worker's engine or node reported it)."""
+
+    camera: str
+    state: str
+    reason: str | None
+    since: float  # when it turned good or bad
+    ts: float  # the status event's time
+
+
 class CameraRepository:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
@@ -69,10 +81,18 @@ class CameraRepository:
                     setattr(row, key, getattr(camera, key))
 
     def delete(self, camera_id: int) -> None:
+        """Remove a camera and its stored state (its events and stats are kept)."""
         with self.sessions() as s, s.begin():
             row = s.get(Camera, camera_id)
             if row is not None:
                 s.delete(row)
+                s.execute(delete(CameraStatus).where(CameraStatus.camera == row.name))
+
+    def statuses(self) -> dict[str, StoredStatus]:
+        """Every camera's latest stored state (local and fleet cameras), by name."""
+        with self.sessions() as s:
+            rows = s.scalars(select(CameraStatus))
+            return {r.camera: StoredStatus(r.camera, r.state, r.reason, r.since_ts, r.ts) for r in rows}
 
     def add_missing(self, cameras: Iterable[CameraSource], now: float) -> list[str]:
         """Create the cameras whose names the table does not have yet; returns their names."""

@@ -7,6 +7,8 @@ PostgreSQL comes by URL (``postgresql://user@host:port/db``, driven by psycopg 3
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
     "MIGRATIONS",
+    "OutageLog",
     "Sessions",
     "alembic_config",
     "current_revision",
+    "dialect_insert",
     "migrate",
     "normalise_url",
     "open_db",
@@ -31,6 +35,27 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 #: what every repository holds: a factory of sessions bound to the service's database
 Sessions = sessionmaker[Session]
+
+
+class OutageLog:
+    """One log line per database outage for a place that keeps failing while the database is away (a page
+    polled every few seconds): the first failure is logged, the next ones only after ``quiet`` seconds
+    without any failure (a new outage)."""
+
+    def __init__(self, where: str, then: str, quiet: float = 60.0) -> None:
+        self.where = where
+        self.then = then
+        self.quiet = quiet
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            new = self._last is None or now - self._last > self.quiet
+            self._last = now
+        if new:
+            log.warning("%s: the database is unreachable (%s); %s", self.where, type(exc).__name__, self.then)
 
 
 def normalise_url(url: str) -> str:
@@ -62,6 +87,17 @@ def open_db(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+
+
+def dialect_insert(session: Session, model: type) -> Any:
+    """``INSERT`` with the dialect's ``ON CONFLICT`` clauses (SQLite and PostgreSQL spell them alike)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(model)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(model)
 
 
 def session_factory(engine: Engine) -> Sessions:

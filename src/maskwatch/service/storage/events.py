@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import PersonEvent
 
-__all__ = ["EventFilter", "EventRepository", "row_id"]
+__all__ = ["EventFilter", "EventRepository", "WindowCount", "row_id"]
 
 
 def row_id(text: str) -> int | None:
@@ -30,9 +30,32 @@ class EventFilter:
     false_positive: bool | None = None
 
 
+@dataclass(frozen=True)
+class WindowCount:
+    """People whose track ended on a camera within a window, and how many of them were compliant."""
+
+    people: int
+    compliant: int
+
+
 class EventRepository:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
+
+    def people_since(self, since: float) -> dict[str, WindowCount]:
+        """Per camera, the people last seen at or after ``since`` (every worker's, as stored): what the
+        ``compliance_below`` and ``unmasked_person`` rules read."""
+        query = (
+            select(
+                PersonEvent.camera,
+                func.count(PersonEvent.id),
+                func.sum(case((PersonEvent.compliant, 1), else_=0)),
+            )
+            .where(PersonEvent.ts >= since)
+            .group_by(PersonEvent.camera)
+        )
+        with self.sessions() as s:
+            return {camera: WindowCount(int(n), int(ok or 0)) for camera, n, ok in s.execute(query)}
 
     def page(self, where: EventFilter, *, before: int | None, limit: int) -> list[PersonEvent]:
         """Newest first: up to ``limit`` events with a row id below ``before``."""

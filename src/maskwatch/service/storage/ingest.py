@@ -19,40 +19,35 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import and_, case, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from maskwatch.core.backoff import Backoff
+from maskwatch.core.events import SourceStatus, TrackEnded, parse_event
 from maskwatch.core.events import StatsBucket as StatsEvent
-from maskwatch.core.events import TrackEnded, parse_event
 from maskwatch.core.redaction import redact
-from maskwatch.service.storage.db import Sessions
-from maskwatch.service.storage.models import Ingested, PersonEvent, StatsBucket, StatsRollup
+from maskwatch.core.timeutil import local_day_start, parse_time
+from maskwatch.service.storage.db import Sessions, dialect_insert
+from maskwatch.service.storage.models import CameraStatus, Ingested, PersonEvent, StatsBucket, StatsRollup
 
-__all__ = ["STORED_TYPES", "Ingestor", "write_events"]
+__all__ = ["BAD_STATES", "STORED_TYPES", "Ingestor", "write_events"]
 
 log = logging.getLogger("maskwatch.service")
 
-STORED_TYPES = ("track_ended", "stats")
-ROLLUP_GRAINS = (3600, 86400)
+#: person events, stats buckets and each camera's latest state (``source_status``) are stored
+STORED_TYPES = ("track_ended", "stats", "source_status")
+#: a camera in one of these states is down (``camera_offline`` rules)
+BAD_STATES = ("lost", "reconnecting", "failed")
+HOUR, DAY = 3600, 86400
 
 
 def _ts(value: datetime) -> float:
-    return value.timestamp()
-
-
-def _insert(session: Session, model: type) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(model)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(model)
+    """Epoch seconds; a naive time (an older or foreign producer) is UTC, never the server's zone."""
+    return parse_time(value).timestamp()
 
 
 def _store_people(session: Session, events: list[TrackEnded]) -> int:
@@ -78,7 +73,7 @@ def _store_people(session: Session, events: list[TrackEnded]) -> int:
         }
         for event in unique.values()
     ]
-    stmt = _insert(session, PersonEvent).on_conflict_do_nothing(index_elements=["event_id"])
+    stmt = dialect_insert(session, PersonEvent).on_conflict_do_nothing(index_elements=["event_id"])
     # rows actually inserted (rowcount is -1 with psycopg here; RETURNING is exact)
     return len(session.connection().execute(stmt.returning(PersonEvent.id), rows).all())
 
@@ -96,7 +91,11 @@ def _claim(session: Session, events: list[StatsEvent]) -> list[StatsEvent]:
         unique.setdefault(event.id, event)
     if not unique:
         return []
-    stmt = _insert(session, Ingested).on_conflict_do_nothing(index_elements=["event_id"]).returning(Ingested.event_id)
+    stmt = (
+        dialect_insert(session, Ingested)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(Ingested.event_id)
+    )
     rows = [{"event_id": e.id, "type": e.type, "ts": _ts(e.end)} for e in unique.values()]
     claimed = set(session.connection().execute(stmt, rows).scalars())
     return [event for event in unique.values() if event.id in claimed]
@@ -166,14 +165,15 @@ def _store_buckets(session: Session, events: list[StatsEvent]) -> None:
         connection.execute(update(StatsBucket).where(StatsBucket.id == row.pop("id")).values(**row))
 
 
-def _store_rollups(session: Session, events: list[StatsEvent]) -> None:
-    """Add the batch to the hourly and daily rollups: summed per (grain, camera, start) here, then one
-    upsert (add the sums, keep the maxima) for the batch."""
+def _store_rollups(session: Session, events: list[StatsEvent], zone: tzinfo) -> None:
+    """Add the batch to the hourly (UTC hours) and daily (days of the site's time zone ``zone``, starting at
+    its local midnight) rollups: summed per (grain, camera, start) here, then one upsert (add the sums, keep
+    the maxima) for the batch."""
     sums: dict[tuple[int, str, int], dict[str, Any]] = {}
     for event in events:
         start = _ts(event.start)
-        for grain in ROLLUP_GRAINS:
-            at = int(math.floor(start / grain) * grain)
+        for grain in (HOUR, DAY):
+            at = int(math.floor(start / HOUR) * HOUR) if grain == HOUR else local_day_start(start, zone)
             r = sums.get((grain, event.source, at))
             if r is None:
                 sums[(grain, event.source, at)] = {
@@ -196,7 +196,7 @@ def _store_rollups(session: Session, events: list[StatsEvent]) -> None:
                 r["lag_p95_max"] = _max(r["lag_p95_max"], event.lag.p95)
     if not sums:
         return
-    stmt = _insert(session, StatsRollup)
+    stmt = dialect_insert(session, StatsRollup)
     new, old = stmt.excluded, StatsRollup.__table__.c
     stmt = stmt.on_conflict_do_update(
         index_elements=["grain", "camera", "start_ts"],
@@ -216,22 +216,62 @@ def _store_rollups(session: Session, events: list[StatsEvent]) -> None:
     session.connection().execute(stmt, list(sums.values()))
 
 
-def _store_stats(session: Session, events: list[StatsEvent]) -> int:
+def _store_stats(session: Session, events: list[StatsEvent], zone: tzinfo) -> int:
     new = _claim(session, events)
     if new:
         _store_buckets(session, new)
-        _store_rollups(session, new)
+        _store_rollups(session, new, zone)
         session.flush()
     return len(new)
 
 
-def write_events(session: Session, events: Iterable[Any]) -> int:
-    """Store the storable events (person events and stats buckets) in the session's transaction, a few
-    statements per batch; returns how many were new. Idempotent: an event stored before is skipped."""
+def _store_statuses(session: Session, events: list[SourceStatus]) -> None:
+    """Each camera's latest state: one upsert per camera of the batch; an older status (re-sent, or late)
+    never overwrites a newer one, and ``since_ts`` moves only when the camera turns from good to bad or back."""
+    latest: dict[str, SourceStatus] = {}
+    for event in events:
+        seen = latest.get(event.source)
+        if seen is None or _ts(event.time) >= _ts(seen.time):
+            latest[event.source] = event
+    if not latest:
+        return
+    rows = [
+        {
+            "camera": e.source,
+            "state": e.state,
+            "reason": redact(e.reason) if e.reason else None,
+            "since_ts": _ts(e.time),
+            "ts": _ts(e.time),
+        }
+        for e in latest.values()
+    ]
+    stmt = dialect_insert(session, CameraStatus)
+    old, new = CameraStatus.__table__.c, stmt.excluded
+    was_bad, is_bad = old.state.in_(BAD_STATES), new.state.in_(BAD_STATES)
+    same_side = (was_bad & is_bad) | (~was_bad & ~is_bad)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["camera"],
+        set_={
+            "state": new.state,
+            "reason": new.reason,
+            "ts": new.ts,
+            "since_ts": case((and_(same_side), old.since_ts), else_=new.since_ts),
+        },
+        where=new.ts >= old.ts,
+    )
+    for row in rows:
+        session.connection().execute(stmt, row)
+
+
+def write_events(session: Session, events: Iterable[Any], zone: tzinfo = UTC) -> int:
+    """Store the storable events (person events, stats buckets, cameras' states) in the session's
+    transaction, a few statements per batch; returns how many person events and buckets were new.
+    Idempotent: an event stored before is skipped. ``zone``: the site's time zone (daily rollups)."""
     events = list(events)
     people = [event for event in events if isinstance(event, TrackEnded)]
     stats = [event for event in events if isinstance(event, StatsEvent)]
-    return _store_people(session, people) + _store_stats(session, stats)
+    _store_statuses(session, [event for event in events if isinstance(event, SourceStatus)])
+    return _store_people(session, people) + _store_stats(session, stats, zone)
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -250,6 +290,9 @@ class Ingestor:
             ``dropped`` (and logged once per outage).
         batch: events per transaction.
         on_error: called with each exception (metrics).
+        on_done: called from the writer thread with the events it has finished with: stored (committed)
+            or refused for good (the durable spool then forgets them).
+        zone: the site's time zone (daily rollups start at its midnight).
     """
 
     def __init__(
@@ -261,8 +304,12 @@ class Ingestor:
         backoff: float = 0.5,
         max_backoff: float = 5.0,
         on_error: Callable[[BaseException], None] | None = None,
+        on_done: Callable[[list[Any]], None] | None = None,
+        zone: tzinfo = UTC,
     ) -> None:
         self.sessions = sessions
+        self.on_done = on_done
+        self.zone = zone
         self.capacity = capacity
         self.batch = batch
         self.backoff, self.max_backoff = backoff, max_backoff
@@ -377,6 +424,7 @@ class Ingestor:
             while True:
                 try:
                     self._write(items)
+                    self._finished(items)
                     if not self.healthy:
                         log.warning("database reachable again; ingest resumed")
                     self.healthy = True
@@ -400,12 +448,20 @@ class Ingestor:
 
     def _write(self, items: list[Any]) -> None:
         with self.sessions() as session, session.begin():
-            self.written += write_events(session, items)
+            self.written += write_events(session, items, self.zone)
+
+    def _finished(self, items: list[Any]) -> None:
+        if self.on_done is not None and items:
+            try:
+                self.on_done(items)
+            except Exception:
+                log.exception("ingest: the done callback failed")
 
     def _write_each(self, items: list[Any]) -> None:
         for item in items:
             try:
                 self._write([item])
+                self._finished([item])
             except Exception as exc:
                 if _is_outage(exc):  # went down meanwhile: keep the rest for the next round
                     with self._cond:
@@ -416,3 +472,4 @@ class Ingestor:
                 log.error(
                     "event %s (%s) could not be stored: %s", getattr(item, "id", "?"), getattr(item, "type", "?"), exc
                 )
+                self._finished([item])  # refused for good: sending it again would not help

@@ -22,6 +22,14 @@ class JobRepository:
         with self.sessions() as s, s.begin():
             s.merge(JobRecord(**values))
 
+    def unfinished_of(self, owners: Iterable[str]) -> set[str]:
+        """Ids of the jobs queued or running on the workers ``owners``."""
+        query = select(JobRecord.id).where(
+            JobRecord.state.in_(("queued", "running")), JobRecord.owner.in_(list(owners))
+        )
+        with self.sessions() as s:
+            return set(s.scalars(query))
+
     def get(self, job_id: str) -> JobRecord | None:
         with self.sessions() as s:
             return s.get(JobRecord, job_id)
@@ -30,10 +38,15 @@ class JobRepository:
         with self.sessions() as s:
             return list(s.scalars(select(JobRecord).order_by(JobRecord.created_ts.desc()).limit(limit)))
 
-    def interrupt_unfinished(self, error: str, now: float) -> list[str]:
-        """Mark every job left queued or running (by a stopped or crashed process) interrupted; their ids."""
+    def interrupt_unfinished(self, error: str, now: float, *, alive: Iterable[str] = ()) -> list[str]:
+        """Mark every job left queued or running by a worker that is not ``alive`` (stopped, crashed, or a
+        record without an owner) interrupted; their ids. Jobs of live workers are theirs."""
+        alive = list(alive)
+        query = select(JobRecord.id).where(JobRecord.state.in_(("queued", "running")))
+        if alive:
+            query = query.where(JobRecord.owner.is_(None) | JobRecord.owner.not_in(alive))
         with self.sessions() as s, s.begin():
-            ids = list(s.scalars(select(JobRecord.id).where(JobRecord.state.in_(("queued", "running")))))
+            ids = list(s.scalars(query))
             if ids:
                 s.execute(
                     update(JobRecord)

@@ -169,6 +169,9 @@ class Alert(Base):
     kind: Mapped[str] = mapped_column(String(32))
     camera: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    # the last transition announced (log, webhook) by the elected worker; behind ``state`` until it is
+    # (migration 0006): a worker that dies before announcing leaves it for the next one
+    announced: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text)
     value: Mapped[float | None] = mapped_column(Double, nullable=True)
     started_ts: Mapped[float] = mapped_column(Double)
@@ -254,3 +257,34 @@ class JobRecord(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     n_events: Mapped[int] = mapped_column(Integer, default=0)
     events_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # the worker running it (migration 0006): only a worker that is gone has its jobs marked interrupted
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class Lease(Base):
+    """A named lease held by one worker until ``expires_ts`` (database clock), renewed by its holder:
+    ``camera:NAME`` (who runs a local camera), ``alerts`` (who evaluates the rules), ``worker:ID`` (a
+    worker's heartbeat). ``epoch`` grows at each change of holder (migration 0006)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_ts: Mapped[float] = mapped_column(Double)
+    acquired_ts: Mapped[float] = mapped_column(Double)
+    renewed_ts: Mapped[float] = mapped_column(Double)
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CameraStatus(Base):
+    """Each camera's latest state as its engine reported it (``source_status`` events, stored by the
+    ingestor whichever worker received them): what every worker shows and what the elected worker's
+    ``camera_offline`` rules read (migration 0006). ``since_ts``: when it turned good or bad."""
+
+    __tablename__ = "camera_status"
+
+    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    since_ts: Mapped[float] = mapped_column(Double)
+    ts: Mapped[float] = mapped_column(Double)  # the latest status event's time (older ones never overwrite)

@@ -9,16 +9,19 @@ and are summed per (camera, slot) here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 
 from sqlalchemy import and_, distinct, func, select
 
 from maskwatch.core.names import NODE_SEPARATOR
+from maskwatch.core.timeutil import local_day_start
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import StatsBucket, StatsRollup
 
-__all__ = ["GRAINS", "FleetCameraStats", "Point", "StatsRepository"]
+__all__ = ["GRAINS", "FleetCameraStats", "LagPoint", "Point", "StatsRepository"]
 
-#: bucket sizes of a series: 1m from the buckets, 1h and 1d from the rollups
+#: bucket sizes of a series: 1m from the buckets, 1h (UTC hours) and 1d (days of the site's time zone,
+#: 23 to 25 hours) from the rollups
 GRAINS = {"1m": 60, "1h": 3600, "1d": 86400}
 
 #: a point: (slot start, people, compliant people, frames analysed, most people present)
@@ -38,28 +41,40 @@ class FleetCameraStats:
     end: float | None
 
 
+@dataclass(frozen=True)
+class LagPoint:
+    """A stats bucket's lag p95 (seconds) and when the bucket ended."""
+
+    end: float
+    lag_p95: float
+
+
 class StatsRepository:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
 
-    def cameras_in_range(self, start: float, end: float) -> int:
+    def cameras_in_range(self, start: float, end: float, zone: tzinfo = UTC) -> int:
         """How many cameras have stats in [start, end) (from the daily rollups: a few rows per camera)."""
         day = GRAINS["1d"]
         t = StatsRollup.__table__.c
-        q = select(func.count(distinct(t.camera))).where(t.grain == day, t.start_ts >= int(start // day * day))
+        q = select(func.count(distinct(t.camera))).where(t.grain == day, t.start_ts >= local_day_start(start, zone))
         with self.sessions() as s:
             return int(s.scalar(q.where(t.start_ts < end)) or 0)
 
-    def series(self, *, cameras: list[str] | None, start: float, end: float, bucket: str) -> dict[str, list[Point]]:
+    def series(
+        self, *, cameras: list[str] | None, start: float, end: float, bucket: str, zone: tzinfo = UTC
+    ) -> dict[str, list[Point]]:
         """Points per camera, sorted by camera and slot: 1m from the buckets (summed per minute when the
-        engine's stats interval is shorter), 1h and 1d from the rollups."""
+        engine's stats interval is shorter), 1h and 1d from the rollups (a 1d slot starts at a midnight of
+        ``zone``, the site's time zone the rollups were written in)."""
         grain = GRAINS[bucket]
         if bucket == "1m":
             t = StatsBucket.__table__.c
             where = [t.start_ts >= start, t.start_ts < end]
         else:
             t = StatsRollup.__table__.c
-            where = [t.grain == grain, t.start_ts >= int(start // grain * grain), t.start_ts < end]
+            first = local_day_start(start, zone) if bucket == "1d" else int(start // grain * grain)
+            where = [t.grain == grain, t.start_ts >= first, t.start_ts < end]
         if cameras:
             where.append(t.camera.in_(cameras))
         columns = (t.camera, t.start_ts, t.n_people, t.compliant_people, t.frames_analysed, t.present_max)
@@ -70,7 +85,7 @@ class StatsRepository:
             result.close()
         series: dict[str, list[Point]] = {}
         for camera, ts, n, ok, frames, present in rows:
-            slot = int(ts) // grain * grain
+            slot = int(ts) // grain * grain if bucket == "1m" else int(ts)  # rollups are aligned already
             points = series.get(camera)
             if points is None:
                 points = series[camera] = []
@@ -82,7 +97,8 @@ class StatsRepository:
         return dict(sorted(series.items()))
 
     def day_totals(self, day_start: int) -> tuple[int, int]:
-        """(people, compliant people) of the UTC day starting at ``day_start``, from the daily rollups."""
+        """(people, compliant people) of the site's day starting at ``day_start`` (its local midnight), from
+        the daily rollups."""
         with self.sessions() as s:
             people, compliant = s.execute(
                 select(
@@ -102,6 +118,21 @@ class StatsRepository:
         with self.sessions() as s:
             rows = s.execute(query).all()
         return {camera: (int(n or 0), int(ok or 0)) for camera, n, ok in rows}
+
+    def lags_since(self, since: float) -> dict[str, list[LagPoint]]:
+        """Per camera, the lag p95 of each stats bucket that started at or after ``since``, oldest first
+        (what the ``camera_lagging`` rules read)."""
+        t = StatsBucket.__table__.c
+        query = (
+            select(t.camera, t.end_ts, t.lag_p95)
+            .where(t.start_ts >= since, t.lag_p95.is_not(None))
+            .order_by(t.camera, t.end_ts)
+        )
+        out: dict[str, list[LagPoint]] = {}
+        with self.sessions() as s:
+            for camera, end, lag in s.execute(query):
+                out.setdefault(camera, []).append(LagPoint(float(end), float(lag)))
+        return out
 
     def fleet_cameras(self, since: float) -> dict[str, FleetCameraStats]:
         """Per fleet camera (a name holding :data:`~maskwatch.core.names.NODE_SEPARATOR`) since ``since``:
