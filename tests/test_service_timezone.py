@@ -52,6 +52,8 @@ def test_today_daily_points_and_active_hours_follow_the_site_zone(tmp_path, serv
     rules = [{**rule, "name": "open", "active_hours": open_now}, {**rule, "name": "closed", "active_hours": closed_now}]
     sections = {"site": {"timezone": SITE}, "alerts": {"evaluate_every": 3600, "rules": rules}}
     with running_service(tmp_path, **sections) as (client, service):
+        camera = {"name": "door", "url": "rtsp://fake/door", "enabled": False}  # the overview sums the cameras
+        assert client.post(f"{API}/cameras", json=camera).status_code == 201
         site = client.get(f"{API}/site").json()
         assert site["timezone"] == SITE and site["utc_offset_s"] == 19800 and site["day_start"] == midnight
         for event in (late, early):

@@ -109,7 +109,8 @@ class StatsRepository:
         return int(people), int(compliant)
 
     def day_totals_by_camera(self, day_start: int) -> dict[str, tuple[int, int]]:
-        """Per camera, (people, compliant people) of the UTC day starting at ``day_start`` (daily rollups)."""
+        """Per camera, (people, compliant people) of the site's day starting at ``day_start`` (its local
+        midnight), from the daily rollups."""
         query = (
             select(StatsRollup.camera, func.sum(StatsRollup.n_people), func.sum(StatsRollup.compliant_people))
             .where(StatsRollup.grain == 86400, StatsRollup.start_ts == day_start)
