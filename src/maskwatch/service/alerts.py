@@ -14,7 +14,15 @@ Rule kinds (``AlertRule.kind``):
   resolves when it is below ``threshold * (1 - hysteresis)``.
 * ``node_offline`` (the fleet; ``camera`` names a node, or None for every node): the node's status (its last
   will) has been ``offline`` for ``for_s`` seconds; resolves when the node is back online. A control room
-  with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists.
+  with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists. Held (neither fired
+  nor resolved) while this control room has lost its broker: then nobody can tell whether a node is gone.
+* ``outbox_dropped`` (the fleet; ``camera`` names a node, or None): the node's outbox budget dropped messages
+  (a drop episode is open, or one began in the last ``window_s`` seconds); resolves once the episode is over
+  and that long has passed. The message says how many events and stats buckets, made between when and when
+  (the node's ``outbox.db`` holds the exact record). Created as :data:`OUTBOX_DROPPED_RULE`.
+* ``broker_lost`` (the control room's own; ``camera`` is this worker's MQTT client id): this worker has had
+  no connection to its MQTT broker for ``for_s`` seconds (killed, hung, refusing its login); resolves when it
+  is connected again. Created as :data:`BROKER_LOST_RULE`.
 
 After an alert resolves, the same rule and camera cannot fire again for ``cooldown_s`` seconds; outside
 ``active_hours`` (server local time, ``HH:MM-HH:MM``, may wrap midnight) rules do not fire.
@@ -45,12 +53,17 @@ from pydantic import BaseModel
 
 from maskwatch.core.backoff import Backoff
 from maskwatch.core.redaction import redact
+from maskwatch.core.timeutil import iso
+from maskwatch.fleet.ingest import OutboxReport
 from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.alerts import AlertRepository, Delivery
 from maskwatch.service.storage.models import Alert, AlertRule
 
 __all__ = [
+    "BROKER_LOST_RULE",
+    "FLEET_RULES",
     "NODE_OFFLINE_RULE",
+    "OUTBOX_DROPPED_RULE",
     "SIGNATURE_HEADER",
     "AlertEngine",
     "AlertOut",
@@ -64,13 +77,22 @@ log = logging.getLogger("maskwatch.service")
 
 BAD_STATES = ("lost", "reconnecting", "failed")
 SIGNATURE_HEADER = "X-Maskwatch-Signature"
-NODE_KINDS = ("node_offline",)  # rules about fleet nodes rather than cameras
+NODE_KINDS = ("node_offline", "outbox_dropped")  # rules about fleet nodes rather than cameras
+BROKER_KINDS = ("broker_lost",)  # rules about this control room's own MQTT connection
 RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
 
 #: the fleet's built-in rule: 30 s rides out an agent restart; silence it by disabling it
 NODE_OFFLINE_RULE = AlertRuleConfig(
     name="node offline", kind="node_offline", for_s=30.0, hysteresis=0.0, cooldown_s=60.0
 )
+#: a node's outbox dropped messages: fires at once, stays at least 10 min (the record is on the node)
+OUTBOX_DROPPED_RULE = AlertRuleConfig(
+    name="node outbox dropped", kind="outbox_dropped", for_s=0.0, window_s=600.0, hysteresis=0.0, cooldown_s=0.0
+)
+#: the control room lost its broker: 15 s rides out a broker restart (a hung one is noticed in about as long)
+BROKER_LOST_RULE = AlertRuleConfig(name="broker lost", kind="broker_lost", for_s=15.0, hysteresis=0.0, cooldown_s=60.0)
+#: the built-in rules of a control room with MQTT ingest
+FLEET_RULES = (NODE_OFFLINE_RULE, OUTBOX_DROPPED_RULE, BROKER_LOST_RULE)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -143,6 +165,17 @@ class _Node:
     state: str | None = None  # online | offline
     offline_since: float | None = None
     reason: str | None = None
+    dropping: bool = False  # its outbox is in a drop episode now
+    drop_episodes: int | None = None  # episodes its status reported last (None: no report yet)
+    drop_seen: float | None = None  # when this worker last saw a new episode or an open one
+    dropped: tuple[int, int] = (0, 0)  # events, stats: the node's counters
+    drop_span: tuple[int | None, int | None] = (None, None)  # creation times of the last episode's messages
+
+
+@dataclass
+class _Broker:
+    lost_since: float | None = None
+    detail: str | None = None
 
 
 class WebhookSender:
@@ -264,6 +297,7 @@ class AlertEngine:
         self.rules: list[AlertRule] = []
         self._cameras: dict[str, _Camera] = {}
         self._nodes: dict[str, _Node] = {}
+        self._brokers: dict[str, _Broker] = {}  # this worker's MQTT client id -> its connection
         self._active: dict[tuple[int, str], int | None] = {}  # (rule, camera) -> alert id
         self._rules_seen: tuple[int, float | None] | None = None  # (count, last change): reload when it moves
         self._resolved_at: dict[tuple[int, str], float] = {}
@@ -341,19 +375,68 @@ class AlertEngine:
                 n.offline_since = None
             n.state, n.reason = state, reason
 
+    def observe_outbox(self, node: str, report: OutboxReport) -> None:
+        """A fleet node's outbox report (from its status) for ``outbox_dropped`` rules. The first report a
+        worker sees sets its baseline: older episodes are history, an open one counts."""
+        now = self.clock()
+        with self._lock:
+            n = self._nodes.setdefault(node, _Node())
+            new_episode = n.drop_episodes is not None and report.drop_episodes > n.drop_episodes
+            if report.dropping or new_episode:
+                n.drop_seen = now
+            n.dropping, n.drop_episodes = report.dropping, report.drop_episodes
+            n.dropped = (report.dropped_events, report.dropped_stats)
+            n.drop_span = (report.last_drop_first, report.last_drop_last)
+
+    def observe_broker(self, worker: str, connected: bool, detail: str | None = None) -> None:
+        """This worker's own MQTT connection (``worker``: its client id) for ``broker_lost`` rules; while it is
+        lost, node rules are held."""
+        now = self.clock()
+        with self._lock:
+            b = self._brokers.setdefault(worker, _Broker())
+            if connected:
+                b.lost_since, b.detail = None, None
+            else:
+                b.lost_since = b.lost_since or now
+                b.detail = detail or b.detail
+
     def forget_camera(self, name: str) -> None:
         with self._lock:
             self._cameras.pop(name, None)
 
     # -- evaluation ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _node_condition(rule: AlertRule, name: str, node: _Node, now: float) -> tuple[str, float | None, str]:
+    def _node_condition(self, rule: AlertRule, name: str, node: _Node, now: float) -> tuple[str, float | None, str]:
+        if rule.kind == "outbox_dropped":
+            events, stats = node.dropped
+            first, last = (iso(t) if t is not None else "?" for t in node.drop_span)
+            message = (
+                f"node {name}'s outbox was full and dropped messages: {events} event(s) and {stats} stats "
+                f"bucket(s) so far, the last episode's made between {first} and {last} (the node's outbox.db "
+                "records each one)"
+            )
+            if node.dropping or (node.drop_seen is not None and now - node.drop_seen < rule.window_s):
+                return "bad", float(events), message
+            return "good", float(events), f"node {name}'s outbox has room again"
+        if any(b.lost_since is not None for b in self._brokers.values()):
+            return "hold", None, "this control room has lost its broker: node states unknown"
         if node.offline_since is None:
             return "good", None, f"node {name} online"
         down = now - node.offline_since
         why = f": {node.reason}" if node.reason else ""
         return ("bad" if down >= rule.for_s else "hold"), down, f"node {name} offline for {down:.0f} s{why}"
+
+    @staticmethod
+    def _broker_condition(rule: AlertRule, name: str, broker: _Broker, now: float) -> tuple[str, float | None, str]:
+        if broker.lost_since is None:
+            return "good", None, f"control room {name} connected to its broker"
+        down = now - broker.lost_since
+        why = f" ({broker.detail})" if broker.detail else ""
+        message = (
+            f"control room {name} has had no MQTT broker for {down:.0f} s{why}: nothing arrives from the "
+            "fleet (the nodes keep their events in their outboxes)"
+        )
+        return ("bad" if down >= rule.for_s else "hold"), down, message
 
     def _condition(self, rule: AlertRule, cam: _Camera, now: float) -> tuple[str, float | None, str]:
         """('bad' | 'good' | 'hold', value, message)."""
@@ -398,7 +481,13 @@ class AlertEngine:
             for rule in self.rules:
                 if not rule.enabled:
                     continue
-                targets: dict[str, Any] = self._nodes if rule.kind in NODE_KINDS else self._cameras
+                targets: dict[str, Any] = (
+                    self._nodes
+                    if rule.kind in NODE_KINDS
+                    else self._brokers
+                    if rule.kind in BROKER_KINDS
+                    else self._cameras
+                )
                 names = [rule.camera] if rule.camera else list(targets)
                 for name in names:
                     target = targets.get(name)
@@ -406,6 +495,8 @@ class AlertEngine:
                         continue
                     if rule.kind in NODE_KINDS:
                         verdict, value, message = self._node_condition(rule, name, target, now)
+                    elif rule.kind in BROKER_KINDS:
+                        verdict, value, message = self._broker_condition(rule, name, target, now)
                     else:
                         verdict, value, message = self._condition(rule, target, now)
                     key = (rule.id, name)

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from maskwatch import __version__
 from maskwatch.service.core import FleetLink, Service
 from maskwatch.service.errors import ERROR_RESPONSES, error_body, install_error_handlers
-from maskwatch.service.routers import alerts, auth, cameras, events, infer, jobs, stats, system
+from maskwatch.service.routers import alerts, auth, cameras, dead_letters, events, infer, jobs, stats, system
 from maskwatch.service.routers import fleet as fleet_router
 from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.uploads import BodyLimit
@@ -87,7 +87,7 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router):
+    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router, dead_letters):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     app.add_api_route("/healthz", system.healthz, include_in_schema=False)
 

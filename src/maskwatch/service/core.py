@@ -2,24 +2,25 @@
 constructor (typed attributes, nothing running yet), starts them in dependency order and stops them in the
 reverse order. It holds no logic of its own; each component does one job:
 
-==============  =====================================================  ===================================
-attribute       job                                                    runs
-==============  =====================================================  ===================================
-``storage``     the database and its repositories (all SQL)            start: migrate; stop: close pool
-``auth``        tokens, sessions, roles, rate limit, last-used times   start: admin token, usage writer
-``metrics``     Prometheus metrics of this instance                    -
-``engine``      the stream engine (cameras -> typed events)            its own threads
-``ingestor``    buffered, idempotent event writes                      writer thread
-``media``       snapshots (store, serve, delete) and the blur policy   -
-``alerts``      rules on the event flow, webhooks                      evaluation thread, webhook thread
-``cameras``     cameras in the engine and the database together        resumed at start
-``jobs``        batch jobs (their own engines)                         a thread per job
-``inference``   ``POST /infer``'s pool and queue limit                 pool threads on demand
-``pipeline``    the one entry point for engine events                  the engine subscription's thread
-``live``        live state, SSE hub, the 1 s live loop                 live thread
-``retention``   purge of old data                                      purge thread
-``fleet``       MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
-==============  =====================================================  ===================================
+================  =====================================================  ===================================
+attribute         job                                                    runs
+================  =====================================================  ===================================
+``storage``       the database and its repositories (all SQL)            start: migrate; stop: close pool
+``auth``          tokens, sessions, roles, rate limit, last-used times   start: admin token, usage writer
+``metrics``       Prometheus metrics of this instance                    -
+``engine``        the stream engine (cameras -> typed events)            its own threads
+``ingestor``      buffered, idempotent event writes                      writer thread
+``media``         snapshots (store, serve, delete) and the blur policy   -
+``alerts``        rules on the event flow, webhooks                      evaluation thread, webhook thread
+``cameras``       cameras in the engine and the database together        resumed at start
+``jobs``          batch jobs (their own engines)                         a thread per job
+``inference``     ``POST /infer``'s pool and queue limit                 pool threads on demand
+``pipeline``      the one entry point for engine events                  the engine subscription's thread
+``live``          live state, SSE hub, the 1 s live loop                 live thread
+``retention``     purge of old data                                      purge thread
+``dead_letters``  what cannot be stored, kept with the reason            -
+``fleet``         MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
+================  =====================================================  ===================================
 
 Data flow (top-down): the stream engine publishes typed events -> :class:`EventPipeline` (metrics, live
 state, storage via the ingestor, alerts, SSE hub). The fleet's MQTT ingest feeds the same pipeline.
@@ -35,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maskwatch.core.names import MAX_QUALIFIED_NAME
 from maskwatch.runtime.onnx_backend import physical_cores
-from maskwatch.service.alerts import NODE_OFFLINE_RULE, AlertEngine, WebhookSender
+from maskwatch.service.alerts import FLEET_RULES, AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter
 from maskwatch.service.cameras import CameraManager
+from maskwatch.service.dead_letters import DeadLetters
 from maskwatch.service.inference import InferenceGate
 from maskwatch.service.jobs import JobManager
 from maskwatch.service.live import Hub, Live, LiveState
@@ -154,10 +157,12 @@ class Service:
             capture_factory=capture_factory,
             snapshot_sink=self.media.store if s.privacy.snapshots else None,
         )
+        self.dead_letters = DeadLetters(self.storage.dead_letters, self.metrics)
         self.ingestor = Ingestor(
             self.storage.sessions,
             capacity=s.limits.ingest_buffer,
             on_error=lambda _exc: self.metrics.ingest_errors.inc(),
+            on_reject=self.dead_letters.record_event,
         )
         self.hub = Hub()
         self.live_state = LiveState()
@@ -224,14 +229,18 @@ class Service:
         from maskwatch.fleet.ingest import FleetIngest, parse_ingest_url
 
         broker, shared = parse_ingest_url(link.url)
+        client_id = link.client_id or f"maskwatch-ingest-{socket.gethostname()}"
         return FleetIngest(
             functools.partial(self.pipeline.handle_event, block=True),  # a full buffer slows ingest, never drops
             broker,
-            client_id=link.client_id or f"maskwatch-ingest-{socket.gethostname()}",
+            client_id=client_id,
             progress=self.ingestor,
             tls=link.tls,
             shared=shared,
             on_node=self.alerts.observe_node,
+            dead_letter=self.dead_letters.record_message,
+            on_broker=functools.partial(self.alerts.observe_broker, client_id[:MAX_QUALIFIED_NAME]),
+            on_outbox=self.alerts.observe_outbox,
             state_file=self.settings.data_dir / "fleet.json",
             state_every=link.state_every,
         )
@@ -261,7 +270,8 @@ class Service:
         self.retention.start()
         self.live.start()
         if self.fleet is not None:
-            self.alerts.ensure_rule(NODE_OFFLINE_RULE)
+            for rule in FLEET_RULES:
+                self.alerts.ensure_rule(rule)
             self.fleet.start()
         self.started = True
         log.info("maskwatch service started (database %s)", self.storage.display_url)

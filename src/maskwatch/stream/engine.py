@@ -102,6 +102,7 @@ class SourceSpec:
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
+        start_frame: a video file starts at this frame (the frames before it are skipped, not analysed).
     """
 
     uri: str
@@ -115,6 +116,7 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+    start_frame: int = 0
 
 
 @dataclass
@@ -365,10 +367,12 @@ class _Runner:
         delivered, limit = 0, self.spec.max_frames
         while True:
             begin = time.monotonic()
+            first: float | None = None  # the first frame's timestamp (a file may start further in)
             frames_before = self.source.stats.frames
             for frame in self._slideshow(self.source) if self.kind == "image" and self.spec.realtime else self.source:
                 if self.spec.realtime and frame.timestamp is not None:  # play as a camera would deliver it
-                    delay = begin + frame.timestamp - time.monotonic()
+                    first = frame.timestamp if first is None else first
+                    delay = begin + frame.timestamp - first - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
                         return
                     frame = dataclasses.replace(frame, captured=time.monotonic())
@@ -711,7 +715,11 @@ class StreamEngine:
             source = ImageSource(paths)
         elif kind == "video":
             source = VideoSource(
-                str(value), stride=spec.stride, target_fps=spec.target_fps, capture_factory=self._capture_factory
+                str(value),
+                stride=spec.stride,
+                target_fps=spec.target_fps,
+                capture_factory=self._capture_factory,
+                start=spec.start_frame,
             )
         else:
             source = StreamSource(

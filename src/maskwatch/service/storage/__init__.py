@@ -13,6 +13,7 @@ it in :meth:`Storage.start` and closes its pool in :meth:`Storage.stop`. Reposit
 ``audit``          who did what (:class:`AuditLog`)
 ``jobs``           batch jobs' records (:class:`JobRepository`)
 ``retention``      deleting what is older than its period (:class:`RetentionRepository`)
+``dead_letters``   what could not be stored, with the reason (:class:`DeadLetterRepository`)
 =================  ========================================================================================
 
 Event *writes* go through :class:`~maskwatch.service.storage.ingest.Ingestor` (buffered, batched, idempotent).
@@ -29,6 +30,7 @@ from maskwatch.service.storage.alerts import AlertRepository
 from maskwatch.service.storage.audit import AuditLog
 from maskwatch.service.storage.cameras import CameraRepository
 from maskwatch.service.storage.db import Sessions, migrate, open_db, session_factory
+from maskwatch.service.storage.dead_letters import DeadLetterRepository
 from maskwatch.service.storage.events import EventRepository
 from maskwatch.service.storage.jobs import JobRepository
 from maskwatch.service.storage.retention import RetentionRepository
@@ -55,6 +57,7 @@ class Storage:
         self.audit = AuditLog(self.sessions)
         self.jobs = JobRepository(self.sessions)
         self.retention = RetentionRepository(self.sessions)
+        self.dead_letters = DeadLetterRepository(self.sessions)
 
     @property
     def display_url(self) -> str:

@@ -250,6 +250,8 @@ class Ingestor:
             ``dropped`` (and logged once per outage).
         batch: events per transaction.
         on_error: called with each exception (metrics).
+        on_reject: called (from the writer thread) with an event the database refuses and the error, before
+            it counts as done (the dead-letter table): raising an outage keeps the event for the next try.
     """
 
     def __init__(
@@ -261,8 +263,10 @@ class Ingestor:
         backoff: float = 0.5,
         max_backoff: float = 5.0,
         on_error: Callable[[BaseException], None] | None = None,
+        on_reject: Callable[[Any, BaseException], None] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.on_reject = on_reject
         self.capacity = capacity
         self.batch = batch
         self.backoff, self.max_backoff = backoff, max_backoff
@@ -407,6 +411,11 @@ class Ingestor:
             try:
                 self._write([item])
             except Exception as exc:
+                if not _is_outage(exc) and self.on_reject is not None:
+                    try:
+                        self.on_reject(item, exc)  # recorded as a dead letter before it counts as done
+                    except Exception as failure:
+                        exc = failure
                 if _is_outage(exc):  # went down meanwhile: keep the rest for the next round
                     with self._cond:
                         self._buffer.extendleft(reversed(items[items.index(item) :]))

@@ -11,6 +11,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import (
     AuditEntry,
+    DeadLetter,
     Ingested,
     PersonEvent,
     StatsBucket,
@@ -30,7 +31,7 @@ class Cutoffs:
     media: float  # their snapshots (the events stay until ``events``)
     buckets: float  # raw stats buckets (and the ids of stored stats events)
     rollups: float
-    audit: float  # the audit log and webhook deliveries
+    audit: float  # the audit log, webhook deliveries and dead letters
     sessions: float  # browser sessions that expired before this
 
 
@@ -48,6 +49,7 @@ class RetentionRepository:
             (StatsRollup, StatsRollup.start_ts, cut.rollups),
             (AuditEntry, AuditEntry.ts, cut.audit),
             (WebhookDelivery, WebhookDelivery.ts, cut.audit),
+            (DeadLetter, DeadLetter.last_ts, cut.audit),
         ]
         counts: dict[str, int] = {}
         with self.sessions() as s, s.begin():
