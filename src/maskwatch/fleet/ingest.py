@@ -226,7 +226,8 @@ class FleetState:
 
 
 class _Pending(NamedTuple):
-    """A message waiting for its acknowledgements: sent once the writer has written up to ``mark``."""
+    """A message waiting for its acknowledgements: sent once the writer has written up to ``mark`` (and its
+    dead letter, if it is one, is recorded)."""
 
     session: int  # the connection it arrived on (its PUBACK is only valid there)
     mid: int
@@ -234,15 +235,17 @@ class _Pending(NamedTuple):
     mark: int
     node: str | None  # where its end-to-end acknowledgement goes
     event_id: str | None
+    letter: DeadLetter | None = None  # a dead letter the database could not record yet (retried in order)
 
 
 class _Receipt(NamedTuple):
     """What became of one message: the write mark to wait for (0: none; None: not taken, never
-    acknowledge) and what to acknowledge end to end."""
+    acknowledge), what to acknowledge end to end, and a dead letter still to record."""
 
     mark: int | None
     node: str | None = None
     event_id: str | None = None
+    letter: DeadLetter | None = None
 
 
 class FleetIngest:
@@ -317,6 +320,8 @@ class FleetIngest:
         self._session = 0  # counts connections: PUBACKs never cross one
         self._connected_at = 0.0
         self._wills: dict[str, float] = {}  # node -> when its last will counts
+        self._letter_waits = Backoff(1.0, 10.0, jitter=0.1)  # retries of dead letters the database refused
+        self._letter_retry = 0.0
         self._closing = threading.Event()  # stop(): new messages are left unacknowledged for the next start
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -436,13 +441,15 @@ class FleetIngest:
         if receipt.mark is None:
             return
         with self._lock:
-            if receipt.mark <= 0 and not self._pending:
+            if receipt.mark <= 0 and receipt.letter is None and not self._pending:
                 if message.qos and session == self._session:
                     client.ack(message.mid, message.qos)
                 self._stored(receipt.node, receipt.event_id)
             else:
                 self._pending.append(
-                    _Pending(session, message.mid, message.qos, receipt.mark, receipt.node, receipt.event_id)
+                    _Pending(
+                        session, message.mid, message.qos, receipt.mark, receipt.node, receipt.event_id, receipt.letter
+                    )
                 )
 
     def _stored(self, node: str | None, event_id: str | None) -> None:
@@ -455,12 +462,20 @@ class FleetIngest:
         while not self._stop.wait(0.02):
             if self._pending:
                 written = self._written()
-                with self._lock:  # (ack only queues a packet: no paho lock is taken while holding ours)
-                    while self._pending and self._pending[0].mark <= written:
-                        item = self._pending.popleft()
-                        if item.qos and item.session == self._session:
-                            self.client.ack(item.mid, item.qos)
-                        self._stored(item.node, item.event_id)  # stored, whatever the connection did meanwhile
+                while True:
+                    with self._lock:  # (ack only queues a packet: no paho lock is taken while holding ours)
+                        head = self._pending[0] if self._pending else None
+                    if head is None or head.mark > written:
+                        break
+                    if head.letter is not None and not self._retry_letter(head.letter):
+                        break  # the database cannot record it yet: it and what came after wait, in order
+                    with self._lock:
+                        if not self._pending or self._pending[0] is not head:
+                            break
+                        self._pending.popleft()
+                        if head.qos and head.session == self._session:
+                            self.client.ack(head.mid, head.qos)
+                        self._stored(head.node, head.event_id)  # stored, whatever the connection did meanwhile
             now = time.monotonic()
             if now - flushed >= self.ack_every:
                 flushed = now
@@ -496,10 +511,24 @@ class FleetIngest:
             kept = payload[:_OVERSIZED_KEPT] if reason == "oversized" else payload
             letter = DeadLetter(topic, bytes(kept), len(payload), reason, detail[:500], node, event_id)
             if not self.dead_letter(letter):
-                return _Receipt(None)  # not recorded: never acknowledged, so it comes again
+                self._letter_retry = time.monotonic() + self._letter_waits.next()
+                return _Receipt(0, node, event_id, letter)  # recorded (then acknowledged) once the database can
+            self._letter_waits.reset()
             self.dead_letters += 1
         self.rejected[reason] += 1
         return _Receipt(0, node, event_id)
+
+    def _retry_letter(self, letter: DeadLetter) -> bool:
+        """Record a dead letter the database could not take before (tried again with backoff); True once done."""
+        if self.dead_letter is None or time.monotonic() < self._letter_retry:
+            return False
+        if not self.dead_letter(letter):
+            self._letter_retry = time.monotonic() + self._letter_waits.next()
+            return False
+        self._letter_waits.reset()
+        self.dead_letters += 1
+        self.rejected[letter.reason] += 1
+        return True
 
     def receive(self, topic: str, payload: bytes, *, retained: bool = False) -> int | None:
         """Validate and hand on one message. Returns the service's write mark to wait for before

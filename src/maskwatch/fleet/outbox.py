@@ -9,7 +9,9 @@ disk; messages published but not yet acknowledged are sent again, which the cont
 (ingest is idempotent by event id).
 
 The disk budget bounds the backlog. When it is full, the oldest ``stats`` messages go first, then the oldest
-of the others; every dropped message is **recorded** (table ``dropped``: event id, type, topic, when it was
+of the others, among those **never sent** (a message handed to the network may have reached the control
+room: it stays until acknowledged, so a budget smaller than the publisher's ``ack_window`` is exceeded by
+those); every dropped message is **recorded** (table ``dropped``: event id, type, topic, when it was
 made and when it was dropped) under a numbered **drop episode** (table ``drop_episodes``: when it began and
 ended, events and stats dropped, the span of their creation times), counted (``dropped_stats``,
 ``dropped_events``) and logged once when the episode begins and once when it ends (when the backlog is
@@ -76,7 +78,7 @@ CREATE TABLE IF NOT EXISTS dropped (
 CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, value INTEGER NOT NULL, updated REAL NOT NULL);
 """
 #: columns added after the first release (an outbox.db of an older agent is upgraded in place)
-_ADDED_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"))
+_ADDED_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"), ("sent", "INTEGER NOT NULL DEFAULT 0"))
 _OVERHEAD = 64  # bytes per row beyond topic + payload (row header, index entries), for the budget
 _RESUME_FRACTION = 0.5  # a drop episode ends once the backlog is back under this share of the budget
 
@@ -225,7 +227,7 @@ class Outbox:
         for name, kind in _ADDED_COLUMNS:
             if name in added:
                 self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
-        if added:
+        if "event_id" in added:
             self._db.execute(
                 "UPDATE outbox SET event_id = json_extract(CAST(payload AS TEXT), '$.id'), "
                 "type = json_extract(CAST(payload AS TEXT), '$.type') "
@@ -296,8 +298,8 @@ class Outbox:
         """Drop the oldest stats, then the oldest anything, until ``size`` more bytes fit (in the caller's
         transaction); every dropped row is recorded under the open drop episode."""
         for kind_clause, counter in (
-            ("WHERE kind = 'stats'", "dropped_stats"),
-            ("WHERE kind != 'stats'", "dropped_events"),
+            ("WHERE kind = 'stats' AND sent = 0", "dropped_stats"),
+            ("WHERE kind != 'stats' AND sent = 0", "dropped_events"),
         ):
             while self._bytes + size > self.budget_bytes:
                 rows = self._db.execute(
@@ -397,6 +399,12 @@ class Outbox:
                 (seq, limit),
             ).fetchall()
         return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def mark_sent(self, first: int, last: int) -> None:
+        """Messages ``first`` to ``last`` (sequence numbers) are about to go out: from now on they may reach
+        the control room, so the budget never drops them (the record of what was dropped stays exact)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET sent = 1 WHERE seq BETWEEN ? AND ? AND sent = 0", (first, last))
 
     def by_seq(self, seqs: Iterable[int]) -> list[Message]:
         """The stored messages among these sequence numbers, oldest first (dropped ones are gone)."""

@@ -422,6 +422,8 @@ class Publisher:
                 if room <= 0:
                     continue
                 batch = self.outbox.after(self._last, room)
+                if batch:
+                    self.outbox.mark_sent(batch[0].seq, batch[-1].seq)  # never dropped by the budget from now on
                 for message in batch:
                     self._publish(message, None)
                     self._last = message.seq

@@ -8,14 +8,16 @@ stored. What a stop does:
 
 - SIGKILL: the held events of the frame being analysed are lost with the process; that frame is analysed
   again after the restart.
-- SIGTERM (or a removed camera): the engine ends the tracks still open and flushes the bucket; those people
-  are still in view, so their ``track_ended`` events are **not** stored (the resumed run counts them when it
-  sees them) and the final stats bucket is stored without them.
+- SIGTERM (or a removed camera): the engine ends the tracks still open and flushes the bucket. People in
+  the last analysed frame are still in view: their ``track_ended`` events are **not** stored (the resumed
+  run counts them when it sees them) and the final stats bucket is stored without them; people who had
+  left already (their track was waiting to end) are stored.
 - The file's end: everything is stored and the file is marked done; a restarted agent skips it (a new data
   dir, or ``resume: false``, analyses it again).
 
-A person in view when the agent stopped is counted by the resumed run only if it still sees them for
-``min_track_frames`` frames: at most the people in view at that moment can be missed, none counted twice.
+A person in view at a SIGTERM is counted by the resumed run if it still sees them for ``min_track_frames``
+frames; a SIGKILL also loses the people the tracker still held (in view, or gone for less than its track
+buffer). None is counted twice.
 Positions live in the outbox's ``positions`` table, keyed by camera, path, size and modification time (a
 new recording under the same name starts from its beginning).
 """
@@ -115,16 +117,17 @@ class FilePositions:
             events = [*file.held, event]
             if event.state == "failed" or event.reason == "done":
                 return Batch(events, (file.key, FILE_DONE))
-            return Batch(_without_open_tracks(events), (file.key, file.frame))  # stopped: resumed later
+            return Batch(_without_people_in_view(events, file.frame), (file.key, file.frame))  # resumed later
         file.held.append(event)
         return Batch([], None)
 
 
-def _without_open_tracks(events: list[Any]) -> list[Any]:
-    """The events of a stopped file source without the people whose tracks the stop ended (still in view:
-    the resumed run counts them), the last stats bucket recounted without them."""
-    ended = [e for e in events if e.type == "track_ended"]
-    kept = [e for e in events if e.type != "track_ended"]
+def _without_people_in_view(events: list[Any], frame: int) -> list[Any]:
+    """The events of a stopped file source without the people the stop ended while they were in view (in
+    ``frame``, the last analysed: the resumed run counts them), the last stats bucket recounted without them."""
+    in_view = [e for e in events if e.type == "track_ended" and e.last_frame >= frame]
+    kept = [e for e in events if not (e.type == "track_ended" and e.last_frame >= frame)]
+    ended = in_view
     buckets = [i for i, e in enumerate(kept) if e.type == "stats"]
     if ended and buckets:
         i = buckets[-1]
