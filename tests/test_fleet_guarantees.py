@@ -112,7 +112,7 @@ def test_outbox_budget_records_every_drop_in_one_episode(tmp_path, caplog):
     sent = [person(track_id=i) for i in range(2)]
     for e in sent:
         box.put("maskwatch/n1/door/events", e.to_json())
-    box.mark_sent(1, 2)
+    box.mark_sent(2)  # handed to the network (and a block reserved after them)
     made = []
     for i in range(60):
         e = bucket(start=datetime(2026, 3, 2, 9, 0, tzinfo=UTC) + timedelta(minutes=i)) if i % 3 else person(track_id=i)

@@ -10,8 +10,10 @@ disk; messages published but not yet acknowledged are sent again, which the cont
 
 The disk budget bounds the backlog. When it is full, the oldest ``stats`` messages go first, then the oldest
 of the others, among those **never sent** (a message handed to the network may have reached the control
-room: it stays until acknowledged, so a budget smaller than the publisher's ``ack_window`` is exceeded by
-those); every dropped message is **recorded** (table ``dropped``: event id, type, topic, when it was
+room: it stays until acknowledged). The publisher reserves what it may send in blocks of up to a thousand
+sequence numbers (:meth:`Outbox.mark_sent`: one write per block, kept across restarts; a block is at most a
+quarter of the budget), so a budget is exceeded by at most the messages sent and not yet acknowledged plus
+that block; every dropped message is **recorded** (table ``dropped``: event id, type, topic, when it was
 made and when it was dropped) under a numbered **drop episode** (table ``drop_episodes``: when it began and
 ended, events and stats dropped, the span of their creation times), counted (``dropped_stats``,
 ``dropped_events``) and logged once when the episode begins and once when it ends (when the backlog is
@@ -78,8 +80,10 @@ CREATE TABLE IF NOT EXISTS dropped (
 CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, value INTEGER NOT NULL, updated REAL NOT NULL);
 """
 #: columns added after the first release (an outbox.db of an older agent is upgraded in place)
-_ADDED_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"), ("sent", "INTEGER NOT NULL DEFAULT 0"))
+_ADDED_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"))
+_SENT_RESERVE = 1000  # sequence numbers reserved ahead at each write of the sent mark (one write per block)
 _OVERHEAD = 64  # bytes per row beyond topic + payload (row header, index entries), for the budget
+_SENT_MARK = "outbox:sent"  # the positions row of the sent mark
 _RESUME_FRACTION = 0.5  # a drop episode ends once the backlog is back under this share of the budget
 
 
@@ -216,6 +220,8 @@ class Outbox:
         self._upgrade()
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
+        mark = self._db.execute("SELECT value FROM positions WHERE name = ?", (_SENT_MARK,)).fetchone()
+        self._sent_mark = 0 if mark is None else int(mark[0])  # messages up to it may have been sent
         open_row = self._db.execute("SELECT MAX(episode) FROM drop_episodes WHERE ended IS NULL").fetchone()
         self._episode: int | None = open_row[0]  # the open drop episode, if any
         self._announce: list[DropEpisode] = []  # episode changes to report once the lock is released
@@ -298,13 +304,14 @@ class Outbox:
         """Drop the oldest stats, then the oldest anything, until ``size`` more bytes fit (in the caller's
         transaction); every dropped row is recorded under the open drop episode."""
         for kind_clause, counter in (
-            ("WHERE kind = 'stats' AND sent = 0", "dropped_stats"),
-            ("WHERE kind != 'stats' AND sent = 0", "dropped_events"),
+            ("WHERE kind = 'stats' AND seq > ?", "dropped_stats"),
+            ("WHERE kind != 'stats' AND seq > ?", "dropped_events"),
         ):
             while self._bytes + size > self.budget_bytes:
                 rows = self._db.execute(
                     f"SELECT seq, size, event_id, type, kind, topic, created FROM outbox {kind_clause} "
-                    "ORDER BY seq LIMIT 256"
+                    "ORDER BY seq LIMIT 256",
+                    (self._sent_mark,),
                 ).fetchall()
                 if not rows:
                     break
@@ -400,11 +407,17 @@ class Outbox:
             ).fetchall()
         return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
 
-    def mark_sent(self, first: int, last: int) -> None:
-        """Messages ``first`` to ``last`` (sequence numbers) are about to go out: from now on they may reach
-        the control room, so the budget never drops them (the record of what was dropped stays exact)."""
+    def mark_sent(self, last: int) -> None:
+        """Messages up to sequence number ``last`` are about to go out: from now on they may reach the control
+        room, so the budget never drops them (the record of what was dropped stays exact). Written ahead in
+        blocks (a restarted agent knows what its predecessor may have sent)."""
+        if last <= self._sent_mark:
+            return
         with self._lock:
-            self._db.execute("UPDATE outbox SET sent = 1 WHERE seq BETWEEN ? AND ? AND sent = 0", (first, last))
+            average = self._bytes / self._count if self._count else 1024.0
+            reserve = min(_SENT_RESERVE, int(self.budget_bytes / average) // 4)  # at most a quarter of the budget
+            self._sent_mark = last + max(0, reserve)
+            self._set_position(_SENT_MARK, self._sent_mark)
 
     def by_seq(self, seqs: Iterable[int]) -> list[Message]:
         """The stored messages among these sequence numbers, oldest first (dropped ones are gone)."""

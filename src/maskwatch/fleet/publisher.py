@@ -183,6 +183,7 @@ class Publisher:
         self._last = 0  # highest seq handed to paho
         self._resend_all = False  # set on a new connection: what the broker had acknowledged is sent again
         self._last_ack = time.monotonic()
+        self._next_due = 0.0  # no message's resend is due before this
         self._ack_sub: int | None = None  # mid of the acknowledgement subscription
         self._thread: threading.Thread | None = None
         self.published = 0
@@ -361,6 +362,7 @@ class Publisher:
                     for waiting in self._outstanding.values():
                         waiting.attempts = 0
                         waiting.deadline = min(waiting.deadline, now + self.ack_timeout)
+                    self._next_due = min(self._next_due, now + self.ack_timeout)
                 self._last_ack = now
 
     def _publish(self, message: Message, sent: _Sent | None) -> None:
@@ -379,11 +381,14 @@ class Publisher:
                 sent.mid, sent.pubacked = info.mid, False
             self._resend.attempts = sent.attempts
             sent.deadline = now + self._resend.next()
+            self._next_due = min(self._next_due, sent.deadline)
 
     def _resend_due(self) -> None:
         """Publish again what the control room has not acknowledged in time (or, after a new connection,
         everything the broker had acknowledged)."""
         now = time.monotonic()
+        if not self._resend_all and now < self._next_due:
+            return  # nothing can be due yet (the scan is skipped)
         with self._lock:
             everything, self._resend_all = self._resend_all, False
             due = {
@@ -391,6 +396,7 @@ class Publisher:
                 for sent in self._outstanding.values()
                 if sent.pubacked and (everything or sent.deadline <= now)
             }
+            self._next_due = min((s.deadline for s in self._outstanding.values() if s.seq not in due), default=now + 1)
         if not due:
             return
         found = self.outbox.by_seq(due)
@@ -423,7 +429,7 @@ class Publisher:
                     continue
                 batch = self.outbox.after(self._last, room)
                 if batch:
-                    self.outbox.mark_sent(batch[0].seq, batch[-1].seq)  # never dropped by the budget from now on
+                    self.outbox.mark_sent(batch[-1].seq)  # never dropped by the budget from now on
                 for message in batch:
                     self._publish(message, None)
                     self._last = message.seq

@@ -136,12 +136,14 @@ def read_event(body: dict[str, Any]) -> Any:
 
     if not accepts(body.get("schema"), SCHEMA):
         raise ValueError(f"unsupported schema {str(body.get('schema'))[:60]!r} (this version reads {SCHEMA}.x)")
-    data = {**copy.deepcopy(body), "schema": SCHEMA}
-    for _ in range(_MAX_UNKNOWN_FIELDS):
+    data = {**body, "schema": SCHEMA}
+    for attempt in range(_MAX_UNKNOWN_FIELDS):
         try:
             return parse_event(data)
         except ValidationError as exc:
             unknown = [error["loc"][1:] for error in exc.errors() if error["type"] == "extra_forbidden"]
+            if attempt == 0:
+                data = copy.deepcopy(data)  # the caller's payload stays as it came (only now: the common case is free)
             if not unknown or not all(_drop(data, path) for path in unknown):
                 raise
     return parse_event(data)
