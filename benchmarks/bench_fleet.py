@@ -17,6 +17,10 @@ the load average is recorded with every step and both worker counts run in one i
     python benchmarks/bench_fleet.py --agents 50 --seconds 20 --rates 100 200 400 800 \
         --json benchmarks/results/fleet.json
     python benchmarks/bench_fleet.py --agents 10 --seconds 4 --rates 50 200 --workers 1 2        # smoke run
+    PYTHONPATH=/work/baseline/src python benchmarks/bench_fleet.py ...   # the code before issue 18 (PUBACK)
+
+A node deletes a message once the control room has stored it (``maskwatch/{node}/ack``) when the code under
+test has end-to-end acknowledgement, else on the broker's PUBACK (the JSON says which: ``code.ack``).
 
 Bounded: every loop stops by itself; everything runs on 127.0.0.1 and is removed at the end.
 """
@@ -96,14 +100,22 @@ def _stats(source: str, interval: float) -> StatsBucket:
     )
 
 
+def ack_mode() -> str:
+    """``end_to_end`` when this tree's nodes delete a message once the control room has stored it (issue 18),
+    else ``broker`` (deleted on the broker's PUBACK: the code before)."""
+    return "end_to_end" if hasattr(topics, "ack_topic") else "broker"
+
+
 class SimAgent:
-    """One node: the real outbox + publisher, fed by the generator."""
+    """One node: the real outbox + publisher, fed by the generator (end-to-end acknowledgement when the tree
+    has it, as a real agent of that tree runs)."""
 
     def __init__(self, node: str, folder: Path, url: str, cameras: int):
         self.node = node
         self.cameras = [f"cam{i}" for i in range(cameras)]
         self.outbox = Outbox(folder / f"{node}.db")
-        self.publisher = Publisher(BrokerURL.parse(url), self.outbox, client_id=f"sim-{node}")
+        acks = {"ack_topic": topics.ack_topic(node)} if ack_mode() == "end_to_end" else {}
+        self.publisher = Publisher(BrokerURL.parse(url), self.outbox, client_id=f"sim-{node}", **acks)
         self.publisher.start()
 
     def put(self, event) -> None:
@@ -427,6 +439,7 @@ def main() -> None:
         pg.close()
     result = {
         "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "note": "shared: other work runs on the same cores"},
+        "code": {"maskwatch": str(Path(topics.__file__).parents[2]), "ack": ack_mode()},
         "command": "python " + " ".join(sys.argv),
         "args": {k: v for k, v in vars(args).items() if k != "json"},
         "runs": runs,

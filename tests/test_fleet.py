@@ -625,22 +625,23 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
         receiver.close()
 
 
-def test_ingest_into_the_service_api_fleet_view_and_offline_alerts(tmp_path):
+def test_ingest_into_the_service_api_fleet_view_and_offline_alerts(tmp_path, broker):
     """FleetIngest bound to a running service (fake models): events stored once under NODE:CAMERA; the fleet
     on /api/v1/fleet (viewer role): node state, per-camera FPS, lag, compliance by camera and node; a node's
-    last will firing the camera_offline rule for its cameras and the node_offline rule for the node."""
+    offline status firing the camera_offline rule for its cameras and the node_offline rule for the node."""
     from conftest_service import bucket, running_service
 
     from maskwatch.service.core import FleetLink
 
     rules = [{"name": "camera down", "kind": "camera_offline", "for_s": 0},
              {"name": "node down", "kind": "node_offline", "for_s": 0}]  # fmt: skip
-    link = FleetLink("mqtt://127.0.0.1:1", client_id="ingest-api")  # no broker there: messages are handed in below
+    link = FleetLink(broker.url("control"), client_id="ingest-api")  # connected; messages are handed in below
     with running_service(tmp_path, alerts={"rules": rules, "evaluate_every": 0.1}, fleet=link) as (client, service):
-        body = client.get("/api/v1/fleet").json()
-        assert body["enabled"] and body["nodes"] == [] and not body["ingest"]["connected"]
         ingest = service.fleet
         assert ingest is not None
+        assert wait_until(ingest.connected.is_set, 10)
+        body = client.get("/api/v1/fleet").json()
+        assert body["enabled"] and body["nodes"] == [] and body["ingest"]["connected"]
         online = {"schema": topics.NODE_SCHEMA, "node": "n1", "state": "online", "cameras": ["door", "hall"],
                   "outbox": {"dropped_stats": 0, "dropped_events": 0}}  # fmt: skip
         ingest.receive("maskwatch/n1/status", json.dumps(online).encode())

@@ -8,6 +8,7 @@ Slow (about 30 s each): ``pytest -m slow tests/test_fleet_faults.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,12 +46,25 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1):
     return predicate()
 
 
-class Fleet:
-    """One broker, one control room, agents (``n1``, ``n2``, ...), all real processes, in ``root``."""
+#: the broker as docs/deploy.md configures it: persistence saved every 60 s, a node's MQTT user is its name
+DOCS_USERS = {"control": "control-secret", "n1": "n1-secret", "n2": "n2-secret", "viewer": "viewer-secret"}
+DOCS_ACL = {"control": ["topic readwrite maskwatch/#"], "viewer": ["topic read maskwatch/#"],
+            "n1": [], "n2": []}  # fmt: skip
+DOCS_PATTERNS = ["pattern write maskwatch/%u/#", "pattern read maskwatch/%u/cmd/#", "pattern read maskwatch/%u/ack"]
 
-    def __init__(self, root: Path, frames: int = 120):
+
+class Fleet:
+    """One broker, one control room, agents (``n1``, ``n2``, ...), all real processes, in ``root``. ``docs``:
+    the broker configured as docs/deploy.md says (``autosave_interval 60``, ACL patterns, node users)."""
+
+    def __init__(self, root: Path, frames: int = 120, *, docs: bool = False, agent_yaml: str = ""):
         self.root = root
-        self.broker = MosquittoBroker(root / "broker", USERS, acl=ACL)
+        self.docs = docs
+        if docs:
+            self.broker = MosquittoBroker(root / "broker", DOCS_USERS, acl=DOCS_ACL, patterns=DOCS_PATTERNS,
+                                          autosave_interval=60)  # fmt: skip
+        else:
+            self.broker = MosquittoBroker(root / "broker", USERS, acl=ACL)
         self.broker.start()
         self.video = make_video(root / "door.mp4", frames, fps=10)
         self.serve_port = free_port()
@@ -59,7 +73,7 @@ class Fleet:
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.db = root / "control" / "control.db"
         (root / "agent.yaml").write_text(
-            "journal: true\nengine:\n  stats_interval: 1.0\n  camera_defaults:\n    realtime: true\n"
+            "journal: true\nengine:\n  stats_interval: 1.0\n  camera_defaults:\n    realtime: true\n" + agent_yaml
         )
 
     def _log(self, name: str):
@@ -93,7 +107,7 @@ class Fleet:
             "--config",
             str(self.root / "agent.yaml"),
             "--broker",
-            self.broker.url("agent"),
+            self.broker.url(node if self.docs else "agent"),
             "--node",
             node,
             "--camera",
@@ -107,6 +121,29 @@ class Fleet:
     def logs(self, name: str) -> str:
         path = self.root / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def restart_broker(self, kill: bool = True, down: float = 0.0) -> None:
+        """SIGKILL (or stop) the broker, then start it again on the same port after ``down`` seconds."""
+        port = self.broker.port
+        self.broker.kill() if kill else self.broker.stop()
+        time.sleep(down)
+        self.broker.port = port
+        self.broker.start()
+
+    def kill_serve(self) -> None:
+        assert self.serve is not None
+        self.serve.send_signal(signal.SIGKILL)
+        self.serve.wait()
+        (self.root / "control" / "fleet.json").unlink(missing_ok=True)
+
+    def dropped(self) -> list[str]:
+        """What the agents' outbox budgets dropped, as they recorded it (their outbox.db)."""
+        ids = []
+        for path in sorted(self.root.glob("agent-*/outbox.db")):
+            # (an outbox of a version that records no drops has no such table)
+            with sqlite3.connect(path) as db, contextlib.suppress(sqlite3.OperationalError):
+                ids += [(t, i) for t, i in db.execute("SELECT type, event_id FROM dropped")]
+        return [i for t, i in ids if t in STORED]
 
     def produced(self) -> list[str]:
         keys = []
@@ -133,15 +170,18 @@ class Fleet:
 
     def finish(self, timeout: float = 90) -> None:
         """Wait for the agents to exit (every event acknowledged), then for the control room to store it all;
-        assert exactly once."""
+        assert exactly once: everything the agents produced, but what their outbox budgets dropped (and
+        recorded), is stored once; nothing dropped is stored."""
         assert self.agents
         for node, proc in self.agents.items():
             assert proc.wait(timeout) == 0, self.logs(f"agent-{node}")
-        produced = self.produced()
+        dropped = set(self.dropped())
+        produced = [i for i in self.produced() if i not in dropped]
         assert len(produced) >= 5 * len(self.agents), self.logs("agent-n1")
         wait_until(lambda: set(self.stored()) >= set(produced), 30)
         stored = self.stored()
         assert len(stored) == len(set(stored))
+        assert not dropped & set(stored), f"recorded as dropped yet stored: {dropped & set(stored)}"
         assert sorted(stored) == sorted(produced), (
             f"missing {set(produced) - set(stored)}; extra {set(stored) - set(produced)}"
         )
@@ -234,3 +274,140 @@ def test_network_cut_then_garbage_and_unauthorised_publishes(fleet):
     state = wait_until(lambda: (s := fleet.fleet_state()) and s["rejected"]["json"] >= 3 and s, 10)
     assert state["rejected"]["json"] == 3 and state["rejected"]["schema"] == 1 and state["rejected"]["oversized"] == 1
     assert state["nodes"]["n1"]["state"] == "offline" and "door" in state["nodes"]["n1"]["cameras"]
+
+
+# -- end-to-end acknowledgement (issue 18): the broker may crash at any moment ----------------------------------
+
+
+def test_broker_killed_while_the_control_room_is_down_loses_nothing(tmp_path):
+    """The broker as docs/deploy.md configures it (persistence saved every 60 s) holds what the agents sent
+    while the control room is down, and is SIGKILLed: it loses all of it. A node deletes a message only when
+    the control room says it stored it, so the agents send it again and every event is stored once."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    fleet = Fleet(tmp_path, frames=200, docs=True, agent_yaml="ack_timeout: 2\nack_timeout_max: 4\n")
+    try:
+        fleet.start_serve()
+        fleet.start_agent("n1")
+        fleet.start_agent("n2")
+        _streaming(fleet, 3)
+        fleet.kill_serve()
+        time.sleep(6)  # the agents publish; the broker acknowledges and keeps it for the control room, in memory
+        fleet.restart_broker(kill=True, down=2)
+        time.sleep(3)  # the agents are back before the control room: what they send again meanwhile is dropped
+        fleet.start_serve()
+        fleet.finish()
+    finally:
+        fleet.close()
+
+
+def test_broker_killed_again_and_again_while_the_fleet_runs(tmp_path):
+    """SIGKILL of the broker three times while two agents stream to a running control room."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    fleet = Fleet(tmp_path, frames=200, docs=True, agent_yaml="ack_timeout: 2\nack_timeout_max: 4\n")
+    try:
+        fleet.start_serve()
+        fleet.start_agent("n1")
+        fleet.start_agent("n2")
+        _streaming(fleet, 3)
+        for down in (0.0, 1.0, 3.0):
+            fleet.restart_broker(kill=True, down=down)
+            time.sleep(3)
+        fleet.finish()
+    finally:
+        fleet.close()
+
+
+def test_outbox_budget_exceeded_during_a_broker_outage_is_reported_exactly(tmp_path):
+    """A tiny outbox budget (3 KB) and a broker down for 10 s: the agent drops its oldest messages, records
+    each (outbox.db, table dropped) and says so in its status; the control room stores everything else
+    once, nothing it was told was dropped, and raises the node's outbox_dropped alert."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    fleet = Fleet(tmp_path, frames=300, agent_yaml="outbox_mb: 0.003\n")
+    try:
+        fleet.start_serve()
+        fleet.start_agent("n1")
+        _streaming(fleet, 2)
+        fleet.restart_broker(kill=False, down=10)
+        fleet.finish()
+        assert fleet.dropped(), "the budget never filled: make the outage longer"
+        state = wait_until(lambda: (s := fleet.fleet_state()) and s["nodes"].get("n1", {}).get("outbox") and s, 10)
+        outbox = state["nodes"]["n1"]["outbox"]
+        assert outbox["drop_episodes"] >= 1 and outbox["dropped_stats"] + outbox["dropped_events"] >= 1
+        with sqlite3.connect(fleet.db) as db:
+            alerts = db.execute("SELECT camera, message FROM alerts WHERE kind = 'outbox_dropped'").fetchall()
+        assert [camera for camera, _ in alerts] == ["n1"] and "dropped" in alerts[0][1]
+        assert "outbox" in fleet.logs("agent-n1") and fleet.logs("agent-n1").count("dropping the oldest") == 1
+    finally:
+        fleet.close()
+
+
+RESUMING_AGENT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, sys.argv[3])
+from fakes import fake_detector
+from maskwatch.fleet.agent import Agent, AgentConfig
+from maskwatch.stream import EngineConfig, StreamEngine
+
+engine = StreamEngine(fake_detector(), EngineConfig(stats_interval=1.0, stop_when_done=True, min_track_frames=3))
+config = AgentConfig(broker="mqtt://127.0.0.1:1", node="n1", data_dir=sys.argv[2], journal=True)
+agent = Agent(config, engine)
+import signal
+signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+print("left", agent.run([("door", sys.argv[1])], drain_timeout=0.5), flush=True)
+"""
+
+
+def _people_video(path: Path, people: int, span: int = 12, gap: int = 8) -> Path:
+    """People one after the other: person k in frames [k*(span+gap), k*(span+gap)+span), alone in view."""
+    import cv2
+    from fakes import GREEN, RED, scene
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for i in range(people * (span + gap)):
+        k, t = divmod(i, span + gap)
+        squares = [(20 + 8 * t, 80, 40, GREEN if k % 2 == 0 else RED)] if t < span else []
+        writer.write(cv2.cvtColor(scene(squares), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_a_restarted_agent_resumes_its_file_and_counts_nobody_twice(tmp_path):
+    """An agent analysing a recording of 40 people (one after the other) is SIGKILLed, restarted, stopped with
+    SIGTERM, restarted to the end, then started once more: every person it stored is a different one (none
+    replayed from the start under a new id), at most one per interruption missed (in view at that moment)."""
+    people = 40
+    video = _people_video(tmp_path / "people.mp4", people)
+    data = tmp_path / "agent"
+    tests = str(Path(__file__).parent)
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen([sys.executable, "-c", RESUMING_AGENT, str(video), str(data), tests],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+
+    def ended() -> list[dict]:
+        try:
+            with sqlite3.connect(data / "outbox.db", timeout=10) as db:
+                keys = [k for (k,) in db.execute("SELECT key FROM journal")]
+                rows = {json.loads(p)["id"]: p for (p,) in db.execute("SELECT payload FROM outbox")}
+        except sqlite3.OperationalError:  # not made yet
+            return []
+        return [json.loads(rows[k.split(":", 1)[1]]) for k in keys if k.startswith("track_ended:")]
+
+    for interrupt, at in ((signal.SIGKILL, 10), (signal.SIGTERM, 22)):
+        proc = start()
+        assert wait_until(lambda at=at: len(ended()) >= at, 60, 0.02), proc.communicate(timeout=5)[0].decode()[-3000:]
+        proc.send_signal(interrupt)
+        proc.wait(30)
+    for _ in range(2):  # to the end; then once more: the file is done, nothing is analysed again
+        proc = start()
+        out = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 0, out[-3000:]
+    persons = sorted(e["first_frame"] // 20 for e in ended())
+    assert len(persons) == len(set(persons)), f"counted twice: {[p for p in persons if persons.count(p) > 1]}"
+    assert people - 2 <= len(persons) <= people, f"missed {sorted(set(range(people)) - set(persons))}"
+    assert "analysed to its end before" in out

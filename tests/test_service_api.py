@@ -5,6 +5,7 @@ removed while running (blurred live views), events paging, stats from buckets (C
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import time
 
@@ -44,6 +45,8 @@ MATRIX = [
     ("POST", "/infer", "operator", "image"), ("POST", "/jobs", "operator", {"path": "x"}),
     ("GET", "/jobs", "viewer", None), ("GET", "/jobs/abc", "viewer", None), ("GET", "/jobs/abc/events", "viewer", None),
     ("DELETE", "/jobs/abc", "operator", None),
+    ("GET", "/dead-letters", "operator", None), ("GET", "/dead-letters/999", "operator", None),
+    ("DELETE", "/dead-letters/999", "admin", None),
 ]  # fmt: skip
 ROLES = ("viewer", "operator", "admin")
 
@@ -87,7 +90,8 @@ def test_every_route_is_in_the_role_matrix(svc):
         for concrete, name in (("nope", "{name}"), ("999", "{token_id}"), ("123", "{key}"), ("abc", "{job_id}")):
             template = template.replace(f"/{concrete}", f"/{name}")
         listed.add((method, API + template))
-    normalised = {(m, p.replace("{alert_id}", "{token_id}").replace("{rule_id}", "{token_id}")) for m, p in routes}
+    ids = ("{alert_id}", "{rule_id}", "{letter_id}")
+    normalised = {(m, functools.reduce(lambda q, i: q.replace(i, "{token_id}"), ids, p)) for m, p in routes}
     public = {("GET", f"{API}/healthz"), ("POST", f"{API}/auth/login")}  # the only routes without a token
     missing = normalised - listed - public
     assert not missing, f"routes without a role check in MATRIX: {sorted(missing)}"

@@ -174,7 +174,8 @@ def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_
     """Node gate-a is a real agent (engine on fake models, two cameras on a video played in real time); node
     gate-b's last will (offline) is retained on the broker. The fleet page shows both nodes, gate-a's
     cameras with FPS, lag and compliance, then gate-a offline once its video ends; the built-in node-offline
-    rule raises an alert for gate-b on the alerts page. No console error."""
+    rule raises an alert for gate-b on the alerts page; a garbage message from gate-b is in the dead letters
+    panel. No console error."""
     import json
 
     from fakes import fake_detector, make_video
@@ -194,6 +195,7 @@ def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_
     other.connect(url.host, url.port)
     other.loop_start()
     other.publish(topics.node_status("gate-b"), json.dumps(gone), qos=1, retain=True).wait_for_publish(5)
+    other.publish(topics.camera_topic("gate-b", "door", "events"), b"not json", qos=1).wait_for_publish(5)
     other.disconnect()
     other.loop_stop()
     video = make_video(tmp_path / "walk.mp4", 200, people=2)  # 20 s in real time
@@ -224,6 +226,8 @@ def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_
         assert float(page.text_content(fps)) > 0
         assert page.text_content("#fleet-online") == "1" and page.text_content("#fleet-offline") == "1"
         assert "connected" in page.text_content("#fleet-ingest")
+        page.wait_for_selector("#dead-letters tr.dead-letter[data-reason=json]")  # the garbage, kept with why
+        assert "gate-b" in page.text_content("#dead-letters tr.dead-letter[data-reason=json]")
         page.screenshot(path=str(shots / "fleet.png"), full_page=True)
         runner.join(60)  # the video ends: the agent exits once the broker has acknowledged its last event
         assert not runner.is_alive()

@@ -81,9 +81,11 @@ def agent(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run an edge node: analyse the cameras with the stream engine and publish every event to the broker
-    (maskwatch/NODE/CAMERA/...) through a durable outbox on disk, so an outage loses nothing. When every
-    camera is a file, exits once the broker has acknowledged the last event. SIGTERM stops it (what is not
-    acknowledged stays in the outbox for the next start)."""
+    (maskwatch/NODE/CAMERA/...) through a durable outbox on disk, so an outage loses nothing: a message
+    leaves the outbox only when the control room says it has stored it. When every camera is a file, exits
+    once the control room has acknowledged the last event (exit 1 if the broker refuses the login); a
+    restarted agent resumes a file where it stopped. SIGTERM stops it (what is not acknowledged stays in the
+    outbox for the next start)."""
     require_extra(["paho.mqtt", "edgefirst.tracker"], "maskwatch agent", extra="edge")
     import signal
 
@@ -129,6 +131,12 @@ def agent(
     if not settings.cameras:
         fail("no camera: give --camera NAME=SOURCE (or cameras: in --config)")
     pairs = settings.camera_sources()
+    from maskwatch.fleet.agent import LoginRefusedError, check_sources
+
+    try:
+        check_sources(pairs)  # before any work: a missing file is a usage error (2), not a failed run
+    except ValueError as exc:
+        fail(str(exc))
     from maskwatch.stream import StreamEngine
 
     engine = StreamEngine.load(settings.model, config=settings.engine, stop_when_done=Agent.all_files(pairs))
@@ -139,6 +147,9 @@ def agent(
         f"maskwatch agent: node {settings.node}, {len(pairs)} camera(s), broker {settings.broker_url()}, "
         f"outbox {Path(settings.data_dir) / 'outbox.db'}"
     )
-    left = node_agent.run(pairs)
+    try:
+        left = node_agent.run(pairs)
+    except LoginRefusedError as exc:
+        fail(str(exc), code=1)
     if left:
         console.print(f"{left} message(s) not yet acknowledged stay in the outbox for the next start")

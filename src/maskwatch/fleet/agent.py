@@ -2,8 +2,14 @@
 to the broker through the durable outbox; answers commands.
 
 Data flow (top-down): engine events -> :meth:`Agent.on_event` (topic per type, stored in the outbox) ->
-:class:`~maskwatch.fleet.publisher.Publisher` (in order, QoS 1, deleted on PUBACK). Commands arrive on
-``maskwatch/{node}/cmd/{verb}`` and are answered on ``maskwatch/{node}/cmd/result`` with their request id.
+:class:`~maskwatch.fleet.publisher.Publisher` (in order, QoS 1; deleted once the control room acknowledges
+it on ``maskwatch/{node}/ack``). Commands arrive on ``maskwatch/{node}/cmd/{verb}`` and are answered on
+``maskwatch/{node}/cmd/result`` with their request id.
+
+The node's retained status (``maskwatch.node/1``) carries its cameras with their current state (a control
+room puts back what the node's last will said when the node returns) and its outbox: messages waiting,
+budget, what the budget dropped (counters and drop episodes); it is published again at once when a drop
+episode begins or ends.
 
 Privacy: no image leaves the node unless ``snapshots`` is enabled, and then every face is blurred
 (:func:`maskwatch.detection.privacy.blur_faces`).
@@ -28,12 +34,13 @@ from pydantic_settings import SettingsConfigDict
 from maskwatch.core.names import check_name
 from maskwatch.core.settings import RootSettings
 from maskwatch.fleet import topics
-from maskwatch.fleet.outbox import Outbox
+from maskwatch.fleet.outbox import Outbox, Outgoing
 from maskwatch.fleet.publisher import Publisher, TLSOptions
+from maskwatch.fleet.resume import FilePositions
 from maskwatch.fleet.topics import BrokerURL
 from maskwatch.stream.config import CameraSettings, EngineConfig
 
-__all__ = ["Agent", "AgentCamera", "AgentConfig", "parse_camera"]
+__all__ = ["Agent", "AgentCamera", "AgentConfig", "LoginRefusedError", "check_sources", "parse_camera"]
 
 log = logging.getLogger("maskwatch.fleet")
 
@@ -73,7 +80,12 @@ class AgentConfig(RootSettings):
     tls_insecure: bool = False
     outbox_mb: float = Field(256.0, gt=0)  # disk budget of the outbox
     durable: bool = False  # fsync every outbox write (survives power loss)
-    window: int = Field(100, ge=1)  # messages in flight (published, not yet acknowledged)
+    window: int = Field(100, ge=1)  # messages in flight (published, not yet acknowledged by the broker)
+    ack: bool = True  # delete a message when the control room has stored it (False: on the broker's PUBACK)
+    ack_window: int = Field(1000, ge=1)  # messages published, not yet acknowledged by the control room, at most
+    ack_timeout: float = Field(30.0, gt=0)  # seconds before a message the control room has not acked is sent again
+    ack_timeout_max: float = Field(300.0, gt=0)  # the wait doubles per sending up to this
+    resume: bool = True  # a restarted agent resumes video files where it stopped (never counting anyone twice)
     snapshots: bool = False  # allow the snapshot command (faces always blurred)
     model: str | None = None
     status_every: float = Field(30.0, gt=0)  # republish the retained node status this often (seconds)
@@ -116,6 +128,27 @@ def parse_camera(text: str) -> tuple[str, str]:
     return check_name(name.strip(), "camera name"), source.strip()
 
 
+class LoginRefusedError(ConnectionError):
+    """The broker refused this node's credentials and every camera is a file (nothing to wait for)."""
+
+
+def check_sources(cameras: Sequence[tuple[str, str]]) -> None:
+    """Every camera's source before any work: a file must exist and be a readable video or image (folder);
+    ``webcam:N`` must be well formed. Raises ValueError naming the camera. Live streams are only checked
+    for their form: they may be down now and come back (the agent keeps trying)."""
+    from maskwatch.stream.sources import SourceError, VideoSource, parse_source
+
+    for name, source in cameras:
+        try:
+            kind, value = parse_source(source)
+            if kind == "files" and not value:
+                raise SourceError(f"{source}: no images or videos found there")
+            if kind == "video":
+                VideoSource(value).probe()
+        except (SourceError, OSError) as exc:
+            raise ValueError(f"camera {name}: {exc}") from exc
+
+
 def _is_file_source(source: str) -> bool:
     from maskwatch.stream.sources import parse_source
 
@@ -138,8 +171,9 @@ class Agent:
             budget_bytes=int(config.outbox_mb * 1024 * 1024),
             durable=config.durable,
             journal=config.journal,
+            on_episode=lambda _episode: self._announce(),
         )
-        offline = self._status_payload("offline", reason="connection lost (last will)")
+        offline = self._status_payload("offline", reason="connection lost (last will)", will=True)
         self.publisher = Publisher(
             config.broker_url(),
             self.outbox,
@@ -149,33 +183,59 @@ class Agent:
             on_connect=self._on_connect,
             on_message=self._on_command,
             window=config.window,
+            ack_topic=topics.ack_topic(self.node) if config.ack else None,
+            ack_window=config.ack_window,
+            ack_timeout=config.ack_timeout,
+            ack_timeout_max=config.ack_timeout_max,
         )
         self.cameras: dict[str, str] = {}
+        self.files = FilePositions(self.outbox) if config.resume else None  # looping files are never resumed
         self._commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._events_done = threading.Event()
 
     # -- payloads ------------------------------------------------------------------------------------------
 
-    def _status_payload(self, state: str, reason: str | None = None) -> bytes:
+    def _status_payload(self, state: str, reason: str | None = None, *, will: bool = False) -> bytes:
         body: dict[str, Any] = {"schema": topics.NODE_SCHEMA, "node": self.node, "state": state, "time": time.time()}
         if reason:
             body["reason"] = reason
+        if will:
+            body["will"] = True  # sent by the broker when this connection dies (the control room confirms it)
         if state == "online":
             body["cameras"] = sorted(self.cameras)
-            body["outbox"] = {"messages": len(self.outbox), "bytes": self.outbox.bytes, **self.outbox.counters()}
+            body["camera_states"] = self.camera_states()
+            body["outbox"] = self.outbox.status().to_wire()
         return json.dumps(body).encode()
+
+    def camera_states(self) -> dict[str, str]:
+        """Each camera's state now (``live``, ``reconnecting``, ...), as the engine reports it."""
+        try:
+            states = self.engine.source_states()
+        except Exception:
+            return {}
+        return {name: str(states[name]) for name in self.cameras if name in states}
 
     # -- engine events -> outbox ------------------------------------------------------------------------
 
     def on_event(self, event: Any) -> None:
-        """Store one engine event in the outbox, to be published in order."""
+        """Store one engine event in the outbox, to be published in order (a file source's events together
+        with its position: :mod:`maskwatch.fleet.resume`)."""
+        batch = None if self.files is None else self.files.route(event)
+        events = [event] if batch is None else batch.events
+        messages = [m for m in (self._outgoing(e) for e in events) if m is not None]
+        if not messages and (batch is None or batch.position is None):
+            return
+        self.outbox.put_many(messages, position=None if batch is None else batch.position)
+        if messages:
+            self.publisher.wake()
+
+    def _outgoing(self, event: Any) -> Outgoing | None:
         topic = topics.event_topic(self.node, event.type, event.source)
         if topic is None:
-            return
+            return None
         kind = "stats" if event.type == "stats" else "event"
-        self.outbox.put(topic, event.to_json(), kind=kind, key=f"{event.type}:{event.id}")
-        self.publisher.wake()
+        return Outgoing(topic, event.to_json(), kind, f"{event.type}:{event.id}", event.id, event.type)
 
     def _pump(self, subscription: Any) -> None:
         try:
@@ -287,10 +347,12 @@ class Agent:
         return {
             "node": self.node,
             "cameras": stats,
-            "outbox": {"messages": len(self.outbox), "bytes": self.outbox.bytes, **self.outbox.counters()},
+            "outbox": self.outbox.status().to_wire(),
             "connected": self.publisher.connected.is_set(),
             "published": self.publisher.published,
+            "republished": self.publisher.republished,
             "acknowledged": self.publisher.acknowledged,
+            "outstanding": self.publisher.outstanding,
             "connections": self.publisher.connections,
         }
 
@@ -304,14 +366,37 @@ class Agent:
         """Run a camera: its own settings (those of the config file by default) over the engine's defaults."""
         check_name(name, "camera name")
         own = settings if settings is not None else self.config.cameras.get(name)
-        self.engine.add_source(self.config.engine.source(source, name, own))
+        spec = self.config.engine.source(source, name, own)
+        if not spec.loop:
+            start = self._start_frame(name, source)
+            if start is None:
+                return  # a file analysed to its end before
+            spec.start_frame = start
+        self.engine.add_source(spec)
         self.cameras[name] = source
         self._announce()
 
+    def _start_frame(self, name: str, source: str) -> int | None:
+        """Where a video file starts (resumed where this node stopped); None when it is done already."""
+        if self.files is None:
+            return 0
+        start = self.files.open(name, source)
+        if start is not None and not getattr(self.engine.config, "emit_frames", True):
+            try:  # the frame events that say how far each file got
+                self.engine.config.emit_frames = True
+            except Exception:  # a frozen configuration: files start from their beginning
+                log.warning("this engine does not send frame events: %s starts from its beginning", source)
+                self.files = None
+                return 0
+        return start
+
     def run(self, cameras: Sequence[tuple[str, str]] | None = None, *, drain_timeout: float | None = None) -> int:
-        """Run until stopped (:meth:`stop`) or, when every camera is a file, until the last event is
-        acknowledged by the broker. Returns the number of messages left in the outbox."""
+        """Run until stopped (:meth:`stop`) or, when every camera is a file, until the control room has
+        acknowledged the last event. Returns the number of messages left in the outbox. Raises
+        :class:`LoginRefusedError` when every camera is a file and the broker refuses this node's credentials
+        (with a live camera the node keeps trying: its events wait in the outbox)."""
         cameras = list(cameras if cameras is not None else self.config.camera_sources())
+        files_only = self.all_files(cameras)
         subscription = self.engine.events()
         pump = threading.Thread(target=self._pump, args=(subscription,), name="maskwatch-agent-events", daemon=True)
         pump.start()
@@ -328,8 +413,12 @@ class Agent:
             len(self.outbox),
             self.publisher.broker,
         )
+
+        def refused() -> bool:
+            return files_only and self.publisher.login_refused
+
         last_status = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not refused():
             if self._events_done.wait(0.5):
                 break
             if time.monotonic() - last_status > self.config.status_every:
@@ -337,10 +426,14 @@ class Agent:
                 self._announce()
         self.engine.stop(timeout=5.0)
         self._events_done.wait(10.0)
-        if not self._stop.is_set():  # every source ended: wait until the broker has it all
-            log.info("node %s: sources done; waiting for %d message(s) to be acknowledged", self.node, len(self.outbox))
+        if not self._stop.is_set() and not refused():  # every source ended: wait until the control room has it
+            log.info(
+                "node %s: sources done; waiting for the control room to acknowledge %d message(s)",
+                self.node,
+                len(self.outbox),
+            )
             deadline = None if drain_timeout is None else time.monotonic() + drain_timeout
-            while not self._stop.is_set() and not self.publisher.drained():
+            while not self._stop.is_set() and not self.publisher.drained() and not refused():
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -348,6 +441,11 @@ class Agent:
         self.publisher.stop(final=(topics.node_status(self.node), self._status_payload("offline", "stopped"), True))
         left = len(self.outbox)
         self.outbox.close()
+        if refused():
+            raise LoginRefusedError(
+                f"the broker {self.publisher.broker} refused this node's login ({self.publisher.refused}); "
+                f"{left} message(s) wait in the outbox for the next start"
+            )
         return left
 
     def stop(self) -> None:

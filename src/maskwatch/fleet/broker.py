@@ -1,6 +1,8 @@
 """A throwaway Mosquitto broker for tests and benchmarks: Debian's ``mosquitto`` on 127.0.0.1, a free port,
-a password file (``mosquitto_passwd -b -c``), ``allow_anonymous false``, an ACL per user, persistence in
-its folder (so a stopped and restarted broker keeps queued messages), start/stop/pause/resume."""
+a password file (``mosquitto_passwd -b -c``), ``allow_anonymous false``, an ACL per user (plus ``pattern``
+lines for every user, as docs/deploy.md writes them), persistence in its folder (so a stopped and restarted
+broker keeps queued messages; ``autosave_interval`` as docs/deploy.md says, 60 s, makes a killed one lose
+what it held since its last save), start/stop/kill/pause/resume."""
 
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ def free_port() -> int:
 
 class MosquittoBroker:
     """``users``: name -> password; ``acl``: name -> list of ``(access, pattern)`` lines (``topic readwrite
-    maskwatch/#``); users without an ACL entry get read/write on ``maskwatch/#``."""
+    maskwatch/#``); users without an ACL entry get read/write on ``maskwatch/#``; ``patterns``: ACL lines for
+    every user (``pattern write maskwatch/%u/#``), after the users'."""
 
     def __init__(self, folder: Path, users: dict[str, str], *, acl: dict[str, list[str]] | None = None,
-                 port: int | None = None, tls: tuple[str, str, str] | None = None) -> None:  # fmt: skip
+                 port: int | None = None, tls: tuple[str, str, str] | None = None, autosave_interval: int = 1,
+                 patterns: list[str] | None = None) -> None:  # fmt: skip
         found = find_mosquitto()
         if found is None:
             raise FileNotFoundError("mosquitto not installed (apt-get install mosquitto mosquitto-clients)")
@@ -52,6 +56,7 @@ class MosquittoBroker:
             acl_lines.append(f"user {user}")
             acl_lines.extend((acl or {}).get(user, ["topic readwrite maskwatch/#"]))
             acl_lines.append("")
+        acl_lines.extend(patterns or [])
         (self.folder / "acl").write_text("\n".join(acl_lines))
         os.chmod(pwfile, 0o600)
         os.chmod(self.folder / "acl", 0o600)
@@ -67,7 +72,7 @@ class MosquittoBroker:
             f"acl_file {self.folder / 'acl'}\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
-            "autosave_interval 1\n"
+            f"autosave_interval {autosave_interval}\n"
             "max_inflight_messages 1000\n"
             "max_queued_messages 1000000\n"
             "max_packet_size 1048576\n"
@@ -105,6 +110,13 @@ class MosquittoBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (what it held since its last autosave is gone)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     def pause(self) -> None:

@@ -9,6 +9,7 @@ topic                                       QoS     retained  payload
 ``maskwatch/{node}/{camera}/status``        1       no        engine event ``source_status``
 ``maskwatch/{node}/{camera}/events``        1       no        engine events ``track_*`` and ``source``
 ``maskwatch/{node}/{camera}/stats``         1       no        engine event ``stats``
+``maskwatch/{node}/ack``                    1       no        :data:`ACK_SCHEMA`: event ids the control room stored
 ``maskwatch/{node}/cmd/{verb}``             1       no        ``{"request_id", ...}`` (verbs: :data:`VERBS`)
 ``maskwatch/{node}/cmd/result``             1       no        ``{"request_id", "verb", "ok", ...}``
 ==========================================  ======  ========  ===========================================
@@ -16,17 +17,25 @@ topic                                       QoS     retained  payload
 Engine events travel as their own JSON (``schema: maskwatch.event/1``, a unique ``id``), unchanged. Node and
 camera names follow :mod:`maskwatch.core.names` (one topic level each; a camera is ``node:camera`` in the
 control room).
+
+Versions (``docs/schema/VERSIONING.md``): every payload names its ``schema`` as ``FAMILY/MAJOR[.MINOR]``.
+A reader accepts every minor version of its major (:func:`accepts`) and ignores fields it does not know
+(:func:`read_event`): a newer agent's events are stored, not rejected. A new major is an incompatible change.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from maskwatch.core.names import is_name
 from maskwatch.core.redaction import redact
 
 __all__ = [
+    "ACK_SCHEMA",
     "CHANNEL_OF",
     "CMD_SCHEMA",
     "EVENT_CHANNELS",
@@ -39,17 +48,24 @@ __all__ = [
     "BrokerURL",
     "CommandError",
     "ParsedTopic",
+    "accepts",
+    "ack_payload",
+    "ack_topic",
     "camera_topic",
     "cmd_topic",
     "event_topic",
     "ingest_subscriptions",
     "node_status",
+    "parse_ack",
     "parse_topic",
+    "read_event",
 ]
 
 ROOT = "maskwatch"
 NODE_SCHEMA = "maskwatch.node/1"
 CMD_SCHEMA = "maskwatch.cmd/1"
+ACK_SCHEMA = "maskwatch.ack/1"
+ACK_MAX_IDS = 1000  # event ids per acknowledgement message (about 36 KB)
 VERBS = ("add_camera", "remove_camera", "snapshot", "status")
 # an answer's ``code`` when ``ok`` is false, for the errors a caller acts on (others: ``error``)
 SNAPSHOTS_DISABLED = "snapshots_disabled"  # the node runs without --snapshots: no image leaves it
@@ -78,6 +94,85 @@ def camera_topic(node: str, camera: str, channel: str) -> str:
 
 def cmd_topic(node: str, verb: str) -> str:
     return f"{ROOT}/{node}/cmd/{verb}"
+
+
+def ack_topic(node: str) -> str:
+    """Where the control room says which of ``node``'s events it has stored (the node then deletes them)."""
+    return f"{ROOT}/{node}/ack"
+
+
+def ack_payload(event_ids: list[str]) -> bytes:
+    return json.dumps({"schema": ACK_SCHEMA, "ids": event_ids}, separators=(",", ":")).encode()
+
+
+def parse_ack(payload: bytes) -> list[str] | None:
+    """The event ids of an acknowledgement (any ``maskwatch.ack/1.x``; unknown fields ignored), or None for
+    anything else."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or not accepts(body.get("schema"), ACK_SCHEMA):
+        return None
+    ids = body.get("ids")
+    if not isinstance(ids, list):
+        return None
+    return [i for i in ids if isinstance(i, str)]
+
+
+def accepts(schema: object, supported: str) -> bool:
+    """Whether a payload's ``schema`` is readable by a reader of ``supported`` (``FAMILY/MAJOR``): the same
+    major, any minor (``maskwatch.event/1``, ``maskwatch.event/1.4``)."""
+    if not isinstance(schema, str):
+        return False
+    if schema == supported:
+        return True
+    minor = schema[len(supported) :]
+    return schema.startswith(supported) and minor.startswith(".") and minor[1:].replace(".", "").isdigit()
+
+
+def read_event(body: dict[str, Any]) -> Any:
+    """An engine event from a wire payload of any ``maskwatch.event/1.x``, tolerant: fields this version does
+    not know are left out (also inside nested objects), and ``schema`` becomes this version's. Raises
+    ``pydantic.ValidationError`` for what is still invalid (a missing or wrong field, an unknown type) and
+    ValueError for another major version."""
+    from pydantic import ValidationError
+
+    from maskwatch.stream import SCHEMA, parse_event
+
+    if not accepts(body.get("schema"), SCHEMA):
+        raise ValueError(f"unsupported schema {str(body.get('schema'))[:60]!r} (this version reads {SCHEMA}.x)")
+    data = {**body, "schema": SCHEMA}
+    for attempt in range(_MAX_UNKNOWN_FIELDS):
+        try:
+            return parse_event(data)
+        except ValidationError as exc:
+            unknown = [error["loc"][1:] for error in exc.errors() if error["type"] == "extra_forbidden"]
+            if attempt == 0:
+                data = copy.deepcopy(data)  # the caller's payload stays as it came (only now: the common case is free)
+            if not unknown or not all(_drop(data, path) for path in unknown):
+                raise
+    return parse_event(data)
+
+
+_MAX_UNKNOWN_FIELDS = 8  # rounds of dropping unknown fields (each round drops every one pydantic reported)
+
+
+def _drop(data: Any, path: tuple[int | str, ...]) -> bool:
+    """Remove the value at ``path`` (keys and list indexes) from ``data``; False when there is none."""
+    if not path:
+        return False
+    for step in path[:-1]:
+        found = (isinstance(data, dict) and step in data) or (
+            isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        )
+        if not found:
+            return False
+        data = data[step]
+    if isinstance(data, dict) and path[-1] in data:
+        del data[path[-1]]
+        return True
+    return False
 
 
 def event_topic(node: str, event_type: str, camera: str) -> str | None:

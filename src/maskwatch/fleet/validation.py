@@ -56,7 +56,7 @@ class NodeStatusMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_: Literal["maskwatch.node/1"] = Field(alias="schema")
+    schema_: str = Field(alias="schema")  # maskwatch.node/1.x, checked by the reader (topics.accepts)
     node: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
     state: Literal["online", "offline"]
     time: float | None = None

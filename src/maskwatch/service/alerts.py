@@ -17,7 +17,15 @@ Rule kinds (``AlertRule.kind``):
   resolves when it is below ``threshold * (1 - hysteresis)``.
 * ``node_offline`` (the fleet; ``camera`` names a node, or None for every node): the node's status (its last
   will) has been ``offline`` for ``for_s`` seconds; resolves when the node is back online. A control room
-  with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists.
+  with MQTT ingest creates :data:`NODE_OFFLINE_RULE` unless a rule of this kind exists. Held (neither fired
+  nor resolved) while this control room has lost its broker: then nobody can tell whether a node is gone.
+* ``outbox_dropped`` (the fleet; ``camera`` names a node, or None): the node's outbox budget dropped messages
+  (a drop episode is open, or one began in the last ``window_s`` seconds); resolves once the episode is over
+  and that long has passed. The message says how many events and stats buckets, made between when and when
+  (the node's ``outbox.db`` holds the exact record). Created as :data:`OUTBOX_DROPPED_RULE`.
+* ``broker_lost`` (the control room's own; ``camera`` is this worker's MQTT client id): this worker has had
+  no connection to its MQTT broker for ``for_s`` seconds (killed, hung, refusing its login); resolves when it
+  is connected again. Created as :data:`BROKER_LOST_RULE`.
 
 After an alert resolves, the same rule and camera cannot fire again for ``cooldown_s`` seconds; outside
 ``active_hours`` (``HH:MM-HH:MM`` in the site's time zone, ``site.timezone``; may wrap midnight) rules do
@@ -55,20 +63,25 @@ from pydantic import BaseModel
 
 from maskwatch.core.backoff import Backoff
 from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_url
+from maskwatch.core.timeutil import iso
 from maskwatch.service.settings import AlertRuleConfig
 from maskwatch.service.storage.alerts import AlertRepository, Delivery
 from maskwatch.service.storage.ingest import BAD_STATES
 from maskwatch.service.storage.models import Alert, AlertRule
 
 if TYPE_CHECKING:
+    from maskwatch.fleet.ingest import OutboxReport
     from maskwatch.service.storage.cameras import CameraRepository, StoredStatus
     from maskwatch.service.storage.events import EventRepository, WindowCount
     from maskwatch.service.storage.stats import LagPoint, StatsRepository
 
 __all__ = [
+    "BROKER_LOST_RULE",
     "CAMERA_OFFLINE_RULE",
+    "FLEET_RULES",
     "NODE_KINDS",
     "NODE_OFFLINE_RULE",
+    "OUTBOX_DROPPED_RULE",
     "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE_S",
     "TIMESTAMP_HEADER",
@@ -90,7 +103,8 @@ SIGNATURE_TOLERANCE_S = 300
 #: what a failed attempt records when the target could not be reached: one phrase for every network error,
 #: so that the delivery log does not tell open, closed and filtered ports apart
 UNREACHABLE = "not delivered: no connection or no answer"
-NODE_KINDS = ("node_offline",)  # rules about fleet nodes rather than cameras
+NODE_KINDS = ("node_offline", "outbox_dropped")  # rules about fleet nodes rather than cameras
+BROKER_KINDS = ("broker_lost",)  # rules about this control room's own MQTT connection
 STATE_KINDS = ("camera_offline", "camera_lagging")  # rules about a camera's running, not about its people
 RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
 
@@ -102,6 +116,14 @@ NODE_OFFLINE_RULE = AlertRuleConfig(
 CAMERA_OFFLINE_RULE = AlertRuleConfig(
     name="camera offline", kind="camera_offline", for_s=60.0, hysteresis=0.0, cooldown_s=300.0
 )
+#: a node's outbox dropped messages: fires at once, stays at least 10 min (the record is on the node)
+OUTBOX_DROPPED_RULE = AlertRuleConfig(
+    name="node outbox dropped", kind="outbox_dropped", for_s=0.0, window_s=600.0, hysteresis=0.0, cooldown_s=0.0
+)
+#: the control room lost its broker: 15 s rides out a broker restart (a hung one is noticed in about as long)
+BROKER_LOST_RULE = AlertRuleConfig(name="broker lost", kind="broker_lost", for_s=15.0, hysteresis=0.0, cooldown_s=60.0)
+#: the built-in rules of a control room with MQTT ingest
+FLEET_RULES = (NODE_OFFLINE_RULE, OUTBOX_DROPPED_RULE, BROKER_LOST_RULE)
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -200,6 +222,17 @@ class _Node:
     state: str | None = None  # online | offline
     offline_since: float | None = None
     reason: str | None = None
+    dropping: bool = False  # its outbox is in a drop episode now
+    drop_episodes: int | None = None  # episodes its status reported last (None: no report yet)
+    drop_seen: float | None = None  # when this worker last saw a new episode or an open one
+    dropped: tuple[int, int] = (0, 0)  # events, stats: the node's counters
+    drop_span: tuple[int | None, int | None] = (None, None)  # creation times of the last episode's messages
+
+
+@dataclass
+class _Broker:
+    lost_since: float | None = None
+    detail: str | None = None
 
 
 class WebhookSender:
@@ -416,6 +449,7 @@ class AlertEngine:
         self.zone = zone
         self.rules: list[AlertRule] = []
         self._nodes: dict[str, _Node] = {}
+        self._brokers: dict[str, _Broker] = {}  # this worker's MQTT client id -> its connection
         self._rules_seen: tuple[int, float | None] | None = None  # (count, last change): reload when it moves
         self._seen: dict[int, Alert] | None = None  # firing alerts as last read (SSE follows the changes)
         self._announcing: dict[int, str] = {}  # alert -> its last transition sent (a webhook in flight)
@@ -470,15 +504,65 @@ class AlertEngine:
                 n.offline_since = None
             n.state, n.reason = state, reason
 
+    def observe_outbox(self, node: str, report: OutboxReport) -> None:
+        """A fleet node's outbox report (from its status) for ``outbox_dropped`` rules. The first report a
+        worker sees sets its baseline: older episodes are history, an open one counts."""
+        now = self.clock()
+        with self._lock:
+            n = self._nodes.setdefault(node, _Node())
+            new_episode = n.drop_episodes is not None and report.drop_episodes > n.drop_episodes
+            if report.dropping or new_episode:
+                n.drop_seen = now
+            n.dropping, n.drop_episodes = report.dropping, report.drop_episodes
+            n.dropped = (report.dropped_events, report.dropped_stats)
+            n.drop_span = (report.last_drop_first, report.last_drop_last)
+
+    def observe_broker(self, worker: str, connected: bool, detail: str | None = None) -> None:
+        """This worker's own MQTT connection (``worker``: its client id) for ``broker_lost`` rules; while it is
+        lost, node rules are held. Only the elected worker evaluates, so its own connection is the one
+        judged (another worker that lost the broker shows it in its ``/readyz``)."""
+        now = self.clock()
+        with self._lock:
+            b = self._brokers.setdefault(worker, _Broker())
+            if connected:
+                b.lost_since, b.detail = None, None
+            else:
+                b.lost_since = b.lost_since or now
+                b.detail = detail or b.detail
+
     # -- evaluation ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _node_condition(rule: AlertRule, name: str, node: _Node, now: float) -> tuple[str, float | None, str]:
+    def _node_condition(self, rule: AlertRule, name: str, node: _Node, now: float) -> tuple[str, float | None, str]:
+        if rule.kind == "outbox_dropped":
+            events, stats = node.dropped
+            first, last = (iso(t) if t is not None else "?" for t in node.drop_span)
+            message = (
+                f"node {name}'s outbox was full and dropped messages: {events} event(s) and {stats} stats "
+                f"bucket(s) so far, the last episode's made between {first} and {last} (the node's outbox.db "
+                "records each one)"
+            )
+            if node.dropping or (node.drop_seen is not None and now - node.drop_seen < rule.window_s):
+                return "bad", float(events), message
+            return "good", float(events), f"node {name}'s outbox has room again"
+        if any(b.lost_since is not None for b in self._brokers.values()):
+            return "hold", None, "this control room has lost its broker: node states unknown"
         if node.offline_since is None:
             return "good", None, f"node {name} online"
         down = now - node.offline_since
         why = f": {node.reason}" if node.reason else ""
         return ("bad" if down >= rule.for_s else "hold"), down, f"node {name} offline for {down:.0f} s{why}"
+
+    @staticmethod
+    def _broker_condition(rule: AlertRule, name: str, broker: _Broker, now: float) -> tuple[str, float | None, str]:
+        if broker.lost_since is None:
+            return "good", None, f"control room {name} connected to its broker"
+        down = now - broker.lost_since
+        why = f" ({broker.detail})" if broker.detail else ""
+        message = (
+            f"control room {name} has had no MQTT broker for {down:.0f} s{why}: nothing arrives from the "
+            "fleet (the nodes keep their events in their outboxes)"
+        )
+        return ("bad" if down >= rule.for_s else "hold"), down, message
 
     @staticmethod
     def _condition(rule: AlertRule, name: str, inputs: _Inputs, now: float) -> tuple[str, float | None, str]:
@@ -566,22 +650,28 @@ class AlertEngine:
 
     def _evaluate(self, now: float) -> None:
         rules = [r for r in self.rules if r.enabled]
-        camera_rules = [r for r in rules if r.kind not in NODE_KINDS]
+        camera_rules = [r for r in rules if r.kind not in NODE_KINDS and r.kind not in BROKER_KINDS]
         inputs = self._inputs(camera_rules, now) if camera_rules else _Inputs({}, {}, {}, set(), set())
         with self._lock:
             nodes = copy.deepcopy(self._nodes)
+            brokers = copy.deepcopy(self._brokers)
         firing = {(row.rule_id, row.camera): row for row in self.alerts.firing()}
         local = datetime.fromtimestamp(now, self.zone)
         checked: set[tuple[int | None, str]] = set()
         for rule in rules:
-            node_rule = rule.kind in NODE_KINDS
-            targets = set(nodes) if node_rule else inputs.cameras
+            node_rule, broker_rule = rule.kind in NODE_KINDS, rule.kind in BROKER_KINDS
+            targets = set(nodes) if node_rule else set(brokers) if broker_rule else inputs.cameras
             for name in [rule.camera] if rule.camera else sorted(targets):
                 if node_rule:
                     node = nodes.get(name)
                     if node is None:
                         continue  # not heard of yet: a firing alert waits for its status
                     verdict, value, message = self._node_condition(rule, name, node, now)
+                elif broker_rule:
+                    broker = brokers.get(name)
+                    if broker is None:
+                        continue  # another worker's connection: judged by that worker when it leads
+                    verdict, value, message = self._broker_condition(rule, name, broker, now)
                 elif name not in inputs.cameras:
                     continue  # removed (its firing alert resolves below)
                 elif name in inputs.disabled and rule.kind in STATE_KINDS:
@@ -602,7 +692,7 @@ class AlertEngine:
             owner = enabled.get(alert.rule_id) if alert.rule_id is not None else None
             if owner is None:
                 self._resolve(alert, "rule removed or disabled", now)
-            elif where not in checked and owner.kind not in NODE_KINDS:
+            elif where not in checked and owner.kind not in NODE_KINDS and owner.kind not in BROKER_KINDS:
                 self._resolve(alert, "camera disabled" if where[1] in inputs.disabled else "camera removed", now)
 
     def _fire(self, rule: AlertRule, camera: str, message: str, value: float | None, now: float) -> None:

@@ -23,7 +23,18 @@ from fastapi.staticfiles import StaticFiles
 from maskwatch import __version__
 from maskwatch.service.core import FleetLink, Service
 from maskwatch.service.errors import ERROR_RESPONSES, error_response, install_error_handlers
-from maskwatch.service.routers import alerts, auth, cameras, console, events, infer, jobs, stats, system
+from maskwatch.service.routers import (
+    alerts,
+    auth,
+    cameras,
+    console,
+    dead_letters,
+    events,
+    infer,
+    jobs,
+    stats,
+    system,
+)
 from maskwatch.service.routers import fleet as fleet_router
 from maskwatch.service.settings import ServiceSettings
 from maskwatch.service.uploads import BodyCap, BodyLimit
@@ -106,7 +117,7 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router, console):
+    for module in (system, auth, cameras, events, stats, alerts, infer, jobs, fleet_router, console, dead_letters):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     # probes and scrapers at the root (outside the schema): /healthz and /readyz without a token, /metrics
     # with the scrape token, an allow-listed address or an API token

@@ -2,28 +2,29 @@
 constructor (typed attributes, nothing running yet), starts them in dependency order and stops them in the
 reverse order. It holds no logic of its own; each component does one job:
 
-==============  =====================================================  ===================================
-attribute       job                                                    runs
-==============  =====================================================  ===================================
-``storage``     the database and its repositories (all SQL)            start: migrate; stop: close pool
-``auth``        tokens, sessions, roles, rate limit, last-used times   start: admin token, usage writer
-``metrics``     Prometheus metrics of this instance                    -
-``engine``      the stream engine (cameras -> typed events)            its own threads
-``ingestor``    buffered, idempotent event writes                      writer thread
-``media``       snapshots (store, serve, delete) and the blur policy   -
-``alerts``      rules on the event flow, webhooks                      evaluation thread, webhook thread
-``cameras``     cameras in the engine and the database together        resumed at start
-``jobs``        batch jobs (their own engines)                         a thread per job
-``inference``   ``POST /infer``'s pool and queue limit                 pool threads on demand
-``spool``       this worker's cameras' events on disk until stored     replay thread
-``pipeline``    the one entry point for engine events                  the engine subscription's thread
-``coordinator`` leases: who runs which camera, who evaluates alerts    lease thread (every 3 s)
-``live``        live state, SSE hub, the 1 s live loop                 live thread
-``retention``   purge of old data                                      purge thread
-``fleet``       MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
-``commander``   asks edge nodes (a remote camera's frame), or None     paho's thread
-``camera_view`` one view of every camera, local and remote             -
-==============  =====================================================  ===================================
+================  =====================================================  ===================================
+attribute         job                                                    runs
+================  =====================================================  ===================================
+``storage``       the database and its repositories (all SQL)            start: migrate; stop: close pool
+``auth``          tokens, sessions, roles, rate limit, last-used times   start: admin token, usage writer
+``metrics``       Prometheus metrics of this instance                    -
+``engine``        the stream engine (cameras -> typed events)            its own threads
+``ingestor``      buffered, idempotent event writes                      writer thread
+``media``         snapshots (store, serve, delete) and the blur policy   -
+``alerts``        rules on what is stored, webhooks                      evaluation thread, webhook thread
+``cameras``       cameras in the engine and the database together        run after each lease round
+``jobs``          batch jobs (their own engines)                         a thread per job
+``inference``     ``POST /infer``'s pool and queue limit                 pool threads on demand
+``spool``         this worker's cameras' events on disk until stored     replay thread
+``pipeline``      the one entry point for engine events                  the engine subscription's thread
+``coordinator``   leases: who runs which camera, who evaluates alerts    lease thread (every 3 s)
+``live``          live state, SSE hub, the 1 s live loop                 live thread
+``retention``     purge of old data                                      purge thread
+``dead_letters``  what cannot be stored, kept with the reason            -
+``fleet``         MQTT ingest of edge nodes (``serve --mqtt``), or None  paho's thread, ack and state threads
+``commander``     asks edge nodes (a remote camera's frame), or None     paho's thread
+``camera_view``   one view of every camera, local and remote             -
+================  =====================================================  ===================================
 
 Data flow (top-down): the stream engine publishes typed events -> :class:`EventPipeline` (lease check,
 metrics, live state, the spool, storage via the ingestor, SSE hub). The fleet's MQTT ingest feeds the same
@@ -41,12 +42,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maskwatch.core.credentials import env_secret, write_secret
+from maskwatch.core.names import MAX_QUALIFIED_NAME
 from maskwatch.core.timeutil import site_zone
 from maskwatch.runtime.onnx_backend import physical_cores
-from maskwatch.service.alerts import CAMERA_OFFLINE_RULE, NODE_OFFLINE_RULE, AlertEngine, WebhookSender
+from maskwatch.service.alerts import CAMERA_OFFLINE_RULE, FLEET_RULES, AlertEngine, WebhookSender
 from maskwatch.service.auth import Auth, RateLimiter, check_token_strength
 from maskwatch.service.camera_view import CameraView
 from maskwatch.service.cameras import CameraManager
+from maskwatch.service.dead_letters import DeadLetters
 from maskwatch.service.inference import InferenceGate
 from maskwatch.service.jobs import JobLimits, JobManager
 from maskwatch.service.live import Hub, Live, LiveState
@@ -164,12 +167,14 @@ class Service:
             capture_factory=capture_factory,
             snapshot_sink=self.media.store if s.privacy.snapshots else None,
         )
+        self.dead_letters = DeadLetters(self.storage.dead_letters, self.metrics)
         self.ingestor = Ingestor(
             self.storage.sessions,
             capacity=s.limits.ingest_buffer,
             on_error=lambda _exc: self.metrics.ingest_errors.inc(),
             on_done=self._stored,
             zone=self.zone,
+            on_reject=self.dead_letters.record_event,
         )
         self.spool: Spool | None = None
         if s.spool.enabled:
@@ -317,14 +322,18 @@ class Service:
         broker, shared = parse_ingest_url(link.url)
         if link.password:
             broker = replace(broker, password=link.password)
+        client_id = link.client_id or f"maskwatch-ingest-{socket.gethostname()}"
         return FleetIngest(
             functools.partial(self.pipeline.handle_event, block=True),  # a full buffer slows ingest, never drops
             broker,
-            client_id=link.client_id or f"maskwatch-ingest-{socket.gethostname()}",
+            client_id=client_id,
             progress=self.ingestor,
             tls=link.tls,
             shared=shared,
             on_node=self.alerts.observe_node,
+            dead_letter=self.dead_letters.record_message,
+            on_broker=functools.partial(self.alerts.observe_broker, client_id[:MAX_QUALIFIED_NAME]),
+            on_outbox=self.alerts.observe_outbox,
             state_file=self.settings.data_dir / "fleet.json",
             state_every=link.state_every,
             limits=RemoteLimits(
@@ -367,7 +376,8 @@ class Service:
             self.retention.start()
             self.live.start()
             if self.fleet is not None:
-                self.alerts.ensure_rule(NODE_OFFLINE_RULE)
+                for rule in FLEET_RULES:
+                    self.alerts.ensure_rule(rule)
                 self.fleet.start()
             if self.commander is not None:
                 self.commander.start()

@@ -74,6 +74,9 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16),
         )
         self.alerts_firing = Gauge("maskwatch_alerts_firing", "alerts firing now", registry=r)
+        self.dead_letters = Counter(
+            "maskwatch_dead_letters", "messages or events recorded as dead letters (not stored)", ["reason"], registry=r
+        )
         self.webhooks = Counter("maskwatch_webhook_deliveries", "webhook delivery attempts", ["ok"], registry=r)
 
     def camera(self, name: str) -> str:

@@ -80,7 +80,15 @@ class DemoSettings(Section):
     fps: float = Field(5.0, gt=0)  # slideshow frames per second
 
 
-RuleKind = Literal["compliance_below", "unmasked_person", "camera_offline", "camera_lagging", "node_offline"]
+RuleKind = Literal[
+    "compliance_below",
+    "unmasked_person",
+    "camera_offline",
+    "camera_lagging",
+    "node_offline",
+    "outbox_dropped",
+    "broker_lost",
+]
 
 
 class AlertRuleConfig(Section):

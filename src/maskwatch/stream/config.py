@@ -118,6 +118,7 @@ class SourceSpec:
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
+        start_frame: a video file starts at this frame (the frames before it are skipped, not analysed).
     """
 
     uri: str
@@ -131,6 +132,7 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+    start_frame: int = 0
 
 
 class DetectSettings(RootSettings):

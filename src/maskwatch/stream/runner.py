@@ -120,10 +120,12 @@ class SourceRunner:
         delivered, limit = 0, self.spec.max_frames
         while True:
             begin = time.monotonic()
+            first: float | None = None  # the first frame's timestamp (a file may start further in)
             frames_before = self.source.stats.frames
             for frame in self._slideshow(self.source) if self.kind == "image" and self.spec.realtime else self.source:
                 if self.spec.realtime and frame.timestamp is not None:  # play as a camera would deliver it
-                    delay = begin + frame.timestamp - time.monotonic()
+                    first = frame.timestamp if first is None else first
+                    delay = begin + frame.timestamp - first - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
                         return
                     frame = dataclasses.replace(frame, captured=time.monotonic())
@@ -271,7 +273,11 @@ def make_runner(
         source = ImageSource(paths)
     elif kind == "video":
         source = VideoSource(
-            str(value), stride=spec.stride, target_fps=spec.target_fps, capture_factory=capture_factory
+            str(value),
+            stride=spec.stride,
+            target_fps=spec.target_fps,
+            capture_factory=capture_factory,
+            start=spec.start_frame,
         )
     else:
         source = StreamSource(

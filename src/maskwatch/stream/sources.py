@@ -252,7 +252,8 @@ class ImageSource:
 
 
 class VideoSource:
-    """Frames of a video file; every ``stride``-th one, or about ``target_fps`` per second of video.
+    """Frames of a video file; every ``stride``-th one, or about ``target_fps`` per second of video, from
+    frame ``start`` on (a restarted edge agent resumes a file where it stopped).
 
     The file is opened (and its frame rate, length and size read) on first use, not when the source is
     made: :meth:`probe` raises :class:`SourceError` for a file that is missing or not a readable video.
@@ -267,6 +268,7 @@ class VideoSource:
         stride: int = 1,
         target_fps: float | None = None,
         capture_factory: CaptureFactory | None = None,
+        start: int = 0,
     ):
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -278,6 +280,7 @@ class VideoSource:
         self._factory = capture_factory or _default_capture
         self._stride = stride
         self._target_fps = target_fps
+        self._start = max(0, int(start))  # frames before it are skipped (grabbed, not decoded)
         self._probed = False
         self.fps = 30.0
         self.frame_count: int | None = None
@@ -333,7 +336,7 @@ class VideoSource:
         failed: list[int] = []  # kept frames that failed to decode: damage if a good frame follows, else the end
         try:
             while True:
-                keep = index % stride == 0
+                keep = index % stride == 0 and index >= self._start
                 if keep:
                     ok, raw = capture.read()
                     rgb = _bgr_to_rgb(raw) if ok else None
@@ -361,6 +364,7 @@ class VideoSource:
                 index += 1
         finally:
             capture.release()
+            self._start = 0  # a looped file starts again from its first frame
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ it in :meth:`Storage.start` and closes its pool in :meth:`Storage.stop`. Reposit
 ``jobs``           batch jobs' records (:class:`JobRepository`)
 ``retention``      deleting what is older than its period (:class:`RetentionRepository`)
 ``leases``         who runs which camera, who evaluates the alerts, which workers live (:class:`LeaseRepository`)
+``dead_letters``   what could not be stored, with the reason (:class:`DeadLetterRepository`)
 =================  ========================================================================================
 
 Event *writes* go through :class:`~maskwatch.service.storage.ingest.Ingestor` (buffered, batched, idempotent).
@@ -30,6 +31,7 @@ from maskwatch.service.storage.alerts import AlertRepository
 from maskwatch.service.storage.audit import AuditLog
 from maskwatch.service.storage.cameras import CameraRepository
 from maskwatch.service.storage.db import Sessions, migrate, open_db, session_factory
+from maskwatch.service.storage.dead_letters import DeadLetterRepository
 from maskwatch.service.storage.events import EventRepository
 from maskwatch.service.storage.jobs import JobRepository
 from maskwatch.service.storage.leases import LeaseRepository
@@ -58,6 +60,7 @@ class Storage:
         self.jobs = JobRepository(self.sessions)
         self.retention = RetentionRepository(self.sessions)
         self.leases = LeaseRepository(self.sessions)
+        self.dead_letters = DeadLetterRepository(self.sessions)
 
     @property
     def display_url(self) -> str:

@@ -293,6 +293,8 @@ class Ingestor:
         on_done: called from the writer thread with the events it has finished with: stored (committed)
             or refused for good (the durable spool then forgets them).
         zone: the site's time zone (daily rollups start at its midnight).
+        on_reject: called (from the writer thread) with an event the database refuses and the error, before
+            it counts as done (the dead-letter table): raising an outage keeps the event for the next try.
     """
 
     def __init__(
@@ -305,10 +307,12 @@ class Ingestor:
         max_backoff: float = 5.0,
         on_error: Callable[[BaseException], None] | None = None,
         on_done: Callable[[list[Any]], None] | None = None,
+        on_reject: Callable[[Any, BaseException], None] | None = None,
         zone: tzinfo = UTC,
     ) -> None:
         self.sessions = sessions
         self.on_done = on_done
+        self.on_reject = on_reject
         self.zone = zone
         self.capacity = capacity
         self.batch = batch
@@ -463,6 +467,11 @@ class Ingestor:
                 self._write([item])
                 self._finished([item])
             except Exception as exc:
+                if not _is_outage(exc) and self.on_reject is not None:
+                    try:
+                        self.on_reject(item, exc)  # recorded as a dead letter before it counts as done
+                    except Exception as failure:
+                        exc = failure
                 if _is_outage(exc):  # went down meanwhile: keep the rest for the next round
                     with self._cond:
                         self._buffer.extendleft(reversed(items[items.index(item) :]))

@@ -17,12 +17,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from maskwatch.core.names import MAX_NAME, MAX_QUALIFIED_NAME
 
 #: what the compliance query reads besides the time: its indexes carry these, so it never visits the table
 SERIES_COLUMNS = ("camera", "n_people", "compliant_people", "frames_analysed", "present_max")
@@ -56,7 +59,7 @@ class PersonEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(32))
-    camera: Mapped[str] = mapped_column(String(64), index=True)
+    camera: Mapped[str] = mapped_column(String(MAX_QUALIFIED_NAME), index=True)  # node:camera (migration 0008)
     ts: Mapped[float] = mapped_column(Double, index=True)  # when the person was last seen
     label: Mapped[str] = mapped_column(String(64))
     compliant: Mapped[bool] = mapped_column(Boolean)
@@ -88,7 +91,7 @@ class StatsBucket(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    camera: Mapped[str] = mapped_column(String(64))
+    camera: Mapped[str] = mapped_column(String(MAX_QUALIFIED_NAME))
     start_ts: Mapped[float] = mapped_column(Double)
     end_ts: Mapped[float] = mapped_column(Double)
     interval: Mapped[float] = mapped_column(Double)
@@ -117,7 +120,7 @@ class StatsRollup(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grain: Mapped[int] = mapped_column(Integer)
-    camera: Mapped[str] = mapped_column(String(64))
+    camera: Mapped[str] = mapped_column(String(MAX_QUALIFIED_NAME))
     start_ts: Mapped[int] = mapped_column(BigInteger)
     n_people: Mapped[int] = mapped_column(Integer, default=0)
     compliant_people: Mapped[int] = mapped_column(Integer, default=0)
@@ -133,7 +136,7 @@ class AlertRule(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     kind: Mapped[str] = mapped_column(String(32))
-    camera: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    camera: Mapped[str | None] = mapped_column(String(MAX_QUALIFIED_NAME), nullable=True)
     threshold: Mapped[float | None] = mapped_column(Double, nullable=True)
     window_s: Mapped[float] = mapped_column(Double)
     min_people: Mapped[int] = mapped_column(Integer)
@@ -167,7 +170,7 @@ class Alert(Base):
     rule_id: Mapped[int | None] = mapped_column(ForeignKey("alert_rules.id", ondelete="SET NULL"), nullable=True)
     rule_name: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(32))
-    camera: Mapped[str] = mapped_column(String(64))
+    camera: Mapped[str] = mapped_column(String(MAX_QUALIFIED_NAME))  # a camera, a node, or a worker (broker_lost)
     state: Mapped[str] = mapped_column(String(16))  # firing | resolved
     # the last transition announced (log, webhook) by the elected worker; behind ``state`` until it is
     # (migration 0006): a worker that dies before announcing leaves it for the next one
@@ -283,8 +286,29 @@ class CameraStatus(Base):
 
     __tablename__ = "camera_status"
 
-    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(MAX_QUALIFIED_NAME), primary_key=True)  # widened: migration 0008
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     since_ts: Mapped[float] = mapped_column(Double)
     ts: Mapped[float] = mapped_column(Double)  # the latest status event's time (older ones never overwrite)
+
+
+class DeadLetter(Base):
+    """A message the control room could not store (unreadable, invalid, refused by the database), kept with
+    the reason instead of being acknowledged into nothing (migration 0007). The same message again (a node
+    resends what was not acknowledged) counts in ``count``: one row per reason, topic and payload."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of reason, topic and payload
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    topic: Mapped[str | None] = mapped_column(Text, nullable=True)  # None: refused by storage (no topic kept)
+    node: Mapped[str | None] = mapped_column(String(MAX_NAME), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # as received (an oversized one: its first 4 KiB)
+    size: Mapped[int] = mapped_column(Integer)  # the payload's full size in bytes
+    count: Mapped[int] = mapped_column(Integer)  # times it arrived
+    first_ts: Mapped[float] = mapped_column(Double)
+    last_ts: Mapped[float] = mapped_column(Double, index=True)

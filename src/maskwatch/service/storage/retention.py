@@ -15,6 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import (
     AuditEntry,
+    DeadLetter,
     Ingested,
     PersonEvent,
     StatsBucket,
@@ -34,7 +35,7 @@ class Cutoffs:
     media: float  # their snapshots (the events stay until ``events``)
     buckets: float  # raw stats buckets (and the ids of stored stats events)
     rollups: float
-    audit: float  # the audit log and webhook deliveries
+    audit: float  # the audit log, webhook deliveries and dead letters
     sessions: float  # browser sessions that expired before this
 
 
@@ -72,6 +73,7 @@ class RetentionRepository:
             (AuditEntry, AuditEntry.id, AuditEntry.ts < cut.audit),
             (WebhookDelivery, WebhookDelivery.id, WebhookDelivery.ts < cut.audit),
             (SessionRow, SessionRow.id, SessionRow.expires_ts < cut.sessions),
+            (DeadLetter, DeadLetter.id, DeadLetter.last_ts < cut.audit),
         ]
         for model, key, old in plan:
             counts[model.__tablename__] = self._delete(model, key, old, step)
