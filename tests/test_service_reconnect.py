@@ -38,7 +38,7 @@ class FlakyCamera(NoisyCamera):
 
 def test_a_dead_camera_reconnects_with_backoff_and_the_others_go_on(tmp_path):
     switch = Switch()
-    engine = {"stall_timeout": 1.0, "give_up_after": 60.0, "backoff": 0.1, "max_backoff": 0.4}
+    engine = {"stall_timeout": 1.0, "failed_after": 60.0, "backoff": 0.1, "max_backoff": 0.4}
     cameras = {"door": lambda: FlakyCamera(switch)}
     with running_service(tmp_path, engine=engine, cameras=cameras) as (client, service):
         for name in ("door", "hall"):
