@@ -241,16 +241,19 @@ def test_a_long_outage_is_reported_failed_with_its_reason_and_next_attempt():
             return FakeCapture([frame(1)])
         return FakeCapture([frame(2)]) if clock.now >= 100 else FakeCapture([], opened=False)
 
-    source = StreamSource("rtsp://cam/5", backoff=0.5, max_backoff=8, jitter=0.0, failed_after=30, max_frames=2,
-                          capture_factory=factory, clock=clock, sleep=clock.sleep, on_status=reports.append)  # fmt: skip
+    source = StreamSource(
+        "rtsp://cam/5", backoff=0.5, max_backoff=8, jitter=0.0, failed_after=30, max_frames=2,
+        capture_factory=factory, clock=clock, sleep=clock.sleep, on_status=reports.append,
+    )  # fmt: skip
     assert len(list(source)) == 2
     states = [r.state for r in reports]
     assert states[:3] == ["live", "lost", "reconnecting"] and states[-1] == "live"
     failed = [r for r in reports if r.state == "failed"]
     assert failed and states.index("failed") > states.index("reconnecting")
-    first = failed[0]
-    assert "no frame for 3" in first.reason and "could not open it" in first.reason
-    assert first.retry_in == 8.0 and first.attempts >= 5  # the next attempt, and how many failed so far
+    first = failed[0]  # said when it happened (30 s), in the middle of a wait: 0.5+1+2+4+8+8 s, then 8 s
+    assert first.reason == "no frame for 30 s: could not open it"
+    assert first.retry_in == 1.5 and first.attempts == 6  # the next attempt, and how many failed so far
+    assert failed[1].retry_in == 8.0 and failed[1].attempts == 7
     assert [r.attempts for r in failed] == sorted(r.attempts for r in failed)  # every attempt reported
     reconnecting = [r for r in reports if r.state == "reconnecting"]
     assert [r.retry_in for r in reconnecting][:4] == [0.5, 1.0, 2.0, 4.0]

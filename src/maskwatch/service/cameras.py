@@ -148,7 +148,8 @@ class CameraManager:
 
     def update(self, name: str, changes: Mapping[str, object]) -> Camera:
         """Change a camera's source fields (``url``, ``enabled``, ...); its source restarts when they change,
-        and the old one is put back when the new one cannot start."""
+        and the old one is put back when the new one cannot start. Enabling a camera that is enabled but not
+        live (failed, lost, reconnecting, or ended) restarts it too: a fresh decoder, tried now."""
         with self._lock:
             old = self.get(name)
             new = Camera(**{k: getattr(old, k) for k in ("id", "name", "created_ts", *CAMERA_FIELDS)})
@@ -157,6 +158,8 @@ class CameraManager:
                     setattr(new, key, value)
             new.updated_ts = time.time()
             restart = any(getattr(new, k) != getattr(old, k) for k in CAMERA_FIELDS)
+            if changes.get("enabled") is True and old.enabled and self.engine.source_states().get(name) != "live":
+                restart = True
             if restart:
                 self._stop(name)
                 if new.enabled:

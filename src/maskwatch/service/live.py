@@ -123,6 +123,9 @@ class LiveFigures(Protocol):
     @property
     def last_analysed(self) -> datetime | None: ...
 
+    @property
+    def next_attempt(self) -> datetime | None: ...
+
 
 class CameraNow(BaseModel):
     """A camera now: its state as last reported and the engine's figures over the last 10 s."""
@@ -173,6 +176,7 @@ class CameraLive:
     people_now: int = 0  # people in view now (engine's live figures)
     last_analysed: float | None = None  # wall time of the latest analysed frame
     live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
+    next_attempt: float | None = None  # when a camera that is down tries again (it never gives up)
 
 
 class LiveState:
@@ -204,6 +208,7 @@ class LiveState:
             live = self.get(name)
             live.fps, live.lag_p95, live.people_now = source.analysed_fps, source.lag_p95, source.people_now
             live.last_analysed = None if source.last_analysed is None else source.last_analysed.timestamp()
+            live.next_attempt = None if source.next_attempt is None else source.next_attempt.timestamp()
             live.live_at = now
         for name, live in list(self.cameras.items()):
             if name not in stats and live.live_at is not None:  # stopped: no live figures any more
@@ -219,6 +224,7 @@ class LiveState:
                 event.kind,
                 time.time(),
             )
+            live.next_attempt = None if event.next_attempt is None else event.next_attempt.timestamp()
         elif event.type == "stats":
             live.lag_p50 = event.lag.p50
             if live.live_at is None or time.time() - live.live_at > 10.0:  # no live figures (a remote camera)

@@ -477,6 +477,13 @@ class StreamSource:
                 self._status("failed", f"no frame for {down:.0f} s: {reason}", attempts, wait)
             else:
                 self._status("reconnecting", reason, attempts, wait)
+                if down + wait > self.failed_after:  # it becomes failed during this wait: said when it does
+                    self._wait(self.failed_after - down)
+                    if self._stopped():
+                        return None
+                    wait -= self.failed_after - down
+                    down = self._clock() - since
+                    self._status("failed", f"no frame for {down:.0f} s: {reason}", attempts, wait)
             self._wait(wait)
             if self._stopped():
                 return None

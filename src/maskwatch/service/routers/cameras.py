@@ -58,6 +58,9 @@ class CameraOut(BaseModel):
     loop: bool
     state: str
     reason: str | None
+    next_attempt: float | None = Field(
+        None, description="when a camera that is down (reconnecting, failed) tries again, epoch seconds"
+    )
     fps: float | None
     lag_p95: float | None
     frames_dropped: int
@@ -78,6 +81,7 @@ def camera_out(live: LiveState, camera: Camera, principal: Principal) -> CameraO
         loop=camera.loop,
         state=now.state if camera.enabled else "disabled",
         reason=now.reason,
+        next_attempt=now.next_attempt if camera.enabled and now.state in ("reconnecting", "failed") else None,
         fps=now.fps,
         lag_p95=now.lag_p95,
         frames_dropped=now.dropped,
