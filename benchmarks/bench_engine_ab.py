@@ -12,9 +12,10 @@ tracking and the classification budget on, the engine's defaults). The order of 
 of each tree's rounds and the ratio B / A, with the load average before and after every run.
 
 Two figures per run: analysed frames/s per stream (wall clock: what a user sees, and what other jobs on a
-shared machine sway most) and the process's CPU seconds per analysed frame (user + system, all threads:
-the engine's own cost, much less swayed by other jobs; it includes decoding the frames a live source then
-drops, which both trees decode alike).
+shared machine sway most) and the process's CPU seconds per analysed frame (user + system, all threads,
+plus its decoder processes for a tree that decodes live sources in child processes: the engine's own cost,
+much less swayed by other jobs; it includes decoding the frames a live source then drops, which both trees
+decode alike). The four-stream part records the decoder processes' share as ``decoder_cpu_s``.
 
 ``--parts four-files``: the four videos as files (every frame analysed, the four sources in rounds
 with one classifier batch per round): the multi-source path with no frame dropped, so its CPU ms per frame
@@ -73,28 +74,103 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 "wall_s": round(wall, 2), "cpu_ms_per_frame": round(1000 * cpu / max(1, frames), 2),
                 "faces_classified": classified, "people": sum(s.people.n_people for s in done if s.people),
                 "maskwatch": str(Path(maskwatch.__file__).parent)}  # fmt: skip
-    engine = StreamEngine(detector, EngineConfig(stats_interval=10))
+    options: dict[str, Any] = {"stats_interval": 10}
+    if os.environ.get("MASKWATCH_BENCH_DECODER"):  # variant C: this tree with decoding in threads
+        options["decoder"] = os.environ["MASKWATCH_BENCH_DECODER"]
+    engine = StreamEngine(detector, EngineConfig(**options))
     events = engine.events()
-    for k, video in enumerate(videos):
-        engine.add_source(SourceSpec(uri=video, name=f"cam{k}", realtime=True, loop=True))
-    cpu = time.process_time()
+    names = [f"cam{k}" for k in range(len(videos))]
+    for name, video in zip(names, videos, strict=True):
+        engine.add_source(SourceSpec(uri=video, name=name, realtime=True, loop=True))
+    got: list[Any] = []
+
+    def drain(until: float) -> None:
+        while time.perf_counter() < until:
+            with contextlib.suppress(queue.Empty):
+                got.append(events.get(timeout=max(0.01, until - time.perf_counter())))
+
+    def analysed() -> int:
+        live = engine.source_stats()
+        return sum(live[n].frames for n in names if n in live)
+
+    cpu_own, cpu_children = time.process_time(), _children_cpu()
     engine.start()
     deadline = time.perf_counter() + args.seconds
-    got = []
-    while time.perf_counter() < deadline:
-        with contextlib.suppress(queue.Empty):
-            got.append(events.get(timeout=max(0.01, deadline - time.perf_counter())))
+    # the steady window: once every camera has analysed a frame (decoder processes started), 2 s on
+    warm_until = time.perf_counter() + 60.0
+    while time.perf_counter() < warm_until and not all(engine.source_stats().get(n) and engine.source_stats()[n].frames
+                                                      for n in names):  # fmt: skip
+        drain(time.perf_counter() + 0.1)
+    drain(time.perf_counter() + 2.0)
+    window_start, frames0 = time.perf_counter(), analysed()
+    own0, live0 = time.process_time(), _live_children_cpu()
+    drain(max(deadline, window_start + args.seconds))
+    window = time.perf_counter() - window_start
+    steady_frames, steady_own, steady_dec = (
+        analysed() - frames0,
+        time.process_time() - own0,
+        _live_children_cpu() - live0,
+    )
     engine.stop(2.0)
     got.extend(events)
-    cpu = time.process_time() - cpu
+    own = time.process_time() - cpu_own
+    decoders = _reap_children() - cpu_children  # B's decoder processes (A has none), once they are reaped
+    cpu = own + decoders
     summaries = {e.source: e for e in got if e.type == "source"}
-    rates = [summaries[f"cam{k}"].analysed_fps or 0.0 for k in range(len(videos))]
-    frames = sum(summaries[f"cam{k}"].frames for k in range(len(videos)))
+    rates = [summaries[n].analysed_fps or 0.0 for n in names]
+    frames = sum(summaries[n].frames for n in names)
+    steady_cpu = steady_own + steady_dec
     return {"fps": round(sum(rates) / len(rates), 3), "per_stream": rates,
             "cpu_ms_per_frame": round(1000 * cpu / max(1, frames), 2), "frames": frames,
-            "dropped": [summaries[f"cam{k}"].dropped for k in range(len(videos))],
-            "lag_p95": [summaries[f"cam{k}"].lag.p95 for k in range(len(videos))],
+            "cpu_s": round(own, 2), "decoder_cpu_s": round(decoders, 2),
+            "steady": {"window_s": round(window, 2), "frames": steady_frames,
+                       "fps": round(steady_frames / window / len(names), 3),
+                       "cpu_ms_per_frame": round(1000 * steady_cpu / max(1, steady_frames), 2),
+                       "cores": round(steady_cpu / window, 3), "decoder_cores": round(steady_dec / window, 3)},
+            "dropped": [summaries[n].dropped for n in names],
+            "lag_p95": [summaries[n].lag.p95 for n in names],
             "maskwatch": str(Path(maskwatch.__file__).parent)}  # fmt: skip
+
+
+def _live_children_cpu() -> float:
+    """CPU seconds (user + system) so far of this process's running children (``/proc``)."""
+    me, total, tick = os.getpid(), 0, os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text()
+            except OSError:
+                continue
+            rest = fields[fields.rindex(")") + 2 :].split()  # state, ppid, ... utime (14th field), stime
+            if int(rest[1]) == me:
+                total += int(rest[11]) + int(rest[12])
+    return total / tick
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended and reaped children."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _reap_children(timeout: float = 10.0) -> float:
+    """:func:`_children_cpu` once no child of this process is left (the engine reaps its decoder processes as
+    its readers end, shortly after ``stop``)."""
+    me, deadline = os.getpid(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
+                    alive.append(entry.name)
+        if not alive:
+            break
+        time.sleep(0.05)
+    return _children_cpu()
 
 
 class _Remembered:
@@ -151,8 +227,10 @@ def overhead(detector: Any, video: str) -> dict[str, Any]:
     return {"fps": 0.0, "cpu_ms_per_frame": round(median(runs), 3), "runs": [round(x, 3) for x in runs]}
 
 
-def measure(tree: Path, part: str, videos: list[Path], seconds: float) -> dict[str, Any]:
+def measure(tree: Path, part: str, videos: list[Path], seconds: float, decoder: str | None = None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if decoder:
+        env["MASKWATCH_BENCH_DECODER"] = decoder
     cmd = [sys.executable, __file__, "--child", "--part", part, "--videos", ",".join(map(str, videos)),
            "--seconds", str(seconds)]  # fmt: skip
     before = os.getloadavg()[0]
@@ -179,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="four streams: seconds per run")
     p.add_argument("--images", type=int, default=20, help="scene images per video (15 frames each)")
     p.add_argument("--parts", default="single,four")
+    p.add_argument(
+        "--thread-variant",
+        action="store_true",
+        help="also C: tree B with live sources decoded in threads (engine.decoder: thread)",
+    )
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--part", default="single", help=argparse.SUPPRESS)
@@ -205,21 +288,25 @@ def main(argv: list[str] | None = None) -> int:
         make_video(images[args.images * (k + 1) : args.images * (k + 2)], path, 15)
         cams.append(path)
     trees = {"a": args.a.resolve(), "b": args.b.resolve()}
+    keys = ["a", "b"]
+    if args.thread_variant:
+        trees["c"] = trees["b"]
+        keys.append("c")
     parts = [x for x in args.parts.split(",") if x]
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {part: {"a": [], "b": []} for part in parts}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {part: {k: [] for k in keys} for part in parts}
     for r in range(args.rounds):
-        order = ["a", "b"] if r % 2 == 0 else ["b", "a"]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotated: each variant runs first as often
         for part in parts:
             for key in order:
                 videos = cams if part in ("four", "four-files") else [single_video]
-                got = measure(trees[key], part, videos, args.seconds)
+                got = measure(trees[key], part, videos, args.seconds, "thread" if key == "c" else None)
                 runs[part][key].append(got)
                 print(f"[{part}] round {r + 1} {key}: {got['fps']:.2f} frames/s per stream, "
                       f"{got['cpu_ms_per_frame']:.1f} CPU ms per frame "
                       f"(load {got['load_before']} -> {got['load_after']})", flush=True)  # fmt: skip
     result: dict[str, Any] = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-        "trees": {k: str(v) for k, v in trees.items()},
+        "trees": {k: str(v) + (" (engine.decoder: thread)" if k == "c" else "") for k, v in trees.items()},
         "command": " ".join(["benchmarks/bench_engine_ab.py", *(argv if argv is not None else sys.argv[1:])]),
         "preset": "fast (INT8 CenterFace at 640 px, INT8 classifier), tracking and the classification budget on",
         "videos": {"single": "20 scene images x 15 frames, 640x480", "four": "4 x 20 other scene images, 25 FPS"},
@@ -239,6 +326,26 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_ratio_per_round": [round(b / a, 3) for a, b in zip(cpu["a"], cpu["b"], strict=True) if a],
             "load": [run["load_before"] for key in ("a", "b") for run in runs[part][key]],
         }
+        for other in keys[1:]:  # the steady window (four cameras): B and C against A, B against C
+            pairs = [("a", other)] + ([("c", "b")] if other == "c" else [])
+            for ref, key in pairs:
+                steady = [(x["steady"], y["steady"]) for x, y in zip(runs[part][ref], runs[part][key], strict=True)
+                          if "steady" in x and "steady" in y]  # fmt: skip
+                if not steady:
+                    continue
+                result[part][f"steady_{key}_over_{ref}"] = {
+                    "fps_ratio": round(
+                        median([y["fps"] for _, y in steady]) / median([x["fps"] for x, _ in steady]), 3
+                    ),
+                    "fps_ratio_per_round": [round(y["fps"] / x["fps"], 3) for x, y in steady if x["fps"]],
+                    "cpu_ratio": round(
+                        median([y["cpu_ms_per_frame"] for _, y in steady])
+                        / median([x["cpu_ms_per_frame"] for x, _ in steady]),
+                        3,
+                    ),
+                    "cpu_ratio_per_round": [round(y["cpu_ms_per_frame"] / x["cpu_ms_per_frame"], 3) for x, y in steady],
+                }
+                print(f"[{part}] steady {key}/{ref}: {result[part][f'steady_{key}_over_{ref}']}", flush=True)
         done = result[part]
         print(f"[{part}] frames/s median A {done['median_fps']['a']}, B {done['median_fps']['b']}: "
               f"B/A {done['fps_ratio_b_over_a']} (per round {done['fps_ratio_per_round']}); CPU ms per frame "

@@ -217,7 +217,7 @@ def service_settings(tmp_path: Path, db: str | None = None, **sections):
     from maskwatch.service.settings import load_settings
 
     overrides = {"server": {"data_dir": str(tmp_path / "data"), "db": db}, "demo": {"enabled": False},
-                 "engine": {"stats_interval": 0.5, "stall_timeout": 2.0, "give_up_after": 5.0},
+                 "engine": {"stats_interval": 0.5, "stall_timeout": 2.0, "failed_after": 5.0},
                  "security": {"sources": {"hosts": ["fake"]}}}  # the fake cameras' host  # fmt: skip
     for key, value in sections.items():
         overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value

@@ -175,6 +175,7 @@ class DroppingCapture:
 def test_dropped_stream_is_retried_then_reported_and_a_bad_video_does_not_stop_the_others(tmp_path, monkeypatch):
     DroppingCapture.opens = 0
     monkeypatch.setattr(sources_module, "_network_capture", DroppingCapture)
+    monkeypatch.setenv("MASKWATCH_DETECT_ENGINE__DECODER", "thread")  # the fake capture lives in this process
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     good = make_video(tmp_path / "good.mp4", 5)

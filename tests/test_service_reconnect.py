@@ -3,6 +3,8 @@ comes back live when the source returns, and the other cameras go on analysing m
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
@@ -38,7 +40,7 @@ class FlakyCamera(NoisyCamera):
 
 def test_a_dead_camera_reconnects_with_backoff_and_the_others_go_on(tmp_path):
     switch = Switch()
-    engine = {"stall_timeout": 1.0, "give_up_after": 60.0, "backoff": 0.1, "max_backoff": 0.4}
+    engine = {"stall_timeout": 1.0, "failed_after": 60.0, "backoff": 0.1, "max_backoff": 0.4}
     cameras = {"door": lambda: FlakyCamera(switch)}
     with running_service(tmp_path, engine=engine, cameras=cameras) as (client, service):
         for name in ("door", "hall"):
@@ -69,3 +71,28 @@ def test_a_dead_camera_reconnects_with_backoff_and_the_others_go_on(tmp_path):
         frames = service.engine.source_stats()["door"].frames
         assert wait_until(lambda: service.engine.source_stats()["door"].frames > frames + 5, 10)
         assert "door" in service.engine.sources and "hall" in service.engine.sources
+
+
+def test_enable_on_a_failed_camera_restarts_it_now(tmp_path):
+    """Issue 18: ``POST /cameras/{name}/enable`` on a camera that is enabled but failed starts it again at once
+    (it used to answer 200 and do nothing); meanwhile the API says why it failed and when it tries next."""
+    switch = Switch()
+    engine = {"stall_timeout": 0.5, "failed_after": 1.0, "backoff": 20.0, "max_backoff": 30.0}
+    cameras = {"door": lambda: FlakyCamera(switch)}
+    with running_service(tmp_path, engine=engine, cameras=cameras) as (client, service):
+        assert client.post(f"{API}/cameras", json={"name": "door", "url": "rtsp://fake/door"}).status_code == 201
+        door = lambda: client.get(f"{API}/cameras/door").json()
+        assert wait_until(lambda: door()["state"] == "live", 10)
+        switch.up = False
+        assert wait_until(lambda: door()["state"] == "failed", 10), door()
+        failed = door()
+        assert failed["reason"] and "no frame for" in failed["reason"]
+        assert failed["next_attempt"] and failed["next_attempt"] > time.time() + 5  # the backoff: ~20 s away
+        switch.up = True  # the camera is back, but its next attempt is far off
+        opens = switch.opens
+        answer = client.post(f"{API}/cameras/door/enable")
+        assert answer.status_code == 200
+        assert wait_until(lambda: door()["state"] == "live", 5), door()
+        assert switch.opens > opens and door()["next_attempt"] is None
+        frames = service.engine.source_stats()["door"].frames
+        assert wait_until(lambda: service.engine.source_stats()["door"].frames > frames + 5, 10)

@@ -148,7 +148,7 @@ def test_a_failing_and_a_hanging_source_do_not_stop_the_others(tmp_path):
         fake_detector(),
         stop_when_done=False,
         stall_timeout=0.3,
-        give_up_after=60,
+        failed_after=60,
         capture_factory=cameras(hung=lambda: FakeCamera(hang=True)),
     )
     got: list = []
@@ -170,6 +170,60 @@ def test_a_failing_and_a_hanging_source_do_not_stop_the_others(tmp_path):
     hung = [e.state for e in by_type(got, SourceStatus, "hung")]
     assert hung[0] == "connecting" and "ended" in hung  # it never delivered, and stop() still ended it
     check_valid(got)
+
+
+class CrashingCamera(FakeCamera):
+    """A camera whose decoder crashes once (an unexpected error inside a read) after ten frames."""
+
+    crashes = 0
+
+    def read(self):
+        if CrashingCamera.crashes == 0 and self.index >= 10:
+            CrashingCamera.crashes += 1
+            raise RuntimeError("the decoder crashed")
+        return super().read()
+
+
+def test_a_decoder_that_crashes_restarts_that_camera_only():
+    """Issue 18: a decoder crash is not a dead end: the camera is started again (reported reconnecting, with
+    the reason and the next attempt) and the other camera never notices."""
+    CrashingCamera.crashes = 0
+    engine = StreamEngine(
+        fake_detector(), backoff=0.1, max_backoff=0.2,
+        capture_factory=cameras(crashy=lambda: CrashingCamera(fps=25), steady=lambda: FakeCamera(fps=25)),
+    )  # fmt: skip
+    got: list = []
+    reader = collect(engine.events(), got)
+    engine.add_source("rtsp://fake/crashy", name="crashy")
+    engine.add_source("rtsp://fake/steady", name="steady")
+    engine.start()
+    try:
+        assert wait_for(lambda: CrashingCamera.crashes == 1, 10)
+        frames = engine.source_stats()["crashy"].frames
+        assert wait_for(lambda: engine.source_stats()["crashy"].frames > frames + 10, 10), engine.source_stats()
+        assert engine.source_stats()["crashy"].restarts == 1
+    finally:
+        engine.stop(2.0)
+        reader.join(5)
+    states = [(e.state, e.reason) for e in by_type(got, SourceStatus, "crashy")]
+    restarted = [i for i, (state, reason) in enumerate(states) if state == "reconnecting"]
+    assert restarted and "the decoder crashed" in states[restarted[0]][1], states
+    assert ("live", None) in states[restarted[0] :]  # live again
+    event = by_type(got, SourceStatus, "crashy")[restarted[0]]
+    assert event.next_attempt is not None and event.attempts == 1
+    assert by_type(got, SourceSummary, "crashy")[0].restarts == 1
+    assert by_type(got, SourceSummary, "crashy")[0].error is None
+    assert [e.state for e in by_type(got, SourceStatus, "steady")] == ["connecting", "live", "ended"]
+    check_valid(got)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def test_live_source_faster_than_analysis_keeps_lag_bounded():

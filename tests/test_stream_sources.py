@@ -211,6 +211,54 @@ def test_stream_that_stays_down_gives_up_with_a_clear_error():
     assert "rtsp://cam/2" in message and "gave up after 20 s" in message and "attempt" in message
 
 
+def test_a_camera_down_for_ten_minutes_is_never_given_up():
+    """Issue 18: a camera (a stream with the default settings) that stays down for ten minutes keeps being
+    retried at the capped pace and delivers again when it comes back (it used to give up after 30 s)."""
+    clock = FakeClock()
+    opened_at = []
+
+    def factory(target):
+        opened_at.append(clock.now)
+        if clock.now == 0:
+            return FakeCapture([frame(1), frame(2)])
+        return FakeCapture([frame(3)] * 3) if clock.now >= 600 else FakeCapture([], opened=False)
+
+    source = StreamSource("rtsp://cam/4", max_frames=5, capture_factory=factory, clock=clock, sleep=clock.sleep)
+    assert [int(f.image[0, 0, 0]) for f in source] == [1, 2, 3, 3, 3]
+    assert opened_at[-1] >= 600 and source.stats.reconnects == 1
+    assert max(clock.sleeps) <= 8.0 * 1.1  # capped backoff (with its jitter): still trying every ~8 s
+    assert len(opened_at) > 600 / 8.8
+
+
+def test_a_long_outage_is_reported_failed_with_its_reason_and_next_attempt():
+    """``failed`` is a status, not an end: it says why and when the next attempt is, and the source goes on
+    trying; it comes back ``live``."""
+    clock = FakeClock()
+    reports = []
+
+    def factory(target):
+        if clock.now == 0:
+            return FakeCapture([frame(1)])
+        return FakeCapture([frame(2)]) if clock.now >= 100 else FakeCapture([], opened=False)
+
+    source = StreamSource(
+        "rtsp://cam/5", backoff=0.5, max_backoff=8, jitter=0.0, failed_after=30, max_frames=2,
+        capture_factory=factory, clock=clock, sleep=clock.sleep, on_status=reports.append,
+    )  # fmt: skip
+    assert len(list(source)) == 2
+    states = [r.state for r in reports]
+    assert states[:3] == ["live", "lost", "reconnecting"] and states[-1] == "live"
+    failed = [r for r in reports if r.state == "failed"]
+    assert failed and states.index("failed") > states.index("reconnecting")
+    first = failed[0]  # said when it happened (30 s), in the middle of a wait: 0.5+1+2+4+8+8 s, then 8 s
+    assert first.reason == "no frame for 30 s: could not open it"
+    assert first.retry_in == 1.5 and first.attempts == 6  # the next attempt, and how many failed so far
+    assert failed[1].retry_in == 8.0 and failed[1].attempts == 7
+    assert [r.attempts for r in failed] == sorted(r.attempts for r in failed)  # every attempt reported
+    reconnecting = [r for r in reports if r.state == "reconnecting"]
+    assert [r.retry_in for r in reconnecting][:4] == [0.5, 1.0, 2.0, 4.0]
+
+
 def test_reconnection_waits_are_spread_so_cameras_do_not_retry_in_lockstep():
     """Streams that drop together (one switch, one recorder) reopen at spread times: each wait is the doubling
     schedule within +-10 %, and two streams' waits differ."""

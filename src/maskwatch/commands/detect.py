@@ -43,6 +43,7 @@ from maskwatch.commands.common import (
 )
 
 PRESET_CHOICES = ("auto", "fast", "balanced", "accurate")
+RECONNECT_TIMEOUT = 30.0  # seconds a stream may stay down before a one-shot detect run gives it up
 
 
 def _safe_name(text: str) -> str:
@@ -181,9 +182,13 @@ class _Outputs:
                 self.write_errors.append(f"JSON Lines: {exc}")
 
 
-def _specs(sources: list[str], *, stride: int, fps: float | None, max_frames: int | None, track: bool) -> list[Any]:
+def _specs(
+    sources: list[str], *, stride: int, fps: float | None, max_frames: int | None, track: bool,
+    give_up_after: float = RECONNECT_TIMEOUT,
+) -> list[Any]:  # fmt: skip
     """The engine's sources for the SOURCE arguments: consecutive still images form one source (named by
-    the folder or glob they came from, or the file), each video, webcam and stream one of its own."""
+    the folder or glob they came from, or the file), each video, webcam and stream one of its own. A stream
+    ends (failed) after ``give_up_after`` seconds without a frame: detect is a one-shot command."""
     from maskwatch.stream.config import SourceSpec
     from maskwatch.stream.sources import VIDEO_EXTENSIONS, parse_source
 
@@ -236,6 +241,7 @@ def _specs(sources: list[str], *, stride: int, fps: float | None, max_frames: in
                     target_fps=fps,
                     track=track,
                     max_frames=max_frames if kind in ("webcam", "stream") else None,
+                    give_up_after=give_up_after if kind in ("webcam", "stream") else None,
                 )
             )
     flush()
@@ -312,8 +318,8 @@ def detect(
     ),
     reconnect_timeout: Optional[float] = typer.Option(
         None,
-        help="Streams: give up after this many seconds without a frame "
-        "(reconnecting with exponential backoff meanwhile).",
+        help="Streams: end a stream (reported failed, exit 1) after this many seconds without a frame, "
+        "reconnecting with exponential backoff meanwhile (detect is one-shot; serve and agent never give up).",
         show_default="30",
     ),
     config: Optional[Path] = typer.Option(
@@ -367,7 +373,6 @@ def detect(
         "classify_every": classify_every,
         "stats_interval": stats_interval,
         "min_track_frames": min_track_frames,
-        "give_up_after": reconnect_timeout,
         "stall_timeout": None if reconnect_timeout is None else min(10.0, reconnect_timeout),
         "stop_when_done": True,
     }
@@ -380,7 +385,8 @@ def detect(
     save = check_output_path(save, "dir", option="--save")
     json_out = check_output_path(json_out, "file", option="--json", stdout_ok=True)
     try:
-        specs = _specs(sources, stride=stride, fps=fps, max_frames=max_frames, track=track)
+        specs = _specs(sources, stride=stride, fps=fps, max_frames=max_frames, track=track,
+                       give_up_after=RECONNECT_TIMEOUT if reconnect_timeout is None else reconnect_timeout)  # fmt: skip
     except (SourceError, ValueError) as exc:
         fail(str(exc))
     if any(spec.track and not spec.paths for spec in specs):  # videos and streams track people

@@ -49,7 +49,9 @@ __all__ = [
 SCHEMA = "maskwatch.event/1"
 
 # connecting: opening it; live: frames arriving; lost: no frame for a while (watchdog);
-# reconnecting: reopening with backoff; ended: finished (file done, removed, stopped); failed: given up
+# reconnecting: reopening with backoff (or its decoder restarting); failed: down for long (engine.failed_after)
+# and still retrying (next_attempt), or a file that could not be read (then it has ended too);
+# ended: finished (file done, removed, disabled, stopped)
 SOURCE_STATES = ("connecting", "live", "lost", "reconnecting", "ended", "failed")
 SourceState = Literal["connecting", "live", "lost", "reconnecting", "ended", "failed"]
 #: the ``reason`` of a source ``ended`` because its engine stopped (not because the source itself ended)
@@ -200,7 +202,10 @@ class SourceStatus(_Event):
     state: SourceState
     kind: str = Field(description="image, video or stream")
     reason: str | None = None
-    attempts: int = Field(0, description="reconnection attempts so far")
+    attempts: int = Field(0, description="reconnection attempts since the source was last live")
+    next_attempt: datetime | None = Field(
+        None, description="when the next reconnection attempt is due (reconnecting, failed): it never gives up"
+    )
 
 
 class PeopleSummary(BaseModel):
@@ -223,6 +228,7 @@ class SourceSummary(_Event):
     dropped: int = Field(description="live frames replaced by a newer one before analysis")
     reconnects: int = Field(description="successful reopenings of a live source")
     attempts: int = Field(0, description="reopening attempts of a live source, successful or not")
+    restarts: int = Field(0, description="decoder restarts after a crash or hang (live sources)")
     counts: dict[str, int] = Field(description="faces per class over all analysed frames")
     compliance: float | None
     people: PeopleSummary | None = Field(None, description="tracked people (videos and streams)")

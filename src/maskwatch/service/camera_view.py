@@ -75,6 +75,9 @@ class CameraOut(BaseModel):
     loop: bool
     state: str = Field(description="connecting, live, lost, reconnecting, ended, failed, disabled or unknown")
     reason: str | None
+    next_attempt: float | None = Field(
+        None, description="when a camera that is down (reconnecting, failed) tries again, epoch seconds"
+    )
     fps: float | None = Field(description="analysed frames per second; None unless the camera is live")
     lag_p95: float | None = Field(description="capture-to-result lag p95 (s); None unless the camera is live")
     frames_dropped: int
@@ -323,6 +326,7 @@ class CameraView:
             loop=camera.loop,
             state=state,
             reason=reason,
+            next_attempt=now.next_attempt if now is not None and camera.enabled else None,
             fps=now.fps if live and now is not None else None,
             lag_p95=now.lag_p95 if live and now is not None else None,
             frames_dropped=now.frames_dropped if now is not None else 0,

@@ -226,7 +226,8 @@ class CameraManager:
     def update(self, name: str, changes: Mapping[str, object]) -> Camera:
         """Change a camera's source fields (``url``, ``enabled``, ...). Run here, its source restarts when
         they change, and the old one is put back when the new one cannot start; run by another worker, it
-        restarts there at that worker's next lease round."""
+        restarts there at that worker's next lease round. Enabling a camera run here that is enabled but not
+        live (failed, lost, reconnecting, or ended) restarts it too: a fresh decoder, tried now."""
         with self._lock:
             old = self.get(name)
             new = Camera(**{k: getattr(old, k) for k in ("id", "name", "created_ts", *CAMERA_FIELDS)})
@@ -237,6 +238,8 @@ class CameraManager:
                 self.check(new.url)
             new.updated_ts = time.time()
             restart = any(getattr(new, k) != getattr(old, k) for k in CAMERA_FIELDS)
+            if changes.get("enabled") is True and old.enabled and self.engine.source_states().get(name) != "live":
+                restart = True  # "enable" on a failed camera: start it again now
             here = name in self._running or (new.enabled and not old.enabled and self._claim(name))
             if restart and here:
                 self._stop(name)

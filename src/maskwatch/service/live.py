@@ -212,6 +212,9 @@ class LiveFigures(Protocol):
     @property
     def last_analysed(self) -> datetime | None: ...
 
+    @property
+    def next_attempt(self) -> datetime | None: ...
+
 
 class CameraNow(BaseModel):
     """A camera now: its state as last reported and the engine's figures over the last 10 s."""
@@ -219,6 +222,7 @@ class CameraNow(BaseModel):
     state: str = Field(description="connecting, live, lost, reconnecting, ended, failed or disabled")
     reason: str | None = Field(None, description="why it is not live (credentials hidden)")
     since: float = Field(description="when it entered that state (epoch seconds)")
+    next_attempt: float | None = Field(None, description="a camera down: when it tries again (it never gives up)")
     kind: str | None = Field(None, description="stream, webcam, video, image, files")
     fps: float | None = None
     lag_p50: float | None = None
@@ -263,6 +267,7 @@ class CameraLive:
     last_analysed: float | None = None  # wall time of the latest analysed frame
     live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
     open_tracks: set[int] = field(default_factory=set)  # people in view by their events (a remote camera)
+    next_attempt: float | None = None  # when a camera that is down tries again (it never gives up)
 
 
 class LiveState:
@@ -294,6 +299,7 @@ class LiveState:
             live = self.get(name)
             live.fps, live.lag_p95, live.people_now = source.analysed_fps, source.lag_p95, source.people_now
             live.last_analysed = None if source.last_analysed is None else source.last_analysed.timestamp()
+            live.next_attempt = None if source.next_attempt is None else source.next_attempt.timestamp()
             live.live_at = now
         for name, live in list(self.cameras.items()):
             if name not in stats and live.live_at is not None:  # stopped: no live figures any more
@@ -311,6 +317,7 @@ class LiveState:
             )
             if event.state != "live":
                 live.open_tracks.clear()
+            live.next_attempt = None if event.next_attempt is None else event.next_attempt.timestamp()
         elif event.type == "track_started":
             live.open_tracks.add(event.track_id)
         elif event.type == "stats":
@@ -404,6 +411,7 @@ class Live:
                 state=live.state,
                 reason=live.reason,
                 since=live.since,
+                next_attempt=live.next_attempt if live.state in ("reconnecting", "failed") else None,
                 kind=live.kind,
                 fps=live.fps,
                 lag_p50=live.lag_p50,

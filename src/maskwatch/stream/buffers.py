@@ -1,8 +1,9 @@
-"""The buffer between a source's capture thread and the analysis thread.
+"""The buffer between a source's reader (its capture thread, or the thread relaying its decoder process:
+:mod:`~maskwatch.stream.readers`) and the analysis thread.
 
 A live source keeps only its **latest frame** (a newer frame replaces one not yet analysed, counted as
 dropped), so the analysed frame is never more than one frame old and the lag cannot grow when analysis is
-slower than the camera. A file keeps a small queue and its capture thread waits when the queue is full
+slower than the camera. A file keeps a small queue and its reader waits when the queue is full
 (back-pressure): every frame (or every ``stride``-th) is analysed.
 """
 
@@ -47,6 +48,11 @@ class FrameBuffer:
             self._items.append(frame)
         self._wake.set()
         return True
+
+    def count_dropped(self, n: int) -> None:
+        """Live frames superseded before they reached this buffer (a decoder process's queue) count as dropped."""
+        with self._cond:
+            self.dropped += max(0, int(n))
 
     def take(self) -> Frame | None:
         with self._cond:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -66,10 +67,21 @@ class EngineConfig(Section):
         10_000, ge=1, description="events a subscriber may lag behind before the engine waits"
     )
     frame_queue: int = Field(4, ge=1, description="analysed frames (with images) a frame subscriber may lag behind")
-    stall_timeout: float = Field(10.0, gt=0, description="a live source with no frame for this long is reported lost")
-    give_up_after: float = Field(30.0, gt=0, description="a live source that stays down this long has failed")
+    stall_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="a live source with no frame for this long is reported lost (also the network open/read timeout)",
+    )
+    failed_after: float = Field(
+        30.0, gt=0, description="a live source down this long is reported failed; it keeps reconnecting (forever)"
+    )
     backoff: float = Field(0.5, gt=0, description="first wait before reopening a live source (doubles)")
-    max_backoff: float = Field(8.0, gt=0, description="... up to this")
+    max_backoff: float = Field(8.0, gt=0, description="... up to this; a source keeps retrying at this pace")
+    decoder: Literal["process", "thread"] = Field(
+        "process",
+        description="where live sources decode: a child process per camera (a crash or hang restarts "
+        "that camera only) or a thread of the engine's process",
+    )
     stop_when_done: bool = Field(
         False, description="end the engine when every source has ended (files); else wait for more"
     )
@@ -92,6 +104,11 @@ class EngineConfig(Section):
             hold=settings.hold,
             track=settings.track,
         )
+
+    @classmethod
+    def suggest(cls, key: str) -> str | None:
+        """Renamed keys: a live source no longer gives up (issue 18), it is reported failed and keeps trying."""
+        return {"give_up_after": "failed_after"}.get(key)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> EngineConfig:
@@ -119,6 +136,8 @@ class SourceSpec:
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
         start_frame: a video file starts at this frame (the frames before it are skipped, not analysed).
+        give_up_after: end a live source that has had no frame for this many seconds, as failed (one-shot
+            runs: ``maskwatch detect --reconnect-timeout``); None, the default, reconnects forever.
     """
 
     uri: str
@@ -133,6 +152,7 @@ class SourceSpec:
     max_frames: int | None = None
     track: bool = True
     start_frame: int = 0
+    give_up_after: float | None = None
 
 
 class DetectSettings(RootSettings):

@@ -46,6 +46,7 @@ import numpy as np
 
 from maskwatch.core.contract import default_compliant_classes
 from maskwatch.core.events import ENDED_BY_STOP, FrameAnalysed, SourceStatus, SourceSummary
+from maskwatch.core.timeutil import utc
 from maskwatch.detection.pipeline import MaskDetector
 from maskwatch.detection.presets import check_preset
 from maskwatch.detection.results import FrameResult
@@ -281,11 +282,23 @@ class StreamEngine:
     def _publish(self, item: Any, *, audience: Audience = "all") -> None:
         self._subscribers.publish(item, audience)
 
-    def _emit_status(self, runner: SourceRunner, state: str, reason: str | None = None, attempts: int = 0) -> None:
-        if state == runner.state and state not in ("reconnecting",) and reason is None:
+    def _emit_status(
+        self, runner: SourceRunner, state: str, reason: str | None = None, attempts: int = 0,
+        retry_in: float | None = None,
+    ) -> None:  # fmt: skip
+        """Record a source's state and publish it: every change, every ``reconnecting`` attempt, a repeated
+        state only with a new reason; a ``failed`` source's further attempts only update its live figures
+        (:meth:`source_stats`), so a camera down for days does not flood its consumers."""
+        repeated = state == runner.state
+        next_attempt = None if retry_in is None else self._clock() + retry_in
+        runner.state, runner.reason, runner.attempts, runner.next_attempt = state, reason, attempts, next_attempt
+        if repeated and (state == "failed" or (state != "reconnecting" and reason is None)):
             return
-        runner.state = state
-        self._publish(SourceStatus(source=runner.name, state=state, kind=runner.kind, reason=reason, attempts=attempts))
+        when = None if next_attempt is None else utc(next_attempt)
+        status = SourceStatus(
+            source=runner.name, state=state, kind=runner.kind, reason=reason, attempts=attempts, next_attempt=when
+        )
+        self._publish(status)
 
     def _run(self) -> None:
         try:
@@ -417,13 +430,13 @@ class StreamEngine:
     def _drain_statuses(self, runner: SourceRunner) -> None:
         while True:
             try:
-                state, reason, attempts = runner.statuses.get_nowait()
+                report = runner.statuses.get_nowait()
             except queue.Empty:
                 return
-            if state == "live":
+            if report.state == "live":
                 runner.last_frame_at = time.monotonic()
                 runner.stalled = False
-            self._emit_status(runner, state, reason, attempts)
+            self._emit_status(runner, report.state, report.reason, report.attempts, report.retry_in)
 
     def _tick(self, runner: SourceRunner, now: float) -> None:
         """Flush a due stats bucket; report a live source that has stopped delivering."""
@@ -444,8 +457,7 @@ class StreamEngine:
         if runner not in self._runners:
             return
         self._runners.remove(runner)
-        runner.stop.set()
-        runner.buffer.seal()
+        runner.close(2.0)  # its decoder process ends now; a file's capture thread is joined
         self._drain_statuses(runner)
         now = self._clock()
         if runner.tracker is not None:

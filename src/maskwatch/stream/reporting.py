@@ -213,7 +213,7 @@ def frame_event(
 def source_summary(
     source: str, *, kind: str, stats: SourceStats, frames: int, dropped: int, counts: dict[str, int],
     tracker: FaceTracker | None, classes: Sequence[str], compliant_classes: Sequence[str], seconds: float,
-    lags: Sequence[float], error: str | None,
+    lags: Sequence[float], error: str | None, restarts: int = 0,
 ) -> SourceSummary:  # fmt: skip
     """A finished source's ``source`` event: what it delivered and what it saw."""
     people = None
@@ -234,6 +234,7 @@ def source_summary(
         dropped=dropped,
         reconnects=stats.reconnects,
         attempts=stats.attempts,
+        restarts=restarts,
         counts=dict(counts),
         compliance=rounded(compliance_rate(counts, classes, compliant_classes)),
         people=people,

@@ -1,6 +1,7 @@
-"""One source inside the engine: its reader (a capture thread), its buffer, the detector its preset runs,
-its tracker and its counters. The analysis thread owns everything here except the buffer and the status
-queue, which the capture thread feeds.
+"""One source inside the engine: its reader (:mod:`~maskwatch.stream.readers`: a capture thread, or a decoder
+process of its own for a live source), its buffer, the detector its preset runs, its tracker and its
+counters. The analysis thread owns everything here except the buffer and the status queue, which the reader
+feeds.
 
 :func:`make_runner` turns a :class:`~maskwatch.stream.config.SourceSpec` into a runner, failing at once
 for a source that cannot exist (no such file, unknown kind) so ``add_source`` can say so.
@@ -8,13 +9,12 @@ for a source that cannot exist (no such file, unknown kind) so ``add_source`` ca
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,14 +28,17 @@ from maskwatch.core.timeutil import utc
 from maskwatch.detection.pipeline import MaskDetector
 from maskwatch.stream.buffers import FrameBuffer
 from maskwatch.stream.config import EngineConfig, SourceSpec
+from maskwatch.stream.decoder import process_decoding_unavailable
 from maskwatch.stream.detectors import DetectorFactory
+from maskwatch.stream.readers import ProcessReader, Reader, ThreadReader
 from maskwatch.stream.reporting import Bucket, percentile, source_summary
 from maskwatch.stream.sources import (
     VIDEO_EXTENSIONS,
     CaptureFactory,
-    Frame,
     ImageSource,
     SourceError,
+    SourceJob,
+    StatusReport,
     StreamSource,
     VideoSource,
     parse_source,
@@ -63,6 +66,10 @@ class SourceLive:
     lag_p95: float | None
     last_analysed: datetime | None
     people_now: int
+    reason: str | None = None  # why it is not live (lost, reconnecting, failed)
+    attempts: int = 0  # reopening attempts since it was last live
+    next_attempt: datetime | None = None  # when it tries again (reconnecting, failed)
+    restarts: int = 0  # decoders started again after a crash or hang
 
 
 class SourceRunner:
@@ -71,26 +78,25 @@ class SourceRunner:
     def __init__(
         self,
         spec: SourceSpec,
-        name: str,
+        job: SourceJob,
         source: ImageSource | VideoSource | StreamSource,
-        kind: str,
         detector: MaskDetector,
         *,
         config: EngineConfig,
         classes: Sequence[str],
         clock: Clock,
         wake: threading.Event,
+        in_process: bool = False,
     ):
-        self.spec, self.name, self.source, self.kind = spec, name, source, kind
+        self.spec, self.job, self.name, self.source, self.kind = spec, job, job.name, source, job.kind
         self.detector = detector
         self.config = config
         self.classes = list(classes)
         self.clock = clock
-        self.live = kind == "stream" or spec.realtime
+        self.live = self.kind == "stream" or spec.realtime
         self.buffer = FrameBuffer(1 if self.live else config.file_queue, latest_wins=self.live, wake=wake)
         self.stop = threading.Event()
-        self.statuses: queue.SimpleQueue[tuple[str, str | None, int]] = queue.SimpleQueue()
-        self.thread: threading.Thread | None = None
+        self.statuses: queue.SimpleQueue[StatusReport] = queue.SimpleQueue()
         self.tracker: FaceTracker | None = None
         self.frames = 0
         self.counts = dict.fromkeys(self.classes, 0)
@@ -98,72 +104,44 @@ class SourceRunner:
         self.started = time.monotonic()
         self.last_frame_at = time.monotonic()
         self.state = "new"
+        self.reason: str | None = None
+        self.attempts = 0
+        self.next_attempt: float | None = None  # wall clock
         self.stalled = False
         self.present = 0  # faces in the last analysed frame
-        self.wants_tracker = spec.track and (kind != "image" or spec.realtime)
+        self.wants_tracker = spec.track and (self.kind != "image" or spec.realtime)
         self.recent: deque[tuple[float, float | None]] = deque(maxlen=64)  # (analysed at, lag) for live stats
         self.snapshots: dict[int, np.ndarray] = {}  # track id -> best face view so far (``snapshots`` on)
         self.removed = threading.Event()
         self.bucket = Bucket.at(clock(), config.stats_interval, self.classes, self.buffer.dropped)
-        if isinstance(source, StreamSource):
-            source.stop, source.on_status = self.stop, self.on_status
+        reader_options: dict[str, Any] = {
+            "live": self.live, "backoff": config.backoff, "max_backoff": config.max_backoff,
+        }  # fmt: skip
+        self.reader: Reader
+        if self.live and not in_process:
+            # a decode call bounded by the open/read timeout, twice, and a beat a second otherwise
+            hang_after = 2 * config.stall_timeout + 5.0
+            self.reader = ProcessReader(
+                job, source, self.buffer, self.stop, self.statuses.put, hang_after=hang_after, **reader_options
+            )
+        else:
+            self.reader = ThreadReader(job, source, self.buffer, self.stop, self.statuses.put, **reader_options)
 
-    # -- capture thread ----------------------------------------------------------------------------------
+    # -- the reader ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         # a source added before its engine started (a queued job) counts its time from here, not from then
         self.started = self.last_frame_at = time.monotonic()
-        self.thread = threading.Thread(target=self._capture, name=f"maskwatch-capture-{self.name}", daemon=True)
-        self.thread.start()
+        self.reader.start()
 
-    def _frames(self) -> Iterator[Frame]:
-        delivered, limit = 0, self.spec.max_frames
-        while True:
-            begin = time.monotonic()
-            first: float | None = None  # the first frame's timestamp (a file may start further in)
-            frames_before = self.source.stats.frames
-            for frame in self._slideshow(self.source) if self.kind == "image" and self.spec.realtime else self.source:
-                if self.spec.realtime and frame.timestamp is not None:  # play as a camera would deliver it
-                    first = frame.timestamp if first is None else first
-                    delay = begin + frame.timestamp - first - time.monotonic()
-                    if delay > 0 and self.stop.wait(delay):
-                        return
-                    frame = dataclasses.replace(frame, captured=time.monotonic())
-                yield frame
-                delivered += 1
-                if self.stop.is_set() or (limit is not None and delivered >= limit):
-                    return
-            if not self.spec.loop or self.stop.is_set() or self.source.stats.frames == frames_before:
-                return
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the reader (its decoder process ends, its thread is joined); True when it ended in time."""
+        self.stop.set()
+        return self.reader.close(timeout)
 
-    def _slideshow(self, images: Any) -> Iterator[Frame]:
-        """Still images as a slow video: each repeated for ``hold`` seconds at ``target_fps`` (5)."""
-        rate = self.spec.target_fps or 5.0
-        repeats = max(1, round(self.spec.hold * rate))
-        index = 0
-        for image in images:
-            for _ in range(repeats):
-                yield dataclasses.replace(image, index=index, timestamp=index / rate, kind="video")
-                index += 1
-
-    def _capture(self) -> None:
-        try:
-            if isinstance(self.source, VideoSource):
-                self.source.probe()
-            if self.kind != "stream":
-                self.statuses.put(("live", None, 0))
-            for frame in self._frames():
-                if not self.buffer.put(frame, self.stop):
-                    break
-            self.buffer.close()
-        except SourceError as exc:
-            self.buffer.close(str(exc))
-        except Exception as exc:
-            log.exception("%s: capture failed", self.name)
-            self.buffer.close(f"{type(exc).__name__}: {exc}")
-
-    def on_status(self, state: str, reason: str | None, attempts: int) -> None:
-        self.statuses.put((state, reason, attempts))
+    @property
+    def restarts(self) -> int:
+        return self.reader.restarts
 
     # -- the analysis thread's side ----------------------------------------------------------------------
 
@@ -206,7 +184,7 @@ class SourceRunner:
         return source_summary(
             self.name, kind=self.kind, stats=self.source.stats, frames=self.frames, dropped=self.buffer.dropped,
             counts=self.counts, tracker=self.tracker, classes=self.classes, compliant_classes=compliant_classes,
-            seconds=time.monotonic() - self.started, lags=self.lags, error=error,
+            seconds=time.monotonic() - self.started, lags=self.lags, error=error, restarts=self.restarts,
         )  # fmt: skip
 
     def live_figures(self, now: float) -> SourceLive:
@@ -226,6 +204,10 @@ class SourceRunner:
             lag_p95=percentile(lags, 95),
             last_analysed=None if last is None else utc(last),
             people_now=self.present,
+            reason=self.reason,
+            attempts=self.attempts,
+            next_attempt=None if self.next_attempt is None else utc(self.next_attempt),
+            restarts=self.restarts,
         )
 
     @property
@@ -250,7 +232,11 @@ def make_runner(
     wake: threading.Event,
     capture_factory: CaptureFactory | None = None,
 ) -> SourceRunner:
-    """A runner for ``spec`` (nothing is opened yet); :class:`SourceError` for a source that cannot exist."""
+    """A runner for ``spec`` (nothing is opened yet); :class:`SourceError` for a source that cannot exist.
+
+    A live source decodes in a process of its own unless ``config.decoder`` is ``thread``, a
+    ``capture_factory`` (an object of this process: tests' fake cameras) opens it, or the platform cannot
+    (no memfd)."""
     kind_name, value = ("files", list(spec.paths)) if spec.paths is not None else parse_source(spec.uri)
     value = cast(Any, value)
     paths: list[Path] = []
@@ -268,26 +254,19 @@ def make_runner(
     still = kind == "image" and not spec.realtime
     preset = spec.preset or (config.image_preset if still else config.video_preset)
     detector = detectors(preset)
-    source: ImageSource | VideoSource | StreamSource
-    if kind == "image":
-        source = ImageSource(paths)
-    elif kind == "video":
-        source = VideoSource(
-            str(value),
-            stride=spec.stride,
-            target_fps=spec.target_fps,
-            capture_factory=capture_factory,
-            start=spec.start_frame,
-        )
-    else:
-        source = StreamSource(
-            value if isinstance(value, int) else str(value),
-            target_fps=spec.target_fps,
-            backoff=config.backoff,
-            max_backoff=config.max_backoff,
-            give_up_after=config.give_up_after,
-            max_frames=spec.max_frames,
-            capture_factory=capture_factory,
-        )
-    source.name = name
-    return SourceRunner(spec, name, source, kind, detector, config=config, classes=classes, clock=clock, wake=wake)
+    target: Any = [str(p) for p in paths] if kind == "image" else value if isinstance(value, int) else str(value)
+    job = SourceJob(
+        kind=kind, target=target, name=name, stride=spec.stride, target_fps=spec.target_fps,
+        realtime=spec.realtime, loop=spec.loop, hold=spec.hold, max_frames=spec.max_frames,
+        start_frame=spec.start_frame, backoff=config.backoff, max_backoff=config.max_backoff,
+        read_timeout=config.stall_timeout, failed_after=config.failed_after, give_up_after=spec.give_up_after,
+    )  # fmt: skip
+    source = job.make(capture_factory)
+    live = kind == "stream" or spec.realtime
+    in_process = capture_factory is not None or config.decoder == "thread"
+    if live and not in_process and (why := process_decoding_unavailable()) is not None:
+        log.warning("%s: decoding in a thread: %s", name, why)
+        in_process = True
+    return SourceRunner(
+        spec, job, source, detector, config=config, classes=classes, clock=clock, wake=wake, in_process=in_process
+    )

@@ -33,12 +33,14 @@ cares what it is reading. Still images go through maskwatch's one image decoder
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,7 +57,9 @@ __all__ = [
     "Frame",
     "ImageSource",
     "SourceError",
+    "SourceJob",
     "SourceStats",
+    "StatusReport",
     "StreamLostError",
     "StreamSource",
     "VideoSource",
@@ -304,6 +308,13 @@ class VideoSource:
             capture.release()
         self._probed = True
 
+    def describe(self, fps: float, frame_count: int | None, width: int, height: int) -> None:
+        """Take what a decoder process found when it probed the file, so this copy never opens it."""
+        self.fps = fps if 0 < fps < 1000 else 30.0
+        self.frame_count = frame_count if frame_count and frame_count > 0 else None
+        self.width, self.height = int(width), int(height)
+        self._probed = True
+
     @property
     def stride(self) -> int:
         """Keep every N-th frame (derived from ``target_fps`` and the file's frame rate when given)."""
@@ -371,7 +382,19 @@ class VideoSource:
 # live sources
 
 
-StatusCallback = Callable[[str, "str | None", int], None]  # (state, reason, attempts)
+@dataclass(frozen=True)
+class StatusReport:
+    """What a live source says about itself: ``state`` (``live``, ``lost``, ``reconnecting``, ``failed``), why,
+    how many reopening attempts failed since it was last live, and when it tries next (``retry_in`` seconds)."""
+
+    state: str
+    reason: str | None = None
+    attempts: int = 0
+    retry_in: float | None = None
+    fps: float | None = None  # the stream's own frame rate, when it says (``live``)
+
+
+StatusCallback = Callable[[StatusReport], None]
 
 
 def _network_capture(target: Any, timeout: float) -> Capture:
@@ -383,7 +406,13 @@ def _network_capture(target: Any, timeout: float) -> Capture:
 
 
 class StreamSource:
-    """A webcam or network stream that reconnects with exponential backoff when it drops.
+    """A webcam or network stream that reconnects, forever by default, with capped exponential backoff.
+
+    A dropped stream is reopened after waits that double from ``backoff`` up to ``max_backoff`` (each spread by
+    ``jitter``); every failed attempt is reported (``reconnecting``, with the reason and the next attempt), and
+    once the source has been down for ``failed_after`` seconds it is reported ``failed``, still with the reason
+    and the next attempt: it keeps trying. Only ``give_up_after`` (one-shot runs such as ``maskwatch detect``)
+    or ``stop`` ends it.
 
     Args:
         target: a camera index (``0``) or a URL (``rtsp://...``, ``http://.../video.mjpg``).
@@ -391,14 +420,19 @@ class StreamSource:
         backoff: first wait before reopening a dropped source, in seconds; doubled after each failed try.
         max_backoff: the longest wait between two tries.
         jitter: each wait spread by up to this fraction (0: exact waits).
-        give_up_after: raise :class:`StreamLostError` when no frame has arrived for this many seconds; also
-            the FFmpeg open/read timeout of network streams.
-        max_frames: stop after this many delivered frames (``None``: run until the stream ends or is lost).
+        read_timeout: the FFmpeg open and read timeout of network streams (a server that accepts and then says
+            nothing cannot hang a read longer).
+        failed_after: report ``failed`` (still retrying) once no frame has arrived for this many seconds.
+        give_up_after: raise :class:`StreamLostError` once no frame has arrived for this many seconds
+            (``None``: never, the default of a camera).
+        max_frames: stop after this many delivered frames (``None``: run until stopped).
         capture_factory: opens the source (default: ``cv2.VideoCapture``, with FFmpeg timeouts for URLs);
             tests pass a fake.
         clock / sleep: time functions (tests pass fakes so no real time passes).
         stop: an event that ends the iteration (and any backoff wait) as soon as it is set.
-        on_status: called with ``(state, reason, attempts)`` on ``live``, ``lost`` and ``reconnecting``.
+        on_status: called with a :class:`StatusReport` on every state change and every failed attempt.
+        on_progress: called after every read and at least once a second while waiting (a decoder process
+            sends its heartbeat from it: silence then means a hung read).
     """
 
     kind = "stream"
@@ -411,18 +445,24 @@ class StreamSource:
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         jitter: float = 0.1,
-        give_up_after: float = 30.0,
+        read_timeout: float = 10.0,
+        failed_after: float = 30.0,
+        give_up_after: float | None = None,
         max_frames: int | None = None,
         capture_factory: CaptureFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
         on_status: StatusCallback | None = None,
+        on_progress: Callable[[], None] | None = None,
     ):
         if backoff <= 0 or max_backoff < backoff:
             raise ValueError(f"need 0 < backoff <= max_backoff, got {backoff}, {max_backoff}")
-        if give_up_after <= 0:
-            raise ValueError(f"give_up_after must be > 0, got {give_up_after}")
+        for option, value in (("read_timeout", read_timeout), ("failed_after", failed_after)):
+            if value <= 0:
+                raise ValueError(f"{option} must be > 0, got {value}")
+        if give_up_after is not None and give_up_after <= 0:
+            raise ValueError(f"give_up_after must be > 0 or None, got {give_up_after}")
         self.target = target
         self.name = f"webcam:{target}" if isinstance(target, int) else redact(str(target))
         self.target_fps = target_fps
@@ -430,20 +470,24 @@ class StreamSource:
         self.max_backoff = float(max_backoff)
         self.jitter = float(jitter)
         Backoff(self.backoff, self.max_backoff, self.jitter)  # checks the schedule now, not at the first drop
-        self.give_up_after = float(give_up_after)
+        self.failed_after = float(failed_after)
+        self.give_up_after = None if give_up_after is None else float(give_up_after)
+        # a one-shot run's give-up time also bounds each open and read
+        self.read_timeout = min(float(read_timeout), self.give_up_after or math.inf)
         self.max_frames = max_frames
         self.stats = SourceStats()
         self.fps: float | None = None
         self.frame_count = None
         if capture_factory is None:
             capture_factory = (
-                _default_capture if isinstance(target, int) else (lambda url: _network_capture(url, self.give_up_after))
+                _default_capture if isinstance(target, int) else (lambda url: _network_capture(url, self.read_timeout))
             )
         self._factory = capture_factory
         self._clock = clock
         self._sleep = sleep
         self.stop = stop
         self.on_status = on_status
+        self.on_progress = on_progress
 
     @property
     def output_fps(self) -> float:
@@ -458,64 +502,94 @@ class StreamSource:
         return self.stop is not None and self.stop.is_set()
 
     def _wait(self, seconds: float) -> None:
-        if self.stop is not None and self._sleep is time.sleep:
-            self.stop.wait(seconds)
-        else:
-            self._sleep(seconds)
+        """Wait (ended early by ``stop``), telling ``on_progress`` at least once a second."""
+        end = self._clock() + seconds
+        while not self._stopped():
+            left = end - self._clock()
+            if left <= 0:
+                return
+            step = min(left, 1.0) if self.on_progress is not None else left
+            if self.stop is not None and self._sleep is time.sleep:
+                self.stop.wait(step)
+            else:
+                self._sleep(step)
+            self._progress()
 
-    def _status(self, state: str, reason: str | None = None) -> None:
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def _status(self, state: str, reason: str | None = None, attempts: int = 0, retry_in: float | None = None) -> None:
         if self.on_status is not None:
-            self.on_status(state, reason, self.stats.attempts)
+            fps = self.fps if state == "live" else None
+            self.on_status(StatusReport(state, reason, attempts, None if retry_in is None else round(retry_in, 3), fps))
 
-    def _open(self) -> Capture | None:
+    def _open(self) -> tuple[Capture | None, str]:
+        """The opened source, or None and why not."""
         if isinstance(self.target, int) and os.name == "posix" and self._factory is _default_capture:
             device = Path(f"/dev/video{self.target}")
             if not device.exists():
-                raise StreamLostError(f"{self.name}: no camera {device} on this machine")
+                if self.give_up_after is not None:  # a one-shot run: say so at once
+                    raise StreamLostError(f"{self.name}: no camera {device} on this machine")
+                return None, f"no camera {device} on this machine"
         try:
             capture = self._factory(self.target)
         except Exception as exc:
             log.debug("opening %s failed: %s", self.name, exc)
-            return None
+            return None, f"could not open it ({type(exc).__name__})"
         if capture.isOpened():
             fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
             if 0 < fps < 1000:
                 self.fps = fps
-            return capture
+            return capture, ""
         capture.release()
-        return None
+        return None, "could not open it"
 
     def _reconnect(self, since: float, reason: str) -> Capture | None:
-        """Reopen the source with exponential backoff; raise StreamLostError past ``give_up_after``
-        (None when ``stop`` is set meanwhile)."""
+        """Reopen the source with capped exponential backoff until it opens (None when ``stop`` is set
+        meanwhile); reported ``reconnecting``, then ``failed`` once down ``failed_after`` seconds. With
+        ``give_up_after``, :class:`StreamLostError` once down that long."""
         schedule, attempts = Backoff(self.backoff, self.max_backoff, self.jitter), 0
         while not self._stopped():
-            elapsed = self._clock() - since
-            if elapsed >= self.give_up_after:
+            down = self._clock() - since
+            if self.give_up_after is not None and down >= self.give_up_after:
                 raise StreamLostError(
-                    f"stream {self.name} lost ({reason}); no frame for {elapsed:.1f} s after {attempts} "
+                    f"stream {self.name} lost ({reason}); no frame for {down:.1f} s after {attempts} "
                     f"reconnection attempt(s) with backoff {self.backoff:g}-{self.max_backoff:g} s; gave up "
-                    f"after {self.give_up_after:g} s (raise --reconnect-timeout to wait longer)"
+                    f"after {self.give_up_after:g} s"
                 )
-            self._wait(min(schedule.next(), max(0.0, self.give_up_after - elapsed)))
+            wait = schedule.next()
+            if self.give_up_after is not None:
+                wait = min(wait, max(0.0, self.give_up_after - down))
+            if down >= self.failed_after:
+                self._status("failed", f"no frame for {down:.0f} s: {reason}", attempts, wait)
+            else:
+                self._status("reconnecting", reason, attempts, wait)
+                if down + wait > self.failed_after:  # it becomes failed during this wait: said when it does
+                    self._wait(self.failed_after - down)
+                    if self._stopped():
+                        return None
+                    wait -= self.failed_after - down
+                    down = self._clock() - since
+                    self._status("failed", f"no frame for {down:.0f} s: {reason}", attempts, wait)
+            self._wait(wait)
             if self._stopped():
                 return None
             attempts += 1
             self.stats.attempts += 1
-            self._status("reconnecting", reason)
-            capture = self._open()
+            capture, why = self._open()
             if capture is not None:
                 log.warning("%s: reconnected after %d attempt(s)", self.name, attempts)
                 return capture
+            reason = why
             log.info("%s: reconnection attempt %d failed; next in about %.1f s", self.name, attempts, schedule.current)
         return None
 
     def __iter__(self) -> Iterator[Frame]:
         start = self._clock()
-        capture = self._open()
+        capture, why = self._open()
         if capture is None:
-            self._status("reconnecting", "could not open it")
-            capture = self._reconnect(start, "could not open it")
+            capture = self._reconnect(start, why)
             if capture is None:
                 return
         self._status("live")
@@ -525,26 +599,27 @@ class StreamSource:
         try:
             while (self.max_frames is None or self.stats.frames < self.max_frames) and not self._stopped():
                 ok, raw = capture.read()
-                if not ok:
+                self._progress()
+                rgb = _bgr_to_rgb(raw) if ok else None
+                now = self._clock()
+                if rgb is None:
+                    if ok:
+                        self.stats.skip(f"{self.name}: frame {index} unreadable")
+                        index += 1
+                        if now - last_good < self.read_timeout:
+                            continue
+                        why = f"only unreadable frames for {now - last_good:.1f} s"
+                    else:
+                        why = "read failed"
                     capture.release()
                     capture = None
-                    log.warning("%s: no frame (connection dropped?); reconnecting", self.name)
-                    self._status("lost", "read failed")
-                    capture = self._reconnect(last_good, "read failed")
+                    log.warning("%s: no frame (%s); reconnecting", self.name, why)
+                    self._status("lost", why)
+                    capture = self._reconnect(last_good, why)
                     if capture is None:
                         return
                     self.stats.reconnects += 1
                     self._status("live")
-                    continue
-                rgb = _bgr_to_rgb(raw)
-                now = self._clock()
-                if rgb is None:
-                    self.stats.skip(f"{self.name}: frame {index} unreadable")
-                    index += 1
-                    if now - last_good >= self.give_up_after:
-                        raise StreamLostError(
-                            f"stream {self.name}: only unreadable frames for {now - last_good:.1f} s; gave up"
-                        )
                     continue
                 last_good = now
                 if self.target_fps and last_kept is not None and now - last_kept < 1.0 / self.target_fps - 1e-6:
@@ -557,6 +632,98 @@ class StreamSource:
         finally:
             if capture is not None:
                 capture.release()
+
+
+# --------------------------------------------------------------------------------------------------------
+# a source to read, and how to play it
+
+
+@dataclass
+class SourceJob:
+    """Everything needed to open one source and play it as the engine reads it, in plain values (JSON), so a
+    decoder process (:mod:`maskwatch.stream.decoder`) can make the same source as a capture thread.
+
+    ``kind``: ``image`` (``target``: a list of paths), ``video`` (a path) or ``stream`` (a URL or a webcam
+    number). ``realtime`` plays a file as a camera would deliver it; ``loop`` starts it again at its end;
+    still images played ``realtime`` are a slideshow (each held ``hold`` seconds at ``target_fps``, 5 by
+    default). The reconnection settings are :class:`StreamSource`'s."""
+
+    kind: str
+    target: Any
+    name: str
+    stride: int = 1
+    target_fps: float | None = None
+    realtime: bool = False
+    loop: bool = False
+    hold: float = 4.0
+    max_frames: int | None = None
+    start_frame: int = 0  # a video file starts here (a restarted agent resumes where it stopped)
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    read_timeout: float = 10.0
+    failed_after: float = 30.0
+    give_up_after: float | None = None
+
+    def make(self, capture_factory: CaptureFactory | None = None) -> ImageSource | VideoSource | StreamSource:
+        """The source (nothing is opened yet)."""
+        source: ImageSource | VideoSource | StreamSource
+        if self.kind == "image":
+            source = ImageSource(list(self.target))
+        elif self.kind == "video":
+            source = VideoSource(
+                str(self.target),
+                stride=self.stride,
+                target_fps=self.target_fps,
+                capture_factory=capture_factory,
+                start=self.start_frame,
+            )
+        else:
+            source = StreamSource(
+                self.target if isinstance(self.target, int) else str(self.target),
+                target_fps=self.target_fps,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+                read_timeout=self.read_timeout,
+                failed_after=self.failed_after,
+                give_up_after=self.give_up_after,
+                max_frames=self.max_frames,
+                capture_factory=capture_factory,
+            )
+        source.name = self.name
+        return source
+
+    def frames(self, source: ImageSource | VideoSource | StreamSource, stop: threading.Event) -> Iterator[Frame]:
+        """The frames of ``source`` as the engine reads them (real time, loops, slideshow, ``max_frames``);
+        ends early when ``stop`` is set."""
+        delivered, limit = 0, self.max_frames
+        slideshow = self.kind == "image" and self.realtime
+        while True:
+            begin = time.monotonic()
+            first: float | None = None  # the first frame's timestamp (a file may start further in)
+            frames_before = source.stats.frames
+            for frame in self._slideshow(source) if slideshow else source:
+                if self.realtime and frame.timestamp is not None:  # play as a camera would deliver it
+                    first = frame.timestamp if first is None else first
+                    delay = begin + frame.timestamp - first - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                    frame = dataclasses.replace(frame, captured=time.monotonic())
+                yield frame
+                delivered += 1
+                if stop.is_set() or (limit is not None and delivered >= limit):
+                    return
+            if not self.loop or stop.is_set() or source.stats.frames == frames_before:
+                return
+
+    def _slideshow(self, images: Iterable[Frame]) -> Iterator[Frame]:
+        """Still images as a slow video: each repeated for ``hold`` seconds at ``target_fps`` (5)."""
+        rate = self.target_fps or 5.0
+        repeats = max(1, round(self.hold * rate))
+        index = 0
+        for image in images:
+            for _ in range(repeats):
+                yield dataclasses.replace(image, index=index, timestamp=index / rate, kind="video")
+                index += 1
 
 
 # --------------------------------------------------------------------------------------------------------
