@@ -51,6 +51,8 @@ SCHEMA = "maskwatch.event/1"
 # reconnecting: reopening with backoff; ended: finished (file done, removed, stopped); failed: given up
 SOURCE_STATES = ("connecting", "live", "lost", "reconnecting", "ended", "failed")
 SourceState = Literal["connecting", "live", "lost", "reconnecting", "ended", "failed"]
+#: the mode a camera's faces are classified in (``maskwatch.camera_color.CameraColor.mode``)
+ColorModeName = Literal["color", "gray"]
 Box = tuple[float, float, float, float]
 
 
@@ -188,6 +190,9 @@ class StatsBucket(_Event):
     analysed_fps: float
     lag: LagStats
     final: bool = Field(False, description="flushed early because the source ended or the engine stopped")
+    color_mode: ColorModeName | None = Field(
+        None, description="the camera's colour mode when the bucket ended: gray (faces classified grey) or color"
+    )
 
 
 class SourceStatus(_Event):
@@ -198,6 +203,7 @@ class SourceStatus(_Event):
     kind: str = Field(description="image, video or stream")
     reason: str | None = None
     attempts: int = Field(0, description="reconnection attempts so far")
+    color_mode: ColorModeName | None = Field(None, description="the camera's colour mode now: gray or color")
 
 
 class PeopleSummary(BaseModel):

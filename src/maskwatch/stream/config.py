@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -17,7 +18,13 @@ from pydantic_settings import SettingsConfigDict
 from maskwatch.core.settings import RootSettings, Section
 from maskwatch.detection.presets import PresetName
 
-__all__ = ["CameraDefaults", "CameraSettings", "DetectSettings", "EngineConfig", "SourceSpec"]
+__all__ = ["CameraDefaults", "CameraSettings", "ColorMode", "DetectSettings", "EngineConfig", "SourceSpec"]
+
+#: A camera's colour mode (:mod:`maskwatch.camera_color`): ``color`` classifies the faces as delivered,
+#: ``gray`` turns every face grey first (black-and-white and infrared cameras: the grey view the model was
+#: trained for, any colour cast removed), ``auto`` follows the stream (grey after 5 grey frames in a row,
+#: colour after 5 colour ones).
+ColorMode = Literal["auto", "color", "gray"]
 
 
 class CameraDefaults(Section):
@@ -29,6 +36,9 @@ class CameraDefaults(Section):
     loop: bool = Field(False, description="start a file again at its end")
     hold: float = Field(4.0, gt=0, description="seconds each still image is shown when played realtime")
     track: bool = Field(True, description="follow faces across frames and count people (videos, streams)")
+    color: ColorMode = Field(
+        "color", description="faces as delivered (color), always grey (gray: infrared cameras), or follow the stream"
+    )
 
 
 class CameraSettings(Section):
@@ -41,6 +51,7 @@ class CameraSettings(Section):
     loop: bool | None = None
     hold: float | None = Field(None, gt=0)
     track: bool | None = None
+    color: ColorMode | None = None
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -91,6 +102,7 @@ class EngineConfig(Section):
             loop=settings.loop,
             hold=settings.hold,
             track=settings.track,
+            color=settings.color,
         )
 
     @model_validator(mode="after")
@@ -118,6 +130,7 @@ class SourceSpec:
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
+        color: the camera's colour mode (:data:`ColorMode`); None: the engine's ``camera_defaults.color``.
     """
 
     uri: str
@@ -131,6 +144,7 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+    color: ColorMode | None = None
 
 
 class DetectSettings(RootSettings):

@@ -285,7 +285,16 @@ class StreamEngine:
         if state == runner.state and state not in ("reconnecting",) and reason is None:
             return
         runner.state = state
-        self._publish(SourceStatus(source=runner.name, state=state, kind=runner.kind, reason=reason, attempts=attempts))
+        self._publish(
+            SourceStatus(
+                source=runner.name,
+                state=state,
+                kind=runner.kind,
+                reason=reason,
+                attempts=attempts,
+                color_mode=runner.color.mode,
+            )
+        )
 
     def _run(self) -> None:
         try:

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from maskwatch.camera_color import CameraColor
 from maskwatch.core.events import SourceSummary, StatsBucket
 from maskwatch.core.redaction import redact
 from maskwatch.core.timeutil import utc
@@ -63,6 +64,7 @@ class SourceLive:
     lag_p95: float | None
     last_analysed: datetime | None
     people_now: int
+    color_mode: str = "color"  # the camera's colour mode now (maskwatch.camera_color)
 
 
 class SourceRunner:
@@ -105,6 +107,8 @@ class SourceRunner:
         self.snapshots: dict[int, np.ndarray] = {}  # track id -> best face view so far (``snapshots`` on)
         self.removed = threading.Event()
         self.bucket = Bucket.at(clock(), config.stats_interval, self.classes, self.buffer.dropped)
+        # grey or colour faces: the camera's own ``color`` setting, else the engine's camera default
+        self.color = CameraColor(spec.color or config.camera_defaults.color)
         if isinstance(source, StreamSource):
             source.stop, source.on_status = self.stop, self.on_status
 
@@ -186,7 +190,13 @@ class SourceRunner:
         interval = self.config.stats_interval
         dropped = self.buffer.dropped  # read once: a drop between two reads would fall between the buckets
         event = self.bucket.event(
-            self.name, now=now, interval=interval, dropped=dropped, started_wall=self.started_wall, final=final
+            self.name,
+            now=now,
+            interval=interval,
+            dropped=dropped,
+            started_wall=self.started_wall,
+            final=final,
+            color_mode=self.color.mode,
         )
         self.bucket = Bucket.at(max(now, self.bucket.end), interval, self.classes, dropped)
         return event
@@ -222,6 +232,7 @@ class SourceRunner:
             lag_p95=percentile(lags, 95),
             last_analysed=None if last is None else utc(last),
             people_now=self.present,
+            color_mode=self.color.mode,
         )
 
     @property
