@@ -23,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 
 from maskwatch.camera_color import CameraColor
-from maskwatch.core.events import SourceSummary, StatsBucket
+from maskwatch.core.events import ColorModeName, SourceSummary, StatsBucket
 from maskwatch.core.redaction import redact
 from maskwatch.core.timeutil import utc
 from maskwatch.detection.pipeline import MaskDetector
@@ -64,7 +64,7 @@ class SourceLive:
     lag_p95: float | None
     last_analysed: datetime | None
     people_now: int
-    color_mode: str = "color"  # the camera's colour mode now (maskwatch.camera_color)
+    color_mode: ColorModeName = "color"  # the camera's colour mode now (maskwatch.camera_color)
 
 
 class SourceRunner:
