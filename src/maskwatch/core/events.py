@@ -51,9 +51,9 @@ SCHEMA = "maskwatch.event/1"
 # reconnecting: reopening with backoff; ended: finished (file done, removed, stopped); failed: given up
 SOURCE_STATES = ("connecting", "live", "lost", "reconnecting", "ended", "failed")
 SourceState = Literal["connecting", "live", "lost", "reconnecting", "ended", "failed"]
+Box = tuple[float, float, float, float]
 #: the mode a camera's faces are classified in (``maskwatch.camera_color.CameraColor.mode``)
 ColorModeName = Literal["color", "gray"]
-Box = tuple[float, float, float, float]
 
 
 def new_event_id() -> str:
