@@ -149,7 +149,15 @@ def grid(extended: bool) -> list[tuple[str, Condition, bool]]:
     return [*rows, ("clean" + GRAY_MODE, CLEAN, True), ("infrared-3" + GRAY_MODE, Condition("infrared", 3), True)]
 
 
-def score(model: Path, population: Population, role: str, extended: bool, seed: int = 0) -> dict[str, ConditionResult]:
+def score(
+    model: Path,
+    population: Population,
+    role: str,
+    extended: bool,
+    seed: int = 0,
+    rows: list[tuple[str, Condition, bool]] | None = None,
+) -> dict[str, ConditionResult]:
+    """The model's predictions on ``population`` under each row of :func:`grid` (or ``rows``), cached."""
     from maskwatch.camera_color import to_gray_faces
     from maskwatch.runtime.base import load_classifier
 
@@ -158,7 +166,7 @@ def score(model: Path, population: Population, role: str, extended: bool, seed: 
     cached = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     classifier = None
     results = {}
-    for label, condition, gray in grid(extended):
+    for label, condition, gray in grid(extended) if rows is None else rows:
         if label not in cached:
             if classifier is None:
                 classifier = load_classifier(model, backend="onnx")

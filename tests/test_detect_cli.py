@@ -403,3 +403,24 @@ def test_a_voc_folder_without_crops_says_to_add_crops(tmp_path):
     with pytest.raises(DatasetError, match="add --crops"):
         open_dataset(data)
     assert open_dataset(data, crops=True, min_face=8).layout == "voc"
+
+
+def test_the_color_flag_and_the_config_key_turn_every_face_grey(tmp_path):
+    """``--color gray`` (or ``engine.camera_defaults.color`` in ``--config``) sends grey faces to the
+    classifier (the stand-in calls a grey face unmasked) and the stats say so; a wrong mode exits 2."""
+    video = make_video(tmp_path / "walk.mp4", 8)
+    config = tmp_path / "detect.yaml"
+    config.write_text("engine:\n  camera_defaults:\n    color: gray\n")
+    for args in (["--color", "gray"], ["--config", str(config)], []):
+        jsonl = tmp_path / "v.jsonl"
+        res = runner.invoke(app, ["detect", str(video), "--json", str(jsonl), "--no-progress", *args])
+        assert res.exit_code == 0, res.output
+        records = read_jsonl(jsonl)
+        people = next(r for r in records if r["type"] == "source")["people"]["counts"]
+        modes = {r["color_mode"] for r in records if r["type"] in ("stats", "source_status")}
+        if args:
+            assert people == {"with_mask": 0, "without_mask": 2} and modes == {"gray"}
+        else:
+            assert people == {"with_mask": 1, "without_mask": 1} and modes == {"color"}
+    res = runner.invoke(app, ["detect", str(video), "--color", "infrared"])
+    assert res.exit_code == 2 and "color" in text(res) and "Traceback" not in res.output

@@ -12,20 +12,23 @@ and once at dawn, a single dark or grey-walled frame must not flip it). In grey 
 through :func:`to_gray_faces` before the classifier: the cast is removed and the crop is exactly the
 grayscale view the model's training augmentation made (``grayscale_prob`` / ``infrared_prob``).
 
-Camera setting (to wire into the camera configuration): ``color: auto | color | gray`` (default ``auto``);
-``auto`` runs :class:`ColorModeDetector` on the frames the engine analyses, ``gray`` converts always,
-``color`` never. The model card measures the three on grey, infrared and colour faces.
+The camera setting ``color: auto | color | gray`` (``engine.camera_defaults.color`` and each camera's own,
+:mod:`maskwatch.stream.config`) makes a :class:`CameraColor` per source: ``color`` never converts, ``gray``
+always, ``auto`` runs :class:`ColorModeDetector` on every frame the engine analyses. The engine's one hook is
+in its classify step (:meth:`maskwatch.detection.pipeline.CropBatch.add` ``gray=``); the current mode is
+published as ``color_mode`` in the source's ``stats`` and ``source_status`` events. The model card measures
+the three settings on grey, infrared and colour faces.
 
-    >>> detector = ColorModeDetector()                                      # doctest: +SKIP
+    >>> color = CameraColor("auto")                                         # doctest: +SKIP
     >>> for frame in frames:                                                # doctest: +SKIP
-    ...     gray = detector.update(frame)
-    ...     crops = to_gray_faces(crops) if gray else crops
+    ...     crops = to_gray_faces(crops) if color.observe(frame) else crops
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,6 +36,7 @@ import numpy as np
 __all__ = [
     "COLOR_MODES",
     "GRAY_SPREAD",
+    "CameraColor",
     "ColorModeDetector",
     "chroma_spread",
     "is_grayscale",
@@ -95,6 +99,30 @@ class ColorModeDetector:
         else:
             self._run = 0
         return self.gray
+
+
+class CameraColor:
+    """One camera's colour mode in the engine, from its ``color`` setting: whether the faces of each analysed
+    frame go to the classifier grey. ``auto`` feeds every frame to a :class:`ColorModeDetector`, so a camera
+    turns grey a few frames after it switches to infrared at dusk and back after it switches at dawn."""
+
+    def __init__(self, setting: str = "color", *, switch_after: int = 5) -> None:
+        if setting not in COLOR_MODES:
+            raise ValueError(f"unknown colour mode {setting!r}; choose {' | '.join(COLOR_MODES)}")
+        self.setting = setting
+        self.gray = setting == "gray"
+        self._detector = ColorModeDetector(switch_after=switch_after) if setting == "auto" else None
+
+    def observe(self, frame: np.ndarray) -> bool:
+        """Feed one analysed frame; returns whether its faces are classified grey."""
+        if self._detector is not None:
+            self.gray = self._detector.update(frame)
+        return self.gray
+
+    @property
+    def mode(self) -> Literal["color", "gray"]:
+        """The mode the camera's faces are classified in now: ``gray`` or ``color``."""
+        return "gray" if self.gray else "color"
 
 
 def to_gray_faces(faces: Sequence[np.ndarray]) -> list[np.ndarray]:

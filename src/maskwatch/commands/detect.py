@@ -322,6 +322,13 @@ def detect(
         "reconnecting with exponential backoff meanwhile (detect is one-shot; serve and agent never give up).",
         show_default="30",
     ),
+    color: Optional[str] = typer.Option(
+        None,
+        "--color",
+        help="Every source's colour mode: color (faces as delivered), gray (faces turned grey first: infrared "
+        "and black-and-white cameras) or auto (grey after 5 grey frames in a row).",
+        show_default="color",
+    ),
     config: Optional[Path] = typer.Option(
         None,
         "--config",
@@ -378,6 +385,8 @@ def detect(
     }
     if preset != "auto":
         engine_flags.update(image_preset=preset, video_preset=preset)
+    if color is not None:
+        engine_flags["camera_defaults"] = {"color": color}
     try:
         settings = DetectSettings.load(config, overrides={"engine": engine_flags})
     except ConfigError as exc:

@@ -57,6 +57,8 @@ SourceState = Literal["connecting", "live", "lost", "reconnecting", "ended", "fa
 #: the ``reason`` of a source ``ended`` because its engine stopped (not because the source itself ended)
 ENDED_BY_STOP = "engine stopped"
 Box = tuple[float, float, float, float]
+#: the mode a camera's faces are classified in (``maskwatch.camera_color.CameraColor.mode``)
+ColorModeName = Literal["color", "gray"]
 
 
 def new_event_id() -> str:
@@ -193,6 +195,9 @@ class StatsBucket(_Event):
     analysed_fps: float
     lag: LagStats
     final: bool = Field(False, description="flushed early because the source ended or the engine stopped")
+    color_mode: ColorModeName | None = Field(
+        None, description="the camera's colour mode when the bucket ended: gray (faces classified grey) or color"
+    )
 
 
 class SourceStatus(_Event):
@@ -206,6 +211,7 @@ class SourceStatus(_Event):
     next_attempt: datetime | None = Field(
         None, description="when the next reconnection attempt is due (reconnecting, failed): it never gives up"
     )
+    color_mode: ColorModeName | None = Field(None, description="the camera's colour mode now: gray or color")
 
 
 class PeopleSummary(BaseModel):

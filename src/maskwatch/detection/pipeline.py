@@ -578,13 +578,19 @@ class CropBatch:
         self._groups: dict[int, tuple[ProbabilityModel, list[np.ndarray]]] = {}
         self._done: dict[int, np.ndarray] = {}
 
-    def add(self, detector: MaskDetector, image: np.ndarray, boxes: np.ndarray) -> _Ticket:
-        """Queue the classifier views of these faces of ``image`` for ``detector``'s classifier."""
+    def add(self, detector: MaskDetector, image: np.ndarray, boxes: np.ndarray, *, gray: bool = False) -> _Ticket:
+        """Queue the classifier views of these faces of ``image`` for ``detector``'s classifier; ``gray``: as
+        grey faces (a camera in grey mode, :class:`maskwatch.camera_color.CameraColor`)."""
         classifier = detector.active_classifier
         crops = self._groups.setdefault(id(classifier), (classifier, []))[1]
         start = len(crops)
         if len(boxes):
-            crops.extend(detector.face_views(image, boxes))
+            views = detector.face_views(image, boxes)
+            if gray:
+                from maskwatch.camera_color import to_gray_faces
+
+                views = to_gray_faces(views)
+            crops.extend(views)
         return _Ticket(id(classifier), start, len(boxes), detector.views_per_face, len(detector.classes))
 
     def run(self) -> None:

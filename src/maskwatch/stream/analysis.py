@@ -74,7 +74,8 @@ def analyse_round(
             rows = np.flatnonzero(tracker.wants_classification(faces))
         else:
             rows = np.flatnonzero(faces.kept)
-        work.append((runner, frame, faces, rows, crops.add(detector, frame.image, faces.boxes[rows])))
+        gray = runner.color.observe(frame.image)  # the camera's colour mode (maskwatch.camera_color)
+        work.append((runner, frame, faces, rows, crops.add(detector, frame.image, faces.boxes[rows], gray=gray)))
     crops.run()
     now = clock()
     done = time.monotonic()

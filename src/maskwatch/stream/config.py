@@ -18,7 +18,13 @@ from pydantic_settings import SettingsConfigDict
 from maskwatch.core.settings import RootSettings, Section
 from maskwatch.detection.presets import PresetName
 
-__all__ = ["CameraDefaults", "CameraSettings", "DetectSettings", "EngineConfig", "SourceSpec"]
+__all__ = ["CameraDefaults", "CameraSettings", "ColorMode", "DetectSettings", "EngineConfig", "SourceSpec"]
+
+#: A camera's colour mode (:mod:`maskwatch.camera_color`): ``color`` classifies the faces as delivered,
+#: ``gray`` turns every face grey first (black-and-white and infrared cameras: the grey view the model was
+#: trained for, any colour cast removed), ``auto`` follows the stream (grey after 5 grey frames in a row,
+#: colour after 5 colour ones).
+ColorMode = Literal["auto", "color", "gray"]
 
 
 class CameraDefaults(Section):
@@ -30,6 +36,9 @@ class CameraDefaults(Section):
     loop: bool = Field(False, description="start a file again at its end")
     hold: float = Field(4.0, gt=0, description="seconds each still image is shown when played realtime")
     track: bool = Field(True, description="follow faces across frames and count people (videos, streams)")
+    color: ColorMode = Field(
+        "color", description="faces as delivered (color), always grey (gray: infrared cameras), or follow the stream"
+    )
 
 
 class CameraSettings(Section):
@@ -42,6 +51,7 @@ class CameraSettings(Section):
     loop: bool | None = None
     hold: float | None = Field(None, gt=0)
     track: bool | None = None
+    color: ColorMode | None = None
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -103,6 +113,7 @@ class EngineConfig(Section):
             loop=settings.loop,
             hold=settings.hold,
             track=settings.track,
+            color=settings.color,
         )
 
     @classmethod
@@ -138,6 +149,7 @@ class SourceSpec:
         start_frame: a video file starts at this frame (the frames before it are skipped, not analysed).
         give_up_after: end a live source that has had no frame for this many seconds, as failed (one-shot
             runs: ``maskwatch detect --reconnect-timeout``); None, the default, reconnects forever.
+        color: the camera's colour mode (:data:`ColorMode`); None: the engine's ``camera_defaults.color``.
     """
 
     uri: str
@@ -153,6 +165,7 @@ class SourceSpec:
     track: bool = True
     start_frame: int = 0
     give_up_after: float | None = None
+    color: ColorMode | None = None
 
 
 class DetectSettings(RootSettings):

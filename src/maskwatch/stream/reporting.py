@@ -16,6 +16,7 @@ import numpy as np
 from maskwatch.core.contract import compliance_rate
 from maskwatch.core.events import (
     Box,
+    ColorModeName,
     FaceRecord,
     FrameAnalysed,
     LagStats,
@@ -89,9 +90,18 @@ class Bucket:
         return cls(start, start + interval, dict.fromkeys(classes, 0), dropped_at_start=dropped)
 
     def event(
-        self, source: str, *, now: float, interval: float, dropped: int, started_wall: float, final: bool
+        self,
+        source: str,
+        *,
+        now: float,
+        interval: float,
+        dropped: int,
+        started_wall: float,
+        final: bool,
+        color_mode: ColorModeName | None = None,
     ) -> StatsBucket:
-        """The bucket as a ``stats`` event; ``final``: flushed early at ``now`` (the source ended)."""
+        """The bucket as a ``stats`` event; ``final``: flushed early at ``now`` (the source ended);
+        ``color_mode``: the camera's colour mode now."""
         end = min(now, self.end) if final else self.end
         span = max(1e-6, end - max(self.start, started_wall))
         n_people = sum(self.people.values())
@@ -111,6 +121,7 @@ class Bucket:
             analysed_fps=round(self.frames / span, 3),
             lag=lag_stats(self.lags),
             final=final,
+            color_mode=color_mode,
         )
 
 

@@ -22,7 +22,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from maskwatch.core.events import SourceSummary, StatsBucket
+from maskwatch.camera_color import CameraColor
+from maskwatch.core.events import ColorModeName, SourceSummary, StatsBucket
 from maskwatch.core.redaction import redact
 from maskwatch.core.timeutil import utc
 from maskwatch.detection.pipeline import MaskDetector
@@ -70,6 +71,7 @@ class SourceLive:
     attempts: int = 0  # reopening attempts since it was last live
     next_attempt: datetime | None = None  # when it tries again (reconnecting, failed)
     restarts: int = 0  # decoders started again after a crash or hang
+    color_mode: ColorModeName = "color"  # the camera's colour mode now (maskwatch.camera_color)
 
 
 class SourceRunner:
@@ -126,6 +128,8 @@ class SourceRunner:
             )
         else:
             self.reader = ThreadReader(job, source, self.buffer, self.stop, self.statuses.put, **reader_options)
+        # grey or colour faces: the camera's own ``color`` setting, else the engine's camera default
+        self.color = CameraColor(spec.color or config.camera_defaults.color)
 
     # -- the reader ---------------------------------------------------------------------------------------
 
@@ -168,7 +172,13 @@ class SourceRunner:
         interval = self.config.stats_interval
         dropped = self.buffer.dropped  # read once: a drop between two reads would fall between the buckets
         event = self.bucket.event(
-            self.name, now=now, interval=interval, dropped=dropped, started_wall=self.started_wall, final=final
+            self.name,
+            now=now,
+            interval=interval,
+            dropped=dropped,
+            started_wall=self.started_wall,
+            final=final,
+            color_mode=self.color.mode,
         )
         self.bucket = Bucket.at(max(now, self.bucket.end), interval, self.classes, dropped)
         return event
@@ -208,6 +218,7 @@ class SourceRunner:
             attempts=self.attempts,
             next_attempt=None if self.next_attempt is None else utc(self.next_attempt),
             restarts=self.restarts,
+            color_mode=self.color.mode,
         )
 
     @property
