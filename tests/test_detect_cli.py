@@ -402,3 +402,51 @@ def test_a_voc_folder_without_crops_says_to_add_crops(tmp_path):
     with pytest.raises(DatasetError, match="add --crops"):
         open_dataset(data)
     assert open_dataset(data, crops=True, min_face=8).layout == "voc"
+
+
+def _textured_face_scene() -> np.ndarray:
+    """One 'face': a green square with a fine texture (a solid square looks the same blurred or not)."""
+    image = scene([])
+    texture = np.random.default_rng(0).integers(120, 256, (60, 60), dtype=np.uint8)
+    image[40:100, 100:160, 1] = texture
+    return image
+
+
+def _texture(rgb: np.ndarray) -> float:
+    return float(np.abs(np.diff(rgb.astype(np.int16), axis=1)).mean())
+
+
+def test_detect_blur_blurs_every_face_in_saved_images_and_videos(tmp_path):
+    image = save_rgb(tmp_path / "in" / "a.png", _textured_face_scene())
+    video = tmp_path / "in" / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for _ in range(5):
+        writer.write(cv2.cvtColor(_textured_face_scene(), cv2.COLOR_RGB2BGR))
+    writer.release()
+    inside = (slice(55, 85), slice(115, 145))  # the face's middle, clear of the drawn box and label
+    for source in (image, video):
+        plain, blurred = tmp_path / "plain" / source.stem, tmp_path / "blurred" / source.stem
+        res = runner.invoke(app, ["detect", str(source), "--save", str(plain), "--no-progress"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["detect", str(source), "--save", str(blurred), "--blur", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        if source == image:
+            pairs = [(cv2.imread(str(plain / "a.jpg")), cv2.imread(str(blurred / "a.jpg")))]
+        else:
+            (a,), (b,) = plain.glob("*.mp4"), blurred.glob("*.mp4")
+            pairs = list(zip(_frames(a), _frames(b), strict=True))
+            assert len(pairs) == 5
+        for sharp, soft in pairs:
+            assert _texture(soft[inside]) < 0.3 * _texture(sharp[inside])  # unreadable with --blur only
+    res = runner.invoke(app, ["detect", str(image), "--blur"])
+    assert res.exit_code == 2 and "--blur" in res.output  # nothing written or shown: nothing to blur
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return out
+        out.append(frame)

@@ -6,7 +6,8 @@ Data flow (top-down): engine events -> :meth:`Agent.on_event` (topic per type, s
 ``maskwatch/{node}/cmd/{verb}`` and are answered on ``maskwatch/{node}/cmd/result`` with their request id.
 
 Privacy: no image leaves the node unless ``snapshots`` is enabled, and then every face is blurred
-(:func:`maskwatch.detection.privacy.blur_faces`).
+(:func:`maskwatch.detection.privacy.blur_faces`, recall-first: every candidate and held box, grown to the
+head) and every privacy zone of the camera is black (the engine blacks zones out before analysis).
 """
 
 from __future__ import annotations
@@ -263,8 +264,8 @@ class Agent:
         from maskwatch.core.jpeg import encode_jpeg
         from maskwatch.detection.privacy import blur_faces, blur_regions
 
-        boxes = blur_regions(latest.result.candidates)
-        jpeg = encode_jpeg(blur_faces(latest.frame.image, latest.result.candidates), 80)
+        boxes = blur_regions(latest.result)  # privacy zones were blacked out before the frame was analysed
+        jpeg = encode_jpeg(blur_faces(latest.frame.image, latest.result), 80)
         return {
             "camera": name,
             "faces_blurred": len(boxes),

@@ -8,8 +8,9 @@ checked without loading OpenCV or a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -17,7 +18,25 @@ from pydantic_settings import SettingsConfigDict
 from maskwatch.core.settings import RootSettings, Section
 from maskwatch.detection.presets import PresetName
 
-__all__ = ["CameraDefaults", "CameraSettings", "DetectSettings", "EngineConfig", "SourceSpec"]
+__all__ = [
+    "MAX_ZONES",
+    "MAX_ZONE_POINTS",
+    "CameraDefaults",
+    "CameraSettings",
+    "DetectSettings",
+    "EngineConfig",
+    "PrivacyZone",
+    "SourceSpec",
+]
+
+MAX_ZONES = 16  # privacy zones per camera
+MAX_ZONE_POINTS = 64  # corners per zone
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+#: a privacy zone: a polygon of (x, y) corners in fractions of the frame's width and height (0..1, from the
+#: top left), so it fits the camera at any resolution; blacked out before anything sees the frame
+PrivacyZone = Annotated[list[tuple[Fraction, Fraction]], Field(min_length=3, max_length=MAX_ZONE_POINTS)]
+PrivacyZones = Annotated[list[PrivacyZone], Field(max_length=MAX_ZONES)]
 
 
 class CameraDefaults(Section):
@@ -29,6 +48,11 @@ class CameraDefaults(Section):
     loop: bool = Field(False, description="start a file again at its end")
     hold: float = Field(4.0, gt=0, description="seconds each still image is shown when played realtime")
     track: bool = Field(True, description="follow faces across frames and count people (videos, streams)")
+    privacy_zones: PrivacyZones = Field(
+        default_factory=list,
+        description="polygons of [x, y] corners in fractions of the frame (0..1), blacked out before the frame "
+        "is analysed, streamed or stored",
+    )
 
 
 class CameraSettings(Section):
@@ -41,6 +65,7 @@ class CameraSettings(Section):
     loop: bool | None = None
     hold: float | None = Field(None, gt=0)
     track: bool | None = None
+    privacy_zones: PrivacyZones | None = None
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -91,6 +116,7 @@ class EngineConfig(Section):
             loop=settings.loop,
             hold=settings.hold,
             track=settings.track,
+            privacy_zones=[[(x, y) for x, y in zone] for zone in settings.privacy_zones],
         )
 
     @model_validator(mode="after")
@@ -118,6 +144,8 @@ class SourceSpec:
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
+        privacy_zones: polygons of (x, y) in fractions of the frame (0..1) blacked out before the frame is
+            analysed, streamed or stored (:class:`~maskwatch.stream.privacy.SourcePrivacy`).
     """
 
     uri: str
@@ -131,6 +159,7 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+    privacy_zones: list[list[tuple[float, float]]] = field(default_factory=list)
 
 
 class DetectSettings(RootSettings):
