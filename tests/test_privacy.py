@@ -148,3 +148,14 @@ def test_a_source_blacks_out_its_zones_before_analysis():
     np.testing.assert_array_equal(out.image[:, :79], NOISE[:, :79])
     assert privacy.held(candidates(), 0.0).shape == (0, 4)  # still images: no hold
     assert SourcePrivacy.for_source(None, sequence=False).black_out(frame) is frame
+
+
+def test_a_blurred_head_next_to_a_zone_does_not_smear_into_it():
+    zone = [(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)]  # the lower half
+    image = black_out(NOISE, [zone])
+    frame = FrameResult(Faces([[40, 20, 80, 60]], [0.9]), width=160, height=120, privacy_zones=[zone])
+    out = blur_faces(image, frame)  # the head grows 15 % below the chin, into the zone
+    assert not out[60:].any()
+    assert texture(out[25:55, 45:75]) < 0.2 * texture(NOISE[25:55, 45:75])
+    cut = blur_faces(image[10:100, 20:120], frame, origin=(20, 10))  # a cut-out: the zone in its place
+    assert not cut[50:].any()

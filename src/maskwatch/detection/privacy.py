@@ -94,10 +94,16 @@ def blur_faces(
     blur of every image that leaves maskwatch. ``origin``: where ``image_rgb`` sits in the frame the faces
     were found in (a cut-out, e.g. a snapshot around one person: the boxes are moved by it)."""
     boxes = blur_regions(frame)
+    x, y = origin
     if origin != (0.0, 0.0):
-        x, y = origin
         boxes = boxes - np.array([x, y, x, y])
-    return pixelate(image_rgb, boxes, blocks=blocks)
+    out = pixelate(image_rgb, boxes, blocks=blocks)
+    if not isinstance(frame, Faces) and frame.privacy_zones:
+        # black before the blur; black again after it (a blurred head must not smear into a zone)
+        shift = np.array([round(x), round(y)], dtype=np.int32)
+        polygons = zone_polygons(frame.privacy_zones, frame.width, frame.height)
+        cv2.fillPoly(out, [p - shift for p in polygons], (0, 0, 0))
+    return out
 
 
 def blur_rects(

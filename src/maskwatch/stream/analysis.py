@@ -102,6 +102,7 @@ def analyse_round(
             timestamp=frame.timestamp,
             compliant_classes=tuple(compliant_classes),
             held_boxes=held,
+            privacy_zones=runner.privacy.zones,
         )
         if tracker is not None:
             if snapshots:

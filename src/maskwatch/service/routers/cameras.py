@@ -1,4 +1,5 @@
-"""Cameras: CRUD while running, enable/disable, live MJPEG and latest JPEG with faces blurred."""
+"""Cameras: CRUD while running, enable/disable, privacy zones, live MJPEG and latest JPEG with faces blurred
+and privacy zones black."""
 
 from __future__ import annotations
 
@@ -18,13 +19,20 @@ from maskwatch.service.live import LiveState
 from maskwatch.service.media import Media, render_jpeg
 from maskwatch.service.routers.common import binary
 from maskwatch.service.settings import CameraConfig
+from maskwatch.service.storage.cameras import zones_json
 from maskwatch.service.storage.models import Camera
+from maskwatch.stream.config import PrivacyZones
 
 __all__ = ["CameraIn", "CameraOut", "CameraPatch", "router"]
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
 
 Preset = Literal["fast", "balanced", "accurate"]
+ZONES_HELP = (
+    "privacy zones: polygons of [x, y] corners in fractions of the frame (0..1 from the top left; 3-64 corners, "
+    "at most 16 zones), blacked out before the frame is analysed, streamed or stored; unset: "
+    "engine.camera_defaults"
+)
 
 
 class CameraIn(BaseModel):
@@ -36,6 +44,7 @@ class CameraIn(BaseModel):
     target_fps: float | None = Field(None, gt=0, le=120, description="unset: engine.camera_defaults")
     realtime: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
     loop: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
+    privacy_zones: PrivacyZones | None = Field(None, description=ZONES_HELP)
 
 
 class CameraPatch(BaseModel):
@@ -46,6 +55,7 @@ class CameraPatch(BaseModel):
     target_fps: float | None = Field(None, gt=0, le=120)
     realtime: bool | None = None
     loop: bool | None = None
+    privacy_zones: PrivacyZones | None = Field(None, description=ZONES_HELP + " (null: back to the default)")
 
 
 class CameraOut(BaseModel):
@@ -56,6 +66,9 @@ class CameraOut(BaseModel):
     target_fps: float | None
     realtime: bool
     loop: bool
+    privacy_zones: list[list[tuple[float, float]]] | None = Field(
+        description="the camera's own privacy zones ([x, y] in fractions of the frame); null: engine.camera_defaults"
+    )
     state: str
     reason: str | None
     fps: float | None
@@ -76,6 +89,7 @@ def camera_out(live: LiveState, camera: Camera, principal: Principal) -> CameraO
         target_fps=camera.target_fps,
         realtime=camera.realtime,
         loop=camera.loop,
+        privacy_zones=None if camera.privacy_zones is None else [[(x, y) for x, y in z] for z in camera.privacy_zones],
         state=now.state if camera.enabled else "disabled",
         reason=now.reason,
         fps=now.fps,
@@ -112,6 +126,8 @@ def update_camera(
     for key in ("url", "enabled", "realtime", "loop"):
         if key in changes and changes[key] is None:
             raise ApiError(422, "invalid", f"{key} cannot be null")
+    if "privacy_zones" in changes:
+        changes["privacy_zones"] = zones_json(body.privacy_zones)  # as the table holds them (restart on change)
     camera = cameras.update(name, changes)
     audit.record(principal, "camera.update", name, {k: v for k, v in changes.items() if k != "url"})
     return camera_out(live.state, camera, principal)

@@ -1,24 +1,30 @@
 """Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks;
-their snapshots."""
+their snapshots; exports (CSV or JSON Lines) and erasure by filter, each audited."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from maskwatch.core.timeutil import iso
-from maskwatch.service.deps import AuditDep, MediaDep, Operator, StorageDep, Viewer
+from maskwatch.service.deps import Admin, AuditDep, MediaDep, Operator, StorageDep, Viewer
 from maskwatch.service.errors import ApiError
 from maskwatch.service.media import pixelate_whole
-from maskwatch.service.routers.common import binary, to_ts
+from maskwatch.service.routers.common import BINARY, binary, to_ts
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.events import EventFilter, row_id
 from maskwatch.service.storage.models import PersonEvent
 
-__all__ = ["EventOut", "EventPage", "router"]
+__all__ = ["EXPORT_PAGE", "Erased", "EventOut", "EventPage", "router"]
+
+EXPORT_PAGE = 1000  # events read from the database per step of an export
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -82,6 +88,103 @@ def list_events(
     return EventPage(items=[event_out(r) for r in rows], next_cursor=str(rows[-1].id) if len(rows) == limit else None)
 
 
+CSV_COLUMNS = ("id", "event_id", "camera", "time", "label", "compliant", "probability", "n_frames", "false_positive",
+               "has_snapshot")  # fmt: skip
+
+
+def _rows(storage: Storage, where: EventFilter) -> Iterator[PersonEvent]:
+    """Every event ``where`` selects, newest first, a page at a time (bounded memory)."""
+    before = None
+    while True:
+        page = storage.events.page(where, before=before, limit=EXPORT_PAGE)
+        yield from page
+        if len(page) < EXPORT_PAGE:
+            return
+        before = page[-1].id
+
+
+def _csv_lines(rows: Iterator[PersonEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        out = event_out(row)
+        writer.writerow([getattr(out, column) for column in CSV_COLUMNS])
+        if buffer.tell() > 1 << 16:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _filter(camera: str | None, verdict: str | None, from_: datetime | None, to: datetime | None,
+            false_positive: bool | None) -> EventFilter:  # fmt: skip
+    return EventFilter(camera, verdict, to_ts(from_), to_ts(to), false_positive)
+
+
+@router.get(
+    "/export",
+    summary="Export the events a filter selects, newest first (CSV or JSON Lines); every export is audited",
+    response_class=StreamingResponse,
+    responses={200: {"description": "text/csv or application/x-ndjson", "content": {"text/csv": {"schema": BINARY},
+               "application/x-ndjson": {"schema": BINARY}}}},
+)  # fmt: skip
+def export_events(
+    storage: StorageDep,
+    audit: AuditDep,
+    principal: Viewer,
+    camera: str | None = None,
+    verdict: str | None = Query(None, description="a class name (with_mask, ...), or compliant / noncompliant"),
+    from_: datetime | None = Query(None, alias="from"),
+    to: datetime | None = None,
+    false_positive: bool | None = None,
+    format: Literal["csv", "jsonl"] = Query("csv", description="csv: one row per event; jsonl: EventOut per line"),
+) -> StreamingResponse:
+    where = _filter(camera, verdict, from_, to, false_positive)
+    audit.record(principal, "export.events", camera, {"format": format, "filter": _described(where)})
+    if format == "csv":
+        body: Iterator[str] = _csv_lines(_rows(storage, where))
+        media_type, name = "text/csv", "events.csv"
+    else:
+        body = (event_out(row).model_dump_json() + "\n" for row in _rows(storage, where))
+        media_type, name = "application/x-ndjson", "events.jsonl"
+    return StreamingResponse(
+        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+class Erased(BaseModel):
+    events: int = Field(description="events deleted")
+    snapshots: int = Field(description="snapshot files deleted with them")
+
+
+@router.delete("", summary="Erase the events a filter selects, with their snapshots (audited; needs a filter)")
+def erase_events(
+    storage: StorageDep,
+    media: MediaDep,
+    audit: AuditDep,
+    principal: Admin,
+    camera: str | None = None,
+    verdict: str | None = Query(None, description="a class name (with_mask, ...), or compliant / noncompliant"),
+    from_: datetime | None = Query(None, alias="from"),
+    to: datetime | None = None,
+    false_positive: bool | None = None,
+    all: bool = Query(False, description="erase every event (no filter): must be said explicitly"),
+) -> Erased:
+    where = _filter(camera, verdict, from_, to, false_positive)
+    if where == EventFilter() and not all:
+        raise ApiError(422, "invalid", "say which events to erase (camera, verdict, from, to, false_positive), or all")
+    n, refs = storage.events.erase(where)
+    files = media.delete(refs)
+    audit.record(principal, "events.erase", camera, {"filter": _described(where), "events": n, "snapshots": files})
+    return Erased(events=n, snapshots=files)
+
+
+def _described(where: EventFilter) -> dict[str, object]:
+    """A filter as the audit log records it (only what was set)."""
+    return {k: v for k, v in vars(where).items() if v is not None}
+
+
 def _find(storage: Storage, key: str) -> PersonEvent:
     row = storage.events.find(key)
     if row is None:
@@ -127,6 +230,8 @@ def snapshot(
     if stored is None:
         raise ApiError(404, "no_snapshot", "the snapshot file is gone (retention)")
     headers = {"Cache-Control": "private, no-store"}
+    if not stored.unblurred or media.must_blur(admin=principal.allows("admin")):
+        audit.record(principal, "media.snapshot_view", row.event_id, {"path": request.url.path})
     if stored.unblurred:
         # stored unblurred (an admin turned blurring off): admins see it while blurring stays off, and each
         # view is audited; everyone else (or everyone once blurring is back on) gets it pixelated whole

@@ -193,6 +193,7 @@ async function cameraPage(main, name) {
   main.append(el("h1", {}, `Camera ${c.name}`), el("p", { id: "camera-state", class: `state-${c.state}` }, `${c.state}${c.reason ? ` (${c.reason})` : ""}`));
   main.append(el("div", { class: "card" }, el("h2", {}, "Live (faces blurred)"),
     el("img", { class: "live", id: "live-view", alt: `live view of ${c.name}`, src: `${API}/cameras/${encodeURIComponent(name)}/live.mjpeg?fps=3` })));
+  if (typeof zoneCard === "function") main.append(zoneCard(c)); // zones.js: the privacy zone editor
   main.append(await chartCard([name], 6));
   const events = await api(`/events?camera=${encodeURIComponent(name)}&limit=20`);
   main.append(el("div", { class: "card" }, el("h2", {}, "Recent people"), eventGallery(events.items)));

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import Camera
 
-__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource"]
+__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource", "zones_json"]
 
 #: the fields of a camera that its source is made of (a change restarts it)
-CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
+CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop", "privacy_zones")
 
 
 class CameraSource(Protocol):
@@ -40,6 +40,14 @@ class CameraSource(Protocol):
 
     @property
     def loop(self) -> bool | None: ...
+
+    @property
+    def privacy_zones(self) -> list[list[tuple[float, float]]] | None: ...  # None: the engine's camera default
+
+
+def zones_json(zones: list[list[tuple[float, float]]] | None) -> list[list[list[float]]] | None:
+    """Privacy zones as the JSON column holds them (lists of [x, y]); None stays None (inherit)."""
+    return None if zones is None else [[[float(x), float(y)] for x, y in zone] for zone in zones]
 
 
 class CameraRepository:
@@ -91,6 +99,7 @@ class CameraRepository:
                         target_fps=c.target_fps,
                         realtime=c.realtime,
                         loop=c.loop,
+                        privacy_zones=zones_json(c.privacy_zones),
                         created_ts=now,
                         updated_ts=now,
                     )
