@@ -190,6 +190,28 @@ def test_infer_multipart_json_and_annotated_blurred(svc):
     assert r.status_code == 200 and r.json()["image"].startswith("data:image/jpeg;base64,")
 
 
+def test_infer_annotated_blurs_faint_candidates_too(svc):
+    """Recall-first: a face under the score gate (not counted) is still blurred in the annotated image."""
+    client, _, _ = svc
+    image = scene([(40, 40, 60, GREEN)])
+    texture = np.random.default_rng(1).integers(25, 60, (60, 60), dtype=np.uint8)  # faint: score ~0.2 < 0.3
+    image[120:180, 200:260, 1] = texture
+    r = client.post(f"{API}/infer?annotated=true", files={"file": ("a.png", _png(image), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_faces"] == 1  # the faint one does not count ...
+    data = base64.b64decode(body["image"].split(",", 1)[1])
+    served = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(float)
+    inner = served[130:170, 210:250, 1]
+    assert inner.std() < 0.3 * texture[10:50, 10:50].std()  # ... and it is blurred all the same
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_upload_limits_and_sniffing(tmp_path):
     with running_service(tmp_path, limits={"upload_bytes": 20_000, "upload_pixels": 100_000}) as (client, _):
         big = jpeg(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
