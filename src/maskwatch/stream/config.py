@@ -35,7 +35,9 @@ MAX_ZONE_POINTS = 64  # corners per zone
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 #: a privacy zone: a polygon of (x, y) corners in fractions of the frame's width and height (0..1, from the
 #: top left), so it fits the camera at any resolution; blacked out before anything sees the frame
-PrivacyZone = Annotated[list[tuple[Fraction, Fraction]], Field(min_length=3, max_length=MAX_ZONE_POINTS)]
+#: (a corner is a 2-item list rather than a tuple: OpenAPI 3.0 schemas cannot say "tuple")
+ZonePoint = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+PrivacyZone = Annotated[list[ZonePoint], Field(min_length=3, max_length=MAX_ZONE_POINTS)]
 PrivacyZones = Annotated[list[PrivacyZone], Field(max_length=MAX_ZONES)]
 
 

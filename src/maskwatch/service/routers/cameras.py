@@ -66,7 +66,7 @@ class CameraOut(BaseModel):
     target_fps: float | None
     realtime: bool
     loop: bool
-    privacy_zones: list[list[tuple[float, float]]] | None = Field(
+    privacy_zones: list[list[list[float]]] | None = Field(
         description="the camera's own privacy zones ([x, y] in fractions of the frame); null: engine.camera_defaults"
     )
     state: str
@@ -89,7 +89,7 @@ def camera_out(live: LiveState, camera: Camera, principal: Principal) -> CameraO
         target_fps=camera.target_fps,
         realtime=camera.realtime,
         loop=camera.loop,
-        privacy_zones=None if camera.privacy_zones is None else [[(x, y) for x, y in z] for z in camera.privacy_zones],
+        privacy_zones=zones_json(camera.privacy_zones),
         state=now.state if camera.enabled else "disabled",
         reason=now.reason,
         fps=now.fps,

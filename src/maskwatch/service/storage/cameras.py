@@ -3,7 +3,7 @@ shown to admins only and never logged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from sqlalchemy import select
@@ -42,10 +42,10 @@ class CameraSource(Protocol):
     def loop(self) -> bool | None: ...
 
     @property
-    def privacy_zones(self) -> list[list[tuple[float, float]]] | None: ...  # None: the engine's camera default
+    def privacy_zones(self) -> list[list[list[float]]] | None: ...  # None: the engine's camera default
 
 
-def zones_json(zones: list[list[tuple[float, float]]] | None) -> list[list[list[float]]] | None:
+def zones_json(zones: Sequence[Sequence[Sequence[float]]] | None) -> list[list[list[float]]] | None:
     """Privacy zones as the JSON column holds them (lists of [x, y]); None stays None (inherit)."""
     return None if zones is None else [[[float(x), float(y)] for x, y in zone] for zone in zones]
 
