@@ -425,7 +425,7 @@ def test_agent_snapshot_has_the_cameras_privacy_zones_black(tmp_path):
     from fakes import GREEN, scene
 
     from maskwatch.fleet.agent import Agent, AgentConfig
-    from maskwatch.stream import EngineConfig, SourceSpec, StreamEngine
+    from maskwatch.stream import EngineConfig, StreamEngine
 
     video = tmp_path / "door.mp4"  # a face on the left, a lit wall on the right
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
@@ -435,10 +435,12 @@ def test_agent_snapshot_has_the_cameras_privacy_zones_black(tmp_path):
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     engine = StreamEngine(fake_detector(), EngineConfig())
-    config = AgentConfig(broker="mqtt://127.0.0.1:1", node="n1", data_dir=str(tmp_path / "a"), snapshots=True)
+    right = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]  # the camera's own zone, from the agent's config
+    door = {"url": str(video), "realtime": True, "loop": True, "privacy_zones": [right]}
+    config = AgentConfig(broker="mqtt://127.0.0.1:1", node="n1", data_dir=str(tmp_path / "a"), snapshots=True,
+                         cameras={"door": door})  # fmt: skip
     agent = Agent(config, engine)
-    right = [(0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)]
-    engine.add_source(SourceSpec(str(video), name="door", realtime=True, loop=True, privacy_zones=[right]))
+    agent.add_camera("door", str(video))
     engine.start()
     assert wait_until(lambda: engine.latest("door") is not None and engine.latest("door").event.faces, 10)
     answer = agent.handle_command("snapshot", json.dumps({"request_id": "s2", "name": "door"}).encode())
