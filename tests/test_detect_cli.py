@@ -346,6 +346,8 @@ def test_evaluate_detection_on_a_hand_made_voc_set(tmp_path):
     assert set(m["recall"]) == {"<20", "20-32", "32-64", ">=64", ">=20", "all"}
     assert "COCO" in m["ap_method"]
     assert "<table>" in report.read_text()
+    assert set(m["privacy_coverage"]) == set(m["recall"]) and m["privacy_coverage"]["32-64"] is None  # JSON: null
+    assert "hidden by the blur" in report.read_text()
     res = runner.invoke(app, ["evaluate-detection", "--data", str(tmp_path), "--json", str(out)])
     assert res.exit_code == 2
 
