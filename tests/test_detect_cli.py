@@ -347,6 +347,8 @@ def test_evaluate_detection_on_a_hand_made_voc_set(tmp_path):
     assert set(m["recall"]) == {"<20", "20-32", "32-64", ">=64", ">=20", "all"}
     assert "COCO" in m["ap_method"]
     assert "<table>" in report.read_text()
+    assert set(m["privacy_coverage"]) == set(m["recall"]) and m["privacy_coverage"]["32-64"] is None  # JSON: null
+    assert "hidden by the blur" in report.read_text()
     res = runner.invoke(app, ["evaluate-detection", "--data", str(tmp_path), "--json", str(out)])
     assert res.exit_code == 2
 
@@ -424,3 +426,49 @@ def test_the_color_flag_and_the_config_key_turn_every_face_grey(tmp_path):
             assert people == {"with_mask": 1, "without_mask": 1} and modes == {"color"}
     res = runner.invoke(app, ["detect", str(video), "--color", "infrared"])
     assert res.exit_code == 2 and "color" in text(res) and "Traceback" not in res.output
+def _textured_face_scene() -> np.ndarray:
+    """One 'face': a green square with a fine texture (a solid square looks the same blurred or not)."""
+    image = scene([])
+    texture = np.random.default_rng(0).integers(120, 256, (60, 60), dtype=np.uint8)
+    image[40:100, 100:160, 1] = texture
+    return image
+
+
+def _texture(rgb: np.ndarray) -> float:
+    return float(np.abs(np.diff(rgb.astype(np.int16), axis=1)).mean())
+
+
+def test_detect_blur_blurs_every_face_in_saved_images_and_videos(tmp_path):
+    image = save_rgb(tmp_path / "in" / "a.png", _textured_face_scene())
+    video = tmp_path / "in" / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for _ in range(5):
+        writer.write(cv2.cvtColor(_textured_face_scene(), cv2.COLOR_RGB2BGR))
+    writer.release()
+    inside = (slice(55, 85), slice(115, 145))  # the face's middle, clear of the drawn box and label
+    for source in (image, video):
+        plain, blurred = tmp_path / "plain" / source.stem, tmp_path / "blurred" / source.stem
+        res = runner.invoke(app, ["detect", str(source), "--save", str(plain), "--no-progress"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["detect", str(source), "--save", str(blurred), "--blur", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        if source == image:
+            pairs = [(cv2.imread(str(plain / "a.jpg")), cv2.imread(str(blurred / "a.jpg")))]
+        else:
+            (a,), (b,) = plain.glob("*.mp4"), blurred.glob("*.mp4")
+            pairs = list(zip(_frames(a), _frames(b), strict=True))
+            assert len(pairs) == 5
+        for sharp, soft in pairs:
+            assert _texture(soft[inside]) < 0.3 * _texture(sharp[inside])  # unreadable with --blur only
+    res = runner.invoke(app, ["detect", str(image), "--blur"])
+    assert res.exit_code == 2 and "--blur" in res.output  # nothing written or shown: nothing to blur
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return out
+        out.append(frame)

@@ -308,3 +308,37 @@ def test_a_three_class_model_gets_the_third_class_ap_beside_the_two_class_map(tm
     printed = " ".join(res.output.split())
     assert "AP50 mask_weared_incorrect 1.000" in printed and "mAP50 over all 3 classes 1.000" in printed
     assert json.loads(out.read_text())["ap50"]["mask_weared_incorrect"] == pytest.approx(1.0)
+
+
+def test_evaluate_voc_reports_privacy_coverage_by_size(tmp_path):
+    from fakes import fake_detector
+
+    from maskwatch.detection.evaluation import evaluate_voc
+
+    data, _ = _split_voc(tmp_path)
+    m = evaluate_voc(fake_detector(), data)
+    assert set(m["privacy_coverage"]) == set(m["recall"])  # the same size keys
+    assert m["privacy_coverage"]["all"] == 1.0  # every square is found, and blurred
+    assert 0 < m["blurred_area_share"] < 0.5
+    assert m["privacy"]["cover"] == 0.9
+
+
+def test_privacy_coverage_on_videos_made_from_the_images(tmp_path):
+    pytest.importorskip("edgefirst.tracker")
+    from fakes import fake_detector
+
+    from maskwatch.stream.privacy import evaluate_privacy_video, video_from_image
+
+    data, _ = _split_voc(tmp_path)
+    m = evaluate_privacy_video(fake_detector(), data, frames=4)
+    from maskwatch.detection.evaluation import SIZE_BUCKETS
+
+    assert set(m["privacy_coverage"]) == set(SIZE_BUCKETS)
+    assert m["n_videos"] == 3 and m["n_frames"] == 12
+    assert m["privacy_coverage"]["all"] == 1.0 and m["never_exposed"]["all"] == 1.0
+    # the made-up frames move the annotated boxes with the image
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:40, 20:40] = 255
+    for frame, boxes in video_from_image(image, np.array([[20.0, 20.0, 40.0, 40.0]]), 3, seed=1):
+        x0, y0 = (int(v) for v in np.round(boxes[0, :2]))
+        assert frame[y0 + 10, x0 + 10].mean() > 200  # the square is under its moved box

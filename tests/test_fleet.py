@@ -418,6 +418,41 @@ def test_snapshot_is_blurred_and_only_when_enabled(tmp_path):
     agent.outbox.close()
 
 
+def test_agent_snapshot_has_the_cameras_privacy_zones_black(tmp_path):
+    import base64
+
+    import cv2
+    import numpy as np
+    from fakes import GREEN, scene
+
+    from maskwatch.fleet.agent import Agent, AgentConfig
+    from maskwatch.stream import EngineConfig, StreamEngine
+
+    video = tmp_path / "door.mp4"  # a face on the left, a lit wall on the right
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for _ in range(10):
+        frame = scene([(20, 20, 40, GREEN)])
+        frame[:, 170:] = 120
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    engine = StreamEngine(fake_detector(), EngineConfig())
+    right = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]  # the camera's own zone, from the agent's config
+    door = {"url": str(video), "realtime": True, "loop": True, "privacy_zones": [right]}
+    config = AgentConfig(broker="mqtt://127.0.0.1:1", node="n1", data_dir=str(tmp_path / "a"), snapshots=True,
+                         cameras={"door": door})  # fmt: skip
+    agent = Agent(config, engine)
+    agent.add_camera("door", str(video))
+    engine.start()
+    assert wait_until(lambda: engine.latest("door") is not None and engine.latest("door").event.faces, 10)
+    answer = agent.handle_command("snapshot", json.dumps({"request_id": "s2", "name": "door"}).encode())
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(answer["result"]["jpeg_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert image[:, 164:].max() < 12  # the zone is black (JPEG noise aside) ...
+    assert image[:, :150].max() > 100  # ... and only the zone
+    assert answer["result"]["faces_blurred"] == 1  # the wall was never analysed (no second "face")
+    engine.stop()
+    agent.outbox.close()
+
+
 def test_unauthorised_clients_are_refused(tmp_path, broker):
     stored: list = []
     ingest = FleetIngest(stored.append, BrokerURL.parse(broker.url("control")), client_id="ingest-auth")

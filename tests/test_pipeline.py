@@ -532,3 +532,37 @@ def test_the_bundled_int8_classifier_ships_next_to_the_bundled_model():
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 255, (48, 40, 3), dtype=np.uint8) for _ in range(4)]
     assert np.abs(int8.predict_proba(faces) - fp32.predict_proba(faces)).max() < 0.2
+
+
+# -- recall-first blur: privacy candidates (issue 19) ----------------------------------------------------
+
+
+def test_faint_and_small_faces_stay_candidates_to_blur_but_do_not_count():
+    # a bright face (counts), a faint one (under the candidates' floor: blurred only), a tiny bright one
+    image = scene([(20, 20, 40, (0, 250, 0)), (150, 150, 40, (0, 30, 0)), (100, 20, 8, (0, 250, 0))])
+    result = fake_detector(candidate_threshold=0.2, min_face=10).detect(image)
+    assert len(result.faces) == 1  # only the bright, big face counts
+    assert len(result.candidates) == 3  # the faint and the tiny one are still there to blur
+    weak = result.candidates[~result.candidates.kept]
+    assert sorted(weak.scores.round(2)) == [0.12, 0.98]
+    assert not weak.has_probabilities.any()  # never classified
+
+
+def test_loaded_pipeline_keeps_candidates_far_under_the_score_gate():
+    from maskwatch.detection.centerface import ModelNotFoundError
+    from maskwatch.detection.privacy import BLUR_SCORE
+
+    path = shared_data_dir() / "scenes" / "images" / "maksssksksss389.jpg"
+    if not path.is_file():
+        pytest.skip(f"shared scenes data not found at {path.parent} (set MASKWATCH_SHARED_DATA)")
+    try:
+        detector = MaskDetector.load(preset="fast")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"CenterFace model not installed: {exc}")
+    result = detector.detect(path)
+    scores = result.candidates.scores
+    assert scores.min() >= BLUR_SCORE - 1e-6
+    assert (scores < detector.score_threshold).any()  # candidates the gate drops, kept to be blurred
+    assert not result.candidates.kept[scores < detector.score_threshold].any()
+    assert len(result.faces) == int(result.candidates.kept.sum())
+    assert detector.settings()["blur_threshold"] == pytest.approx(BLUR_SCORE)

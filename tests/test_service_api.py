@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 import time
 
 import numpy as np
@@ -36,6 +37,7 @@ MATRIX = [
     ("POST", "/cameras/nope/enable", "admin", None), ("POST", "/cameras/nope/disable", "admin", None),
     ("GET", "/cameras/nope/latest.jpg", "viewer", None), ("GET", "/cameras/nope/live.mjpeg", "viewer", None),
     ("GET", "/events", "viewer", None), ("GET", "/events/123", "viewer", None),
+    ("GET", "/events/export", "viewer", None), ("DELETE", "/events?camera=nope", "admin", None),
     ("POST", "/events/123/false-positive", "operator", None), ("GET", "/events/123/snapshot", "viewer", None),
     ("GET", "/stats/compliance", "viewer", None), ("GET", "/alerts", "viewer", None),
     ("POST", "/alerts/999/ack", "operator", None), ("GET", "/alerts/999/deliveries", "admin", None),
@@ -195,6 +197,28 @@ def test_infer_multipart_json_and_annotated_blurred(svc):
     assert r.status_code == 200 and r.json()["image"].startswith("data:image/jpeg;base64,")
 
 
+def test_infer_annotated_blurs_faint_candidates_too(svc):
+    """Recall-first: a face under the score gate (not counted) is still blurred in the annotated image."""
+    client, _, _ = svc
+    image = scene([(40, 40, 60, GREEN)])
+    texture = np.random.default_rng(1).integers(25, 60, (60, 60), dtype=np.uint8)  # faint: score ~0.2 < 0.3
+    image[120:180, 200:260, 1] = texture
+    r = client.post(f"{API}/infer?annotated=true", files={"file": ("a.png", _png(image), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_faces"] == 1  # the faint one does not count ...
+    data = base64.b64decode(body["image"].split(",", 1)[1])
+    served = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(float)
+    inner = served[130:170, 210:250, 1]
+    assert inner.std() < 0.3 * texture[10:50, 10:50].std()  # ... and it is blurred all the same
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_upload_limits_and_sniffing(tmp_path):
     with running_service(tmp_path, limits={"upload_bytes": 20_000, "upload_pixels": 100_000}) as (client, _):
         big = jpeg(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
@@ -332,6 +356,52 @@ def test_events_paging_filters_false_positive_and_stats_csv(svc):
     csv_text = client.get(f"{API}/stats/compliance?{q}&bucket=1m&format=csv").text
     lines = csv_text.strip().splitlines()
     assert lines[0].startswith("camera,start,n_people") and len(lines) == 3 and lines[1].startswith("lobby,")
+
+
+def test_privacy_zones_in_the_camera_api_are_black_in_every_served_image(svc):
+    client, service, _ = svc
+    lower = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]  # the lower half: the face's chin (y 120..140)
+    r = client.post(f"{API}/cameras", json={"name": "ward", "url": "rtsp://fake/ward", "privacy_zones": [lower]})
+    assert r.status_code == 201, r.text
+    assert r.json()["privacy_zones"] == [lower]
+    assert wait_until(lambda: service.engine.latest("ward") is not None, 10)
+    frame = service.engine.latest("ward")
+    assert not frame.frame.image[121:].any()  # blacked out before analysis: what every view is cut from
+    assert all(face.box[3] <= 121 for face in frame.result.candidates)  # the zone is not analysed
+    shot = client.get(f"{API}/cameras/ward/latest.jpg")
+    served = np.asarray(Image.open(io.BytesIO(shot.content)).convert("L")).astype(float)
+    assert served[124:215].max() < 16  # black (JPEG noise aside), the blurred head included (the legend below)
+    # bad zones are refused with a reason; null goes back to the engine's default (none)
+    for bad in ([[[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]], [[[0.0, 0.0], [1.0, 0.0]]]):
+        assert client.patch(f"{API}/cameras/ward", json={"privacy_zones": bad}).status_code == 422
+    changed = client.patch(f"{API}/cameras/ward", json={"privacy_zones": None})
+    assert changed.status_code == 200 and changed.json()["privacy_zones"] is None
+    audit = client.get(f"{API}/audit").json()["items"]
+    assert any(a["action"] == "camera.update" and a["target"] == "ward" for a in audit)
+    client.delete(f"{API}/cameras/ward")
+
+
+def test_events_export_and_erase_are_audited(svc):
+    client, service, tokens = svc
+    for i in range(5):
+        service.pipeline.handle_event(person("exported", compliant=i % 2 == 0, track_id=i))
+    assert service.ingestor.flush(10)
+    viewer = bearer(tokens["viewer"])
+    r = client.get(f"{API}/events/export?camera=exported", headers=viewer)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("id,event_id,time,camera") and len(lines) == 6
+    jsonl = client.get(f"{API}/events/export?camera=exported&verdict=compliant&format=jsonl", headers=viewer)
+    assert [json.loads(line)["compliant"] for line in jsonl.text.splitlines()] == [True] * 3
+    csv_stats = client.get(f"{API}/stats/compliance?camera=exported&format=csv", headers=viewer)
+    assert csv_stats.status_code == 200
+    assert client.delete(f"{API}/events").status_code == 422  # erasing needs a filter (or all=true)
+    assert client.delete(f"{API}/events?camera=exported", headers=viewer).status_code == 403
+    erased = client.delete(f"{API}/events?camera=exported&verdict=noncompliant")
+    assert erased.status_code == 200 and erased.json() == {"events": 2, "snapshots": 0}
+    assert len(client.get(f"{API}/events?camera=exported").json()["items"]) == 3
+    actions = [a["action"] for a in client.get(f"{API}/audit").json()["items"]]
+    assert actions.count("export.events") >= 2 and "export.stats" in actions and "events.erase" in actions
 
 
 def test_compliance_sums_a_minute_and_refuses_answers_with_too_many_points(svc, monkeypatch):

@@ -246,3 +246,33 @@ def test_fleet_page_shows_nodes_cameras_and_the_offline_alert(fleet_server, tmp_
         browser.close()
     print(f"fleet screenshots: {shots}")
     assert not errors, errors
+
+
+def test_an_admin_draws_a_privacy_zone_on_the_camera_page(server):
+    chromium, sync_playwright = _browser_or_skip()
+    base, service = server
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.goto(base + "/")
+        page.wait_for_selector("#login:not([hidden])")
+        page.fill("#token", ADMIN)
+        page.click("#login-form button")
+        page.wait_for_selector("#camera-list tr[data-camera=door]")
+        page.goto(f"{base}/#/camera/door")
+        page.wait_for_selector("#zone-layer.editable")
+        page.wait_for_timeout(500)  # the frame has loaded: the layer has its size
+        box = page.locator("#zone-layer").bounding_box()
+        assert box is not None and box["width"] > 50
+        for fx, fy in ((0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (0.5, 0.5)):  # the top-right quarter
+            page.mouse.click(box["x"] + min(fx, 0.999) * box["width"], box["y"] + max(fy, 0.001) * box["height"])
+        page.click("#zone-close")
+        page.click("#zone-save")
+        page.wait_for_selector("#zone-status:has-text('Saved 1 zone')")
+        browser.close()
+    (zone,) = service.storage.cameras.get("door").privacy_zones
+    assert len(zone) == 4
+    assert zone[0] == pytest.approx([0.5, 0.001], abs=0.01) and zone[2] == pytest.approx([0.999, 0.5], abs=0.01)
+    assert errors == []

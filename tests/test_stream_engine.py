@@ -481,3 +481,57 @@ def test_a_consumer_busy_at_shutdown_still_sees_the_end(tmp_path):
     assert got + reader_got  # what was queued is still delivered before the end
     with pytest.raises(StopIteration):
         events.get(timeout=0.2)
+
+
+# -- privacy (issue 19): zones blacked out before analysis, faces lost a moment ago still blurred ---------
+
+
+def _analysed(engine: StreamEngine, spec: SourceSpec) -> list[AnalysedFrame]:
+    frames = engine.events(frames=True)
+    engine.add_source(spec)
+    engine.start()
+    return [a for a in frames if isinstance(a, AnalysedFrame)]
+
+
+def test_privacy_zones_are_black_before_the_frame_is_analysed_or_handed_on(tmp_path):
+    video = make_video(tmp_path / "v.mp4", 8, people=2)  # two people at y 20..60 and 90..130
+    lower = [(0.0, 0.3), (1.0, 0.3), (1.0, 1.0), (0.0, 1.0)]  # everything under y = 72: the second person
+    engine = StreamEngine(fake_detector(), stop_when_done=True, emit_frames=True)
+    analysed = _analysed(engine, SourceSpec(uri=str(video), name="v", privacy_zones=[lower]))
+    assert len(analysed) == 8
+    for item in analysed:
+        assert not item.frame.image[73:].any()  # what subscribers (live views, snapshots, agents) get: black
+        assert item.frame.image[:72].any()
+        assert len(item.result.candidates) == 1 and item.result.candidates.boxes[0, 3] <= 72  # the zone is not analysed
+    # from the engine's settings: camera_defaults.privacy_zones reach every source
+    config = EngineConfig.model_validate({"camera_defaults": {"privacy_zones": [lower]}})
+    assert config.source(str(video), "w", None).privacy_zones == [lower]
+    with pytest.raises(ValueError):
+        EngineConfig.model_validate({"camera_defaults": {"privacy_zones": [[(0.0, 0.0), (2.0, 0.0), (0.0, 1.0)]]}})
+
+
+def test_a_face_the_detector_loses_for_a_few_frames_stays_blurred(tmp_path):
+    import cv2
+    from fakes import GREEN, scene
+
+    from maskwatch.detection.privacy import blur_faces
+
+    path = tmp_path / "flicker.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    present = [k not in (10, 11, 12) for k in range(20)]  # the detector "loses" the face on frames 10-12
+    for seen in present:
+        writer.write(cv2.cvtColor(scene([(100, 80, 40, GREEN)] if seen else []), cv2.COLOR_RGB2BGR))
+    writer.release()
+    engine = StreamEngine(fake_detector(), stop_when_done=True, emit_frames=True)
+    analysed = _analysed(engine, SourceSpec(uri=str(path), name="f"))
+    assert len(analysed) == 20
+    for item, seen in zip(analysed, present, strict=True):
+        if seen:
+            assert len(item.result.candidates) == 1
+        else:  # nothing found, yet where the face was is blurred (the blur hold)
+            assert len(item.result.candidates) == 0 and len(item.result.held_boxes) == 1
+            x0, _, _, y1 = item.result.held_boxes[0]
+            assert abs(x0 - 100) < 6 and abs(y1 - 120) < 6
+            noise = np.random.default_rng(0).integers(0, 256, item.frame.image.shape, dtype=np.uint8)
+            out = blur_faces(noise, item.result)
+            assert (out[85:115, 105:135] != noise[85:115, 105:135]).mean() > 0.9

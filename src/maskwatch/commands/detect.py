@@ -269,6 +269,12 @@ def detect(
     show: bool = typer.Option(
         False, "--show", help="Show annotated frames in a window (needs a GUI build of OpenCV); q stops."
     ),
+    blur: bool = typer.Option(
+        False,
+        "--blur",
+        help="Blur every face in the saved and shown images and videos (every detector candidate, grown to the "
+        "head; in videos also where a face was a moment ago), as the service's live views do.",
+    ),
     model: Optional[Path] = typer.Option(None, help="Classifier model file.", show_default="the bundled model"),
     backend: Optional[str] = typer.Option(
         None, help="Classifier inference backend.", show_default="the runtime's choice"
@@ -289,7 +295,9 @@ def detect(
         help="Margin around each face box before classifying, fraction of its size per side.",
         show_default="the model's",
     ),
-    min_face: float = typer.Option(0, help="Ignore faces whose longest side is below N pixels."),
+    min_face: float = typer.Option(
+        0, help="Do not count faces whose longest side is below N pixels (--blur still blurs them)."
+    ),
     batch_size: int = typer.Option(8, help="Faces per classifier batch (larger: more memory, no faster)."),
     stride: int = typer.Option(1, help="Videos: analyse every N-th frame."),
     fps: Optional[float] = typer.Option(
@@ -391,6 +399,8 @@ def detect(
         settings = DetectSettings.load(config, overrides={"engine": engine_flags})
     except ConfigError as exc:
         fail(str(exc))
+    if blur and save is None and not show:
+        fail("--blur blurs the images written or shown: add --save DIR or --show")
     save = check_output_path(save, "dir", option="--save")
     json_out = check_output_path(json_out, "file", option="--json", stdout_ok=True)
     try:
@@ -424,11 +434,13 @@ def detect(
         min_face=min_face,
         engine_config=settings.engine,
     )
+    zones = settings.engine.camera_defaults.privacy_zones  # --config: engine.camera_defaults.privacy_zones
     for spec in specs:
+        spec.privacy_zones = [list(zone) for zone in zones]
         engine.add_source(spec)
     outputs = _Outputs(save, json_out)
     try:
-        summary = _consume(engine, outputs, viewer, progress and not is_stdout(json_out))
+        summary = _consume(engine, outputs, viewer, progress and not is_stdout(json_out), blur=blur)
         outputs.close_videos()
         summary = summary.model_copy(update={"write_errors": len(outputs.write_errors)})
         outputs.line(summary.to_json())
@@ -482,11 +494,13 @@ def _load_engine(
     return StreamEngine(detector, options["engine_config"])
 
 
-def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progress: bool) -> Any:
-    """Write every event as it comes; annotated frames to --save / --show. Ctrl-C stops the engine
-    gracefully (open tracks end, buckets flush) and the remaining events are still written."""
+def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progress: bool, *, blur: bool) -> Any:
+    """Write every event as it comes; annotated frames (``blur``: every face blurred first, the one blur of
+    :mod:`maskwatch.detection.privacy`) to --save / --show. Ctrl-C stops the engine gracefully (open tracks
+    end, buckets flush) and the remaining events are still written."""
     from maskwatch.core.events import SourceStatus, SourceSummary
     from maskwatch.detection.drawing import draw_result
+    from maskwatch.detection.privacy import blur_faces
     from maskwatch.stream.engine import AnalysedFrame
 
     want_pixels = outputs.save is not None or viewer is not None
@@ -512,7 +526,8 @@ def _consume(engine: Any, outputs: _Outputs, viewer: _Viewer | None, show_progre
                         event = item.event
                         saved = None
                         if want_pixels:
-                            annotated = draw_result(item.frame.image, item.result)
+                            pixels = blur_faces(item.frame.image, item.result) if blur else item.frame.image
+                            annotated = draw_result(pixels, item.result)
                             if outputs.save is not None:
                                 if item.frame.kind == "image":
                                     saved = outputs.image(item.frame.source, annotated)

@@ -50,12 +50,19 @@ def evaluate_detection(
         None, help="Score only this split's images (train, valid or test; needs --splits). Recorded in the JSON."
     ),
     limit: Optional[int] = typer.Option(None, help="Only the first N annotated images (quick checks)."),
+    video_frames: int = typer.Option(
+        0,
+        "--video-frames",
+        help="Also measure privacy coverage on videos made from the images: each image held for N frames at "
+        "10 frames/s, shaken, noisy and JPEG-compressed, through the blur hold (0: images only).",
+    ),
     detector_model: Optional[Path] = typer.Option(None, help="CenterFace ONNX file."),
     threads: int = typer.Option(2, help="Face detector threads."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Score the pipeline against VOC boxes: face recall/precision by size, per-class AP@0.5, mAP, count error."""
+    """Score the pipeline against VOC boxes: face recall/precision by size, per-class AP@0.5, mAP, count error,
+    and privacy coverage (faces hidden by the blur, by size; also on videos made from the images)."""
     from maskwatch.detection.centerface import ModelNotFoundError
     from maskwatch.detection.evaluation import ImageSubset, evaluate_voc
     from maskwatch.detection.pipeline import PRESETS, MaskDetector
@@ -67,6 +74,8 @@ def evaluate_detection(
     report = check_output_path(report, "file", option="--report")
     if preset not in PRESETS:
         fail(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if video_frames < 0:
+        fail(f"--video-frames must be >= 0, got {video_frames}")
     if not (data / "annotations").is_dir() or not (data / "images").is_dir():
         fail(f"{data}: expected images/ and annotations/ (PASCAL VOC) folders")
     subset = None
@@ -103,6 +112,19 @@ def evaluate_detection(
             )
         except ValueError as exc:
             fail(str(exc))
+    metrics["privacy_coverage_video"] = None
+    if video_frames:
+        from maskwatch.stream.privacy import evaluate_privacy_video
+
+        with ProgressReport("privacy on videos", "videos", enabled=progress) as tracker:
+            try:
+                video = evaluate_privacy_video(
+                    detector, data, frames=video_frames, images=subset, limit=limit, on_progress=tracker.update
+                )
+            except (ValueError, ImportError) as exc:
+                fail(str(exc))
+        metrics["privacy_coverage_video"] = video.pop("privacy_coverage")
+        metrics["privacy_video"] = video
     with json_target(json_path) as handle:
         handle.write(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     if report is not None:
@@ -138,13 +160,20 @@ def _print_eval(m: dict[str, Any]) -> None:
     where = m["data"] + (f" ({chosen})" if chosen else "")
     table = Table(title=f"{where}: {m['n_images']} images, {m['n_faces']} faces")
     table.add_column("face size")
-    for col in ("faces", "recall@0.5", "recall@0.3"):
+    video = m.get("privacy_coverage_video")
+    for col in ("faces", "recall@0.5", "recall@0.3", "hidden (images)") + (("hidden (videos)",) if video else ()):
         table.add_column(col, justify="right")
     for bucket in m["recall"]:
-        table.add_row(
-            bucket, str(m["n_faces_by_bucket"][bucket]), _fmt(m["recall"][bucket]), _fmt(m["recall_iou30"][bucket])
-        )
+        row = [str(m["n_faces_by_bucket"][bucket]), _fmt(m["recall"][bucket]), _fmt(m["recall_iou30"][bucket])]
+        row.append(_fmt(m["privacy_coverage"][bucket]))
+        if video:
+            row.append(_fmt(video[bucket]))
+        table.add_row(bucket, *row)
     console.print(table)
+    area = f"blurred area {_fmt(m['blurred_area_share'])} of the image"
+    if video:
+        area += f" (videos {_fmt(m['privacy_video']['blurred_area_share'])})"
+    console.print(f"hidden: faces at least {m['privacy']['cover']:.0%} blurred; {area}")
     aps = "  ".join(f"AP50 {k} {_fmt(v)}" for k, v in m["ap50"].items())
     console.print(f"{aps}  mAP50 {_fmt(m['map50'])}  (argmax-label ranking: mAP50 {_fmt(m['map50_argmax'])})")
     if len(m["map_all_classes"]) > len(m["map_classes"]):  # a third class scored beside the mAP's classes

@@ -6,7 +6,11 @@ Two views of a detector's output on annotated scenes:
   of the ground-truth box) and precision, at IoU ≥ 0.5 and ≥ 0.3, plus the error of the per-image face count;
 * **per-class AP@0.5** (and their mean, mAP) over a given class list, computed with ``pycocotools``
   (COCO-style: 101-point interpolated precision, at the single IoU threshold 0.5, one area range, no
-  per-image cap on detections). This is close to, but not the same as, VOC2010's all-point AP.
+  per-image cap on detections). This is close to, but not the same as, VOC2010's all-point AP;
+* **privacy coverage**: the share of annotated faces whose box is at least :data:`PRIVACY_COVER` covered
+  by what :func:`maskwatch.detection.privacy.blur_faces` blurs, by face size (the buckets of ``recall``),
+  and the share of the image blurred (over-blurring is a cost too). On videos made from the images:
+  :func:`maskwatch.stream.privacy.evaluate_privacy_video`.
 
 :func:`evaluate_voc` runs the scene pipeline (:class:`~maskwatch.detection.pipeline.MaskDetector`) over a
 VOC folder and reports both; :mod:`maskwatch.detection.report_page` lays its numbers out as HTML.
@@ -43,14 +47,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AP_METHOD",
+    "PRIVACY_COVER",
     "RANKING",
     "SIZE_BUCKETS",
     "ImageSubset",
     "average_precision",
     "evaluate_detection",
     "evaluate_voc",
+    "face_coverage",
     "face_metrics",
     "match_greedy",
+    "privacy_coverage",
+    "privacy_policy",
     "read_voc",
     "score_results",
     "voc_target",
@@ -65,6 +73,9 @@ SIZE_BUCKETS: dict[str, tuple[float, float]] = {
     ">=20": (20, math.inf),
     "all": (0, math.inf),
 }
+
+
+PRIVACY_COVER = 0.9  # a face is hidden when at least this share of its annotated box is blurred
 
 
 def voc_target(objects: Sequence[tuple[str, Box]]) -> dict[str, Any]:
@@ -134,6 +145,54 @@ def face_metrics(
         "n_faces_by_bucket": total,
         "true_positives": tp,
         "n_predictions": n_pred,
+    }
+
+
+def face_coverage(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(M,) the share of each box's pixels (those whose centre lies inside it; a box narrower than a pixel
+    is the pixel under its centre) that ``mask`` (an image's blurred pixels, H x W bool) covers."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    h, w = mask.shape
+    out = np.zeros(len(boxes))
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        left, right = max(0, math.ceil(x0 - 0.5)), min(w, math.floor(x1 - 0.5) + 1)
+        top, bottom = max(0, math.ceil(y0 - 0.5)), min(h, math.floor(y1 - 0.5) + 1)
+        if right <= left or bottom <= top:
+            cx, cy = int(min(max((x0 + x1) / 2, 0), w - 1)), int(min(max((y0 + y1) / 2, 0), h - 1))
+            out[k] = float(mask[cy, cx])
+        else:
+            out[k] = float(mask[top:bottom, left:right].mean())
+    return out
+
+
+def privacy_coverage(
+    results: Sequence[FrameResult], ground_truths: Sequence[Mapping[str, Any] | Sequence[tuple[str, Box]]]
+) -> dict[str, Any]:
+    """How well the blur hides the annotated faces: ``privacy_coverage`` (size bucket -> share of faces whose
+    box is at least :data:`PRIVACY_COVER` blurred, NaN for an empty bucket), ``blurred_area_share`` (blurred
+    pixels / all pixels) and ``n_faces_by_bucket``. The blurred pixels are exactly those
+    :func:`~maskwatch.detection.privacy.blur_faces` changes (:func:`~maskwatch.detection.privacy.blur_regions`
+    of each result, :func:`~maskwatch.detection.privacy.blur_mask`)."""
+    from maskwatch.detection.privacy import blur_mask, blur_regions
+
+    hit = dict.fromkeys(SIZE_BUCKETS, 0)
+    total = dict.fromkeys(SIZE_BUCKETS, 0)
+    blurred = pixels = 0
+    for result, gt in zip(results, ground_truths, strict=True):
+        boxes = _boxes(_as_target(gt))
+        mask = blur_mask(blur_regions(result), result.width, result.height)
+        blurred += int(mask.sum())
+        pixels += mask.size
+        hidden = face_coverage(mask, boxes) >= PRIVACY_COVER
+        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        for name, (lo, hi) in SIZE_BUCKETS.items():
+            in_bucket = (sizes >= lo) & (sizes < hi)
+            total[name] += int(in_bucket.sum())
+            hit[name] += int((in_bucket & hidden).sum())
+    return {
+        "privacy_coverage": {k: (hit[k] / total[k] if total[k] else math.nan) for k in SIZE_BUCKETS},
+        "blurred_area_share": blurred / pixels if pixels else math.nan,
+        "n_faces_by_bucket": total,
     }
 
 
@@ -340,6 +399,8 @@ def score_results(
     faces_gt = [{"boxes": t["boxes"], "labels": [0] * len(t["boxes"])} for t in targets]
     ap_face = average_precision(faces_pred, faces_gt, ["face"])["face"]
 
+    privacy = privacy_coverage(results, targets)
+
     def mean_of(ap: Mapping[str, float], over: Sequence[str] = classes) -> float | None:
         values = [ap[c] for c in over if c in ap and not math.isnan(ap[c])]
         return float(np.mean(values)) if values else None
@@ -362,6 +423,23 @@ def score_results(
         "count_mae": face["count_mae"],
         "n_predictions": face["n_predictions"],
         "operating_point": {"score_threshold": score_threshold, "min_confidence": min_confidence},
+        "privacy_coverage": privacy["privacy_coverage"],
+        "blurred_area_share": privacy["blurred_area_share"],
+    }
+
+
+def privacy_policy(detector: MaskDetector) -> dict[str, Any]:
+    """What ``privacy_coverage`` measured: the blur's settings (recorded with the numbers)."""
+    from maskwatch.detection.privacy import BLUR_HOLD_S, HEAD_GROW
+
+    return {
+        "cover": PRIVACY_COVER,
+        "blur_threshold": getattr(detector.active_finder, "score_threshold", None),
+        "head_grow": {"sides": HEAD_GROW[0], "top": HEAD_GROW[1], "bottom": HEAD_GROW[2]},
+        "hold_s": BLUR_HOLD_S,
+        "what": "a face is hidden when at least `cover` of its annotated box is blurred; every detector "
+        "candidate down to `blur_threshold` is blurred, grown by `head_grow` (fractions of the box), and in "
+        "video each lost privacy track's predicted box for `hold_s`",
     }
 
 
@@ -504,6 +582,7 @@ def evaluate_voc(
             "notes": "recall buckets are the longest side of the annotated box in pixels; precision is a lower bound "
             "where scenes leave background faces unannotated",
             "settings": detector.settings(),
+            "privacy": privacy_policy(detector),
             "skipped": skipped,
             "degenerate_boxes": degenerate,  # annotated boxes without width or height, left out (data.voc)
             "seconds": round(seconds, 3),

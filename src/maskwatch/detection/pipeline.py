@@ -62,6 +62,7 @@ from maskwatch.core.faces import Faces
 from maskwatch.core.geometry import box_iou, crop_box, finish_boxes, nms
 from maskwatch.detection.centerface import VOC_BOX_ADJUST
 from maskwatch.detection.presets import DETECTOR_PRECISIONS, PRESETS, TTA_MARGIN_OFFSETS, check_preset
+from maskwatch.detection.privacy import BLUR_SCORE
 from maskwatch.detection.results import FrameResult
 
 __all__ = ["PRESETS", "TTA_MARGIN_OFFSETS", "CropBatch", "FaceFinder", "MaskDetector", "ProbabilityModel", "fuse_views"]
@@ -168,7 +169,8 @@ class MaskDetector:
         crop_margin: margin added on each side of a face box before classifying, fraction of its size;
             None: the classifier's own (``classifier.crop_margin``, the framing it was trained on), else
             :data:`~maskwatch.core.contract.DEFAULT_CROP_MARGIN`.
-        min_face: drop faces whose longest side is below this many pixels.
+        min_face: faces whose longest side is below this many pixels are not counted (they stay privacy
+            candidates: blurred).
         fusion_iou: boxes overlapping by more than this are one face (fusion across views, and NMS).
         box_adjust: ``(dx, dy, sw, sh)`` mapping detector boxes onto VOC framing (None: keep them).
         upscale: scale images smaller than a scale up to it (small faces are found much better).
@@ -180,6 +182,11 @@ class MaskDetector:
             ``face_finder``); None: the preset decides (fp32 unless ``scales`` names one).
         int8_classifier: a quantized copy of ``classifier`` (same classes) for the presets that ask for one.
         classifier_precision: ``fp32`` or ``int8`` (``int8_classifier`` when given), like ``detector``.
+        candidate_threshold: a view's detections scoring under this are *privacy candidates* only: left out
+            of the fusion (so the faces that count do not depend on them), added where no stronger face is,
+            never ``kept`` (blurred, never classified or counted; :mod:`maskwatch.detection.privacy`). 0: every
+            detection of the face finder is a candidate. :meth:`load` runs the finder down to its
+            ``blur_threshold`` and sets this to its ``candidate_threshold``.
     """
 
     def __init__(
@@ -201,6 +208,7 @@ class MaskDetector:
         detector: str | None = None,
         int8_classifier: ProbabilityModel | None = None,
         classifier_precision: str | None = None,
+        candidate_threshold: float = 0.0,
     ) -> None:
         if isinstance(scales, str):
             preset = PRESETS[check_preset(scales)]
@@ -220,6 +228,8 @@ class MaskDetector:
             raise ValueError(f"scales must be one or more sizes >= 32 px, got {scales}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 <= candidate_threshold <= 1.0:
+            raise ValueError(f"candidate_threshold must be in [0, 1], got {candidate_threshold}")
         if crop_margin is None:
             crop_margin = getattr(classifier, "crop_margin", None)
             crop_margin = DEFAULT_CROP_MARGIN if crop_margin is None else float(crop_margin)
@@ -253,6 +263,7 @@ class MaskDetector:
         self.box_adjust = None if box_adjust is None else tuple(float(v) for v in box_adjust)
         self.upscale = bool(upscale)
         self.classify_tta = bool(classify_tta)
+        self.candidate_threshold = float(candidate_threshold)
 
     @classmethod
     def load(
@@ -263,6 +274,7 @@ class MaskDetector:
         preset: str = "accurate",
         detector_model: str | os.PathLike[str] | None = None,
         candidate_threshold: float = 0.1,
+        blur_threshold: float = BLUR_SCORE,
         threads: int = 2,
         batch_size: int = 8,  # faces per classifier run; 32 held 190 MB more at peak, no faster (BENCHMARKS.md)
         spin: bool = False,
@@ -273,7 +285,9 @@ class MaskDetector:
         """A ready pipeline: the classifier ``model`` (default: the bundled one, see
         :func:`maskwatch.bundled.default_model_path`) opened with ``backend`` (default: the runtime's own
         choice), and CenterFace (``detector_model`` or its usual place). Each detector view keeps faces
-        scoring at least ``candidate_threshold`` before fusion. ``options`` go to the constructor
+        scoring at least ``candidate_threshold`` before fusion, and privacy candidates (blurred, never
+        counted) down to ``blur_threshold`` (:data:`~maskwatch.detection.privacy.BLUR_SCORE`, chosen on
+        scenes/valid for the recall-first blur). ``options`` go to the constructor
         (``score_threshold``, ``crop_margin``, ``min_face``, ``scales``, ``flip``, ...).
 
         ``spin`` is off by default: the detector and the classifier are two ONNX Runtime sessions called in
@@ -293,9 +307,10 @@ class MaskDetector:
         classifier = (
             load_classifier(model_path, **kwargs) if backend is None else load_classifier(model_path, backend, **kwargs)
         )
+        floor = min(candidate_threshold, blur_threshold)  # the finders run down to the privacy candidates
         finder = CenterFaceDetector(
             detector_model,
-            score_threshold=candidate_threshold,
+            score_threshold=floor,
             max_side=None,
             box_adjust=None,
             threads=threads,
@@ -307,10 +322,11 @@ class MaskDetector:
         int8_path = find_centerface_int8_model() if int8_detector and detector_model is None else None
         if int8_path is not None:
             options.setdefault("int8_face_finder", CenterFaceDetector(
-                int8_path, score_threshold=candidate_threshold, max_side=None, box_adjust=None, threads=threads,
+                int8_path, score_threshold=floor, max_side=None, box_adjust=None, threads=threads,
                 spin=spin,
             ))  # fmt: skip
         options.setdefault("scales", preset)
+        options.setdefault("candidate_threshold", candidate_threshold)
         return cls(classifier, finder, **options)
 
     def configured(self, **changes: Any) -> MaskDetector:
@@ -330,6 +346,7 @@ class MaskDetector:
             "detector": self.detector,
             "int8_classifier": self.int8_classifier,
             "classifier_precision": self.classifier_precision_asked,
+            "candidate_threshold": self.candidate_threshold,
         }
         if isinstance(changes.get("scales"), str):  # the preset decides what is not named
             preset_keys = ("flip", "classify_tta", "detector", "classifier_precision")
@@ -352,6 +369,8 @@ class MaskDetector:
             "box_adjust": None if self.box_adjust is None else list(self.box_adjust),
             "upscale": self.upscale,
             "classify_tta": self.classify_tta,
+            "candidate_threshold": self.candidate_threshold,
+            "blur_threshold": getattr(self.active_finder, "score_threshold", None),
             "detector": self.detector_precision,
             "classifier_precision": self.classifier_precision,
             "face_finder": repr(self.active_finder),
@@ -412,13 +431,30 @@ class MaskDetector:
 
     def fuse(self, views: Sequence[Faces], width: int, height: int) -> Faces:
         """The views of one ``width`` x ``height`` image fused (:func:`fuse_views`), mapped onto VOC framing,
-        clipped, and sorted best score first."""
+        clipped, and sorted best score first.
+
+        Detections under :attr:`candidate_threshold` are privacy candidates: left out of the fusion, they
+        join as faces of their own (their view's score, not ``kept``) where they overlap no fused face by
+        more than ``fusion_iou``. So are faces under ``min_face``: too small to count, never too small to
+        blur."""
+        floor = self.candidate_threshold
+        weak = None
+        if floor > 0 and any(bool((v.scores < floor).any()) for v in views):
+            weak = Faces.concat([v[v.scores < floor] for v in views])
+            views = [v[v.scores >= floor] for v in views]
         fused = fuse_views(views, self.fusion_iou)
+        if weak is not None and len(weak):
+            weak = weak[nms(weak.boxes, weak.scores, self.fusion_iou)]
+            if len(fused):
+                weak = weak[box_iou(weak.boxes, fused.boxes).max(axis=1) <= self.fusion_iou]
+            weak = Faces(weak.boxes, weak.scores, weak.landmarks, kept=np.zeros(len(weak), dtype=bool))
+            fused = Faces.concat([Faces(fused.boxes, fused.scores, fused.landmarks), weak])
         if not len(fused):
             return fused
-        boxes, ok = finish_boxes(fused.boxes, width, height, self.box_adjust, self.min_face)
-        order = np.argsort(-fused.scores[ok], kind="stable")
-        return Faces(boxes[ok][order], fused.scores[ok][order], fused.landmarks[ok][order])
+        boxes, ok = finish_boxes(fused.boxes, width, height, self.box_adjust, 0.0)
+        counts = fused.kept & (np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_face)
+        order = np.flatnonzero(ok)[np.argsort(-fused.scores[ok], kind="stable")]
+        return Faces(boxes[order], fused.scores[order], fused.landmarks[order], kept=counts[order])
 
     # -- stage 2 -----------------------------------------------------------------------------------------
 

@@ -24,11 +24,16 @@ def write_html_report(metrics: Mapping[str, Any], path: str | os.PathLike[str]) 
     def f(value: Any) -> str:
         return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
+    hidden = metrics.get("privacy_coverage") or {}
+    hidden_video = metrics.get("privacy_coverage_video") or {}
     rows = "".join(
         f"<tr><td>{html.escape(b)}</td><td>{metrics['n_faces_by_bucket'][b]}</td><td>{f(metrics['recall'][b])}</td>"
-        f"<td>{f(metrics['recall_iou30'][b])}</td></tr>"
+        f"<td>{f(metrics['recall_iou30'][b])}</td><td>{f(hidden.get(b))}</td>"
+        + (f"<td>{f(hidden_video.get(b))}</td>" if hidden_video else "")
+        + "</tr>"
         for b in metrics["recall"]
     )
+    hidden_head = "<th>hidden by the blur</th>" + ("<th>hidden (videos)</th>" if hidden_video else "")
     ap_rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{f(v)}</td><td>{f(metrics['ap50_argmax'].get(c))}</td></tr>"
         for c, v in metrics["ap50"].items()
@@ -56,7 +61,9 @@ pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
 <p>{html.escape(str(metrics["data"]))}{chosen}: {metrics["n_images"]} images, {metrics["n_faces"]} annotated faces.</p>
 <h2>Face finding (operating point: detector score ≥ {f(metrics["operating_point"]["score_threshold"])})</h2>
 <table><tr><th>face size (longest side, px)</th><th>faces</th>
-<th>recall IoU≥0.5</th><th>recall IoU≥0.3</th></tr>{rows}</table>
+<th>recall IoU≥0.5</th><th>recall IoU≥0.3</th>{hidden_head}</tr>{rows}</table>
+<p>Hidden by the blur: the share of annotated faces at least 90 % covered by the blur (every candidate,
+grown to the head; docs/privacy.md); blurred share of the image {f(metrics.get("blurred_area_share"))}.</p>
 <p>precision IoU≥0.5 {f(metrics["precision"])}, IoU≥0.3 {f(metrics["precision_iou30"])};
 per-image face count MAE {f(metrics["count_mae"])}.</p>
 <h2>Average precision at IoU 0.5</h2>

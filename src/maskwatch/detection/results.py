@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from maskwatch.core.contract import compliance_rate
 from maskwatch.core.faces import Faces
 
@@ -32,6 +34,10 @@ class FrameResult:
     """All faces of one image or video frame, with counts per class and the compliance rate.
 
     ``candidates``: every face the detector returned (``kept`` marks those that count);
+    ``held_boxes``: (m, 4) where faces were a moment ago and the detector lost them on this frame (a video's
+    privacy tracks, predicted: blurred, never counted; :class:`maskwatch.stream.privacy.BlurHold`);
+    ``privacy_zones``: the source's privacy zones (polygons in fractions of the frame), black in the frame
+    already and painted black again after any blur (a blurred head next to a zone must not smear into it);
     ``compliant_classes``: the classes that count as wearing a mask correctly (the model's); None means
     the default for the classes (:func:`maskwatch.core.contract.default_compliant_classes`)."""
 
@@ -43,6 +49,8 @@ class FrameResult:
     timestamp: float | None = None  # seconds into a video
     extra: dict[str, Any] = field(default_factory=dict)
     compliant_classes: tuple[str, ...] | None = None
+    held_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    privacy_zones: list[list[tuple[float, float]]] = field(default_factory=list)
 
     @cached_property
     def faces(self) -> Faces:

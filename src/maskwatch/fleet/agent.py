@@ -12,7 +12,8 @@ budget, what the budget dropped (counters and drop episodes); it is published ag
 episode begins or ends.
 
 Privacy: no image leaves the node unless ``snapshots`` is enabled, and then every face is blurred
-(:func:`maskwatch.detection.privacy.blur_faces`).
+(:func:`maskwatch.detection.privacy.blur_faces`, recall-first: every candidate and held box, grown to the
+head) and every privacy zone of the camera is black (the engine blacks zones out before analysis).
 """
 
 from __future__ import annotations
@@ -325,8 +326,8 @@ class Agent:
         from maskwatch.core.jpeg import encode_jpeg
         from maskwatch.detection.privacy import blur_faces, blur_regions
 
-        boxes = blur_regions(latest.result.candidates)
-        jpeg = encode_jpeg(blur_faces(latest.frame.image, latest.result.candidates), 80)
+        boxes = blur_regions(latest.result)  # privacy zones were blacked out before the frame was analysed
+        jpeg = encode_jpeg(blur_faces(latest.frame.image, latest.result), 80)
         return {
             "camera": name,
             "faces_blurred": len(boxes),

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from maskwatch.core.names import NODE_SEPARATOR, qualified, split_qualified
 from maskwatch.core.timeutil import iso, local_day_start
 from maskwatch.service.errors import ApiError
+from maskwatch.service.storage.cameras import zones_json
 
 if TYPE_CHECKING:
     from maskwatch.fleet.commands import FleetCommander
@@ -73,6 +74,11 @@ class CameraOut(BaseModel):
     target_fps: float | None
     realtime: bool
     loop: bool
+    privacy_zones: list[list[list[float]]] | None = Field(
+        None,
+        description="a local camera's own privacy zones ([x, y] in fractions of the frame); null: the engine's "
+        "camera_defaults (and for a remote camera: set on its node)",
+    )
     state: str = Field(description="connecting, live, lost, reconnecting, ended, failed, disabled or unknown")
     reason: str | None
     next_attempt: float | None = Field(
@@ -324,6 +330,7 @@ class CameraView:
             target_fps=camera.target_fps,
             realtime=camera.realtime,
             loop=camera.loop,
+            privacy_zones=zones_json(camera.privacy_zones),
             state=state,
             reason=reason,
             next_attempt=now.next_attempt if now is not None and camera.enabled else None,

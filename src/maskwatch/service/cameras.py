@@ -17,7 +17,7 @@ from maskwatch.core.names import check_name
 from maskwatch.core.netpolicy import NetPolicy, RefusedError, check_source
 from maskwatch.core.redaction import redact
 from maskwatch.service.errors import ApiError
-from maskwatch.service.storage.cameras import CAMERA_FIELDS, CameraRepository, CameraSource
+from maskwatch.service.storage.cameras import CAMERA_FIELDS, CameraRepository, CameraSource, zones_json
 from maskwatch.service.storage.models import Camera
 from maskwatch.stream.config import CameraSettings, EngineConfig, SourceSpec
 from maskwatch.stream.sources import SourceError, parse_source
@@ -35,7 +35,12 @@ def spec_for(camera: Camera, config: EngineConfig, hold: float | None = None) ->
     """A camera's engine source: its own settings over ``config.camera_defaults`` (still images played
     ``realtime`` are a slideshow, each held ``hold`` s: the demo camera's, else the defaults')."""
     own = CameraSettings(
-        preset=camera.preset, target_fps=camera.target_fps, realtime=camera.realtime, loop=camera.loop, hold=hold
+        preset=camera.preset,
+        target_fps=camera.target_fps,
+        realtime=camera.realtime,
+        loop=camera.loop,
+        hold=hold,
+        privacy_zones=camera.privacy_zones,
     )
     return config.source(camera.url, camera.name, own)
 
@@ -198,6 +203,7 @@ class CameraManager:
             target_fps=source.target_fps,
             realtime=source.realtime,
             loop=source.loop,
+            privacy_zones=zones_json(source.privacy_zones),
             created_ts=now,
             updated_ts=now,
         )
@@ -273,3 +279,4 @@ class _Resolved:
         self.name, self.url, self.enabled = source.name, source.url, source.enabled
         self.preset, self.target_fps = source.preset, source.target_fps
         self.realtime, self.loop = realtime, loop
+        self.privacy_zones = source.privacy_zones

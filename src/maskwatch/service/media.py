@@ -18,7 +18,7 @@ from maskwatch.core.jpeg import JpegError, encode_jpeg
 from maskwatch.core.timeutil import day_stamp
 
 if TYPE_CHECKING:
-    from maskwatch.detection.pipeline import FrameResult
+    from maskwatch.detection.results import FrameResult
     from maskwatch.service.settings import PrivacySettings
 
 __all__ = ["UNBLURRED_SUFFIX", "Media", "Snapshot", "pixelate_whole", "render_jpeg"]
@@ -45,7 +45,9 @@ def render_jpeg(
     quality: int = 80,
     max_side: int | None = 960,
 ) -> bytes:
-    """The frame with every face blurred (unless ``blur`` is False) and the detections drawn, as JPEG."""
+    """The frame with every face blurred (unless ``blur`` is False; :func:`maskwatch.detection.privacy.blur_faces`
+    of the frame's result, before anything is drawn or encoded) and the detections drawn, as JPEG. The
+    frame's privacy zones were blacked out by the engine before it was analysed."""
     import cv2
 
     from maskwatch.detection.drawing import draw_result
@@ -53,7 +55,7 @@ def render_jpeg(
 
     image = image_rgb
     if blur and result is not None:
-        image = blur_faces(image, result.candidates)  # the one box source (detection.privacy.blur_regions)
+        image = blur_faces(image, result)  # the one blur: every candidate and held box, grown to the head
     if annotate and result is not None:
         image = draw_result(image, result)
     if max_side and max(image.shape[:2]) > max_side:

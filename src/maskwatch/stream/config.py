@@ -8,9 +8,9 @@ checked without loading OpenCV or a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -18,13 +18,34 @@ from pydantic_settings import SettingsConfigDict
 from maskwatch.core.settings import RootSettings, Section
 from maskwatch.detection.presets import PresetName
 
-__all__ = ["CameraDefaults", "CameraSettings", "ColorMode", "DetectSettings", "EngineConfig", "SourceSpec"]
-
 #: A camera's colour mode (:mod:`maskwatch.camera_color`): ``color`` classifies the faces as delivered,
 #: ``gray`` turns every face grey first (black-and-white and infrared cameras: the grey view the model was
 #: trained for, any colour cast removed), ``auto`` follows the stream (grey after 5 grey frames in a row,
 #: colour after 5 colour ones).
 ColorMode = Literal["auto", "color", "gray"]
+
+__all__ = [
+    "MAX_ZONES",
+    "MAX_ZONE_POINTS",
+    "CameraDefaults",
+    "CameraSettings",
+    "ColorMode",
+    "DetectSettings",
+    "EngineConfig",
+    "PrivacyZone",
+    "SourceSpec",
+]
+
+MAX_ZONES = 16  # privacy zones per camera
+MAX_ZONE_POINTS = 64  # corners per zone
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+#: a privacy zone: a polygon of (x, y) corners in fractions of the frame's width and height (0..1, from the
+#: top left), so it fits the camera at any resolution; blacked out before anything sees the frame
+#: (a corner is a 2-item list rather than a tuple: OpenAPI 3.0 schemas cannot say "tuple")
+ZonePoint = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+PrivacyZone = Annotated[list[ZonePoint], Field(min_length=3, max_length=MAX_ZONE_POINTS)]
+PrivacyZones = Annotated[list[PrivacyZone], Field(max_length=MAX_ZONES)]
 
 
 class CameraDefaults(Section):
@@ -39,6 +60,11 @@ class CameraDefaults(Section):
     color: ColorMode = Field(
         "color", description="faces as delivered (color), always grey (gray: infrared cameras), or follow the stream"
     )
+    privacy_zones: PrivacyZones = Field(
+        default_factory=list,
+        description="polygons of [x, y] corners in fractions of the frame (0..1), blacked out before the frame "
+        "is analysed, streamed or stored",
+    )
 
 
 class CameraSettings(Section):
@@ -52,6 +78,7 @@ class CameraSettings(Section):
     hold: float | None = Field(None, gt=0)
     track: bool | None = None
     color: ColorMode | None = None
+    privacy_zones: PrivacyZones | None = None
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -114,6 +141,7 @@ class EngineConfig(Section):
             hold=settings.hold,
             track=settings.track,
             color=settings.color,
+            privacy_zones=[[(x, y) for x, y in zone] for zone in settings.privacy_zones],
         )
 
     @classmethod
@@ -150,6 +178,8 @@ class SourceSpec:
         give_up_after: end a live source that has had no frame for this many seconds, as failed (one-shot
             runs: ``maskwatch detect --reconnect-timeout``); None, the default, reconnects forever.
         color: the camera's colour mode (:data:`ColorMode`); None: the engine's ``camera_defaults.color``.
+        privacy_zones: polygons of (x, y) in fractions of the frame (0..1) blacked out before the frame is
+            analysed, streamed or stored (:class:`~maskwatch.stream.privacy.SourcePrivacy`).
     """
 
     uri: str
@@ -166,6 +196,7 @@ class SourceSpec:
     start_frame: int = 0
     give_up_after: float | None = None
     color: ColorMode | None = None
+    privacy_zones: list[list[tuple[float, float]]] = field(default_factory=list)
 
 
 class DetectSettings(RootSettings):

@@ -296,7 +296,12 @@ class StreamEngine:
             return
         when = None if next_attempt is None else utc(next_attempt)
         status = SourceStatus(
-            source=runner.name, state=state, kind=runner.kind, reason=reason, attempts=attempts, next_attempt=when,
+            source=runner.name,
+            state=state,
+            kind=runner.kind,
+            reason=reason,
+            attempts=attempts,
+            next_attempt=when,
             color_mode=runner.color.mode,
         )
         self._publish(status)

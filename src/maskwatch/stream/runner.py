@@ -31,6 +31,7 @@ from maskwatch.stream.buffers import FrameBuffer
 from maskwatch.stream.config import EngineConfig, SourceSpec
 from maskwatch.stream.decoder import process_decoding_unavailable
 from maskwatch.stream.detectors import DetectorFactory
+from maskwatch.stream.privacy import SourcePrivacy
 from maskwatch.stream.readers import ProcessReader, Reader, ThreadReader
 from maskwatch.stream.reporting import Bucket, percentile, source_summary
 from maskwatch.stream.sources import (
@@ -114,6 +115,8 @@ class SourceRunner:
         self.wants_tracker = spec.track and (self.kind != "image" or spec.realtime)
         self.recent: deque[tuple[float, float | None]] = deque(maxlen=64)  # (analysed at, lag) for live stats
         self.snapshots: dict[int, np.ndarray] = {}  # track id -> best face view so far (``snapshots`` on)
+        # privacy zones and the blur hold (a face lost for a moment stays blurred) of frames that follow each other
+        self.privacy = SourcePrivacy.for_source(spec.privacy_zones, sequence=self.kind != "image" or spec.realtime)
         self.removed = threading.Event()
         self.bucket = Bucket.at(clock(), config.stats_interval, self.classes, self.buffer.dropped)
         reader_options: dict[str, Any] = {

@@ -2,7 +2,8 @@
 cameras while running, enable/disable, live MJPEG and latest JPEG with faces blurred; a remote camera's
 latest frame is asked from its node. The database lookups, audits and JPEG encoding of the live views run on
 worker threads, never on the event loop. With several workers, a camera's state comes from the worker that
-runs it (stored), and ``worker`` says which."""
+runs it (stored), and ``worker`` says which. A camera's privacy zones (its own, else the engine's defaults) are
+black in every image served."""
 
 from __future__ import annotations
 
@@ -24,12 +25,19 @@ from maskwatch.service.live import released_after
 from maskwatch.service.media import Media
 from maskwatch.service.routers.common import binary, stream_slot
 from maskwatch.service.settings import CameraConfig
+from maskwatch.service.storage.cameras import zones_json
+from maskwatch.stream.config import PrivacyZones
 
 __all__ = ["CameraIn", "CameraOut", "CameraPatch", "router"]
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
 
 Preset = Literal["fast", "balanced", "accurate"]
+ZONES_HELP = (
+    "privacy zones: polygons of [x, y] corners in fractions of the frame (0..1 from the top left; 3-64 corners, "
+    "at most 16 zones), blacked out before the frame is analysed, streamed or stored; unset: "
+    "engine.camera_defaults"
+)
 
 
 class CameraIn(BaseModel):
@@ -41,6 +49,7 @@ class CameraIn(BaseModel):
     target_fps: float | None = Field(None, gt=0, le=120, description="unset: engine.camera_defaults")
     realtime: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
     loop: bool | None = Field(None, description="unset: engine.camera_defaults (fixed at creation)")
+    privacy_zones: PrivacyZones | None = Field(None, description=ZONES_HELP)
 
 
 class CameraPatch(BaseModel):
@@ -51,6 +60,7 @@ class CameraPatch(BaseModel):
     target_fps: float | None = Field(None, gt=0, le=120)
     realtime: bool | None = None
     loop: bool | None = None
+    privacy_zones: PrivacyZones | None = Field(None, description=ZONES_HELP + " (null: back to the default)")
 
 
 @router.get("", summary="Every camera, local and remote (node:camera), with its state and people today")
@@ -86,6 +96,8 @@ def update_camera(
     for key in ("url", "enabled", "realtime", "loop"):
         if key in changes and changes[key] is None:
             raise ApiError(422, "invalid", f"{key} cannot be null")
+    if "privacy_zones" in changes:
+        changes["privacy_zones"] = zones_json(body.privacy_zones)  # as the table holds them (restart on change)
     cameras.update(name, changes)
     audit.record(principal, "camera.update", name, {k: v for k, v in changes.items() if k != "url"})
     return view.get(name, admin=True)

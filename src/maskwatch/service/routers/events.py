@@ -1,28 +1,32 @@
-"""Person events (the engine's ``track_ended``), newest first with cursor paging; the same filters (camera,
-verdict, time range, false positives) for a CSV export of the filtered list; false-positive marks; their
-snapshots."""
+"""Person events (the engine's ``track_ended``), newest first with cursor paging; false-positive marks;
+their snapshots; exports of what the filters select (CSV or JSON Lines, the dashboard's CSV link included)
+and erasure by filter, each audited."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from maskwatch.core.timeutil import iso
-from maskwatch.service.deps import AuditDep, ClassesDep, MediaDep, Operator, StorageDep, Viewer
+from maskwatch.service.auth import Principal
+from maskwatch.service.deps import Admin, AuditDep, Auditor, ClassesDep, MediaDep, Operator, StorageDep, Viewer
 from maskwatch.service.errors import ApiError
 from maskwatch.service.media import pixelate_whole
-from maskwatch.service.routers.common import binary, to_ts
+from maskwatch.service.routers.common import BINARY, binary, to_ts
 from maskwatch.service.storage import Storage
 from maskwatch.service.storage.events import EventFilter, row_id
 from maskwatch.service.storage.models import PersonEvent
 
-__all__ = ["EventOut", "EventPage", "router"]
+__all__ = ["EXPORT_PAGE", "Erased", "EventOut", "EventPage", "router"]
+
+EXPORT_PAGE = 1000  # events read from the database per step of an export
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -106,39 +110,110 @@ def list_events(
 
 CSV_COLUMNS = ("id", "event_id", "time", "camera", "label", "compliant", "probability", "n_frames",
                "false_positive", "has_snapshot")  # fmt: skip
+ExportFormat = Literal["csv", "jsonl"]
+
+
+def _rows(storage: Storage, where: EventFilter, limit: int) -> Iterator[PersonEvent]:
+    """At most ``limit`` events ``where`` selects, newest first, a page at a time (bounded memory)."""
+    before, left = None, limit
+    while left > 0:
+        page = storage.events.page(where, before=before, limit=min(left, EXPORT_PAGE))
+        yield from page
+        if len(page) < min(left, EXPORT_PAGE):
+            return
+        left -= len(page)
+        before = page[-1].id
+
+
+def _csv_lines(rows: Iterator[PersonEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        out = event_out(row)
+        writer.writerow([getattr(out, column) for column in CSV_COLUMNS])
+        if buffer.tell() > 1 << 16:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _export(
+    storage: Storage, audit: Auditor, principal: Principal, where: EventFilter, format: ExportFormat, limit: int
+) -> StreamingResponse:
+    """The one export: audited, streamed a page at a time."""
+    audit.record(principal, "export.events", where.camera, {"format": format, "filter": _described(where)})
+    if format == "csv":
+        body: Iterator[str] = _csv_lines(_rows(storage, where, limit))
+        media_type, name = "text/csv", "maskwatch-events.csv"
+    else:
+        body = (event_out(row).model_dump_json() + "\n" for row in _rows(storage, where, limit))
+        media_type, name = "application/x-ndjson", "maskwatch-events.jsonl"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+EXPORT_LIMIT = Query(10_000, ge=1, le=100_000, description="at most this many events (the newest)")
+
+
+@router.get(
+    "/export",
+    summary="Export the events the filters select, newest first (CSV or JSON Lines); every export is audited",
+    response_class=StreamingResponse,
+    responses={200: {"description": "text/csv or application/x-ndjson", "content": {"text/csv": {"schema": BINARY},
+               "application/x-ndjson": {"schema": BINARY}}}},
+)  # fmt: skip
+def export_events(
+    storage: StorageDep,
+    audit: AuditDep,
+    principal: Viewer,
+    where: EventFilterDep,
+    format: ExportFormat = Query("csv", description="csv: one row per event; jsonl: EventOut per line"),
+    limit: int = EXPORT_LIMIT,
+) -> StreamingResponse:
+    return _export(storage, audit, principal, where, format, limit)
 
 
 @router.get(
     "/export.csv",
-    summary="The filtered list of events as CSV (the same filters as GET /events), newest first",
-    response_class=Response,
+    summary="The filtered list of events as CSV (the dashboard's link): GET /events/export?format=csv",
+    response_class=StreamingResponse,
     responses=binary("text/csv", f"one row per event: {', '.join(CSV_COLUMNS)}"),
 )
-def export_events(
+def export_events_csv(
+    storage: StorageDep, audit: AuditDep, principal: Viewer, where: EventFilterDep, limit: int = EXPORT_LIMIT
+) -> StreamingResponse:
+    return _export(storage, audit, principal, where, "csv", limit)
+
+
+class Erased(BaseModel):
+    events: int = Field(description="events deleted")
+    snapshots: int = Field(description="snapshot files deleted with them")
+
+
+@router.delete("", summary="Erase the events a filter selects, with their snapshots (audited; needs a filter)")
+def erase_events(
     storage: StorageDep,
-    _: Viewer,
+    media: MediaDep,
+    audit: AuditDep,
+    principal: Admin,
     where: EventFilterDep,
-    limit: int = Query(10_000, ge=1, le=100_000, description="at most this many events (the newest)"),
-) -> Response:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    before = None
-    left = limit
-    while left > 0:  # in pages: the id index, newest first
-        rows = storage.events.page(where, before=before, limit=min(left, 1000))
-        for r in rows:
-            writer.writerow([r.id, r.event_id, iso(r.ts), r.camera, r.label, r.compliant, round(r.probability, 4),
-                             r.n_frames, r.false_positive, r.snapshot is not None])  # fmt: skip
-        if len(rows) < min(left, 1000):
-            break
-        left -= len(rows)
-        before = rows[-1].id
-    return Response(
-        buffer.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="maskwatch-events.csv"', "Cache-Control": "no-store"},
+    all: bool = Query(False, description="erase every event (no filter): must be said explicitly"),
+) -> Erased:
+    if where == EventFilter() and not all:
+        raise ApiError(422, "invalid", "say which events to erase (camera, verdict, from, to, false_positive), or all")
+    n, refs = storage.events.erase(where)
+    files = media.delete(refs)
+    audit.record(
+        principal, "events.erase", where.camera, {"filter": _described(where), "events": n, "snapshots": files}
     )
+    return Erased(events=n, snapshots=files)
+
+
+def _described(where: EventFilter) -> dict[str, object]:
+    """A filter as the audit log records it (only what was set)."""
+    return {k: v for k, v in vars(where).items() if v is not None}
 
 
 def _find(storage: Storage, key: str) -> PersonEvent:
@@ -186,6 +261,8 @@ def snapshot(
     if stored is None:
         raise ApiError(404, "no_snapshot", "the snapshot file is gone (retention)")
     headers = {"Cache-Control": "private, no-store"}
+    if not stored.unblurred or media.must_blur(admin=principal.allows("admin")):
+        audit.record(principal, "media.snapshot_view", row.event_id, {"path": request.url.path})
     if stored.unblurred:
         # stored unblurred (an admin turned blurring off): admins see it while blurring stays off, and each
         # view is audited; everyone else (or everyone once blurring is back on) gets it pixelated whole

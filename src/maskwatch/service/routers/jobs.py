@@ -92,9 +92,10 @@ class JobEvents(BaseModel):
     state: JobState
 
 
-@router.get("/{job_id}/events", summary="A job's events (the engine's, as published)")
-def job_events(job_id: str, jobs: JobsDep, _: Viewer) -> JobEvents:
+@router.get("/{job_id}/events", summary="A job's events (the engine's, as published); every read is audited")
+def job_events(job_id: str, jobs: JobsDep, audit: AuditDep, principal: Viewer) -> JobEvents:
     job = jobs.get(job_id)
+    audit.record(principal, "export.job_events", f"job:{job_id}")
     return JobEvents(items=jobs.events(job), summary=job.summary, state=job.state)
 
 

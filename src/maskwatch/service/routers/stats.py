@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from maskwatch.core.timeutil import iso
-from maskwatch.service.deps import SiteZone, StorageDep, Viewer
+from maskwatch.service.deps import AuditDep, SiteZone, StorageDep, Viewer
 from maskwatch.service.errors import ApiError, errors
 from maskwatch.service.routers.common import BINARY, to_ts
 from maskwatch.service.storage.stats import GRAINS, Point, StatsRepository
@@ -194,7 +194,8 @@ def _csv(series: dict[str, list[Point]], bucket: str) -> Response:
 def compliance(
     storage: StorageDep,
     zone: SiteZone,
-    _: Viewer,
+    audit: AuditDep,
+    principal: Viewer,
     camera: list[str] | None = Query(None, description="one or more cameras (repeat the parameter); default all"),
     from_: datetime | None = Query(None, alias="from", description="default: 24 hours before `to`"),
     to: datetime | None = Query(None, description="default: now"),
@@ -215,6 +216,9 @@ def compliance(
         raise ApiError(422, "invalid", "'from' must be before 'to'")
     check_size(storage.stats, cameras=camera, start=start, end=end, bucket=bucket, zone=zone)
     series = storage.stats.series(cameras=camera, start=start, end=end, bucket=bucket, zone=zone)
+    if format != "columns":  # csv and json are exports (the dashboard's chart reads columns): audited
+        audit.record(principal, "export.stats", None, {"format": format, "bucket": bucket, "cameras": camera,
+                                                       "from": iso(start), "to": iso(end)})  # fmt: skip
     if format == "csv":
         return _csv(series, bucket)
     total_n = sum(p[1] for rows in series.values() for p in rows)

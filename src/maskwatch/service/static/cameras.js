@@ -137,6 +137,7 @@ async function cameraPage(main, name) {
   } else {
     main.append(el("div", { class: "card" }, el("h2", {}, "Live (faces blurred)"),
       el("img", { class: "live", id: "live-view", alt: `live view of ${c.name}`, src: `${API}/cameras/${q}/live.mjpeg?fps=3` })));
+    if (typeof zoneCard === "function") main.append(zoneCard(c)); // zones.js: the privacy zone editor
   }
   main.append(await chartCard([name], 6));
   const [events, alerts] = await Promise.all([api(`/events?camera=${q}&limit=20`), api(`/alerts?camera=${q}&limit=20`)]);

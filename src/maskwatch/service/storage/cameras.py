@@ -3,7 +3,7 @@ shown to admins only and never logged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,10 +12,10 @@ from sqlalchemy import delete, select
 from maskwatch.service.storage.db import Sessions
 from maskwatch.service.storage.models import Camera, CameraStatus
 
-__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource", "StoredStatus"]
+__all__ = ["CAMERA_FIELDS", "CameraRepository", "CameraSource", "StoredStatus", "zones_json"]
 
 #: the fields of a camera that its source is made of (a change restarts it)
-CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop")
+CAMERA_FIELDS = ("url", "enabled", "preset", "target_fps", "realtime", "loop", "privacy_zones")
 
 
 class CameraSource(Protocol):
@@ -41,6 +41,14 @@ class CameraSource(Protocol):
 
     @property
     def loop(self) -> bool | None: ...
+
+    @property
+    def privacy_zones(self) -> list[list[list[float]]] | None: ...  # None: the engine's camera default
+
+
+def zones_json(zones: Sequence[Sequence[Sequence[float]]] | None) -> list[list[list[float]]] | None:
+    """Privacy zones as the JSON column holds them (lists of [x, y]); None stays None (inherit)."""
+    return None if zones is None else [[[float(x), float(y)] for x, y in zone] for zone in zones]
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class CameraRepository:
                         target_fps=c.target_fps,
                         realtime=c.realtime,
                         loop=c.loop,
+                        privacy_zones=zones_json(c.privacy_zones),
                         created_ts=now,
                         updated_ts=now,
                     )

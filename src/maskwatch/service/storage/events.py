@@ -1,11 +1,12 @@
 """Person events (the engine's ``track_ended``, stored by the ingestor): pages with filters, one event by
-row id or event id, false-positive marks."""
+row id or event id, false-positive marks, erasure by filter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from maskwatch.service.storage.db import Sessions
@@ -28,6 +29,24 @@ class EventFilter:
     start: float | None = None
     end: float | None = None
     false_positive: bool | None = None
+
+    def apply(self, q: Select[Any]) -> Select[Any]:
+        """``q`` restricted to the events this filter selects."""
+        if self.camera:
+            q = q.where(PersonEvent.camera == self.camera)
+        if self.verdict == "compliant":
+            q = q.where(PersonEvent.compliant.is_(True))
+        elif self.verdict == "noncompliant":
+            q = q.where(PersonEvent.compliant.is_(False))
+        elif self.verdict:
+            q = q.where(PersonEvent.label == self.verdict)
+        if self.start is not None:
+            q = q.where(PersonEvent.ts >= self.start)
+        if self.end is not None:
+            q = q.where(PersonEvent.ts < self.end)
+        if self.false_positive is not None:
+            q = q.where(PersonEvent.false_positive.is_(self.false_positive))
+        return q
 
 
 @dataclass(frozen=True)
@@ -59,21 +78,7 @@ class EventRepository:
 
     def page(self, where: EventFilter, *, before: int | None, limit: int) -> list[PersonEvent]:
         """Newest first: up to ``limit`` events with a row id below ``before``."""
-        q = select(PersonEvent).order_by(PersonEvent.id.desc()).limit(limit)
-        if where.camera:
-            q = q.where(PersonEvent.camera == where.camera)
-        if where.verdict == "compliant":
-            q = q.where(PersonEvent.compliant.is_(True))
-        elif where.verdict == "noncompliant":
-            q = q.where(PersonEvent.compliant.is_(False))
-        elif where.verdict:
-            q = q.where(PersonEvent.label == where.verdict)
-        if where.start is not None:
-            q = q.where(PersonEvent.ts >= where.start)
-        if where.end is not None:
-            q = q.where(PersonEvent.ts < where.end)
-        if where.false_positive is not None:
-            q = q.where(PersonEvent.false_positive.is_(where.false_positive))
+        q = where.apply(select(PersonEvent).order_by(PersonEvent.id.desc()).limit(limit))
         if before is not None:
             q = q.where(PersonEvent.id < before)
         with self.sessions() as s:
@@ -100,3 +105,14 @@ class EventRepository:
             if found is not None:
                 found.false_positive = value
         return found
+
+    def erase(self, where: EventFilter) -> tuple[int, list[str]]:
+        """Delete the events ``where`` selects, in one transaction; returns how many, and their snapshots'
+        references (the caller deletes the files)."""
+        with self.sessions() as s, s.begin():
+            rows = list(s.scalars(where.apply(select(PersonEvent))))
+            ids = [row.id for row in rows]
+            refs = [row.snapshot for row in rows if row.snapshot is not None]
+            for start in range(0, len(ids), 500):
+                s.execute(delete(PersonEvent).where(PersonEvent.id.in_(ids[start : start + 500])))
+        return len(ids), refs

@@ -46,6 +46,8 @@ class Camera(Base):
     target_fps: Mapped[float | None] = mapped_column(Double, nullable=True)
     realtime: Mapped[bool] = mapped_column(Boolean, default=False)
     loop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # polygons of [x, y] in fractions of the frame, blacked out before analysis; NULL: the engine's default
+    privacy_zones: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_ts: Mapped[float] = mapped_column(Double)
     updated_ts: Mapped[float] = mapped_column(Double)
 
