@@ -19,6 +19,14 @@ from maskwatch.detection.presets import PresetName
 
 __all__ = ["CameraDefaults", "CameraSettings", "DetectSettings", "EngineConfig", "SourceSpec"]
 
+# When the face detector runs (the defaults of CameraDefaults; chosen on measurements, BENCHMARKS.md "Edge
+# capacity"; what each does: maskwatch.stream.schedule)
+DETECT_EVERY = 1
+MOTION_GATE = False
+MOTION_THRESHOLD = 0.002
+MAX_SKIP = 2.0
+MAX_SKIP_LIMIT = 10.0
+
 
 class CameraDefaults(Section):
     """What every camera (source) of an engine gets unless it says otherwise (``engine.camera_defaults``)."""
@@ -29,6 +37,25 @@ class CameraDefaults(Section):
     loop: bool = Field(False, description="start a file again at its end")
     hold: float = Field(4.0, gt=0, description="seconds each still image is shown when played realtime")
     track: bool = Field(True, description="follow faces across frames and count people (videos, streams)")
+    detect_every: int = Field(
+        DETECT_EVERY,
+        ge=1,
+        description="run the face detector on every N-th analysed frame; the tracker carries "
+        "the faces (moved along their tracks) in between (1: every frame; needs track)",
+    )
+    motion_gate: bool = Field(
+        MOTION_GATE, description="skip the face detector while nothing moved since its last run (needs track)"
+    )
+    motion_threshold: float = Field(
+        MOTION_THRESHOLD, gt=0, le=1, description="share of the (downscaled) frame that must change to count as motion"
+    )
+    max_skip: float = Field(
+        MAX_SKIP,
+        gt=0,
+        le=MAX_SKIP_LIMIT,
+        description="seconds the detector may be skipped at most (the bound of the interval and the gate: a "
+        "new face is found within it however still the scene is)",
+    )
 
 
 class CameraSettings(Section):
@@ -41,6 +68,10 @@ class CameraSettings(Section):
     loop: bool | None = None
     hold: float | None = Field(None, gt=0)
     track: bool | None = None
+    detect_every: int | None = Field(None, ge=1)
+    motion_gate: bool | None = None
+    motion_threshold: float | None = Field(None, gt=0, le=1)
+    max_skip: float | None = Field(None, gt=0, le=MAX_SKIP_LIMIT)
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -91,6 +122,10 @@ class EngineConfig(Section):
             loop=settings.loop,
             hold=settings.hold,
             track=settings.track,
+            detect_every=settings.detect_every,
+            motion_gate=settings.motion_gate,
+            motion_threshold=settings.motion_threshold,
+            max_skip=settings.max_skip,
         )
 
     @model_validator(mode="after")
@@ -118,6 +153,8 @@ class SourceSpec:
         loop: start a file again when it ends (demo cameras); implies nothing else.
         max_frames: stop after this many frames (live sources: a bounded test run).
         track: follow faces across frames and count people (videos and streams).
+        detect_every / motion_gate / motion_threshold / max_skip: when the face detector runs on a tracked
+            source (:mod:`~maskwatch.stream.schedule`); None: the engine's ``camera_defaults``.
     """
 
     uri: str
@@ -131,6 +168,10 @@ class SourceSpec:
     loop: bool = False
     max_frames: int | None = None
     track: bool = True
+    detect_every: int | None = None
+    motion_gate: bool | None = None
+    motion_threshold: float | None = None
+    max_skip: float | None = None
 
 
 class DetectSettings(RootSettings):
