@@ -100,7 +100,13 @@ def test_the_interval_runs_the_detector_on_every_nth_frame_and_the_tracker_carri
                 assert ids.setdefault(k, face.track_id) == face.track_id  # one track per person throughout
             if i > 6:  # a track has a motion from its second detection (frame 6) on: the box follows the person
                 assert iou(face.box, walking(i, k)) > 0.85, (i, k, face.box, walking(i, k))
-    assert sum(f.result.candidates.classified.sum() for f in frames) <= 2 * 10  # fresh crops only
+    classified = sum(int(f.result.candidates.classified.sum()) for f in frames)
+    assert 0 < classified <= 2 * 10  # fresh crops only: at most the two faces of each detected frame
+    every, _, every_detector = analyse(video, **EVERY_FRAME)
+    every_classified = sum(int(f.result.candidates.classified.sum()) for f in every)
+    crops, every_crops = detector.classifier.crops, every_detector.classifier.crops
+    assert 0 < crops < every_crops  # the classifier saw crops of the detected frames' faces and nothing else
+    assert crops * every_classified == every_crops * classified  # same crops per classified face
 
 
 def test_the_motion_gate_skips_still_frames_never_longer_than_its_bound_and_wakes_on_motion(tmp_path):
