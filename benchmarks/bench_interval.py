@@ -136,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default", default='{"detect_every": 3, "motion_gate": true, "max_skip": 2.0}',
                    help="the setting also run with the carried crops classified")  # fmt: skip
     p.add_argument("--classify-carried", action="store_true")
+    p.add_argument("--settle-first", action="store_true", help="every setting with schedule.SETTLE_FIRST on")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "interval")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.settle_first:
+        import maskwatch.stream.schedule as schedule
+
+        schedule.SETTLE_FIRST = True
     sets = {k: v for k, v in make_sets(args, args.work).items() if k in args.sets.split(",")}
     detector, finder, classifier = remembered_detector()
     grid: list[dict[str, Any]] = []
@@ -151,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["benchmarks/bench_interval.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": os.getloadavg()},
         "sets": {k: [str(v) for v in vs] for k, vs in sets.items()},
+        "settle_first": args.settle_first,
         "settings": {},
     }
     classes = list(detector.classes)

@@ -38,6 +38,7 @@ from maskwatch.stream.sources import Frame
 __all__ = [
     "INTERVAL_MAX_SECONDS",
     "PIXEL_DELTA",
+    "SETTLE_FIRST",
     "THUMB_SCALE",
     "DetectionPolicy",
     "DetectionSchedule",
@@ -51,6 +52,9 @@ __all__ = [
 INTERVAL_MAX_SECONDS = 0.5
 THUMB_SCALE = 8  # the thumbnail is 1/8 of each side: 80x60 for 640x480 (a 64-pixel block per thumbnail pixel)
 PIXEL_DELTA = 12  # grey levels (of 255) a thumbnail pixel must change by to count as moved
+# while the tracker has not settled the last detection (a face that is not yet a track with its votes), the
+# detector runs on every frame, interval or not (a new face needs consecutive detections to become a track)
+SETTLE_FIRST = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class DetectionSchedule:
             return True
         elapsed = _time_of(frame) - self.last_time
         if elapsed < 0 or elapsed >= policy.max_skip - 1e-6:  # the bound (or a file that started again)
+            return True
+        if SETTLE_FIRST and not settled:
             return True
         if self.since + 1 < policy.detect_every and elapsed < INTERVAL_MAX_SECONDS:
             return False
