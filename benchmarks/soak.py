@@ -1059,13 +1059,19 @@ def read_node_journal(path: Path, upto: int | None = None) -> list[tuple[int, st
 
 
 def node_dropped_ids(path: Path) -> set[str] | None:
-    """The ids a node says it dropped, when its outbox keeps them (a ``dropped`` table with ``key``
-    ``type:id``); None when it keeps only counts (today)."""
+    """The person ids a node says it dropped, when its outbox keeps them (its ``dropped`` table: one row per
+    message, with ``event_id`` and ``type``); None when it keeps only counts (older outboxes)."""
     if not path.exists():
         return None
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "dropped" not in tables:
+            return None
+        columns = {r[1] for r in db.execute("PRAGMA table_info(dropped)")}
+        if {"event_id", "type"} <= columns:
+            rows = db.execute("SELECT event_id FROM dropped WHERE type = 'track_ended' AND event_id IS NOT NULL")
+            return {str(event_id) for (event_id,) in rows}
+        if "key" not in columns:
             return None
         return {
             str(k).partition(":")[2]

@@ -119,15 +119,20 @@ def scene_video(
     hold: float = 4.0,
     fps: float = 4.0,
     size: tuple[int, int] = (640, 480),
+    lead: float = 0.0,
+    tail: float = 0.0,
 ) -> Path:
     """An MJPEG-in-AVI video (what :class:`RtspCamera` needs; any reader takes it): each image letterboxed to
-    ``size`` and shown for ``hold`` seconds at ``fps``."""
+    ``size`` and shown for ``hold`` seconds at ``fps``, after ``lead`` and before ``tail`` seconds of black."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
+    black = np.zeros((size[1], size[0], 3), np.uint8)
     try:
+        for _ in range(round(lead * fps)):
+            writer.write(black)
         for image_path in images:
             image = cv2.imread(str(image_path))
             if image is None:
@@ -135,9 +140,37 @@ def scene_video(
             frame = _letterbox(image, size)
             for _ in range(max(1, round(hold * fps))):
                 writer.write(frame)
+        for _ in range(round(tail * fps)):
+            writer.write(black)
     finally:
         writer.release()
     return path
+
+
+def _jpeg_runs(video: Path) -> list[tuple[bytes, int]]:
+    """An MJPEG file's frames as they are stored (JPEG bytes; OpenCV's raw mode), consecutive equal frames
+    as one (bytes, count) run."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        if not capture.set(cv2.CAP_PROP_FORMAT, -1):
+            raise ValueError(f"{video}: OpenCV cannot give this file's frames undecoded")
+        runs: list[tuple[bytes, int]] = []
+        while True:
+            ok, packet = capture.read()
+            if not ok:
+                break
+            data = packet.tobytes()
+            if not data.startswith(b"\xff\xd8"):
+                raise ValueError(f"{video}: not an MJPEG file (a frame is not a JPEG)")
+            if runs and runs[-1][0] == data:
+                runs[-1] = (data, runs[-1][1] + 1)
+            else:
+                runs.append((data, 1))
+    finally:
+        capture.release()
+    if not runs:
+        raise ValueError(f"{video}: no frames")
+    return runs
 
 
 # -- HTTP MJPEG -------------------------------------------------------------------------------------------
@@ -181,15 +214,26 @@ class _Handler(BaseHTTPRequestHandler):
 class MjpegCamera:
     """An HTTP MJPEG camera at ``http://127.0.0.1:PORT/video.mjpg`` (any path serves the stream) playing
     ``video`` in a loop at its frame rate. ``port``: fixed, or a free one chosen once (kept across restarts).
+
+    ``raw``: serve the file's own JPEG frames as they are (an MJPEG AVI, :func:`scene_video`'s), read once
+    into memory (a run of identical frames kept once): no decoding and no re-encoding while it plays, so dozens
+    of cameras cost the machine almost nothing (``benchmarks/bench_capacity.py``), and a reader decodes
+    exactly the pixels a reader of the file decodes. Otherwise each frame is decoded and encoded again.
+    ``offset`` (with ``raw``): seconds the file's first frame is shown before it plays the first time, so
+    cameras started together are not in step.
     """
 
-    def __init__(self, video: str | Path, port: int | None = None) -> None:
+    def __init__(self, video: str | Path, port: int | None = None, *, raw: bool = False, offset: float = 0.0) -> None:
         self.video = Path(video)
         capture = cv2.VideoCapture(str(self.video))
         if not capture.isOpened():
             raise FileNotFoundError(f"cannot read video {self.video}")
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
         capture.release()
+        if offset and not raw:
+            raise ValueError("offset needs raw=True")
+        self._runs = _jpeg_runs(self.video) if raw else None
+        self.offset = offset
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/video.mjpg"
         self._server: _Server | None = None
@@ -213,8 +257,17 @@ class MjpegCamera:
                 return None, seen
             return self._frame, self._seq
 
+    def _publish(self, jpeg: bytes) -> None:
+        with self._cond:
+            self._frame, self._seq = jpeg, self._seq + 1
+            self.frames_served += 1
+            self._cond.notify_all()
+
     def _produce(self) -> None:
         """The camera's clock: one frame every 1/fps s, looping the file (reopened at its end)."""
+        if self._runs is not None:
+            self._play_raw(self._runs)
+            return
         period = 1.0 / self.fps
         capture = cv2.VideoCapture(str(self.video))
         due = time.monotonic()
@@ -228,14 +281,24 @@ class MjpegCamera:
                     if not ok:
                         raise RuntimeError(f"{self.video}: no frame")
                 ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
-                with self._cond:
-                    self._frame, self._seq = jpeg.tobytes(), self._seq + 1
-                    self.frames_served += 1
-                    self._cond.notify_all()
+                self._publish(jpeg.tobytes())
                 due += period
                 self._stopping.wait(max(0.0, due - time.monotonic()))
         finally:
             capture.release()
+
+    def _play_raw(self, runs: list[tuple[bytes, int]]) -> None:
+        period = 1.0 / self.fps
+        due = time.monotonic()
+        first = [(runs[0][0], round(self.offset * self.fps))] if self.offset > 0 else []
+        while not self._stopping.is_set():
+            for jpeg, count in first + runs:
+                for _ in range(count):
+                    self._publish(jpeg)
+                    due += period
+                    if self._stopping.wait(max(0.0, due - time.monotonic())):
+                        return
+            first = []
 
     def start(self, timeout: float = 10.0) -> MjpegCamera:
         if self._server is not None:

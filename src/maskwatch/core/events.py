@@ -98,6 +98,9 @@ class FaceRecord(BaseModel):
     confidence: float = Field(description="detector score x probability")
     landmarks: list[tuple[float, float]] = Field(default_factory=list)
     classified: bool = Field(True, description="False when the track's verdict was reused (budget)")
+    predicted: bool = Field(
+        False, description="the tracker's box: the face detector did not run on this frame (interval, motion gate)"
+    )
     track_id: int | None = None
     track_label: str | None = None
     track_probability: float | None = None

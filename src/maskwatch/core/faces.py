@@ -20,6 +20,9 @@ face. The columns:
 ``kept``                  (n,)         the faces that count: passed the pipeline's gates (detector score,
                                        classifier confidence). Rows not kept stay in the frame's
                                        candidates (privacy blurs from the candidates, not only the kept)
+``predicted``             (n,)         the tracker's box, not the detector's: the detector did not run on
+                                       this frame (the stream engine's detector interval and motion gate)
+                                       and the face was carried from its last detection along its track
 ========================  ===========  =================================================================
 
 ``classes`` names the probability columns. A detector's faces have no classes yet (``k`` = 0); the
@@ -47,7 +50,17 @@ __all__ = ["NO_TRACK", "FaceView", "Faces"]
 
 NO_TRACK = -1  # ``track_ids`` of a face that is not part of a (confirmed) track
 
-_COLUMNS = ("boxes", "scores", "landmarks", "probabilities", "track_ids", "track_probabilities", "classified", "kept")
+_COLUMNS = (
+    "boxes",
+    "scores",
+    "landmarks",
+    "probabilities",
+    "track_ids",
+    "track_probabilities",
+    "classified",
+    "kept",
+    "predicted",
+)
 
 
 def _r(value: float, digits: int = 4) -> float:
@@ -58,9 +71,9 @@ class Faces:
     """The faces of one image, columnar (see the module docstring for the columns).
 
     Build it from arrays (every column but ``boxes`` and ``scores`` is optional: landmarks zeros, no
-    probabilities, no track, not classified, kept); select rows with a boolean mask, an index array or a
-    slice (``faces[faces.scores >= 0.5]``); :meth:`replace` gives a copy with some columns changed. The
-    arrays are not copied on construction and should be treated as read-only: every method returns a new
+    probabilities, no track, not classified, kept, not predicted); select rows with a boolean mask, an index
+    array or a slice (``faces[faces.scores >= 0.5]``); :meth:`replace` gives a copy with some columns changed.
+    The arrays are not copied on construction and should be treated as read-only: every method returns a new
     ``Faces``.
     """
 
@@ -74,6 +87,7 @@ class Faces:
     track_probabilities: np.ndarray
     classified: np.ndarray
     kept: np.ndarray
+    predicted: np.ndarray
     classes: tuple[str, ...]
 
     def __init__(
@@ -88,6 +102,7 @@ class Faces:
         track_probabilities: Any = None,
         classified: Any = None,
         kept: Any = None,
+        predicted: Any = None,
     ) -> None:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         n = len(boxes)
@@ -105,6 +120,7 @@ class Faces:
         )
         classified = np.zeros(n, dtype=bool) if classified is None else np.asarray(classified, dtype=bool)
         kept = np.ones(n, dtype=bool) if kept is None else np.asarray(kept, dtype=bool)
+        predicted = np.zeros(n, dtype=bool) if predicted is None else np.asarray(predicted, dtype=bool)
         shapes = {
             "scores": (scores, (n,)),
             "landmarks": (landmarks, (n, 5, 2)),
@@ -113,13 +129,15 @@ class Faces:
             "track_probabilities": (track_probabilities, (n, k)),
             "classified": (classified, (n,)),
             "kept": (kept, (n,)),
+            "predicted": (predicted, (n,)),
         }
         for name, (array, shape) in shapes.items():
             if array.shape != shape:
                 raise ValueError(
                     f"Faces.{name} must have shape {shape} for {n} boxes and {k} classes, got {array.shape}"
                 )
-        self._set(boxes, scores, landmarks, probabilities, track_ids, track_probabilities, classified, kept, classes)
+        columns = (boxes, scores, landmarks, probabilities, track_ids, track_probabilities, classified, kept, predicted)
+        self._set(*columns, classes)
 
     def _set(self, *columns: Any) -> None:
         for name, value in zip((*_COLUMNS, "classes"), columns, strict=True):
@@ -441,6 +459,11 @@ class FaceView:
     @property
     def kept(self) -> bool:
         return bool(self.faces.kept[self.index])
+
+    @property
+    def predicted(self) -> bool:
+        """The tracker's box (the detector did not run on this frame)."""
+        return bool(self.faces.predicted[self.index])
 
     def to_dict(self) -> dict[str, Any]:
         """This face as JSON-ready values (the scene pipeline's JSON output)."""

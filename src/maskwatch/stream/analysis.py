@@ -3,6 +3,14 @@ assign ByteTrack ids per source, classify the faces of *all* these frames in one
 classifier: the ``fast`` preset runs the bundled model's INT8 export, the others the fp32 model), and let
 each source's tracker vote.
 
+On a tracked source the face detector does not run on every frame: its
+:class:`~maskwatch.stream.schedule.DetectionSchedule` (detector interval, motion gate, their bound) says
+which frames it runs on; on the others the tracker **carries** the last detection's faces
+(:meth:`~maskwatch.stream.tracking.FaceTracker.predict`: moved along their tracks, marked ``predicted``,
+with their tracks' verdicts). A carried frame costs neither the detector nor the classifier: only fresh
+crops (the detector's own boxes) are classified, and a carried face is a frame of its track, not a vote.
+Carried faces are candidates like found ones, so every image that leaves the engine blurs them.
+
 The same classify-and-build step as :meth:`MaskDetector.detect_batch
 <maskwatch.detection.pipeline.MaskDetector.detect_batch>`: :meth:`~maskwatch.detection.pipeline.MaskDetector.gate`
 the detector's candidates, queue the rows to classify in a :class:`~maskwatch.detection.pipeline.CropBatch`,
@@ -25,18 +33,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from maskwatch.core.faces import Faces
 from maskwatch.core.geometry import crop_box
 from maskwatch.detection.pipeline import CropBatch
 from maskwatch.detection.privacy import blur_faces
 from maskwatch.detection.results import FrameResult
 from maskwatch.stream.runner import SourceRunner
 from maskwatch.stream.sources import Frame
-from maskwatch.stream.tracking import Transition
+from maskwatch.stream.tracking import FaceTracker, Transition
 
-__all__ = ["FrameOutcome", "analyse_round", "snapshot_view"]
+__all__ = ["CLASSIFY_CARRIED", "FrameOutcome", "analyse_round", "snapshot_view"]
+
+# Whether the crops of carried (predicted) boxes are classified too, as votes. Measured (BENCHMARKS.md, "Edge
+# capacity"; benchmarks/bench_interval.py flips it): no, a carried frame costs no classifier.
+CLASSIFY_CARRIED = False
 
 
 @dataclass
@@ -63,35 +77,51 @@ def analyse_round(
     """Analyse a round; a frame whose detection fails is skipped (and counted as skipped by its source).
     ``clock``: the engine's wall clock (tracks' first and last seen, event times)."""
     crops = CropBatch()
-    work = []
+    # (runner, frame, faces, held boxes, (rows, crops' ticket) when classified)
+    work: list[tuple[SourceRunner, Frame, Faces, Any, Any]] = []
     for runner, frame in batch:
-        detector = runner.detector
         frame = runner.privacy.black_out(frame)  # privacy zones: before anything sees the pixels
+        if runner.wants_tracker and runner.tracker is None:
+            runner.tracker = runner.make_tracker(compliant_classes)
+        tracker = runner.tracker
+        gray = runner.color.observe(frame.image)  # the camera's colour mode (maskwatch.camera_color)
+        if tracker is not None and not _detects(runner, tracker, frame):
+            height, width = frame.image.shape[:2]
+            carried = tracker.predict(frame.index, frame.timestamp, width, height, still=runner.schedule.still)
+            held = runner.privacy.held(carried, frame.timestamp)  # candidates lost meanwhile stay blurred
+            if CLASSIFY_CARRIED:
+                rows = np.flatnonzero(tracker.wants_classification(carried))
+                classify = (rows, crops.add(runner.detector, frame.image, carried.boxes[rows], gray=gray))
+                work.append((runner, frame, carried, held, classify))
+            else:
+                work.append((runner, frame, carried, held, None))
+            continue
+        detector = runner.detector
         try:
             faces = detector.gate(detector.find_faces(frame.image))
         except Exception as exc:
             runner.source.stats.skip(f"{runner.name}: frame {frame.index}: {type(exc).__name__}: {exc}")
             continue
+        runner.detected += 1
         held = runner.privacy.held(faces, frame.timestamp)  # privacy: faces the detector lost a moment ago
-        if runner.wants_tracker and runner.tracker is None:
-            runner.tracker = runner.make_tracker(compliant_classes)
-        tracker = runner.tracker
         if tracker is not None:
+            runner.schedule.ran(frame)
             faces = tracker.assign(faces)
             rows = np.flatnonzero(tracker.wants_classification(faces))
         else:
             rows = np.flatnonzero(faces.kept)
-        gray = runner.color.observe(frame.image)  # the camera's colour mode (maskwatch.camera_color)
         ticket = crops.add(detector, frame.image, faces.boxes[rows], gray=gray)
-        work.append((runner, frame, faces, held, rows, ticket))
+        work.append((runner, frame, faces, held, (rows, ticket)))
     crops.run()
     now = clock()
     done = time.monotonic()
     out = []
-    for runner, frame, faces, held, rows, ticket in work:
+    for runner, frame, faces, held, classify in work:
         tracker = runner.tracker
-        verdicts = tracker.verdicts(faces) if tracker is not None else None
-        faces = runner.detector.label(faces, rows, crops.probabilities(ticket), verdicts=verdicts)
+        if classify is not None:  # detected (a carried frame has its tracks' verdicts already)
+            rows, ticket = classify
+            verdicts = tracker.verdicts(faces) if tracker is not None else None
+            faces = runner.detector.label(faces, rows, crops.probabilities(ticket), verdicts=verdicts)
         transitions: list[Transition] = []
         if tracker is not None:
             faces = tracker.observe(faces, frame.index, frame.timestamp, wall=now)
@@ -118,11 +148,21 @@ def analyse_round(
     return out
 
 
+def _detects(runner: SourceRunner, tracker: FaceTracker, frame: Frame) -> bool:
+    """Whether the detector runs on this frame of a tracked source (else the tracker carries its faces):
+    the source's schedule's word, except that the first frame, with nothing to carry, is always detected."""
+    if not tracker.can_predict or runner.schedule.wants_detection(frame, settled=tracker.settled):
+        return True
+    runner.schedule.skipped()
+    return False
+
+
 def _keep_snapshots(runner: SourceRunner, image: np.ndarray, result: FrameResult, blur: bool) -> None:
-    """Each person's best view so far (their best-scoring face): cut when this frame's face is it."""
+    """Each person's best view so far (their best-scoring face): cut when this frame's face is it (the
+    detector's faces only: a carried face is not a new view)."""
     assert runner.tracker is not None
     faces = result.candidates
-    for row in np.flatnonzero(faces.tracked & faces.has_probabilities):
+    for row in np.flatnonzero(faces.tracked & faces.has_probabilities & ~faces.predicted):
         track_id = int(faces.track_ids[row])
         box = tuple(float(v) for v in faces.boxes[row])
         if runner.tracker.tracks[track_id].best_box == box:

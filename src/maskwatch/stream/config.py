@@ -47,6 +47,14 @@ ZonePoint = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
 PrivacyZone = Annotated[list[ZonePoint], Field(min_length=3, max_length=MAX_ZONE_POINTS)]
 PrivacyZones = Annotated[list[PrivacyZone], Field(max_length=MAX_ZONES)]
 
+# When the face detector runs (the defaults of CameraDefaults; chosen on measurements, BENCHMARKS.md "Edge
+# capacity"; what each does: maskwatch.stream.schedule)
+DETECT_EVERY = 1
+MOTION_GATE = False
+MOTION_THRESHOLD = 0.002
+MAX_SKIP = 2.0
+MAX_SKIP_LIMIT = 10.0
+
 
 class CameraDefaults(Section):
     """What every camera (source) of an engine gets unless it says otherwise (``engine.camera_defaults``)."""
@@ -65,6 +73,25 @@ class CameraDefaults(Section):
         description="polygons of [x, y] corners in fractions of the frame (0..1), blacked out before the frame "
         "is analysed, streamed or stored",
     )
+    detect_every: int = Field(
+        DETECT_EVERY,
+        ge=1,
+        description="run the face detector on every N-th analysed frame; the tracker carries "
+        "the faces (moved along their tracks) in between (1: every frame; needs track)",
+    )
+    motion_gate: bool = Field(
+        MOTION_GATE, description="skip the face detector while nothing moved since its last run (needs track)"
+    )
+    motion_threshold: float = Field(
+        MOTION_THRESHOLD, gt=0, le=1, description="share of the (downscaled) frame that must change to count as motion"
+    )
+    max_skip: float = Field(
+        MAX_SKIP,
+        gt=0,
+        le=MAX_SKIP_LIMIT,
+        description="seconds the detector may be skipped at most (the bound of the interval and the gate: a "
+        "new face is found within it however still the scene is)",
+    )
 
 
 class CameraSettings(Section):
@@ -79,6 +106,10 @@ class CameraSettings(Section):
     track: bool | None = None
     color: ColorMode | None = None
     privacy_zones: PrivacyZones | None = None
+    detect_every: int | None = Field(None, ge=1)
+    motion_gate: bool | None = None
+    motion_threshold: float | None = Field(None, gt=0, le=1)
+    max_skip: float | None = Field(None, gt=0, le=MAX_SKIP_LIMIT)
 
     def resolved(self, defaults: CameraDefaults) -> CameraDefaults:
         """These settings over ``defaults``: what the camera runs with."""
@@ -142,6 +173,10 @@ class EngineConfig(Section):
             track=settings.track,
             color=settings.color,
             privacy_zones=[[(x, y) for x, y in zone] for zone in settings.privacy_zones],
+            detect_every=settings.detect_every,
+            motion_gate=settings.motion_gate,
+            motion_threshold=settings.motion_threshold,
+            max_skip=settings.max_skip,
         )
 
     @classmethod
@@ -180,6 +215,8 @@ class SourceSpec:
         color: the camera's colour mode (:data:`ColorMode`); None: the engine's ``camera_defaults.color``.
         privacy_zones: polygons of (x, y) in fractions of the frame (0..1) blacked out before the frame is
             analysed, streamed or stored (:class:`~maskwatch.stream.privacy.SourcePrivacy`).
+        detect_every / motion_gate / motion_threshold / max_skip: when the face detector runs on a tracked
+            source (:mod:`~maskwatch.stream.schedule`); None: the engine's ``camera_defaults``.
     """
 
     uri: str
@@ -197,6 +234,10 @@ class SourceSpec:
     give_up_after: float | None = None
     color: ColorMode | None = None
     privacy_zones: list[list[tuple[float, float]]] = field(default_factory=list)
+    detect_every: int | None = None
+    motion_gate: bool | None = None
+    motion_threshold: float | None = None
+    max_skip: float | None = None
 
 
 class DetectSettings(RootSettings):

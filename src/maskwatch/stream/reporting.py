@@ -194,6 +194,7 @@ def face_records(faces: Faces) -> list[FaceRecord]:
                 confidence=round(float(confidence[i]), 4),
                 landmarks=[(round(float(x), 1), round(float(y), 1)) for x, y in faces.landmarks[i]],
                 classified=bool(faces.classified[i]),
+                predicted=bool(faces.predicted[i]),
                 track_id=None if track_id == NO_TRACK else track_id,
                 track_label=None if verdict < 0 else classes[verdict],
                 track_probability=None if verdict < 0 else round(float(faces.track_probabilities[i, verdict]), 4),

@@ -34,6 +34,7 @@ from maskwatch.stream.detectors import DetectorFactory
 from maskwatch.stream.privacy import SourcePrivacy
 from maskwatch.stream.readers import ProcessReader, Reader, ThreadReader
 from maskwatch.stream.reporting import Bucket, percentile, source_summary
+from maskwatch.stream.schedule import DetectionPolicy, DetectionSchedule
 from maskwatch.stream.sources import (
     VIDEO_EXTENSIONS,
     CaptureFactory,
@@ -47,7 +48,7 @@ from maskwatch.stream.sources import (
 )
 from maskwatch.stream.tracking import FaceTracker
 
-__all__ = ["SourceLive", "SourceRunner", "make_runner"]
+__all__ = ["SourceLive", "SourceRunner", "detection_policy", "make_runner"]
 
 log = logging.getLogger("maskwatch")
 
@@ -63,6 +64,7 @@ class SourceLive:
     kind: str
     state: str
     frames: int
+    detected: int  # frames the face detector ran on (the others: carried by the tracker)
     dropped: int
     analysed_fps: float
     lag_p95: float | None
@@ -102,6 +104,8 @@ class SourceRunner:
         self.statuses: queue.SimpleQueue[StatusReport] = queue.SimpleQueue()
         self.tracker: FaceTracker | None = None
         self.frames = 0
+        self.detected = 0  # frames the face detector ran on
+        self.schedule = DetectionSchedule(detection_policy(spec, config))
         self.counts = dict.fromkeys(self.classes, 0)
         self.lags: deque[float] = deque(maxlen=config.lag_window)
         self.started = time.monotonic()
@@ -212,6 +216,7 @@ class SourceRunner:
             kind=self.kind,
             state=self.state,
             frames=self.frames,
+            detected=self.detected,
             dropped=self.buffer.dropped,
             analysed_fps=round(fps, 2),
             lag_p95=percentile(lags, 95),
@@ -234,6 +239,21 @@ class SourceRunner:
     @property
     def started_wall(self) -> float:
         return self.clock() - (time.monotonic() - self.started)
+
+
+def detection_policy(spec: SourceSpec, config: EngineConfig) -> DetectionPolicy:
+    """When the detector runs on this source: its own settings, else the engine's ``camera_defaults``."""
+    defaults = config.camera_defaults
+
+    def pick(own: Any, default: Any) -> Any:
+        return default if own is None else own
+
+    return DetectionPolicy(
+        detect_every=pick(spec.detect_every, defaults.detect_every),
+        motion_gate=pick(spec.motion_gate, defaults.motion_gate),
+        motion_threshold=pick(spec.motion_threshold, defaults.motion_threshold),
+        max_skip=pick(spec.max_skip, defaults.max_skip),
+    )
 
 
 def make_runner(

@@ -82,7 +82,14 @@ class _ByteTrack:
     time is counted in frames (``frame_rate`` turns them into the timestamps edgefirst expects), and a new
     track is *tentative* until it is matched on ``minimum_consecutive_frames`` consecutive frames (one that
     misses a frame starts counting again), so one-frame false detections never get an id. edgefirst names
-    tracks by UUID; ids here are small integers, counted per tracker."""
+    tracks by UUID; ids here are small integers, counted per tracker.
+
+    A frame the detector did not run on (the engine's detector interval and motion gate) is :meth:`skip`-ped:
+    time goes on (a lost track is still forgotten after ``lost_track_buffer`` frames), but a tentative track
+    is not reset by a frame nobody looked at: *consecutive* means consecutive detections. On a frame where
+    nothing moved since the last detection, that detection's boxes are still what the frame shows: they are
+    given again (:meth:`keep`), so the tracks they belong to stay alive however long the scene stays still,
+    while a track that was already lost is forgotten on time."""
 
     def __init__(
         self,
@@ -106,7 +113,8 @@ class _ByteTrack:
         )
         self._needed = max(1, int(minimum_consecutive_frames))
         self._frame = 0
-        self._streak: dict[str, tuple[int, int]] = {}  # tentative uuid -> (consecutive matches, last frame)
+        self._detections = 0  # frames the detector ran on (ids() calls)
+        self._streak: dict[str, tuple[int, int]] = {}  # tentative uuid -> (consecutive matches, last detection)
         self._ids: dict[str, int] = {}  # confirmed uuid -> id
         self._last: dict[str, int] = {}  # uuid -> frame last matched (to forget ended tracks)
         self._next_id = 0
@@ -125,8 +133,30 @@ class _ByteTrack:
             if info is not None:
                 out[index] = self._confirm(info.uuid)
         self._frame += 1
+        self._detections += 1
         self._forget()
         return out
+
+    def skip(self) -> None:
+        """A frame without detections to give (the detector did not run): time goes on."""
+        self._frame += 1
+        self._forget()
+
+    def keep(self, boxes: np.ndarray, scores: np.ndarray) -> None:
+        """A frame where nothing moved: the confirmed tracks' last detected boxes, given again to keep them
+        alive (no track is confirmed by it: it is not a detection)."""
+        n = len(scores)
+        tracks = self._tracker.update(
+            np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4),
+            np.ascontiguousarray(scores, dtype=np.float32).reshape(-1),
+            np.zeros(n, dtype=np.uintp),
+            round(self._frame * self._frame_ns),
+        )
+        for info in tracks:
+            if info is not None and info.uuid in self._ids:
+                self._last[info.uuid] = self._frame
+        self._frame += 1
+        self._forget()
 
     def _confirm(self, uuid: str) -> int | None:
         """This track's id, or None while it is tentative."""
@@ -134,10 +164,11 @@ class _ByteTrack:
         known = self._ids.get(uuid)
         if known is not None:
             return known
-        count, last = self._streak.get(uuid, (0, self._frame - 1))
-        count = count + 1 if last == self._frame - 1 else 1  # a tentative track that missed a frame restarts
+        now = self._detections
+        count, last = self._streak.get(uuid, (0, now - 1))
+        count = count + 1 if last == now - 1 else 1  # a tentative track that missed a detection restarts
         if count < self._needed:
-            self._streak[uuid] = (count, self._frame)
+            self._streak[uuid] = (count, now)
             return None
         self._streak.pop(uuid, None)
         self._next_id += 1
@@ -173,6 +204,10 @@ class Track:
     best_score: float = 0.0
     best_box: tuple[float, float, float, float] | None = None
     announced: str | None = None  # the verdict last reported in a transition (None: not a person yet)
+    found_box: np.ndarray | None = field(default=None, repr=False)  # the detector's last box of it ...
+    found_at: float | None = None  # ... and when (seconds: the frame's time)
+    velocity: np.ndarray | None = field(default=None, repr=False)  # its box's motion (px/s) between its last two
+    velocity_span: float = 0.0  # detections, and the seconds between them (how far it may be extrapolated)
 
     def add(
         self,
@@ -184,24 +219,48 @@ class Track:
         *,
         classified: bool = True,
         wall: float | None = None,
+        predicted: bool = False,
+        at: float | None = None,
     ) -> None:
         """Record this frame's face (its box, detector score and class probabilities, in ``classes``
-        order); its probabilities are a vote only when it was ``classified``."""
-        if classified:
-            p = np.asarray(probabilities, dtype=np.float64)
-            self.probability_sum = p.copy() if self.n_classified == 0 else self.probability_sum + p
-            self.n_classified += 1
-            label = self.classes[int(np.argmax(p))]
-            self.frame_votes[label] = self.frame_votes.get(label, 0) + 1
+        order); its probabilities are a vote only when it was ``classified``. A ``predicted`` face (the
+        tracker's box: the detector did not run) is not a view of it (no best view, no motion). ``at``: the
+        frame's time in seconds (the motion of the box)."""
         self.n_frames += 1
         self.last_frame = frame
         self.last_timestamp = timestamp
         if wall is not None:
             self.first_seen = wall if self.first_seen is None else self.first_seen
             self.last_seen = wall
-        if score >= self.best_score:
+        if not predicted and at is not None:
+            self._moved(np.asarray(box, dtype=np.float64), at)
+        if classified:
+            p = np.asarray(probabilities, dtype=np.float64)
+            self.probability_sum = p.copy() if self.n_classified == 0 else self.probability_sum + p
+            self.n_classified += 1
+            label = self.classes[int(np.argmax(p))]
+            self.frame_votes[label] = self.frame_votes.get(label, 0) + 1
+        if not predicted and score >= self.best_score:
             x0, y0, x1, y1 = (float(v) for v in box)
             self.best_score, self.best_box = float(score), (x0, y0, x1, y1)
+
+    def _moved(self, box: np.ndarray, at: float) -> None:
+        """The detector found it at ``box`` at time ``at``: its motion since the previous detection."""
+        if self.found_box is not None and self.found_at is not None and at > self.found_at:
+            self.velocity_span = at - self.found_at
+            self.velocity = (box - self.found_box) / self.velocity_span
+        self.found_box, self.found_at = box.copy(), at
+
+    def predicted_box(self, at: float) -> np.ndarray | None:
+        """Where its box is at time ``at``: its last detected box moved at its last velocity, for at most as
+        long as that velocity was measured over (a face that stops is not carried away); None before any
+        detection."""
+        if self.found_box is None or self.found_at is None:
+            return None
+        if self.velocity is None:
+            return self.found_box.copy()
+        elapsed = min(max(0.0, at - self.found_at), self.velocity_span)
+        return self.found_box + self.velocity * elapsed
 
     @property
     def mean(self) -> np.ndarray | None:
@@ -314,10 +373,13 @@ class FaceTracker:
             minimum_matching_iou=minimum_matching_iou,
             minimum_consecutive_frames=minimum_consecutive_frames,
         )
+        self.frame_rate = float(frame_rate)
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._transitions: list[Transition] = []
-        self.n_updates = 0
+        self.n_updates = 0  # frames given (detected or predicted)
+        self._found: Faces | None = None  # the faces of the last frame the detector ran on (what predict carries)
+        self._detecting = False  # the frame in progress is a detected one (assign), not a predicted one
         self._retired_counts = dict.fromkeys(self.classes, 0)
         self._retired_counted = 0
         self._retired_short = 0
@@ -340,7 +402,82 @@ class FaceTracker:
             if track_id is not None:
                 ids[row] = track_id
         self.n_updates += 1
+        self._detecting = True
         return faces.replace(track_ids=ids)
+
+    @property
+    def can_predict(self) -> bool:
+        """A detected frame has been observed: :meth:`predict` has faces to carry."""
+        return self._found is not None
+
+    @property
+    def settled(self) -> bool:
+        """The last detection left nothing to settle: every face that counts in it is a confirmed track with
+        at least ``decided_votes`` votes. Until then the engine's motion gate does not skip the detector (a
+        new face needs its second detection to become a track, and its votes), whatever moved."""
+        found = self._found
+        if found is None:
+            return False
+        for row in np.flatnonzero(found.kept):
+            track_id = int(found.track_ids[row])
+            track = self.tracks.get(track_id) if track_id != NO_TRACK else None
+            if track is None or track.n_classified < self.decided_votes:
+                return False
+        return True
+
+    def predict(self, frame: int, timestamp: float | None, width: int, height: int, *, still: bool = False) -> Faces:
+        """Start a frame the detector does not run on (the engine's detector interval and motion gate): the
+        faces of the last detected frame, carried to this one. Each face of a track is moved along the track
+        (:meth:`Track.predicted_box`), or, when ``still`` (nothing moved since that detection), left where it
+        was found (and its track kept alive: :meth:`_ByteTrack.keep`); it takes its track's verdict. Every
+        face is marked ``predicted`` and not ``classified``, and keeps its ``kept`` (a carried face counts and
+        is blurred like a found one); boxes are clipped to the ``width`` x ``height`` frame (a face that left
+        it is dropped). Give the result to :meth:`observe` like a detected frame's faces: it is a frame of
+        each track (seen, no vote). Call only when :attr:`can_predict`."""
+        if self._found is None:
+            raise RuntimeError("nothing to carry: no detected frame has been observed yet")
+        found = self._found
+        self.n_updates += 1
+        self._detecting = False
+        if still:
+            alive = found.tracked & found.kept
+            self._bytetrack.keep(found.boxes[alive], found.scores[alive])
+        else:
+            self._bytetrack.skip()
+        boxes = found.boxes.copy()
+        probabilities = found.probabilities.copy()
+        verdicts = found.track_probabilities.copy()
+        at = self._seconds(frame, timestamp)
+        for row in np.flatnonzero(found.tracked):
+            track = self.tracks.get(int(found.track_ids[row]))
+            if track is None:
+                continue
+            box = None if still else track.predicted_box(at)
+            if box is not None:
+                boxes[row] = box
+            if track.mean is not None:
+                probabilities[row] = verdicts[row] = track.mean
+        shift = (boxes[:, :2] + boxes[:, 2:] - found.boxes[:, :2] - found.boxes[:, 2:]) / 2.0
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+        inside = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        carried = Faces(
+            boxes,
+            found.scores,
+            found.landmarks + shift[:, None, :],
+            classes=found.classes,
+            probabilities=probabilities,
+            track_ids=found.track_ids,
+            track_probabilities=verdicts,
+            classified=np.zeros(len(found), dtype=bool),
+            kept=found.kept,
+            predicted=np.ones(len(found), dtype=bool),
+        )
+        return carried if inside.all() else carried[inside]
+
+    def _seconds(self, frame: int, timestamp: float | None) -> float:
+        """A frame's time in seconds (its timestamp, else its number at the tracker's frame rate)."""
+        return float(timestamp) if timestamp is not None else frame / self.frame_rate
 
     def wants_classification(self, faces: Faces) -> np.ndarray:
         """(n,) bool: the faces to classify on this frame (the classification budget): every face that
@@ -370,9 +507,12 @@ class FaceTracker:
         ``classified`` now, else only seen). Returns the faces with ``track_probabilities`` (the verdict
         after this frame) filled in for tracked faces whose track has a vote."""
         if not len(faces):
+            if self._detecting:
+                self._found = faces
             return faces
         verdicts = faces.track_probabilities.copy()
         has_probabilities = faces.has_probabilities
+        at = self._seconds(frame, timestamp)
         for row in np.flatnonzero(faces.tracked & has_probabilities):
             track_id = int(faces.track_ids[row])
             track = self.tracks.get(track_id)
@@ -380,7 +520,7 @@ class FaceTracker:
                 track = self.tracks[track_id] = Track(track_id, self.classes, frame, frame, timestamp, timestamp)
             classified = bool(faces.classified[row])
             track.add(faces.boxes[row], float(faces.scores[row]), faces.probabilities[row], frame, timestamp,
-                      classified=classified, wall=wall)  # fmt: skip
+                      classified=classified, wall=wall, predicted=bool(faces.predicted[row]), at=at)  # fmt: skip
             track.last_update = self.n_updates
             if classified:
                 track.last_classified = self.n_updates
@@ -392,7 +532,10 @@ class FaceTracker:
                     self._transitions.append(Transition("changed", track, track.announced))
                     track.announced = track.label
                 verdicts[row] = track.mean
-        return faces.replace(track_probabilities=verdicts)
+        observed = faces.replace(track_probabilities=verdicts)
+        if self._detecting:
+            self._found = observed  # what predict() carries until the detector runs again
+        return observed
 
     def end_frame(self) -> None:
         """Finish a frame: retire the tracks that can no longer come back."""
