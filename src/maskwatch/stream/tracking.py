@@ -4,18 +4,27 @@ Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the comp
 the ``edgefirst-tracker`` package (Apache-2.0; it needs numpy only, where the pure-Python ones pull in scipy,
 matplotlib and PyAV: a tenth of the edge install). This module only adapts it: boxes and scores in, one id per
 box out, with the settings of the ByteTrack it replaced (Roboflow's ``trackers``): a new track gets its id on
-its second consecutive frame, a lost one is kept ``lost_track_buffer`` frames at 30 FPS. People counts agree
-with that one side by side on the benchmark videos (``benchmarks/bench_tracker.py``, BENCHMARKS.md).
+its second consecutive frame, a lost one is kept ``lost_track_buffer`` frames at 30 FPS (one second). Time is
+the frames' own (a file's position, a live frame's arrival), never a frame count: a camera analysed at 2 FPS on
+a busy node loses a person as soon as one analysed at 25 FPS, and whoever steps into their place afterwards is
+a new person. People counts agree with that one side by side on the benchmark videos
+(``benchmarks/bench_tracker.py``, BENCHMARKS.md).
+
+Thresholds: ByteTrack has two. Its low one is the detector's ``score_threshold`` (0.3 by default): only the
+faces that count (``kept``) are given to it, so it needs no setting of its own. Its high one (0.5), the score
+that starts a track, is deliberately higher: a face scoring between the two extends a track but never starts
+one, as in ByteTrack (low-score boxes are mostly partly hidden faces of tracks already there, or false
+detections); it is raised to the detector's threshold when that is higher (``detection_threshold``).
 
 On top of the tracker, each track *votes*: the class probabilities of its faces are averaged over the
 frames it was seen in (soft voting), and the track's verdict is the class with the highest mean. One
 misread frame therefore cannot flip a verdict that many frames agree on. A person is counted once, when
 their track has been seen in at least ``min_frames`` frames (shorter tracks are usually false detections).
 
-Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer cannot be
-picked up again, so it is *retired*: its verdict is added to running counts and its summary kept in a
-list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts; the engine
-keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
+Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer (two seconds
+of frame time) cannot be picked up again, so it is *retired*: its verdict is added to running counts and its
+summary kept in a list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts;
+the engine keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
 consumers hear of a person as they leave instead of only when the stream ends.
 
 Faces come and go as :class:`~maskwatch.core.faces.Faces` (columns, not objects). The stream engine
