@@ -22,6 +22,9 @@ The tracker is the only thing that differs between the two runs, so the figure m
 Figures are given for the even videos (``choose``: where the candidate's setting was chosen), the odd ones
 (``report``) and all. ``--gains 0.25,0.5,...`` also runs the candidate with each Kalman gain
 (``maskwatch.stream.tracking.KALMAN_GAIN``): the grid it was chosen from, on the ``choose`` videos.
+``--analysed-fps 2,8`` also gives both trackers only that share of the frames, at their own times, the tracker
+told 25 FPS (as the engine tells it the camera's rate while a busy node analyses fewer frames), and compares
+each with the baseline's count on every frame.
 """
 
 from __future__ import annotations
@@ -96,12 +99,18 @@ def cache_faces(data: Path, images_per_video: int, hold: int, cache: Path) -> di
 _COUNT = r"""
 import json, sys
 import numpy as np
-from maskwatch.detection.results import FaceResult, FrameResult
+from maskwatch.detection.results import FrameResult
 from maskwatch.stream.tracking import FaceTracker
+try:  # faces as columns (this tree); the baseline's trees had one FaceResult per face
+    from maskwatch.core.faces import Faces
+except ImportError:
+    from maskwatch.detection.results import FaceResult
+    Faces = None
 
-if len(sys.argv) > 2:  # a Kalman gain to try (the candidate's tracker only)
+if len(sys.argv) > 2 and sys.argv[2] != "-":  # a Kalman gain to try (the candidate's tracker only)
     import maskwatch.stream.tracking as tracking
     tracking.KALMAN_GAIN = float(sys.argv[2])
+analysed = float(sys.argv[3]) if len(sys.argv) > 3 else 25.0  # frames analysed per second of the 25 FPS video
 cache = np.load(sys.argv[1])
 meta = json.loads(str(cache["meta"]))
 classes = meta["classes"]
@@ -110,17 +119,29 @@ for video in meta["videos"]:
     v = video["video"]
     counts, boxes, scores, probs = (cache[f"v{v}_{k}"] for k in ("counts", "boxes", "scores", "probs"))
     tracker = FaceTracker(classes, frame_rate=25.0, min_frames=3, keep_tracks=0)
-    k = 0
+    k, last = 0, -1
     for frame, n in enumerate(counts):
-        faces = []
-        for j in range(k, k + int(n)):
-            p = {c: float(x) for c, x in zip(classes, probs[j])}
-            label = max(p, key=p.__getitem__)
-            faces.append(FaceResult(box=tuple(float(x) for x in boxes[j]), score=float(scores[j]), label=label,
-                                    probability=p[label], probabilities=p))
-        k += int(n)
-        tracker.update(FrameResult(faces=faces, classes=classes, width=640, height=480, frame=frame,
-                                   timestamp=frame / 25.0))
+        n = int(n)
+        share = int(frame * analysed / 25.0)  # a busy node analyses a share of the frames, at their own times
+        if share == last:
+            k += n
+            continue
+        last = share
+        if Faces is not None:
+            faces = Faces(boxes[k:k + n], scores[k:k + n], classes=classes, probabilities=probs[k:k + n],
+                          classified=np.ones(n, dtype=bool))
+            result = FrameResult(faces, width=640, height=480, frame=frame, timestamp=frame / 25.0)
+        else:
+            listed = []
+            for j in range(k, k + n):
+                p = {c: float(x) for c, x in zip(classes, probs[j])}
+                label = max(p, key=p.__getitem__)
+                listed.append(FaceResult(box=tuple(float(x) for x in boxes[j]), score=float(scores[j]), label=label,
+                                         probability=p[label], probabilities=p))
+            result = FrameResult(faces=listed, classes=classes, width=640, height=480, frame=frame,
+                                 timestamp=frame / 25.0)
+        k += n
+        tracker.update(result)
     tracker.finish()
     summary = tracker.summary()
     out.append({"video": v, "people": summary["n_tracks"], "counts": summary["counts"],
@@ -129,11 +150,14 @@ print(json.dumps(out))
 """
 
 
-def count_people(src: Path, cache: Path, gain: float | None = None) -> tuple[list[dict[str, Any]], float]:
-    """The people counts of the tracker in the source tree ``src`` over the cached faces, and its seconds."""
+def count_people(
+    src: Path, cache: Path, gain: float | None = None, analysed_fps: float = 25.0
+) -> tuple[list[dict[str, Any]], float]:
+    """The people counts of the tracker in the source tree ``src`` over the cached faces, and its seconds;
+    ``analysed_fps`` < 25: only that share of the frames is given (as a busy node analyses a 25 FPS camera)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     start = time.perf_counter()
-    extra = [] if gain is None else [str(gain)]
+    extra = ["-" if gain is None else str(gain), str(analysed_fps)]
     done = subprocess.run([sys.executable, "-c", _COUNT, str(cache), *extra], capture_output=True, text=True,
                           env=env, check=False)  # fmt: skip
     if done.returncode != 0:
@@ -196,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-src", type=Path, required=True, help="source tree of the reference tracker")
     p.add_argument("--candidate-src", type=Path, default=ROOT / "src", help="source tree of the tracker compared")
     p.add_argument("--gains", default="", help="comma-separated Kalman gains to try with the candidate")
+    p.add_argument("--analysed-fps", default="",
+                   help="comma-separated rates (< 25) to also give both trackers only that share of the frames "
+                        "(the tracker told 25 FPS, as the engine tells it the camera's rate), each compared with "
+                        "the baseline on every frame")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.cache.is_file():
@@ -225,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
                 for part in ("choose", "report")
             }
             print(f"[gain {gain}] {result['gain_grid'][str(gain)]}", flush=True)
+    rates = [float(r) for r in args.analysed_fps.split(",") if r.strip()]
+    if rates:
+        result["analysed_fps"] = {}
+        for rate in rates:
+            figures = {}
+            for who, src in (("baseline", args.baseline_src), ("candidate", args.candidate_src)):
+                tried, _ = count_people(src, args.cache, analysed_fps=rate)
+                every = halves(base, tried, meta["classes"])["all"]
+                figures[who] = {k: every[k] for k in ("people_baseline", "people_candidate", "agreement_total",
+                                                      "agreement_per_video_abs")}  # fmt: skip
+            result["analysed_fps"][str(rate)] = figures
+            print(f"[analysed {rate} FPS vs the baseline on every frame] {figures}", flush=True)
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

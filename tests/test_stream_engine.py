@@ -8,10 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import jsonschema
 import numpy as np
 import pytest
-from fakes import FakeCamera, fake_detector, make_video
+from fakes import GREEN, RED, FakeCamera, fake_detector, make_video, scene
 
 from maskwatch.core.events import SourceStatus, SourceSummary, StatsBucket, TrackEnded, TrackStarted
 from maskwatch.stream import AnalysedFrame, EngineConfig, SourceSpec, StreamEngine, json_schema, parse_event
@@ -535,3 +536,46 @@ def test_a_face_the_detector_loses_for_a_few_frames_stays_blurred(tmp_path):
             noise = np.random.default_rng(0).integers(0, 256, item.frame.image.shape, dtype=np.uint8)
             out = blur_faces(noise, item.result)
             assert (out[85:115, 105:135] != noise[85:115, 105:135]).mean() > 0.9
+
+
+class LeavingCamera(FakeCamera):
+    """A 25 FPS camera: a person (masked) in view for 1.6 s, then nobody for 3.2 s, then a newcomer (unmasked) in
+    the very same place for 1.6 s, then nobody."""
+
+    def read(self):
+        ok, _ = super().read()
+        if not ok:
+            return ok, None
+        i = self.index - 1
+        colour = GREEN if i < 40 else RED if 120 <= i < 160 else None
+        rgb = scene([] if colour is None else [(140, 100, 40, colour)])
+        return True, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def test_a_person_leaving_a_camera_analysed_at_a_few_fps_ends_on_time_and_nobody_inherits_their_track():
+    """The engine analyses a 25 FPS camera at about 4 FPS (slow detection, as on a busy node): the person who
+    leaves gets ``track_ended`` within 3 s, and the newcomer stepping into their place 3.2 s later is a second
+    person (before, the tracker counted the camera's frames: no end for ~14 s, and the newcomer inherited)."""
+    cameras_made: list[LeavingCamera] = []
+
+    def camera() -> LeavingCamera:
+        cameras_made.append(LeavingCamera(fps=25))
+        return cameras_made[-1]
+
+    engine = StreamEngine(fake_detector(finder_delay=0.25), capture_factory=cameras(door=camera), stats_interval=60)
+    got: list[tuple[float, object]] = []
+    reader = threading.Thread(target=lambda: got.extend((time.monotonic(), e) for e in engine.events()), daemon=True)
+    reader.start()
+    engine.add_source("rtsp://fake/door", name="door")
+    engine.start()
+    deadline = time.monotonic() + 20
+    while (not cameras_made or time.monotonic() < cameras_made[0].start + 9.0) and time.monotonic() < deadline:
+        time.sleep(0.1)  # 9 s of the camera: both people have left 2.6 s ago
+    assert engine.stop(1.0)
+    reader.join(2)
+    ended = [(t, e) for t, e in got if isinstance(e, TrackEnded)]
+    assert [e.label for _, e in ended] == ["with_mask", "without_mask"]  # two people, each ended once
+    left = cameras_made[0].start + 40 / 25  # the first person left the view here
+    assert ended[0][0] - left <= 3.0, f"track_ended {ended[0][0] - left:.1f} s after the person left"
+    summary = next(e for _, e in got if isinstance(e, SourceSummary))
+    assert summary.people is not None and summary.people.n_people == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_a_long_stream_keeps_memory_bounded_and_counts_everyone():
     """People pass one after another: finished tracks leave memory (a short gap does not end a track),
     the counts keep everyone, and the summary lists only the last ``keep_tracks`` finished tracks."""
     tracker = make_tracker(keep_tracks=3)
-    assert tracker.retire_after == 20  # twice ByteTrack's 30-frames-at-30-FPS buffer, at 10 FPS
+    assert tracker.retire_seconds == 2.0  # twice ByteTrack's 30-frames-at-30-FPS buffer: 1 s, at any rate
     i = 0
     for person in range(8):
         p_mask = 0.9 if person % 2 == 0 else 0.1
@@ -152,3 +153,68 @@ def test_the_step_by_step_form_tracks_kept_faces_and_skips_decided_ones():
     assert wanted == [True, True, True, False, False, True, False, False, True]
     track = next(iter(tracker.tracks.values()))
     assert track.n_frames == 8 and track.n_classified == 4  # seen on every tracked frame, voted on 4
+
+
+CAMERA_FPS = 25  # the rate the engine gives the tracker: the camera's, whatever share of it is analysed
+
+
+@pytest.mark.parametrize("analysed_fps", [2, 8, 25])
+def test_a_person_who_leaves_ends_within_3_s_and_a_newcomer_in_their_place_is_a_new_person(analysed_fps):
+    """Tracks end by time, not by frame count: a camera delivering 25 FPS, analysed at 2, 8 or 25 FPS (a busy
+    node analyses a share of each camera's frames): the person who leaves is ``ended`` within 3 s of leaving
+    (frame time), and someone stepping into the same place 3 s after they left is a person of their own."""
+    try:
+        tracker = FaceTracker(CLASSES, frame_rate=CAMERA_FPS, min_frames=3)
+    except TrackerUnavailableError as exc:
+        pytest.skip(str(exc))
+    step = 1.0 / analysed_fps
+    # (start, end) in seconds, and whether wearing a mask: the same place, 3 s apart
+    first, newcomer = (0.0, 4.0, 0.9), (7.0, 11.0, 0.1)
+    ended: list[tuple[float, str]] = []  # (frame time, verdict) of each ended transition
+    n = round(14.0 / step)
+    for k in range(n):
+        t = k * step
+        faces = [face(200 + 2 * math.sin(t), 150, p) for start, end, p in (first, newcomer) if start <= t < end]
+        result = FrameResult(Faces.concat(faces, classes=CLASSES), width=640, height=480, source="cam",
+                             frame=round(t * CAMERA_FPS), timestamp=t)  # fmt: skip
+        tracker.update(result)
+        ended += [(t, tr.track.label) for tr in tracker.pop_transitions() if tr.kind == "ended"]
+    left = math.ceil(first[1] / step) * step  # the first analysed frame without the first person
+    assert ended and ended[0][1] == "with_mask"
+    assert ended[0][0] - left <= 3.0, f"track_ended {ended[0][0] - left:.1f} s after the person left"
+    assert ended[0][0] < newcomer[0]  # before the newcomer arrived: nothing left to inherit
+    assert [label for _, label in ended] == ["with_mask", "without_mask"]  # two people, the newcomer ended too
+    summary = tracker.summary()
+    assert summary["n_tracks"] == 2 and summary["counts"] == {"with_mask": 1, "without_mask": 1}
+
+
+def test_time_that_runs_back_goes_on_and_frames_without_time_count_at_the_frame_rate():
+    """A looped file starts its timestamps again: the tracker's time goes on (the person in view stays one
+    track, nobody is retired early or late); frames without a timestamp are timed by number at ``frame_rate``."""
+    tracker = make_tracker()  # 10 FPS
+    ids = set()
+    for i in range(30):
+        t = (i % 10) / 10  # the file loops every second
+        result = tracker.update(FrameResult(Faces.concat([face(100, 100, 0.9)], classes=CLASSES), width=640,
+                                            height=480, source="v.mp4", frame=i % 10, timestamp=t))  # fmt: skip
+        ids.update(int(x) for x in result.candidates.track_ids if x != NO_TRACK)
+    assert ids == {1} and len(tracker.tracks) == 1
+    for i in range(19):  # 1.9 s without a face, timed by number (10 FPS): not retired yet
+        tracker.update(FrameResult(Faces.concat([], classes=CLASSES), width=640, height=480, frame=i, timestamp=None))
+    assert len(tracker.tracks) == 1
+    tracker.update(FrameResult(Faces.concat([], classes=CLASSES), width=640, height=480, frame=19, timestamp=None))
+    assert not tracker.tracks and [t.kind for t in tracker.pop_transitions()][-1] == "ended"
+
+
+def test_the_tracks_start_threshold_is_never_below_the_detectors():
+    """ByteTrack's low threshold is the detector's (only the faces that count are given); its high one (which
+    starts tracks) is 0.5, raised to the detector's score threshold when that is higher."""
+    assert make_tracker().start_threshold == 0.5
+    assert make_tracker(detection_threshold=0.3).start_threshold == 0.5
+    strict = make_tracker(detection_threshold=0.7)
+    assert strict.start_threshold == 0.7
+    ids = []
+    for _ in range(4):  # a face at 0.6 starts no track when the detector itself asks for 0.7
+        faces = strict.assign(Faces(np.array([[10.0, 10, 50, 50]], dtype=np.float32), [0.6], classes=CLASSES))
+        ids.append(int(faces.track_ids[0]))
+    assert ids == [NO_TRACK] * 4

@@ -106,7 +106,7 @@ def analyse_round(
         held = runner.privacy.held(faces, frame.timestamp)  # privacy: faces the detector lost a moment ago
         if tracker is not None:
             runner.schedule.ran(frame)
-            faces = tracker.assign(faces)
+            faces = tracker.assign(faces, frame.index, frame.timestamp)
             rows = np.flatnonzero(tracker.wants_classification(faces))
         else:
             rows = np.flatnonzero(faces.kept)

@@ -157,7 +157,9 @@ class SourceRunner:
     # -- the analysis thread's side ----------------------------------------------------------------------
 
     def make_tracker(self, compliant_classes: Sequence[str]) -> FaceTracker:
-        """This source's tracker, made at its first frame (a video's frame rate is known once it is open)."""
+        """This source's tracker, made at its first frame. Its time is the frames' own (a file's position, a live
+        frame's arrival), so tracks end on time however few of the frames are analysed; the rate given is the
+        nominal one, only for frames without a time. Its start threshold follows the detector's."""
         source, config = self.source, self.config
         if isinstance(source, StreamSource):
             rate = self.spec.target_fps or source.fps or 25.0
@@ -166,6 +168,7 @@ class SourceRunner:
         return FaceTracker(
             self.classes,
             frame_rate=rate,
+            detection_threshold=self.detector.score_threshold,
             min_frames=config.min_track_frames,
             keep_tracks=0,  # people leave as track_ended events; a 24/7 source keeps no list of them
             classify_every=None if self.detector.classify_tta else config.classify_every,

@@ -4,18 +4,27 @@ Association is ByteTrack (Zhang et al., 2022), not a home-made tracker: the comp
 the ``edgefirst-tracker`` package (Apache-2.0; it needs numpy only, where the pure-Python ones pull in scipy,
 matplotlib and PyAV: a tenth of the edge install). This module only adapts it: boxes and scores in, one id per
 box out, with the settings of the ByteTrack it replaced (Roboflow's ``trackers``): a new track gets its id on
-its second consecutive frame, a lost one is kept ``lost_track_buffer`` frames at 30 FPS. People counts agree
-with that one side by side on the benchmark videos (``benchmarks/bench_tracker.py``, BENCHMARKS.md).
+its second consecutive frame, a lost one is kept ``lost_track_buffer`` frames at 30 FPS (one second). Time is
+the frames' own (a file's position, a live frame's arrival), never a frame count: a camera analysed at 2 FPS on
+a busy node loses a person as soon as one analysed at 25 FPS, and whoever steps into their place afterwards is
+a new person. People counts agree with that one side by side on the benchmark videos
+(``benchmarks/bench_tracker.py``, BENCHMARKS.md).
+
+Thresholds: ByteTrack has two. Its low one is the detector's ``score_threshold`` (0.3 by default): only the
+faces that count (``kept``) are given to it, so it needs no setting of its own. Its high one (0.5), the score
+that starts a track, is deliberately higher: a face scoring between the two extends a track but never starts
+one, as in ByteTrack (low-score boxes are mostly partly hidden faces of tracks already there, or false
+detections); it is raised to the detector's threshold when that is higher (``detection_threshold``).
 
 On top of the tracker, each track *votes*: the class probabilities of its faces are averaged over the
 frames it was seen in (soft voting), and the track's verdict is the class with the highest mean. One
 misread frame therefore cannot flip a verdict that many frames agree on. A person is counted once, when
 their track has been seen in at least ``min_frames`` frames (shorter tracks are usually false detections).
 
-Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer cannot be
-picked up again, so it is *retired*: its verdict is added to running counts and its summary kept in a
-list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts; the engine
-keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
+Memory stays bounded on a 24/7 stream: a track unseen for twice ByteTrack's lost-track buffer (two seconds
+of frame time) cannot be picked up again, so it is *retired*: its verdict is added to running counts and its
+summary kept in a list of the last ``keep_tracks`` finished tracks (older ones leave the list, not the counts;
+the engine keeps none). Each counted track is also handed out once, when it closes, as an ``ended`` transition, so
 consumers hear of a person as they leave instead of only when the stream ends.
 
 Faces come and go as :class:`~maskwatch.core.faces.Faces` (columns, not objects). The stream engine
@@ -75,92 +84,85 @@ KALMAN_GAIN = 0.9
 
 
 class _ByteTrack:
-    """``edgefirst.tracker.ByteTrack`` behind the interface this module needs: ``ids(boxes, scores)``, one id
-    (or None) per box, called once per frame.
+    """``edgefirst.tracker.ByteTrack`` behind the interface this module needs: ``ids(boxes, scores, at)``, one
+    id (or None) per box, called once per frame with the frame's time ``at`` (seconds, never decreasing).
 
-    Two conventions of the ByteTrack it replaced are kept here, so counts and settings mean what they did:
-    time is counted in frames (``frame_rate`` turns them into the timestamps edgefirst expects), and a new
-    track is *tentative* until it is matched on ``minimum_consecutive_frames`` consecutive frames (one that
-    misses a frame starts counting again), so one-frame false detections never get an id. edgefirst names
-    tracks by UUID; ids here are small integers, counted per tracker.
+    Time is the frames' own time, not a frame count: a lost track can be matched again for ``lost_seconds``
+    after its last match, then it is gone, whatever rate the frames are analysed at (a camera analysed at
+    2 FPS on a busy node forgets a person as soon as one analysed at 25 FPS does, and a newcomer stepping into
+    their place later gets an id of their own). One convention of the ByteTrack this replaced is kept: a new
+    track is *tentative* until it is matched on ``minimum_consecutive_frames`` consecutive detections (one
+    that misses a detection starts counting again), so one-frame false detections never get an id. edgefirst
+    names tracks by UUID; ids here are small integers, counted per tracker.
 
     A frame the detector did not run on (the engine's detector interval and motion gate) is :meth:`skip`-ped:
-    time goes on (a lost track is still forgotten after ``lost_track_buffer`` frames), but a tentative track
-    is not reset by a frame nobody looked at: *consecutive* means consecutive detections. On a frame where
-    nothing moved since the last detection, that detection's boxes are still what the frame shows: they are
-    given again (:meth:`keep`), so the tracks they belong to stay alive however long the scene stays still,
-    while a track that was already lost is forgotten on time."""
+    time goes on (a lost track is still forgotten after ``lost_seconds``), but a tentative track is not reset
+    by a frame nobody looked at: *consecutive* means consecutive detections. On a frame where nothing moved
+    since the last detection, that detection's boxes are still what the frame shows: they are given again
+    (:meth:`keep`), so the tracks they belong to stay alive however long the scene stays still, while a track
+    that was already lost is forgotten on time."""
 
     def __init__(
         self,
         *,
-        frame_rate: float,
-        lost_track_buffer: int,
+        lost_seconds: float,
         high_confidence_threshold: float,
         minimum_matching_iou: float,
         minimum_consecutive_frames: int,
     ) -> None:
         from edgefirst.tracker import ByteTrack
 
-        self._frame_ns = 1e9 / float(frame_rate)
-        # a lost track can be matched again up to this many frames after its last match
-        max_gap = max(1, int(float(frame_rate) / 30.0 * lost_track_buffer))
         self._tracker = ByteTrack(
             high_conf=float(high_confidence_threshold),
             iou=float(minimum_matching_iou),
             update=KALMAN_GAIN,
-            lifespan_ns=int((max_gap - 0.5) * self._frame_ns),
+            lifespan_ns=round(float(lost_seconds) * 1e9),
         )
         self._needed = max(1, int(minimum_consecutive_frames))
-        self._frame = 0
         self._detections = 0  # frames the detector ran on (ids() calls)
         self._streak: dict[str, tuple[int, int]] = {}  # tentative uuid -> (consecutive matches, last detection)
         self._ids: dict[str, int] = {}  # confirmed uuid -> id
-        self._last: dict[str, int] = {}  # uuid -> frame last matched (to forget ended tracks)
+        self._last: dict[str, float] = {}  # uuid -> time last matched (to forget ended tracks)
         self._next_id = 0
-        self._forget_after = max_gap + 1
+        # edgefirst has expired a track unmatched this long (twice its lifespan: never before it does)
+        self._forget_after = 2.0 * float(lost_seconds)
 
-    def ids(self, boxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
+    def _update(self, boxes: np.ndarray, scores: np.ndarray, at: float) -> list[Any]:
         n = len(scores)
-        tracks = self._tracker.update(
-            np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4),
-            np.ascontiguousarray(scores, dtype=np.float32).reshape(-1),
-            np.zeros(n, dtype=np.uintp),  # one class: faces
-            round(self._frame * self._frame_ns),
+        return list(
+            self._tracker.update(
+                np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4),
+                np.ascontiguousarray(scores, dtype=np.float32).reshape(-1),
+                np.zeros(n, dtype=np.uintp),  # one class: faces
+                round(at * 1e9),
+            )
         )
-        out: list[int | None] = [None] * n
+
+    def ids(self, boxes: np.ndarray, scores: np.ndarray, at: float) -> list[int | None]:
+        tracks = self._update(boxes, scores, at)
+        out: list[int | None] = [None] * len(scores)
         for index, info in enumerate(tracks):
             if info is not None:
-                out[index] = self._confirm(info.uuid)
-        self._frame += 1
+                out[index] = self._confirm(info.uuid, at)
         self._detections += 1
-        self._forget()
+        self._forget(at)
         return out
 
-    def skip(self) -> None:
+    def skip(self, at: float) -> None:
         """A frame without detections to give (the detector did not run): time goes on."""
-        self._frame += 1
-        self._forget()
+        self._forget(at)
 
-    def keep(self, boxes: np.ndarray, scores: np.ndarray) -> None:
+    def keep(self, boxes: np.ndarray, scores: np.ndarray, at: float) -> None:
         """A frame where nothing moved: the confirmed tracks' last detected boxes, given again to keep them
         alive (no track is confirmed by it: it is not a detection)."""
-        n = len(scores)
-        tracks = self._tracker.update(
-            np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4),
-            np.ascontiguousarray(scores, dtype=np.float32).reshape(-1),
-            np.zeros(n, dtype=np.uintp),
-            round(self._frame * self._frame_ns),
-        )
-        for info in tracks:
+        for info in self._update(boxes, scores, at):
             if info is not None and info.uuid in self._ids:
-                self._last[info.uuid] = self._frame
-        self._frame += 1
-        self._forget()
+                self._last[info.uuid] = at
+        self._forget(at)
 
-    def _confirm(self, uuid: str) -> int | None:
+    def _confirm(self, uuid: str, at: float) -> int | None:
         """This track's id, or None while it is tentative."""
-        self._last[uuid] = self._frame
+        self._last[uuid] = at
         known = self._ids.get(uuid)
         if known is not None:
             return known
@@ -175,9 +177,9 @@ class _ByteTrack:
         self._ids[uuid] = self._next_id
         return self._next_id
 
-    def _forget(self) -> None:
+    def _forget(self, at: float) -> None:
         """Drop the uuids of tracks edgefirst has expired (unmatched for longer than it keeps them)."""
-        for uuid in [u for u, last in self._last.items() if self._frame - last > self._forget_after]:
+        for uuid in [u for u, last in self._last.items() if at - last > self._forget_after]:
             del self._last[uuid]
             self._ids.pop(uuid, None)
             self._streak.pop(uuid, None)
@@ -196,6 +198,7 @@ class Track:
     n_frames: int = 0  # frames the face was seen in
     n_classified: int = 0  # frames in which it was classified (its votes)
     last_update: int = 0  # the tracker's update counter when last seen
+    last_at: float = 0.0  # the tracker's time (seconds) when last seen: when it is retired
     last_classified: int = -(10**9)  # the update counter when last classified
     first_seen: float | None = None  # wall clock (time.time()) when first / last seen
     last_seen: float | None = None
@@ -320,12 +323,19 @@ class FaceTracker:
 
     Args:
         classes: the classifier's classes (the order of the vote vectors).
-        frame_rate: frames per second *of the frames given* (after any stride).
+        frame_rate: the frames' nominal rate: only used to time frames given without a timestamp (their
+            number at this rate). Time otherwise is the frames' own (see :meth:`assign`), so tracks end on
+            time whatever rate the frames are analysed at.
         lost_track_buffer: how long a lost track is kept for re-association, in frames at 30 FPS
-            (ByteTrack's convention; scaled by ``frame_rate``).
+            (ByteTrack's convention: 30 is one second, at any frame rate); it is retired (its ``ended``
+            transition) when unseen for twice as long.
         track_activation_threshold: detector score needed to start a track.
         high_confidence_threshold: detections below this only extend existing tracks (ByteTrack's
-            second association stage).
+            second association stage). ByteTrack's *low* threshold is the detector's own: only the faces
+            that count (``kept``, scoring at least the detector's ``score_threshold``) are given to it;
+            ``detection_threshold`` says what that is, so the high one is never below it.
+        detection_threshold: the detector's score threshold (None: not known); the tracks' start threshold
+            is the highest of this and the two above.
         minimum_matching_iou: smallest IoU between a track's predicted box and a detection to match.
         minimum_consecutive_frames: frames a new track needs before it gets an id.
         min_frames: frames a track needs to be counted as a person in :meth:`summary`.
@@ -346,6 +356,7 @@ class FaceTracker:
         high_confidence_threshold: float = 0.5,
         minimum_matching_iou: float = 0.1,
         minimum_consecutive_frames: int = 2,
+        detection_threshold: float | None = None,
         min_frames: int = 3,
         keep_tracks: int = 10_000,
         classify_every: int | None = None,
@@ -362,18 +373,25 @@ class FaceTracker:
         self.decided_probability = float(decided_probability)
         self.min_frames = int(min_frames)
         self.keep_tracks = int(keep_tracks)
-        # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; twice that, in updates
-        self.retire_after = max(2, math.ceil(2 * lost_track_buffer / 30.0 * float(frame_rate)))
+        if not frame_rate > 0:
+            raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
+        # ByteTrack forgets a lost track after lost_track_buffer / 30 seconds; it is retired after twice that
+        self.lost_seconds = lost_track_buffer / 30.0
+        self.retire_seconds = 2.0 * self.lost_seconds
         self.backend = bytetrack_backend()
-        # edgefirst's ByteTrack starts tracks at the high-confidence threshold (one setting for both)
+        # edgefirst's ByteTrack starts tracks at the high-confidence threshold (one setting for both); its low
+        # threshold is the detector's (only kept faces are given), and the high one is never below it
+        thresholds = [track_activation_threshold, high_confidence_threshold]
+        self.start_threshold = float(max(thresholds + ([] if detection_threshold is None else [detection_threshold])))
         self._bytetrack = _ByteTrack(
-            frame_rate=float(frame_rate),
-            lost_track_buffer=lost_track_buffer,
-            high_confidence_threshold=max(track_activation_threshold, high_confidence_threshold),
+            lost_seconds=self.lost_seconds,
+            high_confidence_threshold=self.start_threshold,
             minimum_matching_iou=minimum_matching_iou,
             minimum_consecutive_frames=minimum_consecutive_frames,
         )
         self.frame_rate = float(frame_rate)
+        self._now: float | None = None  # the time of the frame in progress (seconds, never running back)
+        self._offset = 0.0  # added to the frames' times once a source's time ran back (a looped file)
         self.tracks: dict[int, Track] = {}  # open tracks, by id
         self.finished: deque[dict[str, Any]] = deque(maxlen=self.keep_tracks)  # retired counted tracks
         self._transitions: list[Transition] = []
@@ -388,17 +406,22 @@ class FaceTracker:
         """Track this frame's (classified) faces, add their votes, and return the frame with each kept
         face's ``track_ids`` and ``track_probabilities`` filled in (untracked faces keep none). The
         one-call form of :meth:`assign` + :meth:`observe` + :meth:`end_frame`."""
-        faces = self.observe(self.assign(result.candidates), result.frame, result.timestamp)
+        faces = self.observe(
+            self.assign(result.candidates, result.frame, result.timestamp), result.frame, result.timestamp
+        )
         self.end_frame()
         return dataclasses.replace(result, candidates=faces)
 
-    def assign(self, faces: Faces) -> Faces:
+    def assign(self, faces: Faces, frame: int | None = None, timestamp: float | None = None) -> Faces:
         """Start a frame: the faces with ByteTrack's id in ``track_ids`` for each face that counts
         (``kept``; :data:`~maskwatch.core.faces.NO_TRACK` for the others and for faces not part of a
-        confirmed track)."""
+        confirmed track). ``timestamp``: the frame's time in seconds (a file's position, a live frame's
+        arrival), what lost tracks expire by; without one, its number ``frame`` (default: the frames given so
+        far) at ``frame_rate``."""
+        at = self._tick(frame, timestamp)
         rows = np.flatnonzero(faces.kept)
         ids = np.full(len(faces), NO_TRACK, dtype=np.int64)
-        for row, track_id in zip(rows, self._bytetrack.ids(faces.boxes[rows], faces.scores[rows]), strict=True):
+        for row, track_id in zip(rows, self._bytetrack.ids(faces.boxes[rows], faces.scores[rows], at), strict=True):
             if track_id is not None:
                 ids[row] = track_id
         self.n_updates += 1
@@ -437,13 +460,14 @@ class FaceTracker:
         if self._found is None:
             raise RuntimeError("nothing to carry: no detected frame has been observed yet")
         found = self._found
+        now = self._tick(frame, timestamp)
         self.n_updates += 1
         self._detecting = False
         if still:
             alive = found.tracked & found.kept
-            self._bytetrack.keep(found.boxes[alive], found.scores[alive])
+            self._bytetrack.keep(found.boxes[alive], found.scores[alive], now)
         else:
-            self._bytetrack.skip()
+            self._bytetrack.skip(now)
         boxes = found.boxes.copy()
         probabilities = found.probabilities.copy()
         verdicts = found.track_probabilities.copy()
@@ -478,6 +502,17 @@ class FaceTracker:
     def _seconds(self, frame: int, timestamp: float | None) -> float:
         """A frame's time in seconds (its timestamp, else its number at the tracker's frame rate)."""
         return float(timestamp) if timestamp is not None else frame / self.frame_rate
+
+    def _tick(self, frame: int | None, timestamp: float | None) -> float:
+        """The time of the frame starting now (:meth:`_seconds`), never running back: when a source's time
+        does (a looped file, a restarted source, still images without one), it goes on one frame on."""
+        at = self._seconds(self.n_updates if frame is None else frame, timestamp) + self._offset
+        if self._now is not None and at <= self._now:
+            step = 1.0 / self.frame_rate
+            self._offset += self._now + step - at
+            at = self._now + step
+        self._now = at
+        return at
 
     def wants_classification(self, faces: Faces) -> np.ndarray:
         """(n,) bool: the faces to classify on this frame (the classification budget): every face that
@@ -522,6 +557,7 @@ class FaceTracker:
             track.add(faces.boxes[row], float(faces.scores[row]), faces.probabilities[row], frame, timestamp,
                       classified=classified, wall=wall, predicted=bool(faces.predicted[row]), at=at)  # fmt: skip
             track.last_update = self.n_updates
+            track.last_at = at if self._now is None else self._now
             if classified:
                 track.last_classified = self.n_updates
             if track.n_classified:
@@ -538,17 +574,18 @@ class FaceTracker:
         return observed
 
     def end_frame(self) -> None:
-        """Finish a frame: retire the tracks that can no longer come back."""
-        self._retire(self.n_updates - self.retire_after)
+        """Finish a frame: retire the tracks that can no longer come back (unseen for ``retire_seconds``)."""
+        if self._now is not None:
+            self._retire(self._now - self.retire_seconds + 1e-6)
 
     def pop_transitions(self) -> list[Transition]:
         """Persons started, verdicts changed and persons ended since the last call, in order."""
         out, self._transitions = self._transitions, []
         return out
 
-    def _retire(self, before: int) -> None:
-        """Fold tracks last seen at or before update ``before`` into the running counts."""
-        for track_id in [i for i, t in self.tracks.items() if t.last_update <= before]:
+    def _retire(self, before: float) -> None:
+        """Fold tracks last seen at or before time ``before`` (seconds) into the running counts."""
+        for track_id in [i for i, t in self.tracks.items() if t.last_at <= before]:
             track = self.tracks.pop(track_id)
             if self._counts(track):
                 if track.announced is None:  # reached min_frames without a vote until the end
@@ -567,7 +604,7 @@ class FaceTracker:
 
     def finish(self) -> None:
         """The video or stream has ended: close every open track (the counts do not change)."""
-        self._retire(self.n_updates)
+        self._retire(math.inf)
 
     def counted_tracks(self) -> list[Track]:
         """Open tracks long enough to count as a person, by id."""
