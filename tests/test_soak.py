@@ -47,7 +47,7 @@ def result():
     pytest.importorskip("psycopg", reason="psycopg 3 is needed for PostgreSQL")
     options = soak.SoakOptions(
         minutes=0, seed=7, faults=FAULTS, gap=(5.0, 10.0), first_fault_s=30.0, camera_down_s=45.0,
-        pg_down_s=16.0, broker_down_s=8.0, budget_outage_s=35.0, budget_mb=0.01, settle_s=35.0,
+        pg_down_s=16.0, broker_down_s=8.0, budget_outage_s=35.0, budget_mb=0.03, settle_s=35.0,
         run_dir=Path(tempfile.mkdtemp(prefix="maskwatch-soak-")), verbose=False,
     )  # fmt: skip
     outcome = soak.run(options)
