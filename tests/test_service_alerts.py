@@ -146,6 +146,36 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         assert client.get(f"{API}/alerts?acknowledged=true").json()["items"][0]["id"] == alert_id
 
 
+def test_a_late_unmasked_event_is_not_a_new_alert_a_new_person_is(tmp_path):
+    """Issue 18: an unmasked person whose event arrives after the alert that covered them resolved (a node's
+    backlog after a broker outage, a spool replayed after a restart) does not fire the rule again; a person
+    seen after that alert does."""
+    from datetime import timedelta
+
+    with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
+        rule = {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 30, "cooldown_s": 0}
+        camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
+        assert client.post(f"{API}/cameras", json=camera).status_code == 201
+        assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
+        clock = [time.time()]
+        service.alerts.clock = lambda: clock[0]
+        start = datetime.fromtimestamp(clock[0], UTC)
+        feed(service, person("gate", compliant=False, track_id=1, at=start))
+        service.alerts.evaluate()
+        alerts = lambda: client.get(f"{API}/alerts?camera=gate").json()["items"]
+        assert [a["state"] for a in alerts()] == ["firing"]
+        clock[0] += 35  # nobody unmasked in the last 30 s: resolved
+        service.alerts.evaluate()
+        assert [a["state"] for a in alerts()] == ["resolved"]
+        late = person("gate", compliant=False, track_id=2, at=start + timedelta(seconds=10))  # seen while it fired
+        feed(service, late)
+        service.alerts.evaluate()
+        assert [a["state"] for a in alerts()] == ["resolved"]  # covered by the alert that was firing then
+        feed(service, person("gate", compliant=False, track_id=3, at=start + timedelta(seconds=36)))
+        service.alerts.evaluate()
+        assert sorted(a["state"] for a in alerts()) == ["firing", "resolved"]  # a new person: a new alert
+
+
 def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
         now = datetime.now(UTC)  # active hours are in the site's time zone (UTC by default)

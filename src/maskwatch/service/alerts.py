@@ -9,7 +9,9 @@ Rule kinds (``AlertRule.kind``):
 * ``compliance_below``: over the last ``window_s`` seconds, at least ``min_people`` people ended on the
   camera and the share of compliant ones is below ``threshold`` (0..1). Resolves once it is at least
   ``threshold + hysteresis``, or fewer than ``min_people`` people remain in the window.
-* ``unmasked_person`` (opt-in per camera): a person without a mask ended in the last ``window_s`` seconds.
+* ``unmasked_person`` (opt-in per camera): a person without a mask ended in the last ``window_s`` seconds. A
+  person whose event arrives late (a node's backlog, a replayed spool) and who left while an alert of this
+  rule and camera was firing was covered by it: no new alert.
 * ``camera_offline``: the camera has been lost, reconnecting or failed for ``for_s`` seconds; resolves
   when it is live again (or removed). Built in (:data:`CAMERA_OFFLINE_RULE`, 60 s: a short blip pages
   nobody) unless a rule of this kind exists.
@@ -686,7 +688,9 @@ class AlertEngine:
                         self._resolve(row, message, now)
                     continue
                 if verdict == "bad" and in_active_hours(rule.active_hours, local):
-                    self._fire(rule, name, message, value, now)
+                    window = inputs.people.get(rule.window_s, {}).get(name)
+                    cause_at = window.last_unmasked if rule.kind == "unmasked_person" and window else None
+                    self._fire(rule, name, message, value, now, cause_at)
         enabled = {r.id: r for r in rules}
         for where, alert in firing.items():  # causes that are gone: rule disabled or removed, camera removed
             owner = enabled.get(alert.rule_id) if alert.rule_id is not None else None
@@ -695,9 +699,12 @@ class AlertEngine:
             elif where not in checked and owner.kind not in NODE_KINDS and owner.kind not in BROKER_KINDS:
                 self._resolve(alert, "camera disabled" if where[1] in inputs.disabled else "camera removed", now)
 
-    def _fire(self, rule: AlertRule, camera: str, message: str, value: float | None, now: float) -> None:
-        """Store a new alert (announced next), unless one of its rule and camera is firing or resolved
-        within the cooldown."""
+    def _fire(
+        self, rule: AlertRule, camera: str, message: str, value: float | None, now: float, cause_at: float | None
+    ) -> None:
+        """Store a new alert (announced next), unless one of its rule and camera is firing, resolved within
+        the cooldown, or was firing when the newest cause happened (``cause_at``: an unmasked person whose
+        event arrived late, after a network or database outage, is not a new alert)."""
         row = Alert(
             rule_id=rule.id,
             rule_name=rule.name,
@@ -708,7 +715,7 @@ class AlertEngine:
             value=value,
             started_ts=now,
         )
-        self.alerts.fire(row, cooldown_s=rule.cooldown_s, now=now)
+        self.alerts.fire(row, cooldown_s=rule.cooldown_s, now=now, cause_at=cause_at)
 
     def _resolve(self, row: Alert, message: str, now: float) -> None:
         if self.alerts.resolve(row.id, now) is not None:

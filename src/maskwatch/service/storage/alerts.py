@@ -37,7 +37,7 @@ class Fired:
     """What :meth:`AlertRepository.fire` did: ``stored`` a new alert (``alert``), found one ``firing`` from
     another worker (``alert_id``), or found one resolved within the cooldown (``resolved_at``)."""
 
-    outcome: Literal["stored", "firing", "cooldown"]
+    outcome: Literal["stored", "firing", "cooldown", "covered"]
     alert: Alert | None = None
     alert_id: int | None = None
     resolved_at: float | None = None
@@ -148,13 +148,20 @@ class AlertRepository:
         with self.sessions() as s, s.begin():
             s.execute(update(Alert).where(Alert.id == alert_id).values(announced=transition))
 
-    def fire(self, row: Alert, *, cooldown_s: float, now: float) -> Fired:
+    def fire(self, row: Alert, *, cooldown_s: float, now: float, cause_at: float | None = None) -> Fired:
         """Store a new firing alert unless one of its rule and camera resolved within ``cooldown_s`` (by any
-        worker) or another worker's is firing."""
+        worker), or resolved at or after ``cause_at`` (the newest cause's time: an alert that was firing then
+        covered it; a late-arriving event is not a new alert), or another worker's is firing."""
         assert row.rule_id is not None
         mine = (Alert.rule_id == row.rule_id, Alert.camera == row.camera)
         try:
             with self.sessions() as s, s.begin():
+                if cause_at is not None:
+                    covering = s.scalars(
+                        select(func.max(Alert.resolved_ts)).where(*mine, Alert.resolved_ts >= cause_at)
+                    ).first()
+                    if covering is not None:
+                        return Fired("covered", resolved_at=covering)
                 if cooldown_s > 0:
                     recent = s.scalars(
                         select(func.max(Alert.resolved_ts)).where(*mine, Alert.resolved_ts >= now - cooldown_s)

@@ -55,6 +55,7 @@ class WindowCount:
 
     people: int
     compliant: int
+    last_unmasked: float | None = None  # the latest last-seen time of a person without a mask in the window
 
 
 class EventRepository:
@@ -69,12 +70,16 @@ class EventRepository:
                 PersonEvent.camera,
                 func.count(PersonEvent.id),
                 func.sum(case((PersonEvent.compliant, 1), else_=0)),
+                func.max(case((PersonEvent.compliant, None), else_=PersonEvent.ts)),
             )
             .where(PersonEvent.ts >= since)
             .group_by(PersonEvent.camera)
         )
         with self.sessions() as s:
-            return {camera: WindowCount(int(n), int(ok or 0)) for camera, n, ok in s.execute(query)}
+            return {
+                camera: WindowCount(int(n), int(ok or 0), None if last is None else float(last))
+                for camera, n, ok, last in s.execute(query)
+            }
 
     def page(self, where: EventFilter, *, before: int | None, limit: int) -> list[PersonEvent]:
         """Newest first: up to ``limit`` events with a row id below ``before``."""
