@@ -81,7 +81,9 @@ def test_no_secret_in_logs_command_lines_or_environments_of_serve_and_agent(tmp_
                         "MASKWATCH_MQTT_PASSWORD_FILE": str(secrets_dir / "control")}  # fmt: skip
     agent_env = base | {"MASKWATCH_MQTT_PASSWORD_FILE": str(secrets_dir / "agent")}
     video = make_video(tmp_path / "door.mp4", 200, fps=10)
-    (tmp_path / "agent.yaml").write_text("stats_interval: 1.0\nrealtime: true\nloop: true\n")
+    (tmp_path / "agent.yaml").write_text(
+        "engine:\n  stats_interval: 1.0\n  camera_defaults:\n    realtime: true\n    loop: true\n"
+    )
     mqtt = f"mqtt://control@127.0.0.1:{broker.port}"
     logs = {name: tmp_path / f"{name}.log" for name in ("serve", "agent", "check")}
     procs: dict[str, subprocess.Popen[bytes]] = {}

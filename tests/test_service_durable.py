@@ -79,7 +79,7 @@ def test_worker_sigkilled_during_a_database_outage_loses_nothing(kind, tmp_path,
     pg = request.getfixturevalue("pg_server") if kind == "postgresql" else None
     url = pg.create_db() if pg is not None else f"sqlite:///{db_file}"
     config = tmp_path / "serve.yaml"
-    config.write_text("engine:\n  stats_interval: 1\n  journal: true\n"
+    config.write_text("server:\n  journal: true\nengine:\n  stats_interval: 1\n"
                       "cameras:\n  - name: door\n    url: rtsp://fake/door\n")  # fmt: skip
     worker = Worker(tmp_path, "w1", url, config)
     worker.start()

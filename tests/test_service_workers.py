@@ -235,7 +235,7 @@ def test_built_in_camera_offline_rule_ignores_a_blip_and_resolves(tmp_path):
 # -- real processes ---------------------------------------------------------------------------------------------
 
 TWO_CAMERAS = (
-    "engine:\n  stats_interval: 1\n  journal: true\n"
+    "server:\n  journal: true\nengine:\n  stats_interval: 1\n"
     "cameras:\n  - name: door\n    url: rtsp://fake/door\n  - name: hall\n    url: rtsp://fake/hall\n"
 )
 

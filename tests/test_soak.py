@@ -1,6 +1,7 @@
 """The chaos soak, short (issue 18): the whole installation of ``benchmarks/soak.py`` (PostgreSQL, Mosquitto as
 docs/deploy.md configures it, two ``serve`` workers, two agents, real HTTP and RTSP cameras) through a fixed
-list of faults, one test per check. About 7 minutes; slow: ``pytest -m slow tests/test_soak.py``.
+list of faults, one test per check. About 6 minutes, so it runs on demand only (it does not fit the 15-minute
+suite): ``MASKWATCH_SOAK=1 pytest -m slow tests/test_soak.py -s``.
 
 Each fault here is one of the problems issue 18 lists; on the code of that issue most checks fail (that is
 the point: the harness proves the fixes). The full soak: ``python benchmarks/soak.py --minutes 30``.
@@ -8,6 +9,7 @@ the point: the harness proves the fixes). The full soak: ``python benchmarks/soa
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +37,11 @@ FAULTS = [
 
 @pytest.fixture(scope="module")
 def result():
+    if not os.environ.get("MASKWATCH_SOAK"):
+        pytest.skip(
+            "the chaos soak takes about 6 minutes, which the 15-minute suite has no room for: "
+            "MASKWATCH_SOAK=1 pytest -m slow tests/test_soak.py -s"
+        )
     shared_or_skip("scenes", "images")
     from conftest_service import _pg_bin
 

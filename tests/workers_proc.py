@@ -82,7 +82,7 @@ class Worker:
             return self.proc.wait(10)
 
     def journal(self) -> list[dict[str, Any]]:
-        """Every event this worker's engine reported and counted (``engine.journal``), all its runs."""
+        """Every event this worker's engine reported and counted (``server.journal``), all its runs."""
         path = self.data / "journal.jsonl"
         if not path.exists():
             return []

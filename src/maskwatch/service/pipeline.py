@@ -6,7 +6,7 @@ One event, top-down:
 1. parse (a dict or JSON from the wire becomes a typed event); frame records and run summaries stop here;
 2. for this worker's own cameras (``local``): the camera's lease (``admit``: an event of a camera this
    worker no longer owns is dropped, so a camera taken over by another worker is never counted twice),
-   then the journal (``engine.journal``);
+   then the journal (``server.journal``);
 3. metrics (Prometheus counters) and the live state (each camera's state, people since start);
 4. storage: this worker's own cameras' events go to the durable spool first (on disk before anything else;
    forgotten once stored), then the ingestor's buffer (idempotent by event id); an event refused (buffer
@@ -46,7 +46,7 @@ log = logging.getLogger("maskwatch.service")
 
 #: event types the service does not consume (per-frame records and end-of-run summaries)
 SKIPPED_TYPES = ("frame", "summary")
-#: what ``engine.journal`` keeps of this service's own cameras (what it stores, and their states)
+#: what ``server.journal`` keeps of this service's own cameras (what it stores, and their states)
 JOURNAL_TYPES = ("track_ended", "stats", "source_status")
 
 
