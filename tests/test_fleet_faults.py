@@ -271,7 +271,11 @@ def test_network_cut_then_garbage_and_unauthorised_publishes(fleet):
     viewer.disconnect()
     viewer.loop_stop()
     fleet.finish()
-    state = wait_until(lambda: (s := fleet.fleet_state()) and s["rejected"]["json"] >= 3 and s, 10)
+    def settled() -> dict | None:  # the state file is written every few seconds: wait for the node's own stop too
+        s = fleet.fleet_state()
+        return s if s and s["rejected"]["json"] >= 3 and s["nodes"]["n1"]["state"] == "offline" else None
+
+    state = wait_until(settled, 15)
     assert state["rejected"]["json"] == 3 and state["rejected"]["schema"] == 1 and state["rejected"]["oversized"] == 1
     assert state["nodes"]["n1"]["state"] == "offline" and "door" in state["nodes"]["n1"]["cameras"]
 
