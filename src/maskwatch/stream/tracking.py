@@ -82,6 +82,11 @@ def bytetrack_backend() -> str:
 # replaced; agreement reported on the other half (``benchmarks/bench_tracker.py --gains``, BENCHMARKS.md)
 KALMAN_GAIN = 0.9
 
+#: the most a tracker's clock moves on between two analysed frames: above the 0.5 s of a camera analysed at
+#: 2 FPS (the slowest rate whose tracks must end on time), so a stall of the analysis (frames dropped while
+#: the CPU was elsewhere) does not expire the tracks of people still in view
+MAX_STEP_S = 0.6
+
 
 class _ByteTrack:
     """``edgefirst.tracker.ByteTrack`` behind the interface this module needs: ``ids(boxes, scores, at)``, one
@@ -511,6 +516,11 @@ class FaceTracker:
             step = 1.0 / self.frame_rate
             self._offset += self._now + step - at
             at = self._now + step
+        elif self._now is not None and at - self._now > MAX_STEP_S:
+            # the analysis stalled (a busy machine) while frames kept coming: the people in view did not
+            # leave meanwhile, so the tracker's clock moves on at most MAX_STEP_S per analysed frame
+            self._offset -= at - self._now - MAX_STEP_S
+            at = self._now + MAX_STEP_S
         self._now = at
         return at
 
