@@ -273,3 +273,37 @@ def test_fleet_view_answers_from_memory_during_an_outage_and_logs_it_once(pg_ser
         assert all(r.json()["database_ok"] is False for r in answers)
         assert caplog.text.count("fleet view: the database is unreachable") == 1
         assert "Traceback" not in caplog.text
+
+
+def test_what_is_acknowledged_is_committed_to_disk_even_on_a_server_set_to_commit_asynchronously(pg_server):
+    """The throwaway server runs with ``synchronous_commit=off`` (commits answered before they are on disk,
+    lost if PostgreSQL crashes right after): the ingest's and the dead letters' transactions, whose commit
+    is acknowledged to a node or makes the spool forget an event, still commit synchronously. (The chaos soak
+    lost six acknowledged person events that way when PostgreSQL was killed just after their commit.)"""
+    from sqlalchemy import event, text
+
+    from maskwatch.service.storage.dead_letters import DeadLetterRepository, Letter
+
+    engine = open_db(pg_server.create_db())
+    migrate(engine)
+    at_commit: list[str] = []
+
+    @event.listens_for(engine, "commit")
+    def _setting(connection):  # before COMMIT is sent: the mode that commit runs in
+        at_commit.append(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW synchronous_commit")).scalar() == "off"  # the server's setting
+    ingestor = Ingestor(session_factory(engine))
+    ingestor.start()
+    try:
+        assert ingestor.ingest(person())
+        assert ingestor.flush(10)
+    finally:
+        ingestor.stop()
+    assert ingestor.written == 1
+    assert at_commit and set(at_commit) == {"on"}, at_commit
+    at_commit.clear()
+    DeadLetterRepository(session_factory(engine)).record(Letter("json", b"{", "x", topic="maskwatch/n/c/events"), 1.0)
+    assert at_commit == ["on"]
+    engine.dispose()

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from maskwatch.service.storage.db import Sessions
+from maskwatch.service.storage.db import Sessions, commit_durably
 from maskwatch.service.storage.models import DeadLetter
 
 __all__ = ["DeadLetterCount", "DeadLetterRepository", "Letter"]
@@ -60,6 +60,7 @@ class DeadLetterRepository:
     def _record(self, letter: Letter, now: float) -> int:
         digest = letter.digest
         with self.sessions() as s, s.begin():
+            commit_durably(s)  # the message is acknowledged once its letter is recorded
             row = s.scalars(select(DeadLetter).where(DeadLetter.digest == digest).with_for_update()).first()
             if row is None:
                 row = DeadLetter(

@@ -31,7 +31,7 @@ from maskwatch.core.events import SourceStatus, TrackEnded, parse_event
 from maskwatch.core.events import StatsBucket as StatsEvent
 from maskwatch.core.redaction import redact
 from maskwatch.core.timeutil import local_day_start, parse_time
-from maskwatch.service.storage.db import Sessions, dialect_insert
+from maskwatch.service.storage.db import Sessions, commit_durably, dialect_insert
 from maskwatch.service.storage.models import CameraStatus, Ingested, PersonEvent, StatsBucket, StatsRollup
 
 __all__ = ["BAD_STATES", "STORED_TYPES", "Ingestor", "write_events"]
@@ -452,6 +452,7 @@ class Ingestor:
 
     def _write(self, items: list[Any]) -> None:
         with self.sessions() as session, session.begin():
+            commit_durably(session)  # what commits here is acknowledged to nodes and forgotten by the spool
             self.written += write_events(session, items, self.zone)
 
     def _finished(self, items: list[Any]) -> None:
