@@ -164,16 +164,47 @@ def test_a_late_unmasked_event_is_not_a_new_alert_a_new_person_is(tmp_path):
         service.alerts.evaluate()
         alerts = lambda: client.get(f"{API}/alerts?camera=gate").json()["items"]
         assert [a["state"] for a in alerts()] == ["firing"]
-        clock[0] += 35  # nobody unmasked in the last 30 s: resolved
+        clock[0] += 40  # nobody unmasked in the last 30 s (and the 5 s events take to arrive): resolved
         service.alerts.evaluate()
         assert [a["state"] for a in alerts()] == ["resolved"]
-        late = person("gate", compliant=False, track_id=2, at=start + timedelta(seconds=10))  # seen while it fired
+        late = person("gate", compliant=False, track_id=2, at=start + timedelta(seconds=4))  # seen while it fired
         feed(service, late)
         service.alerts.evaluate()
         assert [a["state"] for a in alerts()] == ["resolved"]  # covered by the alert that was firing then
-        feed(service, person("gate", compliant=False, track_id=3, at=start + timedelta(seconds=36)))
+        feed(service, person("gate", compliant=False, track_id=3, at=start + timedelta(seconds=41)))
         service.alerts.evaluate()
         assert sorted(a["state"] for a in alerts()) == ["firing", "resolved"]  # a new person: a new alert
+
+
+def test_an_unmasked_alert_waits_for_the_events_of_people_who_just_left(tmp_path):
+    """Issue 18 (the chaos soak): a person's event is stored a few seconds after they leave, so an alert
+    resolved the moment its window looks empty fires again for someone who left just before. The rule reads
+    its window plus ``UNMASKED_SETTLE_S``: the person's event arriving 2 s late keeps the one alert firing."""
+    from datetime import timedelta
+
+    from maskwatch.service.alerts import UNMASKED_SETTLE_S
+
+    with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
+        rule = {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 30, "cooldown_s": 0}
+        camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
+        assert client.post(f"{API}/cameras", json=camera).status_code == 201
+        assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
+        clock = [time.time()]
+        service.alerts.clock = lambda: clock[0]
+        start = datetime.fromtimestamp(clock[0], UTC)
+        alerts = lambda: client.get(f"{API}/alerts?camera=gate").json()["items"]
+        feed(service, person("gate", compliant=False, track_id=1, at=start))
+        service.alerts.evaluate()
+        clock[0] += 30.5  # the first person's 30 s are over; a second one left 0.5 s ago, their event on its way
+        service.alerts.evaluate()
+        assert [a["state"] for a in alerts()] == ["firing"]
+        clock[0] += 2
+        feed(service, person("gate", compliant=False, track_id=2, at=start + timedelta(seconds=30)))
+        service.alerts.evaluate()
+        assert [a["state"] for a in alerts()] == ["firing"]
+        clock[0] = start.timestamp() + 30 + 30 + UNMASKED_SETTLE_S + 0.5  # the second person's window is over
+        service.alerts.evaluate()
+        assert [a["state"] for a in alerts()] == ["resolved"]  # one alert for both, resolved once
 
 
 def test_offline_and_unmasked_rules_and_rules_outside_active_hours(tmp_path):

@@ -9,9 +9,12 @@ Rule kinds (``AlertRule.kind``):
 * ``compliance_below``: over the last ``window_s`` seconds, at least ``min_people`` people ended on the
   camera and the share of compliant ones is below ``threshold`` (0..1). Resolves once it is at least
   ``threshold + hysteresis``, or fewer than ``min_people`` people remain in the window.
-* ``unmasked_person`` (opt-in per camera): a person without a mask ended in the last ``window_s`` seconds. A
-  person whose event arrives late (a node's backlog, a replayed spool) and who left while an alert of this
-  rule and camera was firing was covered by it: no new alert.
+* ``unmasked_person`` (opt-in per camera): a person without a mask ended in the last ``window_s`` seconds
+  (looked for over :data:`UNMASKED_SETTLE_S` more: a person's event is stored a few seconds after they leave,
+  so the last seconds of the window are not known yet when it is read, and an alert resolved on them would
+  fire again for a person who left just before). A person whose event arrives late (a node's backlog, a
+  replayed spool) and who left while an alert of this rule and camera was firing was covered by it: no new
+  alert.
 * ``camera_offline``: the camera has been lost, reconnecting or failed for ``for_s`` seconds; resolves
   when it is live again (or removed). Built in (:data:`CAMERA_OFFLINE_RULE`, 60 s: a short blip pages
   nobody) unless a rule of this kind exists.
@@ -109,6 +112,10 @@ NODE_KINDS = ("node_offline", "outbox_dropped")  # rules about fleet nodes rathe
 BROKER_KINDS = ("broker_lost",)  # rules about this control room's own MQTT connection
 STATE_KINDS = ("camera_offline", "camera_lagging")  # rules about a camera's running, not about its people
 RULES_CHECK_S = 5.0  # how often a worker looks for rules changed through another worker
+#: how long a person's event may take to be stored after they leave: the tracker ends a track at most 3 s
+#: after its last sighting, then the ingest (the chaos soak's resolutions 0.4-0.7 s after an unmasked person
+#: left, whose event was not stored yet, fired the rule again)
+UNMASKED_SETTLE_S = 5.0
 
 #: the fleet's built-in rule: 30 s rides out an agent restart; silence it by disabling it
 NODE_OFFLINE_RULE = AlertRuleConfig(
@@ -154,6 +161,11 @@ def verify(
     if abs((time.time() if now is None else now) - sent) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, body, sent), signature)
+
+
+def _lookback(rule: AlertRule) -> float:
+    """How far back a people rule reads: its window, and for ``unmasked_person`` :data:`UNMASKED_SETTLE_S`."""
+    return rule.window_s + (UNMASKED_SETTLE_S if rule.kind == "unmasked_person" else 0.0)
 
 
 def in_active_hours(spec: str | None, when: datetime) -> bool:
@@ -212,7 +224,7 @@ class AlertTransition(BaseModel):
 class _Inputs:
     """What the camera rules read, from the database, once per evaluation."""
 
-    people: dict[float, dict[str, WindowCount]]  # window_s -> camera -> people in the window
+    people: dict[float, dict[str, WindowCount]]  # lookback (s) -> camera -> people in it (see _lookback)
     statuses: dict[str, StoredStatus]
     lags: dict[str, list[LagPoint]]
     cameras: set[str]  # cameras the rules watch (those with data)
@@ -570,7 +582,7 @@ class AlertEngine:
     def _condition(rule: AlertRule, name: str, inputs: _Inputs, now: float) -> tuple[str, float | None, str]:
         """('bad' | 'good' | 'hold', value, message) of a camera rule on camera ``name``."""
         if rule.kind in ("compliance_below", "unmasked_person"):
-            window = inputs.people.get(rule.window_s, {}).get(name)
+            window = inputs.people.get(_lookback(rule), {}).get(name)
             n, ok = (window.people, window.compliant) if window is not None else (0, 0)
             if rule.kind == "unmasked_person":
                 unmasked = n - ok
@@ -621,8 +633,8 @@ class AlertEngine:
         lags: dict[str, list[LagPoint]] = {}
         disabled: set[str] = set()
         if self.events is not None:
-            for window in {r.window_s for r in rules if r.kind in ("compliance_below", "unmasked_person")}:
-                people[window] = self.events.people_since(now - window)
+            for lookback in {_lookback(r) for r in rules if r.kind in ("compliance_below", "unmasked_person")}:
+                people[lookback] = self.events.people_since(now - lookback)
         if self.cameras is not None:
             disabled = {c.name for c in self.cameras.all() if not c.enabled}
             if "camera_offline" in kinds:
@@ -688,7 +700,7 @@ class AlertEngine:
                         self._resolve(row, message, now)
                     continue
                 if verdict == "bad" and in_active_hours(rule.active_hours, local):
-                    window = inputs.people.get(rule.window_s, {}).get(name)
+                    window = inputs.people.get(_lookback(rule), {}).get(name)
                     cause_at = window.last_unmasked if rule.kind == "unmasked_person" and window else None
                     self._fire(rule, name, message, value, now, cause_at)
         enabled = {r.id: r for r in rules}
