@@ -21,6 +21,7 @@ import typer
 pytest.importorskip("paho.mqtt")
 
 import conftest_service
+from conftest_service import wait_until
 from fakes import fake_detector, make_video
 
 from maskwatch.core.events import SourceStatus, StatsBucket, TrackEnded, parse_event
@@ -37,16 +38,6 @@ db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the f
 
 USERS = {"agent": "agent-secret", "control": "control-secret", "viewer": "viewer-secret"}
 ACL = {"viewer": ["topic read maskwatch/#"]}
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture

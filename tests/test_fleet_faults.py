@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("paho.mqtt")
 
+from conftest_service import wait_until
 from fakes import make_video
 
 from maskwatch.fleet.broker import MosquittoBroker, find_mosquitto, free_port
@@ -34,16 +35,6 @@ USERS = {"agent": "agent-secret", "control": "control-secret", "viewer": "viewer
 ACL = {"viewer": ["topic read maskwatch/#"]}
 STORED = ("track_ended", "stats")
 CLI = [sys.executable, "-c", "from maskwatch.cli import main; main()"]
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 #: the broker as docs/deploy.md configures it: persistence saved every 60 s, a node's MQTT user is its name

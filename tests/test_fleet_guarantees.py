@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("paho.mqtt")
 
 import conftest_service
-from conftest_service import bucket, person, running_service
+from conftest_service import bucket, person, running_service, wait_until
 from fakes import make_video
 
 from maskwatch.fleet import topics
@@ -40,16 +40,6 @@ db_url, pg_server = conftest_service.db_url, conftest_service.pg_server  # the f
 
 USERS = {"agent": "agent-secret", "control": "control-secret"}
 API = "/api/v1"
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture
