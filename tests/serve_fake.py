@@ -31,6 +31,7 @@ def main() -> None:
     from conftest_service import ADMIN, fake_cameras
     from fakes import fake_detector
 
+    from maskwatch.commands.common import exit_process
     from maskwatch.commands.serve import _server_class
     from maskwatch.service.app import create_app
     from maskwatch.service.core import FleetLink
@@ -49,8 +50,7 @@ def main() -> None:
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=5)
     server = _server_class()(config)
     server.run()
-    if not getattr(server, "started", False):
-        sys.exit(1)
+    exit_process(0 if getattr(server, "started", False) else 1)  # as `maskwatch serve` ends (cli.main)
 
 
 if __name__ == "__main__":

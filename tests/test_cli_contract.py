@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,34 @@ def test_every_option_shows_its_default(command):
         assert isinstance(shown, str) or param.default is not None, f"{command} {param.opts}: default None"
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "default:" in result.output
+
+
+EXIT_WITH_NATIVE_THREADS = """
+import sys, threading, time
+import cv2, numpy as np
+from maskwatch.commands.common import exit_process
+
+image = np.zeros((1500, 1500, 3), np.uint8)
+
+def read_forever():  # a capture thread: always inside an OpenCV call that releases the GIL
+    while True:
+        cv2.GaussianBlur(image, (31, 31), 0)
+
+for k in range(2):
+    threading.Thread(target=read_forever, name=f"maskwatch-capture-{k}", daemon=True).start()
+time.sleep(0.3)
+print("stopping", flush=False)
+exit_process(3)
+"""
+
+
+def test_the_process_exits_with_its_code_while_a_thread_is_inside_opencv():
+    """Issue 18: a daemon thread still inside OpenCV when the interpreter goes down is ended by a forced
+    unwind through OpenCV's C++ frames, which aborts the process (SIGABRT; with ``raise SystemExit(3)`` in
+    this script, three runs in three). ``exit_process``, how ``maskwatch`` ends (``cli.main``), exits with the
+    code and loses no output."""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", EXIT_WITH_NATIVE_THREADS], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 3, (done.returncode, done.stderr[-500:])
+        assert done.stdout == "stopping\n"

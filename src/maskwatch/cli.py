@@ -32,6 +32,7 @@ from maskwatch.commands.common import (
     EXIT_OK,
     check_output_path,
     console,
+    exit_process,
     fail,
     is_stdout,
     require_extra,
@@ -414,7 +415,7 @@ app.command("doctor")(_doctor.doctor)
 
 
 def main() -> None:
-    raise SystemExit(run_app(app))
+    exit_process(run_app(app))
 
 
 if __name__ == "__main__":

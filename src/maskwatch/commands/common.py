@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "check_output_path",
     "console",
     "debug_enabled",
+    "exit_process",
     "fail",
     "finish",
     "is_stdout",
@@ -287,6 +289,22 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> int:
         typer.echo(f"error: {type(exc).__name__}: {exc}{hint}", err=True)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``. A daemon thread still running at exit (a live camera's capture thread
+    inside a network read, which is never waited for) is ended by the interpreter's finalization with a
+    forced unwind the moment its native call returns; through the C++ frames of OpenCV or ONNX Runtime that
+    aborts the process (SIGABRT, "FATAL: exception not rethrown") instead of exiting with ``code``. So when
+    such a thread is left, output and logs are flushed and the process ends without finalization."""
+    lingering = [t for t in threading.enumerate() if t.daemon and t.is_alive() and t is not threading.current_thread()]
+    if not lingering:
+        raise SystemExit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def load_mask_detector(preset: str, **options: Any) -> Any:
