@@ -146,6 +146,18 @@ def test_compliance_rule_fires_resolves_with_hysteresis_cooldown_webhook_and_ack
         assert client.get(f"{API}/alerts?acknowledged=true").json()["items"][0]["id"] == alert_id
 
 
+def _unmasked_rule_on_a_hand_fed_camera(client, service) -> list[float]:
+    """Camera "gate" (disabled: its events are sent by hand) with a 30 s unmasked_person rule, no cooldown; the
+    alert engine's clock is the returned one-item list (move it by hand)."""
+    rule = {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 30, "cooldown_s": 0}
+    camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}
+    assert client.post(f"{API}/cameras", json=camera).status_code == 201
+    assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
+    clock = [time.time()]
+    service.alerts.clock = lambda: clock[0]
+    return clock
+
+
 def test_a_late_unmasked_event_is_not_a_new_alert_a_new_person_is(tmp_path):
     """Issue 18: an unmasked person whose event arrives after the alert that covered them resolved (a node's
     backlog after a broker outage, a spool replayed after a restart) does not fire the rule again; a person
@@ -153,12 +165,7 @@ def test_a_late_unmasked_event_is_not_a_new_alert_a_new_person_is(tmp_path):
     from datetime import timedelta
 
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
-        rule = {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 30, "cooldown_s": 0}
-        camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
-        assert client.post(f"{API}/cameras", json=camera).status_code == 201
-        assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
-        clock = [time.time()]
-        service.alerts.clock = lambda: clock[0]
+        clock = _unmasked_rule_on_a_hand_fed_camera(client, service)
         start = datetime.fromtimestamp(clock[0], UTC)
         feed(service, person("gate", compliant=False, track_id=1, at=start))
         service.alerts.evaluate()
@@ -185,12 +192,7 @@ def test_an_unmasked_alert_waits_for_the_events_of_people_who_just_left(tmp_path
     from maskwatch.service.alerts import UNMASKED_SETTLE_S
 
     with running_service(tmp_path, alerts={"evaluate_every": 3600}) as (client, service):
-        rule = {"name": "unmasked", "kind": "unmasked_person", "camera": "gate", "window_s": 30, "cooldown_s": 0}
-        camera = {"name": "gate", "url": "rtsp://fake/gate", "enabled": False}  # its events are sent by hand
-        assert client.post(f"{API}/cameras", json=camera).status_code == 201
-        assert client.post(f"{API}/alert-rules", json=rule).status_code == 201
-        clock = [time.time()]
-        service.alerts.clock = lambda: clock[0]
+        clock = _unmasked_rule_on_a_hand_fed_camera(client, service)
         start = datetime.fromtimestamp(clock[0], UTC)
         alerts = lambda: client.get(f"{API}/alerts?camera=gate").json()["items"]
         feed(service, person("gate", compliant=False, track_id=1, at=start))
