@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("edgefirst.tracker", reason="tracking needs the video extra")
 
-from conftest_service import ADMIN, NoisyCamera, fake_cameras, service_settings
+from conftest_service import ADMIN, NoisyCamera, fake_cameras, service_settings, wait_until
 
 pytestmark = pytest.mark.slow
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -264,11 +264,18 @@ def test_an_admin_draws_a_privacy_zone_on_the_camera_page(server):
         page.wait_for_selector("#camera-list tr[data-camera=door]")
         page.goto(f"{base}/#/camera/door")
         page.wait_for_selector("#zone-layer.editable")
-        page.wait_for_timeout(500)  # the frame has loaded: the layer has its size
+        # the layer moves until the page is laid out: the cards below it are added, the live view above it
+        # and the frame under it take their sizes when their first images arrive (a slow first MJPEG frame
+        # pushed the layer down after it was measured, and the clicks missed it)
+        page.wait_for_selector("#camera-alerts")
+        for image in ("#live-view", "#zone-frame"):  # polled here: the page's CSP forbids wait_for_function's eval
+            loaded = wait_until(lambda image=image: page.locator(image).evaluate("i => i.naturalWidth") > 0, timeout=30)
+            assert loaded, f"{image} has no image after 30 s"
         box = page.locator("#zone-layer").bounding_box()
         assert box is not None and box["width"] > 50
         for fx, fy in ((0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (0.5, 0.5)):  # the top-right quarter
             page.mouse.click(box["x"] + min(fx, 0.999) * box["width"], box["y"] + max(fy, 0.001) * box["height"])
+        page.wait_for_selector("#zone-count:has-text('4 corner(s) drawn')")
         page.click("#zone-close")
         page.click("#zone-save")
         page.wait_for_selector("#zone-status:has-text('Saved 1 zone')")
