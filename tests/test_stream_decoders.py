@@ -204,3 +204,41 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_decoder_lends_frames_in_place_and_gets_its_slots_back_without_a_word(video):
+    """Frames stay in the decoder's memory until the analysis takes one (copied then) or it is superseded
+    (given back uncopied): a parent that keeps every slot makes the decoder drop frames, and giving them
+    back lets it deliver again; a copy outlives its slot being reused."""
+    from maskwatch.stream.decoder import SLOTS, DecoderProcess
+
+    job = {"kind": "video", "target": str(video), "name": "door", "realtime": True, "loop": True}
+    child = DecoderProcess(job, "door")
+    child.start()
+    try:
+        leases, dropped = [], 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (len(leases) < SLOTS or dropped == 0):
+            message = child.recv(1.0)
+            if message is None:
+                continue
+            dropped += message.get("dropped") or 0
+            if message["t"] == "frame":
+                leases.append(child.lease(message))
+        assert len(leases) == SLOTS, "the decoder lent more slots than it has"
+        assert dropped > 0, "with every slot lent, the decoder drops frames instead of overwriting one"
+        first = leases[0].copy()  # the analysis takes one: copied, and its slot goes back
+        with pytest.raises(RuntimeError):
+            leases[0].copy()
+        for lease in leases[1:]:
+            lease.release()  # superseded: back without a copy
+        frames = []
+        while len(frames) < 2 * SLOTS and time.monotonic() < deadline:
+            message = child.recv(1.0)
+            if message is not None and message["t"] == "frame":
+                lease = child.lease(message)
+                frames.append(lease.copy())
+        assert len(frames) == 2 * SLOTS, "slots given back through the memory reach the decoder"
+        assert first.shape == (240, 320, 3) and first.flags.writeable and first.any()
+    finally:
+        child.stop()
