@@ -27,10 +27,13 @@ run: setup
 train-demo: setup
 	@bash scripts/main.sh
 
-# The quality gates first (ruff lint and format, mypy: CI enforces them), then every test.
+# The quality gates first (ruff lint and format, mypy: CI enforces them), then every test, on TEST_WORKERS
+# pytest-xdist workers (2: the suite mostly waits on real servers, brokers and processes, so two share two
+# cores well; TEST_WORKERS=0 runs it in this one process).
+TEST_WORKERS ?= 2
 test: setup setup-browser
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # ruff (lint and format) and mypy, configured in pyproject.toml.
 lint: setup
