@@ -745,6 +745,20 @@ class Installation:
             return None
         return str(r.json()["id"])
 
+    def job_state(self, worker: str, job_id: str) -> str | None:
+        """A job's state as ``worker`` tells it (None when it cannot be asked)."""
+        import httpx
+
+        try:
+            r = httpx.get(
+                f"http://127.0.0.1:{self.ports[worker]}{API}/jobs/{job_id}",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                timeout=10,
+            )
+        except httpx.HTTPError:
+            return None
+        return str(r.json().get("state")) if r.status_code == 200 else None
+
     def save_observations(self, path: Path) -> None:
         """What the watchers saw, for a second look at a run: camera and node states on MQTT, the person events
         the broker accepted, /healthz failures, RSS and load samples."""
@@ -972,6 +986,10 @@ class Chaos:
         time.sleep(3.0)
         up = self.i.restart_worker(target)
         r.down.append((target, killed, up))
+        if job:  # judged now: the restarted worker's first lease round ran before it answered /healthz. (Its
+            # final state may be `interrupted` for another reason: a later fault that kills its own worker
+            # while a loaded machine still runs it; that is the job's own worker stopping, not this restart.)
+            self.jobs[-1]["after_restart"] = self.i.job_state(other, job)
         r.detail = {"job_on_other_worker": job}
         r.touches = [c.key for c in CAMERAS] + list(NODES)
 
@@ -1708,7 +1726,7 @@ class Analysis:
             return
         details, states = [], {}
         for job in self.c.jobs:
-            state = self.stored["jobs"].get(job["job"])
+            state = job.get("after_restart") or self.stored["jobs"].get(job["job"])
             states[job["job"]] = state
             if state == "interrupted":
                 details.append(f"job {job['job']} on {job['worker']}: interrupted when {job['restarted']} restarted")
