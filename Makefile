@@ -29,8 +29,8 @@ train-demo: setup
 
 # The quality gates first (ruff lint and format, mypy: CI enforces them), then every test, on TEST_WORKERS
 # pytest-xdist workers (2: the suite mostly waits on real servers, brokers and processes, so two share two
-# cores well; TEST_WORKERS=0 runs it in this one process). The chaos soak is collected first (tests/conftest.py),
-# so its 6 minutes overlap the rest of the suite on the other worker.
+# cores well; TEST_WORKERS=0 runs it in this one process). The short chaos soak runs on demand (MASKWATCH_SOAK=1:
+# tests/test_soak.py says why).
 TEST_WORKERS ?= 2
 test: setup setup-browser
 	$(MAKE) --no-print-directory lint

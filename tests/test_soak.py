@@ -1,10 +1,13 @@
 """The chaos soak, short (issue 18): the whole installation of ``benchmarks/soak.py`` (PostgreSQL, Mosquitto as
 docs/deploy.md configures it, two ``serve`` workers, two agents, real HTTP and RTSP cameras) through a fixed
-list of faults, then every check of the harness (a failure lists each failed check with its evidence). About
-6 minutes: ``make test`` runs it on one of its two workers beside the rest of the suite. It is one test, so
-no two workers can each run a soak, and ``conftest.py`` puts it first, so its worker starts it at once and the
-other takes the rest; ``pytest -m "not slow"`` and ``MASKWATCH_SOAK=0`` leave it out. Alone, with its
-report: ``pytest -m slow tests/test_soak.py -s``.
+list of faults, then every check of the harness (a failure lists each failed check with its evidence).
+
+About 6 minutes, so it runs on demand: ``MASKWATCH_SOAK=1 pytest -m slow tests/test_soak.py -s``. Tried in
+``make test`` (2026-12-07): beside the rest of the suite on the second worker it passed, but its load (two
+workers, two agents, six cameras on 2 cores) made two timing tests of the other worker fail (12 min 7 s in
+all); alone after the rest it would take the suite to about 14 minutes of its 15. It is one test (no two
+xdist workers can each start a soak) and ``conftest.py`` collects it first, so with ``MASKWATCH_SOAK=1`` its
+worker starts it at once while the other takes the rest.
 
 Each fault here is one of the problems issue 18 lists; on the code of that issue most checks fail (that is
 the point: the harness proves the fixes). The full soak: ``python benchmarks/soak.py --minutes 30``.
@@ -39,8 +42,11 @@ FAULTS = [
 
 
 def _run_soak() -> soak.SoakResult:
-    if os.environ.get("MASKWATCH_SOAK") == "0":
-        pytest.skip("MASKWATCH_SOAK=0: the chaos soak (about 6 minutes) was left out")
+    if os.environ.get("MASKWATCH_SOAK") != "1":
+        pytest.skip(
+            "the chaos soak takes about 6 minutes and its load makes the suite's timing tests fail beside it: "
+            "MASKWATCH_SOAK=1 pytest -m slow tests/test_soak.py -s"
+        )
     shared_or_skip("scenes", "images")
     from conftest_service import _pg_bin
 
