@@ -12,16 +12,15 @@ The wire between the two (one child per camera):
   Never pickles: the child parses untrusted network streams, so the parent believes only the checked fields
   of what it says;
 * the pixels travel through shared memory (a Linux ``memfd`` the parent makes and hands to the child): a
-  header page whose first bytes say which slot is lent to the parent and whether a frame is waiting there,
-  then three slots, each one RGB frame. The child writes a frame into a free slot, marks it lent and
-  waiting, and says ``frame`` (slot, size, index, times); the parent lends it to its frame buffer as it lies
-  in the slot (a :class:`SlotLease`), copies it out only when the analysis takes it, and then clears both
-  marks: no message back. While a frame waits, the child decodes on but writes and announces nothing (those
-  frames count as dropped): a camera faster than its analysis costs one hand-over per *analysed* frame,
-  not per decoded one. The price is freshness: the analysed frame is the first one decoded after the last
-  was taken, not the newest (lag p95 about 0.04 s higher with four cameras; BENCHMARKS.md). Frames
-  superseded anyway are never copied; when no slot is free the child drops the frame and says how many it
-  dropped. A bigger frame (the camera changed its resolution) grows the memory once every slot is back.
+  header page whose first bytes say which slot is lent to the parent, then three slots, each one RGB
+  frame. The child writes a frame into a free slot, marks it lent and says ``frame`` (slot, size, index,
+  times); the parent lends the newest one to its frame buffer as it lies in the slot (a
+  :class:`SlotLease`), copies it out only when the analysis takes it, and gives the slot back by clearing
+  its byte: no message. Frames superseded before the analysis took them (latest wins, as in the frame
+  buffer) are never copied and count as dropped; when no slot is free the child drops the frame itself and
+  says how many it dropped. A bigger frame (the camera changed its resolution) grows the memory once every
+  slot is back. (Copying only what is analysed and giving slots back without a message is what brought the
+  cost of a process per camera close to a thread's: BENCHMARKS.md.)
 * the child also says ``status`` (live, lost, reconnecting, failed: :class:`~maskwatch.stream.sources.
   StatusReport`), ``info`` (a file's frame rate and length), ``beat`` (at least once a second while it makes
   progress: silence means a hung read), ``end`` (its source ended, with the error if it failed) and
@@ -60,7 +59,6 @@ log = logging.getLogger("maskwatch")
 SLOTS = 3  # frames in shared memory: one being written, one waiting in the frame buffer, one being copied
 HEADER = mmap.PAGESIZE  # bytes before the first slot; byte i says whether slot i is lent to the parent
 FREE, LENT = 0, 1
-WAITING = SLOTS  # header byte: 1 while the parent has a frame its analysis has not taken yet
 MAX_MESSAGE = 1 << 16  # bytes: a longer message is a broken child
 MAX_SIDE = 16384  # pixels: a frame wider or taller than this is a broken child
 MESSAGE_TYPES = frozenset({"frame", "status", "info", "beat", "end", "crash"})
@@ -174,7 +172,7 @@ class DecoderProcess:
         if self._map is None or len(self._map) < end:
             self._remap(end)
         assert self._map is not None
-        flags = np.frombuffer(self._map, np.uint8, count=SLOTS + 1)
+        flags = np.frombuffer(self._map, np.uint8, count=SLOTS)
         if flags[slot] != LENT:
             raise DecoderProtocolError(f"a frame in slot {slot}, which the decoder did not lend")
         view = np.frombuffer(self._map, np.uint8, count=nbytes, offset=HEADER + slot * slot_bytes).reshape(shape)
@@ -277,7 +275,6 @@ class SlotLease:
         """Give the slot back without copying (a second call does nothing)."""
         if self._flags is not None:
             self._flags[self._slot] = FREE
-            self._flags[WAITING] = 0  # the decoder may send the next frame
         self._flags = self.image = None
 
 
@@ -364,10 +361,6 @@ class _Child:
         self.slot_bytes = slot_bytes
 
     def put(self, frame: Any) -> None:
-        if self.map is not None and self.map[WAITING]:  # the parent has not taken the last one: skip this
-            self.dropped += 1
-            self.beat()
-            return
         image = np.ascontiguousarray(frame.image, dtype=np.uint8)
         height, width = image.shape[:2]
         nbytes = height * width * 3
@@ -386,7 +379,6 @@ class _Child:
         target[:] = image.reshape(-1)
         del target
         self.map[slot] = LENT  # before the message: the parent gives it back by clearing it
-        self.map[WAITING] = 1
         self.send({"t": "frame", "slot": slot, "slot_bytes": self.slot_bytes, "height": height, "width": width,
                    "index": frame.index, "timestamp": frame.timestamp, "captured": frame.captured,
                    "kind": frame.kind, "source": frame.source})  # fmt: skip
