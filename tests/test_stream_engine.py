@@ -579,37 +579,3 @@ def test_a_person_leaving_a_camera_analysed_at_a_few_fps_ends_on_time_and_nobody
     assert ended[0][0] - left <= 3.0, f"track_ended {ended[0][0] - left:.1f} s after the person left"
     summary = next(e for _, e in got if isinstance(e, SourceSummary))
     assert summary.people is not None and summary.people.n_people == 2
-
-
-def test_a_live_buffer_copies_only_the_frame_it_hands_over_and_gives_superseded_slots_back():
-    """Frames lent by a decoder process: superseded or forgotten ones go back uncopied; the one taken is
-    copied out (the analysis never holds the decoder's memory)."""
-    from maskwatch.stream.buffers import FrameBuffer
-    from maskwatch.stream.sources import Frame
-
-    class Lease:
-        def __init__(self, value: int):
-            self.image = np.full((2, 2, 3), value, np.uint8)
-            self.done: str | None = None
-
-        def copy(self):
-            self.done = "copied"
-            return self.image.copy()
-
-        def release(self):
-            self.done = self.done or "released"
-
-    stop = threading.Event()
-    buffer = FrameBuffer(1, latest_wins=True, wake=threading.Event())
-    leases = [Lease(i) for i in range(4)]
-    for i, lease in enumerate(leases[:3]):
-        buffer.put(Frame(lease.image, "cam", i, kind="stream"), stop, lease=lease)  # type: ignore[arg-type]
-    taken = buffer.take()
-    assert taken is not None and taken.index == 2 and taken.image is not leases[2].image and taken.image[0, 0, 0] == 2
-    assert [lease.done for lease in leases[:3]] == ["released", "released", "copied"] and buffer.dropped == 2
-    buffer.put(Frame(leases[3].image, "cam", 3, kind="stream"), stop, lease=leases[3])  # type: ignore[arg-type]
-    buffer.seal()  # the source is finished: the waiting frame's slot goes back
-    assert leases[3].done == "released" and buffer.take() is None
-    late = Lease(9)
-    assert not buffer.put(Frame(late.image, "cam", 4, kind="stream"), stop, lease=late)  # type: ignore[arg-type]
-    assert late.done == "released"

@@ -5,23 +5,14 @@ A live source keeps only its **latest frame** (a newer frame replaces one not ye
 dropped), so the analysed frame is never more than one frame old and the lag cannot grow when analysis is
 slower than the camera. A file keeps a small queue and its reader waits when the queue is full
 (back-pressure): every frame (or every ``stride``-th) is analysed.
-
-A frame from a decoder process may wait here still in the decoder's shared memory (with its
-:class:`~maskwatch.stream.decoder.SlotLease`): it is copied out when taken, and its slot given back
-uncopied when it is superseded or forgotten, so only analysed frames are ever copied.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
 
 from maskwatch.stream.sources import Frame
-
-if TYPE_CHECKING:
-    from maskwatch.stream.decoder import SlotLease
 
 __all__ = ["FrameBuffer"]
 
@@ -35,32 +26,26 @@ class FrameBuffer:
         self.capacity = max(1, int(capacity))
         self.latest_wins = latest_wins
         self.dropped = 0
-        self._items: deque[tuple[Frame, SlotLease | None]] = deque()
+        self._items: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._wake = wake
         self.closed = False
         self.error: str | None = None
 
-    def put(self, frame: Frame, stop: threading.Event, *, lease: SlotLease | None = None) -> bool:
-        """Add a frame (``lease``: its image is still in a decoder's memory); False when ``stop`` was set
-        while waiting for room, or the buffer is closed (the lease is then released)."""
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Add a frame; False when ``stop`` was set while waiting for room, or the buffer is closed."""
         with self._cond:
-            added = not self.closed
-            while added and len(self._items) >= self.capacity:
+            if self.closed:
+                return False
+            while len(self._items) >= self.capacity:
                 if self.latest_wins:
-                    _release(self._items.popleft())
+                    self._items.popleft()
                     self.dropped += 1
                     break
                 if stop.is_set():
-                    added = False
-                    break
+                    return False
                 self._cond.wait(0.05)
-            if added:
-                self._items.append((frame, lease))
-        if not added:
-            if lease is not None:
-                lease.release()
-            return False
+            self._items.append(frame)
         self._wake.set()
         return True
 
@@ -70,13 +55,12 @@ class FrameBuffer:
             self.dropped += max(0, int(n))
 
     def take(self) -> Frame | None:
-        """The oldest frame (a leased one copied out of the decoder's memory), or None."""
         with self._cond:
             if not self._items:
                 return None
-            frame, lease = self._items.popleft()
+            frame = self._items.popleft()
             self._cond.notify()
-        return frame if lease is None else dataclasses.replace(frame, image=lease.copy())
+        return frame
 
     def close(self, error: str | None = None) -> None:
         """No more frames (the reader ended; ``error``: why it failed)."""
@@ -88,8 +72,7 @@ class FrameBuffer:
         """Refuse further frames and forget waiting ones (the source is being finished: its counts are final)."""
         with self._cond:
             self.closed = True
-            while self._items:
-                _release(self._items.popleft())
+            self._items.clear()
             self._cond.notify_all()
 
     @property
@@ -97,9 +80,3 @@ class FrameBuffer:
         """Closed and drained."""
         with self._cond:
             return self.closed and not self._items
-
-
-def _release(item: tuple[Frame, SlotLease | None]) -> None:
-    """A frame that will not be analysed: its decoder slot (if any) goes back uncopied."""
-    if item[1] is not None:
-        item[1].release()

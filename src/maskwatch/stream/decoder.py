@@ -11,16 +11,12 @@ The wire between the two (one child per camera):
 * a Unix socket pair carries small JSON messages framed by :class:`multiprocessing.connection.Connection`.
   Never pickles: the child parses untrusted network streams, so the parent believes only the checked fields
   of what it says;
-* the pixels travel through shared memory (a Linux ``memfd`` the parent makes and hands to the child): a
-  header page whose first bytes say which slot is lent to the parent, then three slots, each one RGB
-  frame. The child writes a frame into a free slot, marks it lent and says ``frame`` (slot, size, index,
-  times); the parent lends the newest one to its frame buffer as it lies in the slot (a
-  :class:`SlotLease`), copies it out only when the analysis takes it, and gives the slot back by clearing
-  its byte: no message. Frames superseded before the analysis took them (latest wins, as in the frame
-  buffer) are never copied and count as dropped; when no slot is free the child drops the frame itself and
-  says how many it dropped. A bigger frame (the camera changed its resolution) grows the memory once every
-  slot is back. (Copying only what is analysed and giving slots back without a message is what brought the
-  cost of a process per camera close to a thread's: BENCHMARKS.md.)
+* the pixels travel through shared memory (a Linux ``memfd`` the parent makes and hands to the child): three
+  slots, each one RGB frame. The child writes a frame into a free slot and says ``frame`` (slot, size,
+  index, times); the parent copies the newest frame out and gives every slot back (``free``). Frames that
+  queued up while the parent was busy are superseded, not copied (latest wins, as in the frame buffer) and
+  counted as dropped; when no slot is free the child drops the frame itself and says how many it dropped.
+  A bigger frame (the camera changed its resolution) grows the memory once every slot is back.
 * the child also says ``status`` (live, lost, reconnecting, failed: :class:`~maskwatch.stream.sources.
   StatusReport`), ``info`` (a file's frame rate and length), ``beat`` (at least once a second while it makes
   progress: silence means a hung read), ``end`` (its source ended, with the error if it failed) and
@@ -52,13 +48,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SLOTS", "DecoderProcess", "DecoderProtocolError", "SlotLease", "main", "process_decoding_unavailable"]
+__all__ = ["SLOTS", "DecoderProcess", "DecoderProtocolError", "main", "process_decoding_unavailable"]
 
 log = logging.getLogger("maskwatch")
 
-SLOTS = 3  # frames in shared memory: one being written, one waiting in the frame buffer, one being copied
-HEADER = mmap.PAGESIZE  # bytes before the first slot; byte i says whether slot i is lent to the parent
-FREE, LENT = 0, 1
+SLOTS = 3  # frames in shared memory: one being written, one on its way, one being copied
 MAX_MESSAGE = 1 << 16  # bytes: a longer message is a broken child
 MAX_SIDE = 16384  # pixels: a frame wider or taller than this is a broken child
 MESSAGE_TYPES = frozenset({"frame", "status", "info", "beat", "end", "crash"})
@@ -92,8 +86,8 @@ def describe_exit(code: int | None) -> str:
 
 class DecoderProcess:
     """The parent's handle on one decoder child: :meth:`start` it with a job (a
-    :class:`~maskwatch.stream.sources.SourceJob` as a dict), :meth:`recv` its messages, borrow a frame
-    with :meth:`lease`, :meth:`stop` it."""
+    :class:`~maskwatch.stream.sources.SourceJob` as a dict), :meth:`recv` its messages, copy a frame out
+    with :meth:`frame`, :meth:`stop` it."""
 
     def __init__(self, job: dict[str, Any], name: str) -> None:
         self.job = job
@@ -164,20 +158,25 @@ class DecoderProcess:
         """A message is waiting."""
         return self._conn is not None and self._conn.poll(0)
 
-    def lease(self, message: dict[str, Any]) -> SlotLease:
-        """The frame a ``frame`` message announces, as it lies in shared memory (not copied yet): the slot
-        stays lent to this process until the lease copies the frame out or is released."""
+    def frame(self, message: dict[str, Any]) -> np.ndarray:
+        """Copy the frame a ``frame`` message announces out of shared memory (HxWx3 uint8 RGB) and give its
+        slot back."""
         slot, slot_bytes, nbytes, shape = self._where(message)
-        end = HEADER + slot * slot_bytes + nbytes
-        if self._map is None or len(self._map) < end:
-            self._remap(end)
-        assert self._map is not None
-        flags = np.frombuffer(self._map, np.uint8, count=SLOTS)
-        if flags[slot] != LENT:
-            raise DecoderProtocolError(f"a frame in slot {slot}, which the decoder did not lend")
-        view = np.frombuffer(self._map, np.uint8, count=nbytes, offset=HEADER + slot * slot_bytes).reshape(shape)
-        view.flags.writeable = False  # the decoder's memory: read here, never changed
-        return SlotLease(view, flags, slot)
+        try:
+            end = slot * slot_bytes + nbytes
+            if self._map is None or len(self._map) < end:
+                self._remap(end)
+            assert self._map is not None
+            view = np.frombuffer(self._map, np.uint8, count=nbytes, offset=slot * slot_bytes)
+            image = view.reshape(shape).copy()
+            del view  # a live view would keep the map from being closed
+            return image
+        finally:
+            self.free(slot)
+
+    def free(self, slot: int) -> None:
+        """Give a slot back to the child (its frame was copied, or superseded)."""
+        self._send({"t": "free", "slot": slot})
 
     @staticmethod
     def _where(message: dict[str, Any]) -> tuple[int, int, int, tuple[int, int, int]]:
@@ -195,16 +194,9 @@ class DecoderProcess:
         size = os.fstat(self._memory).st_size
         if size < needed:
             raise DecoderProtocolError(f"a frame beyond the shared memory ({needed} > {size} B)")
-        self._release_map()
-        self._map = mmap.mmap(self._memory, size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-
-    def _release_map(self) -> None:
-        """Unmap now, or, while a lease still points into the memory (a frame waiting in the buffer), when
-        the last one is gone: the lease keeps the mapping alive, so its frame stays readable."""
         if self._map is not None:
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+            self._map.close()
+        self._map = mmap.mmap(self._memory, size, prot=mmap.PROT_READ)
 
     def kill(self) -> None:
         """SIGKILL now (a hung child)."""
@@ -232,7 +224,9 @@ class DecoderProcess:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self._release_map()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         self._close_memory()
         return code
 
@@ -251,33 +245,6 @@ class DecoderProcess:
             self._memory = -1
 
 
-class SlotLease:
-    """A decoded frame still in its shared-memory slot, lent to this process: :meth:`copy` it out (the
-    analysis took it) or :meth:`release` it (superseded, or the source was finished); either gives the slot
-    back to the decoder at once. Used by one thread at a time (the frame buffer hands it over)."""
-
-    __slots__ = ("_flags", "_slot", "image")
-
-    def __init__(self, image: np.ndarray, flags: np.ndarray, slot: int) -> None:
-        self.image: np.ndarray | None = image  # a read-only view into the slot (HxWx3 uint8 RGB)
-        self._flags: np.ndarray | None = flags
-        self._slot = slot
-
-    def copy(self) -> np.ndarray:
-        """The frame as an array of its own; the slot is given back."""
-        if self.image is None:
-            raise RuntimeError("this frame's slot was already given back")
-        image = self.image.copy()
-        self.release()
-        return image
-
-    def release(self) -> None:
-        """Give the slot back without copying (a second call does nothing)."""
-        if self._flags is not None:
-            self._flags[self._slot] = FREE
-        self._flags = self.image = None
-
-
 # -- the child's side -------------------------------------------------------------------------------------
 
 
@@ -291,6 +258,8 @@ class _Child:
         self.conn = conn
         self.memory = memory
         self.job = SourceJob(**job)
+        self.free = set(range(SLOTS))
+        self.cond = threading.Condition()
         self.lock = threading.Lock()
         self.map: mmap.mmap | None = None
         self.slot_bytes = 0
@@ -323,12 +292,15 @@ class _Child:
         self.last_sent = time.monotonic()
 
     def listen(self) -> None:
-        """Watch the parent's end of the socket: it closing means the parent is gone (it says nothing more
-        after the job; slots come back through the shared memory's header)."""
+        """The parent's words (slots given back); its end of the socket closing means it is gone."""
         try:
             while True:
-                self.conn.recv_bytes(MAX_MESSAGE)
-        except (EOFError, OSError):
+                message = json.loads(self.conn.recv_bytes(MAX_MESSAGE))
+                if isinstance(message, dict) and message.get("t") == "free":
+                    with self.cond:
+                        self.free.add(int(message["slot"]) % SLOTS)
+                        self.cond.notify_all()
+        except (EOFError, OSError, ValueError, KeyError, TypeError):
             pass
         os._exit(0)
 
@@ -342,23 +314,17 @@ class _Child:
 
     # frames into shared memory
 
-    def _lent(self) -> list[int]:
-        """The slots the parent holds."""
-        return [] if self.map is None else [i for i in range(SLOTS) if self.map[i] != FREE]
-
     def _grow(self, nbytes: int) -> None:
         """Room for frames of ``nbytes`` in every slot, once the parent has given every slot back."""
-        deadline = time.monotonic() + 10.0
-        while self._lent():
-            if time.monotonic() > deadline:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.free) == SLOTS, timeout=10.0):
                 raise RuntimeError("the parent kept the frame slots for 10 s")
-            time.sleep(0.005)
-        slot_bytes = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
-        if self.map is not None:
-            self.map.close()
-        os.ftruncate(self.memory, HEADER + SLOTS * slot_bytes)  # the header (all slots free) is kept
-        self.map = mmap.mmap(self.memory, HEADER + SLOTS * slot_bytes)
-        self.slot_bytes = slot_bytes
+            slot_bytes = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+            if self.map is not None:
+                self.map.close()
+            os.ftruncate(self.memory, SLOTS * slot_bytes)
+            self.map = mmap.mmap(self.memory, SLOTS * slot_bytes)
+            self.slot_bytes = slot_bytes
 
     def put(self, frame: Any) -> None:
         image = np.ascontiguousarray(frame.image, dtype=np.uint8)
@@ -368,17 +334,18 @@ class _Child:
             raise ValueError(f"not an RGB frame: {image.shape}")
         if nbytes > self.slot_bytes:
             self._grow(nbytes)
-        assert self.map is not None
-        lent = self._lent()
-        slot = next((i for i in range(SLOTS) if i not in lent), None)
+        with self.cond:
+            slot = min(self.free) if self.free else None
+            if slot is not None:
+                self.free.discard(slot)
         if slot is None:  # the parent holds every slot: this frame is dropped (latest wins)
             self.dropped += 1
             self.beat()
             return
-        target = np.frombuffer(self.map, np.uint8, count=nbytes, offset=HEADER + slot * self.slot_bytes)
+        assert self.map is not None
+        target = np.frombuffer(self.map, np.uint8, count=nbytes, offset=slot * self.slot_bytes)
         target[:] = image.reshape(-1)
         del target
-        self.map[slot] = LENT  # before the message: the parent gives it back by clearing it
         self.send({"t": "frame", "slot": slot, "slot_bytes": self.slot_bytes, "height": height, "width": width,
                    "index": frame.index, "timestamp": frame.timestamp, "captured": frame.captured,
                    "kind": frame.kind, "source": frame.source})  # fmt: skip

@@ -30,7 +30,7 @@ from typing import Any
 from maskwatch.core.backoff import Backoff
 from maskwatch.core.redaction import redact
 from maskwatch.stream.buffers import FrameBuffer
-from maskwatch.stream.decoder import DecoderProcess, DecoderProtocolError, SlotLease, describe_exit
+from maskwatch.stream.decoder import DecoderProcess, DecoderProtocolError, describe_exit
 from maskwatch.stream.sources import (
     Frame,
     ImageSource,
@@ -211,12 +211,11 @@ class ProcessReader(Reader):
             self._count(message)
             kind = message["t"]
             if kind == "frame":
-                lease = child.lease(message)
                 if i != newest:
-                    lease.release()
+                    child.free(int(message.get("slot", -1)))
                     self.buffer.count_dropped(1)
                     continue
-                self.buffer.put(self._frame(lease, message), self.stop, lease=lease)
+                self.buffer.put(self._frame(child, message), self.stop)
             elif kind == "status":
                 fps = message.get("fps")
                 if isinstance(self.source, StreamSource) and isinstance(fps, (int, float)) and 0 < fps < 1000:
@@ -233,12 +232,11 @@ class ProcessReader(Reader):
                 return f"crashed ({redact(str(message.get('error')))[:300]})"
         return None
 
-    def _frame(self, lease: SlotLease, message: dict[str, Any]) -> Frame:
-        """The frame a message announces, its image still in the decoder's memory (copied when taken)."""
-        assert lease.image is not None
+    def _frame(self, child: DecoderProcess, message: dict[str, Any]) -> Frame:
+        image = child.frame(message)
         timestamp, captured = message.get("timestamp"), message.get("captured")
         return Frame(
-            lease.image,
+            image,
             source=str(message.get("source") or self.job.name),
             index=_int(message.get("index")) or 0,
             timestamp=float(timestamp) if isinstance(timestamp, (int, float)) else None,
