@@ -361,10 +361,9 @@ def test_agent_end_to_end_with_commands(tmp_path, broker):
     ids = [e.id for e in stored if not isinstance(e, SourceStatus) or e.reason is None or "offline" not in e.reason]
     assert sorted(set(ids)) == sorted(produced)  # every event arrived (a resend would repeat an id, stored once)
     ended = [e for e in stored if isinstance(e, TrackEnded)]
-    # both people reach the control room with their verdicts. Their count is not exact here: the video plays
-    # in real time, and on a loaded machine (make test's second worker) the analysis can stall past the
-    # tracker's 1 s memory and split a person in two. Counting people once is test_stream_tracking's job.
-    assert len(ended) >= 2 and {e.label for e in ended} == {"with_mask", "without_mask"}
+    # both people reach the control room with their verdicts, each once (under load this once split people:
+    # the decoder's end was lost with its exit, the file resumed in a new decoder; test_stream_decoders)
+    assert sorted(e.label for e in ended) == ["with_mask", "without_mask"]
     assert all(e.source == "n1:door" for e in stored)
     kinds = {t.rsplit("/", 1)[-1] for t, _, _ in watch.messages if t.startswith("maskwatch/n1/door/")}
     assert kinds == set(topics.EVENT_CHANNELS)  # only what the control room reads: status, events, stats

@@ -9,6 +9,7 @@ models. Slow (multi-process): ``pytest -m slow tests/test_stream_decoders.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -204,3 +205,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_decoder_whose_file_ended_is_not_taken_for_crashed_when_its_exit_is_read_with_its_last_words(tmp_path):
+    """The relay reads what queued up in one go; a decoder that said ``end`` and exited leaves both its last
+    words and the end of its socket there. Before, the end of the socket threw the batch away with ``end``
+    in it: the file's end was taken for a crash, and the decoder was started again (a file played as a
+    camera then resumed at its end, and again; under load the agent end-to-end test split people in two)."""
+    from maskwatch.stream.buffers import FrameBuffer
+    from maskwatch.stream.decoder import DecoderProcess
+    from maskwatch.stream.readers import ProcessReader
+    from maskwatch.stream.sources import SourceJob
+
+    job = SourceJob(kind="video", target=str(mjpeg_avi(tmp_path / "short.avi", n=10)), name="door")
+    buffer, stop, reports = FrameBuffer(1, latest_wins=True, wake=threading.Event()), threading.Event(), []
+    reader = ProcessReader(job, job.make(), buffer, stop, reports.append, hang_after=10.0, live=True, backoff=0.1,
+                           max_backoff=1.0)  # fmt: skip
+    child = DecoderProcess(dataclasses.asdict(job), "door")
+    child.start()
+    try:
+        assert child.process is not None and child.process.wait(10) == 0  # ended: nothing is read yet
+        outcome = reader._relay(child)
+    finally:
+        child.stop()
+    assert outcome is None, f"the decoder was taken for failed: {outcome}"
+    assert buffer.closed and buffer.error is None
+    frame = buffer.take()
+    assert frame is not None and frame.image.shape == (240, 320, 3)

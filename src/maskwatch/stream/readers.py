@@ -181,6 +181,7 @@ class ProcessReader(Reader):
     def _relay(self, child: DecoderProcess) -> str | None:
         heard = time.monotonic()
         while not self.stop.is_set():
+            gone = False
             try:
                 message = child.recv(0.25)
                 if message is None:
@@ -191,15 +192,22 @@ class ProcessReader(Reader):
                 heard = time.monotonic()
                 batch = [message]
                 while child.ready() and len(batch) < 64:  # what queued up meanwhile: only the newest frame counts
-                    batch.append(child.recv(0) or {"t": "beat"})
+                    try:
+                        batch.append(child.recv(0) or {"t": "beat"})
+                    except EOFError:  # its last words (``end``) may be in this batch: they count
+                        gone = True
+                        break
                 outcome = self._apply(child, batch)
             except EOFError:
-                return f"exited ({describe_exit(child.wait())})"
+                gone = True
+                outcome = None
             except DecoderProtocolError as exc:
                 child.kill()
                 return f"broke the protocol ({exc}; killed)"
             if outcome is not None:
                 return outcome or None
+            if gone:
+                return f"exited ({describe_exit(child.wait())})"
         return None
 
     def _apply(self, child: DecoderProcess, batch: list[dict[str, Any]]) -> str | None:
