@@ -207,6 +207,48 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def test_a_decoder_hands_over_a_frame_only_once_the_last_one_was_taken(video):
+    """While the parent holds a frame its analysis has not taken, the decoder decodes on but writes and
+    announces nothing (the frames it skips count as dropped): one hand-over per analysed frame, not per
+    decoded one. Giving the slot back brings the next frame."""
+    from maskwatch.stream.decoder import DecoderProcess
+
+    job = {"kind": "video", "target": str(video), "name": "door", "realtime": True, "loop": True}
+    child = DecoderProcess(job, "door")
+    child.start()
+
+    def next_frame(timeout: float) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = child.recv(0.1)
+            if message is not None and message["t"] == "frame":
+                return message
+        return None
+
+    try:
+        held = next_frame(20)
+        assert held is not None
+        image, slot = child.frame(held)
+        assert image.shape == (240, 320, 3) and image.any()
+        others, dropped, until = 0, 0, time.monotonic() + 2.5  # the file plays at 10 FPS: ~25 frames decoded
+        while time.monotonic() < until:
+            message = child.recv(0.1)
+            if message is not None:
+                dropped += message.get("dropped") or 0
+                others += message["t"] == "frame"
+        assert others == 0, "a frame was announced while the last one had not been taken"
+        assert dropped >= 10, f"the decoder skipped only {dropped} frames in 2.5 s"
+        for _ in range(3):  # each frame taken brings the next one
+            child.free(slot)
+            message = next_frame(2.0)
+            assert message is not None, "no frame came after the last one was taken"
+            assert message["index"] != held["index"]
+            held = message
+            image, slot = child.frame(message)
+    finally:
+        child.stop()
+
+
 def test_a_decoder_whose_file_ended_is_not_taken_for_crashed_when_its_exit_is_read_with_its_last_words(tmp_path):
     """The relay reads what queued up in one go; a decoder that said ``end`` and exited leaves both its last
     words and the end of its socket there. Before, the end of the socket threw the batch away with ``end``

@@ -579,3 +579,32 @@ def test_a_person_leaving_a_camera_analysed_at_a_few_fps_ends_on_time_and_nobody
     assert ended[0][0] - left <= 3.0, f"track_ended {ended[0][0] - left:.1f} s after the person left"
     summary = next(e for _, e in got if isinstance(e, SourceSummary))
     assert summary.people is not None and summary.people.n_people == 2
+
+
+def test_a_frame_buffer_gives_back_what_came_with_a_frame_once_the_frame_leaves_it():
+    """A decoder process hears through ``release`` that its frame was taken (then it hands over the next):
+    called once for a frame taken, superseded (latest wins), forgotten (sealed) or refused (closed), never
+    while the frame waits."""
+    from maskwatch.stream.buffers import FrameBuffer
+    from maskwatch.stream.sources import Frame
+
+    stop, released = threading.Event(), []
+    buffer = FrameBuffer(1, latest_wins=True, wake=threading.Event())
+
+    def put(index: int) -> bool:
+        frame = Frame(np.full((2, 2, 3), index, np.uint8), "cam", index, kind="stream")
+        return buffer.put(frame, stop, release=lambda: released.append(index))
+
+    assert put(0) and released == []
+    assert put(1) and released == [0] and buffer.dropped == 1  # superseded
+    taken = buffer.take()
+    assert taken is not None and taken.index == 1 and released == [0, 1]
+    assert buffer.take() is None and released == [0, 1]
+    assert put(2) and released == [0, 1]
+    buffer.seal()  # forgotten
+    assert released == [0, 1, 2]
+    assert not put(3) and released == [0, 1, 2, 3]  # refused
+    queue = FrameBuffer(2, latest_wins=False, wake=threading.Event())  # a file's queue: release on take too
+    seen: list[int] = []
+    queue.put(Frame(np.zeros((2, 2, 3), np.uint8), "f", 7, kind="video"), stop, release=lambda: seen.append(7))
+    assert seen == [] and queue.take() is not None and seen == [7]

@@ -5,12 +5,17 @@ A live source keeps only its **latest frame** (a newer frame replaces one not ye
 dropped), so the analysed frame is never more than one frame old and the lag cannot grow when analysis is
 slower than the camera. A file keeps a small queue and its reader waits when the queue is full
 (back-pressure): every frame (or every ``stride``-th) is analysed.
+
+A reader may lend something with a frame (``put(..., release=...)``): the buffer calls ``release`` once the
+frame leaves it, taken by the analysis, superseded or forgotten. A decoder process uses it to hear that the
+analysis took its frame, and only then hands over the next one.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from maskwatch.stream.sources import Frame
 
@@ -26,28 +31,35 @@ class FrameBuffer:
         self.capacity = max(1, int(capacity))
         self.latest_wins = latest_wins
         self.dropped = 0
-        self._items: deque[Frame] = deque()
+        self._items: deque[tuple[Frame, Callable[[], None] | None]] = deque()
         self._cond = threading.Condition()
         self._wake = wake
         self.closed = False
         self.error: str | None = None
 
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        """Add a frame; False when ``stop`` was set while waiting for room, or the buffer is closed."""
+    def put(self, frame: Frame, stop: threading.Event, *, release: Callable[[], None] | None = None) -> bool:
+        """Add a frame; False when ``stop`` was set while waiting for room, or the buffer is closed.
+        ``release`` is called once the frame leaves the buffer (taken, superseded, forgotten or refused)."""
+        superseded: Callable[[], None] | None = None
         with self._cond:
-            if self.closed:
-                return False
-            while len(self._items) >= self.capacity:
+            accepted = not self.closed
+            while accepted and len(self._items) >= self.capacity:
                 if self.latest_wins:
-                    self._items.popleft()
+                    _, superseded = self._items.popleft()
                     self.dropped += 1
                     break
                 if stop.is_set():
-                    return False
+                    accepted = False
+                    break
                 self._cond.wait(0.05)
-            self._items.append(frame)
-        self._wake.set()
-        return True
+            if accepted:
+                self._items.append((frame, release))
+        for done in (superseded, None if accepted else release):
+            if done is not None:
+                done()
+        if accepted:
+            self._wake.set()
+        return accepted
 
     def count_dropped(self, n: int) -> None:
         """Live frames superseded before they reached this buffer (a decoder process's queue) count as dropped."""
@@ -58,8 +70,10 @@ class FrameBuffer:
         with self._cond:
             if not self._items:
                 return None
-            frame = self._items.popleft()
+            frame, release = self._items.popleft()
             self._cond.notify()
+        if release is not None:
+            release()
         return frame
 
     def close(self, error: str | None = None) -> None:
@@ -72,8 +86,11 @@ class FrameBuffer:
         """Refuse further frames and forget waiting ones (the source is being finished: its counts are final)."""
         with self._cond:
             self.closed = True
+            forgotten = [release for _, release in self._items if release is not None]
             self._items.clear()
             self._cond.notify_all()
+        for release in forgotten:
+            release()
 
     @property
     def finished(self) -> bool:

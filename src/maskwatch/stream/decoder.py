@@ -11,12 +11,16 @@ The wire between the two (one child per camera):
 * a Unix socket pair carries small JSON messages framed by :class:`multiprocessing.connection.Connection`.
   Never pickles: the child parses untrusted network streams, so the parent believes only the checked fields
   of what it says;
-* the pixels travel through shared memory (a Linux ``memfd`` the parent makes and hands to the child): three
-  slots, each one RGB frame. The child writes a frame into a free slot and says ``frame`` (slot, size,
-  index, times); the parent copies the newest frame out and gives every slot back (``free``). Frames that
-  queued up while the parent was busy are superseded, not copied (latest wins, as in the frame buffer) and
-  counted as dropped; when no slot is free the child drops the frame itself and says how many it dropped.
-  A bigger frame (the camera changed its resolution) grows the memory once every slot is back.
+* the pixels travel through shared memory (a Linux ``memfd`` the parent makes and hands to the child): one
+  slot, one RGB frame. The child writes a frame there and says ``frame`` (slot, size, index, times); the
+  parent copies it out into its frame buffer and gives the slot back (``free``) only when its analysis
+  takes that frame (or the buffer forgets it). Meanwhile the child decodes on but writes and announces
+  nothing: it skips those frames and says how many (counted as dropped, as the frame buffer's latest-wins
+  would have). So a camera faster than its analysis costs one hand-over per *analysed* frame, not one per
+  decoded frame (the wake-ups, messages and copies of frames nobody analyses were most of what a process
+  per camera cost over a thread: BENCHMARKS.md). The price is freshness: the analysed frame is the first
+  one decoded after the last was taken, not the newest. A bigger frame (the camera changed its resolution)
+  grows the memory.
 * the child also says ``status`` (live, lost, reconnecting, failed: :class:`~maskwatch.stream.sources.
   StatusReport`), ``info`` (a file's frame rate and length), ``beat`` (at least once a second while it makes
   progress: silence means a hung read), ``end`` (its source ended, with the error if it failed) and
@@ -52,7 +56,7 @@ __all__ = ["SLOTS", "DecoderProcess", "DecoderProtocolError", "main", "process_d
 
 log = logging.getLogger("maskwatch")
 
-SLOTS = 3  # frames in shared memory: one being written, one on its way, one being copied
+SLOTS = 1  # frames in shared memory: the child hands over the next one only once the parent gave this back
 MAX_MESSAGE = 1 << 16  # bytes: a longer message is a broken child
 MAX_SIDE = 16384  # pixels: a frame wider or taller than this is a broken child
 MESSAGE_TYPES = frozenset({"frame", "status", "info", "beat", "end", "crash"})
@@ -125,11 +129,12 @@ class DecoderProcess:
         self._send({"t": "job", "job": self.job})
 
     def _send(self, message: dict[str, Any]) -> None:
-        if self._conn is None:
+        conn = self._conn  # (the analysis thread frees slots while the relay thread may be stopping the child)
+        if conn is None:
             return
         try:
             with self._lock:
-                self._conn.send_bytes(json.dumps(message).encode())
+                conn.send_bytes(json.dumps(message).encode())
         except OSError:
             pass  # the child is gone: recv() says so
 
@@ -158,24 +163,22 @@ class DecoderProcess:
         """A message is waiting."""
         return self._conn is not None and self._conn.poll(0)
 
-    def frame(self, message: dict[str, Any]) -> np.ndarray:
-        """Copy the frame a ``frame`` message announces out of shared memory (HxWx3 uint8 RGB) and give its
-        slot back."""
+    def frame(self, message: dict[str, Any]) -> tuple[np.ndarray, int]:
+        """Copy the frame a ``frame`` message announces out of shared memory (HxWx3 uint8 RGB); with its
+        slot, which stays the parent's (the child hands over nothing more) until :meth:`free`."""
         slot, slot_bytes, nbytes, shape = self._where(message)
-        try:
-            end = slot * slot_bytes + nbytes
-            if self._map is None or len(self._map) < end:
-                self._remap(end)
-            assert self._map is not None
-            view = np.frombuffer(self._map, np.uint8, count=nbytes, offset=slot * slot_bytes)
-            image = view.reshape(shape).copy()
-            del view  # a live view would keep the map from being closed
-            return image
-        finally:
-            self.free(slot)
+        end = slot * slot_bytes + nbytes
+        if self._map is None or len(self._map) < end:
+            self._remap(end)
+        assert self._map is not None
+        view = np.frombuffer(self._map, np.uint8, count=nbytes, offset=slot * slot_bytes)
+        image = view.reshape(shape).copy()
+        del view  # a live view would keep the map from being closed
+        return image, slot
 
     def free(self, slot: int) -> None:
-        """Give a slot back to the child (its frame was copied, or superseded)."""
+        """Give a slot back to the child: its frame was analysed or superseded, so the child may hand over
+        the next one."""
         self._send({"t": "free", "slot": slot})
 
     @staticmethod
@@ -327,6 +330,12 @@ class _Child:
             self.slot_bytes = slot_bytes
 
     def put(self, frame: Any) -> None:
+        with self.cond:
+            waiting = len(self.free) < SLOTS
+        if waiting:  # the parent's analysis has not taken the last frame: this one is skipped (dropped)
+            self.dropped += 1
+            self.beat()
+            return
         image = np.ascontiguousarray(frame.image, dtype=np.uint8)
         height, width = image.shape[:2]
         nbytes = height * width * 3
@@ -334,14 +343,9 @@ class _Child:
             raise ValueError(f"not an RGB frame: {image.shape}")
         if nbytes > self.slot_bytes:
             self._grow(nbytes)
-        with self.cond:
-            slot = min(self.free) if self.free else None
-            if slot is not None:
-                self.free.discard(slot)
-        if slot is None:  # the parent holds every slot: this frame is dropped (latest wins)
-            self.dropped += 1
-            self.beat()
-            return
+        with self.cond:  # only this thread takes slots, and every one is free
+            slot = min(self.free)
+            self.free.discard(slot)
         assert self.map is not None
         target = np.frombuffer(self.map, np.uint8, count=nbytes, offset=slot * self.slot_bytes)
         target[:] = image.reshape(-1)
@@ -383,6 +387,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _one_opencv_thread() -> None:
+    """OpenCV's own thread pool off: this process decodes one camera, and the cameras run side by side as
+    processes. The pool's hand-offs for a frame's colour conversion cost more than they save (a 640x480
+    camera at 25 FPS: about 0.027 instead of 0.039 of a core, BENCHMARKS.md); FFmpeg's decoding threads are
+    its own setting, untouched."""
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child: ``python -m maskwatch.stream.decoder --socket FD --memory FD --parent PID --camera NAME``."""
     parser = argparse.ArgumentParser(prog="maskwatch.stream.decoder", description="a maskwatch camera decoder")
@@ -393,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(args.parent)
+    _one_opencv_thread()
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s decoder of {args.camera}: %(message)s")
     conn = Connection(args.socket)
     try:

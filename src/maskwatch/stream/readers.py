@@ -21,6 +21,7 @@ or a one-shot stream that gave up (``give_up_after``) ends the reader with its e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -223,7 +224,8 @@ class ProcessReader(Reader):
                     child.free(int(message.get("slot", -1)))
                     self.buffer.count_dropped(1)
                     continue
-                self.buffer.put(self._frame(child, message), self.stop)
+                frame, slot = self._frame(child, message)
+                self.buffer.put(frame, self.stop, release=functools.partial(child.free, slot))
             elif kind == "status":
                 fps = message.get("fps")
                 if isinstance(self.source, StreamSource) and isinstance(fps, (int, float)) and 0 < fps < 1000:
@@ -240,10 +242,12 @@ class ProcessReader(Reader):
                 return f"crashed ({redact(str(message.get('error')))[:300]})"
         return None
 
-    def _frame(self, child: DecoderProcess, message: dict[str, Any]) -> Frame:
-        image = child.frame(message)
+    def _frame(self, child: DecoderProcess, message: dict[str, Any]) -> tuple[Frame, int]:
+        """The frame a message announces, copied out, and its slot (the child's again once the analysis
+        takes the frame: the buffer's ``release``)."""
+        image, slot = child.frame(message)
         timestamp, captured = message.get("timestamp"), message.get("captured")
-        return Frame(
+        frame = Frame(
             image,
             source=str(message.get("source") or self.job.name),
             index=_int(message.get("index")) or 0,
@@ -251,6 +255,7 @@ class ProcessReader(Reader):
             kind=str(message.get("kind") or "stream"),
             captured=float(captured) if isinstance(captured, (int, float)) else time.monotonic(),
         )
+        return frame, slot
 
     def _count(self, message: dict[str, Any]) -> None:
         """The child's counters (since it started) over those of the decoders before it; its own drops."""
