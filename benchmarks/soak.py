@@ -153,6 +153,7 @@ class SoakOptions:
     budget_outage_s: float = 60.0  # broker outage of the outbox_budget fault
     budget_mb: float = 0.02  # outbox budget of the budget node (edge-b); a 60 s broker outage overflows it
     first_fault_s: float = 60.0  # after warm-up, before the first fault
+    quiet_s: float = 15.0  # at least this long from one fault's end to the next one's start
     settle_s: float = 60.0  # after the last fault, before the final state is read
     recovery_s: float = 30.0  # a camera must be live again this soon after its source returns
     fps: float = 2.0  # camera frame rate (the machine is shared: keep analysis light)
@@ -924,7 +925,7 @@ class Chaos:
             self.i.say(f"fault {index} over after {record.end - record.start:.0f} s")
             with open(self.i.dir / "faults.jsonl", "a") as out:
                 out.write(json.dumps(asdict(record)) + "\n")
-            next_at = max(record.start + self.i.rng.uniform(*self.o.gap), record.end + 15)
+            next_at = max(record.start + self.i.rng.uniform(*self.o.gap), record.end + self.o.quiet_s)
         if fixed is None:
             time.sleep(max(0.0, t0 + chaos_s - time.time()))
 
@@ -2040,6 +2041,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=60.0, help="seconds after the last fault before checking")
     parser.add_argument("--budget-mb", type=float, default=0.02, help=f"outbox budget of {BUDGET_NODE}")
     parser.add_argument("--first-fault", type=float, default=60.0, help="seconds after warm-up before the first fault")
+    parser.add_argument("--quiet", type=float, default=15.0, help="seconds at least from a fault's end to the next")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
     parser.add_argument("--run-dir", type=Path)
     args = parser.parse_args(argv)
@@ -2051,6 +2053,7 @@ def main(argv: list[str] | None = None) -> int:
         settle_s=args.settle,
         budget_mb=args.budget_mb,
         first_fault_s=args.first_fault,
+        quiet_s=args.quiet,
         json_out=args.json,
         run_dir=args.run_dir,
         faults=[f for f in args.faults.split(",") if f] if args.faults else None,

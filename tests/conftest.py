@@ -21,13 +21,6 @@ except ImportError:  # the lean (torch-free) install
     pass
 
 
-def pytest_collection_modifyitems(items):
-    """The chaos soak (one 6-minute test, run with ``MASKWATCH_SOAK=1``) first: under two xdist workers
-    (``--dist worksteal``), the worker that gets it starts it at once and the other works through the rest,
-    taking over the first one's share when it runs out; last, it would run alone at the end."""
-    items.sort(key=lambda item: item.path.name != "test_soak.py")
-
-
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Tests never touch the network: weight downloads are disabled unless a test enables them."""
