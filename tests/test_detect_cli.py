@@ -355,6 +355,7 @@ def test_evaluate_detection_on_a_hand_made_voc_set(tmp_path):
 
 def test_ctrl_c_writes_the_summary_and_every_person_then_exits_130(tmp_path, monkeypatch):
     import _thread
+    import signal
     import threading
 
     from fakes import fake_detector
@@ -362,12 +363,16 @@ def test_ctrl_c_writes_the_summary_and_every_person_then_exits_130(tmp_path, mon
     monkeypatch.setattr(MaskDetector, "load", classmethod(lambda cls, *a, **k: fake_detector(finder_delay=0.03)))
     video = make_video(tmp_path / "long.mp4", 200)
     jsonl = tmp_path / "c.jsonl"
+    # a terminal's Ctrl-C reaches Python's own handler; make sure this process has it (interrupt_main does
+    # nothing while SIGINT is ignored, and on a make test worker something earlier once left it so)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.5, _thread.interrupt_main)
     timer.start()
     try:
         res = runner.invoke(app, ["detect", str(video), "--json", str(jsonl), "--no-progress"])
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert res.exit_code == 130, res.output
     records = read_jsonl(jsonl)
     summary = records[-1]
