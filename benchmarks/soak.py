@@ -15,8 +15,9 @@ What runs (every process real, every log under the run folder ``runs/soak-<time>
 * the cameras: real HTTP MJPEG and RTSP servers (``tests/camera_servers.py``) looping videos made at start
   from the shared scene images (each image held a few seconds, so people are tracked).
 
-Faults (seeded; one at a time, a new one every ``--gap`` seconds, 60-180 by default), each logged with its
-time: ``camera_stop`` (a camera's stream server off for ``--camera-down`` s, 90), ``pg_kill`` (PostgreSQL
+Faults (seeded; one at a time, a new one every ``--gap`` seconds, 60-180 by default, and at least
+``--quiet`` seconds, 15, after the last one ended), each logged with its time: ``camera_stop`` (a camera's
+stream server off for ``--camera-down`` s, 90), ``pg_kill`` (PostgreSQL
 stopped with ``-m immediate`` for 30 s; ``pg_kill:serve-N`` also SIGKILLs that worker during the outage),
 ``broker_kill`` (SIGKILL, 15 s; ``broker_kill:stop``: SIGTERM), ``worker_kill`` (SIGKILL and restart; a job
 is started on the other worker first), ``agent_kill`` (SIGKILL and restart), ``worker_stop`` (SIGSTOP 40 s),
