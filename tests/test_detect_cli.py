@@ -363,8 +363,8 @@ def test_ctrl_c_writes_the_summary_and_every_person_then_exits_130(tmp_path, mon
     monkeypatch.setattr(MaskDetector, "load", classmethod(lambda cls, *a, **k: fake_detector(finder_delay=0.03)))
     video = make_video(tmp_path / "long.mp4", 200)
     jsonl = tmp_path / "c.jsonl"
-    # a terminal's Ctrl-C reaches Python's own handler; make sure this process has it (interrupt_main does
-    # nothing while SIGINT is ignored, and on a make test worker something earlier once left it so)
+    # a terminal's Ctrl-C reaches Python's own handler; make sure this process has it: interrupt_main does
+    # nothing while SIGINT is ignored, as it is in a suite started as a background job (``make test &``)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.5, _thread.interrupt_main)
     timer.start()
