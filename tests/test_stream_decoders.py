@@ -250,10 +250,11 @@ def test_a_decoder_hands_over_a_frame_only_once_the_last_one_was_taken(video):
 
 
 def test_a_decoder_whose_file_ended_is_not_taken_for_crashed_when_its_exit_is_read_with_its_last_words(tmp_path):
-    """The relay reads what queued up in one go; a decoder that said ``end`` and exited leaves both its last
-    words and the end of its socket there. Before, the end of the socket threw the batch away with ``end``
-    in it: the file's end was taken for a crash, and the decoder was started again (a file played as a
-    camera then resumed at its end, and again; under load the agent end-to-end test split people in two)."""
+    """A decoder that said ``end`` and exited leaves both its last words and the end of its socket for the
+    relay to read. Before, the relay read what had queued up in one batch, and the end of the socket threw
+    the batch away with ``end`` in it: the file's end was taken for a crash, and the decoder was started
+    again (a file played as a camera then resumed at its end, and again; under load the agent end-to-end test
+    split people in two)."""
     from maskwatch.stream.buffers import FrameBuffer
     from maskwatch.stream.decoder import DecoderProcess
     from maskwatch.stream.readers import ProcessReader

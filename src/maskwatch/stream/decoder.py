@@ -159,10 +159,6 @@ class DecoderProcess:
             raise DecoderProtocolError("a message of no known type")
         return message
 
-    def ready(self) -> bool:
-        """A message is waiting."""
-        return self._conn is not None and self._conn.poll(0)
-
     def frame(self, message: dict[str, Any]) -> tuple[np.ndarray, int]:
         """Copy the frame a ``frame`` message announces out of shared memory (HxWx3 uint8 RGB); with its
         slot, which stays the parent's (the child hands over nothing more) until :meth:`free`."""

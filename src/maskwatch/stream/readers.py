@@ -180,9 +180,10 @@ class ProcessReader(Reader):
             child.stop()
 
     def _relay(self, child: DecoderProcess) -> str | None:
+        """Apply the child's messages one at a time, in order, so its last words (``end``, ``crash``) always
+        count before its exit does; a child holds at most one frame out, so nothing queues up to skip."""
         heard = time.monotonic()
         while not self.stop.is_set():
-            gone = False
             try:
                 message = child.recv(0.25)
                 if message is None:
@@ -191,55 +192,39 @@ class ProcessReader(Reader):
                         return f"hung (no word for {time.monotonic() - heard:.0f} s; killed)"
                     continue
                 heard = time.monotonic()
-                batch = [message]
-                while child.ready() and len(batch) < 64:  # what queued up meanwhile: only the newest frame counts
-                    try:
-                        batch.append(child.recv(0) or {"t": "beat"})
-                    except EOFError:  # its last words (``end``) may be in this batch: they count
-                        gone = True
-                        break
-                outcome = self._apply(child, batch)
+                outcome = self._apply(child, message)
             except EOFError:
-                gone = True
-                outcome = None
+                return f"exited ({describe_exit(child.wait())})"
             except DecoderProtocolError as exc:
                 child.kill()
                 return f"broke the protocol ({exc}; killed)"
             if outcome is not None:
                 return outcome or None
-            if gone:
-                return f"exited ({describe_exit(child.wait())})"
         return None
 
-    def _apply(self, child: DecoderProcess, batch: list[dict[str, Any]]) -> str | None:
-        """Apply the child's messages in order; '' when its source ended (buffer closed), the reason when it
-        crashed, None to go on."""
-        frames = [i for i, m in enumerate(batch) if m["t"] == "frame"]
-        newest = frames[-1] if frames else -1
-        for i, message in enumerate(batch):
-            self._count(message)
-            kind = message["t"]
-            if kind == "frame":
-                if i != newest:
-                    child.free(int(message.get("slot", -1)))
-                    self.buffer.count_dropped(1)
-                    continue
-                frame, slot = self._frame(child, message)
-                self.buffer.put(frame, self.stop, release=functools.partial(child.free, slot))
-            elif kind == "status":
-                fps = message.get("fps")
-                if isinstance(self.source, StreamSource) and isinstance(fps, (int, float)) and 0 < fps < 1000:
-                    self.source.fps = float(fps)
-                self.report(_status(message))
-            elif kind == "info" and isinstance(self.source, VideoSource):
-                self.source.describe(float(message.get("fps") or 0), _int(message.get("frame_count")),
-                                     _int(message.get("width")) or 0, _int(message.get("height")) or 0)  # fmt: skip
-            elif kind == "end":
-                error = message.get("error")
-                self.buffer.close(redact(str(error)) if error else None)
-                return ""
-            elif kind == "crash":
-                return f"crashed ({redact(str(message.get('error')))[:300]})"
+    def _apply(self, child: DecoderProcess, message: dict[str, Any]) -> str | None:
+        """Apply one message of the child; '' when its source ended (buffer closed), the reason when it
+        crashed, None to go on. A frame waits in the buffer until the analysis takes it (or a newer one
+        supersedes it): either gives its slot back."""
+        self._count(message)
+        kind = message["t"]
+        if kind == "frame":
+            frame, slot = self._frame(child, message)
+            self.buffer.put(frame, self.stop, release=functools.partial(child.free, slot))
+        elif kind == "status":
+            fps = message.get("fps")
+            if isinstance(self.source, StreamSource) and isinstance(fps, (int, float)) and 0 < fps < 1000:
+                self.source.fps = float(fps)
+            self.report(_status(message))
+        elif kind == "info" and isinstance(self.source, VideoSource):
+            self.source.describe(float(message.get("fps") or 0), _int(message.get("frame_count")),
+                                 _int(message.get("width")) or 0, _int(message.get("height")) or 0)  # fmt: skip
+        elif kind == "end":
+            error = message.get("error")
+            self.buffer.close(redact(str(error)) if error else None)
+            return ""
+        elif kind == "crash":
+            return f"crashed ({redact(str(message.get('error')))[:300]})"
         return None
 
     def _frame(self, child: DecoderProcess, message: dict[str, Any]) -> tuple[Frame, int]:
