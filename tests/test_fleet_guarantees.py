@@ -195,6 +195,43 @@ def test_nothing_leaves_the_outbox_on_the_broker_ack_alone(tmp_path, broker):
         box.close()
 
 
+def test_a_camera_state_is_acknowledged_only_once_stored_like_a_person(tmp_path, broker):
+    """A node's camera state (``source_status``: its camera back live) waits for the control room's writer
+    as a person event does. Acknowledged as soon as it was queued, it was deleted from the node while the
+    database was down, lost with the control room killed meanwhile, and the camera stayed offline in the
+    database, its alert firing, while it streamed (the chaos soak found it)."""
+    from maskwatch.service.storage.cameras import CameraRepository
+    from maskwatch.service.storage.db import migrate, open_db, session_factory
+    from maskwatch.service.storage.ingest import Ingestor
+
+    engine = open_db(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    ingestor = Ingestor(session_factory(engine))  # its writer not started yet: a database that is down
+    box = Outbox(tmp_path / "o.db")
+    events = [conftest_service.status("door", "live"), person("door")]
+    for e in events:
+        box.put(topics.event_topic("n1", e.type, e.source), e.to_json())
+    publisher = Publisher(BrokerURL.parse(broker.url("agent")), box, client_id="pub-states", window=10,
+                          ack_topic=topics.ack_topic("n1"), ack_timeout=30.0)  # fmt: skip
+    ingest = FleetIngest(ingestor.ingest, BrokerURL.parse(broker.url("control")), client_id="ingest-states",
+                         progress=ingestor, limits=DATED)  # fmt: skip
+    ingest.start()
+    publisher.start()
+    try:
+        assert wait_until(lambda: ingestor.received == 2, 15), ingestor.received
+        time.sleep(1.0)  # acknowledgements go out every 0.25 s: none may have
+        assert len(box) == 2 and publisher.acknowledged == 0, "acknowledged before it was stored"
+        ingestor.start()
+        assert publisher.wait_drained(15), f"{len(box)} left"
+        assert CameraRepository(session_factory(engine)).statuses()["n1:door"].state == "live"
+    finally:
+        publisher.stop()
+        ingest.stop()
+        ingestor.stop()
+        box.close()
+        engine.dispose()
+
+
 # -- dead letters and names that fit -------------------------------------------------------------------------------
 
 

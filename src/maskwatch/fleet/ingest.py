@@ -95,7 +95,9 @@ log = logging.getLogger("maskwatch.fleet")
 
 REJECT_REASONS = ("oversized", "topic", "json", "schema", "invalid", "mismatch", "cap", "remote")
 MAX_EVENT_ID = 64  # what storage keeps of an event id (events.event_id, ingested.event_id)
-_STORED = ("track_ended", "stats")
+#: what the control room's writer stores: a message of these is acknowledged only once it is written (a camera's
+#: state too: acknowledged on arrival, it was lost with a worker killed while its database was down)
+_STORED = ("track_ended", "stats", "source_status")
 _OVERSIZED_KEPT = 4096  # bytes of an oversized payload kept in its dead letter
 _SOURCE_STATES = ("connecting", "live", "lost", "reconnecting", "ended", "failed")
 
