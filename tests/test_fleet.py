@@ -653,6 +653,41 @@ def test_node_offline_alert_fires_once_with_two_workers(tmp_path, broker, db_url
         receiver.close()
 
 
+def test_every_worker_of_a_shared_subscription_shows_a_node_camera_back_live(tmp_path, broker, db_url):
+    """Each worker of a shared subscription receives only some of a node's messages: the one that saw the
+    camera fail and missed its return showed it failed for good, in /cameras and /fleet, while it streamed
+    (the chaos soak found it). Both now show the newer of what they saw and what is stored, and a late,
+    older status changes nothing."""
+    from conftest_service import running_service
+
+    from maskwatch.service.core import FleetLink
+
+    url = broker.url("control") + "?shared=1"
+    links = [FleetLink(url, client_id=f"view-{i}") for i in (0, 1)]
+    with (
+        running_service(tmp_path / "w1", db=db_url, fleet=links[0]) as (client1, one),
+        running_service(tmp_path / "w2", db=db_url, fleet=links[1]) as (client2, two),
+    ):
+        assert wait_until(lambda: all(w.fleet is not None and w.fleet.connected.is_set() for w in (one, two)), 10)
+        failed = SourceStatus(source="hall", state="failed", kind="stream", reason="no frame for 30 s")
+        back = SourceStatus(source="hall", state="live", kind="stream")  # later: its time is after the failure
+        marks = [one.fleet.receive("maskwatch/n1/hall/status", failed.to_json().encode()),
+                 two.fleet.receive("maskwatch/n1/hall/status", back.to_json().encode())]  # fmt: skip
+        assert all(marks), marks  # both wait for the writer: neither is acknowledged before it is stored
+
+        def states(client) -> tuple[str, str]:
+            camera = client.get("/api/v1/cameras/n1:hall").json()["state"]
+            (node,) = client.get("/api/v1/fleet").json()["nodes"]
+            return camera, node["cameras"][0]["state"]
+
+        assert wait_until(lambda: states(client2) == ("live", "live"), 5), states(client2)
+        assert wait_until(lambda: states(client1) == ("live", "live"), 15), states(client1)
+        older = SourceStatus(source="hall", state="reconnecting", kind="stream", time=failed.time)  # late, re-sent
+        one.fleet.receive("maskwatch/n1/hall/status", older.to_json().encode())
+        time.sleep(6.0)  # a read of the stored states (every 5 s) has come and gone
+        assert states(client1) == ("live", "live") and states(client2) == ("live", "live")
+
+
 def test_ingest_into_the_service_api_fleet_view_and_offline_alerts(tmp_path, broker):
     """FleetIngest bound to a running service (fake models): events stored once under NODE:CAMERA; the fleet
     on /api/v1/fleet (viewer role): node state, per-camera FPS, lag, compliance by camera and node; a node's

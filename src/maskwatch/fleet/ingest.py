@@ -68,6 +68,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from maskwatch.core.backoff import Backoff
 from maskwatch.core.names import qualified
+from maskwatch.core.timeutil import iso
 from maskwatch.fleet import topics
 from maskwatch.fleet.publisher import ReconnectSchedule, TLSOptions, make_client
 from maskwatch.fleet.topics import BrokerURL
@@ -201,6 +202,7 @@ class CameraState:
     people: int | None = None
     frames_dropped: int | None = None
     lost_with_node: bool = False  # marked lost because its node went offline (put back when it returns)
+    state_ts: float = 0.0  # the time of the status that set ``state`` (a view takes a newer stored one)
 
 
 @dataclass
@@ -624,8 +626,8 @@ class FleetIngest:
         if event.type == "stats":
             cam.fps, cam.lag_p50, cam.lag_p95 = event.analysed_fps, event.lag.p50, event.lag.p95
             cam.compliance, cam.people, cam.frames_dropped = event.compliance, event.n_people, event.frames_dropped
-        elif event.type == "source_status":
-            cam.state, cam.reason = event.state, event.reason
+        elif event.type == "source_status" and event.time.timestamp() >= cam.state_ts:  # older (late): ignored
+            cam.state, cam.reason, cam.state_ts = event.state, event.reason, event.time.timestamp()
             cam.lost_with_node = False
 
     def _node_status(self, node: str, body: dict[str, Any], topic: str, payload: bytes, retained: bool) -> _Receipt:
@@ -713,8 +715,8 @@ class FleetIngest:
             real = reported.get(camera)
             if not cam.lost_with_node or real not in _SOURCE_STATES:
                 continue
-            cam.state, cam.lost_with_node = str(real), False
-            self._camera_status(node, camera, str(real), f"node {node} back online")
+            cam.state, cam.lost_with_node, cam.state_ts = str(real), False, now
+            self._camera_status(node, camera, str(real), f"node {node} back online", now)
 
     def _tell_node(self, node: str, status: str, reason: str | None) -> None:
         if self.on_node is not None:
@@ -732,15 +734,17 @@ class FleetIngest:
         for camera, cam in list(self._node(node).cameras.items()):
             if cam.state == "failed" or (cam.state == "ended" and cam.reason != ENDED_BY_STOP):
                 continue
-            cam.state, cam.lost_with_node = "lost", True
-            self._camera_status(node, camera, "lost", f"node {node} offline: {reason}")
+            now = time.time()
+            cam.state, cam.lost_with_node, cam.state_ts = "lost", True, now
+            self._camera_status(node, camera, "lost", f"node {node} offline: {reason}", now)
 
-    def _camera_status(self, node: str, camera: str, status: str, reason: str) -> None:
-        """A ``source_status`` event of the control room's own making (the camera's state as far as it knows)."""
+    def _camera_status(self, node: str, camera: str, status: str, reason: str, at: float) -> None:
+        """A ``source_status`` event of the control room's own making (the camera's state as far as it knows),
+        dated ``at``: the time its state in memory now carries."""
         from maskwatch.core.events import SCHEMA, parse_event
 
         body = {"schema": SCHEMA, "type": "source_status", "source": qualified(node, camera), "state": status,
-                "kind": "stream", "reason": reason}  # fmt: skip
+                "kind": "stream", "reason": reason, "time": iso(at)}  # fmt: skip
         try:
             self.handle_event(parse_event(body))
         except Exception:

@@ -276,6 +276,7 @@ class Service:
             firing=lambda: self.alerts.firing,
             ingest=self.ingestor,
             streams_per_token=s.limits.streams_per_token,
+            stored=self.storage.cameras.statuses,
         )
         self.retention = Retention(self.storage, self.media, self.jobs, s.retention)
         self.fleet: FleetIngest | None = None if fleet is None else self._fleet(fleet)

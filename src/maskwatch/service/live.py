@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from maskwatch.core.names import NODE_SEPARATOR
 from maskwatch.core.redaction import redact
 
 if TYPE_CHECKING:
     from maskwatch.service.metrics import Metrics
+    from maskwatch.service.storage.cameras import StoredStatus
     from maskwatch.service.storage.ingest import Ingestor
     from maskwatch.stream import AnalysedFrame, StreamEngine
 
@@ -268,6 +270,7 @@ class CameraLive:
     live_at: float | None = None  # when the engine's live figures (last 10 s) were last applied
     open_tracks: set[int] = field(default_factory=set)  # people in view by their events (a remote camera)
     next_attempt: float | None = None  # when a camera that is down tries again (it never gives up)
+    state_ts: float = 0.0  # the time of the status event that set ``state`` (compared with the stored one)
 
 
 class LiveState:
@@ -305,15 +308,32 @@ class LiveState:
             if name not in stats and live.live_at is not None:  # stopped: no live figures any more
                 live.fps, live.people_now, live.live_at = 0.0, 0, None
 
+    def adopt_stored(self, statuses: Mapping[str, StoredStatus]) -> int:
+        """Remote cameras this worker knows take the stored state when it is newer than the one it saw: with a
+        shared subscription each worker receives only some of a node's messages, so the one that missed a
+        camera's return showed it failed for good (the chaos soak found it). Returns how many changed."""
+        changed = 0
+        for name, status in statuses.items():
+            live = self.cameras.get(name) if NODE_SEPARATOR in name else None
+            if live is None or status.ts <= live.state_ts:
+                continue
+            live.state, live.reason, live.since, live.state_ts = status.state, status.reason, status.since, status.ts
+            live.next_attempt = None
+            if status.state != "live":
+                live.open_tracks.clear()
+            changed += 1
+        return changed
+
     def observe(self, event: Any) -> None:
         live = self.get(event.source)
         live.last_event = time.time()
-        if event.type == "source_status":
-            live.state, live.reason, live.kind, live.since = (
+        if event.type == "source_status" and event.time.timestamp() >= live.state_ts:  # older (late): ignored
+            live.state, live.reason, live.kind, live.since, live.state_ts = (
                 event.state,
                 redact(event.reason) if event.reason else None,
                 event.kind,
                 time.time(),
+                event.time.timestamp(),
             )
             if event.state != "live":
                 live.open_tracks.clear()
@@ -349,7 +369,9 @@ class Live:
     """The live view of the cameras: ``state`` (per camera), ``hub`` (SSE), the engine's latest frames and
     figures, and a loop (1 s) that refreshes them, updates the Prometheus gauges and pushes ``live``.
 
-    ``firing`` and ``ingest`` say how many alerts fire and how storage keeps up (the snapshot shows both)."""
+    ``firing`` and ``ingest`` say how many alerts fire and how storage keeps up (the snapshot shows both);
+    ``stored`` reads every camera's stored state, which remote cameras take every ``stored_every`` seconds when
+    it is newer (:meth:`LiveState.adopt_stored`)."""
 
     def __init__(
         self,
@@ -363,7 +385,11 @@ class Live:
         every: float = 1.0,
         render: Callable[[AnalysedFrame, bool], bytes] | None = None,
         streams_per_token: int = 8,
+        stored: Callable[[], Mapping[str, StoredStatus]] | None = None,
+        stored_every: float = 5.0,
     ) -> None:
+        self.stored, self.stored_every = stored, stored_every
+        self._stored_read = 0.0
         self.engine = engine
         self.jpegs = FrameJpegs(render or _render)
         self.streams = StreamSlots(streams_per_token)
@@ -448,8 +474,23 @@ class Live:
             self._thread.join(2.0)
             self._thread = None
 
+    def adopt_stored(self) -> None:
+        """Remote cameras' stored states (see :meth:`LiveState.adopt_stored`); quiet while the database is
+        down (the ingest reports that)."""
+        if self.stored is None:
+            return
+        self._stored_read = time.monotonic()
+        try:
+            statuses = self.stored()
+        except Exception as exc:
+            log.debug("stored camera states not read: %s", type(exc).__name__)
+            return
+        self.state.adopt_stored(statuses)
+
     def _run(self) -> None:
         while not self.closing.wait(self.every):
+            if time.monotonic() - self._stored_read >= self.stored_every:
+                self.adopt_stored()
             try:
                 self.metrics.ingest_backlog.set(self.ingest.backlog)
                 self.metrics.ingest_dropped.set(self.ingest.dropped)

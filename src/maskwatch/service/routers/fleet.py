@@ -4,7 +4,9 @@ the MQTT ingest counters.
 
 Two sources, each for what it knows best: node state comes from this worker's MQTT ingest (every worker
 subscribes to every node's status); FPS, lag, people and compliance come from the stored stats buckets, so
-every worker answers the same when several share the load (each receives only part of the stats). While
+every worker answers the same when several share the load (each receives only part of the stats). A
+camera's state is the newer of what this worker saw and what is stored (each worker of a shared
+subscription receives only some of a node's status events). While
 the database is unreachable the view answers from memory alone (``database_ok`` false: FPS and lag from the
 latest buckets this worker received, no people counts), and the log says so once per outage.
 """
@@ -12,6 +14,7 @@ latest buckets this worker received, no people counts), and the log says so once
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -21,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from maskwatch.core.names import qualified, split_qualified
 from maskwatch.fleet.ingest import CameraState, FleetState, NodeState
 from maskwatch.service.deps import FleetDep, StorageDep, Viewer
+from maskwatch.service.storage.cameras import StoredStatus
 from maskwatch.service.storage.db import OutageLog
 from maskwatch.service.storage.stats import FleetCameraStats
 
@@ -32,7 +36,7 @@ router = APIRouter(tags=["fleet"])
 class FleetCamera(BaseModel):
     name: str  # on its node
     camera: str  # as stored and shown elsewhere: NODE:CAMERA
-    state: str | None  # the camera's last source status seen by this worker (lost when its node went offline)
+    state: str | None  # its latest source status, seen by this worker or stored (lost when its node went offline)
     last_seen: float | None  # epoch seconds
     fps: float | None  # analysed frames per second, latest stats bucket; None while its node is offline
     lag_p50: float | None  # seconds, latest stats bucket; None while its node is offline
@@ -78,17 +82,27 @@ def _share(ok: int, n: int) -> float | None:
 
 
 def _camera(
-    node: str, name: str, seen: CameraState | None, stored: FleetCameraStats | None, *, offline: bool
+    node: str,
+    name: str,
+    seen: CameraState | None,
+    stored: FleetCameraStats | None,
+    statuses: Mapping[str, StoredStatus],
+    *,
+    offline: bool,
 ) -> FleetCamera:
-    """One camera from what this worker saw (state, last seen) and what is stored (FPS, lag, people). A
-    camera of an offline node has no FPS or lag: its last bucket's figures are not what it does now."""
+    """One camera from what this worker saw (state, last seen) and what is stored (FPS, lag, people; its
+    state when newer). A camera of an offline node has no FPS or lag: its last bucket's figures are not what
+    it does now."""
     seen = seen or CameraState()
+    full = qualified(node, name)
+    status = statuses.get(full)
+    state = status.state if status is not None and status.ts > seen.state_ts else seen.state
     times = [t for t in (seen.last_seen, stored.end if stored else None) if t is not None]
     figures = None if offline else (stored or seen)
     return FleetCamera(
         name=name,
-        camera=qualified(node, name),
-        state=seen.state,
+        camera=full,
+        state=state,
         last_seen=max(times) if times else None,
         fps=figures.fps if figures else None,
         lag_p50=figures.lag_p50 if figures else None,
@@ -99,10 +113,17 @@ def _camera(
 
 
 def fleet_view(
-    fleet: FleetState | None, stored: dict[str, FleetCameraStats], window_s: float, *, database_ok: bool = True
+    fleet: FleetState | None,
+    stored: dict[str, FleetCameraStats],
+    window_s: float,
+    *,
+    statuses: Mapping[str, StoredStatus] | None = None,
+    database_ok: bool = True,
 ) -> FleetView:
-    """The fleet from this worker's MQTT ingest (``fleet``; None without) and the stored buckets of the
-    window (``stored``: per ``node:camera``; empty while the database is unreachable: ``database_ok``)."""
+    """The fleet from this worker's MQTT ingest (``fleet``; None without), the stored buckets of the window
+    (``stored``: per ``node:camera``) and the cameras' stored states (``statuses``); the stored parts are
+    empty while the database is unreachable (``database_ok``)."""
+    statuses = statuses or {}
     live: dict[str, NodeState] = {} if fleet is None else fleet.nodes
     by_node: dict[str, dict[str, FleetCameraStats]] = {}
     for full, figures in stored.items():
@@ -115,7 +136,7 @@ def fleet_view(
         kept = by_node.get(name, {})
         offline = info.state == "offline"
         cameras = [
-            _camera(name, cam, info.cameras.get(cam), kept.get(cam), offline=offline)
+            _camera(name, cam, info.cameras.get(cam), kept.get(cam), statuses, offline=offline)
             for cam in sorted(set(info.cameras) | set(kept))
         ]
         seen = [t for t in (info.last_seen, *(c.last_seen for c in cameras)) if t is not None]
@@ -170,7 +191,8 @@ def get_fleet(
 ) -> FleetView:
     try:
         stored = storage.stats.fleet_cameras(time.time() - window_s)
+        statuses = storage.cameras.statuses()
     except SQLAlchemyError as exc:
         _OUTAGE.failed(exc)
         return fleet_view(fleet, {}, window_s, database_ok=False)
-    return fleet_view(fleet, stored, window_s)
+    return fleet_view(fleet, stored, window_s, statuses=statuses)
