@@ -327,7 +327,9 @@ class LiveState:
     def observe(self, event: Any) -> None:
         live = self.get(event.source)
         live.last_event = time.time()
-        if event.type == "source_status" and event.time.timestamp() >= live.state_ts:  # older (late): ignored
+        # a remote camera's older status (late, re-sent) is ignored; a local camera's come in order
+        newer = NODE_SEPARATOR not in event.source or event.time.timestamp() >= live.state_ts
+        if event.type == "source_status" and newer:
             live.state, live.reason, live.kind, live.since, live.state_ts = (
                 event.state,
                 redact(event.reason) if event.reason else None,
