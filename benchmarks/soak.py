@@ -976,8 +976,8 @@ class Chaos:
             self.i.broker.kill()
         down = time.time()
         time.sleep(self.o.broker_down_s)
+        self.broker_down.append((down, time.time()))  # before start(): it may take clients before it returns
         self.i.broker.start()
-        self.broker_down.append((down, time.time()))
         r.touches = [c.key for c in CAMERAS if c.node] + list(NODES) + list(INGEST_IDS)  # every worker lost it
 
     def worker_kill(self, r: FaultRecord, target: str) -> None:
@@ -1022,8 +1022,8 @@ class Chaos:
         self.i.broker.kill()
         down = time.time()
         time.sleep(3.0)
-        self.i.broker.start()
         self.broker_down.append((down, time.time()))
+        self.i.broker.start()
         time.sleep(2.0)
         for name in WORKERS:
             up = self.i.restart_worker(name)
@@ -1037,8 +1037,8 @@ class Chaos:
         down = time.time()
         time.sleep(self.o.budget_outage_s)
         after = self.i.node_counters(target)
-        self.i.broker.start()
         self.broker_down.append((down, time.time()))
+        self.i.broker.start()
         r.detail = {"node": target, "budget_mb": self.o.budget_mb, "counters_before": before, "counters_after": after}
         r.touches = [c.key for c in CAMERAS if c.node] + list(NODES) + list(INGEST_IDS)  # a broker outage too
 
