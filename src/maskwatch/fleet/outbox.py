@@ -9,17 +9,17 @@ disk; messages published but not yet acknowledged are sent again, which the cont
 (ingest is idempotent by event id).
 
 The disk budget bounds the backlog. When it is full, the oldest ``stats`` messages go first, then the oldest
-of the others, among those **never sent** (a message handed to the network may have reached the control
-room: it stays until acknowledged). The publisher reserves what it may send in blocks of up to a thousand
-sequence numbers (:meth:`Outbox.mark_sent`: one write per block, kept across restarts; a block is at most a
-quarter of the budget), so a budget is exceeded by at most the messages sent and not yet acknowledged plus
-that block; every dropped message is **recorded** (table ``dropped``: event id, type, topic, when it was
-made and when it was dropped) under a numbered **drop episode** (table ``drop_episodes``: when it began and
-ended, events and stats dropped, the span of their creation times), counted (``dropped_stats``,
-``dropped_events``) and logged once when the episode begins and once when it ends (when the backlog is
-back under half the budget). ``on_episode`` is told both moments (the agent republishes its status at
-once). The record is exact: what a node reports as dropped is precisely what the control room will never
-receive.
+of the others, among those **never sent** (a message handed to the network may have reached the control room:
+it stays until acknowledged). The publisher reserves what it may send in blocks of up to a thousand sequence
+numbers (:meth:`Outbox.take` reads a batch and marks it in one step under the outbox's lock: one write per
+block, kept across restarts; a block is at most a quarter of the budget), so a budget is exceeded by at most
+the messages sent and not yet acknowledged plus that block; every dropped message is **recorded** (table
+``dropped``: event id, type, topic, when it was made and when it was dropped) under a numbered **drop
+episode** (table ``drop_episodes``: when it began and ended, events and stats dropped, the span of their
+creation times), counted (``dropped_stats``, ``dropped_events``) and logged once when the episode begins and
+once when it ends (when the backlog is back under half the budget). ``on_episode`` is told both moments (the
+agent republishes its status at once). The record is exact: what a node reports as dropped is precisely what
+the control room will never receive.
 
 ``synchronous=NORMAL`` in WAL mode survives a killed process; ``durable=True`` (``FULL``) also survives a
 power cut at the cost of an fsync per write.
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from maskwatch.core.timeutil import iso
 
@@ -398,26 +398,43 @@ class Outbox:
     # -- reading and acknowledging --------------------------------------------------------------------
 
     def after(self, seq: int, limit: int = 100) -> list[Message]:
-        """Up to ``limit`` stored messages with a sequence number above ``seq``, oldest first."""
+        """Up to ``limit`` stored messages with a sequence number above ``seq``, oldest first (reading only:
+        what is sent comes from :meth:`take`)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, topic, payload, qos, retain, kind, created, event_id FROM outbox WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+            rows = self._after(seq, limit)
+        return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def _after(self, seq: int, limit: int) -> list[tuple[Any, ...]]:
+        return self._db.execute(
+            "SELECT seq, topic, payload, qos, retain, kind, created, event_id FROM outbox WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+
+    def take(self, seq: int, limit: int = 100) -> list[Message]:
+        """What the publisher sends next: :meth:`after` and :meth:`mark_sent` in one step under the lock, so
+        the budget cannot drop a message between its being read and its being marked (read, then marked, a
+        message a producer dropped meanwhile was recorded as dropped and sent anyway)."""
+        with self._lock:
+            rows = self._after(seq, limit)
+            if rows:
+                self._mark_sent(int(rows[-1][0]))
         return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
 
     def mark_sent(self, last: int) -> None:
         """Messages up to sequence number ``last`` are about to go out: from now on they may reach the control
         room, so the budget never drops them (the record of what was dropped stays exact). Written ahead in
         blocks (a restarted agent knows what its predecessor may have sent)."""
+        with self._lock:
+            self._mark_sent(last)
+
+    def _mark_sent(self, last: int) -> None:
         if last <= self._sent_mark:
             return
-        with self._lock:
-            average = self._bytes / self._count if self._count else 1024.0
-            reserve = min(_SENT_RESERVE, int(self.budget_bytes / average) // 4)  # at most a quarter of the budget
-            self._sent_mark = last + max(0, reserve)
-            self._set_position(_SENT_MARK, self._sent_mark)
+        average = self._bytes / self._count if self._count else 1024.0
+        reserve = min(_SENT_RESERVE, int(self.budget_bytes / average) // 4)  # at most a quarter of the budget
+        self._sent_mark = last + max(0, reserve)
+        self._set_position(_SENT_MARK, self._sent_mark)
 
     def by_seq(self, seqs: Iterable[int]) -> list[Message]:
         """The stored messages among these sequence numbers, oldest first (dropped ones are gone)."""

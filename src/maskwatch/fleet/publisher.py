@@ -427,9 +427,7 @@ class Publisher:
                 room = min(self.window - len(self._inflight), self.ack_window - len(self._outstanding))
                 if room <= 0:
                     continue
-                batch = self.outbox.after(self._last, room)
-                if batch:
-                    self.outbox.mark_sent(batch[-1].seq)  # never dropped by the budget from now on
+                batch = self.outbox.take(self._last, room)  # marked sent: never dropped by the budget from now on
                 for message in batch:
                     self._publish(message, None)
                     self._last = message.seq
