@@ -731,10 +731,10 @@ class FleetIngest:
         the node's return puts back the state it reports."""
         from maskwatch.core.events import ENDED_BY_STOP
 
+        now = time.time()
         for camera, cam in list(self._node(node).cameras.items()):
             if cam.state == "failed" or (cam.state == "ended" and cam.reason != ENDED_BY_STOP):
                 continue
-            now = time.time()
             cam.state, cam.lost_with_node, cam.state_ts = "lost", True, now
             self._camera_status(node, camera, "lost", f"node {node} offline: {reason}", now)
 

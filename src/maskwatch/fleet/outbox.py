@@ -112,6 +112,11 @@ class Message:
     event_id: str | None = None  # what the control room acknowledges (None: deleted on the broker's PUBACK)
 
 
+def _message(row: tuple[Any, ...]) -> Message:
+    """A :class:`Message` from an outbox row (the columns every reader selects, in order)."""
+    return Message(row[0], row[1], bytes(row[2]), row[3], bool(row[4]), row[5], row[6], row[7])
+
+
 @dataclass(frozen=True)
 class DroppedMessage:
     """One message the budget dropped: the control room will never receive it."""
@@ -402,7 +407,7 @@ class Outbox:
         what is sent comes from :meth:`take`)."""
         with self._lock:
             rows = self._after(seq, limit)
-        return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        return [_message(r) for r in rows]
 
     def _after(self, seq: int, limit: int) -> list[tuple[Any, ...]]:
         return self._db.execute(
@@ -419,7 +424,7 @@ class Outbox:
             rows = self._after(seq, limit)
             if rows:
                 self._mark_sent(int(rows[-1][0]))
-        return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        return [_message(r) for r in rows]
 
     def mark_sent(self, last: int) -> None:
         """Messages up to sequence number ``last`` are about to go out: from now on they may reach the control
@@ -448,7 +453,7 @@ class Outbox:
                     f"WHERE seq IN ({','.join('?' * len(chunk))}) ORDER BY seq",
                     chunk,
                 ).fetchall()
-                found += [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+                found += [_message(r) for r in rows]
         return found
 
     def ack(self, *seqs: int) -> int:
