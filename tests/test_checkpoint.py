@@ -123,3 +123,83 @@ def test_weight_averaging_interpolates_weights_and_records_it():
     other["state_dict"] = {"v": torch.zeros(1)}
     with pytest.raises(ValueError, match="same architecture"):
         interpolate_checkpoints(frozen, other, 0.5)
+
+
+def _soup_ingredient(value: float, *, classes=("a", "b"), digests=("d1",), data="faces", temperature=0.7) -> dict:
+    import torch
+
+    from maskwatch.checkpoint import make_checkpoint
+
+    state = {"w": torch.full((2, 2), value), "bn.num_batches_tracked": torch.tensor(int(value))}
+    record = {"datasets": [{"name": data}], "images": {"train": list(digests), "valid": []}}
+    return make_checkpoint(state, arch="mobilenet_v2", classes=list(classes), preprocessing={}, temperature=temperature,
+                           config={"data": [data], "lr": value}, training_data=record)  # fmt: skip
+
+
+def test_a_soup_averages_weights_unions_training_data_and_resets_the_temperature():
+    import torch
+
+    from maskwatch.checkpoint import average_checkpoints
+    from maskwatch.provenance import training_data_of
+
+    a = _soup_ingredient(0.0, digests=("d1", "d2"), data="faces")
+    b = _soup_ingredient(3.0, digests=("d2", "d3"), data="scenes")
+    soup = average_checkpoints([a, b], [2, 1], names=["a.pt", "b.pt"])
+    assert torch.allclose(soup["state_dict"]["w"], torch.full((2, 2), 1.0))  # 2/3 * 0 + 1/3 * 3
+    assert int(soup["state_dict"]["bn.num_batches_tracked"]) == 3
+    assert soup["temperature"] == 1.0 and a["temperature"] == 0.7  # a new model, not yet calibrated
+    assert soup["config"]["data"] == ["faces", "scenes"]  # folds and evaluate see every source
+    record = training_data_of(soup)
+    assert record is not None and record.digests["train"] == {"d1", "d2", "d3"}
+    assert record.sources == ["faces", "scenes"]
+    ingredients = soup["averaging"]["ingredients"]
+    assert [i["name"] for i in ingredients] == ["a.pt", "b.pt"]
+    assert [round(i["weight"], 3) for i in ingredients] == [0.667, 0.333] and ingredients[1]["config"]["lr"] == 3.0
+    # equal weights of one model give that model back
+    same = average_checkpoints([a, a], [1, 1])
+    assert torch.equal(same["state_dict"]["w"], a["state_dict"]["w"])
+
+
+def test_a_soup_refuses_models_that_do_not_share_their_network_or_classes():
+    from maskwatch.checkpoint import average_checkpoints
+
+    a = _soup_ingredient(0.0)
+    with pytest.raises(ValueError, match="classes"):
+        average_checkpoints([a, _soup_ingredient(1.0, classes=("a", "c"))], [1, 1])
+    with pytest.raises(ValueError, match="two checkpoints"):
+        average_checkpoints([a], [1])
+    with pytest.raises(ValueError, match=">= 0"):
+        average_checkpoints([a, a], [1, -1])
+    other = _soup_ingredient(1.0)
+    other["state_dict"] = {"v": other["state_dict"]["w"]}
+    with pytest.raises(ValueError, match="same architecture"):
+        average_checkpoints([a, other], [1, 1])
+
+
+def test_average_command_writes_a_soup_and_refuses_bad_input(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from maskwatch.checkpoint import atomic_torch_save, load_checkpoint
+    from maskwatch.cli import app
+
+    for name, value in (("a.pt", 0.0), ("b.pt", 4.0)):
+        atomic_torch_save(_soup_ingredient(value), tmp_path / name)
+    atomic_torch_save(_soup_ingredient(1.0, classes=("x", "y")), tmp_path / "other.pt")
+    runner = CliRunner()
+    a, b, out = str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), tmp_path / "soup.pt"
+    result = runner.invoke(app, ["average", a, b, "--weight", "3", "--weight", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    soup = load_checkpoint(out)
+    assert torch.allclose(soup["state_dict"]["w"], torch.full((2, 2), 1.0))
+    assert soup["averaging"]["ingredients"][0]["name"].startswith(f"{a} (sha256 ")
+    for args, reason in (
+        ([a, "--out", str(tmp_path / "x.pt")], "two models"),
+        ([a, b, "--weight", "1", "--out", str(tmp_path / "x.pt")], "one per model"),
+        ([a, str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")], "does not exist"),
+        ([a, b, "--out", a], "one of the models"),
+        ([a, str(tmp_path / "other.pt"), "--out", str(tmp_path / "x.pt")], "same classes"),
+    ):
+        result = runner.invoke(app, ["average", *args])
+        assert result.exit_code == 2 and reason in result.output, (args, result.output)
+    assert not (tmp_path / "x.pt").exists()

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import maskwatch
+from maskwatch.core.contract import TRAINING_DATA as TRAINING_DATA_KEY
 from maskwatch.core.timeutil import now_iso
 
 FORMAT_VERSION = 1
@@ -140,6 +141,24 @@ def build_model(checkpoint: dict[str, Any]):
     return model.eval()
 
 
+def _weighted_state(states: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
+    """``sum(w * state)`` key by key; integer buffers (BatchNorm's batch counters) are the last state's."""
+    keys = set(states[0])
+    if any(set(state) != keys for state in states[1:]):
+        raise ValueError("weight averaging needs checkpoints of the same architecture and layers")
+    out = {}
+    for key, last in states[-1].items():
+        shapes = {tuple(state[key].shape) for state in states}
+        if len(shapes) > 1:
+            raise ValueError(f"weight averaging: {key} has shapes {sorted(shapes)}")
+        if last.is_floating_point():
+            mixed = sum(w * state[key].float() for w, state in zip(weights, states))
+            out[key] = mixed.to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
 def interpolate_checkpoints(
     frozen: dict[str, Any], finetuned: dict[str, Any], alpha: float, *, note: str = ""
 ) -> dict[str, Any]:
@@ -152,21 +171,84 @@ def interpolate_checkpoints(
     fine-tuned checkpoint's; ``averaging`` records what was done."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    a, b = frozen["state_dict"], finetuned["state_dict"]
-    if set(a) != set(b) or frozen.get("arch") != finetuned.get("arch"):
+    if frozen.get("arch") != finetuned.get("arch"):
         raise ValueError("weight averaging needs two checkpoints of the same architecture and layers")
-    state = {}
-    for key, tensor in b.items():
-        other = a[key]
-        if tensor.shape != other.shape:
-            raise ValueError(f"weight averaging: {key} has shapes {tuple(other.shape)} and {tuple(tensor.shape)}")
-        if tensor.is_floating_point():
-            mixed = (1.0 - alpha) * other.float() + alpha * tensor.float()
-            state[key] = mixed.to(tensor.dtype)
-        else:
-            state[key] = tensor.clone()
+    state = _weighted_state([frozen["state_dict"], finetuned["state_dict"]], [1.0 - alpha, alpha])
     return {
         **finetuned,
         "state_dict": state,
         "averaging": {"method": "WiSE-FT (linear interpolation of weights)", "alpha": float(alpha), "note": note},
     }
+
+
+#: what every ingredient of a soup must share: the network and what its inputs and outputs mean
+SOUP_INVARIANTS = ("arch", "classes", "preprocessing", "crop_margin", "compliant_classes")
+
+
+def average_checkpoints(
+    checkpoints: Sequence[dict[str, Any]], weights: Sequence[float], *, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A model soup (Wortsman et al., 2022, "Model soups"): the weighted average of the weights of several
+    models fine-tuned from one pretrained network (here: ImageNet, the same frozen blocks and seed), e.g.
+    recipes that each hold up on other conditions. Their errors differ, their weights stay in one basin, so
+    the average often keeps the strengths of each at the cost of one model. Every ingredient must share
+    :data:`SOUP_INVARIANTS`; ``weights`` (>= 0) are normalised to sum to 1.
+
+    The soup is a new model: its temperature is 1 until :mod:`maskwatch.calibration` fits one; it was trained
+    on the union of its ingredients' data (``training_data``, and ``config["data"]``, so folds and
+    ``evaluate`` see every source); ``averaging`` names each ingredient (``names``: say which file, and its
+    sha256), its weight and recipe, so the soup can be made again."""
+    if len(checkpoints) < 2 or len(weights) != len(checkpoints):
+        raise ValueError("a soup needs two checkpoints or more, and one weight for each")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"soup weights must be >= 0 and not all 0, got {list(weights)}")
+    first = checkpoints[0]
+    for field in SOUP_INVARIANTS:
+        for other in checkpoints[1:]:
+            if other.get(field) != first.get(field):
+                raise ValueError(f"every ingredient of a soup must have the same {field}: {first.get(field)!r} "
+                                 f"and {other.get(field)!r}")  # fmt: skip
+    total = float(sum(weights))
+    share = [float(w) / total for w in weights]
+    state = _weighted_state([c["state_dict"] for c in checkpoints], share)
+    data: list[Any] = []
+    for checkpoint in checkpoints:
+        items = (checkpoint.get("config") or {}).get("data")
+        for item in items if isinstance(items, list) else [items] if items else []:
+            if item not in data:
+                data.append(item)
+    records = [c[TRAINING_DATA_KEY] for c in checkpoints if c.get(TRAINING_DATA_KEY)]
+    ingredients = [
+        {
+            "name": names[i] if i < len(names) else f"model {i + 1}",
+            "weight": share[i],
+            "config": c.get("config") or {},
+            "averaging": c.get("averaging"),
+        }
+        for i, c in enumerate(checkpoints)
+    ]
+    soup = {
+        **{k: v for k, v in first.items() if k not in ("averaging", TRAINING_DATA_KEY)},
+        "state_dict": state,
+        "temperature": 1.0,
+        "config": {**(first.get("config") or {}), "data": data},
+        "metrics": {},
+        "versions": library_versions(),
+        "created": now_iso(),
+        "averaging": {"method": "model soup (weighted average of weights)", "ingredients": ingredients},
+    }
+    if records:
+        soup[TRAINING_DATA_KEY] = _union_training_data(records)
+    return soup
+
+
+def _union_training_data(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    from maskwatch.provenance import TrainingData
+
+    parts = [TrainingData.from_record(r) for r in records]
+    datasets: list[dict[str, Any]] = []
+    for part in parts:
+        datasets += [d for d in part.datasets if d not in datasets]
+    splits = parts[0].digests
+    digests = {split: frozenset().union(*(p.digests.get(split, frozenset()) for p in parts)) for split in splits}
+    return TrainingData(datasets, digests).to_record()

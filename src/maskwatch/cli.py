@@ -19,6 +19,7 @@ from rich.table import Table
 
 from maskwatch import __version__
 from maskwatch.commands import agent as _agent
+from maskwatch.commands import average as _average
 from maskwatch.commands import calibrate as _calibrate
 from maskwatch.commands import detect as _detect
 from maskwatch.commands import doctor as _doctor
@@ -402,6 +403,7 @@ def evaluate(
 # Commands that live in their own modules (one per concern), registered here so `maskwatch --help` lists
 # them all. Each module imports its heavy dependencies inside the command function.
 app.command("calibrate")(_calibrate.calibrate)
+app.command("average")(_average.average)
 app.command("export")(_runtime.export)
 app.command("bench")(_runtime.bench)
 app.command("explain")(_insight.explain)
