@@ -427,3 +427,31 @@ def test_the_bundled_model_calibrated_on_real_validation_faces(tmp_path):
     assert (before.probabilities.argmax(1) == after.probabilities.argmax(1)).all()
     np.testing.assert_allclose(after.logits, before.logits, atol=1e-4)
     assert read_metadata(export_onnx(out, tmp_path / "c.onnx"))["temperature"] == pytest.approx(result.temperature)
+
+
+def test_a_soup_is_calibrated_on_the_valid_splits_of_its_training_data(overconfident, tmp_path):
+    """``maskwatch average`` fits the soup's temperature as ``train`` does (on the valid splits of the data its
+    ingredients name), and leaves T = 1 with a reason when that data is not here."""
+    from typer.testing import CliRunner
+
+    from maskwatch.checkpoint import atomic_torch_save, load_checkpoint
+    from maskwatch.cli import app
+
+    model, data = overconfident
+    checkpoint = load_checkpoint(model)
+    checkpoint["config"] = {**checkpoint.get("config", {}), "data": [str(data)]}
+    ingredient = tmp_path / "a.pt"
+    atomic_torch_save(checkpoint, ingredient)
+    runner = CliRunner()
+    out = tmp_path / "soup.pt"
+    result = runner.invoke(app, ["average", str(ingredient), str(ingredient), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    soup = load_checkpoint(out)
+    assert soup["temperature"] > 1.0 and "valid splits" in soup["calibration"]["data"], result.output
+    result = runner.invoke(app, ["average", str(ingredient), str(ingredient), "--out", str(out), "--no-calibrate"])
+    assert result.exit_code == 0 and load_checkpoint(out)["temperature"] == 1.0
+    checkpoint["config"]["data"] = [str(tmp_path / "gone")]
+    atomic_torch_save(checkpoint, ingredient)
+    result = runner.invoke(app, ["average", str(ingredient), str(ingredient), "--out", str(out)])
+    assert result.exit_code == 0 and "training data not here" in result.output
+    assert load_checkpoint(out)["temperature"] == 1.0

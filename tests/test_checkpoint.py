@@ -155,6 +155,9 @@ def test_a_soup_averages_weights_unions_training_data_and_resets_the_temperature
     ingredients = soup["averaging"]["ingredients"]
     assert [i["name"] for i in ingredients] == ["a.pt", "b.pt"]
     assert [round(i["weight"], 3) for i in ingredients] == [0.667, 0.333] and ingredients[1]["config"]["lr"] == 3.0
+    half = _soup_ingredient(3.0)
+    half["state_dict"]["w"] = half["state_dict"]["w"].half()  # the bundled file is fp16: the soup stays fp32
+    assert average_checkpoints([a, half], [1, 1])["state_dict"]["w"].dtype == torch.float32
     # equal weights of one model give that model back
     same = average_checkpoints([a, a], [1, 1])
     assert torch.equal(same["state_dict"]["w"], a["state_dict"]["w"])

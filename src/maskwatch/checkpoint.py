@@ -11,6 +11,7 @@ reader sees either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import tempfile
@@ -142,7 +143,10 @@ def build_model(checkpoint: dict[str, Any]):
 
 
 def _weighted_state(states: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
-    """``sum(w * state)`` key by key; integer buffers (BatchNorm's batch counters) are the last state's."""
+    """``sum(w * state)`` key by key, in the widest float type of the states (an fp16 file does not make the
+    average fp16); integer buffers (BatchNorm's batch counters) are the last state's."""
+    import torch
+
     keys = set(states[0])
     if any(set(state) != keys for state in states[1:]):
         raise ValueError("weight averaging needs checkpoints of the same architecture and layers")
@@ -153,7 +157,7 @@ def _weighted_state(states: Sequence[dict[str, Any]], weights: Sequence[float]) 
             raise ValueError(f"weight averaging: {key} has shapes {sorted(shapes)}")
         if last.is_floating_point():
             mixed = sum(w * state[key].float() for w, state in zip(weights, states))
-            out[key] = mixed.to(last.dtype)
+            out[key] = mixed.to(functools.reduce(torch.promote_types, (state[key].dtype for state in states)))
         else:
             out[key] = last.clone()
     return out

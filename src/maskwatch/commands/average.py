@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from maskwatch.commands.common import check_output_path, console, fail, require_extra, setup_logging
+from maskwatch.commands.common import check_output_path, console, fail, log, require_extra, setup_logging
 
 
 def _sha256(path: Path) -> str:
@@ -29,6 +29,12 @@ def average(
         show_default="equal weights",
     ),
     out: Path = typer.Option(..., help="Checkpoint to write (atomically; never one of the models)."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Fit the soup's temperature on the valid splits of its training data, kept only where it helps on "
+        "held-out halves (as train does); without that data here, T stays 1 with a warning.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Average the weights of models fine-tuned from the same pretrained network (a "model soup").
@@ -36,8 +42,8 @@ def average(
     Models trained by different recipes from one ImageNet start (same architecture, same frozen blocks) stay
     in one basin: their weighted average is one model that often keeps what each recipe is good at, at the
     cost of one. The soup records its ingredients (file, sha256, weight, recipe) and the union of their
-    training data; its temperature is 1: fit one with 'maskwatch calibrate'. Measure it before you trust
-    it (benchmarks/robustness.py): a soup of models from different starts is noise.
+    training data; its temperature is fitted as train fits one (--no-calibrate: T = 1). Measure it before
+    you trust it (benchmarks/robustness.py): a soup of models from different starts is noise.
     """
     setup_logging(verbose)
     if len(models) < 2:
@@ -64,4 +70,23 @@ def average(
         fail(str(exc))
     atomic_torch_save(soup, out)
     shares = ", ".join(f"{i['weight']:.3g} x {path}" for i, path in zip(soup["averaging"]["ingredients"], models))
-    console.print(f"[green]wrote[/] {out}: {shares}; temperature 1 (fit one with maskwatch calibrate)", soft_wrap=True)
+    temperature = _calibrate(out, soup) if calibrate else "temperature 1 (--no-calibrate)"
+    console.print(f"[green]wrote[/] {out}: {shares}; {temperature}", soft_wrap=True)
+
+
+def _calibrate(path: Path, soup: dict) -> str:
+    """Fit the soup's temperature on the valid splits of its training data (what ``train`` does at the end of a
+    run); a one-line account of what happened."""
+    from maskwatch.calibration import calibrate_checkpoint
+    from maskwatch.provenance import training_samples
+
+    try:
+        samples = [s for group in training_samples(soup, "valid").values() for s in group]
+    except ValueError as exc:
+        log.warning("soup not calibrated (temperature 1): its training data is not here (%s)", exc)
+        return "temperature 1 (training data not here)"
+    if not samples:
+        return "temperature 1 (no valid split in its training data)"
+    with console.status(f"calibrating on {len(samples)} valid images of its training data"):
+        result = calibrate_checkpoint(path, samples, soup["classes"], source="valid splits of the soup's training data")
+    return f"calibration: {result.summary()}"
