@@ -148,6 +148,8 @@ def test_a_soup_averages_weights_unions_training_data_and_resets_the_temperature
     assert torch.allclose(soup["state_dict"]["w"], torch.full((2, 2), 1.0))  # 2/3 * 0 + 1/3 * 3
     assert int(soup["state_dict"]["bn.num_batches_tracked"]) == 3
     assert soup["temperature"] == 1.0 and a["temperature"] == 0.7  # a new model, not yet calibrated
+    a["calibration"] = {"temperature": 0.7, "data": "faces valid"}
+    assert "calibration" not in average_checkpoints([a, b], [1, 1])  # the first ingredient's fit is not the soup's
     assert soup["config"]["data"] == ["faces", "scenes"]  # folds and evaluate see every source
     record = training_data_of(soup)
     assert record is not None and record.digests["train"] == {"d1", "d2", "d3"}

@@ -232,7 +232,8 @@ def average_checkpoints(
         for i, c in enumerate(checkpoints)
     ]
     soup = {
-        **{k: v for k, v in first.items() if k not in ("averaging", TRAINING_DATA_KEY)},
+        # not the first ingredient's calibration, averaging or training data: the soup's own come below
+        **{k: v for k, v in first.items() if k not in ("averaging", "calibration", TRAINING_DATA_KEY)},
         "state_dict": state,
         "temperature": 1.0,
         "config": {**(first.get("config") or {}), "data": data},

@@ -7,17 +7,12 @@ model, models that do not share their network or classes, bad weights), nothing 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from maskwatch.commands.common import check_output_path, console, fail, log, require_extra, setup_logging
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def average(
@@ -61,10 +56,11 @@ def average(
     check_output_path(out, "file", option="--out")
     require_extra(["torch"], "average")
     from maskwatch.checkpoint import atomic_torch_save, average_checkpoints, load_checkpoint
+    from maskwatch.models.weights import file_sha256
 
     try:
         checkpoints = [load_checkpoint(path) for path in models]
-        names = [f"{path} (sha256 {_sha256(path)})" for path in models]
+        names = [f"{path} (sha256 {file_sha256(path)})" for path in models]
         soup = average_checkpoints(checkpoints, weights, names=names)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
