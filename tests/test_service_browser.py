@@ -271,10 +271,13 @@ def test_an_admin_draws_a_privacy_zone_on_the_camera_page(server):
         for image in ("#live-view", "#zone-frame"):  # polled here: the page's CSP forbids wait_for_function's eval
             loaded = wait_until(lambda image=image: page.locator(image).evaluate("i => i.naturalWidth") > 0, timeout=30)
             assert loaded, f"{image} has no image after 30 s"
-        box = page.locator("#zone-layer").bounding_box()
-        assert box is not None and box["width"] > 50
+        layer = page.locator("#zone-layer")
         for fx, fy in ((0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (0.5, 0.5)):  # the top-right quarter
-            page.mouse.click(box["x"] + min(fx, 0.999) * box["width"], box["y"] + max(fy, 0.001) * box["height"])
+            # relative to the layer where it is at each click (Playwright waits until it stops moving): a page
+            # coordinate measured once missed it when a late layout change moved the layer after measuring
+            box = layer.bounding_box()
+            assert box is not None and box["width"] > 50
+            layer.click(position={"x": min(fx, 0.999) * box["width"], "y": max(fy, 0.001) * box["height"]})
         page.wait_for_selector("#zone-count:has-text('4 corner(s) drawn')")
         page.click("#zone-close")
         page.click("#zone-save")
