@@ -28,6 +28,12 @@ conditions, and so does ``pis``. **Selection**: :func:`maskwatch.robustness.comp
 10 000 rounds, 95 %) of each candidate against each baseline on every population, condition and metric both
 were scored on; :func:`~maskwatch.robustness.passes` is the rule (two looser readings are reported beside it).
 
+**Seed-aware selection** (round 4): ``--recipe NAME=MODEL,MODEL,...`` names models (``--model`` names, in
+the order of their seed numbers) that are one recipe trained with several seeds, and ``--recipe-baseline
+NAME`` the baseline recipes. Every other recipe is compared with each of them by
+:func:`maskwatch.robustness.compare_recipes` (the multi-bootstrap over seeds and faces, simultaneous 95 %
+intervals) on the same populations, conditions and folds.
+
 Predictions are cached per model file (sha256), population, role and condition in ``runs/robustness/``, so
 adding a candidate does not re-score the baselines.
 """
@@ -56,9 +62,11 @@ from maskwatch.robustness import (
     TWO_CLASSES,
     ConditionResult,
     FaceSet,
+    RecipeVerdict,
     Verdict,
     average_hash,
     compare,
+    compare_recipes,
     corrupted,
     load_faces,
     near_duplicates,
@@ -329,7 +337,62 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {candidate} | {baseline} | {entry['comparisons']} | {worse} | {len(entry['better'])} | "
                     f"{'yes' if entry['passes'] else '**no**'} | {loose} |"
                 )
+    if report.get("recipes"):
+        lines += ["", "## Recipes: mean over seeds [lowest seed, highest seed] (accuracy)", "",
+                  "| recipe | seeds | faces clean | faces mean of 15 | faces grayscale | scenes clean | "
+                  "scenes mean of 15 | scenes fold clean |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, entry in report["recipes"].items():
+            cells = [_spread(entry["rows"].get(f"{population} {condition}")) for population, condition in RECIPE_ROWS]
+            lines.append(f"| {name} | {', '.join(entry['models'])} | " + " | ".join(cells) + " |")
+    if report.get("recipe_selection"):
+        lines += ["", "## Seed-aware selection rule (accuracy, with_mask recall, without_mask recall; multi-bootstrap "
+                  "over seeds and faces, 10 000 rounds; worse beyond noise = the simultaneous 95 % interval of the "
+                  "difference of seed means below 0)", "",
+                  "| candidate recipe | baseline recipe | comparisons | band (x se) | worse beyond noise | better | "
+                  "passes | pointwise worse (not used) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for candidate, per_baseline in report["recipe_selection"].items():
+            for baseline, entry in per_baseline.items():
+                lines.append(
+                    f"| {candidate} | {baseline} | {entry['comparisons']} | {entry['band']:.2f} | "
+                    f"{'; '.join(entry['worse']) or 'none'} | {len(entry['better'])} | "
+                    f"{'yes' if entry['passes'] else '**no**'} | {len(entry['pointwise_worse'])} |"
+                )
     return "\n".join(lines) + "\n"
+
+
+#: (population, condition) of the recipe summary's columns
+RECIPE_ROWS = (("faces", "clean"), ("faces", "mean"), ("faces", "grayscale-1"), ("scenes", "clean"),
+               ("scenes", "mean"), ("scenes (fold)", "clean"))  # fmt: skip
+
+
+def _spread(values: list[float] | None) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+def recipe_rows(members: list[dict[str, dict[str, ConditionResult]]]) -> dict[str, list[float]]:
+    """Each seed's accuracy in the recipe summary's columns (``mean``: over the 15 corruptions)."""
+    out: dict[str, list[float]] = {}
+    for population, condition in RECIPE_ROWS:
+        values = []
+        for results in members:
+            conditions = results.get(population)
+            if not conditions:
+                break
+            if condition == "mean":
+                corrupt = [r for k, r in conditions.items() if k != "clean" and GRAY_MODE not in k]
+                values.append(float(np.mean([r.metric("accuracy") for r in corrupt])))
+            elif condition in conditions:
+                values.append(conditions[condition].metric("accuracy"))
+        if len(values) == len(members):
+            out[f"{population} {condition}"] = values
+    return out
+
+
+def _recipe_verdict_text(v: RecipeVerdict) -> str:
+    d = v.difference
+    return f"{v.population} {v.condition} {v.metric} {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
 
 def _verdict_text(v: Verdict) -> str:
@@ -345,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", required=True)
     p.add_argument("--baseline", action="append", default=[], metavar="NAME", help="models the others must match")
     p.add_argument("--loso", action="append", default=[], metavar="NAME:FAMILY=PATH", help="an existing fold model")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME=MODEL,...", help="one recipe's seeds")
+    p.add_argument("--recipe-baseline", action="append", default=[], metavar="NAME", help="recipes to match")
     p.add_argument("--train-loso", type=Path, help="train missing fold models under this folder")
     p.add_argument("--review", action="append", default=[], metavar="NAME=DIR", help="a relabelled review folder")
     p.add_argument("--role", choices=("select", "report"), default="select")
@@ -443,6 +508,38 @@ def main(argv: list[str] | None = None) -> int:
                                           "worse": [_verdict_text(v) for v in loose if v.fdr_worse]},
             }  # fmt: skip
     report["selection"] = selection
+    recipes = {k: v.split(",") for k, v in (item.split("=", 1) for item in args.recipe)}
+    unknown = sorted({m for names in recipes.values() for m in names} - set(models)) + sorted(
+        set(args.recipe_baseline) - set(recipes)
+    )
+    if unknown:
+        p.error(f"--recipe and --recipe-baseline name unknown models or recipes: {', '.join(unknown)}")
+
+    def with_folds(name: str) -> dict[str, dict[str, ConditionResult]]:
+        return {**raw_full[name], **{f"{k} (fold)": v for k, v in raw_loso[name].items()}}
+
+    report["recipes"] = {
+        name: {"models": names, "rows": recipe_rows([with_folds(m) for m in names])} for name, names in recipes.items()
+    }
+    recipe_selection: dict[str, Any] = {}
+    for candidate in (r for r in recipes if r not in args.recipe_baseline):
+        recipe_selection[candidate] = {}
+        for baseline in args.recipe_baseline:
+            recipe_verdicts = compare_recipes(
+                [with_folds(m) for m in recipes[candidate]],
+                [with_folds(m) for m in recipes[baseline]],
+                baseline_name=baseline,
+            )
+            recipe_selection[candidate][baseline] = {
+                "comparisons": len(recipe_verdicts),
+                "passes": passes(recipe_verdicts),
+                "band": recipe_verdicts[0].band if recipe_verdicts else float("nan"),
+                "worse": [_recipe_verdict_text(v) for v in recipe_verdicts if v.worse],
+                "better": [_recipe_verdict_text(v) for v in recipe_verdicts if v.better],
+                "pointwise_worse": [_recipe_verdict_text(v) for v in recipe_verdicts if v.pointwise.high < 0],
+                "verdicts": [v.to_dict() for v in recipe_verdicts],
+            }
+    report["recipe_selection"] = recipe_selection
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = markdown(report)
     print(text)

@@ -115,6 +115,7 @@ def test_near_duplicates_find_re_encoded_copies_only():
     import cv2
 
     rng = np.random.default_rng(0)
+
     def picture():  # smooth shapes, like a photo at 16 x 16
         return cv2.resize(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
 
@@ -148,3 +149,56 @@ def test_the_looser_corrected_reading_is_reported_beside_the_rule():
     candidate["c0"] = ConditionResult("faces", "c0", labels, np.where(rng.uniform(size=300) < 0.80, labels, 1 - labels))
     verdicts = compare({"faces": candidate}, {"faces": baseline}, rounds=2000)
     assert not passes(verdicts, corrected=True) and {v.condition for v in verdicts if v.fdr_worse} == {"c0"}
+
+
+def _seeded_recipe(rng, labels, conditions, accuracy, seed_spread):
+    """One recipe trained with three seeds: per seed and condition the model's accuracy moves by the seed's luck
+    (``seed_spread``), and its faces are right or wrong independently at that accuracy."""
+    models = []
+    for _ in range(3):
+        per_condition = {}
+        for c in conditions:
+            p = np.clip(accuracy.get(c, accuracy["*"]) + rng.normal(0, seed_spread), 0.5, 0.99)
+            predictions = np.where(rng.uniform(size=len(labels)) < p, labels, 1 - labels)
+            per_condition[c] = ConditionResult("faces", c, labels, predictions)
+        models.append({"faces": per_condition})
+    return models
+
+
+def test_the_seed_aware_rule_sees_training_noise_that_the_faces_bootstrap_does_not():
+    """Two recipes alike but for their seeds' luck: the single-model rule calls one seed of one worse than one seed
+    of the other; the seed-aware rule (three seeds each, simultaneous intervals) does not, and still flags a
+    condition where every seed of the candidate is far worse (with three seeds only a large drop is seen)."""
+    from maskwatch.robustness import compare_recipes
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 400)
+    conditions = [f"c{i}" for i in range(20)]
+    candidate = _seeded_recipe(rng, labels, conditions, {"*": 0.88}, seed_spread=0.04)
+    baseline = _seeded_recipe(rng, labels, conditions, {"*": 0.88}, seed_spread=0.04)
+    assert not passes(compare(candidate[0], baseline[0], rounds=2000))  # seed luck looks like a regression
+    verdicts = compare_recipes(candidate, baseline, baseline_name="b", rounds=2000)
+    assert len(verdicts) == 20 * 3 and passes(verdicts)
+    v = verdicts[0]
+    assert v.baseline == "b" and len(v.candidate_seeds) == len(v.baseline_seeds) == 3
+    assert v.difference.value == pytest.approx(np.mean(v.candidate_seeds) - np.mean(v.baseline_seeds))
+    # the simultaneous interval is wider than the comparison's own one
+    assert v.difference.low <= v.pointwise.low and v.pointwise.high <= v.difference.high
+    worse = _seeded_recipe(rng, labels, conditions, {"*": 0.88, "c3": 0.62}, seed_spread=0.04)
+    verdicts = compare_recipes(worse, baseline, rounds=2000)
+    assert not passes(verdicts)
+    assert {v.condition for v in verdicts if v.worse} == {"c3"}
+
+
+def test_the_seed_aware_rule_needs_paired_seeds():
+    from maskwatch.robustness import compare_recipes
+
+    labels = np.array([0, 1] * 20)
+    one = _results(labels, labels)
+    with pytest.raises(ValueError, match="same seed numbers"):
+        compare_recipes([one, one], [one, one, one])
+    with pytest.raises(ValueError, match="two or more"):
+        compare_recipes([one], [one])
+    other_faces = _results(labels, labels[::-1])
+    with pytest.raises(ValueError, match="same faces"):
+        compare_recipes([one, one], [one, other_faces])
