@@ -25,7 +25,6 @@ everything else is kept byte for byte. A section this run has nothing for (no ``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from maskwatch.core.digests import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "models" / "MODEL_CARD.md"
@@ -599,10 +600,6 @@ def _int8_section(s: Mapping[str, Any]) -> str | None:
 # the run
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run_folder_of(command: str) -> Path | None:
     """The ``--out`` of a ``maskwatch train`` command, if it has one."""
     words = shlex.split(command)
@@ -695,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         faces_only = load_checkpoint(args.faces_only)
         cross = {
             "model": str(args.faces_only),
-            "sha256": _sha256(args.faces_only),
+            "sha256": file_sha256(args.faces_only),
             "command": args.faces_only_command,
             "compliant_classes": faces_only["compliant_classes"],
             "set": {**asdict(test), "command": test.command(_shown(args.faces_only))},
@@ -730,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundled": "fp16" if costs_nothing else "fp32",
         "size_bytes": target.stat().st_size,
         "fp32_size_bytes": (run / "model.pt").stat().st_size,
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
         "cross_dataset": cross,
         "int8": int8,
         "config": checkpoint["config"],
@@ -764,7 +761,7 @@ def _remake_int8(model: Path, out: Path, sets: Sequence[TestSet]) -> dict[str, A
     return {
         "file": out.name,
         "size_bytes": out.stat().st_size,
-        "sha256": _sha256(out),
+        "sha256": file_sha256(out),
         "calibration": meta.get("calibration", "?"),
         "deltas": measured,
     }

@@ -41,7 +41,6 @@ adding a candidate does not re-score the baselines.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from maskwatch.core.digests import file_sha256
 from maskwatch.data.corruptions import CLEAN, ISSUE_CONDITIONS, Condition, all_conditions
 from maskwatch.data.datasets import Sample, open_dataset
 from maskwatch.paths import shared_data_dir
@@ -139,11 +139,7 @@ def populations(role: str, reviews: dict[str, Path]) -> dict[str, Population]:
 
 
 def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def grid(extended: bool) -> list[tuple[str, Condition, bool]]:

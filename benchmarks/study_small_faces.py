@@ -213,7 +213,7 @@ class ViewCache:
     landmarks in original pixels, and the seconds the run took)."""
 
     def __init__(self, root: Path, detector: Any, tile: int, overlap: int) -> None:
-        from maskwatch.runtime.export import file_sha256
+        from maskwatch.core.digests import file_sha256
 
         finder = detector.active_finder
         tag = f"{file_sha256(finder.model_path)[:12]}-c{finder.score_threshold}"
@@ -617,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from maskwatch.bundled import default_model_path
+    from maskwatch.core.digests import file_sha256
     from maskwatch.detection.pipeline import MaskDetector
-    from maskwatch.runtime.export import file_sha256
 
     scenes, chosen = load_split(args.data, args.splits, args.split)
     if args.limit:

@@ -516,8 +516,8 @@ def test_fast_preset_runs_the_int8_classifier_when_given():
 
 def test_the_bundled_int8_classifier_ships_next_to_the_bundled_model():
     from maskwatch.bundled import default_int8_model_path, default_model_path
+    from maskwatch.core.digests import file_sha256
     from maskwatch.runtime.base import load_classifier
-    from maskwatch.runtime.export import file_sha256
 
     path = default_int8_model_path()
     assert path is not None and path.parent == default_model_path().parent

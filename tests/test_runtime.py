@@ -193,7 +193,7 @@ def test_real_checkpoint_onnx_matches_torch(tmp_path):
 
 
 def test_metadata_round_trips(tiny_pt, tiny_onnx):
-    from maskwatch.runtime.export import file_sha256
+    from maskwatch.core.digests import file_sha256
     from maskwatch.runtime.onnx_backend import read_metadata
 
     meta = read_metadata(tiny_onnx)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskwatch.core.digests import file_sha256
 from maskwatch.models import WeightsNotFoundError, create_model, resolve_pretrained
 from maskwatch.models.registry import get_arch
-from maskwatch.models.weights import PretrainedSource, WeightsChecksumError, _package_file, file_sha256
+from maskwatch.models.weights import PretrainedSource, WeightsChecksumError, _package_file
 
 
 def _tiny_state(path: Path) -> Path:

@@ -216,11 +216,10 @@ def models_report(model: str | os.PathLike[str] | None = None) -> list[ModelRepo
 
 
 def _sha256_or_none(path: Path) -> str | None:
-    import hashlib
+    from maskwatch.core.digests import file_sha256
 
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

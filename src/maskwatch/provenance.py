@@ -16,7 +16,6 @@ chose the best epoch and fitted the temperature, so a figure on them is not a he
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import numpy as np
 
 from maskwatch.config import TrainConfig
 from maskwatch.core.contract import CROP_MARGIN, TRAINING_DATA, model_fields
+from maskwatch.core.digests import file_sha256
 from maskwatch.data.sampling import sample_stratified
 
 __all__ = [
@@ -52,11 +52,7 @@ SPLITS = ("train", "valid")  # the splits a model learnt from or was chosen on
 
 def image_digest(path: str | os.PathLike[str]) -> str:
     """The first 16 hex digits of the sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:DIGEST_CHARS]
+    return file_sha256(path)[:DIGEST_CHARS]
 
 
 def _digests(paths: Sequence[str], workers: int = 4) -> dict[str, str | None]:
@@ -75,7 +71,7 @@ def _digests(paths: Sequence[str], workers: int = 4) -> dict[str, str | None]:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -56,7 +56,7 @@ def average(
     check_output_path(out, "file", option="--out")
     require_extra(["torch"], "average")
     from maskwatch.checkpoint import atomic_torch_save, average_checkpoints, load_checkpoint
-    from maskwatch.models.weights import file_sha256
+    from maskwatch.core.digests import file_sha256
 
     try:
         checkpoints = [load_checkpoint(path) for path in models]

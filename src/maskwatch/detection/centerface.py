@@ -17,7 +17,6 @@ declarations to symbolic sizes in memory (a few lines of protobuf wire format, s
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from maskwatch.core.digests import file_sha256_cached
 from maskwatch.core.faces import Faces
 from maskwatch.core.geometry import finish_boxes, nms
 
@@ -266,21 +266,10 @@ def _dynamic_model(path: str, mtime_ns: int) -> bytes:
     return make_dynamic(Path(path).read_bytes())
 
 
-@lru_cache(maxsize=16)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """sha256 of a file, cached per (path, mtime, size): each detector load would otherwise re-hash 7 MB."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:
     """Raise :class:`ModelIntegrityError` unless the file's sha256 is ``expected``."""
     path = Path(path)
-    stat = path.stat()
-    actual = _file_sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    actual = file_sha256_cached(path)  # each detector load would otherwise re-hash 7 MB
     if actual != expected.strip().lower():
         raise ModelIntegrityError(
             f"CenterFace model {path} has sha256 {actual}, expected {expected.strip().lower()}: the file is damaged "

@@ -17,12 +17,13 @@ user's own and is not checked.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from maskwatch.core.digests import file_sha256
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -50,14 +51,6 @@ class PretrainedSource:
             return self.sha256.lower()
         match = re.search(r"-([0-9a-f]{8,64})\.pth?$", self.filename)
         return match.group(1) if match else None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_weights(path: str | Path, source: PretrainedSource) -> Path:

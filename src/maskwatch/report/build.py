@@ -17,7 +17,6 @@ seeded sample of ``cam_samples`` images per class for the mass figure, batched, 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ import numpy as np
 
 from maskwatch import plotting
 from maskwatch.core.contract import CROP_MARGIN, DEFAULT_CROP_MARGIN, model_fields
+from maskwatch.core.digests import file_sha256
 from maskwatch.report import analysis, plots
 
 log = logging.getLogger("maskwatch.report")
@@ -143,14 +143,6 @@ def render_markdown(text: str, base: Path | None = None) -> str:
             children.append(child)
         token.children = children
     return md.renderer.render(tokens, md.options, {})
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _environment_versions() -> dict[str, str]:
@@ -294,7 +286,7 @@ def build_report(
             "input": f"{prep.size}x{prep.size}",
             "created": checkpoint.get("created", "?"),
             "size_mb": model_path.stat().st_size / 1e6,
-            "sha256": _sha256(model_path),
+            "sha256": file_sha256(model_path),
         },
         "evaluated": {
             "data": info.get("data"),

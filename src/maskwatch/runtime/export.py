@@ -33,7 +33,6 @@ gets a new key, so a stale export is never used. Writes are atomic, so concurren
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -65,6 +64,7 @@ from maskwatch.core.contract import (
     TRAINING_DATA,
     model_fields,
 )
+from maskwatch.core.digests import file_sha256
 from maskwatch.data.sampling import sample_stratified
 from maskwatch.preprocess import Preprocessing, to_batch
 
@@ -78,7 +78,6 @@ __all__ = [
     "calibration_images",
     "export_onnx",
     "export_torchscript",
-    "file_sha256",
     "load_torchscript",
 ]
 
@@ -98,14 +97,6 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 TORCHSCRIPT_META = "maskwatch.json"
 
 CalibrationSource = str | os.PathLike[str] | Sequence[Any] | None
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------
