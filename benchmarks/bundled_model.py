@@ -6,6 +6,9 @@
         --out runs/bundled" --faces-only runs/faces-only/model.pt
     # an existing run: the same without --train (the command is still recorded in the card)
     .venv/bin/python benchmarks/bundled_model.py --no-train --train-command "maskwatch train ... --out runs/bundled"
+    # a model soup: the `maskwatch average ... --out RUN/model.pt` command that made it (not re-run)
+    .venv/bin/python benchmarks/bundled_model.py --no-train --train-command "maskwatch average A.pt B.pt \
+        --out runs/soup/model.pt"
     # only rewrite the card's generated sections from the last results (benchmarks/results/bundled.json)
     .venv/bin/python benchmarks/bundled_model.py --card-only
 
@@ -412,9 +415,23 @@ def _summary_section(s: Mapping[str, Any]) -> str:
     else:
         temperature = "1 (not calibrated)" + (f"; {calibration['note']}" if calibration.get("note") else "")
     data_lines = "\n".join(f"  - {line}" for line in _data_lines(s))
+    averaging = s.get("averaging") or {}
+    ingredients = averaging.get("ingredients") or []
+    made = (
+        f"the weight average (a model soup, `maskwatch average`) of {len(ingredients)} models, each trained by "
+        "maskwatch's own `train` command from the same ImageNet start"
+        if ingredients
+        else "trained by maskwatch's own `train` command"
+    )
+    if ingredients:
+        recipe = "the ingredients' (each checkpoint's `averaging`), weighted:\n" + "\n".join(
+            f"  - {i['weight']:.3g} x {i['name']}: {_recipe(i.get('config') or {})}" for i in ingredients
+        )
+    else:
+        recipe = _recipe(cfg) + "."
     lines = [
         f"Face-mask classifier bundled with maskwatch: {arch}{pretrained} with a new {len(classes)}-class head "
-        f"({', '.join(f'`{c}`' for c in classes)}), trained by maskwatch's own `train` command.",
+        f"({', '.join(f'`{c}`' for c in classes)}), {made}.",
         "",
         f"- **File**: `models/{s['file']}`, {s['size_bytes'] / 1e6:.1f} MB ({s['bundled']} weights; the fp32 "
         f"checkpoint is {s['fp32_size_bytes'] / 1e6:.1f} MB), sha256 `{s['sha256']}`",
@@ -427,9 +444,9 @@ def _summary_section(s: Mapping[str, Any]) -> str:
         "- **Data** (train and valid splits; test splits are only looked at for the figures below):",
         data_lines,
         f"- **Command** (from the repository root, after `make setup`): `{s['command']}`{time_note}",
-        f"- **Recipe** ([`configs/`](../configs/) and the run's `config.yaml`): {_recipe(cfg)}.",
+        f"- **Recipe** ([`configs/`](../configs/) and the run's `config.yaml`): {recipe}",
         _training_data_line(s),
-        f"- **Best epoch** (validation loss): {s.get('validation')}",
+        f"- **Best epoch** (validation loss): {s['validation']}" if s.get("validation") else None,
         f"- **Versions**: {s.get('versions')}",
     ]
     return "\n".join(line for line in lines if line is not None)
@@ -600,15 +617,23 @@ def _int8_section(s: Mapping[str, Any]) -> str | None:
 # the run
 
 
+def is_soup_command(command: str) -> bool:
+    return shlex.split(command)[:2] == ["maskwatch", "average"]
+
+
 def run_folder_of(command: str) -> Path | None:
-    """The ``--out`` of a ``maskwatch train`` command, if it has one."""
+    """The run folder a command writes: the ``--out`` of ``maskwatch train``, or the folder of a
+    ``maskwatch average --out FOLDER/model.pt`` (None when the command has no such ``--out``)."""
     words = shlex.split(command)
+    out = None
     for i, word in enumerate(words):
         if word == "--out" and i + 1 < len(words):
-            return Path(words[i + 1])
-        if word.startswith("--out="):
-            return Path(word.split("=", 1)[1])
-    return None
+            out = Path(words[i + 1])
+        elif word.startswith("--out="):
+            out = Path(word.split("=", 1)[1])
+    if out is not None and is_soup_command(command):
+        return out.parent if out.name == "model.pt" else None
+    return out
 
 
 def _train(command: str) -> float:
@@ -629,7 +654,11 @@ def _machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-command", help="the `maskwatch train ... --out RUN` command (recorded in the card)")
+    p.add_argument(
+        "--train-command",
+        help="the `maskwatch train ... --out RUN` (or `maskwatch average ... --out RUN/model.pt`) command, "
+        "recorded in the card",
+    )
     p.add_argument("--run", type=Path, help="run folder (default: the command's --out)")
     p.add_argument("--no-train", action="store_true", help="measure an existing run instead of training")
     p.add_argument("--faces-only", type=Path, help="a model trained on faces only: the cross-dataset figure")
@@ -648,6 +677,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.train_command:
         p.error("--train-command is required (it is what the card says made the model)")
+    if is_soup_command(args.train_command) and not args.no_train:
+        p.error("a `maskwatch average` command is recorded, not re-run: give --no-train")
+    if is_soup_command(args.train_command) and run_folder_of(args.train_command) is None:
+        p.error("a `maskwatch average` command must write RUN/model.pt (--out RUN/model.pt)")
     run = args.run or run_folder_of(args.train_command)
     if run is None:
         p.error("give --run, or an --out in --train-command")

@@ -73,8 +73,9 @@ def test_sections_without_markers_are_appended_and_bad_markers_refused(bundled):
     new, appended = bundled.replace_generated(SMALL_CARD, {"summary": "s", "fp16": "## fp16\n\n| t |", "int8": None})
     assert appended == ["fp16"]
     assert new.startswith(SMALL_CARD.split("<!-- generated: summary -->")[0])
-    assert new.endswith("Closing words, no newline at the end\n\n<!-- generated: fp16 -->\n## fp16\n\n| t |\n"
-                        "<!-- /generated -->\n")
+    assert new.endswith(
+        "Closing words, no newline at the end\n\n<!-- generated: fp16 -->\n## fp16\n\n| t |\n<!-- /generated -->\n"
+    )
     with pytest.raises(ValueError, match="no '<!-- /generated -->'"):
         bundled.replace_generated("<!-- generated: a -->\nno end\n", {"a": "x"})
     with pytest.raises(ValueError, match="more than once"):
@@ -84,13 +85,22 @@ def test_sections_without_markers_are_appended_and_bad_markers_refused(bundled):
 
 
 def _result(classes: list[str], accuracy: float, temperature: float = 1.0) -> dict:
-    per_class = {c: {"precision": 0.9 + i / 100, "recall": 0.8 + i / 100, "f1": 0.85, "support": 100 + i}
-                 for i, c in enumerate(classes)}
-    return {"n_images": 300, "accuracy": accuracy, "macro_f1": accuracy - 0.01,
-            "roc_auc": 0.999 if len(classes) == 2 else None, "ece": 0.011, "ece_uncalibrated": 0.031,
-            "temperature": temperature, "backend": "onnx", "per_class": per_class,
-            "compliance": {"accuracy": 0.97, "macro_f1": 0.95, "noncompliant_recall": 0.93} if len(classes) > 2
-            else None}
+    per_class = {
+        c: {"precision": 0.9 + i / 100, "recall": 0.8 + i / 100, "f1": 0.85, "support": 100 + i}
+        for i, c in enumerate(classes)
+    }
+    return {
+        "n_images": 300,
+        "accuracy": accuracy,
+        "macro_f1": accuracy - 0.01,
+        "roc_auc": 0.999 if len(classes) == 2 else None,
+        "ece": 0.011,
+        "ece_uncalibrated": 0.031,
+        "temperature": temperature,
+        "backend": "onnx",
+        "per_class": per_class,
+        "compliance": {"accuracy": 0.97, "macro_f1": 0.95, "noncompliant_recall": 0.93} if len(classes) > 2 else None,
+    }
 
 
 def fake_summary(bundled, classes: list[str], *, temperature: float = 1.0, cross: bool = False) -> dict:
@@ -100,44 +110,111 @@ def fake_summary(bundled, classes: list[str], *, temperature: float = 1.0, cross
     summary = {
         "file": "maskwatch-mobilenet_v2.pt",
         "command": "maskwatch train --config configs/bundled.yaml --data ../shared/data/faces "
-                   "--data ../shared/data/scenes,crops,min_face=12,splits=data/splits/scenes --out runs/bundled",
-        "run": "runs/bundled", "train_seconds": 754.2, "machine": "Fake CPU, 2 cores",
-        "arch": "mobilenet_v2", "classes": classes, "compliant_classes": ["with_mask"], "crop_margin": 0.15,
-        "image_size": 224, "temperature": temperature,
-        "calibration": {"data": "faces/valid + scene crops [valid]", "n": 700, "ece_before": 0.03,
-                        "ece_after": 0.01, "note": ""} if temperature != 1.0 else None,
-        "sets": [{**bundled.asdict(t), "data": str(t.data), "split_lists": str(t.split_lists) if t.split_lists
-                  else None, "command": t.command()} for t in sets],
+        "--data ../shared/data/scenes,crops,min_face=12,splits=data/splits/scenes --out runs/bundled",
+        "run": "runs/bundled",
+        "train_seconds": 754.2,
+        "machine": "Fake CPU, 2 cores",
+        "arch": "mobilenet_v2",
+        "classes": classes,
+        "compliant_classes": ["with_mask"],
+        "crop_margin": 0.15,
+        "image_size": 224,
+        "temperature": temperature,
+        "calibration": {
+            "data": "faces/valid + scene crops [valid]",
+            "n": 700,
+            "ece_before": 0.03,
+            "ece_after": 0.01,
+            "note": "",
+        }
+        if temperature != 1.0
+        else None,
+        "sets": [
+            {
+                **bundled.asdict(t),
+                "data": str(t.data),
+                "split_lists": str(t.split_lists) if t.split_lists else None,
+                "command": t.command(),
+            }
+            for t in sets
+        ],
         "fp32": {t.name: _result(classes, 0.99) for t in sets},
         "fp16": {t.name: _result(classes, 0.99) for t in sets},
-        "bundled": "fp16", "size_bytes": 4_600_000, "fp32_size_bytes": 9_100_000, "sha256": "ab" * 32,
-        "cross_dataset": None, "int8": None,
-        "config": {"epochs": 15, "views": 6, "finetune": 4, "finetune_epochs": 6, "finetune_lr": 1e-4, "lr": 1e-3,
-                   "batch_size": 32, "rotation": 15.0, "jitter": 0.2, "crop_scale": 0.8, "blur_prob": 0.4,
-                   "lowres_min": 14, "lowres_max": 56, "lowres_prob": 0.5, "weights": "imagenet",
-                   "data": ["../shared/data/faces", {"path": "../shared/data/scenes", "crops": True}]},
-        "data": {"datasets": [
-            {"name": "faces", "root": "../shared/data/faces", "layout": "folders", "weight": 1.0,
-             "counts": {"train": dict.fromkeys(classes, 1000), "valid": dict.fromkeys(classes, 200)}},
-            {"name": "scenes", "root": "../shared/data/scenes", "layout": "voc", "weight": 2.0,
-             "counts": {"train": dict.fromkeys(classes, 50), "valid": dict.fromkeys(classes, 20)}}]},
+        "bundled": "fp16",
+        "size_bytes": 4_600_000,
+        "fp32_size_bytes": 9_100_000,
+        "sha256": "ab" * 32,
+        "cross_dataset": None,
+        "int8": None,
+        "config": {
+            "epochs": 15,
+            "views": 6,
+            "finetune": 4,
+            "finetune_epochs": 6,
+            "finetune_lr": 1e-4,
+            "lr": 1e-3,
+            "batch_size": 32,
+            "rotation": 15.0,
+            "jitter": 0.2,
+            "crop_scale": 0.8,
+            "blur_prob": 0.4,
+            "lowres_min": 14,
+            "lowres_max": 56,
+            "lowres_prob": 0.5,
+            "weights": "imagenet",
+            "data": ["../shared/data/faces", {"path": "../shared/data/scenes", "crops": True}],
+        },
+        "data": {
+            "datasets": [
+                {
+                    "name": "faces",
+                    "root": "../shared/data/faces",
+                    "layout": "folders",
+                    "weight": 1.0,
+                    "counts": {"train": dict.fromkeys(classes, 1000), "valid": dict.fromkeys(classes, 200)},
+                },
+                {
+                    "name": "scenes",
+                    "root": "../shared/data/scenes",
+                    "layout": "voc",
+                    "weight": 2.0,
+                    "counts": {"train": dict.fromkeys(classes, 50), "valid": dict.fromkeys(classes, 20)},
+                },
+            ]
+        },
         "validation": {"stage": 2, "epoch": 5, "val_loss": 0.01},
         "versions": {"maskwatch": "0.1.0"},
     }
     if cross:
         test = bundled.cross_dataset_set(shared)
         summary["cross_dataset"] = {
-            "model": "runs/faces-only/model.pt", "sha256": "cd" * 32, "command": "maskwatch train --data faces",
+            "model": "runs/faces-only/model.pt",
+            "sha256": "cd" * 32,
+            "command": "maskwatch train --data faces",
             "compliant_classes": ["with_mask"],
             "set": {"title": test.title, "note": test.note, "command": test.command("runs/faces-only/model.pt")},
             "result": _result(["with_mask", "without_mask"], 0.981),
         }
-        summary["int8"] = {"file": "m-int8.onnx", "size_bytes": 2_600_000, "sha256": "ef" * 32,
-                           "calibration": "200 images, stratified sample",
-                           "deltas": {t.name: {"fp32": {"n": 300, "accuracy": 0.99, "macro_f1": 0.98},
-                                               "int8": {"n": 300, "accuracy": 0.985, "macro_f1": 0.97,
-                                                        "accuracy_delta_points": -0.5, "macro_f1_delta_points": -1.0,
-                                                        "differs_from_fp32": 3}} for t in sets}}
+        summary["int8"] = {
+            "file": "m-int8.onnx",
+            "size_bytes": 2_600_000,
+            "sha256": "ef" * 32,
+            "calibration": "200 images, stratified sample",
+            "deltas": {
+                t.name: {
+                    "fp32": {"n": 300, "accuracy": 0.99, "macro_f1": 0.98},
+                    "int8": {
+                        "n": 300,
+                        "accuracy": 0.985,
+                        "macro_f1": 0.97,
+                        "accuracy_delta_points": -0.5,
+                        "macro_f1_delta_points": -1.0,
+                        "differs_from_fp32": 3,
+                    },
+                }
+                for t in sets
+            },
+        }
     return json.loads(json.dumps(summary))  # JSON-ready, as main() reads it back
 
 
@@ -216,6 +293,35 @@ def test_evaluate_commands_and_merged_figures(bundled):
     assert bundled.run_folder_of("maskwatch train --data d --out runs/x") == Path("runs/x")
     assert bundled.run_folder_of("maskwatch train --out=runs/y") == Path("runs/y")
     assert bundled.run_folder_of("maskwatch train --data d") is None
+    # a model soup's run folder is where `maskwatch average` wrote model.pt
+    assert bundled.run_folder_of("maskwatch average a.pt b.pt --out runs/soup/model.pt") == Path("runs/soup")
+    assert bundled.run_folder_of("maskwatch average a.pt b.pt --out runs/soup.pt") is None
+
+
+def test_card_of_a_model_soup_names_its_ingredients_and_their_recipes(bundled, tmp_path):
+    summary = fake_summary(bundled, ["with_mask", "without_mask"])
+    summary["command"] = "maskwatch average runs/a/model.pt runs/b/model.pt --out runs/soup/model.pt"
+    summary["averaging"] = {"method": "model soup (weighted average of weights)", "ingredients": [
+        {"name": "runs/a/model.pt (sha256 " + "a1" * 32 + ")", "weight": 0.5, "config": {"epochs": 15, "views": 6}},
+        {"name": "runs/b/model.pt (sha256 " + "b2" * 32 + ")", "weight": 0.5,
+         "config": {"epochs": 9, "views": 6, "grayscale_prob": 0.15}},
+    ]}  # fmt: skip
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(SMALL_CARD)
+    bundled.write_card(summary, card)
+    flat = " ".join(card.read_text().split())
+    assert "the weight average (a model soup, `maskwatch average`) of 2 models" in flat
+    assert "`maskwatch average runs/a/model.pt runs/b/model.pt --out runs/soup/model.pt`" in flat
+    assert "0.5 x runs/a/model.pt (sha256 " + "a1" * 32 + "): frozen backbone, head trained 15 epochs" in flat
+    assert "head trained 9 epochs" in flat and "grayscale (p=0.15)" in flat
+    assert "trained by maskwatch's own `train` command." not in flat  # that is a single run's sentence
+
+
+def test_a_soup_command_is_recorded_not_re_run(bundled):
+    with pytest.raises(SystemExit):  # --no-train is required: the card records the command, nothing runs it
+        bundled.main(["--train-command", "maskwatch average a.pt b.pt --out runs/soup/model.pt"])
+    with pytest.raises(SystemExit):  # the run folder must hold the soup as model.pt
+        bundled.main(["--no-train", "--train-command", "maskwatch average a.pt b.pt --out runs/soup.pt"])
 
 
 def test_card_only_rewrites_from_the_saved_results(bundled, tmp_path):
