@@ -22,6 +22,10 @@ def test_bundled_model_loads_and_matches_its_card():
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digest in card, "MODEL_CARD.md must state the bundled file's sha256"
     assert re.search(r"maskwatch train .*--", card), "the card must give the exact training command"
+    for ingredient in (checkpoint.get("averaging") or {}).get("ingredients") or []:  # a model soup
+        assert re.search(r"maskwatch average .*--out", card), "the card must give the averaging command"
+        sha = re.search(r"sha256 ([0-9a-f]{64})", ingredient["name"])
+        assert sha and sha.group(1) in card, f"the card must name the ingredient {ingredient['name']}"
 
 
 @pytest.mark.integration
