@@ -29,7 +29,8 @@ study (Sellam et al., 2022): each of B rounds draws seed numbers with replacemen
 recipes: a soup shares ingredients with its baselines, so seeds are paired) and faces with replacement
 (stratified, the same faces for every model). Many comparisons are read at once, so the intervals are
 *simultaneous* (the max-t band: the 95th percentile over rounds of the largest studentised deviation among all
-comparisons of the pair), and a recipe equal to its baseline is called worse anywhere at most 5 % of the time.
+comparisons of the pair), so a recipe equal to its baseline is called worse anywhere about 5 % of the time
+(approximately: resampling n seeds underestimates their variance by (n - 1) / n).
 A candidate recipe is worse beyond noise where the simultaneous interval of its difference lies below zero
 (:attr:`RecipeVerdict.worse`); it passes when that happens nowhere, against every baseline recipe.
 
