@@ -156,3 +156,20 @@ def test_light_imports_load_no_vision_or_ml_runtime(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def test_bundled_module_stands_alone_for_setup_py() -> None:
+    """setup.py loads ``maskwatch/bundled.py`` by its path while building a wheel, before the package can be
+    imported: the file may import nothing from maskwatch at module level."""
+    tree = ast.parse((PACKAGE / "bundled.py").read_text(encoding="utf-8"))
+    bad = []
+    for node in tree.body:
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        bad += [f"bundled.py:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "maskwatch"]
+    assert not bad, "\n".join(bad)

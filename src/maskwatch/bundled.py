@@ -16,13 +16,13 @@ install maskwatch``: no torch, and the wheel carries no checkpoint).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-
-from maskwatch.core.digests import file_sha256_cached
 
 __all__ = [
     "BUNDLED_INT8_NAME",
@@ -72,10 +72,24 @@ class BundledModel:
         return None if self.expected_sha256 is None else self.sha256 == self.expected_sha256
 
 
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, once per (path, mtime, size): every model load checks it. Not
+    :mod:`maskwatch.core.digests`'s: setup.py loads this file alone, before the package exists, so it
+    imports nothing from maskwatch."""
+    stat = path.stat()
+    return _digest_of(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def write_manifest(folder: Path) -> Path:
     """Write ``folder/models.json``: role, size and sha256 of each model file there (the build step's)."""
     models = [
-        {"file": path.name, "role": _ROLES[path.name], "bytes": path.stat().st_size, "sha256": file_sha256_cached(path)}
+        {"file": path.name, "role": _ROLES[path.name], "bytes": path.stat().st_size, "sha256": _file_sha256(path)}
         for path in sorted(folder.glob("*.onnx"))
         if path.name in _ROLES
     ]
@@ -95,7 +109,7 @@ def _manifest() -> dict[str, str]:
 def _checked(path: Path) -> Path:
     """``path``, after checking a packaged file against the manifest (:class:`BundledModelError` if it differs)."""
     expected = _manifest().get(path.name) if path.parent == _ASSETS else None
-    if expected is not None and (actual := file_sha256_cached(path)) != expected:
+    if expected is not None and (actual := _file_sha256(path)) != expected:
         raise BundledModelError(
             f"bundled model {path} has sha256 {actual}, expected {expected} (models.json): the file is "
             "damaged or was replaced; reinstall maskwatch (pip install --force-reinstall maskwatch)"
@@ -152,5 +166,5 @@ def bundled_models() -> list[BundledModel]:
         path = _find(name)
         if path is not None:
             expected = manifest.get(name) if path.parent == _ASSETS else None
-            out.append(BundledModel(role, path, file_sha256_cached(path), expected))
+            out.append(BundledModel(role, path, _file_sha256(path), expected))
     return out
