@@ -71,8 +71,11 @@ function ruleForm(cams, nodes, onsaved) {
 async function alertsPage(main) {
   main.append(el("h1", {}, "Alerts"));
   const list = el("table", { id: "alert-list" });
+  let latest = 0;  // alerts arrive in bursts, and their refreshes may answer out of order: the last one asked wins
   const refresh = async () => {
+    const asked = ++latest;
     const data = await api("/alerts?limit=100");
+    if (asked !== latest) return;
     list.replaceChildren(el("tr", {}, ["state", "rule", "camera", "message", "since", ""].map((h) => el("th", {}, h))), ...alertRows(data.items, refresh));
   };
   main.append(el("div", { class: "card" }, list, roleNote("acknowledge")));
