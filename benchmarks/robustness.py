@@ -386,12 +386,7 @@ def recipe_rows(members: list[dict[str, dict[str, ConditionResult]]]) -> dict[st
     return out
 
 
-def _recipe_verdict_text(v: RecipeVerdict) -> str:
-    d = v.difference
-    return f"{v.population} {v.condition} {v.metric} {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
-
-
-def _verdict_text(v: Verdict) -> str:
+def _verdict_text(v: Verdict | RecipeVerdict) -> str:
     d = v.difference
     return f"{v.population} {v.condition} {v.metric} {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
@@ -432,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         head, path = item.split("=", 1)
         name, family = head.split(":", 1)
         folds[(name, family)] = Path(path)
+
+    recipes = {k: v.split(",") for k, v in (item.split("=", 1) for item in args.recipe)}
+    unknown = sorted({m for names in recipes.values() for m in names} - set(models)) + sorted(
+        set(args.recipe_baseline) - set(recipes)
+    )
+    if unknown:  # before minutes of scoring
+        p.error(f"--recipe and --recipe-baseline name unknown models or recipes: {', '.join(unknown)}")
 
     full_pops = populations(args.role, reviews=reviews)
     loso_pops = full_pops  # a fold model never saw the population: its valid (or test) split is unseen too
@@ -504,12 +506,6 @@ def main(argv: list[str] | None = None) -> int:
                                           "worse": [_verdict_text(v) for v in loose if v.fdr_worse]},
             }  # fmt: skip
     report["selection"] = selection
-    recipes = {k: v.split(",") for k, v in (item.split("=", 1) for item in args.recipe)}
-    unknown = sorted({m for names in recipes.values() for m in names} - set(models)) + sorted(
-        set(args.recipe_baseline) - set(recipes)
-    )
-    if unknown:
-        p.error(f"--recipe and --recipe-baseline name unknown models or recipes: {', '.join(unknown)}")
 
     def with_folds(name: str) -> dict[str, dict[str, ConditionResult]]:
         return {**raw_full[name], **{f"{k} (fold)": v for k, v in raw_loso[name].items()}}
@@ -530,9 +526,9 @@ def main(argv: list[str] | None = None) -> int:
                 "comparisons": len(recipe_verdicts),
                 "passes": passes(recipe_verdicts),
                 "band": recipe_verdicts[0].band if recipe_verdicts else float("nan"),
-                "worse": [_recipe_verdict_text(v) for v in recipe_verdicts if v.worse],
-                "better": [_recipe_verdict_text(v) for v in recipe_verdicts if v.better],
-                "pointwise_worse": [_recipe_verdict_text(v) for v in recipe_verdicts if v.pointwise.high < 0],
+                "worse": [_verdict_text(v) for v in recipe_verdicts if v.worse],
+                "better": [_verdict_text(v) for v in recipe_verdicts if v.better],
+                "pointwise_worse": [_verdict_text(v) for v in recipe_verdicts if v.pointwise.high < 0],
                 "verdicts": [v.to_dict() for v in recipe_verdicts],
             }
     report["recipe_selection"] = recipe_selection
