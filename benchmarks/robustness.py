@@ -484,12 +484,15 @@ def main(argv: list[str] | None = None) -> int:
             entry["loso"][pop_name] = {"fold": str(fold_model), "summary": summarize(results)}
         report["models"][name] = entry
 
+    def with_folds(name: str) -> dict[str, dict[str, ConditionResult]]:
+        """A model's results with its fold models' as populations of their own ("scenes (fold)")."""
+        return {**raw_full[name], **{f"{k} (fold)": v for k, v in raw_loso[name].items()}}
+
     selection: dict[str, Any] = {}
     for candidate in (m for m in models if m not in args.baseline):
         selection[candidate] = {}
         for baseline in args.baseline:
-            both = {**raw_full[candidate], **{f"{k} (fold)": v for k, v in raw_loso[candidate].items()}}
-            theirs = {**raw_full[baseline], **{f"{k} (fold)": v for k, v in raw_loso[baseline].items()}}
+            both, theirs = with_folds(candidate), with_folds(baseline)
             verdicts = compare(both, theirs, baseline_name=baseline)
             loose = compare(both, theirs, baseline_name=baseline, metrics=LOOSE_METRICS)
             selection[candidate][baseline] = {
@@ -506,9 +509,6 @@ def main(argv: list[str] | None = None) -> int:
                                           "worse": [_verdict_text(v) for v in loose if v.fdr_worse]},
             }  # fmt: skip
     report["selection"] = selection
-
-    def with_folds(name: str) -> dict[str, dict[str, ConditionResult]]:
-        return {**raw_full[name], **{f"{k} (fold)": v for k, v in raw_loso[name].items()}}
 
     report["recipes"] = {
         name: {"models": names, "rows": recipe_rows([with_folds(m) for m in names])} for name, names in recipes.items()

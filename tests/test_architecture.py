@@ -161,15 +161,5 @@ def test_light_imports_load_no_vision_or_ml_runtime(module: str) -> None:
 def test_bundled_module_stands_alone_for_setup_py() -> None:
     """setup.py loads ``maskwatch/bundled.py`` by its path while building a wheel, before the package can be
     imported: the file may import nothing from maskwatch at module level."""
-    tree = ast.parse((PACKAGE / "bundled.py").read_text(encoding="utf-8"))
-    bad = []
-    for node in tree.body:
-        names = (
-            [a.name for a in node.names]
-            if isinstance(node, ast.Import)
-            else [node.module or ""]
-            if isinstance(node, ast.ImportFrom)
-            else []
-        )
-        bad += [f"bundled.py:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "maskwatch"]
+    bad = [f"bundled.py:{line} imports {module}" for module, line, top in _imports(PACKAGE / "bundled.py") if top]
     assert not bad, "\n".join(bad)

@@ -273,9 +273,29 @@ def evaluate_conditions(
     return results
 
 
+class _Judged:
+    """What both kinds of verdict read from their ``difference`` interval (candidate - baseline)."""
+
+    difference: Interval
+
+    @property
+    def worse(self) -> bool:
+        """Worse beyond noise, the rule: the whole interval of the difference lies below zero."""
+        return self.difference.high < 0
+
+    @property
+    def better(self) -> bool:
+        """Better beyond noise: the whole interval of the difference lies above zero."""
+        return self.difference.low > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "worse": self.worse, "better": self.better}  # type: ignore[call-overload]  # subclasses are dataclasses
+
+
 @dataclass(frozen=True)
-class Verdict:
-    """Candidate vs one baseline on one population, condition and metric."""
+class Verdict(_Judged):
+    """Candidate vs one baseline on one population, condition and metric (the interval: 95 % paired
+    bootstrap over faces)."""
 
     baseline: str
     population: str
@@ -284,19 +304,6 @@ class Verdict:
     difference: Interval
     p_worse: float = 1.0  # one-sided bootstrap p-value of "the candidate is worse"
     fdr_worse: bool = False  # worse after correcting all comparisons together (reported, not the rule)
-
-    @property
-    def worse(self) -> bool:
-        """Worse beyond noise, the rule: the whole 95 % interval of the difference lies below zero."""
-        return self.difference.high < 0
-
-    @property
-    def better(self) -> bool:
-        """Better beyond noise: the whole 95 % interval of the difference lies above zero."""
-        return self.difference.low > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "worse": self.worse, "better": self.better}
 
 
 def benjamini_hochberg(p_values: Sequence[float], rate: float = FALSE_DISCOVERY_RATE) -> np.ndarray:
@@ -347,8 +354,9 @@ Results = dict[str, dict[str, ConditionResult]]  # one model's predictions: {pop
 
 
 @dataclass(frozen=True)
-class RecipeVerdict:
-    """Candidate recipe vs one baseline recipe (each several seeds) on one population, condition and metric."""
+class RecipeVerdict(_Judged):
+    """Candidate recipe vs one baseline recipe (each several seeds) on one population, condition and metric
+    (the interval: simultaneous, over seeds and faces)."""
 
     baseline: str
     population: str
@@ -359,18 +367,6 @@ class RecipeVerdict:
     candidate_seeds: tuple[float, ...]
     baseline_seeds: tuple[float, ...]
     band: float = 0.0  # the simultaneous interval's half-width in standard errors (the same for every comparison)
-
-    @property
-    def worse(self) -> bool:
-        """Worse beyond noise, the seed-aware rule: the simultaneous interval of the difference below zero."""
-        return self.difference.high < 0
-
-    @property
-    def better(self) -> bool:
-        return self.difference.low > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "worse": self.worse, "better": self.better}
 
 
 def _seed_weights(rng: np.random.Generator, seeds: int, rounds: int) -> np.ndarray:
